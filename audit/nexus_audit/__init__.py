@@ -1,0 +1,1 @@
+"""NexusAI audit service: Merkle log, checkpoints, proofs and evidence."""

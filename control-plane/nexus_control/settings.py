@@ -1,0 +1,42 @@
+"""Control-plane settings, read from ``NEXUS_*`` environment variables.
+
+Every setting has a default that suits the one-machine demo; the README's
+settings table documents each one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KEYS_DIR = Path(".nexus/keys")
+SIGNING_KEY_NAME = "bundle-signing.pem"
+APPROVAL_KEY_NAME = "approval-signing.pem"
+
+
+class ControlSettings(BaseSettings):
+    """Settings of the control plane and its CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="NEXUS_", extra="ignore")
+
+    opa_bin: Path | None = None
+    """The OPA binary; default: `opa` beside the running Python, then on PATH."""
+    keys_dir: Path = DEFAULT_KEYS_DIR
+    """Where `nexus-policy keys init` writes, and where keys are looked up by default."""
+    signing_key_file: Path | None = None
+    """PEM RSA private key that signs bundles (RS256); default: KEYS_DIR/bundle-signing.pem."""
+    signing_key_id: str = "nexus-bundle-signing"
+    """Key id put in the bundle signature; enforcers name the same id in `signing.keyid`."""
+    approval_key_file: Path | None = None
+    """PEM EC P-256 key that signs tool approvals (ES256); default: KEYS_DIR/approval-signing.pem."""
+    dist_dir: Path = Path("dist")
+    """Where `nexus-policy build` writes bundles."""
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.keys_dir / SIGNING_KEY_NAME
+
+    @property
+    def approval_key_path(self) -> Path:
+        return self.approval_key_file or self.keys_dir / APPROVAL_KEY_NAME

@@ -1,0 +1,341 @@
+"""The spec kinds policy authors write, one YAML kind per concern.
+
+Every document starts with ``apiVersion: policy.nexus.ai/v1`` and a ``kind``.
+Models are strict: an unknown key, a wrong type or a value out of range is an
+error, never silently ignored. Field names are camelCase in YAML.
+Cross-references between documents (a binding naming an unknown role, say)
+are checked in :mod:`nexus_control.crossref`, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "policy.nexus.ai/v1"
+
+Identifier = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$", strict=True)
+]
+"""Lower-case ids: letters, digits, '.', '_', '-'; used as object keys in bundle data."""
+
+Permission = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+:[a-z0-9*._-]+$", strict=True)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", strict=True)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500, strict=True)]
+
+ROUTE_PERMISSIONS: frozenset[str] = frozenset(
+    {"chat:completions", "chats:read", "chats:delete", "subjects:erase"}
+)
+"""Permissions the gateway's fixed routes require (see rego/README.md)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=False,
+    )
+
+
+class Plan(StrEnum):
+    FREE = "free"
+    TEAM = "team"
+    ENTERPRISE = "enterprise"
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _RISK_RANK[self]
+
+
+_RISK_RANK = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2, RiskLevel.CRITICAL: 3}
+
+# YAML gives strings; enums are the one place values are converted.
+PlanName = Annotated[Plan, Field(strict=False)]
+Risk = Annotated[RiskLevel, Field(strict=False)]
+
+
+# --- Bundle ------------------------------------------------------------------
+
+
+class BundleSpec(_Strict):
+    """``bundle.yaml``: names the bundle and the Rego library it carries."""
+
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Bundle"]
+    name: Identifier
+    description: Text | None = None
+    policy: Annotated[str, StringConstraints(min_length=1, strict=True)] = "../../rego"
+    """Directory of the Rego library, relative to bundle.yaml."""
+
+
+# --- Regions -----------------------------------------------------------------
+
+
+class Region(_Strict):
+    id: Identifier
+    jurisdiction: Identifier
+
+
+class RegionsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Regions"]
+    regions: list[Region] = Field(min_length=1)
+
+
+# --- Tenants -----------------------------------------------------------------
+
+
+class Budget(_Strict):
+    monthly_cap_usd: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
+    soft_cap_percent: Annotated[int, Field(ge=1, le=100)] = 80
+    on_hard_cap: Literal["refuse", "disable"] = "refuse"
+    per_model: dict[Identifier, Annotated[float, Field(gt=0, strict=False)]] = Field(
+        default_factory=dict
+    )
+    per_feature: dict[Identifier, Annotated[float, Field(gt=0, strict=False)]] = Field(
+        default_factory=dict
+    )
+
+
+class Tenant(_Strict):
+    id: Identifier
+    name: Text
+    plan: PlanName
+    status: Literal["active", "suspended"] = "active"
+    jurisdiction: Identifier | None = None
+    """When set, the tenant is served only by regions of this jurisdiction."""
+    budget: Budget
+
+
+class TenantsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Tenants"]
+    tenants: list[Tenant] = Field(min_length=1)
+
+
+# --- Models ------------------------------------------------------------------
+
+
+class Model(_Strict):
+    id: Identifier
+    provider: Identifier
+    plans: list[PlanName] = Field(min_length=1)
+    """Plans whose tenants may use the model."""
+
+
+class ModelsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Models"]
+    models: list[Model] = Field(min_length=1)
+
+
+# --- RBAC --------------------------------------------------------------------
+
+
+class Role(_Strict):
+    id: Identifier
+    description: Text | None = None
+    permissions: list[Permission] = Field(min_length=1)
+
+
+class ApiKey(_Strict):
+    """An API key, known only by the SHA-256 of its plain text."""
+
+    id: Identifier
+    sha256: Sha256Hex
+
+
+class Binding(_Strict):
+    tenant: Identifier
+    role: Identifier
+    users: list[Annotated[str, StringConstraints(min_length=1, max_length=254)]] = Field(
+        default_factory=list
+    )
+    services: list[Identifier] = Field(default_factory=list)
+    api_keys: list[ApiKey] = Field(default_factory=list)
+
+    @field_validator("users")
+    @classmethod
+    def _users_are_emails_or_ids(cls, users: list[str]) -> list[str]:
+        for user in users:
+            if not _USER_RE.match(user):
+                raise ValueError(f"user {user!r} must be an email address or a lower-case id")
+        return users
+
+
+_USER_RE = re.compile(r"^[a-z0-9._%+-]+(@[a-z0-9.-]+\.[a-z]{2,})?$")
+
+
+class RbacSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["RBAC"]
+    roles: list[Role] = Field(default_factory=list)
+    bindings: list[Binding] = Field(default_factory=list)
+
+
+# --- Identity ------------------------------------------------------------------
+
+
+class Issuer(_Strict):
+    """An identity provider whose JWTs authenticate users and services."""
+
+    issuer: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
+    audience: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
+    tenant_claim: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "nexus_tenant"
+    jwks: dict[str, Any] | None = None
+    jwks_file: str | None = None
+    """Path of a JWKS file, relative to the spec file."""
+
+
+class IdentitySpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Identity"]
+    issuers: list[Issuer] = Field(default_factory=list)
+
+
+# --- Tools -------------------------------------------------------------------
+
+
+class Tool(_Strict):
+    id: Identifier
+    description: Text | None = None
+    risk: Risk
+    permission: Permission
+    requires_approval: bool | None = None
+    """Defaults to true for high and critical tools, which may not turn it off."""
+    arguments: dict[str, Any]
+    """JSON Schema (draft 2020-12 or earlier) the call's arguments must match."""
+
+    @property
+    def approval_required(self) -> bool:
+        if self.requires_approval is None:
+            return self.risk.rank >= RiskLevel.HIGH.rank
+        return self.requires_approval
+
+
+class ToolsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Tools"]
+    tools: list[Tool] = Field(min_length=1)
+
+
+# --- Prompts -----------------------------------------------------------------
+
+
+class PromptVersion(_Strict):
+    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,40}$", strict=True)]
+    status: Literal["active", "deprecated", "retired"] = "active"
+
+
+class Prompt(_Strict):
+    id: Identifier
+    owner: Identifier
+    risk: Risk
+    default_version: Annotated[str, StringConstraints(min_length=1, strict=True)]
+    versions: list[PromptVersion] = Field(min_length=1)
+
+
+class PromptsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Prompts"]
+    prompts: list[Prompt] = Field(min_length=1)
+
+
+# --- Retention -----------------------------------------------------------------
+
+
+class DataClass(_Strict):
+    id: Identifier
+    description: Text | None = None
+
+
+class RetentionRule(_Strict):
+    data_class: Identifier
+    days: Annotated[int, Field(ge=1, le=36500)]
+    delete: Literal["soft", "hard"] = "soft"
+    legal_hold: bool = False
+
+
+class TenantRetention(RetentionRule):
+    tenant: Identifier
+
+
+class RetentionSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Retention"]
+    data_classes: list[DataClass] = Field(default_factory=list)
+    defaults: list[RetentionRule] = Field(default_factory=list)
+    policies: list[TenantRetention] = Field(default_factory=list)
+
+
+# --- Rollouts ----------------------------------------------------------------
+
+
+class Variant(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=80, strict=True)]
+    weight: Annotated[int, Field(ge=0, le=100)]
+
+
+class Override(_Strict):
+    tenant: Identifier
+    variant: Annotated[str, StringConstraints(min_length=1, max_length=80, strict=True)]
+
+
+class Flag(_Strict):
+    id: Identifier
+    target: Literal["model", "prompt"]
+    key: Identifier
+    """The requested model alias, or the prompt id, this flag routes."""
+    baseline: Annotated[str, StringConstraints(min_length=1, max_length=80, strict=True)]
+    variants: list[Variant] = Field(min_length=1)
+    canary_percent: Annotated[int, Field(ge=0, le=100)] = 0
+    sticky: Literal["tenant", "subject"] = "tenant"
+    kill_switch: bool = False
+    overrides: list[Override] = Field(default_factory=list)
+
+
+class RolloutsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Rollouts"]
+    flags: list[Flag] = Field(min_length=1)
+
+
+SPEC_KINDS: dict[str, type[_Strict]] = {
+    "Bundle": BundleSpec,
+    "Regions": RegionsSpec,
+    "Tenants": TenantsSpec,
+    "Models": ModelsSpec,
+    "RBAC": RbacSpec,
+    "Identity": IdentitySpec,
+    "Tools": ToolsSpec,
+    "Prompts": PromptsSpec,
+    "Retention": RetentionSpec,
+    "Rollouts": RolloutsSpec,
+}
+"""Every kind a bundle directory may hold, by its ``kind`` value."""
+
+AnySpec = (
+    BundleSpec
+    | RegionsSpec
+    | TenantsSpec
+    | ModelsSpec
+    | RbacSpec
+    | IdentitySpec
+    | ToolsSpec
+    | PromptsSpec
+    | RetentionSpec
+    | RolloutsSpec
+)

@@ -1,0 +1,1 @@
+"""NexusAI data plane: enforcer configuration, supervision and the Python SDK."""

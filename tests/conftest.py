@@ -1,0 +1,73 @@
+"""Shared fixtures: the repository's paths, signing keys, and the real servers.
+
+Fixtures that start real processes (OPA, Envoy, PostgreSQL, Redis) bind
+free loopback ports and stop their process when the test (or session) ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from nexus_control.keys import KeyPaths, init_keys
+from nexus_control.opa import Opa
+from nexus_control.toolchain import find_opa
+
+REPO = Path(__file__).resolve().parent.parent
+GATEWAY = REPO / "bundles" / "gateway"
+REGO = REPO / "rego"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def session_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPaths:
+    """One bundle-signing and approval key pair for the whole run."""
+    return init_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def opa_bin() -> Path:
+    return find_opa()
+
+
+@pytest.fixture(scope="session")
+def opa(opa_bin: Path) -> Opa:
+    return Opa(opa_bin)
+
+
+BundleFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path) -> BundleFactory:
+    """Copy bundles/gateway to a temporary directory, optionally rewriting files.
+
+    ``make_bundle(**{"tenants.yaml": "..."})`` replaces a file's text;
+    a value of None deletes the file. The copy's ``policy`` points at rego/.
+    """
+    counter = iter(range(1_000_000))
+
+    def factory(**files: str | None) -> Path:
+        target = tmp_path / f"bundle-{next(counter)}"
+        shutil.copytree(GATEWAY, target)
+        bundle_yaml = target / "bundle.yaml"
+        bundle_yaml.write_text(
+            bundle_yaml.read_text().replace("policy: ../../rego", f"policy: {REGO}")
+        )
+        for name, text in files.items():
+            path = target / name
+            if text is None:
+                path.unlink()
+            else:
+                path.write_text(text)
+        return target
+
+    return factory

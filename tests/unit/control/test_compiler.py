@@ -1,0 +1,61 @@
+"""Compiled data: keyed for constant-time lookups, deterministic, complete."""
+
+from __future__ import annotations
+
+from nexus_control.bundle import canonical_json, revision_of
+from nexus_control.compiler import compile_data
+from nexus_control.loader import load_bundle
+from nexus_control.policyset import resolve
+from tests.conftest import BundleFactory
+
+
+def compiled(root: object) -> dict[str, object]:
+    return compile_data(resolve(load_bundle(root)), approval_jwks='{"keys":[]}')  # type: ignore[arg-type]
+
+
+def test_grants_resolve_roles_per_tenant_and_subject(make_bundle: BundleFactory) -> None:
+    data = compiled(make_bundle())
+    grants = data["grants"]
+    assert isinstance(grants, dict)
+    support = grants["acme"]["service:support-agent"]
+    # bound to two roles: agent and agent-privileged
+    assert support["tools:web-search"] is True
+    assert support["tools:payment-refund"] is True
+    assert "subjects:erase" not in grants["acme"]["user:alice@acme.example"]
+    assert grants["acme"]["user:dpo@acme.example"]["subjects:erase"] is True
+
+
+def test_api_keys_are_keyed_by_hash_and_never_plain(make_bundle: BundleFactory) -> None:
+    data = compiled(make_bundle())
+    keys = data["api_keys"]
+    assert isinstance(keys, dict)
+    entry = keys["489b67a93da14f8282aa1b9c3f17a75347b9d3482480eb341350ddbd3deee173"]
+    assert entry == {"tenant": "acme", "subject": "apikey:acme-prod-1"}
+
+
+def test_rollout_variants_get_cumulative_basis_point_bounds(make_bundle: BundleFactory) -> None:
+    data = compiled(make_bundle())
+    flag = data["rollouts"]["models"]["chat-default"]  # type: ignore[index]
+    assert flag["variants"] == [
+        {"name": "gpt-4o", "lower": 0, "upper": 5000},
+        {"name": "gpt-4.1", "lower": 5000, "upper": 10000},
+    ]
+    assert flag["overrides"] == {"stark": "gpt-4.1"}
+
+
+def test_retention_has_defaults_and_tenant_policies(make_bundle: BundleFactory) -> None:
+    retention = compiled(make_bundle())["retention"]
+    assert retention["*"]["chat-history"]["days"] == 365  # type: ignore[index]
+    assert retention["acme"]["chat-history"] == {"days": 30, "delete": "hard", "legal_hold": False}  # type: ignore[index]
+    assert retention["globex"]["chat-history"]["legal_hold"] is True  # type: ignore[index]
+
+
+def test_same_sources_give_the_same_bytes_and_revision(make_bundle: BundleFactory) -> None:
+    first = canonical_json(compiled(make_bundle()))
+    second = canonical_json(compiled(make_bundle()))
+    assert first == second
+    assert revision_of({"a.rego": b"x", "data.json": first}) == revision_of(
+        {"data.json": second, "a.rego": b"x"}
+    )
+    assert revision_of({"a.rego": b"x"}) != revision_of({"a.rego": b"y"})
+    assert revision_of({"a.rego": b"x"}) != revision_of({"b.rego": b"x"})

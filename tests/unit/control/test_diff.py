@@ -1,0 +1,97 @@
+"""Semantic diff: every widening of access is flagged."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from nexus_control.compiler import compile_data
+from nexus_control.diff import Effect, diff_configs
+from nexus_control.loader import load_bundle
+from nexus_control.policyset import resolve
+from tests.conftest import BundleFactory
+
+
+@pytest.fixture
+def base(make_bundle: BundleFactory) -> dict[str, Any]:
+    return compile_data(resolve(load_bundle(make_bundle())), approval_jwks="")
+
+
+def effects(old: dict[str, Any], new: dict[str, Any]) -> set[tuple[str, str, Effect]]:
+    return {(c.area, c.detail, c.effect) for c in diff_configs(old, new).changes}
+
+
+def test_identical_policies_have_no_changes(base: dict[str, Any]) -> None:
+    assert diff_configs(base, copy.deepcopy(base)).changes == ()
+
+
+def test_granting_a_permission_widens_and_revoking_narrows(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    new["grants"]["acme"]["user:alice@acme.example"]["chats:delete"] = True
+    del new["grants"]["globex"]["user:hank@globex.example"]["chats:read"]
+    found = effects(base, new)
+    assert ("grant", "granted chats:delete", Effect.WIDENS) in found
+    assert ("grant", "revoked chats:read", Effect.NARROWS) in found
+    assert diff_configs(base, new).needs_second_approver
+
+
+def test_lowering_tool_risk_and_dropping_approval_widen(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    new["tools"]["payment-refund"]["risk"] = "medium"
+    new["tools"]["payment-refund"]["approval_required"] = False
+    found = effects(base, new)
+    assert ("tool", "risk lowered: critical → medium", Effect.WIDENS) in found
+    assert ("tool", "human approval no longer required", Effect.WIDENS) in found
+
+
+def test_raising_a_budget_widens_and_lowering_narrows(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    new["tenants"]["acme"]["budget"]["monthly_cap_usd"] = 60000.0
+    new["tenants"]["globex"]["budget"]["monthly_cap_usd"] = 100.0
+    found = effects(base, new)
+    assert ("budget", "monthly cap raised: 50000.0 → 60000.0", Effect.WIDENS) in found
+    assert ("budget", "monthly cap lowered: 5000.0 → 100.0", Effect.NARROWS) in found
+
+
+def test_new_api_key_widens_and_removed_key_narrows(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    new["api_keys"]["f" * 64] = {"tenant": "acme", "subject": "apikey:new"}
+    removed = next(iter(new["api_keys"]))
+    del new["api_keys"][removed]
+    found = effects(base, new)
+    assert ("api key", "added", Effect.WIDENS) in found
+    assert ("api key", "revoked", Effect.NARROWS) in found
+
+
+def test_rollout_weight_changes_are_reported_as_neutral(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    flag = new["rollouts"]["models"]["chat-default"]
+    flag["variants"] = [
+        {"name": "gpt-4o", "lower": 0, "upper": 9000},
+        {"name": "gpt-4.1", "lower": 9000, "upper": 10000},
+    ]
+    flag["kill_switch"] = True
+    found = effects(base, new)
+    assert ("rollout (model)", "weights gpt-4o:50/gpt-4.1:50 → gpt-4o:90/gpt-4.1:10", Effect.NEUTRAL) in found
+    assert ("rollout (model)", "kill switch on", Effect.NEUTRAL) in found
+    assert not diff_configs(base, new).widens
+
+
+def test_residency_removed_and_retention_lengthened_widen(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    new["tenants"]["acme"]["jurisdiction"] = None
+    new["retention"]["acme"]["chat-history"]["days"] = 60
+    new["retention"]["globex"]["chat-history"]["legal_hold"] = False
+    found = effects(base, new)
+    assert ("tenant", "residency eu → any region", Effect.WIDENS) in found
+    assert ("retention", "kept 30 → 60 days", Effect.WIDENS) in found
+    assert ("retention", "legal hold lifted", Effect.WIDENS) in found
+
+
+def test_suspending_a_tenant_narrows(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    new["tenants"]["acme"]["status"] = "suspended"
+    assert ("tenant", "status active → suspended", Effect.NARROWS) in effects(base, new)
+    assert not diff_configs(base, new).widens
