@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nexus_control.keys import KeyPaths, init_keys
+from nexus_control.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.keys import KeyPaths, init_keys, load_signing_key, public_pem
 from nexus_control.opa import Opa
 from nexus_control.toolchain import find_opa
 
@@ -20,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"
 REGO = REPO / "rego"
 DATA = Path(__file__).resolve().parent / "data"
+TEST_KEY_ID = "test-bundle-key"
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +73,28 @@ def make_bundle(tmp_path: Path) -> BundleFactory:
         return target
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def built_gateway(
+    tmp_path_factory: pytest.TempPathFactory, opa: Opa, session_keys: KeyPaths
+) -> BuiltBundle:
+    """bundles/gateway built and signed once for the session."""
+    dist = tmp_path_factory.mktemp("dist")
+    return build_bundle(
+        GATEWAY,
+        opa,
+        BuildOptions(
+            signing_key=session_keys.signing,
+            key_id=TEST_KEY_ID,
+            approval_key=session_keys.approval,
+            dist_dir=dist,
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def signing_public_pem(tmp_path_factory: pytest.TempPathFactory, session_keys: KeyPaths) -> Path:
+    path = tmp_path_factory.mktemp("pub") / "bundle-signing.pub.pem"
+    path.write_text(public_pem(load_signing_key(session_keys.signing)))
+    return path

@@ -162,7 +162,8 @@ def build_bundle(
         try:
             opa.check([stage], strict=True, bundle=True)
         except OpaError as exc:
-            raise BuildError("opa check --strict refused the bundle", exc.problems) from exc
+            problems = [_unstage(p, stage, policy.policy_dir) for p in exc.problems]
+            raise BuildError("opa check --strict refused the bundle", problems) from exc
 
         tests_run = 0
         if options.run_tests:
@@ -192,6 +193,19 @@ def build_bundle(
         git_commit=commit,
         tests_run=tests_run,
     )
+
+
+def _unstage(problem: Problem, stage: Path, policy_dir: Path) -> Problem:
+    """Point a problem OPA found in the staging directory at the author's file."""
+    path = Path(problem.file)
+    if not path.is_absolute():
+        path = stage.parent / path
+    try:
+        rel = path.resolve().relative_to(stage.resolve())
+    except ValueError:
+        return problem
+    source = "(compiled data)" if rel.as_posix() == DATA_PATH else str(policy_dir / rel)
+    return Problem(source, problem.line, problem.column, problem.message)
 
 
 def _write_tree(root: Path, files: dict[str, bytes]) -> None:

@@ -84,7 +84,9 @@ class Opa:
             args.append("--bundle")
         out = self.run(*args, *map(str, paths))
         if out.returncode != 0:
-            raise OpaError("opa check failed", _check_problems(out.stdout), out.stderr or out.stdout)
+            raise OpaError(
+                "opa check failed", _check_problems(out.stdout + out.stderr), out.stderr or out.stdout
+            )
 
     def test(self, paths: Sequence[Path], *, bundle: bool = False) -> list[TestResult]:
         """``opa test``; every test's result (OpaError if OPA could not run them)."""
@@ -139,27 +141,35 @@ class Opa:
         key_id: str,
         algorithm: str = "RS256",
     ) -> None:
-        """``opa build -b`` of a staged bundle directory, signed with ``signing_key``."""
+        """``opa build -b`` of a staged bundle directory, signed with ``signing_key``.
+
+        OPA names each file in the archive by the path it was given, so it runs
+        inside ``source`` on ``.``: the archive then holds bundle-relative paths
+        and does not depend on where the staging directory was.
+        """
         out = self.run(
             "build",
             "--bundle",
-            str(source),
+            ".",
             "--output",
-            str(output),
+            str(output.resolve()),
             "--signing-key",
-            str(signing_key),
+            str(signing_key.resolve()),
             "--signing-alg",
             algorithm,
             "--verification-key-id",
             key_id,
+            cwd=source,
         )
         if out.returncode != 0:
             raise OpaError("opa build failed", _check_problems(out.stdout), out.stderr or out.stdout)
 
 
-def _check_problems(stdout: str) -> list[Problem]:
+def _check_problems(output: str) -> list[Problem]:
+    """OPA's JSON error report, wherever in ``output`` it starts."""
+    start = output.find("{")
     try:
-        raw = json.loads(stdout)
+        raw = json.loads(output[start:]) if start >= 0 else None
     except ValueError:
         return []
     errors = raw.get("errors", []) if isinstance(raw, dict) else []

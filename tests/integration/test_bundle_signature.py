@@ -1,0 +1,110 @@
+"""The real OPA loads our signed bundle, and refuses it tampered, unsigned or under a wrong key."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from nexus_control.bundle import BuiltBundle
+from nexus_control.keys import public_pem
+from nexus_dataplane.enforcer import OpaServer
+from nexus_dataplane.process import ProcessError
+from nexus_dataplane.request import GatewayRequest
+from nexus_dataplane.sdk import ClientOptions, OpaClient
+from tests.conftest import TEST_KEY_ID
+
+pytestmark = pytest.mark.opa
+
+
+def rewrite_archive(source: Path, target: Path, change: dict[str, bytes | None]) -> None:
+    """Copy a bundle archive, replacing (bytes) or dropping (None) named members."""
+    with tarfile.open(source, "r:gz") as tar_in, tarfile.open(target, "w:gz") as tar_out:
+        for member in tar_in.getmembers():
+            name = member.name.lstrip("/")
+            handle = tar_in.extractfile(member)
+            content = handle.read() if handle else b""
+            if name in change:
+                if change[name] is None:
+                    continue
+                content = change[name]  # type: ignore[assignment]
+            info = tarfile.TarInfo(member.name)
+            info.size = len(content)
+            tar_out.addfile(info, io.BytesIO(content))
+
+
+def start_opa(opa_bin: Path, workdir: Path, bundle: Path, public_key: Path) -> OpaServer:
+    server = OpaServer(
+        opa_bin,
+        workdir,
+        args=[
+            "--bundle", str(bundle),
+            "--verification-key", str(public_key),
+            "--verification-key-id", TEST_KEY_ID,
+            "--set", "labels.region=eu-west-1",
+        ],
+    )
+    server.start_and_wait(bundles=False, timeout_s=20)
+    return server
+
+
+def test_signed_bundle_loads_and_decides(
+    opa_bin: Path, tmp_path: Path, built_gateway: BuiltBundle, signing_public_pem: Path
+) -> None:
+    server = start_opa(opa_bin, tmp_path, built_gateway.path, signing_public_pem)
+    try:
+        with OpaClient(ClientOptions(server.url)) as client:
+            decision = client.decide(GatewayRequest("GET", "/v1/unknown"))
+        assert decision.allowed is False
+        assert decision.http_status == 404
+    finally:
+        server.stop()
+
+
+def refused(opa_bin: Path, workdir: Path, bundle: Path, key: Path) -> str:
+    with pytest.raises(ProcessError) as info:
+        server = start_opa(opa_bin, workdir, bundle, key)
+        server.stop()
+    return str(info.value)
+
+
+def test_tampered_data_file_is_refused(
+    opa_bin: Path, tmp_path: Path, built_gateway: BuiltBundle, signing_public_pem: Path
+) -> None:
+    tampered = tmp_path / "tampered.tar.gz"
+    rewrite_archive(built_gateway.path, tampered, {"data.json": b'{"nexus":{"config":{}}}'})
+    assert "data.json" in refused(opa_bin, tmp_path, tampered, signing_public_pem)
+
+
+def test_tampered_policy_file_is_refused(
+    opa_bin: Path, tmp_path: Path, built_gateway: BuiltBundle, signing_public_pem: Path
+) -> None:
+    tampered = tmp_path / "tampered.tar.gz"
+    module = "nexus/envoy/authz.rego"
+    rewrite_archive(
+        built_gateway.path, tampered,
+        {module: b"package nexus.envoy.authz\n\ndecision := {\"allowed\": true}\n"},
+    )
+    message = refused(opa_bin, tmp_path, tampered, signing_public_pem)
+    assert "authz.rego" in message or "digest mismatch" in message
+
+
+def test_unsigned_bundle_is_refused(
+    opa_bin: Path, tmp_path: Path, built_gateway: BuiltBundle, signing_public_pem: Path
+) -> None:
+    unsigned = tmp_path / "unsigned.tar.gz"
+    rewrite_archive(built_gateway.path, unsigned, {".signatures.json": None})
+    message = refused(opa_bin, tmp_path, unsigned, signing_public_pem)
+    assert "signature" in message.lower()
+
+
+def test_bundle_under_a_wrong_key_is_refused(
+    opa_bin: Path, tmp_path: Path, built_gateway: BuiltBundle
+) -> None:
+    other = tmp_path / "other.pub.pem"
+    other.write_text(public_pem(rsa.generate_private_key(65537, 2048)))
+    message = refused(opa_bin, tmp_path, built_gateway.path, other)
+    assert "verif" in message.lower()
