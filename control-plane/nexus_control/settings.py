@@ -32,6 +32,30 @@ class ControlSettings(BaseSettings):
     """PEM EC P-256 key that signs tool approvals (ES256); default: KEYS_DIR/approval-signing.pem."""
     dist_dir: Path = Path("dist")
     """Where `nexus-policy build` writes bundles."""
+    verification_key_file: Path | None = None
+    """PEM public key publications are verified with; default: the signing key's public part."""
+
+    database_url: str = "sqlite:///.nexus/control.db"
+    """SQLAlchemy URL of the control plane's database (SQLite or postgresql+psycopg://)."""
+    redis_url: str | None = None
+    """Redis for spend counters; unset: counters live in the control plane's memory."""
+    host: str = "127.0.0.1"
+    port: int = 8700
+    """Where `nexus-policy serve` listens."""
+    url: str | None = None
+    """The control plane's URL as enforcers and the CLI reach it; default http://HOST:PORT."""
+    admin_token: str | None = None
+    """Bearer token the CLI sends to the control plane's API."""
+    regions: list[str] = ["eu-west-1"]
+    """Regions a publication is assigned to until a fleet with rollout waves is configured."""
+    long_poll_max_s: int = 60
+    """Longest a bundle long poll is held (OPA's long_polling_timeout_seconds is capped to it)."""
+    state_debounce_s: float = 0.2
+    """Usage reports arriving within this window rebuild the state bundle once."""
+
+    @property
+    def base_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"
 
     @property
     def signing_key_path(self) -> Path:

@@ -1,0 +1,72 @@
+"""Builds the control plane's FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from nexus_control import __version__
+from nexus_control.api import bundles, errors, fleet, opa_protocol, usage
+from nexus_control.db import Database
+from nexus_control.opa import Opa
+from nexus_control.service import ControlPlane
+from nexus_control.settings import ControlSettings
+from nexus_control.spend import SpendStore, make_spend_store
+from nexus_control.toolchain import find_opa
+
+
+def create_control_plane(
+    settings: ControlSettings, *, spend: SpendStore | None = None, opa: Opa | None = None
+) -> ControlPlane:
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    db = Database(settings.database_url)
+    db.migrate()
+    return ControlPlane(
+        settings,
+        db,
+        opa or Opa(find_opa(settings)),
+        spend or make_spend_store(settings.redis_url),
+    )
+
+
+def create_app(plane: ControlPlane) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        plane.notifier.bind(asyncio.get_running_loop())
+        plane.mark_state_dirty()
+        stop = asyncio.Event()
+        task = asyncio.create_task(plane.state_loop(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    app = FastAPI(
+        title="NexusAI policy control plane",
+        version=__version__,
+        description=(
+            "Bundle registry and server (OPA bundle protocol), enforcer status, "
+            "live budgets. Every route needs a bearer token of the role it names."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.control_plane = plane
+    errors.install(app)
+    for module in (opa_protocol, usage, bundles, fleet):
+        app.include_router(module.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        """Liveness for load balancers: no token, no data."""
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,170 @@
+"""What every enforcer holds and runs, from its bundle polls and its status reports.
+
+Two sources, kept apart on purpose: a poll's ``If-None-Match`` says which
+revision an enforcer *holds*; OPA's status report says which revision it
+*activated*, and any activation error. Convergence is proven per enforcer from
+status reports, never assumed from a download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexus_control.tables import Enforcer, EnforcerBundle
+
+
+class StatusError(Exception):
+    """A status report that cannot be accepted (wrong enforcer, say)."""
+
+
+class _Open(BaseModel):
+    """OPA adds fields across versions; unknown ones are kept, known ones are typed."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class BundleStatusError(_Open):
+    code: str | None = None
+    message: str | None = None
+
+
+class BundleStatus(_Open):
+    name: str | None = None
+    active_revision: str | None = Field(default=None, max_length=256)
+    last_successful_activation: datetime | None = None
+    last_successful_download: datetime | None = None
+    code: str | None = Field(default=None, max_length=256)
+    message: str | None = Field(default=None, max_length=10_000)
+    errors: list[BundleStatusError] = Field(default_factory=list, max_length=1000)
+
+
+class StatusReport(_Open):
+    """The body OPA's status plugin POSTs."""
+
+    labels: dict[str, str]
+    bundles: dict[str, BundleStatus] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BundleView:
+    bundle: str
+    held_revision: str | None
+    active_revision: str | None
+    activated_at: datetime | None
+    error: str | None
+    error_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EnforcerView:
+    id: str
+    region: str
+    last_seen_at: datetime
+    bundles: dict[str, BundleView]
+
+
+def _touch(session: Session, enforcer_id: str, region: str, now: datetime) -> Enforcer:
+    row = session.get(Enforcer, enforcer_id)
+    if row is None:
+        row = Enforcer(id=enforcer_id, region=region, first_seen_at=now, last_seen_at=now)
+        session.add(row)
+    else:
+        row.last_seen_at = now
+        row.region = region
+        row.removed_at = None
+    return row
+
+
+def _bundle_row(session: Session, enforcer_id: str, bundle: str) -> EnforcerBundle:
+    row = session.get(EnforcerBundle, (enforcer_id, bundle))
+    if row is None:
+        row = EnforcerBundle(enforcer_id=enforcer_id, bundle=bundle)
+        session.add(row)
+    return row
+
+
+def record_poll(
+    session: Session, enforcer_id: str, region: str, bundle: str, held: str | None
+) -> None:
+    """An enforcer polled ``bundle`` holding ``held`` (its If-None-Match)."""
+    now = datetime.now(UTC)
+    _touch(session, enforcer_id, region, now)
+    session.flush()
+    row = _bundle_row(session, enforcer_id, bundle)
+    if row.held_revision != held:
+        row.held_revision = held
+        row.held_at = now
+
+
+def record_status(session: Session, enforcer_id: str, region: str, report: StatusReport) -> None:
+    """Store what OPA reports it activated, and any activation error, per bundle."""
+    label = report.labels.get("enforcer")
+    if label is not None and label != enforcer_id:
+        raise StatusError(f"status labels name enforcer {label!r}, the request {enforcer_id!r}")
+    now = datetime.now(UTC)
+    _touch(session, enforcer_id, region, now)
+    session.flush()
+    for name, status in report.bundles.items():
+        row = _bundle_row(session, enforcer_id, name)
+        row.status_at = now
+        if status.active_revision:
+            row.active_revision = status.active_revision
+        if status.last_successful_activation is not None:
+            row.activated_at = status.last_successful_activation
+        if status.code:
+            details = "; ".join(e.message for e in status.errors if e.message)
+            row.error_code = status.code
+            row.error_message = (status.message or "") + (f": {details}" if details else "")
+            row.error_at = now
+        else:
+            row.error_code = None
+            row.error_message = None
+
+
+def fleet(session: Session, region: str | None = None) -> list[EnforcerView]:
+    query = select(Enforcer).where(Enforcer.removed_at.is_(None)).order_by(Enforcer.id)
+    if region is not None:
+        query = query.where(Enforcer.region == region)
+    enforcers = list(session.scalars(query))
+    bundles: dict[str, dict[str, BundleView]] = {e.id: {} for e in enforcers}
+    if enforcers:
+        for row in session.scalars(
+            select(EnforcerBundle).where(EnforcerBundle.enforcer_id.in_(list(bundles)))
+        ):
+            error = f"{row.error_code}: {row.error_message}" if row.error_code else None
+            bundles[row.enforcer_id][row.bundle] = BundleView(
+                row.bundle, row.held_revision, row.active_revision, row.activated_at,
+                error, row.error_at,
+            )
+    return [EnforcerView(e.id, e.region, e.last_seen_at, bundles[e.id]) for e in enforcers]
+
+
+def remove_enforcer(session: Session, enforcer_id: str) -> bool:
+    row = session.get(Enforcer, enforcer_id)
+    if row is None or row.removed_at is not None:
+        return False
+    row.removed_at = datetime.now(UTC)
+    return True
+
+
+def as_json(view: EnforcerView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "region": view.region,
+        "last_seen_at": view.last_seen_at.isoformat(),
+        "bundles": {
+            name: {
+                "held_revision": b.held_revision,
+                "active_revision": b.active_revision,
+                "activated_at": b.activated_at.isoformat() if b.activated_at else None,
+                "error": b.error,
+            }
+            for name, b in view.bundles.items()
+        },
+    }

@@ -1,0 +1,228 @@
+"""The control plane as one object: registry, bundle serving, fleet, budgets.
+
+HTTP routers stay thin and call this; tests and the demo can drive it
+directly too. Database work runs in worker threads; waiting (long polls)
+happens on the event loop through :class:`RevisionNotifier`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from nexus_control import budget, fleet, registry, state
+from nexus_control.db import Database
+from nexus_control.keys import load_signing_key, public_pem
+from nexus_control.opa import Opa
+from nexus_control.registry import POLICY_BUNDLE, Published, Verifier
+from nexus_control.settings import ControlSettings
+from nexus_control.spend import SpendStore, period_of
+from nexus_control.tables import BundleRevision, RegionTarget
+
+log = logging.getLogger("nexus.control")
+
+BUNDLES = (POLICY_BUNDLE, state.STATE_BUNDLE)
+ARCHIVE_CACHE_SIZE = 16
+
+
+class RevisionNotifier:
+    """Wakes long polls when a region's bundle changes; safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def _event(self, key: str) -> asyncio.Event:
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = asyncio.Event()
+        return event
+
+    async def wait(self, key: str, timeout_s: float) -> None:
+        """Return when ``key`` is notified or ``timeout_s`` passes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event(key).wait(), timeout_s)
+
+    def notify(self, keys: Iterable[str]) -> None:
+        if self._loop is None:
+            return
+        for key in keys:
+            self._loop.call_soon_threadsafe(self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+
+def bundle_key(region: str, bundle: str) -> str:
+    return f"{region}/{bundle}"
+
+
+class ControlPlane:
+    def __init__(self, settings: ControlSettings, db: Database, opa: Opa, spend: SpendStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.opa = opa
+        self.spend = spend
+        self.notifier = RevisionNotifier()
+        self._tmp = tempfile.TemporaryDirectory(prefix="nexus-cp-")
+        self.verifier = Verifier(self._verification_key(), settings.signing_key_id)
+        self._state_dirty = threading.Event()
+        self._state_lock = threading.Lock()
+        self._period = period_of(datetime.now(UTC))
+        self._archives: dict[str, bytes] = {}
+
+    def _verification_key(self) -> Path:
+        if self.settings.verification_key_file is not None:
+            return self.settings.verification_key_file
+        path = Path(self._tmp.name) / "bundle-signing.pub.pem"
+        path.write_text(public_pem(load_signing_key(self.settings.signing_key_path)))
+        return path
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    # -- publishing ---------------------------------------------------------------
+
+    def publish(self, archive: bytes, author: str, regions: list[str] | None = None) -> Published:
+        """Verify and store ``archive``, then make it the desired revision of ``regions``."""
+        targets = regions if regions is not None else list(self.settings.regions)
+        with self.db.session() as session:
+            published = registry.publish(session, self.opa, self.verifier, archive, author=author)
+            self._assign(session, published.revision, targets)
+        self.notifier.notify(bundle_key(r, POLICY_BUNDLE) for r in targets)
+        self.mark_state_dirty()
+        return published
+
+    @staticmethod
+    def _assign(session: Any, revision: str, regions: list[str]) -> None:
+        now = datetime.now(UTC)
+        for region in regions:
+            row = session.get(RegionTarget, (region, POLICY_BUNDLE))
+            if row is None:
+                session.add(
+                    RegionTarget(
+                        region=region, bundle=POLICY_BUNDLE, desired_revision=revision,
+                        last_good_revision=None, updated_at=now,
+                    )
+                )
+            elif row.desired_revision != revision:
+                row.desired_revision = revision
+                row.updated_at = now
+
+    # -- serving --------------------------------------------------------------------
+
+    def served_revision(self, region: str, bundle: str) -> str | None:
+        """The revision a region's enforcers should hold now, if any."""
+        with self.db.session() as session:
+            if bundle == state.STATE_BUNDLE:
+                current = state.current_state(session)
+                return current.revision if current else None
+            target = session.get(RegionTarget, (region, bundle))
+            return target.desired_revision if target else None
+
+    def archive(self, region: str, bundle: str, revision: str) -> bytes:
+        """The archive of ``revision`` (policy revisions are immutable, so they are cached)."""
+        cached = self._archives.get(revision)
+        if cached is not None:
+            return cached
+        with self.db.session() as session:
+            if bundle == state.STATE_BUNDLE:
+                current = state.current_state(session)
+                if current is None or current.revision != revision:
+                    raise LookupError(f"state revision {revision} is no longer current")
+                return current.archive
+            row = session.get(BundleRevision, revision)
+            if row is None:
+                raise LookupError(f"unknown revision {revision}")
+            archive = row.archive
+        if len(self._archives) >= ARCHIVE_CACHE_SIZE:
+            self._archives.pop(next(iter(self._archives)))
+        self._archives[revision] = archive
+        return archive
+
+    def record_poll(self, enforcer_id: str, region: str, bundle: str, held: str | None) -> None:
+        with self.db.session() as session:
+            fleet.record_poll(session, enforcer_id, region, bundle, held)
+
+    def record_status(self, enforcer_id: str, region: str, report: fleet.StatusReport) -> None:
+        with self.db.session() as session:
+            fleet.record_status(session, enforcer_id, region, report)
+
+    # -- budgets ----------------------------------------------------------------------
+
+    def policy_config(self) -> dict[str, Any]:
+        with self.db.session() as session:
+            latest = registry.latest(session)
+            if latest is None:
+                raise budget.NoPolicyError("no policy has been published yet")
+            return latest.config
+
+    def record_usage(self, report: budget.UsageReport) -> budget.UsageOutcome:
+        config = self.policy_config()
+        with self.db.session() as session:
+            outcome = budget.record_usage(session, self.spend, config, report)
+        if outcome.counted:
+            self.mark_state_dirty()
+        return outcome
+
+    def mark_state_dirty(self) -> None:
+        self._state_dirty.set()
+
+    def rebuild_state(self) -> bool:
+        """Rebuild and sign the state bundle if its content changed; wake the pollers."""
+        with self._state_lock:
+            self._state_dirty.clear()
+            try:
+                config = self.policy_config()
+            except budget.NoPolicyError:
+                config = {}
+            period = period_of(datetime.now(UTC))
+            with self.db.session() as session:
+                document = budget.state_document(session, self.spend, config, period)
+                current = state.current_state(session)
+                if current is not None and current.data == document:
+                    return False
+            signed = state.build_state_bundle(
+                self.opa, document,
+                signing_key=self.settings.signing_key_path, key_id=self.settings.signing_key_id,
+            )
+            with self.db.session() as session:
+                changed = state.store_state(session, signed, document)
+        if changed:
+            self.notifier.notify(bundle_key(r, state.STATE_BUNDLE) for r in self.known_regions())
+            self.notifier.notify([bundle_key("*", state.STATE_BUNDLE)])
+        return changed
+
+    def known_regions(self) -> list[str]:
+        with self.db.session() as session:
+            regions = set(session.scalars(select(RegionTarget.region)))
+        return sorted(regions | set(self.settings.regions))
+
+    async def state_loop(self, stop: asyncio.Event) -> None:
+        """Rebuild the state bundle when spend changes (debounced) and when the month turns."""
+        while not stop.is_set():
+            if self._state_dirty.is_set() or period_of(datetime.now(UTC)) != self._period:
+                self._period = period_of(datetime.now(UTC))
+                await asyncio.sleep(self.settings.state_debounce_s)
+                try:
+                    await asyncio.to_thread(self.rebuild_state)
+                except Exception:
+                    log.exception("state bundle rebuild failed; will retry")
+                    self._state_dirty.set()
+                    await asyncio.sleep(1.0)
+            else:
+                await asyncio.sleep(0.05)

@@ -1,0 +1,166 @@
+"""Spend counters per tenant and month: Redis in production, in-process for the demo.
+
+Recording is atomic and idempotent on the gateway's request id: a usage
+report delivered twice counts once. Counters are keyed by tenant and period
+(``YYYY-MM``, UTC), so a new month starts from zero with nothing to reset.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import redis
+
+REQUEST_ID_TTL_S = 62 * 24 * 3600
+"""How long a request id is remembered: longer than any budget period."""
+
+
+def period_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class Usage:
+    request_id: str
+    tenant: str
+    model: str
+    feature: str | None
+    tokens: int
+    cost_usd: float
+    period: str
+
+
+@dataclass
+class SpendTotals:
+    """A tenant's spend in one period, overall and by model and feature (USD)."""
+
+    total: float = 0.0
+    models: dict[str, float] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
+
+
+class SpendStore(Protocol):
+    def record(self, usage: Usage) -> SpendTotals | None:
+        """Add ``usage``; return the tenant's new totals, or None if already counted."""
+        ...
+
+    def totals(self, period: str) -> dict[str, SpendTotals]:
+        """Every tenant's totals for ``period``."""
+        ...
+
+    def ping(self) -> bool: ...
+
+
+class InProcessSpendStore:
+    """Counters in this process's memory: the embedded default, lost on restart."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._totals: dict[tuple[str, str], SpendTotals] = {}
+
+    def record(self, usage: Usage) -> SpendTotals | None:
+        with self._lock:
+            if usage.request_id in self._seen:
+                return None
+            self._seen.add(usage.request_id)
+            totals = self._totals.setdefault((usage.period, usage.tenant), SpendTotals())
+            totals.total += usage.cost_usd
+            totals.models[usage.model] = totals.models.get(usage.model, 0.0) + usage.cost_usd
+            if usage.feature:
+                totals.features[usage.feature] = (
+                    totals.features.get(usage.feature, 0.0) + usage.cost_usd
+                )
+            return SpendTotals(totals.total, dict(totals.models), dict(totals.features))
+
+    def totals(self, period: str) -> dict[str, SpendTotals]:
+        with self._lock:
+            return {
+                tenant: SpendTotals(t.total, dict(t.models), dict(t.features))
+                for (p, tenant), t in self._totals.items()
+                if p == period
+            }
+
+    def ping(self) -> bool:
+        return True
+
+
+# KEYS[1] request-id marker, KEYS[2] the tenant's hash for the period, KEYS[3] the
+# period's tenant set. ARGV: ttl, cost, model field, feature field ("" for none), tenant.
+_RECORD = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
+  return nil
+end
+redis.call('HINCRBYFLOAT', KEYS[2], 'total', ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4], ARGV[2])
+end
+redis.call('SADD', KEYS[3], ARGV[5])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+
+class RedisSpendStore:
+    """Counters in Redis: one hash per tenant and period, updated by one Lua script."""
+
+    def __init__(self, url: str, *, prefix: str = "nexus:spend") -> None:
+        self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._prefix = prefix
+        self._record = self._redis.register_script(_RECORD)
+
+    def record(self, usage: Usage) -> SpendTotals | None:
+        keys = [
+            f"{self._prefix}:req:{usage.request_id}",
+            f"{self._prefix}:{usage.period}:tenant:{usage.tenant}",
+            f"{self._prefix}:{usage.period}:tenants",
+        ]
+        args = [
+            REQUEST_ID_TTL_S,
+            repr(float(usage.cost_usd)),
+            f"model:{usage.model}",
+            f"feature:{usage.feature}" if usage.feature else "",
+            usage.tenant,
+        ]
+        raw = self._record(keys=keys, args=args)
+        if raw is None:
+            return None
+        return _totals_from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
+
+    def totals(self, period: str) -> dict[str, SpendTotals]:
+        tenants = sorted(
+            t.decode() for t in self._redis.smembers(f"{self._prefix}:{period}:tenants")  # type: ignore[union-attr]
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hgetall(f"{self._prefix}:{period}:tenant:{tenant}")
+        return {
+            tenant: _totals_from_hash(raw)
+            for tenant, raw in zip(tenants, pipe.execute(), strict=True)
+        }
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+
+def _totals_from_hash(raw: dict[bytes, bytes]) -> SpendTotals:
+    totals = SpendTotals()
+    for key, value in raw.items():
+        name, amount = key.decode(), float(value)
+        if name == "total":
+            totals.total = amount
+        elif name.startswith("model:"):
+            totals.models[name.removeprefix("model:")] = amount
+        elif name.startswith("feature:"):
+            totals.features[name.removeprefix("feature:")] = amount
+    return totals
+
+
+def make_spend_store(redis_url: str | None) -> SpendStore:
+    return RedisSpendStore(redis_url) if redis_url else InProcessSpendStore()

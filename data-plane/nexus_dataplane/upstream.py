@@ -1,0 +1,66 @@
+"""A small HTTP server that stands in for the LLM gateway behind Envoy.
+
+It answers every request with 200 and a JSON echo of what reached it: the
+method, the path and the headers, so tests can see what Envoy forwarded
+(the routed model, the decision id, that the credential was removed).
+Run as ``python -m nexus_dataplane.upstream --port N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class _Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nexus-upstream/1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if 0 < length <= MAX_BODY_BYTES:
+            self.rfile.read(length)
+        body = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _answer
+    do_POST = _answer
+    do_DELETE = _answer
+    do_PUT = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def serve(host: str, port: int) -> None:
+    server = ThreadingHTTPServer((host, port), _Echo)
+    server.daemon_threads = True
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
