@@ -7,7 +7,8 @@ free loopback ports and stop their process when the test (or session) ends.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from nexus_control.bundle import BuildOptions, BuiltBundle, build_bundle
 from nexus_control.keys import KeyPaths, init_keys, load_signing_key, public_pem
 from nexus_control.opa import Opa
 from nexus_control.toolchain import find_opa
+from tests.servers import PostgresServer, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"
@@ -98,3 +100,32 @@ def signing_public_pem(tmp_path_factory: pytest.TempPathFactory, session_keys: K
     path = tmp_path_factory.mktemp("pub") / "bundle-signing.pub.pem"
     path.write_text(public_pem(load_signing_key(session_keys.signing)))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the session; tests that need isolation use ``pg_url``."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database on the session's PostgreSQL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.psql(f"CREATE DATABASE {name}")
+    return postgres.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

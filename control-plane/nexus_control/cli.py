@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nexus_control import cli_service
 from nexus_control.bundle import BuildError, BuildOptions, build_bundle, read_bundle
 from nexus_control.compiler import compile_data
 from nexus_control.diff import Effect, PolicyDiff, diff_configs
@@ -26,6 +27,7 @@ from nexus_control.opa import Opa, OpaError
 from nexus_control.policyset import resolve
 from nexus_control.settings import ControlSettings
 from nexus_control.toolchain import ToolMissingError, doctor, find_opa, required_missing
+from nexus_dataplane import cli as dataplane_cli
 
 EXIT_PROBLEMS = 1
 EXIT_ENVIRONMENT = 2
@@ -41,6 +43,11 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Signing keys of the control plane.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(cli_service.tokens_app, name="tokens")
+app.add_typer(dataplane_cli.app, name="dataplane")
+app.command("serve")(cli_service.serve)
+app.command("publish")(cli_service.publish)
+app.command("fleet")(cli_service.fleet_cmd)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nexus_control.tables import Enforcer, EnforcerBundle
@@ -69,23 +71,33 @@ class EnforcerView:
     bundles: dict[str, BundleView]
 
 
+def _insert_ignoring_conflict(session: Session, table: Any, values: dict[str, Any]) -> None:
+    """INSERT unless the row exists: an enforcer's concurrent polls race to create it."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(table).values(**values).on_conflict_do_nothing())
+
+
 def _touch(session: Session, enforcer_id: str, region: str, now: datetime) -> Enforcer:
-    row = session.get(Enforcer, enforcer_id)
-    if row is None:
-        row = Enforcer(id=enforcer_id, region=region, first_seen_at=now, last_seen_at=now)
-        session.add(row)
-    else:
-        row.last_seen_at = now
-        row.region = region
-        row.removed_at = None
+    _insert_ignoring_conflict(
+        session,
+        Enforcer.__table__,
+        {"id": enforcer_id, "region": region, "first_seen_at": now, "last_seen_at": now},
+    )
+    row = session.get(Enforcer, enforcer_id, populate_existing=True)
+    assert row is not None
+    row.last_seen_at = now
+    row.region = region
+    row.removed_at = None
     return row
 
 
 def _bundle_row(session: Session, enforcer_id: str, bundle: str) -> EnforcerBundle:
-    row = session.get(EnforcerBundle, (enforcer_id, bundle))
-    if row is None:
-        row = EnforcerBundle(enforcer_id=enforcer_id, bundle=bundle)
-        session.add(row)
+    _insert_ignoring_conflict(
+        session, EnforcerBundle.__table__, {"enforcer_id": enforcer_id, "bundle": bundle}
+    )
+    row = session.get(EnforcerBundle, (enforcer_id, bundle), populate_existing=True)
+    assert row is not None
     return row
 
 
@@ -95,7 +107,6 @@ def record_poll(
     """An enforcer polled ``bundle`` holding ``held`` (its If-None-Match)."""
     now = datetime.now(UTC)
     _touch(session, enforcer_id, region, now)
-    session.flush()
     row = _bundle_row(session, enforcer_id, bundle)
     if row.held_revision != held:
         row.held_revision = held
@@ -109,7 +120,6 @@ def record_status(session: Session, enforcer_id: str, region: str, report: Statu
         raise StatusError(f"status labels name enforcer {label!r}, the request {enforcer_id!r}")
     now = datetime.now(UTC)
     _touch(session, enforcer_id, region, now)
-    session.flush()
     for name, status in report.bundles.items():
         row = _bundle_row(session, enforcer_id, name)
         row.status_at = now

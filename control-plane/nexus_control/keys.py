@@ -39,6 +39,9 @@ def init_keys(directory: Path, *, overwrite: bool = False) -> KeyPaths:
     paths = KeyPaths(directory / "bundle-signing.pem", directory / "approval-signing.pem")
     if overwrite or not paths.signing.exists():
         _write_private(paths.signing, rsa.generate_private_key(65537, RSA_BITS))
+    public = directory / "bundle-signing.pub.pem"
+    if overwrite or not public.exists():
+        public.write_text(public_pem(load_signing_key(paths.signing)))
     if overwrite or not paths.approval.exists():
         _write_private(paths.approval, ec.generate_private_key(ec.SECP256R1()))
     return paths

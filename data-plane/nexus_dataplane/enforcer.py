@@ -35,6 +35,7 @@ class OpaServer(ManagedProcess):
         name: str = "opa",
         port: int | None = None,
     ) -> None:
+        workdir = workdir.resolve()
         self.port = port or free_port()
         self.config_path = workdir / f"{name}-config.yaml"
         argv = [
@@ -72,6 +73,7 @@ class EnvoyProxy(ManagedProcess):
         self, envoy_bin: Path, workdir: Path, config: dict[str, Any], *, admin_port: int,
         name: str = "envoy",
     ) -> None:
+        workdir = workdir.resolve()
         self.config_path = workdir / f"{name}.yaml"
         self.admin_port = admin_port
         self.config = config

@@ -57,7 +57,7 @@ class ManagedProcess:
     ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.workdir = workdir
+        self.workdir = workdir.resolve()
         self.env = env
         self.preexec = preexec
         self.log_path = workdir / f"{name}.log"

@@ -1,0 +1,24 @@
+"""Data-plane settings, read from ``NEXUS_DATAPLANE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DataPlaneSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEXUS_DATAPLANE_", extra="ignore")
+
+    control_plane_url: str = "http://127.0.0.1:8700"
+    """Where enforcers poll bundles and report status."""
+    audit_url: str | None = None
+    """Where enforcers ship decision logs; default: the control plane URL."""
+    token: str | None = None
+    """The enforcers' bearer token (a region token); `up` creates one when unset."""
+    key_id: str = "nexus-bundle-signing"
+    """The key id bundles are signed with (`signing.keyid`)."""
+    verification_key_file: Path = Path(".nexus/keys/bundle-signing.pub.pem")
+    """PEM public key enforcers verify bundles with."""
+    workdir: Path = Path(".nexus/dataplane")
+    """Configs, logs and persisted bundles of local enforcers."""

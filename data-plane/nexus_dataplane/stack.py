@@ -1,0 +1,193 @@
+"""A region's enforcers on this machine: N pairs of real OPA + Envoy and one upstream.
+
+Used by ``nexus-policy dataplane up``, the demo and the end-to-end tests. Each
+enforcer has a stable id (``<region>-<n>``), its own ports, persistence
+directory and logs under the stack's working directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from nexus_dataplane.config import EnforcerSpec, envoy_config, opa_config
+from nexus_dataplane.enforcer import (
+    EnvoyProxy,
+    OpaServer,
+    Upstream,
+    validate_envoy_config,
+    validate_opa_config,
+)
+from nexus_dataplane.process import free_port, http_ok
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    region: str
+    control_plane_url: str
+    token: str
+    key_id: str
+    verification_key_pem: str
+    workdir: Path
+    opa_bin: Path
+    envoy_bin: Path
+    audit_url: str | None = None
+    audit_token: str | None = None
+    with_envoy: bool = True
+    long_poll_timeout_s: int = 30
+
+
+@dataclass
+class Enforcer:
+    spec: EnforcerSpec
+    opa: OpaServer
+    envoy: EnvoyProxy | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.enforcer_id
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.spec.envoy_port}"
+
+    @property
+    def opa_url(self) -> str:
+        return self.opa.url
+
+
+@dataclass(frozen=True)
+class EnforcerHealth:
+    id: str
+    opa: bool
+    bundles: bool
+    envoy: bool | None
+
+
+def enforcer_spec(
+    options: StackOptions, enforcer_id: str, upstream_port: int
+) -> EnforcerSpec:
+    return EnforcerSpec(
+        region=options.region,
+        enforcer_id=enforcer_id,
+        control_plane_url=options.control_plane_url,
+        token=options.token,
+        key_id=options.key_id,
+        verification_key_pem=options.verification_key_pem,
+        persistence_dir=(options.workdir / enforcer_id / "persist").resolve(),
+        grpc_port=free_port(),
+        opa_port=free_port(),
+        envoy_port=free_port(),
+        envoy_admin_port=free_port(),
+        upstream_host="127.0.0.1",
+        upstream_port=upstream_port,
+        audit_url=options.audit_url,
+        audit_token=options.audit_token,
+        long_poll_timeout_s=options.long_poll_timeout_s,
+    )
+
+
+def render(spec: EnforcerSpec, out: Path, *, opa_bin: Path, envoy_bin: Path) -> tuple[Path, Path]:
+    """Write and validate one enforcer's OPA and Envoy configs in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    opa_path = out / "opa-config.yaml"
+    envoy_path = out / "envoy.yaml"
+    opa_doc = opa_config(spec)
+    opa_path.write_text(yaml.safe_dump(opa_doc, sort_keys=False))
+    opa_path.chmod(0o600)
+    envoy_path.write_text(yaml.safe_dump(envoy_config(spec), sort_keys=False))
+    validate_envoy_config(envoy_bin, envoy_path)
+    validate_opa_config(opa_bin, opa_doc, out / ".validate")
+    return opa_path, envoy_path
+
+
+@dataclass
+class EnforcerStack:
+    options: StackOptions
+    count: int
+    first_index: int = 1
+    upstream: Upstream | None = None
+    enforcers: list[Enforcer] = field(default_factory=list)
+    _own_upstream: bool = False
+
+    def start(self, *, wait_for_bundles: bool = True, timeout_s: float = 60.0) -> None:
+        """Start the upstream (unless shared), then every OPA and Envoy; wait until ready."""
+        if self.upstream is None:
+            self.upstream = Upstream(self.options.workdir / "upstream")
+            self.upstream.start_and_wait()
+            self._own_upstream = True
+        try:
+            for n in range(self.first_index, self.first_index + self.count):
+                self.add(f"{self.options.region}-{n}")
+            for enforcer in self.enforcers:
+                self._start(enforcer, wait_for_bundles=wait_for_bundles, timeout_s=timeout_s)
+        except Exception:
+            self.stop()
+            raise
+
+    def add(self, enforcer_id: str) -> Enforcer:
+        assert self.upstream is not None
+        spec = enforcer_spec(self.options, enforcer_id, self.upstream.port)
+        workdir = self.options.workdir / enforcer_id
+        opa = OpaServer(
+            self.options.opa_bin, workdir, config=opa_config(spec), port=spec.opa_port, name="opa"
+        )
+        envoy = None
+        if self.options.with_envoy:
+            envoy = EnvoyProxy(
+                self.options.envoy_bin, workdir, envoy_config(spec), admin_port=spec.envoy_admin_port
+            )
+        enforcer = Enforcer(spec, opa, envoy)
+        self.enforcers.append(enforcer)
+        return enforcer
+
+    def _start(self, enforcer: Enforcer, *, wait_for_bundles: bool, timeout_s: float) -> None:
+        enforcer.opa.start_and_wait(bundles=wait_for_bundles, timeout_s=timeout_s)
+        if enforcer.envoy is not None:
+            enforcer.envoy.start_and_wait()
+
+    def restart_opa(self, enforcer: Enforcer, *, wait_for_bundles: bool, timeout_s: float = 60.0) -> None:
+        enforcer.opa.stop()
+        enforcer.opa = OpaServer(
+            self.options.opa_bin, enforcer.opa.workdir, config=opa_config(enforcer.spec),
+            port=enforcer.spec.opa_port, name="opa",
+        )
+        enforcer.opa.start_and_wait(bundles=wait_for_bundles, timeout_s=timeout_s)
+
+    def health(self) -> list[EnforcerHealth]:
+        out = []
+        for e in self.enforcers:
+            envoy_ok = None
+            if e.envoy is not None:
+                envoy_ok = e.envoy.alive() and http_ok(
+                    f"http://127.0.0.1:{e.spec.envoy_admin_port}/ready"
+                )
+            out.append(
+                EnforcerHealth(
+                    e.id,
+                    e.opa.alive() and http_ok(f"{e.opa.url}/health"),
+                    e.opa.alive() and http_ok(f"{e.opa.url}/health?bundles"),
+                    envoy_ok,
+                )
+            )
+        return out
+
+    def stop(self) -> None:
+        for enforcer in self.enforcers:
+            if enforcer.envoy is not None:
+                with contextlib.suppress(Exception):
+                    enforcer.envoy.stop()
+            with contextlib.suppress(Exception):
+                enforcer.opa.stop()
+        if self._own_upstream and self.upstream is not None:
+            self.upstream.stop()
+
+    def __enter__(self) -> EnforcerStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
