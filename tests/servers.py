@@ -50,18 +50,45 @@ class PostgresServer:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         subprocess.run(
             _as_postgres(
-                [str(self.bin / "initdb"), "-D", str(self.data), "-U", "nexus",
-                 "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "nexus",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
             ),
-            check=True, capture_output=True, timeout=START_TIMEOUT_S,
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT_S,
         )
         self.process = ManagedProcess(
             "postgres",
             _as_postgres(
-                [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                 "-k", str(self.socket_dir), "-h", "127.0.0.1",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=200"]
+                [
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.socket_dir),
+                    "-h",
+                    "127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ]
             ),
             self.root / "logs",
         )
@@ -71,8 +98,19 @@ class PostgresServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             out = subprocess.run(
-                [str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "nexus", "nexus"],
-                capture_output=True, text=True, timeout=30,
+                [
+                    str(self.bin / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "nexus",
+                    "nexus",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             if out.returncode == 0:
                 return
@@ -82,9 +120,26 @@ class PostgresServer:
 
     def psql(self, sql: str) -> str:
         out = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "nexus",
-             "-d", "nexus", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
-            capture_output=True, text=True, timeout=60, check=True,
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "nexus",
+                "-d",
+                "nexus",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         return out.stdout
 
@@ -102,8 +157,19 @@ class RedisServer:
         self.root = Path(tempfile.mkdtemp(prefix="nexus-redis-"))
         self.process = ManagedProcess(
             "redis",
-            [str(find_redis_server()), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+            [
+                str(find_redis_server()),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
             self.root,
         )
 

@@ -27,7 +27,13 @@ DEFAULT_TTL_S = 300
 MAX_TTL_S = 3600
 
 # Go's encoding/json (which OPA's json.marshal uses) escapes these; Python's does not.
-_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
 
 
 class ApprovalError(Exception):

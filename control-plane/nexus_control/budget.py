@@ -28,7 +28,9 @@ class UsageReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    request_id: Annotated[str, StringConstraints(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+    request_id: Annotated[
+        str, StringConstraints(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    ]
     tenant: _Id
     model: _Id
     feature: _Id | None = None
@@ -105,7 +107,9 @@ def _disable(session: Session, tenant: str, period: str, ratio: float) -> bool:
     if session.get(DisabledTenant, (tenant, period)) is not None:
         return False
     reason = f"monthly hard cap reached ({ratio:.0%} of cap)"
-    session.add(DisabledTenant(tenant=tenant, period=period, reason=reason, since=datetime.now(UTC)))
+    session.add(
+        DisabledTenant(tenant=tenant, period=period, reason=reason, since=datetime.now(UTC))
+    )
     outbox.record(session, "tenant.disabled", "budget", tenant=tenant, period=period, reason=reason)
     return True
 
@@ -123,7 +127,9 @@ def state_document(
     disabled = {
         row.tenant: {"reason": row.reason, "since": row.since.astimezone(UTC).isoformat()}
         for row in session.scalars(
-            select(DisabledTenant).where(DisabledTenant.period == period).order_by(DisabledTenant.tenant)
+            select(DisabledTenant)
+            .where(DisabledTenant.period == period)
+            .order_by(DisabledTenant.tenant)
         )
     }
     return {"period": period, "spend": spend, "disabled": disabled}

@@ -106,13 +106,19 @@ def git_commit(path: Path) -> str | None:
     try:
         head = subprocess.run(
             ["git", "-C", str(path), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "-C", str(path), "status", "--porcelain", "--", "."],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -174,7 +180,10 @@ def build_bundle(
         partial = options.dist_dir / f".{final.name}.partial"
         try:
             opa.build_signed(
-                stage, partial, signing_key=options.signing_key, key_id=options.key_id,
+                stage,
+                partial,
+                signing_key=options.signing_key,
+                key_id=options.key_id,
                 algorithm=SIGNING_ALGORITHM,
             )
             os.replace(partial, final)

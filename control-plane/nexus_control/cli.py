@@ -240,7 +240,7 @@ def _print_diff(result: PolicyDiff) -> None:
 
 
 @app.command("test")
-def test_cmd(
+def rego_test_cmd(
     paths: Annotated[
         list[Path] | None,
         typer.Argument(help="Rego directories or bundle directories (default: rego/)"),

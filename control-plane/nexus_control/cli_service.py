@@ -171,8 +171,12 @@ def fleet_cmd(
     for enforcer in result["enforcers"]:
         for name, b in sorted(enforcer["bundles"].items()):
             table.add_row(
-                enforcer["id"], enforcer["region"], name,
-                (b["held_revision"] or "-")[:12], (b["active_revision"] or "-")[:12],
-                b["error"] or "", enforcer["last_seen_at"][:19],
+                enforcer["id"],
+                enforcer["region"],
+                name,
+                (b["held_revision"] or "-")[:12],
+                (b["active_revision"] or "-")[:12],
+                b["error"] or "",
+                enforcer["last_seen_at"][:19],
             )
     out.print(table)

@@ -22,7 +22,9 @@ class ApiCallError(Exception):
 
 
 class ControlPlaneClient:
-    def __init__(self, base_url: str, token: str | None, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, base_url: str, token: str | None, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+    ) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
 
@@ -45,7 +47,9 @@ class ControlPlaneClient:
                 error = response.json()["error"]
                 raise ApiCallError(response.status_code, error["code"], error["message"])
             except (ValueError, KeyError, TypeError):
-                raise ApiCallError(response.status_code, "http_error", response.text[:300]) from None
+                raise ApiCallError(
+                    response.status_code, "http_error", response.text[:300]
+                ) from None
         if not response.content:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):

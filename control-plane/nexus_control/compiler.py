@@ -49,7 +49,7 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> dict[str, Any]:
             for m in _by_id(policy.models)
         },
         "roles": {
-            r.id: {"permissions": {p: True for p in sorted(r.permissions)}}
+            r.id: {"permissions": dict.fromkeys(sorted(r.permissions), True)}
             for r in _by_id(policy.roles)
         },
         "grants": _grants(policy),
@@ -90,12 +90,8 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> dict[str, Any]:
         },
         "retention": _retention(policy),
         "rollouts": {
-            "models": {
-                f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "model"
-            },
-            "prompts": {
-                f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "prompt"
-            },
+            "models": {f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "model"},
+            "prompts": {f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "prompt"},
         },
     }
 
@@ -117,7 +113,10 @@ def _grants(policy: PolicySet) -> dict[str, dict[str, dict[str, bool]]]:
         for subject in subjects:
             tenant.setdefault(subject, set()).update(permissions)
     return {
-        tenant: {subject: dict.fromkeys(sorted(perms), True) for subject, perms in sorted(subjects.items())}
+        tenant: {
+            subject: dict.fromkeys(sorted(perms), True)
+            for subject, perms in sorted(subjects.items())
+        }
         for tenant, subjects in sorted(grants.items())
     }
 

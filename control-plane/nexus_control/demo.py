@@ -104,8 +104,13 @@ class Demo:
         response = httpx.request(method, self.gateway + path, headers=sent, json=body, timeout=10)
         self.outcomes.append(
             Outcome(
-                name, tenant, f"{method} {path}", expected, response.status_code,
-                response.headers.get("x-nexus-decision-id", "")[:8], _detail(response),
+                name,
+                tenant,
+                f"{method} {path}",
+                expected,
+                response.status_code,
+                response.headers.get("x-nexus-decision-id", "")[:8],
+                _detail(response),
             )
         )
         return response
@@ -165,68 +170,211 @@ def _chat(model: str, **extra: str) -> dict[str, str]:
 def _scenarios(demo: Demo) -> None:
     now = datetime.now(UTC)
     chat = "/v1/chat/completions"
-    demo.send("chat, rollout picks the model", key="demo-acme-chat", tenant="acme",
-              method="POST", path=chat, expected=200, headers=_chat("chat-default"),
-              body={"messages": [{"role": "user", "content": "hello"}]})
-    demo.send("no credential", key=None, tenant="acme", method="POST", path=chat,
-              expected=401, headers=_chat("gpt-4o"))
-    demo.send("key of another tenant", key="demo-acme-chat", tenant="globex", method="POST",
-              path=chat, expected=403, headers=_chat("gpt-4o"))
-    demo.send("US tenant in an EU region", key="demo-globex-chat", tenant="globex",
-              method="POST", path=chat, expected=403, headers=_chat("gpt-4o"))
-    demo.send("suspended tenant", key="demo-wayne-chat", tenant="wayne", method="POST",
-              path=chat, expected=403, headers=_chat("gpt-4o"))
-    demo.send("free plan asks an enterprise model", key="demo-umbrella-chat", tenant="umbrella",
-              method="POST", path=chat, expected=403, headers=_chat("gpt-4.1"))
-    demo.send("override routes stark to gpt-4.1", key="demo-stark-agent", tenant="stark",
-              method="POST", path=chat, expected=200,
-              headers=_chat("chat-default", **{"x-nexus-prompt": "support-agent",
-                                               "x-nexus-subject": "customer-17"}))
-    demo.send("retired prompt version", key="demo-stark-agent", tenant="stark", method="POST",
-              path=chat, expected=400, headers=_chat("gpt-4o", **{"x-nexus-prompt": "support-agent@1"}))
+    demo.send(
+        "chat, rollout picks the model",
+        key="demo-acme-chat",
+        tenant="acme",
+        method="POST",
+        path=chat,
+        expected=200,
+        headers=_chat("chat-default"),
+        body={"messages": [{"role": "user", "content": "hello"}]},
+    )
+    demo.send(
+        "no credential",
+        key=None,
+        tenant="acme",
+        method="POST",
+        path=chat,
+        expected=401,
+        headers=_chat("gpt-4o"),
+    )
+    demo.send(
+        "key of another tenant",
+        key="demo-acme-chat",
+        tenant="globex",
+        method="POST",
+        path=chat,
+        expected=403,
+        headers=_chat("gpt-4o"),
+    )
+    demo.send(
+        "US tenant in an EU region",
+        key="demo-globex-chat",
+        tenant="globex",
+        method="POST",
+        path=chat,
+        expected=403,
+        headers=_chat("gpt-4o"),
+    )
+    demo.send(
+        "suspended tenant",
+        key="demo-wayne-chat",
+        tenant="wayne",
+        method="POST",
+        path=chat,
+        expected=403,
+        headers=_chat("gpt-4o"),
+    )
+    demo.send(
+        "free plan asks an enterprise model",
+        key="demo-umbrella-chat",
+        tenant="umbrella",
+        method="POST",
+        path=chat,
+        expected=403,
+        headers=_chat("gpt-4.1"),
+    )
+    demo.send(
+        "override routes stark to gpt-4.1",
+        key="demo-stark-agent",
+        tenant="stark",
+        method="POST",
+        path=chat,
+        expected=200,
+        headers=_chat(
+            "chat-default", **{"x-nexus-prompt": "support-agent", "x-nexus-subject": "customer-17"}
+        ),
+    )
+    demo.send(
+        "retired prompt version",
+        key="demo-stark-agent",
+        tenant="stark",
+        method="POST",
+        path=chat,
+        expected=400,
+        headers=_chat("gpt-4o", **{"x-nexus-prompt": "support-agent@1"}),
+    )
 
     search = "/v1/tools/web-search:invoke"
-    demo.send("chat user may not call tools", key="demo-acme-chat", tenant="acme",
-              method="POST", path=search, expected=403, body={"arguments": {"query": "weather"}})
-    demo.send("agent calls a low-risk tool", key="demo-acme-agent", tenant="acme",
-              method="POST", path=search, expected=200, body={"arguments": {"query": "weather"}})
-    demo.send("arguments break the tool's schema", key="demo-acme-agent", tenant="acme",
-              method="POST", path=search, expected=400, body={"arguments": {"q": 1}})
+    demo.send(
+        "chat user may not call tools",
+        key="demo-acme-chat",
+        tenant="acme",
+        method="POST",
+        path=search,
+        expected=403,
+        body={"arguments": {"query": "weather"}},
+    )
+    demo.send(
+        "agent calls a low-risk tool",
+        key="demo-acme-agent",
+        tenant="acme",
+        method="POST",
+        path=search,
+        expected=200,
+        body={"arguments": {"query": "weather"}},
+    )
+    demo.send(
+        "arguments break the tool's schema",
+        key="demo-acme-agent",
+        tenant="acme",
+        method="POST",
+        path=search,
+        expected=400,
+        body={"arguments": {"q": 1}},
+    )
 
     refund = "/v1/tools/payment-refund:invoke"
     arguments = {"paymentId": "pay_8812", "amountCents": 1999, "currency": "EUR"}
-    demo.send("critical tool without approval", key="demo-acme-agent", tenant="acme",
-              method="POST", path=refund, expected=403, body={"arguments": arguments})
-    approval = issue_approval(
-        load_approval_key(demo.approval_key_path), tenant="acme", tool="payment-refund",
-        arguments=arguments, approver="carol@acme.example", ttl_s=120,
+    demo.send(
+        "critical tool without approval",
+        key="demo-acme-agent",
+        tenant="acme",
+        method="POST",
+        path=refund,
+        expected=403,
+        body={"arguments": arguments},
     )
-    demo.send("critical tool with a human approval", key="demo-acme-agent", tenant="acme",
-              method="POST", path=refund, expected=200, body={"arguments": arguments},
-              headers={"x-nexus-approval": approval.token})
-    demo.send("approval replayed for other arguments", key="demo-acme-agent", tenant="acme",
-              method="POST", path=refund, expected=403,
-              body={"arguments": {**arguments, "amountCents": 99999}},
-              headers={"x-nexus-approval": approval.token})
+    approval = issue_approval(
+        load_approval_key(demo.approval_key_path),
+        tenant="acme",
+        tool="payment-refund",
+        arguments=arguments,
+        approver="carol@acme.example",
+        ttl_s=120,
+    )
+    demo.send(
+        "critical tool with a human approval",
+        key="demo-acme-agent",
+        tenant="acme",
+        method="POST",
+        path=refund,
+        expected=200,
+        body={"arguments": arguments},
+        headers={"x-nexus-approval": approval.token},
+    )
+    demo.send(
+        "approval replayed for other arguments",
+        key="demo-acme-agent",
+        tenant="acme",
+        method="POST",
+        path=refund,
+        expected=403,
+        body={"arguments": {**arguments, "amountCents": 99999}},
+        headers={"x-nexus-approval": approval.token},
+    )
 
     def created(days: int) -> dict[str, str]:
-        return {"x-nexus-record-created": (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return {
+            "x-nexus-record-created": (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        }
 
-    demo.send("read a 10-day-old chat", key="demo-acme-chat", tenant="acme", method="GET",
-              path="/v1/chats/c-1001", expected=200, headers=created(10))
-    demo.send("read past acme's 30-day retention", key="demo-acme-chat", tenant="acme",
-              method="GET", path="/v1/chats/c-0007", expected=410, headers=created(45))
-    demo.send("DPO erases a data subject", key="demo-acme-dpo", tenant="acme", method="DELETE",
-              path="/v1/subjects/subj-42", expected=200)
-    demo.send("chat user may not erase", key="demo-hooli-chat", tenant="hooli", method="DELETE",
-              path="/v1/subjects/subj-42", expected=403)
-    demo.send("delete under a legal hold", key="demo-stark-agent", tenant="stark",
-              method="DELETE", path="/v1/chats/c-77", expected=403)
-    demo.send("unknown route", key="demo-acme-chat", tenant="acme", method="GET",
-              path="/v1/admin", expected=404)
+    demo.send(
+        "read a 10-day-old chat",
+        key="demo-acme-chat",
+        tenant="acme",
+        method="GET",
+        path="/v1/chats/c-1001",
+        expected=200,
+        headers=created(10),
+    )
+    demo.send(
+        "read past acme's 30-day retention",
+        key="demo-acme-chat",
+        tenant="acme",
+        method="GET",
+        path="/v1/chats/c-0007",
+        expected=410,
+        headers=created(45),
+    )
+    demo.send(
+        "DPO erases a data subject",
+        key="demo-acme-dpo",
+        tenant="acme",
+        method="DELETE",
+        path="/v1/subjects/subj-42",
+        expected=200,
+    )
+    demo.send(
+        "chat user may not erase",
+        key="demo-hooli-chat",
+        tenant="hooli",
+        method="DELETE",
+        path="/v1/subjects/subj-42",
+        expected=403,
+    )
+    demo.send(
+        "delete under a legal hold",
+        key="demo-stark-agent",
+        tenant="stark",
+        method="DELETE",
+        path="/v1/chats/c-77",
+        expected=403,
+    )
+    demo.send(
+        "unknown route",
+        key="demo-acme-chat",
+        tenant="acme",
+        method="GET",
+        path="/v1/admin",
+        expected=404,
+    )
 
 
-def _report_usage(api: httpx.Client, tenant: str, cost: float, model: str = "gpt-4o") -> dict[str, Any]:
+def _report_usage(
+    api: httpx.Client, tenant: str, cost: float, model: str = "gpt-4o"
+) -> dict[str, Any]:
     response = api.post(
         "/v1/usage",
         json={
@@ -260,56 +408,110 @@ def _budgets(demo: Demo, usage: httpx.Client) -> list[str]:
     def status(key: str, tenant: str, model: str = "gpt-4o") -> httpx.Response:
         return httpx.post(
             demo.gateway + chat,
-            headers={"authorization": f"Bearer {demo.keys[key]}", "x-nexus-tenant": tenant,
-                     "x-nexus-model": model},
+            headers={
+                "authorization": f"Bearer {demo.keys[key]}",
+                "x-nexus-tenant": tenant,
+                "x-nexus-model": model,
+            },
             timeout=10,
         )
 
     # acme: 82 % of its $50,000 cap -> soft-cap warning, still allowed.
     _report_usage(usage, "acme", 41_000.0)
-    waited = _until(lambda: "x-nexus-budget-warning" in status("demo-acme-chat", "acme").headers, REFUSAL_DEADLINE_S)
-    notes.append(f"acme soft-cap warning visible {waited:.2f} s after the usage report" if waited is not None
-                 else "acme soft-cap warning not seen")
-    demo.send("over the soft cap: warned, allowed", key="demo-acme-chat", tenant="acme",
-              method="POST", path=chat, expected=200, headers=_chat("gpt-4o"))
+    waited = _until(
+        lambda: "x-nexus-budget-warning" in status("demo-acme-chat", "acme").headers,
+        REFUSAL_DEADLINE_S,
+    )
+    notes.append(
+        f"acme soft-cap warning visible {waited:.2f} s after the usage report"
+        if waited is not None
+        else "acme soft-cap warning not seen"
+    )
+    demo.send(
+        "over the soft cap: warned, allowed",
+        key="demo-acme-chat",
+        tenant="acme",
+        method="POST",
+        path=chat,
+        expected=200,
+        headers=_chat("gpt-4o"),
+    )
 
     # hooli: cap $8,000, refuse at the hard cap.
     _report_usage(usage, "hooli", 7_900.0)
     crossing = time.monotonic()
     _report_usage(usage, "hooli", 150.0)
-    waited = _until(lambda: status("demo-hooli-chat", "hooli").status_code == 429, REFUSAL_DEADLINE_S)
-    notes.append(
-        f"hooli crossed its hard cap; first refusal {time.monotonic() - crossing:.2f} s after the report"
-        if waited is not None else "hooli was not refused in time"
+    waited = _until(
+        lambda: status("demo-hooli-chat", "hooli").status_code == 429, REFUSAL_DEADLINE_S
     )
-    demo.send("over the hard cap: refused", key="demo-hooli-chat", tenant="hooli",
-              method="POST", path=chat, expected=429, headers=_chat("gpt-4o"))
+    notes.append(
+        f"hooli crossed its hard cap; first refusal {time.monotonic() - crossing:.2f} s "
+        "after the report"
+        if waited is not None
+        else "hooli was not refused in time"
+    )
+    demo.send(
+        "over the hard cap: refused",
+        key="demo-hooli-chat",
+        tenant="hooli",
+        method="POST",
+        path=chat,
+        expected=429,
+        headers=_chat("gpt-4o"),
+    )
 
     # umbrella: cap $50 with disable on the hard cap.
     repeated = f"demo-{uuid.uuid4()}"
     for _ in range(2):  # the same report twice counts once
-        usage.post("/v1/usage", json={"request_id": repeated, "tenant": "umbrella",
-                                      "model": "gpt-4o-mini", "tokens": 10, "cost_usd": 30.0})
+        usage.post(
+            "/v1/usage",
+            json={
+                "request_id": repeated,
+                "tenant": "umbrella",
+                "model": "gpt-4o-mini",
+                "tokens": 10,
+                "cost_usd": 30.0,
+            },
+        )
     result = _report_usage(usage, "umbrella", 25.0, model="gpt-4o-mini")
-    notes.append(f"umbrella: a repeated report counted once; now at {result['ratio']:.0%}, disabled={result['disabled']}")
+    notes.append(
+        f"umbrella: a repeated report counted once; now at {result['ratio']:.0%}, "
+        f"disabled={result['disabled']}"
+    )
     _until(
         lambda: status("demo-umbrella-chat", "umbrella", "gpt-4o-mini").status_code == 403,
         REFUSAL_DEADLINE_S,
     )
-    demo.send("tenant disabled at its hard cap", key="demo-umbrella-chat", tenant="umbrella",
-              method="POST", path=chat, expected=403, headers=_chat("gpt-4o-mini"))
+    demo.send(
+        "tenant disabled at its hard cap",
+        key="demo-umbrella-chat",
+        tenant="umbrella",
+        method="POST",
+        path=chat,
+        expected=403,
+        headers=_chat("gpt-4o-mini"),
+    )
     return notes
 
 
 def _table(outcomes: list[Outcome]) -> Table:
     table = Table(title=f"Decisions through Envoy + OPA in {REGION}", show_lines=False)
     for column, kwargs in (
-        ("#", {"justify": "right"}), ("scenario", {}), ("tenant", {}), ("request", {}),
-        ("status", {"justify": "right"}), ("decision", {}), ("reasons / upstream headers", {}),
+        ("#", {"justify": "right"}),
+        ("scenario", {}),
+        ("tenant", {}),
+        ("request", {}),
+        ("status", {"justify": "right"}),
+        ("decision", {}),
+        ("reasons / upstream headers", {}),
     ):
         table.add_column(column, **kwargs)  # type: ignore[arg-type]
     for n, o in enumerate(outcomes, 1):
-        mark = f"[green]{o.status}[/green]" if o.ok else f"[red]{o.status} (expected {o.expected})[/red]"
+        mark = (
+            f"[green]{o.status}[/green]"
+            if o.ok
+            else f"[red]{o.status} (expected {o.expected})[/red]"
+        )
         table.add_row(str(n), o.name, o.tenant, o.request, mark, o.decision_id, o.detail)
     return table
 
@@ -327,21 +529,30 @@ def run_demo(out: Console, err: Console) -> int:
         dist_dir=WORKDIR / "dist",
     )
     keys = init_keys(settings.keys_dir)
-    out.print(f"[bold]1[/bold] keys in {settings.keys_dir}; demo API keys generated (hashes only in the bundle)")
+    out.print(
+        f"[bold]1[/bold] keys in {settings.keys_dir}; "
+        "demo API keys generated (hashes only in the bundle)"
+    )
     plain = _credentials(WORKDIR / "credentials")
 
     opa = Opa(find_opa(settings))
     built = build_bundle(
-        BUNDLE_DIR, opa,
+        BUNDLE_DIR,
+        opa,
         BuildOptions(keys.signing, KEY_ID, keys.approval, settings.dist_dir),
         overlays=[WORKDIR / "credentials"],
     )
-    out.print(f"[bold]2[/bold] built {built.path.name}: {built.tests_run} Rego tests passed, signed ({KEY_ID})")
+    out.print(
+        f"[bold]2[/bold] built {built.path.name}: {built.tests_run} Rego tests passed, "
+        f"signed ({KEY_ID})"
+    )
 
     plane = create_control_plane(settings)
     with plane.db.session() as session:
         author, _ = create_token(session, name="demo-author", role=Role.AUTHOR)
-        enforcer_token, _ = create_token(session, name=f"{REGION}-enforcers", role=Role.ENFORCER, region=REGION)
+        enforcer_token, _ = create_token(
+            session, name=f"{REGION}-enforcers", role=Role.ENFORCER, region=REGION
+        )
         gateway_token, _ = create_token(session, name="demo-gateway", role=Role.GATEWAY)
     server = ServerThread(create_app(plane), "127.0.0.1", free_port())
     server.start()
@@ -349,23 +560,36 @@ def run_demo(out: Console, err: Console) -> int:
     try:
         with ControlPlaneClient(server.url, author) as api:
             published = api.publish(built.path.read_bytes())
-        out.print(f"[bold]3[/bold] control plane on {server.url}; published revision {published['revision'][:12]}")
+        out.print(
+            f"[bold]3[/bold] control plane on {server.url}; "
+            f"published revision {published['revision'][:12]}"
+        )
 
         stack = EnforcerStack(
             StackOptions(
-                region=REGION, control_plane_url=server.url, token=enforcer_token, key_id=KEY_ID,
+                region=REGION,
+                control_plane_url=server.url,
+                token=enforcer_token,
+                key_id=KEY_ID,
                 verification_key_pem=public_pem(load_signing_key(keys.signing)),
-                workdir=WORKDIR / "dataplane", opa_bin=opa.binary, envoy_bin=find_envoy(),
+                workdir=WORKDIR / "dataplane",
+                opa_bin=opa.binary,
+                envoy_bin=find_envoy(),
             ),
             count=1,
         )
         stack.start(wait_for_bundles=True)
         enforcer = stack.enforcers[0]
-        out.print(f"[bold]4[/bold] enforcer {enforcer.id}: Envoy {enforcer.gateway_url} → OPA (ext_authz gRPC), both bundles active")
+        out.print(
+            f"[bold]4[/bold] enforcer {enforcer.id}: Envoy {enforcer.gateway_url} → "
+            "OPA (ext_authz gRPC), both bundles active"
+        )
 
         demo = Demo(out, enforcer.gateway_url, plain, keys.approval)
         _scenarios(demo)
-        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {gateway_token}"}, timeout=10) as usage:
+        with httpx.Client(
+            base_url=server.url, headers={"authorization": f"Bearer {gateway_token}"}, timeout=10
+        ) as usage:
             notes = _budgets(demo, usage)
         out.print(_table(demo.outcomes))
         for note in notes:

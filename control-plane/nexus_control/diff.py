@@ -115,25 +115,32 @@ def _tenants(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
         if a.get("plan") != b.get("plan"):
             up = _PLAN_RANK.get(b.get("plan"), 0) > _PLAN_RANK.get(a.get("plan"), 0)
             yield Change(
-                "tenant", tid, f"plan {a.get('plan')} → {b.get('plan')}",
+                "tenant",
+                tid,
+                f"plan {a.get('plan')} → {b.get('plan')}",
                 Effect.WIDENS if up else Effect.NARROWS,
             )
         if a.get("status") != b.get("status"):
             yield Change(
-                "tenant", tid, f"status {a.get('status')} → {b.get('status')}",
+                "tenant",
+                tid,
+                f"status {a.get('status')} → {b.get('status')}",
                 Effect.WIDENS if b.get("status") == "active" else Effect.NARROWS,
             )
         if a.get("jurisdiction") != b.get("jurisdiction"):
             narrowed = a.get("jurisdiction") is None
             yield Change(
-                "tenant", tid,
+                "tenant",
+                tid,
                 f"residency {a.get('jurisdiction') or 'any region'} → "
                 f"{b.get('jurisdiction') or 'any region'}",
                 Effect.NARROWS if narrowed else Effect.WIDENS,
             )
 
 
-def _cap_change(subject: str, what: str, before: float | None, after: float | None) -> Change | None:
+def _cap_change(
+    subject: str, what: str, before: float | None, after: float | None
+) -> Change | None:
     if before == after:
         return None
     if before is None:
@@ -161,13 +168,17 @@ def _budgets(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
                     yield change
         if a.get("on_hard_cap") != b.get("on_hard_cap"):
             yield Change(
-                "budget", tid, f"on hard cap: {a.get('on_hard_cap')} → {b.get('on_hard_cap')}",
+                "budget",
+                tid,
+                f"on hard cap: {a.get('on_hard_cap')} → {b.get('on_hard_cap')}",
                 Effect.WIDENS if b.get("on_hard_cap") == "refuse" else Effect.NARROWS,
             )
         if a.get("soft_cap_ratio") != b.get("soft_cap_ratio"):
             yield Change(
-                "budget", tid,
-                f"soft cap {a.get('soft_cap_ratio')} → {b.get('soft_cap_ratio')}", Effect.NEUTRAL,
+                "budget",
+                tid,
+                f"soft cap {a.get('soft_cap_ratio')} → {b.get('soft_cap_ratio')}",
+                Effect.NEUTRAL,
             )
 
 
@@ -202,8 +213,10 @@ def _api_keys(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
     for digest in sorted(before.keys() & after.keys()):
         if before[digest] != after[digest]:
             yield Change(
-                "api key", label(after[digest]),
-                f"moved from {label(before[digest])}", Effect.WIDENS,
+                "api key",
+                label(after[digest]),
+                f"moved from {label(before[digest])}",
+                Effect.WIDENS,
             )
 
 
@@ -223,9 +236,7 @@ def _roles(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
         perms_a = set(before[rid].get("permissions", {}))
         perms_b = set(after[rid].get("permissions", {}))
         if perms_b - perms_a:
-            yield Change(
-                "role", rid, "adds " + ", ".join(sorted(perms_b - perms_a)), Effect.WIDENS
-            )
+            yield Change("role", rid, "adds " + ", ".join(sorted(perms_b - perms_a)), Effect.WIDENS)
         if perms_a - perms_b:
             yield Change(
                 "role", rid, "drops " + ", ".join(sorted(perms_a - perms_b)), Effect.NARROWS
@@ -240,12 +251,16 @@ def _models(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
         plans_b = set(after[mid].get("plans", {}))
         if plans_b - plans_a:
             yield Change(
-                "model", mid, "opened to plans " + ", ".join(sorted(plans_b - plans_a)),
+                "model",
+                mid,
+                "opened to plans " + ", ".join(sorted(plans_b - plans_a)),
                 Effect.WIDENS,
             )
         if plans_a - plans_b:
             yield Change(
-                "model", mid, "closed to plans " + ", ".join(sorted(plans_a - plans_b)),
+                "model",
+                mid,
+                "closed to plans " + ", ".join(sorted(plans_a - plans_b)),
                 Effect.NARROWS,
             )
 
@@ -266,7 +281,9 @@ def _tools(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
             yield Change("tool", tid, "human approval now required", Effect.NARROWS)
         if a.get("permission") != b.get("permission"):
             yield Change(
-                "tool", tid, f"permission {a.get('permission')} → {b.get('permission')}",
+                "tool",
+                tid,
+                f"permission {a.get('permission')} → {b.get('permission')}",
                 Effect.WIDENS,
             )
         if a.get("schema") != b.get("schema"):
@@ -290,10 +307,13 @@ def _prompts(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
                 effect = Effect.WIDENS
             elif live_before and not live_after:
                 effect = Effect.NARROWS
-            yield Change("prompt", f"{pid}@{version}", f"{sa or 'absent'} → {sb or 'absent'}", effect)
+            yield Change(
+                "prompt", f"{pid}@{version}", f"{sa or 'absent'} → {sb or 'absent'}", effect
+            )
         if before[pid].get("default_version") != after[pid].get("default_version"):
             yield Change(
-                "prompt", pid,
+                "prompt",
+                pid,
                 f"default version {before[pid].get('default_version')} → "
                 f"{after[pid].get('default_version')}",
                 Effect.NEUTRAL,
@@ -313,12 +333,15 @@ def _retention(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
             if a["days"] != b["days"]:
                 longer = b["days"] > a["days"]
                 yield Change(
-                    "retention", name, f"kept {a['days']} → {b['days']} days",
+                    "retention",
+                    name,
+                    f"kept {a['days']} → {b['days']} days",
                     Effect.WIDENS if longer else Effect.NARROWS,
                 )
             if a["legal_hold"] != b["legal_hold"]:
                 yield Change(
-                    "retention", name,
+                    "retention",
+                    name,
                     "legal hold lifted" if a["legal_hold"] else "legal hold placed",
                     Effect.WIDENS if a["legal_hold"] else Effect.NARROWS,
                 )
@@ -338,12 +361,15 @@ def _rollouts(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
             a, b = before[key], after[key]
             if a.get("kill_switch") != b.get("kill_switch"):
                 yield Change(
-                    area, key, "kill switch " + ("on" if b.get("kill_switch") else "off"),
+                    area,
+                    key,
+                    "kill switch " + ("on" if b.get("kill_switch") else "off"),
                     Effect.NEUTRAL,
                 )
             if a.get("canary_percent") != b.get("canary_percent"):
                 yield Change(
-                    area, key,
+                    area,
+                    key,
                     f"canary {a.get('canary_percent')}% → {b.get('canary_percent')}%",
                     Effect.NEUTRAL,
                 )
@@ -351,7 +377,9 @@ def _rollouts(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
             weights_b = _weights(b)
             if weights_a != weights_b:
                 yield Change(
-                    area, key, f"weights {_fmt_weights(weights_a)} → {_fmt_weights(weights_b)}",
+                    area,
+                    key,
+                    f"weights {_fmt_weights(weights_a)} → {_fmt_weights(weights_b)}",
                     Effect.NEUTRAL,
                 )
             if a.get("baseline") != b.get("baseline"):
@@ -363,9 +391,7 @@ def _rollouts(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
 
 
 def _weights(flag: dict[str, Any]) -> dict[str, int]:
-    return {
-        v["name"]: (v["upper"] - v["lower"]) // 100 for v in flag.get("variants", [])
-    }
+    return {v["name"]: (v["upper"] - v["lower"]) // 100 for v in flag.get("variants", [])}
 
 
 def _fmt_weights(weights: dict[str, int]) -> str:
@@ -378,7 +404,8 @@ def _regions(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
     for rid in sorted(before.keys() & after.keys()):
         if before[rid].get("jurisdiction") != after[rid].get("jurisdiction"):
             yield Change(
-                "region", rid,
+                "region",
+                rid,
                 f"jurisdiction {before[rid].get('jurisdiction')} → "
                 f"{after[rid].get('jurisdiction')}",
                 Effect.WIDENS,

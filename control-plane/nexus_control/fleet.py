@@ -149,8 +149,12 @@ def fleet(session: Session, region: str | None = None) -> list[EnforcerView]:
         ):
             error = f"{row.error_code}: {row.error_message}" if row.error_code else None
             bundles[row.enforcer_id][row.bundle] = BundleView(
-                row.bundle, row.held_revision, row.active_revision, row.activated_at,
-                error, row.error_at,
+                row.bundle,
+                row.held_revision,
+                row.active_revision,
+                row.activated_at,
+                error,
+                row.error_at,
             )
     return [EnforcerView(e.id, e.region, e.last_seen_at, bundles[e.id]) for e in enforcers]
 

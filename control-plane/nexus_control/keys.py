@@ -75,9 +75,7 @@ def _load_private(path: Path, what: str) -> object:
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise SigningKeyError(
-            f"{what} {path} is not an unencrypted PEM private key"
-        ) from None
+        raise SigningKeyError(f"{what} {path} is not an unencrypted PEM private key") from None
 
 
 def load_signing_key(path: Path) -> rsa.RSAPrivateKey:
@@ -97,9 +95,11 @@ def load_approval_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def approval_key_id(key: ec.EllipticCurvePrivateKey) -> str:

@@ -37,7 +37,12 @@ class Problem:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
     def as_dict(self) -> dict[str, str | int]:
-        return {"file": self.file, "line": self.line, "column": self.column, "message": self.message}
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+        }
 
 
 class SpecError(Exception):
@@ -219,7 +224,9 @@ def _load_document(path: Path, problems: list[Problem]) -> SpecDocument | None:
     if model is None:
         line, col = where("kind")
         known = ", ".join(sorted(SPEC_KINDS))
-        problems.append(Problem(display, line, col, f"unknown kind {kind!r}; expected one of {known}"))
+        problems.append(
+            Problem(display, line, col, f"unknown kind {kind!r}; expected one of {known}")
+        )
         return None
 
     try:

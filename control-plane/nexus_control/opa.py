@@ -85,7 +85,9 @@ class Opa:
         out = self.run(*args, *map(str, paths))
         if out.returncode != 0:
             raise OpaError(
-                "opa check failed", _check_problems(out.stdout + out.stderr), out.stderr or out.stdout
+                "opa check failed",
+                _check_problems(out.stdout + out.stderr),
+                out.stderr or out.stdout,
             )
 
     def test(self, paths: Sequence[Path], *, bundle: bool = False) -> list[TestResult]:
@@ -162,7 +164,9 @@ class Opa:
             cwd=source,
         )
         if out.returncode != 0:
-            raise OpaError("opa build failed", _check_problems(out.stdout), out.stderr or out.stdout)
+            raise OpaError(
+                "opa build failed", _check_problems(out.stdout), out.stderr or out.stdout
+            )
 
 
 def _check_problems(output: str) -> list[Problem]:
@@ -192,7 +196,9 @@ def _test_result(item: dict[str, Any]) -> TestResult:
     failed = bool(item.get("fail")) or "error" in item
     message = None
     if "error" in item:
-        message = str(item["error"].get("message") if isinstance(item["error"], dict) else item["error"])
+        message = str(
+            item["error"].get("message") if isinstance(item["error"], dict) else item["error"]
+        )
     elif failed:
         message = "test failed"
     return TestResult(

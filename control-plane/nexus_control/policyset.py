@@ -148,7 +148,11 @@ class _Resolver:
                     first_doc, _, first_i = seen[item.id]
                     file, line, _ = first_doc.at(field, first_i, "id")
                     self.report(
-                        doc, f"duplicate {noun} id {item.id!r} (first at {file}:{line})", field, i, "id"
+                        doc,
+                        f"duplicate {noun} id {item.id!r} (first at {file}:{line})",
+                        field,
+                        i,
+                        "id",
                     )
                     continue
                 seen[item.id] = (doc, item, i)
@@ -169,28 +173,40 @@ class _Resolver:
     ) -> None:
         jurisdictions = {region.jurisdiction for _, region in regions.values()}
         for doc, i, tenant in self._located(TenantsSpec, "tenants"):
-            if tenants.get(tenant.id, (None, None))[1] is not tenant:
-                continue
+            indexed = tenants.get(tenant.id)
+            if indexed is None or indexed[1] is not tenant:
+                continue  # a duplicate, reported already
             if tenant.jurisdiction is not None and tenant.jurisdiction not in jurisdictions:
                 self.report(
                     doc,
                     f"tenant {tenant.id!r}: no region has jurisdiction {tenant.jurisdiction!r} "
                     f"(known: {', '.join(sorted(jurisdictions)) or 'none'})",
-                    "tenants", i, "jurisdiction",
+                    "tenants",
+                    i,
+                    "jurisdiction",
                 )
             budget = tenant.budget
             for model, cap in budget.per_model.items():
                 if model not in models:
                     self.report(
-                        doc, f"tenant {tenant.id!r}: unknown model {model!r} in perModel",
-                        "tenants", i, "budget", "perModel", model,
+                        doc,
+                        f"tenant {tenant.id!r}: unknown model {model!r} in perModel",
+                        "tenants",
+                        i,
+                        "budget",
+                        "perModel",
+                        model,
                     )
                 if cap > budget.monthly_cap_usd:
                     self.report(
                         doc,
                         f"tenant {tenant.id!r}: perModel cap for {model!r} ({cap}) exceeds "
                         f"the monthly cap ({budget.monthly_cap_usd})",
-                        "tenants", i, "budget", "perModel", model,
+                        "tenants",
+                        i,
+                        "budget",
+                        "perModel",
+                        model,
                     )
             for feature, cap in budget.per_feature.items():
                 if cap > budget.monthly_cap_usd:
@@ -198,7 +214,11 @@ class _Resolver:
                         doc,
                         f"tenant {tenant.id!r}: perFeature cap for {feature!r} ({cap}) exceeds "
                         f"the monthly cap ({budget.monthly_cap_usd})",
-                        "tenants", i, "budget", "perFeature", feature,
+                        "tenants",
+                        i,
+                        "budget",
+                        "perFeature",
+                        feature,
                     )
 
     def _check_tools(self, tools: dict[str, tuple[SpecDocument, Tool]]) -> None:
@@ -209,7 +229,9 @@ class _Resolver:
                     doc,
                     f"tool {tool.id!r}: {tool.risk} risk tools always need a human approval; "
                     "remove requiresApproval or set it to true",
-                    "tools", i, "requiresApproval",
+                    "tools",
+                    i,
+                    "requiresApproval",
                 )
             try:
                 validator_for(tool.arguments).check_schema(tool.arguments)
@@ -219,14 +241,19 @@ class _Resolver:
                     doc,
                     f"tool {tool.id!r}: arguments is not a valid JSON Schema at {where}: "
                     f"{exc.message}",
-                    "tools", i, "arguments", *exc.path,
+                    "tools",
+                    i,
+                    "arguments",
+                    *exc.path,
                 )
                 continue
             if tool.arguments.get("type") != "object":
                 self.report(
                     doc,
                     f"tool {tool.id!r}: arguments schema must have type: object",
-                    "tools", i, "arguments",
+                    "tools",
+                    i,
+                    "arguments",
                 )
 
     def _check_roles(self, tools: dict[str, tuple[SpecDocument, Tool]]) -> None:
@@ -236,8 +263,12 @@ class _Resolver:
             for j, permission in enumerate(role.permissions):
                 if permission in seen:
                     self.report(
-                        doc, f"role {role.id!r}: permission {permission!r} listed twice",
-                        "roles", i, "permissions", j,
+                        doc,
+                        f"role {role.id!r}: permission {permission!r} listed twice",
+                        "roles",
+                        i,
+                        "permissions",
+                        j,
                     )
                 seen.add(permission)
                 if permission not in known:
@@ -245,7 +276,10 @@ class _Resolver:
                         doc,
                         f"role {role.id!r}: unknown permission {permission!r} "
                         "(neither a route permission nor a tool's permission)",
-                        "roles", i, "permissions", j,
+                        "roles",
+                        i,
+                        "permissions",
+                        j,
                     )
 
     def _check_bindings(
@@ -281,7 +315,10 @@ class _Resolver:
                         doc,
                         f"overlapping binding: {subject} already has role {binding.role!r} in "
                         f"tenant {binding.tenant!r} (at {granted[key]})",
-                        "bindings", i, field, j,
+                        "bindings",
+                        i,
+                        field,
+                        j,
                     )
                     ok = False
                 else:
@@ -295,7 +332,10 @@ class _Resolver:
                         doc,
                         f"API key {api_key.id!r} conflicts with key {other.key_id!r} of tenant "
                         f"{other.tenant!r}: a key has one id, one hash and one tenant",
-                        "bindings", i, "apiKeys", j,
+                        "bindings",
+                        i,
+                        "apiKeys",
+                        j,
                     )
                     ok = False
                     continue
@@ -312,15 +352,15 @@ class _Resolver:
                 self.report(doc, f"duplicate issuer {issuer.issuer!r}", "issuers", i, "issuer")
                 continue
             if (issuer.jwks is None) == (issuer.jwks_file is None):
-                self.report(
-                    doc, "an issuer needs exactly one of jwks and jwksFile", "issuers", i
-                )
+                self.report(doc, "an issuer needs exactly one of jwks and jwksFile", "issuers", i)
                 continue
             jwks = issuer.jwks
             field = "jwks"
             if issuer.jwks_file is not None:
                 field = "jwksFile"
-                jwks = self._read_jwks(doc, doc.path.parent / issuer.jwks_file, ("issuers", i, field))
+                jwks = self._read_jwks(
+                    doc, doc.path.parent / issuer.jwks_file, ("issuers", i, field)
+                )
                 if jwks is None:
                     continue
             error = _jwks_problem(jwks)
@@ -352,8 +392,13 @@ class _Resolver:
             for j, version in enumerate(prompt.versions):
                 if version.version in versions:
                     self.report(
-                        doc, f"prompt {prompt.id!r}: version {version.version!r} listed twice",
-                        "prompts", i, "versions", j, "version",
+                        doc,
+                        f"prompt {prompt.id!r}: version {version.version!r} listed twice",
+                        "prompts",
+                        i,
+                        "versions",
+                        j,
+                        "version",
                     )
                 versions[version.version] = version.status
             status = versions.get(prompt.default_version)
@@ -362,13 +407,17 @@ class _Resolver:
                     doc,
                     f"prompt {prompt.id!r}: defaultVersion {prompt.default_version!r} is not "
                     "one of its versions",
-                    "prompts", i, "defaultVersion",
+                    "prompts",
+                    i,
+                    "defaultVersion",
                 )
             elif status == "retired":
                 self.report(
                     doc,
                     f"prompt {prompt.id!r}: defaultVersion {prompt.default_version!r} is retired",
-                    "prompts", i, "defaultVersion",
+                    "prompts",
+                    i,
+                    "defaultVersion",
                 )
 
     def _check_retention(
@@ -384,7 +433,11 @@ class _Resolver:
                 )
             elif rule.data_class in defaults:
                 self.report(
-                    doc, f"data class {rule.data_class!r} has two defaults", "defaults", i, "dataClass"
+                    doc,
+                    f"data class {rule.data_class!r} has two defaults",
+                    "defaults",
+                    i,
+                    "dataClass",
                 )
             else:
                 defaults[rule.data_class] = rule
@@ -409,8 +462,10 @@ class _Resolver:
             if key in policies:
                 self.report(
                     doc,
-                    f"tenant {policy.tenant!r} has two retention policies for {policy.data_class!r}",
-                    "policies", i,
+                    f"tenant {policy.tenant!r} has two retention policies "
+                    f"for {policy.data_class!r}",
+                    "policies",
+                    i,
                 )
                 ok = False
             if ok:
@@ -431,22 +486,32 @@ class _Resolver:
                     doc,
                     f"flag {flag.id!r}: {flag.target} {flag.key!r} is already routed by flag "
                     f"{routed[target]!r}",
-                    "flags", i, "key",
+                    "flags",
+                    i,
+                    "key",
                 )
             routed.setdefault(target, flag.id)
 
             total = sum(v.weight for v in flag.variants)
             if total != WEIGHT_TOTAL:
                 self.report(
-                    doc, f"flag {flag.id!r}: variant weights sum to {total}, not 100",
-                    "flags", i, "variants",
+                    doc,
+                    f"flag {flag.id!r}: variant weights sum to {total}, not 100",
+                    "flags",
+                    i,
+                    "variants",
                 )
             names: set[str] = set()
             for j, variant in enumerate(flag.variants):
                 if variant.name in names:
                     self.report(
-                        doc, f"flag {flag.id!r}: variant {variant.name!r} listed twice",
-                        "flags", i, "variants", j, "name",
+                        doc,
+                        f"flag {flag.id!r}: variant {variant.name!r} listed twice",
+                        "flags",
+                        i,
+                        "variants",
+                        j,
+                        "name",
                     )
                 names.add(variant.name)
 
@@ -456,25 +521,43 @@ class _Resolver:
             for j, variant in enumerate(flag.variants):
                 if variant.name not in valid:
                     self.report(
-                        doc, f"flag {flag.id!r}: variant {variant.name!r} is not {what}",
-                        "flags", i, "variants", j, "name",
+                        doc,
+                        f"flag {flag.id!r}: variant {variant.name!r} is not {what}",
+                        "flags",
+                        i,
+                        "variants",
+                        j,
+                        "name",
                     )
             if flag.baseline not in valid:
                 self.report(
-                    doc, f"flag {flag.id!r}: baseline {flag.baseline!r} is not {what}",
-                    "flags", i, "baseline",
+                    doc,
+                    f"flag {flag.id!r}: baseline {flag.baseline!r} is not {what}",
+                    "flags",
+                    i,
+                    "baseline",
                 )
             overridden: set[str] = set()
             for j, override in enumerate(flag.overrides):
                 if override.tenant not in tenants:
                     self.report(
-                        doc, f"flag {flag.id!r}: unknown tenant {override.tenant!r}",
-                        "flags", i, "overrides", j, "tenant",
+                        doc,
+                        f"flag {flag.id!r}: unknown tenant {override.tenant!r}",
+                        "flags",
+                        i,
+                        "overrides",
+                        j,
+                        "tenant",
                     )
                 if override.tenant in overridden:
                     self.report(
-                        doc, f"flag {flag.id!r}: tenant {override.tenant!r} overridden twice",
-                        "flags", i, "overrides", j, "tenant",
+                        doc,
+                        f"flag {flag.id!r}: tenant {override.tenant!r} overridden twice",
+                        "flags",
+                        i,
+                        "overrides",
+                        j,
+                        "tenant",
                     )
                 overridden.add(override.tenant)
                 if override.variant not in names | {flag.baseline}:
@@ -482,7 +565,11 @@ class _Resolver:
                         doc,
                         f"flag {flag.id!r}: override variant {override.variant!r} is neither a "
                         "variant nor the baseline",
-                        "flags", i, "overrides", j, "variant",
+                        "flags",
+                        i,
+                        "overrides",
+                        j,
+                        "variant",
                     )
 
     def _flag_targets(
@@ -519,5 +606,7 @@ def _jwks_problem(jwks: Any) -> str | None:
         if not isinstance(key, dict) or "kty" not in key:
             return f"jwks key {n} has no 'kty'"
         if any(private in key for private in ("d", "p", "q", "dp", "dq", "qi", "k")):
-            return f"jwks key {n} contains private or symmetric key material; publish public keys only"
+            return (
+                f"jwks key {n} contains private or symmetric key material; publish public keys only"
+            )
     return None

@@ -55,10 +55,15 @@ def verify_archive(opa: Opa, verifier: Verifier, archive: bytes) -> None:
         path = Path(tmp) / "bundle.tar.gz"
         path.write_bytes(archive)
         out = opa.run(
-            "build", "--bundle", str(path),
-            "--verification-key", str(verifier.public_key),
-            "--verification-key-id", verifier.key_id,
-            "--output", str(Path(tmp) / "verified.tar.gz"),
+            "build",
+            "--bundle",
+            str(path),
+            "--verification-key",
+            str(verifier.public_key),
+            "--verification-key-id",
+            verifier.key_id,
+            "--output",
+            str(Path(tmp) / "verified.tar.gz"),
         )
     if out.returncode != 0:
         message = (out.stderr or out.stdout).strip().removeprefix("error: ")
@@ -107,8 +112,12 @@ def publish(
         )
     )
     outbox.record(
-        session, "bundle.published", author,
-        bundle=name, revision=revision, git_commit=commit,
+        session,
+        "bundle.published",
+        author,
+        bundle=name,
+        revision=revision,
+        git_commit=commit,
         sha256=hashlib.sha256(archive).hexdigest(),
     )
     return Published(revision, name, True, commit)

@@ -23,11 +23,18 @@ class ServerThread:
         self.port = port
         self._server = uvicorn.Server(
             uvicorn.Config(
-                app, host=host, port=port, log_level=log_level, access_log=False,
-                timeout_keep_alive=75, lifespan="on",
+                app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=False,
+                timeout_keep_alive=75,
+                lifespan="on",
             )
         )
-        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name=f"uvicorn-{port}", daemon=True
+        )
 
     @property
     def url(self) -> str:

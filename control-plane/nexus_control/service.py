@@ -72,7 +72,9 @@ def bundle_key(region: str, bundle: str) -> str:
 
 
 class ControlPlane:
-    def __init__(self, settings: ControlSettings, db: Database, opa: Opa, spend: SpendStore) -> None:
+    def __init__(
+        self, settings: ControlSettings, db: Database, opa: Opa, spend: SpendStore
+    ) -> None:
         self.settings = settings
         self.db = db
         self.opa = opa
@@ -115,8 +117,11 @@ class ControlPlane:
             if row is None:
                 session.add(
                     RegionTarget(
-                        region=region, bundle=POLICY_BUNDLE, desired_revision=revision,
-                        last_good_revision=None, updated_at=now,
+                        region=region,
+                        bundle=POLICY_BUNDLE,
+                        desired_revision=revision,
+                        last_good_revision=None,
+                        updated_at=now,
                     )
                 )
             elif row.desired_revision != revision:
@@ -197,8 +202,10 @@ class ControlPlane:
                 if current is not None and current.data == document:
                     return False
             signed = state.build_state_bundle(
-                self.opa, document,
-                signing_key=self.settings.signing_key_path, key_id=self.settings.signing_key_id,
+                self.opa,
+                document,
+                signing_key=self.settings.signing_key_path,
+                key_id=self.settings.signing_key_id,
             )
             with self.db.session() as session:
                 changed = state.store_state(session, signed, document)

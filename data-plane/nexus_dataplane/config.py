@@ -35,6 +35,12 @@ LOG_UPLOAD_LIMIT_BYTES = 8 * 1024 * 1024
 EXT_AUTHZ_TIMEOUT_S = 0.25
 MAX_REQUEST_BODY_BYTES = 64 * 1024
 
+_TYPES = "type.googleapis.com/envoy.extensions"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HCM_TYPE = f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager"
+EXT_AUTHZ_TYPE = f"{_TYPES}.filters.http.ext_authz.v3.ExtAuthz"
+ROUTER_TYPE = f"{_TYPES}.filters.http.router.v3.Router"
+
 
 @dataclass(frozen=True)
 class EnforcerSpec:
@@ -124,16 +130,22 @@ def _cluster(name: str, host: str, port: int, *, http2: bool) -> dict[str, Any]:
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {
-                    "socket_address": {"address": host, "port_value": port}
-                }}}]}
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
             ],
         },
     }
     if http2:
         cluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         }
@@ -158,7 +170,7 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
             {
                 "name": "envoy.filters.http.ext_authz",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "@type": EXT_AUTHZ_TYPE,
                     "transport_api_version": "V3",
                     "failure_mode_allow": False,
                     "status_on_error": {"code": 503},
@@ -176,7 +188,7 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
     http_filters.append(
         {
             "name": "envoy.filters.http.router",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            "typed_config": {"@type": ROUTER_TYPE},
         }
     )
     clusters = [_cluster("upstream", spec.upstream_host, spec.upstream_port, http2=False)]
@@ -185,20 +197,24 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
     return {
         "node": {"id": spec.enforcer_id, "cluster": spec.region},
         "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_admin_port}}
+            "address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_admin_port}
+            }
         },
         "static_resources": {
             "listeners": [
                 {
                     "name": "gateway",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_port}},
+                    "address": {
+                        "socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_port}
+                    },
                     "filter_chains": [
                         {
                             "filters": [
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
                                     "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "@type": HCM_TYPE,
                                         "stat_prefix": "gateway",
                                         "route_config": {
                                             "name": "gateway",
@@ -209,9 +225,16 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
                                                     "routes": [
                                                         {
                                                             "match": {"prefix": "/"},
-                                                            "route": {"cluster": "upstream", "timeout": "30s"},
-                                                            "request_headers_to_add": [_decision_id_header()],
-                                                            "response_headers_to_add": [_decision_id_header()],
+                                                            "route": {
+                                                                "cluster": "upstream",
+                                                                "timeout": "30s",
+                                                            },
+                                                            "request_headers_to_add": [
+                                                                _decision_id_header()
+                                                            ],
+                                                            "response_headers_to_add": [
+                                                                _decision_id_header()
+                                                            ],
                                                         }
                                                     ],
                                                 }

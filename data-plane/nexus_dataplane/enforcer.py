@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-import subprocess
-import sys
 
 from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, http_ok, wait_for_port
 
@@ -39,9 +38,15 @@ class OpaServer(ManagedProcess):
         self.port = port or free_port()
         self.config_path = workdir / f"{name}-config.yaml"
         argv = [
-            str(opa_bin), "run", "--server",
-            "--addr", f"127.0.0.1:{self.port}",
-            "--log-format", "json", "--log-level", "info",
+            str(opa_bin),
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{self.port}",
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
         ]
         if config is not None:
             argv += ["--config-file", str(self.config_path)]
@@ -59,7 +64,9 @@ class OpaServer(ManagedProcess):
             self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         super().start()
 
-    def start_and_wait(self, *, bundles: bool = True, timeout_s: float = OPA_READY_TIMEOUT_S) -> None:
+    def start_and_wait(
+        self, *, bundles: bool = True, timeout_s: float = OPA_READY_TIMEOUT_S
+    ) -> None:
         """Start, then wait for /health (with ?bundles when ``bundles``: all activated)."""
         self.start()
         query = "?bundles" if bundles else ""
@@ -70,7 +77,12 @@ class EnvoyProxy(ManagedProcess):
     """Envoy with a rendered bootstrap; ready when its admin endpoint says LIVE."""
 
     def __init__(
-        self, envoy_bin: Path, workdir: Path, config: dict[str, Any], *, admin_port: int,
+        self,
+        envoy_bin: Path,
+        workdir: Path,
+        config: dict[str, Any],
+        *,
+        admin_port: int,
         name: str = "envoy",
     ) -> None:
         workdir = workdir.resolve()
@@ -78,8 +90,14 @@ class EnvoyProxy(ManagedProcess):
         self.admin_port = admin_port
         self.config = config
         argv = [
-            str(envoy_bin), "-c", str(self.config_path),
-            "--disable-hot-restart", "--log-level", "warn", "--concurrency", "2",
+            str(envoy_bin),
+            "-c",
+            str(self.config_path),
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "2",
         ]
         super().__init__(name, argv, workdir)
 
@@ -111,10 +129,15 @@ def validate_envoy_config(envoy_bin: Path, config_path: Path) -> None:
     """``envoy --mode validate``; raise ConfigError with Envoy's message."""
     out = subprocess.run(
         [str(envoy_bin), "--mode", "validate", "-c", str(config_path), "--disable-hot-restart"],
-        capture_output=True, text=True, timeout=VALIDATE_TIMEOUT_S, check=False,
+        capture_output=True,
+        text=True,
+        timeout=VALIDATE_TIMEOUT_S,
+        check=False,
     )
     if out.returncode != 0:
-        raise ConfigError(f"envoy refused {config_path}: {(out.stderr or out.stdout).strip()[-2000:]}")
+        raise ConfigError(
+            f"envoy refused {config_path}: {(out.stderr or out.stdout).strip()[-2000:]}"
+        )
 
 
 def validate_opa_config(opa_bin: Path, config: dict[str, Any], workdir: Path) -> None:
@@ -127,7 +150,8 @@ def validate_opa_config(opa_bin: Path, config: dict[str, Any], workdir: Path) ->
     plugins = dict(probe.get("plugins", {}))
     if "envoy_ext_authz_grpc" in plugins:
         plugins["envoy_ext_authz_grpc"] = {
-            **plugins["envoy_ext_authz_grpc"], "addr": f"127.0.0.1:{free_port()}"
+            **plugins["envoy_ext_authz_grpc"],
+            "addr": f"127.0.0.1:{free_port()}",
         }
         probe["plugins"] = plugins
     probe["persistence_directory"] = str(workdir / "validate-persist")

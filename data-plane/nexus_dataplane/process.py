@@ -90,11 +90,13 @@ class ManagedProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def wait_ready(self, probe: Callable[[], bool], timeout_s: float) -> None:
-        """Poll ``probe`` until it is true; raise ProcessError if the process dies or time runs out."""
+        """Poll ``probe`` until true; ProcessError if the process dies or time runs out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
-                raise ProcessError(f"{self.name} exited with {self.returncode()}\n{self.log_tail()}")
+                raise ProcessError(
+                    f"{self.name} exited with {self.returncode()}\n{self.log_tail()}"
+                )
             with contextlib.suppress(Exception):
                 if probe():
                     return

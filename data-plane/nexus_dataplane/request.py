@@ -49,7 +49,7 @@ class GatewayRequest:
         doc: dict[str, Any] = {
             "attributes": {"request": {"http": http}},
             "parsed_path": [p for p in split.path.split("/") if p],
-            "parsed_query": {k: v for k, v in parse_qs(split.query).items()},
+            "parsed_query": dict(parse_qs(split.query)),
             "truncated_body": False,
             "version": {"encoding": "protojson", "ext_authz": "v3"},
         }

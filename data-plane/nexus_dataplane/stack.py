@@ -67,9 +67,7 @@ class EnforcerHealth:
     envoy: bool | None
 
 
-def enforcer_spec(
-    options: StackOptions, enforcer_id: str, upstream_port: int
-) -> EnforcerSpec:
+def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -> EnforcerSpec:
     return EnforcerSpec(
         region=options.region,
         enforcer_id=enforcer_id,
@@ -138,7 +136,10 @@ class EnforcerStack:
         envoy = None
         if self.options.with_envoy:
             envoy = EnvoyProxy(
-                self.options.envoy_bin, workdir, envoy_config(spec), admin_port=spec.envoy_admin_port
+                self.options.envoy_bin,
+                workdir,
+                envoy_config(spec),
+                admin_port=spec.envoy_admin_port,
             )
         enforcer = Enforcer(spec, opa, envoy)
         self.enforcers.append(enforcer)
@@ -149,11 +150,16 @@ class EnforcerStack:
         if enforcer.envoy is not None:
             enforcer.envoy.start_and_wait()
 
-    def restart_opa(self, enforcer: Enforcer, *, wait_for_bundles: bool, timeout_s: float = 60.0) -> None:
+    def restart_opa(
+        self, enforcer: Enforcer, *, wait_for_bundles: bool, timeout_s: float = 60.0
+    ) -> None:
         enforcer.opa.stop()
         enforcer.opa = OpaServer(
-            self.options.opa_bin, enforcer.opa.workdir, config=opa_config(enforcer.spec),
-            port=enforcer.spec.opa_port, name="opa",
+            self.options.opa_bin,
+            enforcer.opa.workdir,
+            config=opa_config(enforcer.spec),
+            port=enforcer.spec.opa_port,
+            name="opa",
         )
         enforcer.opa.start_and_wait(bundles=wait_for_bundles, timeout_s=timeout_s)
 

@@ -49,7 +49,9 @@ CREDENTIALS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def credentials_overlay(directory: Path, extra_roles: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
+def credentials_overlay(
+    directory: Path, extra_roles: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, str]:
     """Write an RBAC overlay binding fresh API keys; return their plain text by name."""
     directory.mkdir(parents=True, exist_ok=True)
     plain = {name: "nx_" + secrets.token_urlsafe(24) for name in CREDENTIALS}
@@ -65,8 +67,11 @@ def write_overlay(
         digest = hashlib.sha256(plain[name].encode()).hexdigest()
         for role in roles + (extra_roles or {}).get(name, ()):
             lines += [
-                f"  - tenant: {tenant}", f"    role: {role}", "    apiKeys:",
-                f"      - id: {name}", f"        sha256: {digest}",
+                f"  - tenant: {tenant}",
+                f"    role: {role}",
+                "    apiKeys:",
+                f"      - id: {name}",
+                f"        sha256: {digest}",
             ]
     (directory / "credentials.yaml").write_text("\n".join(lines) + "\n")
 
@@ -106,7 +111,9 @@ class Environment:
         self.plane = create_control_plane(self.settings, spend=self.spend, opa=self.opa)
         with self.plane.db.session() as session:
             for role in (Role.AUTHOR, Role.OPERATOR, Role.GATEWAY):
-                self.tokens[role.value], _ = create_token(session, name=f"e2e-{role.value}", role=role)
+                self.tokens[role.value], _ = create_token(
+                    session, name=f"e2e-{role.value}", role=role
+                )
             self.tokens["enforcer"], _ = create_token(
                 session, name="e2e-enforcers", role=Role.ENFORCER, region=self.region
             )
@@ -114,9 +121,14 @@ class Environment:
         self.publish()
         self.stack = EnforcerStack(
             StackOptions(
-                region=self.region, control_plane_url=self.url, token=self.tokens["enforcer"],
-                key_id=KEY_ID, verification_key_pem=public_pem(load_signing_key(self.keys.signing)),
-                workdir=self.workdir / "dataplane", opa_bin=self.opa.binary, envoy_bin=find_envoy(),
+                region=self.region,
+                control_plane_url=self.url,
+                token=self.tokens["enforcer"],
+                key_id=KEY_ID,
+                verification_key_pem=public_pem(load_signing_key(self.keys.signing)),
+                workdir=self.workdir / "dataplane",
+                opa_bin=self.opa.binary,
+                envoy_bin=find_envoy(),
                 long_poll_timeout_s=10,
             ),
             count=self.enforcers,
@@ -152,7 +164,8 @@ class Environment:
             (source / name).write_text(text)
         creds = overlay or self.workdir / "credentials"
         return build_bundle(
-            source, self.opa,
+            source,
+            self.opa,
             BuildOptions(self.keys.signing, KEY_ID, self.keys.approval, self.workdir / "dist"),
             overlays=[creds],
         )
@@ -181,14 +194,23 @@ class Environment:
         sent = {"x-nexus-tenant": tenant, **(headers or {})}
         if key is not None:
             sent["authorization"] = f"Bearer {self.plain[key]}"
-        return httpx.request(method, self.gateway(enforcer) + path, headers=sent, json=body, timeout=10)
+        return httpx.request(
+            method, self.gateway(enforcer) + path, headers=sent, json=body, timeout=10
+        )
 
-    def usage(self, tenant: str, cost: float, *, request_id: str | None = None, model: str = "gpt-4o") -> httpx.Response:
+    def usage(
+        self, tenant: str, cost: float, *, request_id: str | None = None, model: str = "gpt-4o"
+    ) -> httpx.Response:
         return httpx.post(
             f"{self.url}/v1/usage",
             headers={"authorization": f"Bearer {self.tokens['gateway']}"},
-            json={"request_id": request_id or f"e2e-{uuid.uuid4()}", "tenant": tenant,
-                  "model": model, "tokens": 100, "cost_usd": cost},
+            json={
+                "request_id": request_id or f"e2e-{uuid.uuid4()}",
+                "tenant": tenant,
+                "model": model,
+                "tokens": 100,
+                "cost_usd": cost,
+            },
             timeout=10,
         )
 
@@ -197,7 +219,9 @@ class Environment:
             return api.fleet()
 
 
-def eventually(check: Callable[[], bool], timeout_s: float = 15.0, interval_s: float = 0.1) -> float:
+def eventually(
+    check: Callable[[], bool], timeout_s: float = 15.0, interval_s: float = 0.1
+) -> float:
     """Seconds until ``check()`` holds; AssertionError if it never does."""
     start = time.monotonic()
     while True:

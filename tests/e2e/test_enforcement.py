@@ -8,7 +8,6 @@ import tarfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,11 +32,17 @@ def fresh_database(postgres: PostgresServer) -> str:
 
 @pytest.fixture(scope="module")
 def env(
-    tmp_path_factory: pytest.TempPathFactory, opa: Opa, session_keys: KeyPaths, postgres: PostgresServer
+    tmp_path_factory: pytest.TempPathFactory,
+    opa: Opa,
+    session_keys: KeyPaths,
+    postgres: PostgresServer,
 ) -> Iterator[Environment]:
     workdir = tmp_path_factory.mktemp("e2e")
     environment = Environment(
-        workdir=workdir, keys=session_keys, opa=opa, database_url=fresh_database(postgres),
+        workdir=workdir,
+        keys=session_keys,
+        opa=opa,
+        database_url=fresh_database(postgres),
         plain=credentials_overlay(workdir / "credentials"),
     )
     environment.start()
@@ -57,41 +62,186 @@ def days_ago(days: int) -> dict[str, str]:
 
 
 # (name, credential, tenant, method, path, headers, body, status, rule expected among reasons)
-CASES: list[tuple[str, str | None, str, str, str, dict[str, str], dict[str, Any] | None, int, str | None]] = [
-    ("rbac allows chat", "acme-chat", "acme", "POST", CHAT, {"x-nexus-model": "gpt-4o"}, {}, 200, None),
-    ("authn refuses no credential", None, "acme", "POST", CHAT, {"x-nexus-model": "gpt-4o"}, None, 401,
-     "nexus.identity.credential_missing"),
-    ("authn refuses a wrong key", None, "acme", "POST", CHAT,
-     {"x-nexus-model": "gpt-4o", "authorization": "Bearer nx_not-a-key"}, None, 401,
-     "nexus.identity.credential_invalid"),
-    ("rbac refuses a missing permission", "acme-chat", "acme", "POST", "/v1/tools/web-search:invoke",
-     {}, {"arguments": {"query": "x"}}, 403, "nexus.rbac.permission_denied"),
-    ("tenant isolation", "acme-chat", "hooli", "POST", CHAT, {"x-nexus-model": "gpt-4o"}, None, 403,
-     "nexus.identity.tenant_mismatch"),
-    ("residency refuses a US tenant in the EU", "globex-chat", "globex", "POST", CHAT,
-     {"x-nexus-model": "gpt-4o"}, None, 403, "nexus.residency.jurisdiction_mismatch"),
-    ("suspended tenant", "wayne-chat", "wayne", "POST", CHAT, {"x-nexus-model": "gpt-4o"}, None, 403,
-     "nexus.tenants.tenant_suspended"),
-    ("model entitlement", "umbrella-chat", "umbrella", "POST", CHAT, {"x-nexus-model": "gpt-4.1"}, None,
-     403, "nexus.models.model_not_entitled"),
-    ("tool with valid arguments", "acme-agent", "acme", "POST", "/v1/tools/web-search:invoke", {},
-     {"arguments": {"query": "opa"}}, 200, None),
-    ("tool arguments against the schema", "acme-agent", "acme", "POST", "/v1/tools/web-search:invoke",
-     {}, {"arguments": {"query": 5}}, 400, "nexus.tools.arguments_invalid"),
-    ("high-risk tool without approval", "acme-agent", "acme", "POST", "/v1/tools/code-exec:invoke", {},
-     {"arguments": {"language": "python", "source": "print(1)"}}, 403, "nexus.tools.approval_required"),
-    ("retention allows a recent read", "acme-chat", "acme", "GET", "/v1/chats/c1", days_ago(3), None,
-     200, None),
-    ("retention refuses an expired read", "acme-chat", "acme", "GET", "/v1/chats/c1", days_ago(31),
-     None, 410, "nexus.retention.retention_expired"),
-    ("erasure needs the DPO role", "acme-chat", "acme", "DELETE", "/v1/subjects/s1", {}, None, 403,
-     "nexus.rbac.permission_denied"),
+CASES: list[
+    tuple[str, str | None, str, str, str, dict[str, str], dict[str, Any] | None, int, str | None]
+] = [
+    (
+        "rbac allows chat",
+        "acme-chat",
+        "acme",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4o"},
+        {},
+        200,
+        None,
+    ),
+    (
+        "authn refuses no credential",
+        None,
+        "acme",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4o"},
+        None,
+        401,
+        "nexus.identity.credential_missing",
+    ),
+    (
+        "authn refuses a wrong key",
+        None,
+        "acme",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4o", "authorization": "Bearer nx_not-a-key"},
+        None,
+        401,
+        "nexus.identity.credential_invalid",
+    ),
+    (
+        "rbac refuses a missing permission",
+        "acme-chat",
+        "acme",
+        "POST",
+        "/v1/tools/web-search:invoke",
+        {},
+        {"arguments": {"query": "x"}},
+        403,
+        "nexus.rbac.permission_denied",
+    ),
+    (
+        "tenant isolation",
+        "acme-chat",
+        "hooli",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4o"},
+        None,
+        403,
+        "nexus.identity.tenant_mismatch",
+    ),
+    (
+        "residency refuses a US tenant in the EU",
+        "globex-chat",
+        "globex",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4o"},
+        None,
+        403,
+        "nexus.residency.jurisdiction_mismatch",
+    ),
+    (
+        "suspended tenant",
+        "wayne-chat",
+        "wayne",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4o"},
+        None,
+        403,
+        "nexus.tenants.tenant_suspended",
+    ),
+    (
+        "model entitlement",
+        "umbrella-chat",
+        "umbrella",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4.1"},
+        None,
+        403,
+        "nexus.models.model_not_entitled",
+    ),
+    (
+        "tool with valid arguments",
+        "acme-agent",
+        "acme",
+        "POST",
+        "/v1/tools/web-search:invoke",
+        {},
+        {"arguments": {"query": "opa"}},
+        200,
+        None,
+    ),
+    (
+        "tool arguments against the schema",
+        "acme-agent",
+        "acme",
+        "POST",
+        "/v1/tools/web-search:invoke",
+        {},
+        {"arguments": {"query": 5}},
+        400,
+        "nexus.tools.arguments_invalid",
+    ),
+    (
+        "high-risk tool without approval",
+        "acme-agent",
+        "acme",
+        "POST",
+        "/v1/tools/code-exec:invoke",
+        {},
+        {"arguments": {"language": "python", "source": "print(1)"}},
+        403,
+        "nexus.tools.approval_required",
+    ),
+    (
+        "retention allows a recent read",
+        "acme-chat",
+        "acme",
+        "GET",
+        "/v1/chats/c1",
+        days_ago(3),
+        None,
+        200,
+        None,
+    ),
+    (
+        "retention refuses an expired read",
+        "acme-chat",
+        "acme",
+        "GET",
+        "/v1/chats/c1",
+        days_ago(31),
+        None,
+        410,
+        "nexus.retention.retention_expired",
+    ),
+    (
+        "erasure needs the DPO role",
+        "acme-chat",
+        "acme",
+        "DELETE",
+        "/v1/subjects/s1",
+        {},
+        None,
+        403,
+        "nexus.rbac.permission_denied",
+    ),
     ("the DPO may erase", "acme-dpo", "acme", "DELETE", "/v1/subjects/s1", {}, None, 200, None),
-    ("legal hold blocks deletion", "stark-agent", "stark", "DELETE", "/v1/chats/c9", {}, None, 403,
-     "nexus.retention.legal_hold"),
-    ("retired prompt version", "stark-agent", "stark", "POST", CHAT,
-     {"x-nexus-model": "gpt-4o", "x-nexus-prompt": "support-agent@1"}, None, 400,
-     "nexus.rollout.prompt_version_retired"),
+    (
+        "legal hold blocks deletion",
+        "stark-agent",
+        "stark",
+        "DELETE",
+        "/v1/chats/c9",
+        {},
+        None,
+        403,
+        "nexus.retention.legal_hold",
+    ),
+    (
+        "retired prompt version",
+        "stark-agent",
+        "stark",
+        "POST",
+        CHAT,
+        {"x-nexus-model": "gpt-4o", "x-nexus-prompt": "support-agent@1"},
+        None,
+        400,
+        "nexus.rollout.prompt_version_retired",
+    ),
 ]
 
 
@@ -127,16 +277,24 @@ def test_each_concern_through_envoy(
 
 def test_rollout_routes_the_model_and_the_prompt(env: Environment) -> None:
     response = env.call(
-        "stark-agent", "stark", "POST", CHAT,
-        headers={"x-nexus-model": "chat-default", "x-nexus-prompt": "support-agent",
-                 "x-nexus-subject": "s-1"},
+        "stark-agent",
+        "stark",
+        "POST",
+        CHAT,
+        headers={
+            "x-nexus-model": "chat-default",
+            "x-nexus-prompt": "support-agent",
+            "x-nexus-subject": "s-1",
+        },
     )
     assert response.status_code == 200
     forwarded = response.json()["headers"]
     assert forwarded["x-nexus-route-model"] == "gpt-4.1"  # stark's override
     assert forwarded["x-nexus-prompt-version"] in {"support-agent@3", "support-agent@4", "3", "4"}
     killed = env.call("acme-chat", "acme", "POST", CHAT, headers={"x-nexus-model": "chat-fast"})
-    assert killed.json()["headers"]["x-nexus-route-model"] == "gpt-4o-mini"  # kill switch → baseline
+    assert (
+        killed.json()["headers"]["x-nexus-route-model"] == "gpt-4o-mini"
+    )  # kill switch → baseline
 
 
 def test_approved_high_risk_tool_call_runs_and_the_token_binds_its_arguments(
@@ -144,50 +302,104 @@ def test_approved_high_risk_tool_call_runs_and_the_token_binds_its_arguments(
 ) -> None:
     arguments = {"language": "python", "source": "print('<&>')", "timeoutSeconds": 5}
     approval = issue_approval(
-        load_approval_key(session_keys.approval), tenant="acme", tool="code-exec",
-        arguments=arguments, approver="carol@acme.example",
+        load_approval_key(session_keys.approval),
+        tenant="acme",
+        tool="code-exec",
+        arguments=arguments,
+        approver="carol@acme.example",
     )
     path = "/v1/tools/code-exec:invoke"
-    ok = env.call("acme-agent", "acme", "POST", path, body={"arguments": arguments},
-                  headers={"x-nexus-approval": approval.token})
+    ok = env.call(
+        "acme-agent",
+        "acme",
+        "POST",
+        path,
+        body={"arguments": arguments},
+        headers={"x-nexus-approval": approval.token},
+    )
     assert ok.status_code == 200, ok.text
     assert "x-nexus-approval" not in ok.json()["headers"]
-    other = env.call("acme-agent", "acme", "POST", path,
-                     body={"arguments": {**arguments, "source": "rm -rf /"}},
-                     headers={"x-nexus-approval": approval.token})
+    other = env.call(
+        "acme-agent",
+        "acme",
+        "POST",
+        path,
+        body={"arguments": {**arguments, "source": "rm -rf /"}},
+        headers={"x-nexus-approval": approval.token},
+    )
     assert other.status_code == 403
     assert "nexus.tools.approval_invalid" in reasons(other)
 
 
 def test_publishing_a_new_revision_changes_decisions_without_restarts(env: Environment) -> None:
-    before = env.call("acme-chat", "acme", "POST", "/v1/tools/web-search:invoke",
-                      body={"arguments": {"query": "q"}})
+    before = env.call(
+        "acme-chat",
+        "acme",
+        "POST",
+        "/v1/tools/web-search:invoke",
+        body={"arguments": {"query": "q"}},
+    )
     assert before.status_code == 403
     overlay = env.workdir / "credentials-widened"
     overlay.mkdir()
     write_overlay(overlay, env.plain, {"acme-chat": ("agent",)})
     revision = env.publish(env.build(overlay=overlay))
     waited = eventually(
-        lambda: env.call("acme-chat", "acme", "POST", "/v1/tools/web-search:invoke",
-                         body={"arguments": {"query": "q"}}).status_code == 200
+        lambda: (
+            env.call(
+                "acme-chat",
+                "acme",
+                "POST",
+                "/v1/tools/web-search:invoke",
+                body={"arguments": {"query": "q"}},
+            ).status_code
+            == 200
+        )
     )
     enforcer = env.fleet()["enforcers"][0]
     assert enforcer["bundles"]["nexus"]["active_revision"] == revision
     assert waited < 10
     env.publish(env.build())  # back to the original grants
-    eventually(lambda: env.call("acme-chat", "acme", "POST", "/v1/tools/web-search:invoke",
-                                body={"arguments": {"query": "q"}}).status_code == 403)
+    eventually(
+        lambda: (
+            env.call(
+                "acme-chat",
+                "acme",
+                "POST",
+                "/v1/tools/web-search:invoke",
+                body={"arguments": {"query": "q"}},
+            ).status_code
+            == 403
+        )
+    )
 
 
 def test_spend_crossing_the_hard_cap_refuses_within_seconds(env: Environment) -> None:
-    assert env.call("hooli-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"}).status_code == 200
+    assert (
+        env.call(
+            "hooli-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"}
+        ).status_code
+        == 200
+    )
     assert env.usage("hooli", 7_000.0).status_code == 202
-    soft = eventually(lambda: "x-nexus-budget-warning" in env.call(
-        "hooli-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"}).headers)
+    soft = eventually(
+        lambda: (
+            "x-nexus-budget-warning"
+            in env.call(
+                "hooli-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"}
+            ).headers
+        )
+    )
     assert soft < 5
     assert env.usage("hooli", 1_500.0).json()["ratio"] >= 1
-    waited = eventually(lambda: env.call(
-        "hooli-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"}).status_code == 429)
+    waited = eventually(
+        lambda: (
+            env.call(
+                "hooli-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"}
+            ).status_code
+            == 429
+        )
+    )
     assert waited < 5
     refused = env.call("hooli-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"})
     assert "nexus.budget.tenant_cap_reached" in reasons(refused)
@@ -204,13 +416,18 @@ def test_repeated_usage_report_counts_once(env: Environment) -> None:
 def _tamper(archive: bytes) -> bytes:
     """Change one policy byte inside a signed archive, keeping its signature."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as src, tarfile.open(fileobj=out, mode="w:gz") as dst:
+    with (
+        tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as src,
+        tarfile.open(fileobj=out, mode="w:gz") as dst,
+    ):
         for member in src.getmembers():
             handle = src.extractfile(member)
             content = handle.read() if handle else b""
             if member.name.endswith("data.json"):
                 config = json.loads(content)
-                config["nexus"]["config"]["grants"]["acme"]["apikey:acme-chat"]["tools:db-write"] = True
+                config["nexus"]["config"]["grants"]["acme"]["apikey:acme-chat"][
+                    "tools:db-write"
+                ] = True
                 content = json.dumps(config).encode()
             info = tarfile.TarInfo(member.name)
             info.size = len(content)
@@ -225,11 +442,20 @@ def test_tampered_bundle_is_refused_and_the_previous_revision_kept(env: Environm
     with env.plane.db.session() as session:
         original = session.get(BundleRevision, good)
         assert original is not None
-        session.add(BundleRevision(
-            revision=bad_revision, bundle="gateway", archive=_tamper(original.archive),
-            sha256="0" * 64, size=1, manifest=original.manifest, config=original.config,
-            git_commit=None, author="attacker", published_at=datetime.now(UTC),
-        ))
+        session.add(
+            BundleRevision(
+                revision=bad_revision,
+                bundle="gateway",
+                archive=_tamper(original.archive),
+                sha256="0" * 64,
+                size=1,
+                manifest=original.manifest,
+                config=original.config,
+                git_commit=None,
+                author="attacker",
+                published_at=datetime.now(UTC),
+            )
+        )
         session.flush()
         target = session.get(RegionTarget, (env.region, "nexus"))
         assert target is not None
@@ -242,9 +468,16 @@ def test_tampered_bundle_is_refused_and_the_previous_revision_kept(env: Environm
 
     eventually(errored)
     error = env.fleet()["enforcers"][0]["bundles"]["nexus"]["error"]
-    assert "verification" in error.lower() or "digest" in error.lower() or "signature" in error.lower()
-    response = env.call("acme-chat", "acme", "POST", "/v1/tools/db-write:invoke",
-                        body={"arguments": {"database": "x", "statement": "y"}})
+    assert (
+        "verification" in error.lower() or "digest" in error.lower() or "signature" in error.lower()
+    )
+    response = env.call(
+        "acme-chat",
+        "acme",
+        "POST",
+        "/v1/tools/db-write:invoke",
+        body={"arguments": {"database": "x", "statement": "y"}},
+    )
     assert response.status_code == 403
     with env.plane.db.session() as session:
         target = session.get(RegionTarget, (env.region, "nexus"))
@@ -262,8 +495,14 @@ def test_enforcers_keep_deciding_while_the_control_plane_is_down(env: Environmen
         assert ok.status_code == 200
         enforcer = env.stack.enforcers[0]
         env.stack.restart_opa(enforcer, wait_for_bundles=False)
-        eventually(lambda: env.call("acme-chat", "acme", "POST", CHAT,
-                                    headers={"x-nexus-model": "gpt-4o"}).status_code == 200)
+        eventually(
+            lambda: (
+                env.call(
+                    "acme-chat", "acme", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"}
+                ).status_code
+                == 200
+            )
+        )
         denied = env.call("acme-chat", "hooli", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"})
         assert denied.status_code == 403, "the persisted bundle still refuses what it refused"
     finally:

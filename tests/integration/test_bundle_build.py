@@ -118,10 +118,10 @@ def test_failing_bundle_test_builds_nothing(
     (root / "tests").mkdir()
     (root / "tests" / "fails_test.rego").write_text(
         "package nexus.bundle_test\n\ntest_acme_is_missing if {\n"
-        '\tnot data.nexus.config.tenants.acme\n}\n'
+        "\tnot data.nexus.config.tenants.acme\n}\n"
     )
     dist = tmp_path / "dist"
-    with pytest.raises(BuildError, match="1 of .* Rego tests failed"):
+    with pytest.raises(BuildError, match=r"1 of .* Rego tests failed"):
         build_bundle(root, opa, options(session_keys, dist))
     assert not dist.exists() or not any(dist.iterdir())
 

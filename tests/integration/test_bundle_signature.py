@@ -41,10 +41,14 @@ def start_opa(opa_bin: Path, workdir: Path, bundle: Path, public_key: Path) -> O
         opa_bin,
         workdir,
         args=[
-            "--bundle", str(bundle),
-            "--verification-key", str(public_key),
-            "--verification-key-id", TEST_KEY_ID,
-            "--set", "labels.region=eu-west-1",
+            "--bundle",
+            str(bundle),
+            "--verification-key",
+            str(public_key),
+            "--verification-key-id",
+            TEST_KEY_ID,
+            "--set",
+            "labels.region=eu-west-1",
         ],
     )
     server.start_and_wait(bundles=False, timeout_s=20)
@@ -66,8 +70,7 @@ def test_signed_bundle_loads_and_decides(
 
 def refused(opa_bin: Path, workdir: Path, bundle: Path, key: Path) -> str:
     with pytest.raises(ProcessError) as info:
-        server = start_opa(opa_bin, workdir, bundle, key)
-        server.stop()
+        start_opa(opa_bin, workdir, bundle, key).stop()
     return str(info.value)
 
 
@@ -85,8 +88,9 @@ def test_tampered_policy_file_is_refused(
     tampered = tmp_path / "tampered.tar.gz"
     module = "nexus/envoy/authz.rego"
     rewrite_archive(
-        built_gateway.path, tampered,
-        {module: b"package nexus.envoy.authz\n\ndecision := {\"allowed\": true}\n"},
+        built_gateway.path,
+        tampered,
+        {module: b'package nexus.envoy.authz\n\ndecision := {"allowed": true}\n'},
     )
     message = refused(opa_bin, tmp_path, tampered, signing_public_pem)
     assert "authz.rego" in message or "digest mismatch" in message

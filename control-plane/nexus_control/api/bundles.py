@@ -14,6 +14,8 @@ from nexus_control.registry import MAX_ARCHIVE_BYTES, PublishError
 from nexus_control.tables import BundleRevision
 from nexus_control.tokens import Principal, Role
 
+authors = require(Role.AUTHOR)
+
 router = APIRouter(prefix="/v1/bundles", tags=["bundles"])
 readers = require(Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.COMPLIANCE)
 
@@ -40,9 +42,7 @@ def _summary(row: BundleRevision) -> dict[str, Any]:
         }
     },
 )
-async def publish(
-    request: Request, principal: Principal = Depends(require(Role.AUTHOR))
-) -> dict[str, Any]:
+async def publish(request: Request, principal: Principal = Depends(authors)) -> dict[str, Any]:
     """Publish a signed bundle archive built by ``nexus-policy build``."""
     archive = await read_body(request, MAX_ARCHIVE_BYTES)
     if not archive:

@@ -42,7 +42,9 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
             raise ApiError(401, "unauthenticated", "unknown or revoked token")
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
-            raise ApiError(403, "forbidden", f"role {principal.role.value} may not do this ({names} may)")
+            raise ApiError(
+                403, "forbidden", f"role {principal.role.value} may not do this ({names} may)"
+            )
         request.state.principal = principal
         return principal
 

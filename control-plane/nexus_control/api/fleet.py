@@ -11,6 +11,8 @@ from nexus_control import fleet
 from nexus_control.api.deps import control_plane, require
 from nexus_control.tokens import Principal, Role
 
+fleet_readers = require(Role.OPERATOR, Role.APPROVER, Role.AUTHOR)
+
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 
 
@@ -18,7 +20,7 @@ router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 async def get_fleet(
     request: Request,
     region: str | None = None,
-    principal: Principal = Depends(require(Role.OPERATOR, Role.APPROVER, Role.AUTHOR)),
+    principal: Principal = Depends(fleet_readers),
 ) -> dict[str, Any]:
     """Enforcers (optionally of one region) with held and active revisions per bundle."""
     plane = control_plane(request)

@@ -83,7 +83,11 @@ async def get_bundle(
 
     if served is None:
         raise ApiError(404, "no_bundle", f"no {bundle} revision is assigned to region {region}")
-    headers = {"etag": f'"{served}"', "content-type": BUNDLE_CONTENT_TYPE, "cache-control": "no-store"}
+    headers = {
+        "etag": f'"{served}"',
+        "content-type": BUNDLE_CONTENT_TYPE,
+        "cache-control": "no-store",
+    }
     if served == held:
         return Response(status_code=304, headers=headers)
     archive = await asyncio.to_thread(plane.archive, region, bundle, served)
@@ -103,7 +107,9 @@ async def post_status(request: Request, principal: Principal = Depends(enforcer_
         raise ApiError(400, "invalid_status", f"{where}: {first['msg']}") from None
     label_region = report.labels.get("region")
     if label_region is not None and label_region != principal.region:
-        raise ApiError(400, "invalid_status", f"labels.region {label_region!r} is not this token's region")
+        raise ApiError(
+            400, "invalid_status", f"labels.region {label_region!r} is not this token's region"
+        )
     plane = control_plane(request)
     assert principal.region is not None
     try:

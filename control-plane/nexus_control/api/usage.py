@@ -15,12 +15,14 @@ from nexus_control.tokens import Principal, Role
 
 MAX_USAGE_BYTES = 16 * 1024
 
+gateway_only = require(Role.GATEWAY)
+
 router = APIRouter(tags=["gateway"])
 
 
 @router.post("/v1/usage", status_code=202)
 async def post_usage(
-    request: Request, principal: Principal = Depends(require(Role.GATEWAY))
+    request: Request, principal: Principal = Depends(gateway_only)
 ) -> dict[str, Any]:
     """Count one request's spend (idempotent on request_id); may refuse the tenant from now on."""
     body = await read_body(request, MAX_USAGE_BYTES)

@@ -74,7 +74,11 @@ def test_rollout_weight_changes_are_reported_as_neutral(base: dict[str, Any]) ->
     ]
     flag["kill_switch"] = True
     found = effects(base, new)
-    assert ("rollout (model)", "weights gpt-4o:50/gpt-4.1:50 → gpt-4o:90/gpt-4.1:10", Effect.NEUTRAL) in found
+    assert (
+        "rollout (model)",
+        "weights gpt-4o:50/gpt-4.1:50 → gpt-4o:90/gpt-4.1:10",
+        Effect.NEUTRAL,
+    ) in found
     assert ("rollout (model)", "kill switch on", Effect.NEUTRAL) in found
     assert not diff_configs(base, new).widens
 

@@ -49,7 +49,9 @@ def test_every_problem_names_file_line_and_column(make_bundle: BundleFactory) ->
     joined = "\n".join(problems)
     assert re.search(r"tenants\.yaml:6:11: tenants\.0\.plan: Input should be", joined)
     assert re.search(r"tenants\.yaml:7:5: tenants\.0\.colour: unknown key", joined)
-    assert re.search(r"tenants\.yaml:9:22: tenants\.0\.budget\.monthlyCapUsd: .*greater than 0", joined)
+    assert re.search(
+        r"tenants\.yaml:9:22: tenants\.0\.budget\.monthlyCapUsd: .*greater than 0", joined
+    )
     assert re.search(r"models\.yaml:\d+:\d+: invalid YAML", joined)
 
 
@@ -66,7 +68,11 @@ def test_duplicate_yaml_keys_are_errors(make_bundle: BundleFactory) -> None:
 
 
 def test_unquoted_number_where_text_is_expected_says_to_quote(make_bundle: BundleFactory) -> None:
-    text = (Path(make_bundle()) / "prompts.yaml").read_text().replace('defaultVersion: "3"', "defaultVersion: 3")
+    text = (
+        (Path(make_bundle()) / "prompts.yaml")
+        .read_text()
+        .replace('defaultVersion: "3"', "defaultVersion: 3")
+    )
     root = make_bundle(**{"prompts.yaml": text})
     assert any("put the value in quotes" in p for p in problems_of(root))
 
@@ -83,7 +89,9 @@ def test_unknown_kind_and_wrong_api_version(make_bundle: BundleFactory) -> None:
     assert "more.yaml:1:13: apiVersion must be 'policy.nexus.ai/v1'" in joined
 
 
-def test_missing_bundle_yaml_and_missing_directory(make_bundle: BundleFactory, tmp_path: Path) -> None:
+def test_missing_bundle_yaml_and_missing_directory(
+    make_bundle: BundleFactory, tmp_path: Path
+) -> None:
     root = make_bundle(**{"bundle.yaml": None})
     assert any("missing bundle.yaml" in p for p in problems_of(root))
     assert any("does not exist" in p for p in problems_of(tmp_path / "nope"))
@@ -101,7 +109,9 @@ def test_missing_policy_directory(make_bundle: BundleFactory) -> None:
 
 
 def test_two_documents_in_one_file_are_refused(make_bundle: BundleFactory) -> None:
-    root = make_bundle(**{"models.yaml": "apiVersion: policy.nexus.ai/v1\nkind: Models\n---\na: 1\n"})
+    root = make_bundle(
+        **{"models.yaml": "apiVersion: policy.nexus.ai/v1\nkind: Models\n---\na: 1\n"}
+    )
     assert any("exactly one YAML document" in p for p in problems_of(root))
 
 

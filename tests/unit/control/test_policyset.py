@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus_control.loader import load_bundle
-from nexus_control.loader import SpecError
+from nexus_control.loader import SpecError, load_bundle
 from nexus_control.policyset import resolve
 from tests.conftest import BundleFactory
 
@@ -72,7 +71,8 @@ def test_overlapping_bindings_and_conflicting_keys(make_bundle: BundleFactory) -
         "  - tenant: acme\n    role: r1\n    users: [x@acme.example]\n"
         "  - tenant: acme\n    role: r1\n    users: [x@acme.example]\n"
         f"  - tenant: acme\n    role: r1\n    apiKeys:\n      - id: k1\n        sha256: {hash_a}\n"
-        f"  - tenant: globex\n    role: r1\n    apiKeys:\n      - id: k2\n        sha256: {hash_a}\n"
+        "  - tenant: globex\n    role: r1\n    apiKeys:\n"
+        f"      - id: k2\n        sha256: {hash_a}\n"
     )
     text = problems_of(make_bundle(**{"rbac.yaml": rbac}))
     assert "overlapping binding: user:x@acme.example already has role 'r1'" in text
@@ -96,8 +96,8 @@ def test_rollout_weights_must_sum_to_100(make_bundle: BundleFactory) -> None:
 def test_prompt_rollout_needs_live_versions(make_bundle: BundleFactory) -> None:
     flags = HEADER + (
         "kind: Rollouts\nflags:\n"
-        "  - id: f1\n    target: prompt\n    key: support-agent\n    baseline: \"1\"\n"
-        "    variants:\n      - name: \"3\"\n        weight: 100\n"
+        '  - id: f1\n    target: prompt\n    key: support-agent\n    baseline: "1"\n'
+        '    variants:\n      - name: "3"\n        weight: 100\n'
     )
     text = problems_of(make_bundle(**{"rollouts.yaml": flags}))
     assert "baseline '1' is not a live version of prompt 'support-agent'" in text

@@ -1,0 +1,212 @@
+"""The control plane API refuses bad input with a clear 4xx and loses nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nexus_control.api.app import create_app, create_control_plane
+from nexus_control.bundle import BuiltBundle
+from nexus_control.keys import KeyPaths
+from nexus_control.opa import Opa
+from nexus_control.service import ControlPlane
+from nexus_control.settings import ControlSettings
+from nexus_control.tables import BundleRevision, EnforcerBundle
+from nexus_control.tokens import Role, create_token
+from tests.conftest import TEST_KEY_ID
+
+pytestmark = pytest.mark.opa
+
+
+@pytest.fixture
+def plane(tmp_path: Path, session_keys: KeyPaths, opa: Opa) -> Iterator[ControlPlane]:
+    settings = ControlSettings(
+        database_url=f"sqlite:///{tmp_path / 'cp.db'}",
+        signing_key_file=session_keys.signing,
+        signing_key_id=TEST_KEY_ID,
+        approval_key_file=session_keys.approval,
+        regions=["eu-west-1"],
+    )
+    control = create_control_plane(settings, opa=opa)
+    yield control
+    control.close()
+
+
+@pytest.fixture
+def tokens(plane: ControlPlane) -> dict[str, str]:
+    out = {}
+    with plane.db.session() as session:
+        for role in Role:
+            region = "eu-west-1" if role is Role.ENFORCER else None
+            out[role.value], _ = create_token(
+                session, name=f"t-{role.value}", role=role, region=region
+            )
+    return out
+
+
+@pytest.fixture
+def client(plane: ControlPlane) -> Iterator[TestClient]:
+    with TestClient(create_app(plane)) as test_client:
+        yield test_client
+
+
+def auth(token: str, **extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}", **extra}
+
+
+def usage(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "request_id": f"req-{uuid.uuid4()}",
+        "tenant": "acme",
+        "model": "gpt-4o",
+        "tokens": 10,
+        "cost_usd": 1.5,
+    }
+    body.update(overrides)
+    return body
+
+
+def publish(client: TestClient, tokens: dict[str, str], archive: bytes) -> object:
+    return client.post(
+        "/v1/bundles",
+        content=archive,
+        headers=auth(tokens["author"], **{"content-type": "application/gzip"}),
+    )
+
+
+def test_publish_stores_the_revision_once(
+    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
+) -> None:
+    archive = built_gateway.path.read_bytes()
+    first = publish(client, tokens, archive)
+    second = publish(client, tokens, archive)
+    assert first.status_code == 201 and first.json()["created"] is True  # type: ignore[attr-defined]
+    assert second.json()["created"] is False  # type: ignore[attr-defined]
+    assert second.json()["revision"] == built_gateway.revision  # type: ignore[attr-defined]
+
+
+def test_publish_refuses_a_tampered_or_unsigned_archive(
+    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle, plane: ControlPlane
+) -> None:
+    from tests.integration.test_bundle_signature import rewrite_archive
+
+    work = Path(plane._tmp.name)
+    unsigned = work / "unsigned.tar.gz"
+    rewrite_archive(built_gateway.path, unsigned, {".signatures.json": None})
+    response = publish(client, tokens, unsigned.read_bytes())
+    assert response.status_code == 422  # type: ignore[attr-defined]
+    assert "signature" in response.json()["error"]["message"]  # type: ignore[attr-defined]
+    garbage = publish(client, tokens, b"not a tarball")
+    assert garbage.status_code == 422  # type: ignore[attr-defined]
+    with plane.db.session() as session:
+        assert session.query(BundleRevision).count() == 0
+
+
+def test_usage_bad_input(
+    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
+) -> None:
+    publish(client, tokens, built_gateway.path.read_bytes())
+    gateway = auth(tokens["gateway"])
+    assert client.post("/v1/usage", content=b"{", headers=gateway).status_code == 400
+    malformed = client.post("/v1/usage", json=usage(cost_usd="lots"), headers=gateway)
+    assert malformed.status_code == 400
+    assert "cost_usd" in malformed.json()["error"]["message"]
+    assert client.post("/v1/usage", json=usage(extra=1), headers=gateway).status_code == 400
+    assert client.post("/v1/usage", json=usage(tenant="nobody"), headers=gateway).status_code == 422
+    big = client.post("/v1/usage", content=b"x" * 20_000, headers=gateway)
+    assert big.status_code == 413
+    assert client.post("/v1/usage", json=usage(), headers=auth("nxp_wrong")).status_code == 401
+    assert client.post("/v1/usage", json=usage()).status_code == 401
+    assert client.post("/v1/usage", json=usage(), headers=auth(tokens["author"])).status_code == 403
+    ok = client.post("/v1/usage", json=usage(), headers=gateway)
+    assert ok.status_code == 202 and ok.json()["counted"] is True
+
+
+def test_usage_before_any_policy_is_a_conflict(client: TestClient, tokens: dict[str, str]) -> None:
+    response = client.post("/v1/usage", json=usage(), headers=auth(tokens["gateway"]))
+    assert response.status_code == 409
+
+
+def status_report(**bundle: object) -> dict[str, object]:
+    return {
+        "labels": {"region": "eu-west-1", "enforcer": "eu-west-1-a", "id": "x"},
+        "bundles": {"nexus": {"name": "nexus", **bundle}},
+    }
+
+
+def test_status_intake(client: TestClient, tokens: dict[str, str], plane: ControlPlane) -> None:
+    headers = auth(tokens["enforcer"], **{"x-nexus-enforcer": "eu-west-1-a"})
+    ok = client.post("/v1/opa/status", json=status_report(active_revision="r1"), headers=headers)
+    assert ok.status_code == 204
+    failed = client.post(
+        "/v1/opa/status",
+        json=status_report(
+            active_revision="r1",
+            code="bundle_error",
+            message="activation failed",
+            errors=[{"code": "rego_parse_error", "message": "bad"}],
+        ),
+        headers=headers,
+    )
+    assert failed.status_code == 204
+    with plane.db.session() as session:
+        row = session.get(EnforcerBundle, ("eu-west-1-a", "nexus"))
+        assert row is not None and row.active_revision == "r1"
+        assert row.error_code == "bundle_error" and "bad" in (row.error_message or "")
+    gz = client.post(
+        "/v1/opa/status",
+        content=gzip.compress(json.dumps(status_report()).encode()),
+        headers={**headers, "content-encoding": "gzip", "content-type": "application/json"},
+    )
+    assert gz.status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{", {}, 400),
+        (json.dumps({"bundles": {}}).encode(), {}, 400),
+        (json.dumps({"labels": {"region": "us-east-1"}}).encode(), {}, 400),
+        (json.dumps({"labels": {"enforcer": "someone-else"}}).encode(), {}, 400),
+        (b"\x1f\x8b garbage", {"content-encoding": "gzip"}, 400),
+        (gzip.compress(b"x" * 2_000_000), {"content-encoding": "gzip"}, 413),
+        (json.dumps(status_report()).encode(), {"x-nexus-enforcer": ""}, 400),
+    ],
+)
+def test_status_bad_input(
+    client: TestClient, tokens: dict[str, str], body: bytes, headers: dict[str, str], status: int
+) -> None:
+    sent = auth(tokens["enforcer"], **{"x-nexus-enforcer": "eu-west-1-a", **headers})
+    assert client.post("/v1/opa/status", content=body, headers=sent).status_code == status
+
+
+def test_bundle_endpoint_checks_the_enforcer_and_its_region(
+    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
+) -> None:
+    publish(client, tokens, built_gateway.path.read_bytes())
+    headers = auth(tokens["enforcer"], **{"x-nexus-enforcer": "eu-west-1-a"})
+    ok = client.get("/v1/opa/bundles/eu-west-1/nexus", headers=headers)
+    assert ok.status_code == 200
+    assert ok.headers["content-type"] == "application/vnd.openpolicyagent.bundles"
+    assert ok.headers["etag"] == f'"{built_gateway.revision}"'
+    same = client.get(
+        "/v1/opa/bundles/eu-west-1/nexus",
+        headers={**headers, "if-none-match": f'"{built_gateway.revision}"'},
+    )
+    assert same.status_code == 304
+    assert client.get("/v1/opa/bundles/us-east-1/nexus", headers=headers).status_code == 403
+    assert client.get("/v1/opa/bundles/eu-west-1/other", headers=headers).status_code == 404
+    assert (
+        client.get("/v1/opa/bundles/eu-west-1/nexus", headers=auth(tokens["enforcer"])).status_code
+        == 400
+    )
+    assert (
+        client.get("/v1/opa/bundles/eu-west-1/nexus", headers=auth(tokens["gateway"])).status_code
+        == 403
+    )

@@ -1,0 +1,88 @@
+"""Rendered enforcer configs are accepted by the real Envoy and the real OPA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nexus_control.toolchain import find_envoy
+from nexus_dataplane.config import EnforcerSpec, envoy_config, opa_config
+from nexus_dataplane.enforcer import ConfigError, validate_envoy_config, validate_opa_config
+from nexus_dataplane.stack import render
+
+pytestmark = [pytest.mark.opa, pytest.mark.envoy]
+
+
+def spec(tmp_path: Path) -> EnforcerSpec:
+    return EnforcerSpec(
+        region="eu-west-1",
+        enforcer_id="eu-west-1-7",
+        control_plane_url="http://127.0.0.1:9",
+        token="t0ken",
+        key_id="kid",
+        verification_key_pem="-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n",
+        persistence_dir=tmp_path / "persist",
+        grpc_port=19191,
+        opa_port=18181,
+        envoy_port=18000,
+        envoy_admin_port=19901,
+        upstream_host="127.0.0.1",
+        upstream_port=18080,
+        audit_url="http://127.0.0.1:9",
+    )
+
+
+def test_opa_config_has_signed_persisted_long_polled_bundles(tmp_path: Path) -> None:
+    config = opa_config(spec(tmp_path))
+    for name in ("nexus", "nexus-state"):
+        bundle = config["bundles"][name]
+        assert bundle["signing"] == {"keyid": "kid"}
+        assert bundle["persist"] is True
+        assert bundle["polling"]["long_polling_timeout_seconds"] > 0
+        assert bundle["resource"] == f"bundles/eu-west-1/{name}"
+    assert config["services"]["control-plane"]["headers"] == {"x-nexus-enforcer": "eu-west-1-7"}
+    assert config["labels"] == {"region": "eu-west-1", "enforcer": "eu-west-1-7"}
+    assert config["plugins"]["envoy_ext_authz_grpc"]["path"] == "nexus/envoy/authz/decision"
+    assert config["decision_logs"]["reporting"]["max_delay_seconds"] <= 5
+
+
+def test_envoy_config_fails_closed(tmp_path: Path) -> None:
+    config = envoy_config(spec(tmp_path))
+    http = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    ext_authz = http["http_filters"][0]["typed_config"]
+    assert ext_authz["failure_mode_allow"] is False
+    assert ext_authz["grpc_service"]["timeout"]
+
+
+def test_render_writes_configs_that_envoy_and_opa_accept(tmp_path: Path, opa_bin: Path) -> None:
+    from nexus_control.keys import init_keys, load_signing_key, public_pem
+
+    keys = init_keys(tmp_path / "keys")
+    good = spec(tmp_path)
+    good = EnforcerSpec(
+        **{**good.__dict__, "verification_key_pem": public_pem(load_signing_key(keys.signing))}
+    )
+    opa_path, envoy_path = render(good, tmp_path / "out", opa_bin=opa_bin, envoy_bin=find_envoy())
+    assert yaml.safe_load(opa_path.read_text())["labels"]["enforcer"] == "eu-west-1-7"
+    assert oct(opa_path.stat().st_mode & 0o777) == "0o600", "the config holds a token"
+    assert envoy_path.exists()
+
+
+def test_envoy_refuses_a_broken_config(tmp_path: Path) -> None:
+    broken = envoy_config(spec(tmp_path))
+    broken["static_resources"]["clusters"][0]["type"] = "NOT_A_TYPE"
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    with pytest.raises(ConfigError, match="envoy refused"):
+        validate_envoy_config(find_envoy(), path)
+
+
+def test_opa_refuses_a_broken_config(tmp_path: Path, opa_bin: Path) -> None:
+    broken = opa_config(spec(tmp_path))
+    broken["bundles"]["nexus"]["service"] = "no-such-service"
+    with pytest.raises(ConfigError, match="OPA refused"):
+        validate_opa_config(opa_bin, broken, tmp_path)
