@@ -1,0 +1,122 @@
+# METADATA
+# title: Budgets
+# description: |
+#   Monthly spend caps from the state bundle (data.nexus_state): a disabled
+#   tenant is refused everywhere, a reached cap refuses metered routes, and
+#   a soft cap adds a warning header. Until the state bundle has been
+#   loaded no spend is known, and nothing is refused on its account.
+package nexus.budget
+
+import data.nexus.reason
+import data.nexus.request
+import data.nexus.rollout
+
+# Only these routes spend money upstream.
+metered_routes := {"chat.completions", "tools.invoke"}
+
+metered if metered_routes[request.route]
+
+spend := data.nexus_state.spend[request.tenant]
+
+feature := request.headers["x-nexus-feature"]
+
+soft_cap_ratio := data.nexus.config.tenants[request.tenant].budget.soft_cap_ratio
+
+# Any entry disables the tenant, whatever its shape; the reason is a courtesy.
+disabled_reason := text if {
+	text := data.nexus_state.disabled[request.tenant].reason
+	is_string(text)
+} else := "budget exhausted"
+
+# Whole percents are precise enough for a person reading a message or header.
+percent(ratio) := sprintf("%v%%", [round(ratio * 100)])
+
+# METADATA
+# title: Tenant disabled
+# description: |
+#   The control plane disabled the tenant (its hard cap was reached with
+#   on_hard_cap = disable); every route is refused until it is re-enabled.
+# custom:
+#   id: nexus.budget.tenant_disabled
+#   status: 403
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	data.nexus_state.disabled[request.tenant]
+	msg := sprintf("tenant %q is disabled: %s", [request.tenant, disabled_reason])
+}
+
+# METADATA
+# title: Tenant budget exhausted
+# description: The tenant's spend for the period has reached its monthly cap.
+# custom:
+#   id: nexus.budget.tenant_cap_reached
+#   status: 429
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	metered
+	spend.ratio >= 1
+	msg := sprintf("tenant %q has used %s of its monthly budget", [request.tenant, percent(spend.ratio)])
+}
+
+# METADATA
+# title: Model budget exhausted
+# description: The tenant's spend on the routed model has reached its cap for the period.
+# custom:
+#   id: nexus.budget.model_cap_reached
+#   status: 429
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	request.route == "chat.completions"
+	ratio := spend.models[rollout.model]
+	ratio >= 1
+	msg := sprintf("tenant %q has used %s of its budget for model %q", [request.tenant, percent(ratio), rollout.model])
+}
+
+# METADATA
+# title: Feature budget exhausted
+# description: The tenant's spend booked to the x-nexus-feature has reached its cap for the period.
+# custom:
+#   id: nexus.budget.feature_cap_reached
+#   status: 429
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	metered
+	ratio := spend.features[feature]
+	ratio >= 1
+	msg := sprintf("tenant %q has used %s of its budget for feature %q", [request.tenant, percent(ratio), feature])
+}
+
+warnings contains sprintf("tenant=%s", [percent(spend.ratio)]) if {
+	metered
+	spend.ratio >= soft_cap_ratio
+}
+
+warnings contains sprintf("model:%s=%s", [rollout.model, percent(ratio)]) if {
+	request.route == "chat.completions"
+	ratio := spend.models[rollout.model]
+	ratio >= soft_cap_ratio
+}
+
+warnings contains sprintf("feature:%s=%s", [feature, percent(ratio)]) if {
+	metered
+	ratio := spend.features[feature]
+	ratio >= soft_cap_ratio
+}
+
+# The x-nexus-budget-warning value: every scope past the tenant's soft
+# cap, sorted so that equal states give equal headers.
+default warning := ""
+
+warning := concat(", ", sort(warnings)) if count(warnings) > 0

@@ -1,0 +1,113 @@
+package nexus.budget_test
+
+import data.nexus.budget
+import data.nexus.test_fixtures as fx
+
+request_for(tenant, method, path, headers) := fx.http_request(
+	method, path,
+	object.union(fx.api_key_headers(tenant, "unused"), headers),
+)
+
+chat_for(tenant, headers) := request_for(tenant, "POST", "/v1/chat/completions", headers)
+
+outcome(req) := {"reasons": {[r.rule, r.status, r.message] | some r in rs}, "warning": warning} if {
+	rs := budget.deny with input as req with data.nexus.config as fx.config with data.nexus_state as fx.state
+	warning := budget.warning with input as req with data.nexus.config as fx.config with data.nexus_state as fx.state
+}
+
+test_spend_below_the_soft_cap_is_quiet if {
+	outcome(chat_for("umbrella", {"x-nexus-model": "gpt-4.1"})) == {"reasons": set(), "warning": ""}
+}
+
+test_tenant_without_spend_is_quiet if {
+	outcome(chat_for("initech", {"x-nexus-model": "gpt-4o"})) == {"reasons": set(), "warning": ""}
+}
+
+test_missing_state_bundle_refuses_nothing if {
+	every tenant in ["acme", "globex", "hooli"] {
+		req := chat_for(tenant, {"x-nexus-model": "gpt-4.1", "x-nexus-feature": "batch"})
+		count(budget.deny) == 0 with input as req with data.nexus.config as fx.config
+		budget.warning == "" with input as req with data.nexus.config as fx.config
+	}
+}
+
+test_soft_cap_warns if {
+	o := outcome(chat_for("acme", {"x-nexus-model": "gpt-4o", "x-nexus-feature": "chat"}))
+	o.reasons == set()
+	o.warning == "feature:chat=91%, tenant=85%"
+}
+
+test_model_and_feature_below_soft_cap_do_not_warn if {
+	outcome(chat_for("acme", {"x-nexus-model": "gpt-4o"})).warning == "tenant=85%"
+}
+
+test_model_past_the_soft_cap_warns if {
+	state := json.patch(fx.state, [{"op": "replace", "path": "/spend/umbrella/models/gpt-4.1", "value": 0.95}])
+	w := budget.warning with input as chat_for("umbrella", {"x-nexus-model": "gpt-4.1"})
+		with data.nexus.config as fx.config
+		with data.nexus_state as state
+	w == "model:gpt-4.1=95%"
+}
+
+test_tenant_cap_is_429 if {
+	rs := budget.deny with input as chat_for("globex", {"x-nexus-model": "gpt-4o"})
+		with data.nexus.config as fx.config
+		with data.nexus_state as fx.state
+	rs == {{
+		"rule": "nexus.budget.tenant_cap_reached",
+		"message": `tenant "globex" has used 100% of its monthly budget`,
+		"controls": ["SOC2:A1.1", "ISO27001:A.8.6"],
+		"status": 429,
+	}}
+}
+
+test_tenant_cap_applies_to_tool_calls if {
+	outcome(request_for("globex", "POST", "/v1/tools/web-search:invoke", {})).reasons == {[
+		"nexus.budget.tenant_cap_reached", 429,
+		`tenant "globex" has used 100% of its monthly budget`,
+	]}
+}
+
+test_tenant_cap_does_not_block_reads_or_erasure if {
+	outcome(request_for("globex", "GET", "/v1/chats/c-1", {})).reasons == set()
+	outcome(request_for("globex", "DELETE", "/v1/subjects/u-1", {})).reasons == set()
+}
+
+test_model_cap_is_429 if {
+	outcome(chat_for("acme", {"x-nexus-model": "gpt-4.1"})).reasons == {[
+		"nexus.budget.model_cap_reached", 429,
+		`tenant "acme" has used 100% of its budget for model "gpt-4.1"`,
+	]}
+}
+
+test_model_cap_follows_rollout_routing if {
+	config := json.patch(fx.config, [{"op": "add", "path": "/rollouts/models/chat-default/overrides/acme", "value": "gpt-4.1"}])
+	rs := budget.deny with input as chat_for("acme", {"x-nexus-model": "chat-default"})
+		with data.nexus.config as config
+		with data.nexus_state as fx.state
+	{r.rule | some r in rs} == {"nexus.budget.model_cap_reached"}
+}
+
+test_feature_cap_is_429 if {
+	outcome(chat_for("acme", {"x-nexus-model": "gpt-4o", "x-nexus-feature": "batch"})).reasons == {[
+		"nexus.budget.feature_cap_reached", 429,
+		`tenant "acme" has used 120% of its budget for feature "batch"`,
+	]}
+}
+
+test_disabled_tenant_is_403_on_every_route if {
+	every path in [["POST", "/v1/chat/completions"], ["GET", "/v1/chats/c-1"], ["DELETE", "/v1/subjects/u-1"]] {
+		outcome(request_for("hooli", path[0], path[1], {})).reasons == {[
+			"nexus.budget.tenant_disabled", 403,
+			`tenant "hooli" is disabled: monthly hard cap reached`,
+		]}
+	}
+}
+
+test_disabled_entry_without_reason_still_disables if {
+	state := json.patch(fx.state, [{"op": "replace", "path": "/disabled/hooli", "value": true}])
+	rs := budget.deny with input as chat_for("hooli", {})
+		with data.nexus.config as fx.config
+		with data.nexus_state as state
+	{r.message | some r in rs} == {`tenant "hooli" is disabled: budget exhausted`}
+}

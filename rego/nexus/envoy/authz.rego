@@ -1,0 +1,135 @@
+# METADATA
+# title: Gateway authorization
+# description: |
+#   The entry point Envoy's ext_authz plugin evaluates for every gateway
+#   request. Reasons come in stages so the first failing stage explains a
+#   refusal: (1) the request itself, (2) the credential, (3) every other
+#   concern together.
+package nexus.envoy.authz
+
+import data.nexus.budget
+import data.nexus.identity
+import data.nexus.models
+import data.nexus.rbac
+import data.nexus.request
+import data.nexus.residency
+import data.nexus.retention
+import data.nexus.rollout
+import data.nexus.tenants
+import data.nexus.tools
+
+# Most important first, so the status names what the client must fix
+# first; a spend cap (429) is the answer only when nothing else is wrong.
+status_precedence := [401, 404, 400, 403, 410, 429]
+
+concern_reasons contains r if some r in tenants.deny
+
+concern_reasons contains r if some r in rbac.deny
+
+concern_reasons contains r if some r in models.deny
+
+concern_reasons contains r if some r in budget.deny
+
+concern_reasons contains r if some r in tools.deny
+
+concern_reasons contains r if some r in retention.deny
+
+concern_reasons contains r if some r in rollout.deny
+
+concern_reasons contains r if some r in residency.deny
+
+# Later stages are evaluated only when earlier ones pass, which also keeps
+# JWT verification and schema checks off requests refused in stage 1.
+#
+# No stage refusing and yet no credential can only be a defect in the
+# policy; the default then refuses instead of letting the request through.
+default raw_reasons := {{
+	"rule": "nexus.envoy.authz.undecided",
+	"message": "the policy reached no decision",
+	"controls": ["SOC2:CC6.1"],
+	"status": 403,
+}}
+
+raw_reasons := request.deny if {
+	count(request.deny) > 0
+} else := identity.deny if {
+	count(identity.deny) > 0
+} else := concern_reasons if {
+	count(concern_reasons) > 0
+} else := set() if {
+	identity.authenticated
+}
+
+# Sorted by rule, then message, so equal requests give equal decisions.
+default reasons := []
+
+reasons := [{"rule": rule, "message": message, "controls": controls} |
+	some [rule, message, controls] in sort({[r.rule, r.message, r.controls] | some r in raw_reasons})
+]
+
+# A status missing from the precedence list still refuses.
+default refusal_status := 403
+
+refusal_status := ranked[0] if {
+	statuses := {r.status | some r in raw_reasons}
+	ranked := [status | some status in status_precedence; statuses[status]]
+}
+
+# A credential is required even when no deny rule fired, so a defect that
+# silences every deny rule still cannot let an anonymous caller through.
+default allowed := false
+
+allowed if {
+	count(raw_reasons) == 0
+	identity.authenticated
+}
+
+upstream_headers["x-nexus-route-model"] := rollout.model if request.route == "chat.completions"
+
+upstream_headers["x-nexus-prompt-version"] := rollout.prompt_version if request.headers["x-nexus-prompt"]
+
+response_headers["x-nexus-budget-warning"] := budget.warning if budget.warning != ""
+
+# The credential and the approval token stop here: the upstream gateway
+# gets the decision, never the secrets it was made from.
+removed_request_headers := ["authorization", "x-nexus-approval"]
+
+# METADATA
+# title: Gateway decision
+# description: |
+#   The object the ext_authz plugin turns into Envoy's CheckResponse. The
+#   default is a refusal, so an evaluation that yields nothing still denies.
+# entrypoint: true
+default decision := {
+	"allowed": false,
+	"http_status": 403,
+	"headers": {"content-type": "application/json"},
+	"response_headers_to_add": {},
+	"request_headers_to_remove": [],
+	"body": `{"error":"denied","reasons":[{"controls":["SOC2:CC6.1"],"message":"the policy reached no decision","rule":"nexus.envoy.authz.undecided"}]}`,
+	"reasons": [{
+		"rule": "nexus.envoy.authz.undecided",
+		"message": "the policy reached no decision",
+		"controls": ["SOC2:CC6.1"],
+	}],
+}
+
+decision := {
+	"allowed": true,
+	"http_status": 200,
+	"headers": upstream_headers,
+	"response_headers_to_add": response_headers,
+	"request_headers_to_remove": removed_request_headers,
+	"body": "",
+	"reasons": [],
+} if allowed == true
+
+decision := {
+	"allowed": false,
+	"http_status": refusal_status,
+	"headers": {"content-type": "application/json"},
+	"response_headers_to_add": {},
+	"request_headers_to_remove": [],
+	"body": json.marshal({"error": "denied", "reasons": reasons}),
+	"reasons": reasons,
+} if allowed == false

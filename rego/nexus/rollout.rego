@@ -1,0 +1,149 @@
+# METADATA
+# title: Rollout
+# description: |
+#   Resolves a model alias to a model and a prompt to a version, using the
+#   rollout flags' kill switch, tenant overrides and sticky canary
+#   bucketing exactly as rego/README.md defines them.
+package nexus.rollout
+
+import data.nexus.identity
+import data.nexus.reason
+import data.nexus.request
+
+hex_values := {
+	"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7,
+	"8": 8, "9": 9, "a": 10, "b": 11, "c": 12, "d": 13, "e": 14, "f": 15,
+}
+
+# Rego has no pow(): these are 16^7 down to 16^0, the place values of the
+# first eight hex digits of the digest.
+hex_place_values := [268435456, 16777216, 1048576, 65536, 4096, 256, 16, 1]
+
+bucket(key) := prefix % 10000 if {
+	digest := crypto.sha256(key)
+	prefix := sum([value |
+		some i, place in hex_place_values
+		value := hex_values[substring(digest, i, 1)] * place
+	])
+}
+
+# Without an x-nexus-subject, the caller is the only stable subject there
+# is; falling back to it keeps a subject-sticky flag sticky.
+sticky_value(flag) := subject if {
+	flag.sticky == "subject"
+	subject := request.headers["x-nexus-subject"]
+	subject != ""
+} else := identity.subject if {
+	flag.sticky == "subject"
+} else := request.tenant
+
+# bucket() is always in [0, 10000), so a flag at 0 % or 100 % needs no hash:
+# the outcome is the one the README's comparison gives, only cheaper.
+in_canary(flag, _) if flag.canary_percent >= 100
+
+in_canary(flag, key) if {
+	flag.canary_percent < 100
+	bucket(concat("", [flag.id, ":", key])) < flag.canary_percent * 100
+}
+
+canary_variant(flag, key) := variant.name if {
+	slot := bucket(concat("", [flag.id, ":variant:", key]))
+	some variant in flag.variants
+	variant.lower <= slot
+	slot < variant.upper
+}
+
+choice(flag) := flag.baseline if {
+	flag.kill_switch == true
+} else := flag.overrides[request.tenant] if {
+	flag.overrides[request.tenant]
+} else := name if {
+	flag.canary_percent > 0
+	key := sticky_value(flag)
+	in_canary(flag, key)
+	name := canary_variant(flag, key)
+} else := flag.baseline
+
+requested_model := request.headers["x-nexus-model"]
+
+default model := ""
+
+model := choice(data.nexus.config.rollouts.models[requested_model])
+
+model := requested_model if {
+	requested_model
+	not data.nexus.config.rollouts.models[requested_model]
+}
+
+# "id" or "id@version"; a header with more than one "@" names no prompt.
+prompt_header := request.headers["x-nexus-prompt"]
+
+prompt_parts := split(prompt_header, "@")
+
+prompt_id := prompt_parts[0] if {
+	count(prompt_parts) <= 2
+	prompt_parts[0] != ""
+}
+
+prompt := data.nexus.config.prompts[prompt_id]
+
+# A pinned version bypasses the rollout flag: the caller asked for it.
+pinned_version := prompt_parts[1] if prompt_id
+
+default prompt_version := ""
+
+prompt_version := pinned_version
+
+prompt_version := choice(data.nexus.config.rollouts.prompts[prompt_id]) if not pinned_version
+
+prompt_version := prompt.default_version if {
+	not pinned_version
+	not data.nexus.config.rollouts.prompts[prompt_id]
+}
+
+# METADATA
+# title: Unknown prompt
+# description: x-nexus-prompt names no prompt in the compiled prompt catalog.
+# custom:
+#   id: nexus.rollout.prompt_unknown
+#   status: 400
+# labels:
+#   controls:
+#     - SOC2:CC8.1
+#     - ISO27001:A.8.32
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	prompt_header
+	not prompt
+	msg := sprintf("x-nexus-prompt %q names no known prompt", [prompt_header])
+}
+
+# METADATA
+# title: Unknown prompt version
+# description: The pinned or rolled-out version is not a version of the prompt.
+# custom:
+#   id: nexus.rollout.prompt_version_unknown
+#   status: 400
+# labels:
+#   controls:
+#     - SOC2:CC8.1
+#     - ISO27001:A.8.32
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	prompt
+	not prompt.versions[prompt_version]
+	msg := sprintf("prompt %q has no version %q", [prompt_id, prompt_version])
+}
+
+# METADATA
+# title: Retired prompt version
+# description: A retired prompt version is never served again, whether pinned or rolled out.
+# custom:
+#   id: nexus.rollout.prompt_version_retired
+#   status: 400
+# labels:
+#   controls:
+#     - SOC2:CC8.1
+#     - ISO27001:A.8.32
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	prompt.versions[prompt_version].status == "retired"
+	msg := sprintf("version %q of prompt %q is retired", [prompt_version, prompt_id])
+}

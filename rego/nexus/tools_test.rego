@@ -1,0 +1,181 @@
+package nexus.tools_test
+
+import data.nexus.test_fixtures as fx
+import data.nexus.tools
+
+invoke(tool, headers, body) := fx.with_body(
+	fx.http_request("POST", concat("", ["/v1/tools/", tool, ":invoke"]), object.union(fx.acme_headers, headers)),
+	body,
+)
+
+refund(headers, arguments) := invoke("payments-refund", headers, {"arguments": arguments})
+
+reasons(req) := {[r.rule, r.status, r.message] | some r in rs} if {
+	rs := tools.deny with input as req with data.nexus.config as fx.config with time.now_ns as fx.now_ns
+}
+
+verified(req) := v if {
+	v := tools.approval_verified with input as req with data.nexus.config as fx.config with time.now_ns as fx.now_ns
+}
+
+approval_failure(message) := {[
+	"nexus.tools.approval_invalid", 403,
+	concat("", [`the approval for tool "payments-refund" is not valid: `, message]),
+]}
+
+test_valid_low_risk_call_is_allowed if {
+	reasons(invoke("web-search", {"x-nexus-tool": "web-search"}, {"arguments": {"query": "opa"}})) == set()
+}
+
+test_other_routes_are_not_tool_calls if {
+	reasons(fx.http_request("POST", "/v1/chat/completions", fx.acme_headers)) == set()
+}
+
+test_unknown_tool_is_404 if {
+	rs := tools.deny with input as invoke("rm-rf", {}, {"arguments": {}}) with data.nexus.config as fx.config
+	rs == {{
+		"rule": "nexus.tools.tool_unknown",
+		"message": `tool "rm-rf" is not known`,
+		"controls": ["SOC2:CC6.3", "ISO27001:A.8.2"],
+		"status": 404,
+	}}
+}
+
+test_tool_header_must_match_the_path if {
+	reasons(invoke("web-search", {"x-nexus-tool": "payments-refund"}, {"arguments": {"query": "opa"}})) == {[
+		"nexus.tools.tool_header_mismatch", 400,
+		`x-nexus-tool "payments-refund" does not match the tool "web-search" in the path`,
+	]}
+}
+
+test_missing_arguments_are_400 if {
+	reasons(fx.http_request("POST", "/v1/tools/web-search:invoke", fx.acme_headers)) == {[
+		"nexus.tools.arguments_missing", 400,
+		`the call to tool "web-search" needs a complete JSON body with "arguments"`,
+	]}
+	reasons(invoke("web-search", {}, {"query": "opa"})) == reasons(fx.http_request("POST", "/v1/tools/web-search:invoke", fx.acme_headers))
+}
+
+test_truncated_body_is_not_trusted if {
+	req := object.union(invoke("web-search", {}, {"arguments": {"query": "opa"}}), {"truncated_body": true})
+	{r[0] | some r in reasons(req)} == {"nexus.tools.arguments_missing"}
+}
+
+test_arguments_must_match_the_schema if {
+	reasons(invoke("web-search", {}, {"arguments": {"query": 7, "limit": 3}})) == {[
+		"nexus.tools.arguments_invalid", 400,
+		`the arguments of tool "web-search" do not match its schema: (Root): Additional property limit is not allowed; query: Invalid type. Expected: string, given: integer`,
+	]}
+}
+
+test_tool_without_a_schema_refuses_arguments if {
+	config := json.patch(fx.config, [{"op": "remove", "path": "/tools/web-search/schema"}])
+	rs := tools.deny with input as invoke("web-search", {}, {"arguments": {"query": "opa"}}) with data.nexus.config as config
+	{r.message | some r in rs} == {`the arguments of tool "web-search" do not match its schema: the tool has no usable schema`}
+}
+
+test_approved_high_risk_call_is_allowed if {
+	req := refund({"x-nexus-approval": fx.refund_approval}, fx.refund_arguments)
+	reasons(req) == set()
+	verified(req)
+}
+
+test_approval_for_the_caller_is_allowed if {
+	token := fx.approval_token({
+		"tenant": "acme", "tool": "payments-refund", "subject": "apikey:acme-prod-1",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	})
+	verified(refund({"x-nexus-approval": token}, fx.refund_arguments))
+}
+
+test_missing_approval_is_403 if {
+	req := refund({}, fx.refund_arguments)
+	reasons(req) == {[
+		"nexus.tools.approval_required", 403,
+		`tool "payments-refund" (risk high) needs an approval token in x-nexus-approval`,
+	]}
+	not verified(req)
+}
+
+test_approval_signed_by_another_key_is_403 if {
+	forged := io.jwt.encode_sign(
+		{"alg": "ES256", "kid": "approval_ec"},
+		fx.approval_claims({"tenant": "acme", "tool": "payments-refund", "args_sha256": crypto.sha256(json.marshal(fx.refund_arguments))}),
+		fx.keys.rogue_ec.private,
+	)
+	reasons(refund({"x-nexus-approval": forged}, fx.refund_arguments)) == approval_failure("it failed ES256 verification of its signature, issuer, audience or expiry")
+}
+
+test_approval_with_another_algorithm_is_403 if {
+	rs256 := io.jwt.encode_sign(
+		{"alg": "RS256", "kid": "approval_ec"},
+		fx.approval_claims({"tenant": "acme", "tool": "payments-refund", "args_sha256": crypto.sha256(json.marshal(fx.refund_arguments))}),
+		fx.keys.idp_rsa.private,
+	)
+	{r[0] | some r in reasons(refund({"x-nexus-approval": rs256}, fx.refund_arguments))} == {"nexus.tools.approval_invalid"}
+}
+
+test_expired_approval_is_403 if {
+	token := fx.approval_token({
+		"tenant": "acme", "tool": "payments-refund", "exp": fx.now_s - 1,
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it failed ES256 verification of its signature, issuer, audience or expiry")
+}
+
+test_approval_without_expiry_is_403 if {
+	claims := object.remove(
+		fx.approval_claims({"tenant": "acme", "tool": "payments-refund", "args_sha256": crypto.sha256(json.marshal(fx.refund_arguments))}),
+		["exp"],
+	)
+	token := fx.sign(fx.keys.approval_ec, claims)
+	not verified(refund({"x-nexus-approval": token}, fx.refund_arguments))
+}
+
+test_approval_from_another_issuer_is_403 if {
+	token := fx.approval_token({
+		"iss": "someone-else", "tenant": "acme", "tool": "payments-refund",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	})
+	not verified(refund({"x-nexus-approval": token}, fx.refund_arguments))
+}
+
+test_approval_for_another_tenant_is_403 if {
+	token := fx.approval_token({
+		"tenant": "globex", "tool": "payments-refund",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it was issued for another tenant")
+}
+
+test_approval_for_another_tool_is_403 if {
+	token := fx.approval_token({
+		"tenant": "acme", "tool": "web-search",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it was issued for another tool")
+}
+
+test_approval_for_other_arguments_is_403 if {
+	changed := object.union(fx.refund_arguments, {"amount": 2500})
+	reasons(refund({"x-nexus-approval": fx.refund_approval}, changed)) == approval_failure("it covers other arguments")
+}
+
+test_approval_for_another_subject_is_403 if {
+	token := fx.approval_token({
+		"tenant": "acme", "tool": "payments-refund", "subject": "user:mallory@acme.example",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it was issued to another subject")
+}
+
+test_approval_is_ignored_where_none_is_needed if {
+	req := invoke("web-search", {"x-nexus-approval": "garbage"}, {"arguments": {"query": "opa"}})
+	reasons(req) == set()
+	not verified(req)
+}
+
+test_argument_digest_is_over_sorted_compact_json if {
+	tools.arguments_sha256 == crypto.sha256(`{"amount":25.5,"order_id":"ord-1001"}`) with input as refund({}, fx.refund_arguments)
+		with data.nexus.config as fx.config
+}

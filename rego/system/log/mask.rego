@@ -1,0 +1,64 @@
+# METADATA
+# title: Decision log masking
+# description: |
+#   OPA evaluates data.system.log.mask on every decision log event before
+#   it leaves the enforcer; input here is that event. Credentials and
+#   request bodies never reach the audit log, yet the audit can still tell
+#   which credential was used.
+package system.log
+
+request_path := "/input/attributes/request/http"
+
+logged_request := input.input.attributes.request.http
+
+# A short SHA-256 prefix: enough to tell keys apart in the audit, and for an
+# API key it is the start of the hash under which the bundle lists the key.
+fingerprint(token) := sprintf("sha256:%s", [substring(crypto.sha256(token), 0, 16)])
+
+# Without the "Bearer " prefix, so the fingerprint of an API key matches
+# data.nexus.config.api_keys; anything else is fingerprinted whole.
+credential := token if {
+	lower(substring(logged_request.headers.authorization, 0, 7)) == "bearer "
+	token := trim_space(substring(logged_request.headers.authorization, 7, -1))
+} else := logged_request.headers.authorization
+
+# METADATA
+# title: Secrets masked in decision logs
+# description: |
+#   Approval tokens, cookies, stray API-key headers and request bodies are
+#   removed; the bearer credential is replaced by its fingerprint.
+# entrypoint: true
+# labels:
+#   controls:
+#     - SOC2:CC7.2
+#     - ISO27001:A.8.11
+#     - ISO27001:A.8.15
+mask contains path if {
+	some header in ["x-nexus-approval", "cookie", "x-api-key"]
+	path := concat("/", [request_path, "headers", header])
+}
+
+# Bodies carry prompts and tool arguments, personal data that the audit
+# keeps out of its log; parsed_body is the same content decoded. protojson
+# names the raw body "rawBody", older encoders "raw_body"; headerMap is
+# Envoy's alternative encoding of every header, secrets included.
+mask contains path if {
+	some field in ["body", "raw_body", "rawBody", "headerMap", "header_map"]
+	path := concat("/", [request_path, field])
+}
+
+mask contains "/input/parsed_body"
+
+# With decision_logs.nd_builtin_cache enabled, OPA would log the arguments
+# of these calls: the JWTs and key sets, the tool arguments, and the
+# runtime's environment variables.
+mask contains path if {
+	some builtin in ["io.jwt.decode_verify", "json.match_schema", "opa.runtime"]
+	path := concat("/", ["/nd_builtin_cache", builtin])
+}
+
+mask contains {
+	"op": "upsert",
+	"path": concat("/", [request_path, "headers", "authorization"]),
+	"value": fingerprint(credential),
+}

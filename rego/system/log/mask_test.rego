@@ -1,0 +1,70 @@
+package system.log_test
+
+import data.system.log
+
+# A decision log event as OPA hands it to the mask policy.
+event(headers) := {
+	"decision_id": "0f6c2d8e-3a1b-4c55-9b0e-7d2f5a8c1e44",
+	"path": "nexus/envoy/authz/decision",
+	"input": {
+		"attributes": {"request": {"http": {
+			"method": "POST",
+			"path": "/v1/tools/payments-refund:invoke",
+			"headers": headers,
+			"body": `{"arguments":{"order_id":"ord-1001"}}`,
+		}}},
+		"parsed_path": ["v1", "tools", "payments-refund:invoke"],
+		"parsed_body": {"arguments": {"order_id": "ord-1001"}},
+	},
+}
+
+removals := {
+	"/input/attributes/request/http/headers/x-nexus-approval",
+	"/input/attributes/request/http/headers/cookie",
+	"/input/attributes/request/http/headers/x-api-key",
+	"/input/attributes/request/http/body",
+	"/input/attributes/request/http/raw_body",
+	"/input/attributes/request/http/rawBody",
+	"/input/attributes/request/http/headerMap",
+	"/input/attributes/request/http/header_map",
+	"/input/parsed_body",
+	"/nd_builtin_cache/io.jwt.decode_verify",
+	"/nd_builtin_cache/json.match_schema",
+	"/nd_builtin_cache/opa.runtime",
+}
+
+upserts(masks) := {m | some m in masks; is_object(m)}
+
+test_secrets_and_bodies_are_removed if {
+	masks := log.mask with input as event({"authorization": "Bearer nx-acme-prod-1-0f3c9a", "x-nexus-tenant": "acme"})
+	{m | some m in masks; is_string(m)} == removals
+}
+
+test_bearer_token_is_replaced_by_its_fingerprint if {
+	masks := log.mask with input as event({"authorization": "Bearer nx-acme-prod-1-0f3c9a"})
+	upserts(masks) == {{
+		"op": "upsert",
+		"path": "/input/attributes/request/http/headers/authorization",
+		"value": concat("", ["sha256:", substring(crypto.sha256("nx-acme-prod-1-0f3c9a"), 0, 16)]),
+	}}
+}
+
+test_fingerprint_matches_the_api_key_hash_prefix if {
+	key_hash := crypto.sha256("nx-acme-prod-1-0f3c9a")
+	masks := log.mask with input as event({"authorization": "bearer nx-acme-prod-1-0f3c9a"})
+	some m in upserts(masks)
+	startswith(key_hash, substring(m.value, 7, -1))
+	count(m.value) == 23
+}
+
+test_other_authorization_schemes_are_fingerprinted_whole if {
+	masks := log.mask with input as event({"authorization": "Basic YWxpY2U6c2VjcmV0"})
+	some m in upserts(masks)
+	m.value == concat("", ["sha256:", substring(crypto.sha256("Basic YWxpY2U6c2VjcmV0"), 0, 16)])
+}
+
+test_no_authorization_header_needs_no_upsert if {
+	masks := log.mask with input as event({"x-nexus-tenant": "acme"})
+	upserts(masks) == set()
+	{m | some m in masks; is_string(m)} == removals
+}
