@@ -61,6 +61,7 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> dict[str, Any]:
             url: {
                 "audience": issuer.audience,
                 "tenant_claim": issuer.tenant_claim,
+                "tenants": dict.fromkeys(sorted(issuer.tenants), True),
                 "jwks": jwks,
             }
             for url, (issuer, jwks) in sorted(policy.issuers.items())

@@ -550,6 +550,7 @@ def run_demo(out: Console, err: Console) -> int:
     plane = create_control_plane(settings)
     with plane.db.session() as session:
         author, _ = create_token(session, name="demo-author", role=Role.AUTHOR)
+        approver, _ = create_token(session, name="demo-approver", role=Role.APPROVER)
         enforcer_token, _ = create_token(
             session, name=f"{REGION}-enforcers", role=Role.ENFORCER, region=REGION
         )
@@ -560,6 +561,13 @@ def run_demo(out: Console, err: Console) -> int:
     try:
         with ControlPlaneClient(server.url, author) as api:
             published = api.publish(built.path.read_bytes())
+        if published["rollout"]["state"] == "pending_approval":
+            with ControlPlaneClient(server.url, approver) as api:
+                api.post(
+                    f"/v1/rollouts/{published['rollout']['id']}/approve",
+                    {"comment": "first publication: everything is new"},
+                )
+            out.print("  the change widens access: a second person (demo-approver) approved it")
         out.print(
             f"[bold]3[/bold] control plane on {server.url}; "
             f"published revision {published['revision'][:12]}"

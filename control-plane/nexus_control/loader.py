@@ -59,7 +59,7 @@ class SpecDocument:
 
     path: Path
     display: str
-    spec: AnySpec
+    spec: AnySpec | Any
     positions: dict[PathKey, tuple[int, int]] = field(repr=False)
 
     def at(self, *key: str | int) -> tuple[str, int, int]:
@@ -168,7 +168,19 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _load_document(path: Path, problems: list[Problem]) -> SpecDocument | None:
+def load_document(path: Path, kinds: dict[str, type[Any]]) -> SpecDocument:
+    """Load one spec file of one of ``kinds``; raise SpecError with every problem."""
+    problems: list[Problem] = []
+    doc = _load_document(path, problems, kinds)
+    if problems or doc is None:
+        raise SpecError(problems or [Problem(_display(path), 1, 1, "cannot load")])
+    return doc
+
+
+def _load_document(
+    path: Path, problems: list[Problem], kinds: dict[str, type[Any]] | None = None
+) -> SpecDocument | None:
+    kinds = SPEC_KINDS if kinds is None else kinds
     display = _display(path)
     try:
         size = path.stat().st_size
@@ -220,10 +232,10 @@ def _load_document(path: Path, problems: list[Problem]) -> SpecDocument | None:
         )
         return None
     kind = data.get("kind")
-    model = SPEC_KINDS.get(kind) if isinstance(kind, str) else None
+    model = kinds.get(kind) if isinstance(kind, str) else None
     if model is None:
         line, col = where("kind")
-        known = ", ".join(sorted(SPEC_KINDS))
+        known = ", ".join(sorted(kinds))
         problems.append(
             Problem(display, line, col, f"unknown kind {kind!r}; expected one of {known}")
         )
@@ -239,7 +251,7 @@ def _load_document(path: Path, problems: list[Problem]) -> SpecDocument | None:
                 line, col = builder.key_positions[loc]
             problems.append(Problem(display, line, col, _describe(err, loc)))
         return None
-    return SpecDocument(path=path, display=display, spec=spec, positions=positions)  # type: ignore[arg-type]
+    return SpecDocument(path=path, display=display, spec=spec, positions=positions)
 
 
 def _describe(err: Any, loc: PathKey) -> str:

@@ -110,7 +110,7 @@ class _Resolver:
         self._check_tools(tools)
         self._check_roles(tools)
         bindings, api_keys = self._check_bindings(tenants, roles)
-        issuers = self._check_issuers()
+        issuers = self._check_issuers(tenants)
         self._check_prompts()
         defaults, retention = self._check_retention(tenants, classes)
         self._check_flags(tenants, models, prompts)
@@ -345,9 +345,14 @@ class _Resolver:
                 bindings.append(binding)
         return bindings, keys_by_hash
 
-    def _check_issuers(self) -> dict[str, tuple[Issuer, str]]:
+    def _check_issuers(
+        self, tenants: dict[str, tuple[SpecDocument, Tenant]]
+    ) -> dict[str, tuple[Issuer, str]]:
         out: dict[str, tuple[Issuer, str]] = {}
         for doc, i, issuer in self._located(IdentitySpec, "issuers"):
+            for j, tenant in enumerate(issuer.tenants):
+                if tenant not in tenants:
+                    self.report(doc, f"unknown tenant {tenant!r}", "issuers", i, "tenants", j)
             if issuer.issuer in out:
                 self.report(doc, f"duplicate issuer {issuer.issuer!r}", "issuers", i, "issuer")
                 continue

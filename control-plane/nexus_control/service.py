@@ -13,25 +13,53 @@ import logging
 import tempfile
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from nexus_control import budget, fleet, registry, state
+from nexus_control import budget, fleet, registry, rollout, state
 from nexus_control.db import Database
+from nexus_control.diff import diff_configs
 from nexus_control.keys import load_signing_key, public_pem
 from nexus_control.opa import Opa
+from nexus_control.regions import Fleet, load_fleet
 from nexus_control.registry import POLICY_BUNDLE, Published, Verifier
 from nexus_control.settings import ControlSettings
 from nexus_control.spend import SpendStore, period_of
-from nexus_control.tables import BundleRevision, RegionTarget
+from nexus_control.tables import BundleRevision, RegionTarget, Rollout
 
 log = logging.getLogger("nexus.control")
 
 BUNDLES = (POLICY_BUNDLE, state.STATE_BUNDLE)
 ARCHIVE_CACHE_SIZE = 16
+ROLLOUT_TICK_S = 0.25
+
+
+@dataclass(frozen=True)
+class Publication:
+    published: Published
+    rollout_id: int
+    rollout_state: str
+    needs_approval: bool
+    diff: dict[str, Any]
+
+
+def rollout_view(row: Rollout) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "revision": row.revision,
+        "base_revision": row.base_revision,
+        "state": row.state,
+        "wave": row.wave,
+        "needs_approval": row.needs_approval,
+        "created_by": row.created_by,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "reason": row.reason,
+    }
 
 
 class RevisionNotifier:
@@ -82,6 +110,11 @@ class ControlPlane:
         self.notifier = RevisionNotifier()
         self._tmp = tempfile.TemporaryDirectory(prefix="nexus-cp-")
         self.verifier = Verifier(self._verification_key(), settings.signing_key_id)
+        self.fleet = (
+            load_fleet(settings.fleet_file)
+            if settings.fleet_file is not None
+            else Fleet.single(list(settings.regions))
+        )
         self._state_dirty = threading.Event()
         self._state_lock = threading.Lock()
         self._period = period_of(datetime.now(UTC))
@@ -99,34 +132,88 @@ class ControlPlane:
 
     # -- publishing ---------------------------------------------------------------
 
-    def publish(self, archive: bytes, author: str, regions: list[str] | None = None) -> Published:
-        """Verify and store ``archive``, then make it the desired revision of ``regions``."""
-        targets = regions if regions is not None else list(self.settings.regions)
+    def publish(self, archive: bytes, author: str) -> Publication:
+        """Verify and store ``archive``, then open its rollout (waiting for approval if needed)."""
         with self.db.session() as session:
             published = registry.publish(session, self.opa, self.verifier, archive, author=author)
-            self._assign(session, published.revision, targets)
-        self.notifier.notify(bundle_key(r, POLICY_BUNDLE) for r in targets)
-        self.mark_state_dirty()
-        return published
-
-    @staticmethod
-    def _assign(session: Any, revision: str, regions: list[str]) -> None:
-        now = datetime.now(UTC)
-        for region in regions:
-            row = session.get(RegionTarget, (region, POLICY_BUNDLE))
-            if row is None:
-                session.add(
-                    RegionTarget(
-                        region=region,
-                        bundle=POLICY_BUNDLE,
-                        desired_revision=revision,
-                        last_good_revision=None,
-                        updated_at=now,
-                    )
+            latest = rollout.recent(session, 1)
+            if not published.created and latest and latest[0].revision == published.revision:
+                current = latest[0]
+                return Publication(
+                    published, current.id, current.state, current.needs_approval, current.diff
                 )
-            elif row.desired_revision != revision:
-                row.desired_revision = revision
-                row.updated_at = now
+            base = rollout.current_base(session, self.fleet)
+            new_config = session.get(BundleRevision, published.revision)
+            assert new_config is not None
+            old_row = session.get(BundleRevision, base) if base else None
+            change = diff_configs(old_row.config if old_row else {}, new_config.config)
+            needs_approval = self.fleet.second_approver == "always" or change.needs_second_approver
+            opened, changed = rollout.start(
+                session,
+                self.fleet,
+                published.revision,
+                author=author,
+                diff=change.as_dict(),
+                needs_approval=needs_approval,
+            )
+            result = Publication(published, opened.id, opened.state, needs_approval, opened.diff)
+        self._notify_policy(changed)
+        self.mark_state_dirty()
+        return result
+
+    def _notify_policy(self, regions: list[str]) -> None:
+        self.notifier.notify(bundle_key(r, POLICY_BUNDLE) for r in regions)
+
+    def approve(self, rollout_id: int, approver: str, comment: str | None) -> dict[str, Any]:
+        with self.db.session() as session:
+            opened, changed = rollout.approve(
+                session, self.fleet, rollout_id, approver=approver, comment=comment
+            )
+            view = rollout_view(opened)
+        self._notify_policy(changed)
+        return view
+
+    def promote(self, rollout_id: int, actor: str, *, force: bool) -> dict[str, Any]:
+        with self.db.session() as session:
+            moved, changed = rollout.promote(
+                session, self.fleet, rollout_id, actor=actor, force=force
+            )
+            view = rollout_view(moved)
+        self._notify_policy(changed)
+        return view
+
+    def pause(self, rollout_id: int, actor: str, reason: str | None) -> dict[str, Any]:
+        with self.db.session() as session:
+            return rollout_view(rollout.pause(session, rollout_id, actor=actor, reason=reason))
+
+    def resume(self, rollout_id: int, actor: str) -> dict[str, Any]:
+        with self.db.session() as session:
+            return rollout_view(rollout.resume(session, rollout_id, actor=actor))
+
+    def rollback(self, rollout_id: int, actor: str, reason: str | None) -> dict[str, Any]:
+        with self.db.session() as session:
+            back, changed = rollout.rollback(
+                session, self.fleet, rollout_id, actor=actor, reason=reason
+            )
+            view = rollout_view(back)
+        self._notify_policy(changed)
+        return view
+
+    def tick(self) -> list[str]:
+        """One step of the rollout engine; wakes the pollers of every region it changed."""
+        with self.db.session() as session:
+            changed = rollout.tick(session, self.fleet)
+        self._notify_policy(changed)
+        return changed
+
+    async def rollout_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.tick)
+            except Exception:
+                log.exception("rollout engine step failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ROLLOUT_TICK_S)
 
     # -- serving --------------------------------------------------------------------
 
@@ -217,7 +304,7 @@ class ControlPlane:
     def known_regions(self) -> list[str]:
         with self.db.session() as session:
             regions = set(session.scalars(select(RegionTarget.region)))
-        return sorted(regions | set(self.settings.regions))
+        return sorted(regions | {r.id for r in self.fleet.regions})
 
     async def state_loop(self, stop: asyncio.Event) -> None:
         """Rebuild the state bundle when spend changes (debounced) and when the month turns."""

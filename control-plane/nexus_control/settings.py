@@ -47,7 +47,9 @@ class ControlSettings(BaseSettings):
     admin_token: str | None = None
     """Bearer token the CLI sends to the control plane's API."""
     regions: list[str] = ["eu-west-1"]
-    """Regions a publication is assigned to until a fleet with rollout waves is configured."""
+    """Without a fleet file: the regions, all in one wave with no soak."""
+    fleet_file: Path | None = None
+    """The fleet (regions, waves, expected enforcers, soak, deadlines); see deploy/fleet.yaml."""
     long_poll_max_s: int = 60
     """Longest a bundle long poll is held (OPA's long_polling_timeout_seconds is capped to it)."""
     state_debounce_s: float = 0.2

@@ -195,6 +195,8 @@ class Issuer(_Strict):
     issuer: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
     audience: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
     tenant_claim: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "nexus_tenant"
+    tenants: list[Identifier] = Field(min_length=1)
+    """The tenants this issuer may speak for; a token naming any other is refused."""
     jwks: dict[str, Any] | None = None
     jwks_file: str | None = None
     """Path of a JWKS file, relative to the spec file."""

@@ -7,11 +7,44 @@ stored only as SHA-256 hashes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on every database.
+
+    SQLite keeps no time zone; values are stored as UTC and come back as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the control plane stores aware UTC times only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -33,7 +66,7 @@ class BundleRevision(Base):
     """The bundle's ``data.nexus.config``: caps for spend, the base of diffs."""
     git_commit: Mapped[str | None] = mapped_column(String(80))
     author: Mapped[str] = mapped_column(String(200))
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class RegionTarget(Base):
@@ -45,7 +78,7 @@ class RegionTarget(Base):
     bundle: Mapped[str] = mapped_column(String(64), primary_key=True)
     desired_revision: Mapped[str] = mapped_column(ForeignKey("bundle_revisions.revision"))
     last_good_revision: Mapped[str | None] = mapped_column(ForeignKey("bundle_revisions.revision"))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class StateBundle(Base):
@@ -57,7 +90,7 @@ class StateBundle(Base):
     revision: Mapped[str] = mapped_column(String(64))
     archive: Mapped[bytes] = mapped_column(LargeBinary)
     data: Mapped[dict[str, Any]]
-    built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    built_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class ApiToken(Base):
@@ -71,8 +104,8 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     region: Mapped[str | None] = mapped_column(String(64))
     enforcer_id: Mapped[str | None] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Enforcer(Base):
@@ -82,9 +115,9 @@ class Enforcer(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     region: Mapped[str] = mapped_column(String(64), index=True)
-    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class EnforcerBundle(Base):
@@ -95,13 +128,13 @@ class EnforcerBundle(Base):
     enforcer_id: Mapped[str] = mapped_column(ForeignKey("enforcers.id"), primary_key=True)
     bundle: Mapped[str] = mapped_column(String(64), primary_key=True)
     held_revision: Mapped[str | None] = mapped_column(String(64))
-    held_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    held_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     active_revision: Mapped[str | None] = mapped_column(String(64))
-    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    status_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     error_code: Mapped[str | None] = mapped_column(String(128))
     error_message: Mapped[str | None] = mapped_column(Text)
-    error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class DisabledTenant(Base):
@@ -112,7 +145,7 @@ class DisabledTenant(Base):
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
     reason: Mapped[str] = mapped_column(String(300))
-    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    since: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class OutboxEvent(Base):
@@ -124,7 +157,54 @@ class OutboxEvent(Base):
     event_type: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (Index("ix_outbox_undelivered", "delivered_at", "id"),)
+
+
+class Rollout(Base):
+    """One revision's journey across the waves of regions."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bundle: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[str] = mapped_column(ForeignKey("bundle_revisions.revision"))
+    base_revision: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    wave_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    wave_converged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    needs_approval: Mapped[bool]
+    diff: Mapped[dict[str, Any]]
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RolloutEvent(Base):
+    """The rollout history: who did what, when and why."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Approval(Base):
+    """A second person's approval of a publication."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())

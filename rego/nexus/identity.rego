@@ -55,6 +55,9 @@ credential := {"method": "jwt", "tenant": claimed_tenant, "subject": sprintf("%s
 	claimed_tenant := jwt_claims[issuer.tenant_claim]
 	is_string(claimed_tenant)
 	claimed_tenant != ""
+
+	# An identity provider speaks only for the tenants it was configured for.
+	issuer.tenants[claimed_tenant] == true
 	is_string(jwt_claims.sub)
 	jwt_claims.sub != ""
 	kind := object.get(jwt_claims, "nexus_kind", "user")
@@ -96,7 +99,7 @@ invalid_message := "the bearer token is not a known API key" if {
 } else := sprintf("the JWT from %q failed verification of its signature, audience or lifetime", [jwt_issuer]) if {
 	not jwt_claims
 } else := sprintf(
-	"the JWT from %q needs a %q claim, a sub and a nexus_kind of user or service",
+	"the JWT from %q needs a %q claim naming a tenant the issuer may speak for, a sub and a nexus_kind of user or service",
 	[jwt_issuer, object.get(issuer, "tenant_claim", "")],
 )
 

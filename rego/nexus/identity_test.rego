@@ -91,7 +91,14 @@ test_jwt_tenant_claim_is_per_issuer if {
 test_jwt_unknown_kind_is_401 if {
 	r := only_reason(jwt_headers("acme", alice_with({"nexus_kind": "admin"})))
 	r.rule == "nexus.identity.credential_invalid"
-	r.message == `the JWT from "https://login.acme.example" needs a "nexus_tenant" claim, a sub and a nexus_kind of user or service`
+	r.message == `the JWT from "https://login.acme.example" needs a "nexus_tenant" claim naming a tenant the issuer may speak for, a sub and a nexus_kind of user or service`
+}
+
+test_issuer_cannot_speak_for_a_tenant_it_was_not_given if {
+	token := alice_with({"nexus_tenant": "globex"})
+	r := only_reason(jwt_headers("globex", token))
+	r.rule == "nexus.identity.credential_invalid"
+	credential_of(jwt_headers("globex", token)) == {}
 }
 
 test_jwt_without_tenant_claim_is_401 if {

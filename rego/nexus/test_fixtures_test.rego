@@ -164,8 +164,8 @@ config := {
 		crypto.sha256(hooli_api_key): {"tenant": "hooli", "subject": "apikey:hooli-1"},
 	},
 	"issuers": {
-		acme_issuer: {"audience": "nexus-gateway", "tenant_claim": "nexus_tenant", "jwks": jwks([keys.idp_rsa.public])},
-		globex_issuer: {"audience": "nexus-gateway", "tenant_claim": "org", "jwks": jwks([keys.idp_ec.public])},
+		acme_issuer: {"audience": "nexus-gateway", "tenant_claim": "nexus_tenant", "tenants": {"acme": true}, "jwks": jwks([keys.idp_rsa.public])},
+		globex_issuer: {"audience": "nexus-gateway", "tenant_claim": "org", "tenants": {"globex": true}, "jwks": jwks([keys.idp_ec.public])},
 	},
 	"approval": {"issuer": "nexus-control-plane", "audience": "nexus-gateway", "jwks": jwks([keys.approval_ec.public])},
 	"tools": {

@@ -110,7 +110,7 @@ class Environment:
     def start(self) -> None:
         self.plane = create_control_plane(self.settings, spend=self.spend, opa=self.opa)
         with self.plane.db.session() as session:
-            for role in (Role.AUTHOR, Role.OPERATOR, Role.GATEWAY):
+            for role in (Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.GATEWAY):
                 self.tokens[role.value], _ = create_token(
                     session, name=f"e2e-{role.value}", role=role
                 )
@@ -170,10 +170,15 @@ class Environment:
             overlays=[creds],
         )
 
-    def publish(self, built: BuiltBundle | None = None) -> str:
+    def publish(self, built: BuiltBundle | None = None, *, approve: bool = True) -> str:
+        """Publish (as the author) and, when the change needs it, approve (as the approver)."""
         built = built or self.build()
         with ControlPlaneClient(self.url, self.tokens["author"]) as api:
             result = api.publish(built.path.read_bytes())
+        rollout = result["rollout"]
+        if approve and rollout["state"] == "pending_approval":
+            with ControlPlaneClient(self.url, self.tokens["approver"]) as api:
+                api.post(f"/v1/rollouts/{rollout['id']}/approve", {"comment": "e2e"})
         return str(result["revision"])
 
     def gateway(self, n: int = 0) -> str:

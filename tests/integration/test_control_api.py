@@ -189,7 +189,17 @@ def test_status_bad_input(
 def test_bundle_endpoint_checks_the_enforcer_and_its_region(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:
-    publish(client, tokens, built_gateway.path.read_bytes())
+    published = publish(client, tokens, built_gateway.path.read_bytes())
+    rollout = published.json()["rollout"]  # type: ignore[attr-defined]
+    pending = client.get(
+        "/v1/opa/bundles/eu-west-1/nexus",
+        headers=auth(tokens["enforcer"], **{"x-nexus-enforcer": "eu-west-1-a"}),
+    )
+    assert pending.status_code == 404, "nothing is served before the approval"
+    approved = client.post(
+        f"/v1/rollouts/{rollout['id']}/approve", json={}, headers=auth(tokens["approver"])
+    )
+    assert approved.status_code == 200
     headers = auth(tokens["enforcer"], **{"x-nexus-enforcer": "eu-west-1-a"})
     ok = client.get("/v1/opa/bundles/eu-west-1/nexus", headers=headers)
     assert ok.status_code == 200

@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from nexus_control import __version__
-from nexus_control.api import bundles, errors, fleet, opa_protocol, usage
+from nexus_control.api import (
+    approvals,
+    bundles,
+    errors,
+    events,
+    fleet,
+    metrics,
+    opa_protocol,
+    rollouts,
+    usage,
+)
 from nexus_control.db import Database
 from nexus_control.opa import Opa
 from nexus_control.service import ControlPlane
@@ -43,12 +53,15 @@ def create_app(plane: ControlPlane) -> FastAPI:
         plane.notifier.bind(asyncio.get_running_loop())
         plane.mark_state_dirty()
         stop = asyncio.Event()
-        task = asyncio.create_task(plane.state_loop(stop))
+        tasks = [
+            asyncio.create_task(plane.state_loop(stop)),
+            asyncio.create_task(plane.rollout_loop(stop)),
+        ]
         try:
             yield
         finally:
             stop.set()
-            await task
+            await asyncio.gather(*tasks)
 
     app = FastAPI(
         title="NexusAI policy control plane",
@@ -61,7 +74,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     )
     app.state.control_plane = plane
     errors.install(app)
-    for module in (opa_protocol, usage, bundles, fleet):
+    for module in (opa_protocol, usage, bundles, rollouts, approvals, fleet, events, metrics):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -53,10 +53,16 @@ async def publish(request: Request, principal: Principal = Depends(authors)) -> 
     except PublishError as exc:
         raise ApiError(422, "invalid_bundle", str(exc)) from None
     return {
-        "revision": published.revision,
-        "bundle": published.bundle,
-        "created": published.created,
-        "git_commit": published.git_commit,
+        "revision": published.published.revision,
+        "bundle": published.published.bundle,
+        "created": published.published.created,
+        "git_commit": published.published.git_commit,
+        "rollout": {
+            "id": published.rollout_id,
+            "state": published.rollout_state,
+            "needs_approval": published.needs_approval,
+        },
+        "diff": published.diff,
     }
 
 

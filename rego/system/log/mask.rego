@@ -38,16 +38,33 @@ mask contains path if {
 	path := concat("/", [request_path, "headers", header])
 }
 
-# Bodies carry prompts and tool arguments, personal data that the audit
-# keeps out of its log; parsed_body is the same content decoded. protojson
-# names the raw body "rawBody", older encoders "raw_body"; headerMap is
-# Envoy's alternative encoding of every header, secrets included.
+# Raw bodies duplicate parsed_body; protojson names the raw body "rawBody",
+# older encoders "raw_body"; headerMap is Envoy's alternative encoding of
+# every header, secrets included.
 mask contains path if {
 	some field in ["body", "raw_body", "rawBody", "headerMap", "header_map"]
 	path := concat("/", [request_path, field])
 }
 
-mask contains "/input/parsed_body"
+# A tool call's arguments are the action the audit must be able to show
+# (the audit service stores them encrypted under the tenant's key); any
+# other body is a prompt or a chat, kept out of the log entirely.
+tool_call if {
+	input.input.parsed_path[0] == "v1"
+	input.input.parsed_path[1] == "tools"
+}
+
+mask contains "/input/parsed_body" if not tool_call
+
+# Query strings are where careless clients put secrets; the path is kept
+# without them.
+mask contains "/input/parsed_query"
+
+mask contains {
+	"op": "upsert",
+	"path": concat("/", [request_path, "path"]),
+	"value": split(logged_request.path, "?")[0],
+} if contains(logged_request.path, "?")
 
 # With decision_logs.nd_builtin_cache enabled, OPA would log the arguments
 # of these calls: the JWTs and key sets, the tool arguments, and the

@@ -27,7 +27,7 @@ removals := {
 	"/input/attributes/request/http/rawBody",
 	"/input/attributes/request/http/headerMap",
 	"/input/attributes/request/http/header_map",
-	"/input/parsed_body",
+	"/input/parsed_query",
 	"/nd_builtin_cache/io.jwt.decode_verify",
 	"/nd_builtin_cache/json.match_schema",
 	"/nd_builtin_cache/opa.runtime",
@@ -61,6 +61,33 @@ test_other_authorization_schemes_are_fingerprinted_whole if {
 	masks := log.mask with input as event({"authorization": "Basic YWxpY2U6c2VjcmV0"})
 	some m in upserts(masks)
 	m.value == concat("", ["sha256:", substring(crypto.sha256("Basic YWxpY2U6c2VjcmV0"), 0, 16)])
+}
+
+chat_event := object.union(event({"authorization": "Bearer k"}), {"input": {
+	"attributes": {"request": {"http": {"path": "/v1/chat/completions?api_key=s3cret"}}},
+	"parsed_path": ["v1", "chat", "completions"],
+	"parsed_body": {"messages": [{"role": "user", "content": "my card is 4111"}]},
+	"parsed_query": {"api_key": ["s3cret"]},
+}})
+
+test_tool_arguments_are_kept_for_the_audit if {
+	masks := log.mask with input as event({"authorization": "Bearer k"})
+	not "/input/parsed_body" in masks
+}
+
+test_other_bodies_are_removed if {
+	masks := log.mask with input as chat_event
+	"/input/parsed_body" in masks
+}
+
+test_query_strings_are_removed if {
+	masks := log.mask with input as chat_event
+	"/input/parsed_query" in masks
+	{
+		"op": "upsert",
+		"path": "/input/attributes/request/http/path",
+		"value": "/v1/chat/completions",
+	} in masks
 }
 
 test_no_authorization_header_needs_no_upsert if {

@@ -143,3 +143,14 @@ def test_tenant_jurisdiction_needs_a_region_and_caps_stay_under_the_total(
     assert "no region has jurisdiction 'mars'" in text
     assert "perModel cap for 'gpt-4o' (500.0) exceeds the monthly cap (100.0)" in text
     assert "unknown model 'gpt-9' in perModel" in text
+
+
+def test_issuer_tenants_must_exist_and_jwks_must_be_public(make_bundle: BundleFactory) -> None:
+    identity = HEADER + (
+        "kind: Identity\nissuers:\n"
+        "  - issuer: https://idp.example\n    audience: gw\n    tenants: [acme, ghost]\n"
+        "    jwks: {keys: [{kty: EC, crv: P-256, x: a, y: b, d: secret}]}\n"
+    )
+    text = problems_of(make_bundle(**{"identity.yaml": identity}))
+    assert "identity.yaml:6:21: unknown tenant 'ghost'" in text
+    assert "contains private or symmetric key material" in text
