@@ -113,6 +113,11 @@ def record_poll(
         row.held_at = now
 
 
+def touch(session: Session, enforcer_id: str, region: str) -> None:
+    """The enforcer is alive (its held long poll just ended)."""
+    _touch(session, enforcer_id, region, datetime.now(UTC))
+
+
 def record_status(session: Session, enforcer_id: str, region: str, report: StatusReport) -> None:
     """Store what OPA reports it activated, and any activation error, per bundle."""
     label = report.labels.get("enforcer")
@@ -127,6 +132,8 @@ def record_status(session: Session, enforcer_id: str, region: str, report: Statu
             row.active_revision = status.active_revision
         if status.last_successful_activation is not None:
             row.activated_at = status.last_successful_activation
+        if status.last_successful_download is not None:
+            row.downloaded_at = status.last_successful_download
         if status.code:
             details = "; ".join(e.message for e in status.errors if e.message)
             row.error_code = status.code

@@ -297,6 +297,10 @@ def rollback(
     if rollout.state in ("rolled_back", "superseded"):
         raise RolloutError(f"rollout {rollout_id} is already {rollout.state}")
     plan = _rollback_plan(session, rollout)
+    if not plan:
+        raise RolloutError(
+            f"nothing to roll back: revision {rollout.revision[:12]} runs in no region now"
+        )
     if any(target is None for target in plan.values()):
         stranded = [region for region, target in plan.items() if target is None]
         raise RolloutError(
@@ -357,13 +361,12 @@ def region_states(
         target = session.get(RegionTarget, (region_id, POLICY_BUNDLE))
         desired = target.desired_revision if target else None
         want = revision or desired
-        seen = {
-            e.id: e
-            for e in session.scalars(
-                select(Enforcer).where(Enforcer.region == region_id, Enforcer.removed_at.is_(None))
-            )
-        }
-        expected = list(config.enforcers) if config and config.enforcers else sorted(seen)
+        known = list(session.scalars(select(Enforcer).where(Enforcer.region == region_id)))
+        seen = {e.id: e for e in known if e.removed_at is None}
+        removed = {e.id for e in known if e.removed_at is not None}
+        listed = list(config.enforcers) if config and config.enforcers else sorted(seen)
+        # An operator's removal stands until the enforcer shows up again.
+        expected = [enforcer_id for enforcer_id in listed if enforcer_id not in removed]
         enforcers = []
         for enforcer_id in expected:
             enforcer = seen.get(enforcer_id)
@@ -404,10 +407,18 @@ def _enforcer_state(
         return "down"
     if row is None or want is None:
         return "pending"
-    assigned_at = target.updated_at if target else None
     if row.active_revision == want and not row.error_code:
         return "active"
-    if row.error_code and (assigned_at is None or (row.error_at and row.error_at >= assigned_at)):
+    # Only an error after a download of the assigned revision is an activation
+    # failure; a failed request (404 before any assignment, a network error)
+    # is an enforcer still trying, which the deadline covers.
+    assigned_at = target.updated_at if target else None
+    downloaded_after = (
+        row.downloaded_at is not None
+        and assigned_at is not None
+        and row.downloaded_at >= assigned_at
+    )
+    if row.error_code and downloaded_after and row.active_revision != want:
         return "failed"
     return "pending"
 

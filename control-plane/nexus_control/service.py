@@ -250,6 +250,10 @@ class ControlPlane:
         with self.db.session() as session:
             fleet.record_poll(session, enforcer_id, region, bundle, held)
 
+    def touch(self, enforcer_id: str, region: str) -> None:
+        with self.db.session() as session:
+            fleet.touch(session, enforcer_id, region)
+
     def record_status(self, enforcer_id: str, region: str, report: fleet.StatusReport) -> None:
         with self.db.session() as session:
             fleet.record_status(session, enforcer_id, region, report)

@@ -131,6 +131,8 @@ class EnforcerBundle(Base):
     held_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     active_revision: Mapped[str | None] = mapped_column(String(64))
     activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    downloaded_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    """OPA's last successful download: an error after it is an activation failure."""
     status_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     error_code: Mapped[str | None] = mapped_column(String(128))
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -128,6 +128,47 @@ def test_usage_bad_input(
     assert ok.status_code == 202 and ok.json()["counted"] is True
 
 
+def test_rollout_requests_that_cannot_be_done_change_nothing(
+    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
+) -> None:
+    published = publish(client, tokens, built_gateway.path.read_bytes())
+    rollout_id = published.json()["rollout"]["id"]  # type: ignore[attr-defined]
+    operator = auth(tokens["operator"])
+    own = client.post(
+        f"/v1/rollouts/{rollout_id}/approve", json={}, headers=auth(tokens["approver"])
+    )
+    assert own.status_code == 200, "a different person approves"
+    before = client.get(f"/v1/rollouts/{rollout_id}", headers=operator).json()
+    past = client.post(f"/v1/rollouts/{rollout_id}/rollback", json={}, headers=operator)
+    assert past.status_code == 409
+    assert "no earlier good revision" in past.json()["error"]["message"]
+    assert client.post("/v1/rollouts/4242/promote", json={}, headers=operator).status_code == 404
+    unconverged = client.post(f"/v1/rollouts/{rollout_id}/promote", json={}, headers=operator)
+    assert unconverged.status_code == 409
+    assert (
+        client.post(f"/v1/rollouts/{rollout_id}/resume", json={}, headers=operator).status_code
+        == 409
+    )
+    bad = client.post(f"/v1/rollouts/{rollout_id}/pause", json={"why": 1}, headers=operator)
+    assert bad.status_code == 400
+    after = client.get(f"/v1/rollouts/{rollout_id}", headers=operator).json()
+    assert after == before
+
+
+def test_author_cannot_approve_their_own_change(
+    client: TestClient, plane: ControlPlane, tokens: dict[str, str], built_gateway: BuiltBundle
+) -> None:
+    published = publish(client, tokens, built_gateway.path.read_bytes())
+    rollout_id = published.json()["rollout"]["id"]  # type: ignore[attr-defined]
+    with plane.db.session() as session:
+        same_person, _ = create_token(session, name="t-author", role=Role.APPROVER)
+    refused = client.post(f"/v1/rollouts/{rollout_id}/approve", json={}, headers=auth(same_person))
+    assert refused.status_code == 403
+    assert "author" in refused.json()["error"]["message"]
+    state = client.get(f"/v1/rollouts/{rollout_id}", headers=auth(tokens["operator"])).json()
+    assert state["state"] == "pending_approval"
+
+
 def test_usage_before_any_policy_is_a_conflict(client: TestClient, tokens: dict[str, str]) -> None:
     response = client.post("/v1/usage", json=usage(), headers=auth(tokens["gateway"]))
     assert response.status_code == 409

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from nexus_control import __version__
 from nexus_control.api import (
@@ -22,6 +25,7 @@ from nexus_control.api import (
     rollouts,
     usage,
 )
+from nexus_control.api.deps import route_roles
 from nexus_control.db import Database
 from nexus_control.opa import Opa
 from nexus_control.service import ControlPlane
@@ -45,6 +49,38 @@ def create_control_plane(
         opa or Opa(find_opa(settings)),
         spend or make_spend_store(settings.redis_url),
     )
+
+
+ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, events, metrics)
+
+
+def _document_roles(app: FastAPI) -> None:
+    """Put each route's bearer requirement and admitted roles into the OpenAPI document."""
+    roles_by_operation: dict[tuple[str, str], list[str]] = {}
+    for module in ROUTERS:
+        for route in module.router.routes:
+            if isinstance(route, APIRoute) and route.include_in_schema:
+                roles = sorted(r.value for r in route_roles(route.dependant) or ())
+                for method in route.methods or ():
+                    roles_by_operation[(route.path_format, method.lower())] = roles
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
+        for (path, method), roles in roles_by_operation.items():
+            operation = schema["paths"][path][method]
+            operation["security"] = [{"bearer": []}]
+            operation["x-nexus-roles"] = roles
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(plane: ControlPlane) -> FastAPI:
@@ -74,8 +110,10 @@ def create_app(plane: ControlPlane) -> FastAPI:
     )
     app.state.control_plane = plane
     errors.install(app)
-    for module in (opa_protocol, usage, bundles, rollouts, approvals, fleet, events, metrics):
+    for module in ROUTERS:
         app.include_router(module.router)
+
+    _document_roles(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import Request
 
@@ -49,7 +50,20 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
         return principal
 
     dependency.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed))
+    dependency.roles = allowed  # type: ignore[attr-defined]
     return dependency
+
+
+def route_roles(dependant: Any) -> frozenset[Role] | None:
+    """The roles a route's ``require`` dependency admits (None: the route has none)."""
+    for sub in dependant.dependencies:
+        roles = getattr(sub.call, "roles", None)
+        if roles is not None:
+            return frozenset(roles)
+        nested = route_roles(sub)
+        if nested is not None:
+            return nested
+    return None
 
 
 def enforcer_identity(request: Request, principal: Principal, region: str | None) -> str:

@@ -81,6 +81,8 @@ async def get_bundle(
             return Response(status_code=304)
         served = await asyncio.to_thread(plane.served_revision, region, bundle)
 
+    if wait:
+        await asyncio.to_thread(plane.touch, enforcer, region)
     if served is None:
         raise ApiError(404, "no_bundle", f"no {bundle} revision is assigned to region {region}")
     headers = {

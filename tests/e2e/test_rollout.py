@@ -1,0 +1,370 @@
+"""Rollouts across three regions of real OPA enforcers (Envoy is not needed here)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nexus_control import rollout
+from nexus_control.bundle import BuiltBundle
+from nexus_control.client import ApiCallError, ControlPlaneClient
+from nexus_control.keys import KeyPaths, load_signing_key, public_pem
+from nexus_control.opa import Opa
+from nexus_control.tables import BundleRevision
+from nexus_control.tokens import Role, create_token
+from nexus_control.toolchain import find_envoy
+from nexus_dataplane.stack import EnforcerStack, StackOptions
+from tests.e2e.harness import KEY_ID, Environment, credentials_overlay, eventually, write_overlay
+
+pytestmark = [pytest.mark.opa]
+
+REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
+PER_REGION = 2
+SOAK_S = 1
+
+
+def fleet_file(path: Path) -> Path:
+    lines = [
+        "apiVersion: policy.nexus.ai/v1",
+        "kind: Fleet",
+        f"soakSeconds: {SOAK_S}",
+        "activationDeadlineSeconds: 30",
+        "staleAfterSeconds: 8",
+        "regions:",
+    ]
+    for region, jurisdiction, wave in REGIONS:
+        enforcers = ", ".join(f"{region}-{n}" for n in range(1, PER_REGION + 1))
+        lines += [
+            f"  - id: {region}",
+            f"    jurisdiction: {jurisdiction}",
+            f"    wave: {wave}",
+            f"    enforcers: [{enforcers}]",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class FleetEnvironment(Environment):
+    """Three regions in three waves, two OPA enforcers each."""
+
+    stacks: dict[str, EnforcerStack]
+
+    @property
+    def settings(self):  # type: ignore[no-untyped-def]
+        base = super().settings
+        return base.model_copy(update={"fleet_file": self.workdir / "fleet.yaml"})
+
+    def start(self) -> None:
+        from nexus_control.api.app import create_control_plane
+
+        fleet_file(self.workdir / "fleet.yaml")
+        self.plane = create_control_plane(self.settings, opa=self.opa)
+        with self.plane.db.session() as session:
+            for role in (Role.AUTHOR, Role.OPERATOR, Role.GATEWAY):
+                self.tokens[role.value], _ = create_token(
+                    session, name="alice" if role is Role.AUTHOR else role.value, role=role
+                )
+            self.tokens["approver"], _ = create_token(session, name="bob", role=Role.APPROVER)
+            self.tokens["author-approver"], _ = create_token(
+                session, name="alice", role=Role.APPROVER
+            )
+            for region, _, _ in REGIONS:
+                self.tokens[region], _ = create_token(
+                    session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
+                )
+        self.start_control_plane()
+        self.stacks = {}
+        for region, _, _ in REGIONS:
+            stack = EnforcerStack(
+                StackOptions(
+                    region=region,
+                    control_plane_url=self.url,
+                    token=self.tokens[region],
+                    key_id=KEY_ID,
+                    verification_key_pem=public_pem(load_signing_key(self.keys.signing)),
+                    workdir=self.workdir / "dataplane",
+                    opa_bin=self.opa.binary,
+                    envoy_bin=find_envoy(),
+                    with_envoy=False,
+                    long_poll_timeout_s=5,
+                ),
+                count=PER_REGION,
+            )
+            stack.start(wait_for_bundles=False)
+            self.stacks[region] = stack
+
+    def stop(self) -> None:
+        for stack in getattr(self, "stacks", {}).values():
+            stack.stop()
+        super().stop()
+
+    def api(self, token: str = "operator") -> ControlPlaneClient:
+        return ControlPlaneClient(self.url, self.tokens[token])
+
+    def status(self) -> dict[str, Any]:
+        with self.api() as api:
+            result: dict[str, Any] = api.get("/v1/rollouts/status")
+            return result
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        with self.api() as api:
+            result: dict[str, Any] = api.get(f"/v1/rollouts/{rollout_id}")
+            return result
+
+    def publish_rollout(self, built: BuiltBundle, *, approve: bool = True) -> dict[str, Any]:
+        with self.api("author") as api:
+            result: dict[str, Any] = api.publish(built.path.read_bytes())
+        if approve and result["rollout"]["state"] == "pending_approval":
+            with self.api("approver") as api:
+                api.post(f"/v1/rollouts/{result['rollout']['id']}/approve", {"comment": "ok"})
+        return result
+
+    def wait_state(self, rollout_id: int, *states: str, timeout_s: float = 45) -> dict[str, Any]:
+        try:
+            eventually(lambda: self.rollout(rollout_id)["state"] in states, timeout_s, 0.2)
+        except AssertionError:
+            detail = json.dumps(
+                {"rollout": self.rollout(rollout_id), "status": self.status()}, indent=1
+            )
+            raise AssertionError(
+                f"rollout {rollout_id} never reached {states}:\n{detail}"
+            ) from None
+        return self.rollout(rollout_id)
+
+    def desired(self) -> dict[str, str | None]:
+        return {r["region"]: r["desired"] for r in self.status()["regions"]}
+
+
+@pytest.fixture(scope="module")
+def fleet_env(
+    tmp_path_factory: pytest.TempPathFactory, opa: Opa, session_keys: KeyPaths
+) -> Iterator[FleetEnvironment]:
+    workdir = tmp_path_factory.mktemp("rollout")
+    env = FleetEnvironment(
+        workdir=workdir,
+        keys=session_keys,
+        opa=opa,
+        database_url=f"sqlite:///{workdir / 'cp.db'}",
+        plain=credentials_overlay(workdir / "credentials"),
+    )
+    env.start()
+    first = env.publish_rollout(env.build())
+    env.wait_state(first["rollout"]["id"], "completed")
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+_NARROWINGS = iter(range(1, 100))
+
+
+def narrowing(env: FleetEnvironment, tag: str) -> BuiltBundle:
+    """A routine change: chat history is kept a little shorter each time (narrows access).
+
+    Every call gives a new revision (revisions are content addresses: a comment
+    would not change one).
+    """
+    from tests.e2e.harness import GATEWAY
+
+    days = 365 - next(_NARROWINGS)
+    text = (GATEWAY / "retention.yaml").read_text()
+    text = text.replace(
+        "  - dataClass: chat-history\n    days: 365",
+        f"  - dataClass: chat-history\n    days: {days}",
+    )
+    assert f"days: {days}" in text, tag
+    return env.build(**{"retention.yaml": text})
+
+
+def events(env: FleetEnvironment, rollout_id: int) -> list[dict[str, Any]]:
+    history: list[dict[str, Any]] = env.rollout(rollout_id)["history"]
+    return history
+
+
+def test_a_good_revision_rolls_wave_by_wave(fleet_env: FleetEnvironment) -> None:
+    published = fleet_env.publish_rollout(narrowing(fleet_env, "good"))
+    assert published["rollout"]["needs_approval"] is False, (
+        "a narrowing change needs no second person"
+    )
+    done = fleet_env.wait_state(published["rollout"]["id"], "completed")
+    history = done["history"]
+    started = {e["region"]: i for i, e in enumerate(history) if e["action"] == "wave_started"}
+    converged = [i for i, e in enumerate(history) if e["action"] == "wave_converged"]
+    assert list(started) == ["eu-west-1", "eu-central-1", "us-east-1"]
+    assert len(converged) == 3
+    assert converged[0] < started["eu-central-1"] < converged[1] < started["us-east-1"]
+    times = [datetime.fromisoformat(e["at"]) for e in history]
+    soak = times[started["eu-central-1"]] - times[converged[0]]
+    assert soak.total_seconds() >= SOAK_S
+    for region in fleet_env.status()["regions"]:
+        assert region["desired"] == region["last_good"] == published["revision"]
+        assert {e["state"] for e in region["enforcers"]} == {"active"}
+
+
+def bad_archive(good: bytes, keys: KeyPaths, opa: Opa) -> tuple[str, bytes]:
+    """A correctly signed revision OPA refuses to activate: its roots overlap the state bundle's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "stage"
+        with tarfile.open(fileobj=io.BytesIO(good), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                handle = tar.extractfile(member)
+                name = member.name.lstrip("/")
+                if handle is None or name == ".signatures.json":
+                    continue
+                target = stage / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(handle.read())
+        manifest = json.loads((stage / ".manifest").read_text())
+        revision = uuid.uuid4().hex * 2
+        manifest.update({"revision": revision, "roots": [*manifest["roots"], "nexus_state"]})
+        (stage / ".manifest").write_text(json.dumps(manifest))
+        out = Path(tmp) / "bad.tar.gz"
+        opa.build_signed(stage, out, signing_key=keys.signing, key_id=KEY_ID)
+        return revision, out.read_bytes()
+
+
+def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
+    fleet_env: FleetEnvironment, session_keys: KeyPaths, opa: Opa
+) -> None:
+    assert fleet_env.plane is not None
+    before = fleet_env.desired()
+    good = before["eu-west-1"]
+    assert good is not None
+    with fleet_env.plane.db.session() as session:
+        row = session.get(BundleRevision, good)
+        assert row is not None
+        revision, archive = bad_archive(row.archive, session_keys, opa)
+        session.add(
+            BundleRevision(
+                revision=revision,
+                bundle="gateway",
+                archive=archive,
+                sha256="0" * 64,
+                size=len(archive),
+                manifest={"revision": revision},
+                config=row.config,
+                git_commit=None,
+                author="alice",
+                published_at=datetime.now(UTC),
+            )
+        )
+        session.flush()
+        opened, changed = rollout.start(
+            session, fleet_env.plane.fleet, revision, author="alice", diff={}, needs_approval=False
+        )
+        rollout_id = opened.id
+    fleet_env.plane.notifier.notify(f"{r}/nexus" for r in changed)
+
+    halted = fleet_env.wait_state(rollout_id, "halted")
+    assert "activation failed" in (halted["reason"] or "")
+    assert fleet_env.desired() == before, "the canary is back on its last good revision"
+    touched = {e["region"] for e in halted["history"] if e["action"] == "wave_started"}
+    assert touched == {"eu-west-1"}, "no other region ever received the bad revision"
+    for region in fleet_env.status()["regions"]:
+        for enforcer in region["enforcers"]:
+            assert enforcer["active_revision"] == before[region["region"]]
+    for stack_region in ("eu-central-1", "us-east-1"):
+        for enforcer in fleet_env.stacks[stack_region].enforcers:
+            held = httpx.get(f"{enforcer.opa_url}/v1/data/system/bundles", timeout=5).json()
+            assert revision not in json.dumps(held)
+
+
+def test_a_killed_enforcer_blocks_promotion_until_it_returns(fleet_env: FleetEnvironment) -> None:
+    stack = fleet_env.stacks["eu-west-1"]
+    victim = stack.enforcers[1]
+    victim.opa.kill()
+    published = fleet_env.publish_rollout(narrowing(fleet_env, "blocked"))
+    rollout_id = published["rollout"]["id"]
+    eventually(lambda: fleet_env.desired()["eu-west-1"] == published["revision"])
+    import time
+
+    time.sleep(SOAK_S + 3)
+    current = fleet_env.rollout(rollout_id)
+    assert current["state"] == "rolling", json.dumps(current, indent=1)
+    assert current["wave"] == 0
+    assert fleet_env.desired()["eu-central-1"] != published["revision"]
+    stack.restart_opa(victim, wait_for_bundles=False)
+    fleet_env.wait_state(rollout_id, "completed")
+
+
+def test_a_removed_enforcer_no_longer_blocks(fleet_env: FleetEnvironment) -> None:
+    stack = fleet_env.stacks["eu-central-1"]
+    victim = stack.enforcers[1]
+    victim.opa.kill()
+    published = fleet_env.publish_rollout(narrowing(fleet_env, "removed"))
+    rollout_id = published["rollout"]["id"]
+    eventually(lambda: fleet_env.desired()["eu-central-1"] == published["revision"], 30)
+    import time
+
+    time.sleep(SOAK_S + 2)
+    assert fleet_env.rollout(rollout_id)["wave"] == 1
+    with fleet_env.api() as api:
+        api._call("DELETE", f"/v1/fleet/{victim.id}")
+    fleet_env.wait_state(rollout_id, "completed")
+    stack.restart_opa(victim, wait_for_bundles=False)
+
+
+def test_a_widening_change_waits_for_a_second_approver(fleet_env: FleetEnvironment) -> None:
+    overlay = fleet_env.workdir / "widen"
+    overlay.mkdir()
+    write_overlay(overlay, fleet_env.plain, {"acme-chat": ("dpo",)})
+    before = fleet_env.desired()
+    published = fleet_env.publish_rollout(fleet_env.build(overlay=overlay), approve=False)
+    rollout_id = published["rollout"]["id"]
+    assert published["rollout"]["state"] == "pending_approval"
+    assert any(c["effect"] == "widens" for c in published["diff"]["changes"])
+    import time
+
+    time.sleep(1.0)
+    assert fleet_env.desired() == before, "nothing moves before the approval"
+    with fleet_env.api("author-approver") as api, pytest.raises(ApiCallError) as refused:
+        api.post(f"/v1/rollouts/{rollout_id}/approve", {})
+    assert refused.value.status == 403
+    assert "author" in refused.value.message
+    assert fleet_env.rollout(rollout_id)["state"] == "pending_approval"
+    with fleet_env.api("approver") as api:
+        api.post(f"/v1/rollouts/{rollout_id}/approve", {"comment": "reviewed"})
+    done = fleet_env.wait_state(rollout_id, "completed")
+    approved = [e for e in done["history"] if e["action"] == "approved"]
+    assert approved[0]["actor"] == "bob"
+
+
+def test_bad_requests_change_nothing(fleet_env: FleetEnvironment) -> None:
+    before = fleet_env.status()
+    with fleet_env.api() as api:
+        for path, status in (
+            ("/v1/rollouts/999999/promote", 404),
+            ("/v1/rollouts/999999/rollback", 404),
+            ("/v1/rollouts/1/rollback", 409),  # revision 1 runs nowhere any more
+            ("/v1/rollouts/1/resume", 409),
+        ):
+            with pytest.raises(ApiCallError) as info:
+                api.post(path, {})
+            assert info.value.status == status, path
+    assert fleet_env.status() == before
+
+
+def test_operator_rolls_back_and_pauses(fleet_env: FleetEnvironment) -> None:
+    previous = fleet_env.desired()["eu-west-1"]
+    published = fleet_env.publish_rollout(narrowing(fleet_env, "manual"))
+    rollout_id = published["rollout"]["id"]
+    eventually(lambda: fleet_env.desired()["eu-west-1"] == published["revision"])
+    with fleet_env.api() as api:
+        paused = api.post(f"/v1/rollouts/{rollout_id}/pause", {"reason": "looking at dashboards"})
+        assert paused["state"] == "paused"
+        back = api.post(f"/v1/rollouts/{rollout_id}/rollback", {"reason": "not today"})
+        assert back["state"] == "rolled_back"
+    assert fleet_env.desired()["eu-west-1"] == previous
+    actions = [e["action"] for e in events(fleet_env, rollout_id)]
+    assert actions.index("paused") < actions.index("rolled_back")
