@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nexus_control import cli_service
+from nexus_control import cli_rollout, cli_service
 from nexus_control.bundle import BuildError, BuildOptions, build_bundle, read_bundle
 from nexus_control.compiler import compile_data
 from nexus_control.diff import Effect, PolicyDiff, diff_configs
@@ -48,6 +48,9 @@ app.add_typer(dataplane_cli.app, name="dataplane")
 app.command("serve")(cli_service.serve)
 app.command("publish")(cli_service.publish)
 app.command("fleet")(cli_service.fleet_cmd)
+app.add_typer(cli_rollout.rollout_app, name="rollout")
+for _verb in ("approve", "promote", "pause", "resume", "rollback"):
+    app.command(_verb)(getattr(cli_rollout, _verb))
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -62,6 +62,9 @@ class ControlPlaneClient:
     def post(self, path: str, body: Any = None) -> Any:
         return self._call("POST", path, json=body)
 
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path)
+
     def publish(self, archive: bytes) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/v1/bundles", content=archive, headers={"content-type": "application/gzip"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -30,14 +31,24 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from nexus_control import rollout as rollout_engine
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.approval import issue_approval
-from nexus_control.bundle import BuildOptions, build_bundle
+from nexus_control.bundle import (
+    DATA_PATH,
+    BuildOptions,
+    BuiltBundle,
+    build_bundle,
+    canonical_json,
+    read_bundle_bytes,
+)
 from nexus_control.client import ControlPlaneClient
-from nexus_control.keys import init_keys, load_approval_key, load_signing_key, public_pem
+from nexus_control.keys import KeyPaths, init_keys, load_approval_key, load_signing_key, public_pem
 from nexus_control.opa import Opa
 from nexus_control.server import ServerThread
+from nexus_control.service import ControlPlane
 from nexus_control.settings import ControlSettings
+from nexus_control.tables import BundleRevision
 from nexus_control.tokens import Role, create_token
 from nexus_control.toolchain import find_envoy, find_opa
 from nexus_dataplane.process import free_port
@@ -516,6 +527,210 @@ def _table(outcomes: list[Outcome]) -> Table:
     return table
 
 
+def unactivatable_revision(good: bytes, opa: Opa, signing_key: Path) -> tuple[str, bytes]:
+    """A correctly signed revision that OPA will refuse to activate.
+
+    Its manifest also claims ``nexus_state``, the state bundle's root; OPA
+    refuses overlapping roots when it activates. The control plane's publish
+    check refuses such a manifest, so the demo and the tests store it directly,
+    standing in for a revision that passed every check and still fails in the
+    field.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "stage"
+        contents = read_bundle_bytes(good)
+        for name, module in contents.modules.items():
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).write_bytes(module)
+        (stage / "nexus" / "config").mkdir(parents=True, exist_ok=True)
+        (stage / DATA_PATH).write_bytes(canonical_json(contents.data["nexus"]["config"]))
+        revision = hashlib.sha256(good + b"unactivatable").hexdigest()
+        manifest = {
+            **contents.manifest,
+            "revision": revision,
+            "roots": [*contents.manifest["roots"], "nexus_state"],
+        }
+        (stage / ".manifest").write_bytes(canonical_json(manifest))
+        out = Path(tmp) / "bad.tar.gz"
+        opa.build_signed(stage, out, signing_key=signing_key, key_id=KEY_ID)
+        return revision, out.read_bytes()
+
+
+DEMO_REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
+DEMO_SOAK_S = 1
+
+
+def _fleet_file(path: Path) -> Path:
+    lines = [
+        "apiVersion: policy.nexus.ai/v1",
+        "kind: Fleet",
+        f"soakSeconds: {DEMO_SOAK_S}",
+        "activationDeadlineSeconds: 30",
+        "staleAfterSeconds: 20",
+        "regions:",
+    ]
+    for region, jurisdiction, wave in DEMO_REGIONS:
+        lines += [
+            f"  - id: {region}",
+            f"    jurisdiction: {jurisdiction}",
+            f"    wave: {wave}",
+            f"    enforcers: [{region}-1]",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class DemoRun:
+    """The demo's moving parts, started in order and stopped in reverse."""
+
+    out: Console
+    settings: ControlSettings
+    opa: Opa
+    keys: KeyPaths
+    server: ServerThread | None = None
+    plane: ControlPlane | None = None
+    stacks: list[EnforcerStack] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def api(self, role: str) -> ControlPlaneClient:
+        assert self.server is not None
+        return ControlPlaneClient(self.server.url, self.tokens[role])
+
+    def start(self) -> None:
+        self.plane = create_control_plane(self.settings, opa=self.opa)
+        with self.plane.db.session() as session:
+            for role, name in (
+                (Role.AUTHOR, "alice"),
+                (Role.APPROVER, "bob"),
+                (Role.OPERATOR, "olivia"),
+                (Role.GATEWAY, "gateway"),
+            ):
+                self.tokens[role.value], _ = create_token(session, name=name, role=role)
+            for region, _, _ in DEMO_REGIONS:
+                self.tokens[region], _ = create_token(
+                    session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
+                )
+        self.server = ServerThread(create_app(self.plane), "127.0.0.1", free_port())
+        self.server.start()
+        pem = public_pem(load_signing_key(self.keys.signing))
+        for region, _, wave in DEMO_REGIONS:
+            stack = EnforcerStack(
+                StackOptions(
+                    region=region,
+                    control_plane_url=self.server.url,
+                    token=self.tokens[region],
+                    key_id=KEY_ID,
+                    verification_key_pem=pem,
+                    workdir=WORKDIR / "dataplane",
+                    opa_bin=self.opa.binary,
+                    envoy_bin=find_envoy(),
+                    with_envoy=wave == 0,
+                    long_poll_timeout_s=10,
+                ),
+                count=1,
+            )
+            stack.start(wait_for_bundles=False)
+            self.stacks.append(stack)
+
+    def stop(self) -> None:
+        for stack in self.stacks:
+            stack.stop()
+        if self.server is not None:
+            self.server.stop()
+        if self.plane is not None:
+            self.plane.close()
+
+    def publish(self, built: BuiltBundle) -> dict[str, Any]:
+        with self.api("author") as api:
+            published: dict[str, Any] = api.publish(built.path.read_bytes())
+        rollout = published["rollout"]
+        widening = [c for c in published["diff"]["changes"] if c["effect"] == "widens"]
+        self.out.print(
+            f"  alice published {published['revision'][:12]}: "
+            f"{len(published['diff']['changes'])} change(s), {len(widening)} widening access"
+        )
+        if rollout["state"] == "pending_approval":
+            with self.api("approver") as api:
+                api.post(f"/v1/rollouts/{rollout['id']}/approve", {"comment": "reviewed"})
+            self.out.print("  it widens access, so it waited for a second person: bob approved it")
+        return published
+
+    def follow(self, rollout_id: int, timeout_s: float = 60) -> dict[str, Any]:
+        """Print the rollout's status each time it moves, until it ends."""
+        from nexus_control.cli_rollout import status_view
+
+        seen: tuple[str, int] | None = None
+        deadline = time.monotonic() + timeout_s
+        with self.api("operator") as api:
+            while time.monotonic() < deadline:
+                status = api.get("/v1/rollouts/status")
+                current = status["rollout"]
+                key = (current["state"], current["wave"])
+                if key != seen:
+                    self.out.print(status_view(status))
+                    seen = key
+                if current["id"] == rollout_id and current["state"] in (
+                    "completed",
+                    "halted",
+                    "rolled_back",
+                ):
+                    result: dict[str, Any] = api.get(f"/v1/rollouts/{rollout_id}")
+                    return result
+                time.sleep(0.2)
+        raise RuntimeError(f"rollout {rollout_id} did not finish in {timeout_s:.0f} s")
+
+    def inject_unactivatable(self, good_revision: str) -> int:
+        assert self.plane is not None
+        with self.plane.db.session() as session:
+            row = session.get(BundleRevision, good_revision)
+            assert row is not None
+            revision, archive = unactivatable_revision(row.archive, self.opa, self.keys.signing)
+            session.add(
+                BundleRevision(
+                    revision=revision,
+                    bundle="gateway",
+                    archive=archive,
+                    sha256=hashlib.sha256(archive).hexdigest(),
+                    size=len(archive),
+                    manifest={"revision": revision},
+                    config=row.config,
+                    git_commit=None,
+                    author="alice",
+                    published_at=datetime.now(UTC),
+                )
+            )
+            session.flush()
+            opened, changed = rollout_engine.start(
+                session,
+                self.plane.fleet,
+                revision,
+                author="alice",
+                diff={},
+                needs_approval=False,
+            )
+            rollout_id = opened.id
+        self.plane.notifier.notify(f"{region}/nexus" for region in changed)
+        return rollout_id
+
+
+def _narrower(days: int) -> Path:
+    """The example bundle with chat history kept ``days`` instead of 365 (a routine change)."""
+    target = WORKDIR / f"gateway-{days}"
+    shutil.copytree(BUNDLE_DIR, target)
+    (target / "bundle.yaml").write_text(
+        (target / "bundle.yaml").read_text().replace("../../rego", str(Path("rego").resolve()))
+    )
+    retention = target / "retention.yaml"
+    retention.write_text(
+        retention.read_text().replace(
+            "  - dataClass: chat-history\n    days: 365",
+            f"  - dataClass: chat-history\n    days: {days}",
+        )
+    )
+    return target
+
+
 def run_demo(out: Console, err: Console) -> int:
     started = time.monotonic()
     if not out.is_terminal:
@@ -525,91 +740,76 @@ def run_demo(out: Console, err: Console) -> int:
     WORKDIR.mkdir(parents=True)
     settings = ControlSettings(
         database_url=f"sqlite:///{WORKDIR / 'control.db'}",
-        regions=[REGION],
+        fleet_file=_fleet_file(WORKDIR / "fleet.yaml"),
         dist_dir=WORKDIR / "dist",
     )
     keys = init_keys(settings.keys_dir)
+    plain = _credentials(WORKDIR / "credentials")
     out.print(
         f"[bold]1[/bold] keys in {settings.keys_dir}; "
-        "demo API keys generated (hashes only in the bundle)"
+        "demo API keys generated (only their hashes go into the bundle)"
     )
-    plain = _credentials(WORKDIR / "credentials")
-
     opa = Opa(find_opa(settings))
-    built = build_bundle(
-        BUNDLE_DIR,
-        opa,
-        BuildOptions(keys.signing, KEY_ID, keys.approval, settings.dist_dir),
-        overlays=[WORKDIR / "credentials"],
-    )
+    options = BuildOptions(keys.signing, KEY_ID, keys.approval, settings.dist_dir)
+    built = build_bundle(BUNDLE_DIR, opa, options, overlays=[WORKDIR / "credentials"])
     out.print(
         f"[bold]2[/bold] built {built.path.name}: {built.tests_run} Rego tests passed, "
         f"signed ({KEY_ID})"
     )
-
-    plane = create_control_plane(settings)
-    with plane.db.session() as session:
-        author, _ = create_token(session, name="demo-author", role=Role.AUTHOR)
-        approver, _ = create_token(session, name="demo-approver", role=Role.APPROVER)
-        enforcer_token, _ = create_token(
-            session, name=f"{REGION}-enforcers", role=Role.ENFORCER, region=REGION
-        )
-        gateway_token, _ = create_token(session, name="demo-gateway", role=Role.GATEWAY)
-    server = ServerThread(create_app(plane), "127.0.0.1", free_port())
-    server.start()
-    stack: EnforcerStack | None = None
+    run = DemoRun(out, settings, opa, keys)
     try:
-        with ControlPlaneClient(server.url, author) as api:
-            published = api.publish(built.path.read_bytes())
-        if published["rollout"]["state"] == "pending_approval":
-            with ControlPlaneClient(server.url, approver) as api:
-                api.post(
-                    f"/v1/rollouts/{published['rollout']['id']}/approve",
-                    {"comment": "first publication: everything is new"},
-                )
-            out.print("  the change widens access: a second person (demo-approver) approved it")
+        run.start()
+        assert run.server is not None
         out.print(
-            f"[bold]3[/bold] control plane on {server.url}; "
-            f"published revision {published['revision'][:12]}"
+            f"[bold]3[/bold] control plane on {run.server.url}; enforcers: "
+            + ", ".join(
+                f"{s.enforcers[0].id}{' (Envoy + OPA)' if s.options.with_envoy else ' (OPA)'}"
+                for s in run.stacks
+            )
         )
-
-        stack = EnforcerStack(
-            StackOptions(
-                region=REGION,
-                control_plane_url=server.url,
-                token=enforcer_token,
-                key_id=KEY_ID,
-                verification_key_pem=public_pem(load_signing_key(keys.signing)),
-                workdir=WORKDIR / "dataplane",
-                opa_bin=opa.binary,
-                envoy_bin=find_envoy(),
-            ),
-            count=1,
-        )
-        stack.start(wait_for_bundles=True)
-        enforcer = stack.enforcers[0]
-        out.print(
-            f"[bold]4[/bold] enforcer {enforcer.id}: Envoy {enforcer.gateway_url} → "
-            "OPA (ext_authz gRPC), both bundles active"
-        )
-
-        demo = Demo(out, enforcer.gateway_url, plain, keys.approval)
+        out.print("[bold]4[/bold] first publication, rolled out wave by wave")
+        first = run.publish(built)
+        run.follow(first["rollout"]["id"])
+        gateway = run.stacks[0].enforcers[0].gateway_url
+        out.print(f"[bold]5[/bold] gateway requests through Envoy {gateway} in {REGION}")
+        demo = Demo(out, gateway, plain, keys.approval)
         _scenarios(demo)
         with httpx.Client(
-            base_url=server.url, headers={"authorization": f"Bearer {gateway_token}"}, timeout=10
+            base_url=run.server.url,
+            headers={"authorization": f"Bearer {run.tokens['gateway']}"},
+            timeout=10,
         ) as usage:
             notes = _budgets(demo, usage)
         out.print(_table(demo.outcomes))
         for note in notes:
             out.print(f"  • {note}")
-        failed = [o for o in demo.outcomes if not o.ok]
+
         out.print(
-            f"{len(demo.outcomes) - len(failed)}/{len(demo.outcomes)} decisions as expected "
-            f"in {time.monotonic() - started:.1f} s"
+            "[bold]6[/bold] a routine change (chat history kept 300 days): no approval needed"
         )
-        return 1 if failed else 0
+        routine = build_bundle(_narrower(300), opa, options, overlays=[WORKDIR / "credentials"])
+        second = run.publish(routine)
+        run.follow(second["rollout"]["id"])
+        out.print(
+            "[bold]7[/bold] a revision OPA refuses to activate "
+            "(simulated: its manifest claims the state bundle's root)"
+        )
+        bad = run.inject_unactivatable(second["revision"])
+        halted = run.follow(bad)
+        reached = {e["region"] for e in halted["history"] if e["action"] == "wave_started"}
+        out.print(
+            f"  {halted['state']}: {halted['reason']}\n"
+            f"  regions that ever received it: {', '.join(sorted(reached))}; "
+            "all run their last good revision again"
+        )
+
+        failed = [o for o in demo.outcomes if not o.ok]
+        healthy = halted["state"] == "halted" and reached == {REGION}
+        out.print(
+            f"{len(demo.outcomes) - len(failed)}/{len(demo.outcomes)} decisions as expected; "
+            f"bad revision {'contained in the canary' if healthy else 'NOT contained'}; "
+            f"{time.monotonic() - started:.1f} s"
+        )
+        return 1 if failed or not healthy else 0
     finally:
-        if stack is not None:
-            stack.stop()
-        server.stop()
-        plane.close()
+        run.stop()

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-import tempfile
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +14,7 @@ import pytest
 from nexus_control import rollout
 from nexus_control.bundle import BuiltBundle
 from nexus_control.client import ApiCallError, ControlPlaneClient
+from nexus_control.demo import unactivatable_revision
 from nexus_control.keys import KeyPaths, load_signing_key, public_pem
 from nexus_control.opa import Opa
 from nexus_control.tables import BundleRevision
@@ -212,28 +209,6 @@ def test_a_good_revision_rolls_wave_by_wave(fleet_env: FleetEnvironment) -> None
         assert {e["state"] for e in region["enforcers"]} == {"active"}
 
 
-def bad_archive(good: bytes, keys: KeyPaths, opa: Opa) -> tuple[str, bytes]:
-    """A correctly signed revision OPA refuses to activate: its roots overlap the state bundle's."""
-    with tempfile.TemporaryDirectory() as tmp:
-        stage = Path(tmp) / "stage"
-        with tarfile.open(fileobj=io.BytesIO(good), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                handle = tar.extractfile(member)
-                name = member.name.lstrip("/")
-                if handle is None or name == ".signatures.json":
-                    continue
-                target = stage / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(handle.read())
-        manifest = json.loads((stage / ".manifest").read_text())
-        revision = uuid.uuid4().hex * 2
-        manifest.update({"revision": revision, "roots": [*manifest["roots"], "nexus_state"]})
-        (stage / ".manifest").write_text(json.dumps(manifest))
-        out = Path(tmp) / "bad.tar.gz"
-        opa.build_signed(stage, out, signing_key=keys.signing, key_id=KEY_ID)
-        return revision, out.read_bytes()
-
-
 def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
     fleet_env: FleetEnvironment, session_keys: KeyPaths, opa: Opa
 ) -> None:
@@ -244,7 +219,7 @@ def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
     with fleet_env.plane.db.session() as session:
         row = session.get(BundleRevision, good)
         assert row is not None
-        revision, archive = bad_archive(row.archive, session_keys, opa)
+        revision, archive = unactivatable_revision(row.archive, opa, session_keys.signing)
         session.add(
             BundleRevision(
                 revision=revision,
@@ -310,7 +285,7 @@ def test_a_removed_enforcer_no_longer_blocks(fleet_env: FleetEnvironment) -> Non
     time.sleep(SOAK_S + 2)
     assert fleet_env.rollout(rollout_id)["wave"] == 1
     with fleet_env.api() as api:
-        api._call("DELETE", f"/v1/fleet/{victim.id}")
+        api.delete(f"/v1/fleet/{victim.id}")
     fleet_env.wait_state(rollout_id, "completed")
     stack.restart_opa(victim, wait_for_bundles=False)
 
@@ -340,8 +315,16 @@ def test_a_widening_change_waits_for_a_second_approver(fleet_env: FleetEnvironme
     assert approved[0]["actor"] == "bob"
 
 
+def targets(env: FleetEnvironment) -> dict[str, Any]:
+    status = env.status()
+    return {
+        "rollout": status["rollout"],
+        "regions": [(r["region"], r["desired"], r["last_good"]) for r in status["regions"]],
+    }
+
+
 def test_bad_requests_change_nothing(fleet_env: FleetEnvironment) -> None:
-    before = fleet_env.status()
+    before = targets(fleet_env)
     with fleet_env.api() as api:
         for path, status in (
             ("/v1/rollouts/999999/promote", 404),
@@ -352,7 +335,7 @@ def test_bad_requests_change_nothing(fleet_env: FleetEnvironment) -> None:
             with pytest.raises(ApiCallError) as info:
                 api.post(path, {})
             assert info.value.status == status, path
-    assert fleet_env.status() == before
+    assert targets(fleet_env) == before
 
 
 def test_operator_rolls_back_and_pauses(fleet_env: FleetEnvironment) -> None:
