@@ -1,0 +1,96 @@
+"""Approval tokens: the control plane's argument digest equals the one the real OPA computes."""
+
+from __future__ import annotations
+
+import json
+from subprocess import run
+from typing import Any
+
+import jwt
+import pytest
+
+from nexus_control.approval import (
+    ApprovalError,
+    arguments_digest,
+    canonical_arguments,
+    issue_approval,
+)
+from nexus_control.keys import KeyPaths, load_approval_key
+from nexus_control.opa import Opa
+
+pytestmark = pytest.mark.opa
+
+ARGUMENTS: list[dict[str, Any]] = [
+    {"paymentId": "pay_1", "amountCents": 1999, "currency": "EUR"},
+    {"source": "print('<&>')", "language": "python", "timeoutSeconds": 5},
+    {"nested": {"b": [1, 2, {"z": None, "a": True}], "a": "é ü ß 中文 😀"}, "empty": {}},
+    {"line": "a\u2028b\u2029c", "tab": "x\ty\nz", "quote": 'say "hi" \\ bye', "ctl": "\x01\x1f"},
+    {"big": 12345678901234567, "neg": -42, "zero": 0, "list": []},
+]
+
+
+@pytest.mark.parametrize("arguments", ARGUMENTS)
+def test_digest_matches_opa_json_marshal(opa: Opa, arguments: dict[str, Any]) -> None:
+    result = run(
+        [str(opa.binary), "eval", "--format", "raw", "--stdin-input", "json.marshal(input)"],
+        input=json.dumps(arguments),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert canonical_arguments(arguments) == result.stdout.strip().encode()
+    digest = run(
+        [
+            str(opa.binary),
+            "eval",
+            "--format",
+            "raw",
+            "--stdin-input",
+            "crypto.sha256(json.marshal(input))",
+        ],
+        input=json.dumps(arguments),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert arguments_digest(arguments) == digest.stdout.strip()
+
+
+def test_token_carries_the_bound_claims(session_keys: KeyPaths) -> None:
+    key = load_approval_key(session_keys.approval)
+    approval = issue_approval(
+        key,
+        tenant="acme",
+        tool="payment-refund",
+        arguments=ARGUMENTS[0],
+        approver="bob",
+        subject="service:support-agent",
+        ttl_s=60,
+        now=1_700_000_000,
+    )
+    claims = jwt.decode(
+        approval.token,
+        key.public_key(),
+        algorithms=["ES256"],
+        audience="nexus-gateway",
+        options={"verify_exp": False},
+    )
+    assert claims["tenant"] == "acme"
+    assert claims["tool"] == "payment-refund"
+    assert claims["args_sha256"] == arguments_digest(ARGUMENTS[0])
+    assert claims["exp"] - claims["iat"] == 60
+    assert claims["subject"] == "service:support-agent"
+    assert jwt.get_unverified_header(approval.token)["alg"] == "ES256"
+
+
+@pytest.mark.parametrize("ttl", [0, 3601])
+def test_ttl_is_bounded(session_keys: KeyPaths, ttl: int) -> None:
+    with pytest.raises(ApprovalError):
+        issue_approval(
+            load_approval_key(session_keys.approval),
+            tenant="a",
+            tool="t",
+            arguments={},
+            approver="b",
+            ttl_s=ttl,
+        )
