@@ -15,6 +15,7 @@ from nexus_control.policyset import PolicySet
 from nexus_control.spec import Flag
 
 BASIS_POINTS = 10_000
+SLOTS = 16**8
 APPROVAL_ISSUER = "nexus-control-plane"
 APPROVAL_AUDIENCE = "nexus-gateway"
 
@@ -138,18 +139,37 @@ def _retention(policy: PolicySet) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def slot_bound(basis_points: int) -> str:
+    """The slot (first 8 hex digits of a SHA-256) at ``basis_points``/10000 of the way.
+
+    Slots compare as strings; "g" sorts after every slot, so it closes the
+    last range and stands for 100 %.
+    """
+    if basis_points >= BASIS_POINTS:
+        return "g"
+    return format(basis_points * SLOTS // BASIS_POINTS, "08x")
+
+
 def _flag(flag: Flag) -> dict[str, Any]:
     variants = []
     lower = 0
     for variant in flag.variants:
         upper = lower + variant.weight * (BASIS_POINTS // 100)
         if upper > lower:
-            variants.append({"name": variant.name, "lower": lower, "upper": upper})
+            variants.append(
+                {
+                    "name": variant.name,
+                    "weight": variant.weight,
+                    "from": slot_bound(lower),
+                    "to": slot_bound(upper),
+                }
+            )
         lower = upper
     return {
         "id": flag.id,
         "baseline": flag.baseline,
         "canary_percent": flag.canary_percent,
+        "canary_below": slot_bound(flag.canary_percent * (BASIS_POINTS // 100)),
         "sticky": flag.sticky,
         "kill_switch": flag.kill_switch,
         "variants": variants,

@@ -391,7 +391,7 @@ def _rollouts(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
 
 
 def _weights(flag: dict[str, Any]) -> dict[str, int]:
-    return {v["name"]: (v["upper"] - v["lower"]) // 100 for v in flag.get("variants", [])}
+    return {v["name"]: int(v.get("weight", 0)) for v in flag.get("variants", [])}
 
 
 def _fmt_weights(weights: dict[str, int]) -> str:

@@ -50,8 +50,13 @@ test_model_outside_the_plan_is_403 if {
 }
 
 test_entitlement_is_checked_after_rollout_routing if {
-	# globex is in the chat-default canary and is routed to gpt-4.1
-	chat_reasons("globex", {"x-nexus-model": "chat-default"}) == {[
+	# with everyone in the canary, globex's variant slot picks gpt-4.1
+	req := fx.http_request("POST", "/v1/chat/completions", object.union(
+		fx.api_key_headers("globex", "unused"),
+		{"x-nexus-model": "chat-default"},
+	))
+	rs := models.deny with input as req with data.nexus.config as fx.everyone_in_canary
+	{[r.rule, r.status, r.message] | some r in rs} == {[
 		"nexus.models.model_not_entitled", 403,
 		`plan "team" of tenant "globex" does not include model "gpt-4.1"`,
 	]}

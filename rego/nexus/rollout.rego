@@ -10,22 +10,11 @@ import data.nexus.identity
 import data.nexus.reason
 import data.nexus.request
 
-hex_values := {
-	"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7,
-	"8": 8, "9": 9, "a": 10, "b": 11, "c": 12, "d": 13, "e": 14, "f": 15,
-}
-
-# Rego has no pow(): these are 16^7 down to 16^0, the place values of the
-# first eight hex digits of the digest.
-hex_place_values := [268435456, 16777216, 1048576, 65536, 4096, 256, 16, 1]
-
-bucket(key) := prefix % 10000 if {
-	digest := crypto.sha256(key)
-	prefix := sum([value |
-		some i, place in hex_place_values
-		value := hex_values[substring(digest, i, 1)] * place
-	])
-}
+# A key's slot is the first eight hex digits of its SHA-256: a point in
+# [0, 2^32) written so that comparing strings compares numbers. The compiler
+# turns percentages and weights into slot bounds, so a request costs one hash
+# and a few string comparisons, no arithmetic.
+slot(key) := substring(crypto.sha256(key), 0, 8)
 
 # Without an x-nexus-subject, the caller is the only stable subject there
 # is; falling back to it keeps a subject-sticky flag sticky.
@@ -37,20 +26,19 @@ sticky_value(flag) := subject if {
 	flag.sticky == "subject"
 } else := request.tenant
 
-# bucket() is always in [0, 10000), so a flag at 0 % or 100 % needs no hash:
-# the outcome is the one the README's comparison gives, only cheaper.
-in_canary(flag, _) if flag.canary_percent >= 100
+# A flag at 100 % needs no hash: every slot is below "g".
+in_canary(flag, _) if flag.canary_below == "g"
 
 in_canary(flag, key) if {
-	flag.canary_percent < 100
-	bucket(concat("", [flag.id, ":", key])) < flag.canary_percent * 100
+	flag.canary_below != "g"
+	slot(concat("", [flag.id, ":", key])) < flag.canary_below
 }
 
 canary_variant(flag, key) := variant.name if {
-	slot := bucket(concat("", [flag.id, ":variant:", key]))
+	position := slot(concat("", [flag.id, ":variant:", key]))
 	some variant in flag.variants
-	variant.lower <= slot
-	slot < variant.upper
+	variant.from <= position
+	position < variant.to
 }
 
 choice(flag) := flag.baseline if {

@@ -19,41 +19,32 @@ resolved(req) := {"version": v, "reasons": {[r.rule, r.message] | some r in rs}}
 	rs := rollout.deny with input as req with data.nexus.config as fx.config
 }
 
-# Expected values computed outside OPA:
-# int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10000
-test_bucket_matches_reference_values if {
-	rollout.bucket("") == 2610
-	rollout.bucket("abc") == 2319
-	rollout.bucket("chat-default-2026-11:acme") == 8890
-	rollout.bucket("chat-default-2026-11:variant:acme") == 6455
-	rollout.bucket("chat-default-2026-11:globex") == 468
-	rollout.bucket("chat-default-2026-11:variant:globex") == 1086
-}
-
-test_bucket_is_in_range if {
-	every key in ["a", "b", "c", "tenant-1", "tenant-2", "user:alice"] {
-		b := rollout.bucket(key)
-		b >= 0
-		b < 10000
-	}
+# Expected values computed outside OPA: hashlib.sha256(key.encode()).hexdigest()[:8]
+test_slot_matches_reference_values if {
+	rollout.slot("") == "e3b0c442"
+	rollout.slot("abc") == "ba7816bf"
+	rollout.slot("chat-default-2026-11:acme") == "2be9702a"
+	rollout.slot("chat-default-2026-11:variant:acme") == "85185d37"
+	rollout.slot("chat-default-2026-11:globex") == "3ed50f44"
+	rollout.slot("chat-default-2026-11:variant:globex") == "605d5bce"
 }
 
 flag := fx.config.rollouts.models["chat-default"]
 
 test_tenant_outside_the_canary_gets_the_baseline if {
-	# bucket("chat-default-2026-11:acme") = 8890 >= 20 * 100
-	routed(chat({"x-nexus-model": "chat-default"})) == "gpt-4o"
+	# slot 3ed50f44 >= canary_below 33333333 (20 %)
+	routed(chat_as("globex", {"x-nexus-model": "chat-default"})) == "gpt-4o"
 }
 
 test_tenant_in_the_canary_gets_its_variant if {
-	# bucket 468 < 2000; variant bucket 1086 is in [0, 5000)
-	routed(chat_as("globex", {"x-nexus-model": "chat-default"})) == "gpt-4.1"
+	# slot 2be9702a < 33333333; variant slot 85185d37 is in [80000000, g)
+	routed(chat({"x-nexus-model": "chat-default"})) == "gpt-4.1-mini"
 }
 
-test_variant_is_chosen_by_its_own_bucket if {
-	# everyone in the canary; acme's variant bucket 6455 is in [5000, 10000)
-	config := json.patch(fx.config, [{"op": "replace", "path": "/rollouts/models/chat-default/canary_percent", "value": 100}])
-	rollout.model == "gpt-4.1-mini" with input as chat({"x-nexus-model": "chat-default"}) with data.nexus.config as config
+test_variant_is_chosen_by_its_own_slot if {
+	# everyone in the canary; globex's variant slot 605d5bce is in [00000000, 80000000)
+	rollout.model == "gpt-4.1" with input as chat_as("globex", {"x-nexus-model": "chat-default"})
+		with data.nexus.config as fx.everyone_in_canary
 }
 
 test_tenant_override_wins_over_bucketing if {
@@ -68,11 +59,11 @@ test_kill_switch_sends_everyone_to_the_baseline if {
 	}
 }
 
-test_canary_bucket_without_a_variant_falls_back_to_the_baseline if {
-	config := json.patch(fx.config, [
-		{"op": "replace", "path": "/rollouts/models/chat-default/canary_percent", "value": 100},
-		{"op": "replace", "path": "/rollouts/models/chat-default/variants", "value": [{"name": "gpt-4.1", "lower": 0, "upper": 10}]},
-	])
+test_canary_slot_without_a_variant_falls_back_to_the_baseline if {
+	config := json.patch(fx.everyone_in_canary, [{
+		"op": "replace", "path": "/rollouts/models/chat-default/variants",
+		"value": [{"name": "gpt-4.1", "weight": 1, "from": "00000000", "to": "00418937"}],
+	}])
 	rollout.model == "gpt-4o" with input as chat({"x-nexus-model": "chat-default"}) with data.nexus.config as config
 }
 
@@ -80,10 +71,10 @@ test_subject_stickiness_uses_x_nexus_subject if {
 	subject_flag := object.union(flag, {"sticky": "subject"})
 	rollout.sticky_value(subject_flag) == "u-7" with input as chat({"x-nexus-subject": "u-7"})
 
-	# u-7: bucket 1399 < 2000, variant bucket 5239 in [5000, 10000)
-	rollout.choice(subject_flag) == "gpt-4.1-mini" with input as chat({"x-nexus-subject": "u-7"})
+	# u-5: slot 217847ea < 33333333, variant slot 858cf16d in [80000000, g)
+	rollout.choice(subject_flag) == "gpt-4.1-mini" with input as chat({"x-nexus-subject": "u-5"})
 
-	# u-1: bucket 3501 >= 2000
+	# u-1: slot a7f5cb8d >= 33333333
 	rollout.choice(subject_flag) == "gpt-4o" with input as chat({"x-nexus-subject": "u-1"})
 }
 

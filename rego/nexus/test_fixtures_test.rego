@@ -197,18 +197,27 @@ config := {
 	"rollouts": {
 		"models": {"chat-default": {
 			"id": "chat-default-2026-11", "baseline": "gpt-4o",
-			"canary_percent": 20, "sticky": "tenant", "kill_switch": false,
-			"variants": [{"name": "gpt-4.1", "lower": 0, "upper": 5000}, {"name": "gpt-4.1-mini", "lower": 5000, "upper": 10000}],
+			"canary_percent": 20, "canary_below": "33333333", "sticky": "tenant", "kill_switch": false,
+			"variants": [
+				{"name": "gpt-4.1", "weight": 50, "from": "00000000", "to": "80000000"},
+				{"name": "gpt-4.1-mini", "weight": 50, "from": "80000000", "to": "g"},
+			],
 			"overrides": {"umbrella": "gpt-4.1"},
 		}},
 		"prompts": {"support-agent": {
 			"id": "support-agent-v4", "baseline": "3",
-			"canary_percent": 0, "sticky": "subject", "kill_switch": false,
-			"variants": [{"name": "4", "lower": 0, "upper": 10000}],
+			"canary_percent": 0, "canary_below": "00000000", "sticky": "subject", "kill_switch": false,
+			"variants": [{"name": "4", "weight": 100, "from": "00000000", "to": "g"}],
 			"overrides": {"globex": "4"},
 		}},
 	},
 }
+
+# Every tenant in the chat-default canary (the compiler writes "g" for 100 %).
+everyone_in_canary := json.patch(config, [
+	{"op": "replace", "path": "/rollouts/models/chat-default/canary_percent", "value": 100},
+	{"op": "replace", "path": "/rollouts/models/chat-default/canary_below", "value": "g"},
+])
 
 state := {
 	"period": "2026-11",

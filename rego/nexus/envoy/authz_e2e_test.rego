@@ -62,7 +62,9 @@ allowed(d) if {
 test_chat_completion_is_allowed_with_routing_headers if {
 	d := decide(acme("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default", "x-nexus-prompt": "support-agent"}))
 	allowed(d)
-	d.headers == {"x-nexus-route-model": "gpt-4o", "x-nexus-prompt-version": "3"}
+
+	# acme is in the chat-default canary (slot 2be9702a < 33333333)
+	d.headers == {"x-nexus-route-model": "gpt-4.1-mini", "x-nexus-prompt-version": "3"}
 	d.response_headers_to_add == {"x-nexus-budget-warning": "tenant=85%"}
 }
 
@@ -156,7 +158,11 @@ test_model_outside_the_plan_is_403 if {
 }
 
 test_canary_routes_to_a_model_the_plan_lacks if {
-	d := decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"}))
+	# in the canary, globex's variant slot 605d5bce picks gpt-4.1, an enterprise model
+	d := authz.decision with input as globex("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"})
+		with data.nexus.config as fx.everyone_in_canary
+		with time.now_ns as fx.now_ns
+		with opa.runtime as fx.runtime_eu
 	denied(d, 403, {"nexus.models.model_not_entitled"})
 }
 

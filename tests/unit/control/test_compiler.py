@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nexus_control.bundle import canonical_json, revision_of
-from nexus_control.compiler import compile_data
+from nexus_control.compiler import compile_data, slot_bound
 from nexus_control.loader import load_bundle
 from nexus_control.policyset import resolve
 from tests.conftest import BundleFactory
@@ -33,13 +33,14 @@ def test_api_keys_are_keyed_by_hash_and_never_plain(make_bundle: BundleFactory) 
     assert entry == {"tenant": "acme", "subject": "apikey:acme-prod-1"}
 
 
-def test_rollout_variants_get_cumulative_basis_point_bounds(make_bundle: BundleFactory) -> None:
+def test_rollout_variants_get_cumulative_slot_bounds(make_bundle: BundleFactory) -> None:
     data = compiled(make_bundle())
     flag = data["rollouts"]["models"]["chat-default"]  # type: ignore[index]
     assert flag["variants"] == [
-        {"name": "gpt-4o", "lower": 0, "upper": 5000},
-        {"name": "gpt-4.1", "lower": 5000, "upper": 10000},
+        {"name": "gpt-4o", "weight": 50, "from": "00000000", "to": "80000000"},
+        {"name": "gpt-4.1", "weight": 50, "from": "80000000", "to": "g"},
     ]
+    assert flag["canary_below"] == "33333333"  # 20 % of 16^8
     assert flag["overrides"] == {"stark": "gpt-4.1"}
 
 
@@ -59,3 +60,12 @@ def test_same_sources_give_the_same_bytes_and_revision(make_bundle: BundleFactor
     )
     assert revision_of({"a.rego": b"x"}) != revision_of({"a.rego": b"y"})
     assert revision_of({"a.rego": b"x"}) != revision_of({"b.rego": b"x"})
+
+
+def test_slot_bounds_order_like_the_numbers_they_stand_for() -> None:
+    bounds = [slot_bound(bp) for bp in range(0, 10_001, 7)]
+    assert bounds == sorted(bounds)
+    assert slot_bound(0) == "00000000"
+    assert slot_bound(5_000) == "80000000"
+    assert slot_bound(10_000) == "g"
+    assert all(len(b) == 8 for b in bounds[:-1])

@@ -69,8 +69,8 @@ def test_rollout_weight_changes_are_reported_as_neutral(base: dict[str, Any]) ->
     new = copy.deepcopy(base)
     flag = new["rollouts"]["models"]["chat-default"]
     flag["variants"] = [
-        {"name": "gpt-4o", "lower": 0, "upper": 9000},
-        {"name": "gpt-4.1", "lower": 9000, "upper": 10000},
+        {"name": "gpt-4o", "weight": 90, "from": "00000000", "to": "e6666666"},
+        {"name": "gpt-4.1", "weight": 10, "from": "e6666666", "to": "g"},
     ]
     flag["kill_switch"] = True
     found = effects(base, new)
