@@ -55,6 +55,7 @@ def serve() -> None:
     import uvicorn
 
     from nexus_control.api.app import create_app, create_control_plane
+    from nexus_control.logs import uvicorn_log_config
 
     settings = ControlSettings()
     try:
@@ -62,7 +63,12 @@ def serve() -> None:
     except (ToolMissingError, SigningKeyError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_ENVIRONMENT) from None
-    uvicorn.run(create_app(plane), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(plane),
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(),
+    )
 
 
 @tokens_app.command("create")

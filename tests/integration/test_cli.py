@@ -1,0 +1,162 @@
+"""The `nexus-policy` command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nexus_dataplane.process import ManagedProcess, free_port, http_ok
+from tests.conftest import GATEWAY, REGO
+
+pytestmark = pytest.mark.opa
+CLI = [sys.executable, "-m", "nexus_control.cli"]
+
+
+def nexus(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd, check=False
+    )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    bundle = tmp_path / "gateway"
+    shutil.copytree(GATEWAY, bundle)
+    (bundle / "bundle.yaml").write_text(
+        (bundle / "bundle.yaml").read_text().replace("../../rego", str(REGO))
+    )
+    env = {
+        **os.environ,
+        "NEXUS_KEYS_DIR": str(tmp_path / "keys"),
+        "NEXUS_DIST_DIR": str(tmp_path / "dist"),
+        "NEXUS_DATABASE_URL": f"sqlite:///{tmp_path / 'cp.db'}",
+        "COLUMNS": "200",
+    }
+    return bundle, env
+
+
+def test_check_reports_problems_with_places_and_exit_code(
+    workspace: tuple[Path, dict[str, str]],
+) -> None:
+    bundle, env = workspace
+    ok = nexus("check", str(bundle), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "7 tenants" in ok.stdout
+    (bundle / "models.yaml").write_text(
+        (bundle / "models.yaml")
+        .read_text()
+        .replace("plans: [free, team, enterprise]", "plans: [gold]")
+    )
+    bad = nexus("check", str(bundle), env=env)
+    assert bad.returncode == 1
+    assert "models.yaml:13:" in bad.stderr
+    machine = nexus("check", str(bundle), "--format", "json", env=env)
+    report = json.loads(machine.stdout)
+    assert report["ok"] is False
+    assert {p["file"].rsplit("/", 1)[-1] for p in report["problems"]} == {"models.yaml"}
+
+
+def test_build_diff_and_doctor(workspace: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    bundle, env = workspace
+    assert nexus("keys", "init", env=env).returncode == 0
+    assert oct((tmp_path / "keys" / "bundle-signing.pem").stat().st_mode & 0o777) == "0o600"
+    built = nexus("build", str(bundle), "--format", "json", env=env)
+    assert built.returncode == 0, built.stderr
+    archive = Path(json.loads(built.stdout)["path"])
+    assert archive.exists()
+
+    (bundle / "tools.yaml").write_text(
+        (bundle / "tools.yaml")
+        .read_text()
+        .replace(
+            "    risk: critical\n    permission: tools:db-write",
+            "    risk: low\n    permission: tools:db-write",
+        )
+    )
+    diff = nexus("diff", str(archive), str(bundle), "--fail-on-widening", env=env)
+    assert diff.returncode == 3
+    assert "risk lowered: critical → low" in diff.stdout
+    as_json = json.loads(
+        nexus("diff", str(archive), str(bundle), "--format", "json", env=env).stdout
+    )
+    assert as_json["widens"] is True
+
+    doctor = nexus("doctor", env=env)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "opa" in doctor.stdout and "envoy" in doctor.stdout
+
+
+def test_missing_signing_key_is_an_environment_error(
+    workspace: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    bundle, env = workspace
+    result = nexus("build", str(bundle), env=env)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert not (tmp_path / "dist").exists()
+
+
+@pytest.fixture
+def served(
+    workspace: tuple[Path, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    bundle, env = workspace
+    nexus("keys", "init", env=env)
+    port = free_port()
+    env = {**env, "NEXUS_PORT": str(port), "NEXUS_URL": f"http://127.0.0.1:{port}"}
+    server = ManagedProcess("serve", [*CLI, "serve"], tmp_path / "serve", env=env)
+    server.start()
+    try:
+        server.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 30)
+        yield bundle, env
+    finally:
+        server.stop()
+        log = server.log_tail(200)
+        assert "nxp_" not in log, "tokens never reach the logs"
+
+
+def token(env: dict[str, str], role: str, name: str) -> str:
+    created = nexus("tokens", "create", "--role", role, "--name", name, "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    return str(json.loads(created.stdout)["token"])
+
+
+def test_publish_approve_and_watch_through_the_served_api(
+    served: tuple[Path, dict[str, str]],
+) -> None:
+    bundle, env = served
+    author = token(env, "author", "alice")
+    approver = token(env, "approver", "bob")
+    operator = token(env, "operator", "olivia")
+    published = nexus("publish", str(bundle), "--json", env={**env, "NEXUS_ADMIN_TOKEN": author})
+    assert published.returncode == 0, published.stderr
+    result = json.loads(published.stdout)
+    assert result["rollout"]["state"] == "pending_approval"
+    own = nexus("approve", str(result["rollout"]["id"]), env={**env, "NEXUS_ADMIN_TOKEN": author})
+    assert own.returncode == 2 and "403" in own.stderr
+    approved = nexus(
+        "approve",
+        str(result["rollout"]["id"]),
+        "--json",
+        env={**env, "NEXUS_ADMIN_TOKEN": approver},
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["state"] == "rolling"
+    status = nexus("rollout", "status", env={**env, "NEXUS_ADMIN_TOKEN": operator})
+    assert status.returncode == 0
+    assert "eu-west-1" in status.stdout
+    shown = nexus(
+        "rollout", "show", str(result["rollout"]["id"]), env={**env, "NEXUS_ADMIN_TOKEN": operator}
+    )
+    assert "approved" in shown.stdout and "bob" in shown.stdout
+    no_token = nexus("rollout", "status", env=env)
+    assert no_token.returncode == 2
