@@ -1,0 +1,3 @@
+module nexus.local/bench-openloop
+
+go 1.22

@@ -1,0 +1,111 @@
+"""The control plane the enforcement benchmarks run against, built from the e2e harness.
+
+:class:`BenchPlane` is the harness's :class:`~tests.e2e.harness.Environment`
+(control plane on a thread over SQLite or PostgreSQL, tokens per role,
+publishing with approval when a change needs it) with three differences:
+it publishes a bundle the benchmark built (a generated one) instead of the
+example, it starts no enforcers of its own (each benchmark starts the ones
+it measures), and it keeps the product's default state debounce rather than
+the tests' shorter one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nexus_control.bundle import BuiltBundle
+from nexus_control.client import ControlPlaneClient
+from nexus_control.keys import load_signing_key, public_pem
+from nexus_control.settings import ControlSettings
+from nexus_control.toolchain import find_envoy
+from nexus_dataplane.enforcer import Upstream
+from nexus_dataplane.stack import StackOptions
+from tests.bench.common import Context
+from tests.e2e.harness import KEY_ID, Environment
+
+DEFAULT_DEBOUNCE_S = float(ControlSettings.model_fields["state_debounce_s"].default)
+
+
+@dataclass
+class BenchPlane(Environment):
+    first: BuiltBundle | None = None
+    """The bundle published when the control plane starts."""
+    _client: ControlPlaneClient | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> ControlSettings:
+        return super().settings.model_copy(update={"state_debounce_s": DEFAULT_DEBOUNCE_S})
+
+    def build(self, overlay: Path | None = None, **files: str) -> BuiltBundle:
+        """What the harness publishes at start: the benchmark's bundle."""
+        if self.first is None:
+            raise RuntimeError("BenchPlane needs the bundle to publish first")
+        return self.first
+
+    def stack_options(self, workdir: Path, *, with_envoy: bool) -> StackOptions:
+        """Options for enforcers of this plane's region, as the harness renders them."""
+        return StackOptions(
+            region=self.region,
+            control_plane_url=self.url,
+            token=self.tokens["enforcer"],
+            key_id=KEY_ID,
+            verification_key_pem=public_pem(load_signing_key(self.keys.signing)),
+            workdir=workdir,
+            opa_bin=self.opa.binary,
+            envoy_bin=find_envoy(),
+            with_envoy=with_envoy,
+        )
+
+    def stack_upstream(self) -> Upstream:
+        """The data plane's stand-in upstream the harness's (enforcer-less) stack started."""
+        if self.stack is None or self.stack.upstream is None:
+            raise RuntimeError("the control plane is not started")
+        return self.stack.upstream
+
+    def fleet_view(self) -> list[dict[str, Any]]:
+        """The fleet view (/v1/fleet) of this region, over one kept-alive connection."""
+        if self._client is None:
+            self._client = ControlPlaneClient(self.url, self.tokens["operator"])
+        enforcers: list[dict[str, Any]] = self._client.fleet(self.region)["enforcers"]
+        return enforcers
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        super().stop()
+
+
+@contextlib.contextmanager
+def running_plane(ctx: Context, name: str, first: BuiltBundle) -> Iterator[BenchPlane]:
+    """A started control plane (enforcers: none) that has published ``first``."""
+    workdir = ctx.workdir / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    postgres = None
+    database_url = f"sqlite:///{workdir / 'control.db'}"
+    if ctx.postgres:
+        from tests.servers import PostgresServer
+
+        postgres = PostgresServer()
+        postgres.start()
+        database_url = postgres.url
+    plane = BenchPlane(
+        workdir=workdir,
+        keys=ctx.keys,
+        opa=ctx.opa,
+        database_url=database_url,
+        plain={},
+        enforcers=0,
+        first=first,
+    )
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+        if postgres is not None:
+            postgres.stop()
