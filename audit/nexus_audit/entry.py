@@ -1,0 +1,134 @@
+"""Log entries: the compact, canonical JSON a leaf hash covers.
+
+Canonical JSON here is what ``orjson`` writes with sorted keys: no
+whitespace, UTF-8 (non-ASCII not escaped), integers in decimal, floats in
+their shortest round-trip form. Entries themselves hold no floats, so any
+JSON library that sorts keys by code point and writes compact UTF-8 gives the
+same bytes; exported records carry the exact entry text anyway.
+
+Two kinds of entry (``v`` is the entry format version):
+
+decision
+    ``{v, kind: "decision", decision_id, time, tenant, region, enforcer,
+    bundles: {name: revision}, path, method, http_path,
+    outcome: {allowed, http_status}, controls: [sorted qualified ids],
+    payload_commitment}``
+event
+    ``{v, kind: "event", event_id, type, actor, time, controls,
+    payload | payload_commitment}``
+
+``payload_commitment`` is hex SHA-256(salt || canonical payload) with a
+random 16-byte salt: the leaf commits to the full payload without revealing
+it, and once the payload and its salt are erased the commitment says nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "ENTRY_VERSION",
+    "SALT_SIZE",
+    "CanonicalJsonError",
+    "canonical_json",
+    "commitment",
+    "decision_entry",
+    "event_entry",
+    "format_time",
+]
+
+ENTRY_VERSION = 1
+SALT_SIZE = 16
+
+
+class CanonicalJsonError(ValueError):
+    """A value has no canonical JSON form (an integer beyond 64 bits, a non-string key)."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical JSON bytes of ``value`` (see the module docstring)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise CanonicalJsonError(str(exc)) from None
+
+
+def commitment(salt: bytes, payload: bytes) -> str:
+    """Hex SHA-256(salt || payload): the salted commitment a leaf carries."""
+    return hashlib.sha256(salt + payload).hexdigest()
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z``: one spelling per instant."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def decision_entry(
+    *,
+    decision_id: str,
+    time: datetime,
+    tenant: str,
+    region: str,
+    enforcer: str,
+    bundles: Mapping[str, str],
+    path: str,
+    method: str,
+    http_path: str,
+    allowed: bool,
+    http_status: int | None,
+    controls: Iterable[str],
+    payload_commitment: str,
+) -> bytes:
+    """The canonical entry of one policy decision."""
+    return canonical_json(
+        {
+            "v": ENTRY_VERSION,
+            "kind": "decision",
+            "decision_id": decision_id,
+            "time": format_time(time),
+            "tenant": tenant,
+            "region": region,
+            "enforcer": enforcer,
+            "bundles": dict(bundles),
+            "path": path,
+            "method": method,
+            "http_path": http_path,
+            "outcome": {"allowed": allowed, "http_status": http_status},
+            "controls": sorted(set(controls)),
+            "payload_commitment": payload_commitment,
+        }
+    )
+
+
+def event_entry(
+    *,
+    event_id: str,
+    event_type: str,
+    actor: str,
+    time: datetime,
+    controls: Iterable[str],
+    payload: Mapping[str, Any] | None = None,
+    payload_commitment: str | None = None,
+) -> bytes:
+    """The canonical entry of a control-plane or audit event: inline payload or commitment."""
+    if (payload is None) == (payload_commitment is None):
+        raise ValueError("give exactly one of payload and payload_commitment")
+    body: dict[str, Any] = {
+        "v": ENTRY_VERSION,
+        "kind": "event",
+        "event_id": event_id,
+        "type": event_type,
+        "actor": actor,
+        "time": format_time(time),
+        "controls": sorted(set(controls)),
+    }
+    if payload is not None:
+        body["payload"] = dict(payload)
+    else:
+        body["payload_commitment"] = payload_commitment
+    return canonical_json(body)

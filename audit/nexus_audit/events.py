@@ -1,0 +1,140 @@
+"""Events in the log: control-plane changes from its outbox, and the audit service's own acts.
+
+Control-plane events (publish, approval, rollout step, rollback, ...) come
+from the control plane's durable outbox with its row id; their event id is
+``cp-<id>``, so re-delivering an outbox row adds nothing. The audit
+service's own events (erasure, retention purge, evidence export) get
+``audit-<uuid>``.
+
+A payload of at most `INLINE_PAYLOAD_LIMIT` canonical bytes is written into
+the entry itself, so it is kept forever: it must hold no secrets and no
+personal data. A larger one is committed to and stored encrypted under the
+`CONTROL_PLANE_TENANT` key, like a decision's payload.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from nexus_audit.entry import SALT_SIZE, canonical_json, commitment, event_entry
+from nexus_audit.storage import NewLeaf
+
+__all__ = [
+    "AUDIT_EVENT_PREFIX",
+    "CONTROL_PLANE_EVENT_PREFIX",
+    "CONTROL_PLANE_TENANT",
+    "EVENT_CONTROLS",
+    "INLINE_PAYLOAD_LIMIT",
+    "ControlEvent",
+    "PreparedEvent",
+    "controls_for",
+    "prepare_event",
+]
+
+INLINE_PAYLOAD_LIMIT = 4096
+CONTROL_PLANE_TENANT = "_control-plane"
+"""Data-key scope of control-plane payloads too large to inline (not a valid tenant id)."""
+CONTROL_PLANE_EVENT_PREFIX = "cp-"
+AUDIT_EVENT_PREFIX = "audit-"
+
+_CHANGE_MANAGEMENT = ("ISO27001:A.8.32", "SOC2:CC8.1")
+
+EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
+    "bundle.": _CHANGE_MANAGEMENT,
+    "approval.": _CHANGE_MANAGEMENT,
+    "rollout.": _CHANGE_MANAGEMENT,
+    "tenant.disabled": ("SOC2:A1.1",),
+    "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),
+    "retention.purged": ("GDPR:Art.5", "ISO27001:A.8.10", "SOC2:C1.2"),
+    "evidence.exported": ("ISO27001:A.5.28", "SOC2:CC4.1"),
+}
+"""Controls an event type is evidence for: an exact type, else its ``<prefix>.``."""
+
+
+class ControlEvent(BaseModel):
+    """One control-plane outbox row, as the control plane hands it over."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: StrictInt = Field(ge=1)
+    type: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
+    actor: StrictStr = Field(min_length=1, max_length=200)
+    created_at: AwareDatetime
+    payload: dict[str, Any] = {}
+
+    @property
+    def event_id(self) -> str:
+        return f"{CONTROL_PLANE_EVENT_PREFIX}{self.id}"
+
+
+@dataclass(frozen=True)
+class PreparedEvent:
+    """An event's leaf, and its payload to seal when it was too large to inline."""
+
+    leaf: NewLeaf
+    payload: bytes | None
+    salt: bytes | None
+
+
+def controls_for(event_type: str) -> tuple[str, ...]:
+    exact = EVENT_CONTROLS.get(event_type)
+    if exact is not None:
+        return exact
+    prefix = event_type.split(".", 1)[0] + "."
+    return EVENT_CONTROLS.get(prefix, ())
+
+
+def prepare_event(
+    *,
+    event_type: str,
+    actor: str,
+    time: datetime,
+    payload: Mapping[str, Any],
+    event_id: str | None = None,
+    tenant: str | None = None,
+) -> PreparedEvent:
+    """Build an event leaf; ``event_id`` defaults to a fresh ``audit-<uuid>``.
+
+    ``tenant``, when the event concerns one, is kept beside the leaf for lookups.
+    """
+    event_id = event_id or f"{AUDIT_EVENT_PREFIX}{uuid.uuid4()}"
+    controls = controls_for(event_type)
+    canonical = canonical_json(dict(payload))
+    if len(canonical) <= INLINE_PAYLOAD_LIMIT:
+        entry = event_entry(
+            event_id=event_id,
+            event_type=event_type,
+            actor=actor,
+            time=time,
+            controls=controls,
+            payload=payload,
+        )
+        sealed: bytes | None = None
+        salt: bytes | None = None
+    else:
+        salt = os.urandom(SALT_SIZE)
+        sealed = canonical
+        entry = event_entry(
+            event_id=event_id,
+            event_type=event_type,
+            actor=actor,
+            time=time,
+            controls=controls,
+            payload_commitment=commitment(salt, canonical),
+        )
+    leaf = NewLeaf(
+        entry=entry,
+        kind="event",
+        time=time,
+        event_id=event_id,
+        tenant=tenant,
+        controls=controls,
+    )
+    return PreparedEvent(leaf, sealed, salt)

@@ -1,0 +1,173 @@
+"""The audit log's database schema (SQLAlchemy 2), one class per table.
+
+Alembic migrations in ``migrations/`` create these tables; the application
+never calls ``create_all``. Times are UTC.
+
+Only ``leaves.entry`` (and the checkpoints' signed notes) are evidence: every
+other column of ``leaves``, and all of ``leaf_controls``, is derived from the
+entry for lookups, and ``nodes`` caches hashes that `nexus_audit.verify`
+recomputes. Rows of ``leaves``, ``nodes`` and ``checkpoints`` are only ever
+inserted; payload rows are deleted by the retention job, and data keys are
+destroyed in place by erasure.
+
+The intake tables (``leaf_controls``, ``payloads``) declare no foreign keys:
+PostgreSQL checks each with a trigger per inserted row, which cost an eighth
+of intake throughput, and their rows are only ever written by
+`nexus_audit.storage.append` and `nexus_audit.payloads.PayloadVault.seal` in
+the same transaction as the leaf (and data key) they belong to.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "SEQUENCER_ROW",
+    "Base",
+    "CheckpointRow",
+    "DataKey",
+    "Leaf",
+    "LeafControl",
+    "LogState",
+    "Node",
+    "Payload",
+]
+
+SEQUENCER_ROW = 1
+"""The id of the single ``log_state`` row every append locks."""
+
+# SQLite makes only an INTEGER PRIMARY KEY the rowid; BIGINT would add a second index.
+_Index = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LogState(Base):
+    """The sequencer: one row (id 1) holding the tree size, locked by every append."""
+
+    __tablename__ = "log_state"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    keys_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Bumped whenever data keys are destroyed, so every writer drops its cache of live keys."""
+
+
+class Leaf(Base):
+    """One log entry: leaf ``leaf_index`` of the tree, hash SHA-256(0x00 || entry)."""
+
+    __tablename__ = "leaves"
+
+    leaf_index: Mapped[int] = mapped_column(_Index, primary_key=True, autoincrement=False)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    entry: Mapped[bytes] = mapped_column(LargeBinary)
+    """Canonical JSON (`nexus_audit.entry`): the exact bytes the leaf hash covers."""
+    kind: Mapped[str] = mapped_column(String(8))
+    """'decision' or 'event'."""
+    decision_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    tenant: Mapped[str | None] = mapped_column(String(160))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    """When the decision was made or the event happened (the entry's ``time``)."""
+    allowed: Mapped[bool | None] = mapped_column(Boolean)
+    appended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Node(Base):
+    """Hash of the complete subtree of 2**level leaves starting at node_index * 2**level.
+
+    Only levels >= 1: level 0 is ``leaves.leaf_hash``. Written in the same
+    transaction as the leaf that completes the subtree, never changed.
+    """
+
+    __tablename__ = "nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    node_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LeafControl(Base):
+    """A leaf is evidence for ``control`` (qualified id); denormalised for coverage queries."""
+
+    __tablename__ = "leaf_controls"
+
+    control: Mapped[str] = mapped_column(String(64), primary_key=True)
+    leaf_index: Mapped[int] = mapped_column(_Index, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(8))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    allowed: Mapped[bool | None] = mapped_column(Boolean)
+
+    __table_args__ = (Index("ix_leaf_controls_control_time", "control", "time"),)
+
+
+class DataKey(Base):
+    """An AES-256 data key for one tenant (subject NULL) or one subject in a tenant.
+
+    ``wrapped_key`` is the key wrapped by the master key (`nexus_audit.keys`);
+    erasure sets it to NULL and ``destroyed_at``, after which every payload
+    under this key is unreadable.
+    """
+
+    __tablename__ = "data_keys"
+
+    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(160))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_data_keys_tenant_subject", "tenant", "subject"),)
+
+
+class Payload(Base):
+    """The full payload of a leaf, AES-GCM encrypted under ``key_id``.
+
+    The plaintext is the canonical JSON the leaf's ``payload_commitment``
+    commits to with ``salt``. Erasure sets ``salt`` to NULL (the key is gone);
+    the retention job deletes the row.
+    """
+
+    __tablename__ = "payloads"
+
+    leaf_index: Mapped[int] = mapped_column(_Index, primary_key=True, autoincrement=False)
+    tenant: Mapped[str] = mapped_column(String(160))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    key_id: Mapped[str] = mapped_column(String(36))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    salt: Mapped[bytes | None] = mapped_column(LargeBinary)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """The leaf's time; retention counts from it."""
+
+    __table_args__ = (
+        Index("ix_payloads_tenant_time", "tenant", "time"),
+        Index("ix_payloads_key_id", "key_id"),
+    )
+
+
+class CheckpointRow(Base):
+    """A signed C2SP checkpoint of the tree at ``size``; the note is served verbatim."""
+
+    __tablename__ = "checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

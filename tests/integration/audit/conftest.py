@@ -1,0 +1,64 @@
+"""Fixtures of the audit integration tests: logs on the session's real PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from nexus_audit.catalog import Catalogs, load_catalogs
+from nexus_audit.service import AuditLog
+from tests.servers import PostgresServer
+from tests.unit.audit.harness import open_log
+
+LogFactory = Callable[..., AuditLog]
+
+
+@pytest.fixture(scope="session")
+def catalogs() -> Catalogs:
+    return load_catalogs()
+
+
+@pytest.fixture
+def make_pg_log(pg_url: str, catalogs: Catalogs) -> Iterator[LogFactory]:
+    """Open audit logs on the test's fresh PostgreSQL database; closed after the test."""
+    opened: list[AuditLog] = []
+
+    def factory(**options: float) -> AuditLog:
+        log = open_log(pg_url, catalogs, lambda: datetime.now(UTC), **options)  # type: ignore[arg-type]
+        opened.append(log)
+        return log
+
+    yield factory
+    for log in opened:
+        log.close()
+
+
+def psql(postgres: PostgresServer, database_url: str, sql: str) -> str:
+    """Run ``sql`` with the psql client against the database of ``database_url``."""
+    database = database_url.rsplit("/", 1)[1]
+    out = subprocess.run(
+        [
+            str(postgres.bin / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(postgres.port),
+            "-U",
+            "nexus",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout

@@ -1,0 +1,88 @@
+"""Decision-log events shaped as OPA's decision_logs plugin sends them, for the audit tests."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+DECISION_PATH = "nexus/envoy/authz/decision"
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def decision_event(
+    *,
+    decision_id: str | None = None,
+    tenant: str = "acme",
+    subject: str | None = None,
+    allowed: bool = False,
+    controls: tuple[str, ...] = ("SOC2:CC6.1", "ISO27001:A.5.15"),
+    rule_labels: tuple[str, ...] | None = None,
+    method: str = "POST",
+    path: str = "/v1/chat/completions",
+    time: datetime = T0,
+    region: str = "eu-west-1",
+    enforcer: str = "eu-west-1-a",
+) -> dict[str, Any]:
+    """One event: a denial lists ``controls`` in its reason, an allowed one in rule_labels."""
+    headers = {"authorization": "sha256:3608bca1e44ea6c4", "x-nexus-tenant": tenant}
+    if subject is not None:
+        headers["x-nexus-subject"] = subject
+    reasons = (
+        []
+        if allowed
+        else [
+            {
+                "rule": "nexus.rbac.permission_denied",
+                "message": "apikey:acme-prod-1 lacks permission",
+                "controls": list(controls),
+            }
+        ]
+    )
+    labels = rule_labels if rule_labels is not None else (controls if allowed else ())
+    event: dict[str, Any] = {
+        "decision_id": decision_id or str(uuid.uuid4()),
+        "labels": {
+            "id": "0f6b7c4e-1d6e-4c36-9d5b-3c1f4f5ad001",
+            "region": region,
+            "enforcer": enforcer,
+            "version": "1.22.2",
+        },
+        "bundles": {"nexus": {"revision": "1b74bc1b0c4a"}},
+        "path": DECISION_PATH,
+        "input": {
+            "attributes": {
+                "request": {"http": {"method": method, "path": path, "headers": headers}}
+            },
+            "parsed_path": [part for part in path.split("?")[0].split("/") if part],
+        },
+        "result": {
+            "allowed": allowed,
+            "http_status": 200 if allowed else 403,
+            "headers": {"content-type": "application/json"},
+            "body": "" if allowed else json.dumps({"error": "denied", "reasons": reasons}),
+            "reasons": reasons,
+        },
+        "requested_by": "127.0.0.1:50312",
+        "req_id": 7,
+        "timestamp": time.isoformat().replace("+00:00", "Z"),
+        "metrics": {"timer_rego_query_eval_ns": 2731812},
+    }
+    if labels:
+        event["rule_labels"] = [{"controls": list(labels)}]
+    return event
+
+
+def events(count: int, *, start: datetime = T0, **kwargs: Any) -> list[dict[str, Any]]:
+    """``count`` events a second apart, alternating allowed and denied unless told."""
+    out = []
+    for n in range(count):
+        options = {"allowed": n % 2 == 0, **kwargs}
+        out.append(decision_event(time=start + timedelta(seconds=n), **options))
+    return out
+
+
+def gzip_batch(batch: list[dict[str, Any]]) -> bytes:
+    return gzip.compress(json.dumps(batch).encode())

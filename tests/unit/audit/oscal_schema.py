@@ -1,0 +1,46 @@
+"""NIST's OSCAL assessment-results JSON schema, read at run time from the Maven cache.
+
+The schema is draft-07, but its patterns use ``\\p{L}`` / ``\\p{N}``, which
+Python's ``re`` lacks; the validator checks ``pattern`` with the ``regex``
+package instead.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import regex
+from jsonschema import Draft7Validator, ValidationError, validators
+
+LIBOSCAL_JAR = (
+    Path.home()
+    / ".m2/repository/gov/nist/secauto/oscal/liboscal-java/3.0.3/liboscal-java-3.0.3.jar"
+)
+AR_SCHEMA_MEMBER = "schema/json/oscal-ar_schema.json"
+
+
+def _unicode_pattern(
+    validator: Any, pattern: str, instance: Any, _schema: Any
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not regex.search(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def assessment_results_validator() -> Draft7Validator:
+    if not LIBOSCAL_JAR.is_file():
+        pytest.fail(
+            f"NIST's OSCAL schema jar is not in the Maven cache: {LIBOSCAL_JAR}; "
+            "run scripts/bootstrap (it fetches gov.nist.secauto.oscal:liboscal-java:3.0.3)"
+        )
+    with zipfile.ZipFile(LIBOSCAL_JAR) as jar:
+        schema = json.loads(jar.read(AR_SCHEMA_MEMBER))
+    validator_class = validators.extend(Draft7Validator, {"pattern": _unicode_pattern})
+    validator: Draft7Validator = validator_class(
+        schema, format_checker=Draft7Validator.FORMAT_CHECKER
+    )
+    return validator
