@@ -50,6 +50,8 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "bundle.": _CHANGE_MANAGEMENT,
     "approval.": _CHANGE_MANAGEMENT,
     "rollout.": _CHANGE_MANAGEMENT,
+    "enforcer.": _CHANGE_MANAGEMENT,
+    "tool_approval.": ("ISO27001:A.8.2", "SOC2:CC6.3"),
     "tenant.disabled": ("SOC2:A1.1",),
     "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),
     "retention.purged": ("GDPR:Art.5", "ISO27001:A.8.10", "SOC2:C1.2"),

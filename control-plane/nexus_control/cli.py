@@ -17,11 +17,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nexus_audit import cli as audit_cli
+from nexus_audit.settings import AuditSettings
 from nexus_control import cli_rollout, cli_service
 from nexus_control.bundle import BuildError, BuildOptions, build_bundle, read_bundle
 from nexus_control.compiler import compile_data
 from nexus_control.diff import Effect, PolicyDiff, diff_configs
-from nexus_control.keys import SigningKeyError, init_keys
+from nexus_control.keys import SigningKeyError, init_audit_keys, init_keys
 from nexus_control.loader import Problem, SpecError, load_bundle
 from nexus_control.opa import Opa, OpaError
 from nexus_control.policyset import resolve
@@ -49,6 +51,8 @@ app.command("serve")(cli_service.serve)
 app.command("publish")(cli_service.publish)
 app.command("fleet")(cli_service.fleet_cmd)
 app.add_typer(cli_rollout.rollout_app, name="rollout")
+app.add_typer(audit_cli.audit_app, name="audit")
+app.add_typer(audit_cli.evidence_app, name="evidence")
 for _verb in ("approve", "promote", "pause", "resume", "rollback"):
     app.command(_verb)(getattr(cli_rollout, _verb))
 
@@ -329,7 +333,11 @@ def keys_init(
     """Create the bundle-signing (RSA) and approval (P-256) keys, mode 0600."""
     target = directory or ControlSettings().keys_dir
     paths = init_keys(target, overwrite=overwrite)
-    out.print(f"bundle signing key  {paths.signing}\napproval key        {paths.approval}")
+    audit = init_audit_keys(target, AuditSettings(), overwrite=overwrite)
+    out.print(
+        f"bundle signing key  {paths.signing}\napproval key        {paths.approval}\n"
+        f"audit log key       {audit.log_key}\naudit master key    {audit.master_key}"
+    )
 
 
 @app.command()

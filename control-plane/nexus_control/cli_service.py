@@ -54,17 +54,25 @@ def serve() -> None:
     """Run the control plane API (bundle server, status intake, usage, admin)."""
     import uvicorn
 
+    from nexus_audit.service import AuditError, AuditLog
+    from nexus_audit.settings import AuditSettings, KeyFileError
     from nexus_control.api.app import create_app, create_control_plane
+    from nexus_control.keys import audit_settings_in
     from nexus_control.logs import uvicorn_log_config
 
     settings = ControlSettings()
     try:
         plane = create_control_plane(settings)
-    except (ToolMissingError, SigningKeyError) as exc:
+        audit = (
+            AuditLog.from_settings(audit_settings_in(settings.keys_dir, AuditSettings()))
+            if settings.colocate_audit
+            else None
+        )
+    except (ToolMissingError, SigningKeyError, KeyFileError, AuditError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(EXIT_ENVIRONMENT) from None
     uvicorn.run(
-        create_app(plane),
+        create_app(plane, audit),
         host=settings.host,
         port=settings.port,
         log_config=uvicorn_log_config(),

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import shutil
@@ -31,6 +32,13 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from nexus_audit.coverage import coverage
+from nexus_audit.evidence import EvidenceError, export
+from nexus_audit.evidence import verify as evidence_verify
+from nexus_audit.service import AuditLog, LeafNotFoundError
+from nexus_audit.settings import AuditSettings
+from nexus_audit.verify import verify_log
+from nexus_control import outbox
 from nexus_control import rollout as rollout_engine
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.approval import issue_approval
@@ -43,7 +51,14 @@ from nexus_control.bundle import (
     read_bundle_bytes,
 )
 from nexus_control.client import ControlPlaneClient
-from nexus_control.keys import KeyPaths, init_keys, load_approval_key, load_signing_key, public_pem
+from nexus_control.keys import (
+    KeyPaths,
+    init_audit_keys,
+    init_keys,
+    load_approval_key,
+    load_signing_key,
+    public_pem,
+)
 from nexus_control.opa import Opa
 from nexus_control.server import ServerThread
 from nexus_control.service import ControlPlane
@@ -96,6 +111,14 @@ class Demo:
     keys: dict[str, str]
     approval_key_path: Path
     outcomes: list[Outcome] = field(default_factory=list)
+    decisions: set[str] = field(default_factory=set)
+
+    def seen(self, response: httpx.Response) -> httpx.Response:
+        """Remember the decision behind a gateway answer (every one is audited)."""
+        decision_id = response.headers.get("x-nexus-decision-id")
+        if decision_id:
+            self.decisions.add(decision_id)
+        return response
 
     def send(
         self,
@@ -113,6 +136,7 @@ class Demo:
         if key is not None:
             sent["authorization"] = f"Bearer {self.keys[key]}"
         response = httpx.request(method, self.gateway + path, headers=sent, json=body, timeout=10)
+        self.seen(response)
         self.outcomes.append(
             Outcome(
                 name,
@@ -417,14 +441,16 @@ def _budgets(demo: Demo, usage: httpx.Client) -> list[str]:
     chat = "/v1/chat/completions"
 
     def status(key: str, tenant: str, model: str = "gpt-4o") -> httpx.Response:
-        return httpx.post(
-            demo.gateway + chat,
-            headers={
-                "authorization": f"Bearer {demo.keys[key]}",
-                "x-nexus-tenant": tenant,
-                "x-nexus-model": model,
-            },
-            timeout=10,
+        return demo.seen(
+            httpx.post(
+                demo.gateway + chat,
+                headers={
+                    "authorization": f"Bearer {demo.keys[key]}",
+                    "x-nexus-tenant": tenant,
+                    "x-nexus-model": model,
+                },
+                timeout=10,
+            )
         )
 
     # acme: 82 % of its $50,000 cap -> soft-cap warning, still allowed.
@@ -590,6 +616,7 @@ class DemoRun:
     keys: KeyPaths
     server: ServerThread | None = None
     plane: ControlPlane | None = None
+    audit: AuditLog | None = None
     stacks: list[EnforcerStack] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -599,6 +626,7 @@ class DemoRun:
 
     def start(self) -> None:
         self.plane = create_control_plane(self.settings, opa=self.opa)
+        self.audit = AuditLog.from_settings(_audit_settings(self.settings))
         with self.plane.db.session() as session:
             for role, name in (
                 (Role.AUTHOR, "alice"),
@@ -607,11 +635,14 @@ class DemoRun:
                 (Role.GATEWAY, "gateway"),
             ):
                 self.tokens[role.value], _ = create_token(session, name=name, role=role)
+            self.tokens["compliance"], _ = create_token(
+                session, name="carmen", role=Role.COMPLIANCE
+            )
             for region, _, _ in DEMO_REGIONS:
                 self.tokens[region], _ = create_token(
                     session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
                 )
-        self.server = ServerThread(create_app(self.plane), "127.0.0.1", free_port())
+        self.server = ServerThread(create_app(self.plane, self.audit), "127.0.0.1", free_port())
         self.server.start()
         pem = public_pem(load_signing_key(self.keys.signing))
         for region, _, wave in DEMO_REGIONS:
@@ -627,6 +658,7 @@ class DemoRun:
                     envoy_bin=find_envoy(),
                     with_envoy=wave == 0,
                     long_poll_timeout_s=10,
+                    audit_url=self.server.url,
                 ),
                 count=1,
             )
@@ -640,6 +672,8 @@ class DemoRun:
             self.server.stop()
         if self.plane is not None:
             self.plane.close()
+        if self.audit is not None:
+            self.audit.close()
 
     def publish(self, built: BuiltBundle) -> dict[str, Any]:
         with self.api("author") as api:
@@ -712,6 +746,86 @@ class DemoRun:
             rollout_id = opened.id
         self.plane.notifier.notify(f"{region}/nexus" for region in changed)
         return rollout_id
+
+
+def _audit_settings(settings: ControlSettings) -> AuditSettings:
+    audit = AuditSettings(
+        database_url=f"sqlite:///{WORKDIR / 'audit.db'}",
+        log_key_file=settings.keys_dir / "audit-log.key",
+        master_key_file=settings.keys_dir / "audit-master.key",
+        checkpoint_every_s=2.0,
+    )
+    init_audit_keys(settings.keys_dir, audit)
+    return audit
+
+
+def _show_audit(run: DemoRun, demo: Demo, out: Console) -> bool:
+    """Every decision in the Merkle log once; the log verifies; evidence verifies offline."""
+    audit = run.audit
+    assert audit is not None
+    assert run.plane is not None
+
+    def recorded() -> int:
+        found = 0
+        for decision_id in demo.decisions:
+            with contextlib.suppress(LeafNotFoundError):
+                audit.leaf(decision_id=decision_id)
+                found += 1
+        return found
+
+    waited = _until(lambda: recorded() == len(demo.decisions), 30.0)
+    count = recorded()
+    out.print(
+        f"  {count}/{len(demo.decisions)} decisions made through Envoy are leaves of the log"
+        + ("" if waited is not None else " [red](missing after 30 s)[/red]")
+    )
+    _until(lambda: run.plane is not None and run.plane.drain_outbox(audit) == 0, 10.0)
+    with run.plane.db.session() as session:
+        events = len(outbox.events(session))
+        pending = len(outbox.pending(session))
+    out.print(
+        f"  {events - pending}/{events} control-plane events "
+        "(publications, approvals, rollout steps) appended"
+    )
+
+    report = verify_log(audit.db, audit.verifier)
+    out.print(
+        f"  audit verify: {report.size} leaves, {report.checkpoints} signed checkpoints, "
+        f"root {report.root_hash.hex()[:16]}… recomputed in {report.seconds:.2f} s"
+    )
+    now = datetime.now(UTC)
+    soc2 = coverage(audit, "soc2", now - timedelta(days=1), now + timedelta(minutes=1))
+    evidenced = [c for c in soc2.controls if c.evidenced]
+    out.print(
+        f"  SOC 2 coverage today: {len(evidenced)} of {len(soc2.controls)} criteria have evidence "
+        f"({', '.join(c.control.id for c in evidenced[:8])}{'…' if len(evidenced) > 8 else ''})"
+    )
+    archive = WORKDIR / "evidence-soc2-CC6.1.tar.gz"
+    summary = export(
+        audit,
+        framework="soc2",
+        control="CC6.1",
+        since=now - timedelta(days=1),
+        until=now + timedelta(minutes=1),
+        out=archive,
+        actor="carmen",
+    )
+    public_key = str(audit.verifier)
+    verified = evidence_verify(archive, public_key)
+    out.print(
+        f"  evidence for SOC2:CC6.1 → {archive} ({summary.records} records); "
+        f"verified offline with the log key alone: {verified.records} records, "
+        "inclusion proofs and the signed checkpoint"
+    )
+    tampered = bytearray(archive.read_bytes())
+    tampered[len(tampered) // 2] ^= 0x01
+    try:
+        evidence_verify(bytes(tampered), public_key)
+        out.print("  [red]a tampered archive verified[/red]")
+        return False
+    except EvidenceError as exc:
+        out.print(f"  one flipped bit in the archive: refused ({exc})")
+    return count == len(demo.decisions) and pending == 0
 
 
 def _narrower(days: int) -> Path:
@@ -803,6 +917,9 @@ def run_demo(out: Console, err: Console) -> int:
             "all run their last good revision again"
         )
 
+        out.print("[bold]8[/bold] the audit trail")
+        audited = _show_audit(run, demo, out)
+
         failed = [o for o in demo.outcomes if not o.ok]
         healthy = halted["state"] == "halted" and reached == {REGION}
         out.print(
@@ -810,6 +927,6 @@ def run_demo(out: Console, err: Console) -> int:
             f"bad revision {'contained in the canary' if healthy else 'NOT contained'}; "
             f"{time.monotonic() - started:.1f} s"
         )
-        return 1 if failed or not healthy else 0
+        return 1 if failed or not healthy or not audited else 0
     finally:
         run.stop()

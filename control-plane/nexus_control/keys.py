@@ -18,6 +18,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from nexus_audit.settings import (
+    DEFAULT_LOG_KEY_FILE,
+    DEFAULT_MASTER_KEY_FILE,
+    AuditSettings,
+    init_log_key,
+    init_master_key,
+)
+
 RSA_BITS = 3072
 MAX_KEY_BYTES = 64 * 1024
 
@@ -45,6 +53,35 @@ def init_keys(directory: Path, *, overwrite: bool = False) -> KeyPaths:
     if overwrite or not paths.approval.exists():
         _write_private(paths.approval, ec.generate_private_key(ec.SECP256R1()))
     return paths
+
+
+@dataclass(frozen=True)
+class AuditKeyPaths:
+    log_key: Path
+    master_key: Path
+
+
+def audit_settings_in(directory: Path, settings: AuditSettings) -> AuditSettings:
+    """``settings`` with its key files in ``directory`` (the keys dir) unless set elsewhere."""
+    update: dict[str, Path] = {}
+    if settings.log_key_file == DEFAULT_LOG_KEY_FILE:
+        update["log_key_file"] = directory / DEFAULT_LOG_KEY_FILE.name
+    if settings.master_key_file == DEFAULT_MASTER_KEY_FILE:
+        update["master_key_file"] = directory / DEFAULT_MASTER_KEY_FILE.name
+    return settings.model_copy(update=update)
+
+
+def init_audit_keys(
+    directory: Path, settings: AuditSettings, *, overwrite: bool = False
+) -> AuditKeyPaths:
+    """The audit log's checkpoint key and its payload master key (kept if present)."""
+    placed = audit_settings_in(directory, settings)
+    log_key, master = placed.log_key_file, placed.master_key_file
+    if overwrite or not log_key.exists():
+        init_log_key(log_key, settings.origin, force=True)
+    if overwrite or not master.exists():
+        init_master_key(master, force=True)
+    return AuditKeyPaths(log_key, master)
 
 
 def _write_private(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:

@@ -20,7 +20,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from nexus_control import budget, fleet, registry, rollout, state
+from nexus_audit.events import ControlEvent
+from nexus_audit.service import AuditLog
+from nexus_control import budget, fleet, outbox, registry, rollout, state
 from nexus_control.db import Database
 from nexus_control.diff import diff_configs
 from nexus_control.keys import load_signing_key, public_pem
@@ -36,6 +38,7 @@ log = logging.getLogger("nexus.control")
 BUNDLES = (POLICY_BUNDLE, state.STATE_BUNDLE)
 ARCHIVE_CACHE_SIZE = 16
 ROLLOUT_TICK_S = 0.25
+OUTBOX_DRAIN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ class RevisionNotifier:
         self._events: dict[str, asyncio.Event] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve waiters on ``loop``; events of an earlier loop (a restart) are dropped."""
         self._loop = loop
+        self._events = {}
 
     def _event(self, key: str) -> asyncio.Event:
         event = self._events.get(key)
@@ -119,6 +124,7 @@ class ControlPlane:
         self._state_lock = threading.Lock()
         self._period = period_of(datetime.now(UTC))
         self._archives: dict[str, bytes] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
 
     def _verification_key(self) -> Path:
         if self.settings.verification_key_file is not None:
@@ -206,6 +212,41 @@ class ControlPlane:
         self._notify_policy(changed)
         return changed
 
+    def drain_outbox(self, audit: AuditLog) -> int:
+        """Append pending control-plane events to the audit log; returns how many.
+
+        Idempotent on the outbox id (the log ignores an event it already has),
+        so a crash between appending and marking delivered loses nothing and
+        doubles nothing.
+        """
+        with self.db.session() as session:
+            pending = outbox.pending(session)
+            if not pending:
+                return 0
+            audit.append_events(
+                ControlEvent(
+                    id=event.id,
+                    type=event.event_type,
+                    actor=event.actor,
+                    created_at=event.created_at,
+                    payload=event.payload,
+                )
+                for event in pending
+            )
+            delivered = datetime.now(UTC)
+            for event in pending:
+                event.delivered_at = delivered
+            return len(pending)
+
+    async def outbox_loop(self, stop: asyncio.Event, audit: AuditLog) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.drain_outbox, audit)
+            except Exception:
+                log.exception("outbox drain failed; events stay in the outbox")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), OUTBOX_DRAIN_S)
+
     async def rollout_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -261,11 +302,25 @@ class ControlPlane:
     # -- budgets ----------------------------------------------------------------------
 
     def policy_config(self) -> dict[str, Any]:
+        """The compiled config in force: what the canary wave runs as good.
+
+        A publication waiting for approval (a budget raise, say) is not in force
+        yet. Configs are immutable per revision, so they are cached.
+        """
         with self.db.session() as session:
-            latest = registry.latest(session)
-            if latest is None:
-                raise budget.NoPolicyError("no policy has been published yet")
-            return latest.config
+            revision = rollout.current_base(session, self.fleet)
+            if revision is None:
+                raise budget.NoPolicyError("no policy is in force yet")
+            cached = self._configs.get(revision)
+            if cached is not None:
+                return cached
+            config: dict[str, Any] | None = session.scalar(
+                select(BundleRevision.config).where(BundleRevision.revision == revision)
+            )
+        if config is None:
+            raise budget.NoPolicyError(f"revision {revision} is not in the registry")
+        self._configs = {revision: config}
+        return config
 
     def record_usage(self, report: budget.UsageReport) -> budget.UsageOutcome:
         config = self.policy_config()

@@ -52,6 +52,8 @@ class ControlSettings(BaseSettings):
     """The fleet (regions, waves, expected enforcers, soak, deadlines); see deploy/fleet.yaml."""
     long_poll_max_s: int = 60
     """Longest a bundle long poll is held (OPA's long_polling_timeout_seconds is capped to it)."""
+    colocate_audit: bool = True
+    """Run the audit service (decision-log intake, Merkle log) in the control plane's process."""
     state_debounce_s: float = 0.2
     """Usage reports arriving within this window rebuild the state bundle once."""
 

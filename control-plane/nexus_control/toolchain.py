@@ -165,31 +165,10 @@ def doctor(settings: ControlSettings | None = None) -> list[ToolStatus]:
         ),
         _status(
             "go",
-            "builds OPA with the ext_authz plugin",
+            "builds OPA with the ext_authz plugin, and the benchmarks' load generator",
             "install Go >= 1.26",
             lambda: _which("go"),
             ["version"],
-        ),
-        _status(
-            "wrk",
-            "HTTP load generator (benchmarks)",
-            "apt-get install wrk",
-            lambda: _which("wrk"),
-            ["--version"],
-        ),
-        _status(
-            "h2load",
-            "HTTP/2 load generator (benchmarks)",
-            "apt-get install nghttp2-client",
-            lambda: _which("h2load"),
-            ["--version"],
-        ),
-        _status(
-            "hyperfine",
-            "command timing (benchmarks)",
-            "apt-get install hyperfine",
-            lambda: _which("hyperfine"),
-            ["--version"],
         ),
     ]
 

@@ -19,10 +19,12 @@ from typing import Any
 
 import httpx
 
+from nexus_audit.service import AuditLog
+from nexus_audit.settings import AuditSettings
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.bundle import BuildOptions, BuiltBundle, build_bundle
 from nexus_control.client import ControlPlaneClient
-from nexus_control.keys import KeyPaths, load_signing_key, public_pem
+from nexus_control.keys import KeyPaths, init_audit_keys, load_signing_key, public_pem
 from nexus_control.opa import Opa
 from nexus_control.server import ServerThread
 from nexus_control.service import ControlPlane
@@ -87,10 +89,14 @@ class Environment:
     region: str = "eu-west-1"
     enforcers: int = 1
     plane: ControlPlane | None = None
+    audit: AuditLog | None = None
+    audit_database_url: str | None = None
     server: ServerThread | None = None
     stack: EnforcerStack | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    decisions: set[str] = field(default_factory=set)
+    """Decision ids of every answer the gateway gave through ``call``."""
 
     @property
     def settings(self) -> ControlSettings:
@@ -107,8 +113,19 @@ class Environment:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def start_audit(self) -> None:
+        settings = AuditSettings(
+            database_url=self.audit_database_url or f"sqlite:///{self.workdir / 'audit.db'}",
+            log_key_file=self.workdir / "audit-log.key",
+            master_key_file=self.workdir / "audit-master.key",
+            checkpoint_every_s=1.0,
+        )
+        init_audit_keys(self.workdir, settings)
+        self.audit = AuditLog.from_settings(settings)
+
     def start(self) -> None:
         self.plane = create_control_plane(self.settings, spend=self.spend, opa=self.opa)
+        self.start_audit()
         with self.plane.db.session() as session:
             for role in (Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.GATEWAY):
                 self.tokens[role.value], _ = create_token(
@@ -130,6 +147,7 @@ class Environment:
                 opa_bin=self.opa.binary,
                 envoy_bin=find_envoy(),
                 long_poll_timeout_s=10,
+                audit_url=self.url,
             ),
             count=self.enforcers,
         )
@@ -137,7 +155,7 @@ class Environment:
 
     def start_control_plane(self) -> None:
         assert self.plane is not None
-        self.server = ServerThread(create_app(self.plane), "127.0.0.1", self.port)
+        self.server = ServerThread(create_app(self.plane, self.audit), "127.0.0.1", self.port)
         self.server.start()
 
     def stop_control_plane(self) -> None:
@@ -152,6 +170,8 @@ class Environment:
         if self.plane is not None:
             self.plane.close()
             self.plane.db.dispose()
+        if self.audit is not None:
+            self.audit.close()
 
     def build(self, overlay: Path | None = None, **files: str) -> BuiltBundle:
         """Build the gateway bundle with the credentials overlay (and replaced spec files)."""
@@ -199,9 +219,12 @@ class Environment:
         sent = {"x-nexus-tenant": tenant, **(headers or {})}
         if key is not None:
             sent["authorization"] = f"Bearer {self.plain[key]}"
-        return httpx.request(
+        response = httpx.request(
             method, self.gateway(enforcer) + path, headers=sent, json=body, timeout=10
         )
+        if "x-nexus-decision-id" in response.headers:
+            self.decisions.add(response.headers["x-nexus-decision-id"])
+        return response
 
     def usage(
         self, tenant: str, cost: float, *, request_id: str | None = None, model: str = "gpt-4o"

@@ -519,3 +519,36 @@ def test_envoy_fails_closed_when_opa_is_unreachable(env: Environment) -> None:
         assert "x-nexus-route-model" not in response.text
     finally:
         env.stack.restart_opa(enforcer, wait_for_bundles=True)
+
+
+def test_decisions_of_a_healthy_enforcer_are_leaves_exactly_once(env: Environment) -> None:
+    """Decisions of a healthy enforcer reach the audit log, each exactly once.
+
+    (A killed OPA loses what it had not shipped yet; this test makes its own.)
+    """
+    from sqlalchemy import func, select
+
+    from nexus_audit.tables import Leaf
+    from nexus_audit.verify import verify_log
+
+    assert env.audit is not None
+    env.decisions.clear()
+    for n in range(40):
+        tenant, key = ("acme", "acme-chat") if n % 2 else ("hooli", "acme-chat")
+        env.call(key, tenant, "POST", CHAT, headers={"x-nexus-model": "gpt-4o"})
+    made = set(env.decisions)
+    assert len(made) == 40
+
+    def recorded() -> int:
+        assert env.audit is not None
+        with env.audit.db.session() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(Leaf).where(Leaf.decision_id.in_(made))
+                )
+                or 0
+            )
+
+    eventually(lambda: recorded() == len(made), timeout_s=30)
+    report = verify_log(env.audit.db, env.audit.verifier)
+    assert report.size >= len(made)

@@ -111,8 +111,12 @@ def test_publish_refuses_a_tampered_or_unsigned_archive(
 def test_usage_bad_input(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:
-    publish(client, tokens, built_gateway.path.read_bytes())
+    published = publish(client, tokens, built_gateway.path.read_bytes())
     gateway = auth(tokens["gateway"])
+    waiting = client.post("/v1/usage", json=usage(), headers=gateway)
+    assert waiting.status_code == 409, "an unapproved publication is not in force"
+    rollout = published.json()["rollout"]  # type: ignore[attr-defined]
+    client.post(f"/v1/rollouts/{rollout['id']}/approve", json={}, headers=auth(tokens["approver"]))
     assert client.post("/v1/usage", content=b"{", headers=gateway).status_code == 400
     malformed = client.post("/v1/usage", json=usage(cost_usd="lots"), headers=gateway)
     assert malformed.status_code == 400

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from nexus_audit.api import create_router as create_audit_router
+from nexus_audit.service import AuditLog
 from nexus_control import __version__
 from nexus_control.api import (
     approvals,
@@ -25,12 +27,13 @@ from nexus_control.api import (
     rollouts,
     usage,
 )
-from nexus_control.api.deps import route_roles
+from nexus_control.api.deps import require, route_roles
 from nexus_control.db import Database
 from nexus_control.opa import Opa
 from nexus_control.service import ControlPlane
 from nexus_control.settings import ControlSettings
 from nexus_control.spend import SpendStore, make_spend_store
+from nexus_control.tokens import Role
 from nexus_control.toolchain import find_opa
 
 
@@ -54,11 +57,11 @@ def create_control_plane(
 ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, events, metrics)
 
 
-def _document_roles(app: FastAPI) -> None:
+def _document_roles(app: FastAPI, routers: list[APIRouter]) -> None:
     """Put each route's bearer requirement and admitted roles into the OpenAPI document."""
     roles_by_operation: dict[tuple[str, str], list[str]] = {}
-    for module in ROUTERS:
-        for route in module.router.routes:
+    for router in routers:
+        for route in router.routes:
             if isinstance(route, APIRoute) and route.include_in_schema:
                 roles = sorted(r.value for r in route_roles(route.dependant) or ())
                 for method in route.methods or ():
@@ -83,7 +86,18 @@ def _document_roles(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(plane: ControlPlane) -> FastAPI:
+def _audit_require(*roles: str) -> Any:
+    """The audit router names roles as strings; the control plane's tokens decide."""
+    return require(*(Role(role) for role in roles))
+
+
+def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
+    """The control plane's API; with ``audit``, the audit service's routes too.
+
+    With a co-located audit log, control-plane events drain from the outbox
+    into it, and enforcers ship decision logs to the same base URL.
+    """
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         plane.notifier.bind(asyncio.get_running_loop())
@@ -93,11 +107,16 @@ def create_app(plane: ControlPlane) -> FastAPI:
             asyncio.create_task(plane.state_loop(stop)),
             asyncio.create_task(plane.rollout_loop(stop)),
         ]
+        if audit is not None:
+            audit.start()
+            tasks.append(asyncio.create_task(plane.outbox_loop(stop, audit)))
         try:
             yield
         finally:
             stop.set()
             await asyncio.gather(*tasks)
+            if audit is not None:
+                audit.stop()
 
     app = FastAPI(
         title="NexusAI policy control plane",
@@ -110,10 +129,12 @@ def create_app(plane: ControlPlane) -> FastAPI:
     )
     app.state.control_plane = plane
     errors.install(app)
-    for module in ROUTERS:
-        app.include_router(module.router)
-
-    _document_roles(app)
+    routers = [module.router for module in ROUTERS]
+    if audit is not None:
+        routers.append(create_audit_router(audit, _audit_require))
+    for router in routers:
+        app.include_router(router)
+    _document_roles(app, routers)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
