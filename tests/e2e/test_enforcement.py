@@ -10,16 +10,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from nexus_control.approval import issue_approval
+from nexus_control.client import ApiCallError, ControlPlaneClient
 from nexus_control.keys import KeyPaths, load_approval_key
 from nexus_control.opa import Opa
+from nexus_control.spend import RedisSpendStore
 from nexus_control.tables import BundleRevision, RegionTarget
 from tests.e2e.harness import Environment, credentials_overlay, eventually, write_overlay
-from tests.servers import PostgresServer
+from tests.servers import PostgresServer, RedisServer
 
-pytestmark = [pytest.mark.opa, pytest.mark.envoy, pytest.mark.postgres]
+pytestmark = [pytest.mark.opa, pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis]
 
 CHAT = "/v1/chat/completions"
 
@@ -31,12 +34,24 @@ def fresh_database(postgres: PostgresServer) -> str:
 
 
 @pytest.fixture(scope="module")
+def redis_for_spend() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def env(
     tmp_path_factory: pytest.TempPathFactory,
     opa: Opa,
     session_keys: KeyPaths,
     postgres: PostgresServer,
+    redis_for_spend: RedisServer,
 ) -> Iterator[Environment]:
+    """The production stack: PostgreSQL for the control plane, Redis for spend."""
     workdir = tmp_path_factory.mktemp("e2e")
     environment = Environment(
         workdir=workdir,
@@ -44,6 +59,7 @@ def env(
         opa=opa,
         database_url=fresh_database(postgres),
         plain=credentials_overlay(workdir / "credentials"),
+        spend=RedisSpendStore(redis_for_spend.url),
     )
     environment.start()
     try:
@@ -552,3 +568,48 @@ def test_decisions_of_a_healthy_enforcer_are_leaves_exactly_once(env: Environmen
     eventually(lambda: recorded() == len(made), timeout_s=30)
     report = verify_log(env.audit.db, env.audit.verifier)
     assert report.size >= len(made)
+
+
+def test_an_approver_issues_a_tool_approval_through_the_api(env: Environment) -> None:
+    arguments = {"paymentId": "pay_77", "amountCents": 500, "currency": "EUR"}
+    with ControlPlaneClient(env.url, env.tokens["approver"]) as api:
+        issued = api.post(
+            "/v1/approvals/tools",
+            {
+                "tenant": "acme",
+                "tool": "payment-refund",
+                "arguments": arguments,
+                "ttl_seconds": 60,
+                "reason": "customer complaint",
+            },
+        )
+        with pytest.raises(ApiCallError) as needless:
+            api.post(
+                "/v1/approvals/tools",
+                {"tenant": "acme", "tool": "web-search", "arguments": {"query": "x"}},
+            )
+        assert needless.value.status == 422
+    ok = env.call(
+        "acme-agent",
+        "acme",
+        "POST",
+        "/v1/tools/payment-refund:invoke",
+        body={"arguments": arguments},
+        headers={"x-nexus-approval": issued["token"]},
+    )
+    assert ok.status_code == 200, ok.text
+    with ControlPlaneClient(env.url, env.tokens["operator"]) as api:
+        events = api.get("/v1/events", event_type="tool_approval.issued")["events"]
+    assert events[-1]["payload"]["args_sha256"] == issued["args_sha256"]
+    assert "token" not in events[-1]["payload"], "the token itself is never recorded"
+
+
+def test_metrics_show_convergence(env: Environment) -> None:
+    response = httpx.get(
+        f"{env.url}/metrics",
+        headers={"authorization": f"Bearer {env.tokens['operator']}"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert 'nexus_region_convergence_ratio{region="eu-west-1"} 1.0' in response.text
+    assert 'nexus_enforcers{region="eu-west-1",state="active"} 1.0' in response.text

@@ -160,3 +160,47 @@ def test_publish_approve_and_watch_through_the_served_api(
     assert "approved" in shown.stdout and "bob" in shown.stdout
     no_token = nexus("rollout", "status", env=env)
     assert no_token.returncode == 2
+
+
+@pytest.mark.envoy
+def test_dataplane_render_and_up_against_the_served_control_plane(
+    served: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    bundle, env = served
+    author = token(env, "author", "alice")
+    approver = token(env, "approver", "bob")
+    result = json.loads(
+        nexus("publish", str(bundle), "--json", env={**env, "NEXUS_ADMIN_TOKEN": author}).stdout
+    )
+    nexus("approve", str(result["rollout"]["id"]), env={**env, "NEXUS_ADMIN_TOKEN": approver})
+    plane = {
+        **env,
+        "NEXUS_DATAPLANE_CONTROL_PLANE_URL": env["NEXUS_URL"],
+        "NEXUS_DATAPLANE_VERIFICATION_KEY_FILE": str(tmp_path / "keys" / "bundle-signing.pub.pem"),
+        "NEXUS_DATAPLANE_WORKDIR": str(tmp_path / "dataplane"),
+    }
+    rendered = nexus(
+        "dataplane",
+        "render",
+        "--region",
+        "eu-west-1",
+        "--out",
+        str(tmp_path / "cfg"),
+        "--token",
+        "t0ken",
+        env=plane,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert (tmp_path / "cfg" / "envoy.yaml").exists()
+
+    up = nexus(
+        "dataplane", "up", "--region", "eu-west-1", "--enforcers", "1", "--seconds", "8", env=plane
+    )
+    assert up.returncode == 0, up.stderr
+    assert "created enforcer token" in up.stderr
+    assert "eu-west-1-1" in up.stdout
+    assert "enforcers stopped" in up.stderr
+    operator = token(env, "operator", "olivia")
+    fleet = json.loads(nexus("fleet", "--json", env={**env, "NEXUS_ADMIN_TOKEN": operator}).stdout)
+    nexus_bundle = fleet["enforcers"][0]["bundles"]["nexus"]
+    assert nexus_bundle["active_revision"] == result["revision"]

@@ -1,0 +1,91 @@
+"""The built bundle in a real OPA: a table of requests, every concern allowed and refused,
+asked through OPA's REST API exactly as Envoy's plugin would ask."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nexus_control.bundle import BuildOptions, build_bundle
+from nexus_control.keys import KeyPaths
+from nexus_control.opa import Opa
+from nexus_dataplane.enforcer import OpaServer
+from nexus_dataplane.request import GatewayRequest
+from nexus_dataplane.sdk import ClientOptions, OpaClient
+from tests.conftest import GATEWAY, TEST_KEY_ID
+from tests.e2e.harness import credentials_overlay
+from tests.e2e.test_enforcement import CASES
+
+pytestmark = pytest.mark.opa
+
+
+@pytest.fixture(scope="module")
+def enforcer(
+    tmp_path_factory: pytest.TempPathFactory,
+    opa: Opa,
+    session_keys: KeyPaths,
+    signing_public_pem: Path,
+) -> Iterator[tuple[OpaClient, dict[str, str]]]:
+    workdir = tmp_path_factory.mktemp("rest")
+    plain = credentials_overlay(workdir / "credentials")
+    built = build_bundle(
+        GATEWAY,
+        opa,
+        BuildOptions(session_keys.signing, TEST_KEY_ID, session_keys.approval, workdir / "dist"),
+        overlays=[workdir / "credentials"],
+    )
+    server = OpaServer(
+        opa.binary,
+        workdir,
+        args=[
+            "--bundle",
+            str(built.path),
+            "--verification-key",
+            str(signing_public_pem),
+            "--verification-key-id",
+            TEST_KEY_ID,
+            "--set",
+            "labels.region=eu-west-1",
+        ],
+    )
+    server.start_and_wait(bundles=False)
+    client = OpaClient(ClientOptions(server.url))
+    try:
+        yield client, plain
+    finally:
+        client.close()
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("credential", "tenant", "method", "path", "headers", "body", "status", "rule"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_decision_table(
+    enforcer: tuple[OpaClient, dict[str, str]],
+    credential: str | None,
+    tenant: str,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: dict[str, Any] | None,
+    status: int,
+    rule: str | None,
+) -> None:
+    client, plain = enforcer
+    sent = {"x-nexus-tenant": tenant, **headers}
+    if credential is not None:
+        sent["authorization"] = f"Bearer {plain[credential]}"
+    decision = client.decide(GatewayRequest(method, path, sent, body))
+    assert decision.http_status == status
+    assert decision.allowed is (status == 200)
+    if rule is not None:
+        assert rule in {r.rule for r in decision.reasons}
+        assert all(r.controls for r in decision.reasons)
+    else:
+        assert decision.reasons == ()
+        assert "authorization" in decision.raw["request_headers_to_remove"]
