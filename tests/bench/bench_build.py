@@ -23,6 +23,7 @@ all evaluations); the query is the one the ext_authz plugin evaluates.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from nexus_control.compiler import compile_data
 from nexus_control.keys import approval_jwks, load_approval_key
 from nexus_control.loader import load_bundle
 from nexus_control.policyset import resolve
+from nexus_dataplane.enforcer import OPA_GOGC
 from nexus_dataplane.request import GatewayRequest
 from tests.bench.common import (
     Context,
@@ -399,8 +401,10 @@ def _opa_bench(
         str(count),
         DECISION,
     ]
+    # The GC target enforcers run with (nexus_dataplane.enforcer.OPA_GOGC).
+    env = {**os.environ, "GOGC": OPA_GOGC}
     out = subprocess.run(
-        argv, capture_output=True, text=True, timeout=OPA_BENCH_TIMEOUT_S, check=False
+        argv, capture_output=True, text=True, timeout=OPA_BENCH_TIMEOUT_S, check=False, env=env
     )
     docs = _json_documents(out.stdout)
     if out.returncode != 0 or not docs or any("errors" in d for d in docs):
