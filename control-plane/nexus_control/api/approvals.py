@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from nexus_control import outbox
-from nexus_control.api.deps import control_plane, read_body, require
+from nexus_control.api.deps import control_plane, parse_body, read_body, require
 from nexus_control.api.errors import ApiError
 from nexus_control.approval import MAX_TTL_S, ApprovalError, issue_approval
 from nexus_control.budget import NoPolicyError
@@ -54,10 +54,7 @@ async def approve_tool_call(
 ) -> dict[str, Any]:
     """Issue a short-lived token approving one high-risk tool call with exactly these arguments."""
     body = await read_body(request, MAX_APPROVAL_BYTES)
-    try:
-        ask = ToolApprovalRequest.model_validate_json(body)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_request", str(exc).splitlines()[0]) from None
+    ask = parse_body(ToolApprovalRequest, body, "invalid_request")
     plane = control_plane(request)
 
     def issue() -> dict[str, Any]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
 from nexus_control.api.errors import ApiError
 from nexus_control.service import ControlPlane
@@ -94,6 +95,19 @@ async def read_body(request: Request, limit: int, *, allow_gzip: bool = False) -
     if allow_gzip and request.headers.get("content-encoding", "").lower() == "gzip":
         body = gunzip_limited(body, limit)
     return body
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_body(model: type[Model], body: bytes, code: str) -> Model:
+    """Validate a JSON body; a 400 names the first field at fault and why."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiError(400, code, f"{where}: {first['msg']}") from None
 
 
 def gunzip_limited(data: bytes, limit: int) -> bytes:

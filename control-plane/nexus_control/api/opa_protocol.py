@@ -14,9 +14,14 @@ import re
 import time
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import ValidationError
 
-from nexus_control.api.deps import control_plane, enforcer_identity, read_body, require
+from nexus_control.api.deps import (
+    control_plane,
+    enforcer_identity,
+    parse_body,
+    read_body,
+    require,
+)
 from nexus_control.api.errors import ApiError
 from nexus_control.fleet import StatusError, StatusReport
 from nexus_control.service import BUNDLES, bundle_key
@@ -101,12 +106,7 @@ async def post_status(request: Request, principal: Principal = Depends(enforcer_
     """Take one OPA status report: active revision and activation errors per bundle."""
     enforcer = enforcer_identity(request, principal, None)
     body = await read_body(request, MAX_STATUS_BYTES, allow_gzip=True)
-    try:
-        report = StatusReport.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(400, "invalid_status", f"{where}: {first['msg']}") from None
+    report = parse_body(StatusReport, body, "invalid_status")
     label_region = report.labels.get("region")
     if label_region is not None and label_region != principal.region:
         raise ApiError(

@@ -6,9 +6,8 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 
-from nexus_control.api.deps import control_plane, read_body, require
+from nexus_control.api.deps import control_plane, parse_body, read_body, require
 from nexus_control.api.errors import ApiError
 from nexus_control.budget import NoPolicyError, UnknownTenantError, UsageReport
 from nexus_control.tokens import Principal, Role
@@ -26,12 +25,7 @@ async def post_usage(
 ) -> dict[str, Any]:
     """Count one request's spend (idempotent on request_id); may refuse the tenant from now on."""
     body = await read_body(request, MAX_USAGE_BYTES)
-    try:
-        report = UsageReport.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(400, "invalid_usage", f"{where}: {first['msg']}") from None
+    report = parse_body(UsageReport, body, "invalid_usage")
     plane = control_plane(request)
     try:
         outcome = await asyncio.to_thread(plane.record_usage, report)
