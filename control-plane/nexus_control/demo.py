@@ -60,6 +60,7 @@ from nexus_control.keys import (
     public_pem,
 )
 from nexus_control.opa import Opa
+from nexus_control.regions import fleet_yaml
 from nexus_control.server import ServerThread
 from nexus_control.service import ControlPlane
 from nexus_control.settings import ControlSettings
@@ -587,22 +588,17 @@ DEMO_SOAK_S = 1
 
 
 def _fleet_file(path: Path) -> Path:
-    lines = [
-        "apiVersion: policy.nexus.ai/v1",
-        "kind: Fleet",
-        f"soakSeconds: {DEMO_SOAK_S}",
-        "activationDeadlineSeconds: 30",
-        "staleAfterSeconds: 20",
-        "regions:",
-    ]
-    for region, jurisdiction, wave in DEMO_REGIONS:
-        lines += [
-            f"  - id: {region}",
-            f"    jurisdiction: {jurisdiction}",
-            f"    wave: {wave}",
-            f"    enforcers: [{region}-1]",
-        ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(
+        fleet_yaml(
+            [
+                (region, jurisdiction, wave, [f"{region}-1"])
+                for region, jurisdiction, wave in DEMO_REGIONS
+            ],
+            soak_s=DEMO_SOAK_S,
+            activation_deadline_s=30,
+            stale_after_s=20,
+        )
+    )
     return path
 
 

@@ -77,6 +77,32 @@ class Fleet:
         )
 
 
+def fleet_yaml(
+    regions: list[tuple[str, str, int, list[str]]],
+    *,
+    soak_s: int,
+    activation_deadline_s: int = DEFAULT_ACTIVATION_DEADLINE_S,
+    stale_after_s: int = DEFAULT_STALE_AFTER_S,
+) -> str:
+    """A fleet file's text for (region, jurisdiction, wave, enforcer ids) rows."""
+    lines = [
+        "apiVersion: policy.nexus.ai/v1",
+        "kind: Fleet",
+        f"soakSeconds: {soak_s}",
+        f"activationDeadlineSeconds: {activation_deadline_s}",
+        f"staleAfterSeconds: {stale_after_s}",
+        "regions:",
+    ]
+    for region, jurisdiction, wave, enforcers in regions:
+        lines += [
+            f"  - id: {region}",
+            f"    jurisdiction: {jurisdiction}",
+            f"    wave: {wave}",
+            f"    enforcers: [{', '.join(enforcers)}]",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def load_fleet(path: Path) -> Fleet:
     """Load and check a fleet file; raise SpecError listing every problem."""
     doc = load_document(path, {"Fleet": FleetSpec})

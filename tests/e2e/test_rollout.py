@@ -17,6 +17,7 @@ from nexus_control.client import ApiCallError, ControlPlaneClient
 from nexus_control.demo import unactivatable_revision
 from nexus_control.keys import KeyPaths, load_signing_key, public_pem
 from nexus_control.opa import Opa
+from nexus_control.regions import fleet_yaml
 from nexus_control.tables import BundleRevision
 from nexus_control.tokens import Role, create_token
 from nexus_control.toolchain import find_envoy
@@ -31,23 +32,11 @@ SOAK_S = 1
 
 
 def fleet_file(path: Path) -> Path:
-    lines = [
-        "apiVersion: policy.nexus.ai/v1",
-        "kind: Fleet",
-        f"soakSeconds: {SOAK_S}",
-        "activationDeadlineSeconds: 30",
-        "staleAfterSeconds: 8",
-        "regions:",
+    rows = [
+        (region, jurisdiction, wave, [f"{region}-{n}" for n in range(1, PER_REGION + 1)])
+        for region, jurisdiction, wave in REGIONS
     ]
-    for region, jurisdiction, wave in REGIONS:
-        enforcers = ", ".join(f"{region}-{n}" for n in range(1, PER_REGION + 1))
-        lines += [
-            f"  - id: {region}",
-            f"    jurisdiction: {jurisdiction}",
-            f"    wave: {wave}",
-            f"    enforcers: [{enforcers}]",
-        ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(fleet_yaml(rows, soak_s=SOAK_S, activation_deadline_s=30, stale_after_s=8))
     return path
 
 
