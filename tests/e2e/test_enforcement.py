@@ -61,8 +61,8 @@ def env(
         plain=credentials_overlay(workdir / "credentials"),
         spend=RedisSpendStore(redis_for_spend.url),
     )
-    environment.start()
     try:
+        environment.start()
         yield environment
     finally:
         environment.stop()

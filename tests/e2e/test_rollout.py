@@ -143,10 +143,10 @@ def fleet_env(
         database_url=f"sqlite:///{workdir / 'cp.db'}",
         plain=credentials_overlay(workdir / "credentials"),
     )
-    env.start()
-    first = env.publish_rollout(env.build())
-    env.wait_state(first["rollout"]["id"], "completed")
     try:
+        env.start()
+        first = env.publish_rollout(env.build())
+        env.wait_state(first["rollout"]["id"], "completed")
         yield env
     finally:
         env.stop()
