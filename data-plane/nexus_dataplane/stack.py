@@ -113,7 +113,7 @@ class EnforcerStack:
 
     def start(self, *, wait_for_bundles: bool = True, timeout_s: float = 60.0) -> None:
         """Start the upstream (unless shared), then every OPA and Envoy; wait until ready."""
-        if self.upstream is None:
+        if self.upstream is None and self.options.with_envoy:
             self.upstream = Upstream(self.options.workdir / "upstream")
             self.upstream.start_and_wait()
             self._own_upstream = True
@@ -127,8 +127,9 @@ class EnforcerStack:
             raise
 
     def add(self, enforcer_id: str) -> Enforcer:
-        assert self.upstream is not None
-        spec = enforcer_spec(self.options, enforcer_id, self.upstream.port)
+        # Without Envoy there is no upstream to forward to; the port is unused.
+        upstream_port = self.upstream.port if self.upstream is not None else 0
+        spec = enforcer_spec(self.options, enforcer_id, upstream_port)
         workdir = self.options.workdir / enforcer_id
         opa = OpaServer(
             self.options.opa_bin, workdir, config=opa_config(spec), port=spec.opa_port, name="opa"
