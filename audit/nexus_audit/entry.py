@@ -83,8 +83,16 @@ def decision_entry(
     http_status: int | None,
     controls: Iterable[str],
     payload_commitment: str,
+    error: str | None = None,
 ) -> bytes:
-    """The canonical entry of one policy decision."""
+    """The canonical entry of one policy decision.
+
+    ``error`` is OPA's error code when the evaluation failed (a cancelled
+    evaluation, say): the request was refused (fail closed) with no result.
+    """
+    outcome: dict[str, Any] = {"allowed": allowed, "http_status": http_status}
+    if error is not None:
+        outcome["error"] = error
     return canonical_json(
         {
             "v": ENTRY_VERSION,
@@ -98,7 +106,7 @@ def decision_entry(
             "path": path,
             "method": method,
             "http_path": http_path,
-            "outcome": {"allowed": allowed, "http_status": http_status},
+            "outcome": outcome,
             "controls": sorted(set(controls)),
             "payload_commitment": payload_commitment,
         }

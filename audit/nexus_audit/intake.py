@@ -161,7 +161,9 @@ class DecisionEvent(_Lenient):
     bundles: dict[str, BundleRevision] = {}
     path: StrictStr = Field(min_length=1, max_length=512)
     input: Any = None
-    result: Any
+    result: Any = None
+    error: Any = None
+    """Set instead of ``result`` when OPA's evaluation failed (e.g. eval_cancel_error)."""
     timestamp: AwareDatetime
     rule_labels: list[RuleLabels] | None = None
 
@@ -281,7 +283,11 @@ def prepare_decisions(
         if subject is not None:
             subject = scope_name(subject, MAX_SUBJECT_LENGTH)
         try:
-            payload = canonical_json({"input": event.input, "result": event.result})
+            payload = canonical_json(
+                {"input": event.input, "result": event.result, "error": event.error}
+                if event.error is not None
+                else {"input": event.input, "result": event.result}
+            )
         except CanonicalJsonError as exc:
             raise InvalidEventError(index, "input", str(exc), event.decision_id) from None
         salt = salts[index * SALT_SIZE : (index + 1) * SALT_SIZE]
@@ -301,6 +307,7 @@ def prepare_decisions(
             http_status=http_status,
             controls=controls,
             payload_commitment=commitment(salt, payload),
+            error=_error_code(event),
         )
         leaf = NewLeaf(
             entry=entry,
@@ -315,7 +322,22 @@ def prepare_decisions(
     return prepared
 
 
+def _error_code(event: DecisionEvent) -> str | None:
+    """OPA's error code for a failed evaluation (the request was refused)."""
+    if event.result is not None or event.error is None:
+        return None
+    code = event.error.get("code") if isinstance(event.error, dict) else None
+    return code if isinstance(code, str) and code else "evaluation_error"
+
+
 def _result(index: int, event: DecisionEvent) -> DecisionResult | bool:
+    if _error_code(event) is not None:
+        # The ext_authz plugin answered Envoy with an error: Envoy refused it.
+        return DecisionResult(allowed=False)
+    if event.result is None:
+        raise InvalidEventError(
+            index, "result", "Field required (or an error from OPA)", event.decision_id
+        )
     if isinstance(event.result, bool):
         return event.result
     if not isinstance(event.result, dict):

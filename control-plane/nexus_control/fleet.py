@@ -103,14 +103,18 @@ def _bundle_row(session: Session, enforcer_id: str, bundle: str) -> EnforcerBund
 
 def record_poll(
     session: Session, enforcer_id: str, region: str, bundle: str, held: str | None
-) -> None:
-    """An enforcer polled ``bundle`` holding ``held`` (its If-None-Match)."""
+) -> bool:
+    """An enforcer polled ``bundle`` holding ``held`` (its If-None-Match).
+
+    Returns whether its last status report for the bundle carried an error.
+    """
     now = datetime.now(UTC)
     _touch(session, enforcer_id, region, now)
     row = _bundle_row(session, enforcer_id, bundle)
     if row.held_revision != held:
         row.held_revision = held
         row.held_at = now
+    return row.error_code is not None
 
 
 def touch(session: Session, enforcer_id: str, region: str) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +38,8 @@ log = logging.getLogger("nexus.control")
 
 BUNDLES = (POLICY_BUNDLE, state.STATE_BUNDLE)
 ARCHIVE_CACHE_SIZE = 16
-ROLLOUT_TICK_S = 0.25
+ROLLOUT_TICK_S = 1.0
+TICK_POLL_S = 0.02
 OUTBOX_DRAIN_S = 0.5
 
 
@@ -124,6 +126,7 @@ class ControlPlane:
         self._state_lock = threading.Lock()
         self._period = period_of(datetime.now(UTC))
         self._archives: dict[str, bytes] = {}
+        self._tick_now = threading.Event()
         self._configs: dict[str, dict[str, Any]] = {}
 
     def _verification_key(self) -> Path:
@@ -248,13 +251,19 @@ class ControlPlane:
                 await asyncio.wait_for(stop.wait(), OUTBOX_DRAIN_S)
 
     async def rollout_loop(self, stop: asyncio.Event) -> None:
+        """Step the engine every ROLLOUT_TICK_S, and at once after a status report."""
         while not stop.is_set():
+            self._tick_now.clear()
             try:
                 await asyncio.to_thread(self.tick)
             except Exception:
                 log.exception("rollout engine step failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ROLLOUT_TICK_S)
+            deadline = time.monotonic() + ROLLOUT_TICK_S
+            while not stop.is_set() and not self._tick_now.is_set():
+                if time.monotonic() >= deadline:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TICK_POLL_S)
 
     # -- serving --------------------------------------------------------------------
 
@@ -287,9 +296,10 @@ class ControlPlane:
         self._archives[revision] = archive
         return archive
 
-    def record_poll(self, enforcer_id: str, region: str, bundle: str, held: str | None) -> None:
+    def record_poll(self, enforcer_id: str, region: str, bundle: str, held: str | None) -> bool:
+        """Record what the enforcer holds; True if its last status for ``bundle`` was an error."""
         with self.db.session() as session:
-            fleet.record_poll(session, enforcer_id, region, bundle, held)
+            return fleet.record_poll(session, enforcer_id, region, bundle, held)
 
     def touch(self, enforcer_id: str, region: str) -> None:
         with self.db.session() as session:
@@ -298,6 +308,8 @@ class ControlPlane:
     def record_status(self, enforcer_id: str, region: str, report: fleet.StatusReport) -> None:
         with self.db.session() as session:
             fleet.record_status(session, enforcer_id, region, report)
+        # A status report is what moves a rollout on: step the engine now.
+        self._tick_now.set()
 
     # -- budgets ----------------------------------------------------------------------
 

@@ -95,7 +95,8 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
         "keys": {spec.key_id: {"algorithm": "RS256", "key": spec.verification_key_pem}},
         "bundles": bundles,
         "persistence_directory": str(spec.persistence_dir),
-        "status": {"service": "control-plane"},
+        # prometheus: OPA's /metrics then carries bundle and decision-log counters.
+        "status": {"service": "control-plane", "prometheus": True},
         "plugins": {
             "envoy_ext_authz_grpc": {
                 "addr": f"127.0.0.1:{spec.grpc_port}",

@@ -238,6 +238,12 @@ def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
     for region in fleet_env.status()["regions"]:
         for enforcer in region["enforcers"]:
             assert enforcer["active_revision"] == before[region["region"]]
+
+    def canary_clean() -> bool:
+        canary = fleet_env.status()["regions"][0]
+        return all(e["state"] == "active" and not e["error"] for e in canary["enforcers"])
+
+    assert eventually(canary_clean, 10) < 10, "the activation error clears soon after the rollback"
     for stack_region in ("eu-central-1", "us-east-1"):
         for enforcer in fleet_env.stacks[stack_region].enforcers:
             held = httpx.get(f"{enforcer.opa_url}/v1/data/system/bundles", timeout=5).json()

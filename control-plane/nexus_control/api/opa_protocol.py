@@ -29,6 +29,7 @@ from nexus_control.tokens import Principal, Role
 
 BUNDLE_CONTENT_TYPE = "application/vnd.openpolicyagent.bundles"
 MAX_STATUS_BYTES = 1024 * 1024
+ERRORED_HOLD_S = 1
 RECHECK_S = 1.0
 """A held poll re-reads the database this often, so a change made by another
 control-plane process is seen even without an in-process notification."""
@@ -76,8 +77,13 @@ async def get_bundle(
     held = held_revision(request.headers.get("if-none-match"))
     wait = long_poll_wait(request.headers.get("prefer"), plane.settings.long_poll_max_s)
 
-    await asyncio.to_thread(plane.record_poll, enforcer, region, bundle, held)
+    errored = await asyncio.to_thread(plane.record_poll, enforcer, region, bundle, held)
     served = await asyncio.to_thread(plane.served_revision, region, bundle)
+    if errored:
+        # OPA clears an activation error on the 304 that ends a poll: after a
+        # rollback to what it holds, that 304 should come soon, not in 30 s
+        # (a short hold, not none, so a stuck error cannot spin a poll loop).
+        wait = min(wait, ERRORED_HOLD_S)
     deadline = time.monotonic() + wait
     while served is not None and served == held and time.monotonic() < deadline:
         remaining = deadline - time.monotonic()

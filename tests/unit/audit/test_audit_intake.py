@@ -294,3 +294,22 @@ def test_a_subject_gets_its_own_data_key_and_the_tenant_one_for_the_rest(
     assert sorted(keys, key=str) == sorted(
         [("acme", None), ("acme", "alice"), ("acme", "bob"), ("globex", None)], key=str
     )
+
+
+def test_a_failed_evaluation_is_recorded_as_a_refusal_not_rejected(
+    client: TestClient, audit_log: AuditLog
+) -> None:
+    """OPA logs a cancelled evaluation with an error and no result; Envoy refused it."""
+    batch = events(3)
+    del batch[1]["result"]
+    batch[1]["error"] = {"code": "eval_cancel_error", "message": "caller cancelled query execution"}
+    response = _post(client, gzip_batch(batch))
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 3
+    leaf = audit_log.leaf(decision_id=batch[1]["decision_id"])
+    entry = orjson.loads(leaf.entry)
+    assert entry["outcome"] == {
+        "allowed": False,
+        "http_status": None,
+        "error": "eval_cancel_error",
+    }
