@@ -10,9 +10,10 @@ demo:
 test:
 	@scripts/test
 
+# make bench BENCH_ARGS="--quick" (or --only NAME, --json FILE, --postgres)
 bench:
 	@NEXUS_BOOTSTRAP_BENCH=1 scripts/bootstrap
-	@.venv/bin/python -m tests.bench
+	@.venv/bin/python -m tests.bench $(BENCH_ARGS)
 
 bootstrap:
 	@scripts/bootstrap
