@@ -32,7 +32,7 @@ from nexus_control.regions import Fleet, load_fleet
 from nexus_control.registry import POLICY_BUNDLE, Published, Verifier
 from nexus_control.settings import ControlSettings
 from nexus_control.spend import SpendStore, period_of
-from nexus_control.tables import BundleRevision, RegionTarget, Rollout
+from nexus_control.tables import BundleRevision, EnforcerBundle, RegionTarget, Rollout
 
 log = logging.getLogger("nexus.control")
 
@@ -275,6 +275,13 @@ class ControlPlane:
                 return current.revision if current else None
             target = session.get(RegionTarget, (region, bundle))
             return target.desired_revision if target else None
+
+    def poll_view(self, enforcer_id: str, region: str, bundle: str) -> tuple[str | None, bool]:
+        """What a held poll rechecks: the revision to serve, and whether the enforcer errored."""
+        served = self.served_revision(region, bundle)
+        with self.db.session() as session:
+            row = session.get(EnforcerBundle, (enforcer_id, bundle))
+            return served, row is not None and row.error_code is not None
 
     def archive(self, region: str, bundle: str, revision: str) -> bytes:
         """The archive of ``revision`` (policy revisions are immutable, so they are cached)."""

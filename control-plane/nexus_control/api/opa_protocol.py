@@ -79,18 +79,23 @@ async def get_bundle(
 
     errored = await asyncio.to_thread(plane.record_poll, enforcer, region, bundle, held)
     served = await asyncio.to_thread(plane.served_revision, region, bundle)
-    if errored:
-        # OPA clears an activation error on the 304 that ends a poll: after a
-        # rollback to what it holds, that 304 should come soon, not in 30 s
-        # (a short hold, not none, so a stuck error cannot spin a poll loop).
-        wait = min(wait, ERRORED_HOLD_S)
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline = started + wait
     while served is not None and served == held and time.monotonic() < deadline:
+        if errored:
+            # OPA clears an activation error only on the 304 that ends a poll;
+            # after a rollback to what it holds, that 304 should come soon, not
+            # at the end of a 30 s hold. (A short hold, not none: a stuck error
+            # must not spin a poll loop.) The error may be reported while the
+            # poll is already held, so it is looked at again on every recheck.
+            deadline = min(deadline, started + ERRORED_HOLD_S)
         remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
         await plane.notifier.wait(bundle_key(region, bundle), min(RECHECK_S, remaining))
         if await request.is_disconnected():
             return Response(status_code=304)
-        served = await asyncio.to_thread(plane.served_revision, region, bundle)
+        served, errored = await asyncio.to_thread(plane.poll_view, enforcer, region, bundle)
 
     if wait:
         await asyncio.to_thread(plane.touch, enforcer, region)
