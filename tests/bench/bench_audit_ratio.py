@@ -72,7 +72,7 @@ from tests.bench.common import (
 )
 from tests.bench.generate import GeneratedBundle
 from tests.bench.loadgen import LoadResult, constant_rate
-from tests.bench.plane import BenchPlane
+from tests.bench.plane import BenchPlane, bench_database
 from tests.bench.upstream import FastUpstream
 
 NAME = "audit_ratio"
@@ -142,32 +142,22 @@ def run(ctx: Context) -> list[Figure]:
 def _plane(ctx: Context, workdir: Path, first: BuiltBundle) -> Iterator[BenchPlane]:
     """The control plane with its co-located audit log (both on PostgreSQL with --postgres)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    postgres = None
-    database_url = f"sqlite:///{workdir / 'control.db'}"
-    audit_url = None
-    if ctx.postgres:
-        from tests.servers import PostgresServer
-
-        postgres = PostgresServer()
-        postgres.start()
-        database_url = audit_url = postgres.url
-    plane = BenchPlane(
-        workdir=workdir,
-        keys=ctx.keys,
-        opa=ctx.opa,
-        database_url=database_url,
-        plain={},
-        enforcers=0,
-        audit_database_url=audit_url,
-        first=first,
-    )
-    try:
-        plane.start()
-        yield plane
-    finally:
-        plane.stop()
-        if postgres is not None:
-            postgres.stop()
+    with bench_database(ctx, workdir) as postgres_url:
+        plane = BenchPlane(
+            workdir=workdir,
+            keys=ctx.keys,
+            opa=ctx.opa,
+            database_url=postgres_url or f"sqlite:///{workdir / 'control.db'}",
+            plain={},
+            enforcers=0,
+            audit_database_url=postgres_url,
+            first=first,
+        )
+        try:
+            plane.start()
+            yield plane
+        finally:
+            plane.stop()
 
 
 def _upstream(

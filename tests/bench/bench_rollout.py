@@ -80,6 +80,7 @@ from tests.bench.common import (
     percentile,
     report,
 )
+from tests.bench.plane import bench_database
 from tests.e2e.harness import GATEWAY, KEY_ID, Environment, credentials_overlay
 
 NAME = "rollout"
@@ -391,30 +392,21 @@ def run(ctx: Context) -> list[Figure]:
 
 @contextlib.contextmanager
 def _fleet(ctx: Context, workdir: Path, per_region: int) -> Iterator[FleetPlane]:
-    postgres = None
-    database_url = f"sqlite:///{workdir / 'control.db'}"
-    if ctx.postgres:
-        from tests.servers import PostgresServer
-
-        postgres = PostgresServer()
-        postgres.start()
-        database_url = postgres.url
-    fleet = FleetPlane(
-        workdir=workdir,
-        keys=ctx.keys,
-        opa=ctx.opa,
-        database_url=database_url,
-        plain=credentials_overlay(workdir / "credentials"),
-        audit_database_url=database_url if postgres is not None else None,
-        per_region=per_region,
-    )
-    try:
-        fleet.start()
-        yield fleet
-    finally:
-        fleet.stop()
-        if postgres is not None:
-            postgres.stop()
+    with bench_database(ctx, workdir) as postgres_url:
+        fleet = FleetPlane(
+            workdir=workdir,
+            keys=ctx.keys,
+            opa=ctx.opa,
+            database_url=postgres_url or f"sqlite:///{workdir / 'control.db'}",
+            plain=credentials_overlay(workdir / "credentials"),
+            audit_database_url=postgres_url,
+            per_region=per_region,
+        )
+        try:
+            fleet.start()
+            yield fleet
+        finally:
+            fleet.stop()
 
 
 def _example_pair(fleet: FleetPlane) -> tuple[BuiltBundle, BuiltBundle]:

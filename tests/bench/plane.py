@@ -81,31 +81,38 @@ class BenchPlane(Environment):
 
 
 @contextlib.contextmanager
+def bench_database(ctx: Context, workdir: Path) -> Iterator[str | None]:
+    """A PostgreSQL URL with ``--postgres`` (a throwaway server), else None for SQLite."""
+    if not ctx.postgres:
+        yield None
+        return
+    from tests.servers import PostgresServer
+
+    postgres = PostgresServer()
+    postgres.start()
+    try:
+        yield postgres.url
+    finally:
+        postgres.stop()
+
+
+@contextlib.contextmanager
 def running_plane(ctx: Context, name: str, first: BuiltBundle) -> Iterator[BenchPlane]:
     """A started control plane (enforcers: none) that has published ``first``."""
     workdir = ctx.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
-    postgres = None
-    database_url = f"sqlite:///{workdir / 'control.db'}"
-    if ctx.postgres:
-        from tests.servers import PostgresServer
-
-        postgres = PostgresServer()
-        postgres.start()
-        database_url = postgres.url
-    plane = BenchPlane(
-        workdir=workdir,
-        keys=ctx.keys,
-        opa=ctx.opa,
-        database_url=database_url,
-        plain={},
-        enforcers=0,
-        first=first,
-    )
-    try:
-        plane.start()
-        yield plane
-    finally:
-        plane.stop()
-        if postgres is not None:
-            postgres.stop()
+    with bench_database(ctx, workdir) as postgres_url:
+        plane = BenchPlane(
+            workdir=workdir,
+            keys=ctx.keys,
+            opa=ctx.opa,
+            database_url=postgres_url or f"sqlite:///{workdir / 'control.db'}",
+            plain={},
+            enforcers=0,
+            first=first,
+        )
+        try:
+            plane.start()
+            yield plane
+        finally:
+            plane.stop()
