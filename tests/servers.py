@@ -118,7 +118,8 @@ class PostgresServer:
                 raise RuntimeError(f"createdb failed: {out.stderr}")
             time.sleep(0.2)
 
-    def psql(self, sql: str) -> str:
+    def psql(self, sql: str, *, database: str = "nexus") -> str:
+        """Run ``sql`` with the psql client (in ``database``); stdout, unaligned."""
         out = subprocess.run(
             [
                 str(self.bin / "psql"),
@@ -129,7 +130,7 @@ class PostgresServer:
                 "-U",
                 "nexus",
                 "-d",
-                "nexus",
+                database,
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-At",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -38,27 +37,4 @@ def make_pg_log(pg_url: str, catalogs: Catalogs) -> Iterator[LogFactory]:
 
 def psql(postgres: PostgresServer, database_url: str, sql: str) -> str:
     """Run ``sql`` with the psql client against the database of ``database_url``."""
-    database = database_url.rsplit("/", 1)[1]
-    out = subprocess.run(
-        [
-            str(postgres.bin / "psql"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(postgres.port),
-            "-U",
-            "nexus",
-            "-d",
-            database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-At",
-            "-c",
-            sql,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return out.stdout
+    return postgres.psql(sql, database=database_url.rsplit("/", 1)[1])
