@@ -72,7 +72,7 @@ from tests.bench.common import (
 )
 from tests.bench.generate import GeneratedBundle
 from tests.bench.loadgen import LoadResult, constant_rate
-from tests.bench.plane import BenchPlane, bench_database
+from tests.bench.plane import BenchPlane, bench_database, bench_upstream
 from tests.bench.upstream import FastUpstream
 
 NAME = "audit_ratio"
@@ -125,7 +125,7 @@ def run(ctx: Context) -> list[Figure]:
     started: list[ManagedProcess] = []
     with _plane(ctx, workdir, built) as plane:
         try:
-            upstream = _upstream(ctx, plane, workdir, started)
+            upstream = bench_upstream(ctx, plane, workdir, started)
             enforcer = _start_enforcer(plane, workdir, upstream, started)
             assert plane.audit is not None
             tally = IntakeTally(plane.audit)
@@ -158,17 +158,6 @@ def _plane(ctx: Context, workdir: Path, first: BuiltBundle) -> Iterator[BenchPla
             yield plane
         finally:
             plane.stop()
-
-
-def _upstream(
-    ctx: Context, plane: BenchPlane, workdir: Path, started: list[ManagedProcess]
-) -> Upstream:
-    if ctx.upstream == "stock":
-        return plane.stack_upstream()
-    upstream = FastUpstream(workdir / "upstream")
-    started.append(upstream)
-    upstream.start_and_wait()
-    return upstream
 
 
 def _start_enforcer(

@@ -52,8 +52,8 @@ from tests.bench.common import (
 )
 from tests.bench.generate import GeneratedBundle
 from tests.bench.loadgen import LoadResult, constant_rate
-from tests.bench.plane import BenchPlane, running_plane
-from tests.bench.upstream import BODY, FastUpstream
+from tests.bench.plane import BenchPlane, bench_upstream, running_plane
+from tests.bench.upstream import BODY
 
 NAME = "latency"
 TITLE = "Added latency of ext_authz + OPA (open-loop constant rate)"
@@ -95,7 +95,7 @@ def run(ctx: Context) -> list[Figure]:
     workdir = ctx.workdir / "latency"
     started: list[ManagedProcess] = []
     with running_plane(ctx, "latency", built) as plane:
-        upstream = _upstream(ctx, plane, workdir, started)
+        upstream = bench_upstream(ctx, plane, workdir, started)
         try:
             sides = _start_sides(ctx, plane, workdir, upstream, started)
             clients = _clients(generated, sides, QUICK_CLIENTS if ctx.quick else CLIENTS)
@@ -105,17 +105,6 @@ def run(ctx: Context) -> list[Figure]:
                 proc.stop()
     report(ctx.console, TITLE, figures)
     return figures
-
-
-def _upstream(
-    ctx: Context, plane: BenchPlane, workdir: Path, started: list[ManagedProcess]
-) -> Upstream:
-    if ctx.upstream == "stock":
-        return plane.stack_upstream()
-    upstream = FastUpstream(workdir / "upstream")
-    started.append(upstream)
-    upstream.start_and_wait()
-    return upstream
 
 
 def _start_sides(

@@ -23,8 +23,10 @@ from nexus_control.keys import load_signing_key, public_pem
 from nexus_control.settings import ControlSettings
 from nexus_control.toolchain import find_envoy
 from nexus_dataplane.enforcer import Upstream
+from nexus_dataplane.process import ManagedProcess
 from nexus_dataplane.stack import StackOptions
 from tests.bench.common import Context
+from tests.bench.upstream import FastUpstream
 from tests.e2e.harness import KEY_ID, Environment
 
 DEFAULT_DEBOUNCE_S = float(ControlSettings.model_fields["state_debounce_s"].default)
@@ -116,3 +118,15 @@ def running_plane(ctx: Context, name: str, first: BuiltBundle) -> Iterator[Bench
             yield plane
         finally:
             plane.stop()
+
+
+def bench_upstream(
+    ctx: Context, plane: BenchPlane, workdir: Path, started: list[ManagedProcess]
+) -> Upstream:
+    """The upstream behind Envoy: the fast stand-in, or the product's with --upstream stock."""
+    if ctx.upstream == "stock":
+        return plane.stack_upstream()
+    upstream = FastUpstream(workdir / "upstream")
+    started.append(upstream)
+    upstream.start_and_wait()
+    return upstream
