@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nexus_audit.events import ControlEvent
 from nexus_audit.service import AuditLog
@@ -32,7 +33,13 @@ from nexus_control.regions import Fleet, load_fleet
 from nexus_control.registry import POLICY_BUNDLE, Published, Verifier
 from nexus_control.settings import ControlSettings
 from nexus_control.spend import SpendStore, period_of
-from nexus_control.tables import BundleRevision, EnforcerBundle, RegionTarget, Rollout
+from nexus_control.tables import (
+    BundleRevision,
+    EnforcerBundle,
+    RegionTarget,
+    Rollout,
+    StateBundle,
+)
 
 log = logging.getLogger("nexus.control")
 
@@ -267,21 +274,34 @@ class ControlPlane:
 
     # -- serving --------------------------------------------------------------------
 
+    @staticmethod
+    def _served(session: Session, region: str, bundle: str) -> str | None:
+        # Only the revision column: held polls ask this every second, and the
+        # state bundle's row also holds its archive.
+        if bundle == state.STATE_BUNDLE:
+            return session.scalar(
+                select(StateBundle.revision).where(StateBundle.name == state.STATE_BUNDLE)
+            )
+        return session.scalar(
+            select(RegionTarget.desired_revision).where(
+                RegionTarget.region == region, RegionTarget.bundle == bundle
+            )
+        )
+
     def served_revision(self, region: str, bundle: str) -> str | None:
         """The revision a region's enforcers should hold now, if any."""
         with self.db.session() as session:
-            if bundle == state.STATE_BUNDLE:
-                current = state.current_state(session)
-                return current.revision if current else None
-            target = session.get(RegionTarget, (region, bundle))
-            return target.desired_revision if target else None
+            return self._served(session, region, bundle)
 
     def poll_view(self, enforcer_id: str, region: str, bundle: str) -> tuple[str | None, bool]:
         """What a held poll rechecks: the revision to serve, and whether the enforcer errored."""
-        served = self.served_revision(region, bundle)
         with self.db.session() as session:
-            row = session.get(EnforcerBundle, (enforcer_id, bundle))
-            return served, row is not None and row.error_code is not None
+            error = session.scalar(
+                select(EnforcerBundle.error_code).where(
+                    EnforcerBundle.enforcer_id == enforcer_id, EnforcerBundle.bundle == bundle
+                )
+            )
+            return self._served(session, region, bundle), error is not None
 
     def archive(self, region: str, bundle: str, revision: str) -> bytes:
         """The archive of ``revision`` (policy revisions are immutable, so they are cached)."""
