@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from nexus_control.bundle import BuildOptions, BuiltBundle, build_bundle
-from nexus_control.keys import KeyPaths, init_keys, load_signing_key, public_pem
-from nexus_control.opa import Opa
-from nexus_control.toolchain import find_opa
+from nexus_control.access.signing_keys import KeyPaths, init_keys, load_signing_key, public_pem
+from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.authoring.opa import Opa
+from nexus_runtime.toolchain import find_opa
 from tests.servers import PostgresServer, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nexus_control.toolchain import find_postgres_bin, find_redis_server
 from nexus_dataplane.process import ManagedProcess, free_port, wait_for_port
+from nexus_runtime.toolchain import find_postgres_bin, find_redis_server
 
 START_TIMEOUT_S = 60.0
 

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nexus_contract.errors import NexusError
+
 __all__ = [
     "CATALOG_DIR_NAME",
     "CROSSWALK_SOC2_ISO27001_FILE",
@@ -84,7 +86,7 @@ class CatalogError(Exception):
         super().__init__(f"{where}: {problem}")
 
 
-class UnknownControlError(LookupError):
+class UnknownControlError(NexusError, LookupError):
     """A qualified control id names no catalogued control (or no known framework)."""
 
     def __init__(self, qualified_id: str, reason: str) -> None:

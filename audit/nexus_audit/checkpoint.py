@@ -20,6 +20,7 @@ from typing import Self
 
 from nexus_audit.merkle import EMPTY_ROOT, HASH_SIZE, MAX_TREE_SIZE
 from nexus_audit.note import Signer, Verifier, _decode_base64, open_note, sign_note
+from nexus_contract.errors import NexusError
 
 __all__ = [
     "Checkpoint",
@@ -32,7 +33,7 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 
-class CheckpointError(Exception):
+class CheckpointError(NexusError):
     """A checkpoint's body was rejected (signature failures raise `note.NoteError`)."""
 
 

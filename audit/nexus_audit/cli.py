@@ -26,17 +26,12 @@ from rich.table import Table
 from nexus_audit import evidence as evidence_archive
 from nexus_audit.catalog import CatalogError, UnknownControlError
 from nexus_audit.coverage import CoverageReport, UnknownFrameworkError, coverage
-from nexus_audit.db import AuditDatabase
+from nexus_audit.database import AuditDatabase
 from nexus_audit.erasure import erase, purge_expired, retention_from_config
+from nexus_audit.keyfiles import KeyFileError, init_log_key, init_master_key, load_log_key
 from nexus_audit.note import MalformedKeyError, Verifier
 from nexus_audit.service import AuditError, AuditLog
-from nexus_audit.settings import (
-    AuditSettings,
-    KeyFileError,
-    init_log_key,
-    init_master_key,
-    load_log_key,
-)
+from nexus_audit.settings import AuditSettings
 from nexus_audit.verify import LogVerificationError, verify_log
 
 __all__ = ["audit_app", "evidence_app"]
@@ -342,7 +337,7 @@ def export(
     """Write one verifiable evidence archive for a control and period."""
     log = _open_log()
     try:
-        summary = evidence_archive.export(
+        summary = evidence_archive.export_archive(
             log,
             framework=framework,
             control=control,
@@ -370,7 +365,7 @@ def verify_archive(
     """Check an evidence archive offline with nothing but it and the log's public key."""
     verifier = _verifier(key)
     try:
-        verified = evidence_archive.verify(archive, verifier)
+        verified = evidence_archive.verify_archive(archive, verifier)
     except evidence_archive.EvidenceError as exc:
         err.print(f"[red]FAILED[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(EXIT_FAILED) from None

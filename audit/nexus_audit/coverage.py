@@ -18,6 +18,7 @@ from nexus_audit.catalog import Catalogs, Control, Framework
 from nexus_audit.entry import format_time
 from nexus_audit.service import AuditLog
 from nexus_audit.tables import LeafControl
+from nexus_contract.errors import NexusError
 
 __all__ = [
     "ControlCoverage",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class UnknownFrameworkError(LookupError):
+class UnknownFrameworkError(NexusError, LookupError):
     """A framework name is not one of the catalogs'."""
 
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from nexus_contract.canonical import CanonicalJsonError, canonical_json
 
 __all__ = [
     "ENTRY_VERSION",
@@ -44,18 +44,6 @@ __all__ = [
 
 ENTRY_VERSION = 1
 SALT_SIZE = 16
-
-
-class CanonicalJsonError(ValueError):
-    """A value has no canonical JSON form (an integer beyond 64 bits, a non-string key)."""
-
-
-def canonical_json(value: Any) -> bytes:
-    """The canonical JSON bytes of ``value`` (see the module docstring)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError as exc:
-        raise CanonicalJsonError(str(exc)) from None
 
 
 def commitment(salt: bytes, payload: bytes) -> str:

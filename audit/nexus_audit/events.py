@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from nexus_audit.entry import SALT_SIZE, canonical_json, commitment, event_entry
+from nexus_audit.entry import SALT_SIZE, commitment, event_entry
 from nexus_audit.storage import NewLeaf
+from nexus_contract.canonical import canonical_json
 
 __all__ = [
     "AUDIT_EVENT_PREFIX",

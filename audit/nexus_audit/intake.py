@@ -41,15 +41,16 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from nexus_audit.catalog import Catalogs
-from nexus_audit.entry import SALT_SIZE, CanonicalJsonError, canonical_json, commitment
+from nexus_audit.entry import SALT_SIZE, commitment
 from nexus_audit.entry import decision_entry as build_decision_entry
 from nexus_audit.payloads import MAX_SUBJECT_LENGTH, MAX_TENANT_LENGTH, scope_name
 from nexus_audit.storage import NewLeaf
+from nexus_contract.canonical import CanonicalJsonError, canonical_json
+from nexus_contract.errors import NexusError
+from nexus_contract.wire import SUBJECT_HEADER, TENANT_HEADER
 
 __all__ = [
-    "SUBJECT_HEADER",
     "TEMPLATED_COLLECTIONS",
-    "TENANT_HEADER",
     "BatchTooLargeError",
     "DecisionEvent",
     "DecisionResult",
@@ -65,13 +66,11 @@ __all__ = [
     "prepare_decisions",
 ]
 
-TENANT_HEADER = "x-nexus-tenant"
-SUBJECT_HEADER = "x-nexus-subject"
 TEMPLATED_COLLECTIONS = frozenset({"chats", "subjects"})
 """Path segments whose next segment is an id kept out of the leaf (``/v1/chats/{id}``)."""
 
 
-class IntakeError(Exception):
+class IntakeError(NexusError):
     """An upload was refused as a whole; ``code`` is the API's error code."""
 
     code = "invalid_batch"

@@ -40,6 +40,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
 
+from nexus_contract.errors import NexusError
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -74,7 +76,7 @@ _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
 
-class MerkleError(Exception):
+class MerkleError(NexusError):
     """A Merkle proof, hash or tree parameter was rejected."""
 
 

@@ -32,6 +32,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from nexus_contract.errors import NexusError
+
 __all__ = [
     "MAX_SIGNATURES",
     "AmbiguousVerifierError",
@@ -64,7 +66,7 @@ _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 _FORBIDDEN_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 
-class NoteError(Exception):
+class NoteError(NexusError):
     """A signed note or a note key was rejected."""
 
 

@@ -31,9 +31,10 @@ from sqlalchemy import Table, delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from nexus_audit import storage
-from nexus_audit.keys import DATA_KEY_SIZE, KeyWrapper, data_key_context
+from nexus_audit.envelope import DATA_KEY_SIZE, KeyWrapper, data_key_context
 from nexus_audit.storage import bulk_insert
 from nexus_audit.tables import DataKey, Payload
+from nexus_contract.errors import NexusError
 
 __all__ = [
     "MAX_SUBJECT_LENGTH",
@@ -64,7 +65,7 @@ _PAYLOAD_COLUMNS = (
 )  # fmt: skip
 
 
-class PayloadIntegrityError(Exception):
+class PayloadIntegrityError(NexusError):
     """A stored payload does not decrypt under its live key: the row was altered."""
 
 

@@ -24,6 +24,7 @@ from typing import Self
 from nexus_audit import merkle
 from nexus_audit.checkpoint import Checkpoint
 from nexus_audit.note import Verifier, _decode_base64
+from nexus_contract.errors import NexusError
 
 __all__ = ["HEADER", "MalformedProofError", "ProofError", "TlogProof"]
 
@@ -37,7 +38,7 @@ _EXTRA_PREFIX = "extra "
 _INDEX_LINE = re.compile(r"index (0|[1-9][0-9]{0,19})")
 
 
-class ProofError(Exception):
+class ProofError(NexusError):
     """A tlog-proof was rejected before its checkpoint or Merkle proof was checked."""
 
 

@@ -1,7 +1,7 @@
 """The audit log as one service: intake, events, checkpoints and proofs over one database.
 
 `AuditLog` owns the pieces (database, log key, key wrapper, catalogs,
-checkpointer) and is what the HTTP router, the CLI and the control plane's
+checkpoint signer) and is what the HTTP router, the CLI and the control plane's
 outbox drainer call. Erasure, retention, coverage and evidence export live in
 their own modules and work through it.
 """
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from nexus_audit import storage
 from nexus_audit.catalog import Catalogs, load_catalogs
-from nexus_audit.checkpointer import Checkpointer, SignedCheckpoint
-from nexus_audit.db import AuditDatabase
+from nexus_audit.database import AuditDatabase
+from nexus_audit.envelope import KeyWrapper, LocalKeyWrapper
 from nexus_audit.events import CONTROL_PLANE_TENANT, ControlEvent, PreparedEvent, prepare_event
 from nexus_audit.gc_pause import cyclic_gc_paused
 from nexus_audit.intake import (
@@ -32,11 +32,13 @@ from nexus_audit.intake import (
     parse_events,
     prepare_decisions,
 )
-from nexus_audit.keys import KeyWrapper, LocalKeyWrapper
+from nexus_audit.keyfiles import load_log_key, load_master_key
 from nexus_audit.note import Signer, Verifier
 from nexus_audit.payloads import OpenedPayload, PayloadToSeal, PayloadVault
 from nexus_audit.proof import TlogProof
-from nexus_audit.settings import AuditSettings, load_log_key, load_master_key
+from nexus_audit.settings import AuditSettings
+from nexus_audit.signer import CheckpointSigner, SignedCheckpoint
+from nexus_contract.errors import NexusError
 
 __all__ = [
     "AppendResult",
@@ -51,7 +53,7 @@ __all__ = [
 log = logging.getLogger("nexus.audit")
 
 
-class AuditError(Exception):
+class AuditError(NexusError):
     """A request to the audit log cannot be served as asked."""
 
 
@@ -125,7 +127,7 @@ class AuditLog:
         self.catalogs = catalogs
         self.limits = limits
         self.vault = PayloadVault(wrapper)
-        self.checkpointer = Checkpointer(
+        self.checkpoint_signer = CheckpointSigner(
             db,
             signer,
             every_leaves=checkpoint_every_leaves,
@@ -176,14 +178,14 @@ class AuditLog:
 
     def start(self) -> None:
         """Sign an initial checkpoint if there is none, and start the checkpoint timer."""
-        if self.checkpointer.latest() is None:
-            self.checkpointer.checkpoint()
+        if self.checkpoint_signer.latest() is None:
+            self.checkpoint_signer.checkpoint()
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(
-                target=self.checkpointer.run,
+                target=self.checkpoint_signer.run,
                 args=(self._stop,),
-                name="audit-checkpointer",
+                name="audit-checkpoint-signer",
                 daemon=True,
             )
             self._thread.start()
@@ -295,7 +297,7 @@ class AuditLog:
 
     def _after_append(self, size: int) -> None:
         try:
-            self.checkpointer.maybe_checkpoint(size)
+            self.checkpoint_signer.maybe_checkpoint(size)
         except Exception:
             # The leaves are committed; the timer signs the checkpoint on its next tick.
             log.exception("checkpoint after append failed; the timer will retry")
@@ -308,10 +310,10 @@ class AuditLog:
 
     def checkpoint(self) -> SignedCheckpoint:
         """Sign the tree as it is now (or return the checkpoint that already covers it)."""
-        return self.checkpointer.checkpoint()
+        return self.checkpoint_signer.checkpoint()
 
     def latest_checkpoint(self) -> SignedCheckpoint | None:
-        return self.checkpointer.latest()
+        return self.checkpoint_signer.latest()
 
     def leaf(
         self, *, index: int | None = None, decision_id: str | None = None
@@ -343,12 +345,12 @@ class AuditLog:
         with self.db.session() as session:
             resolved = self._resolve(session, index, decision_id)
             if size is None:
-                signed = self.checkpointer.latest(session)
+                signed = self.checkpoint_signer.latest(session)
                 if signed is not None and resolved < signed.size:
                     hashes = storage.inclusion_proof(session, resolved, signed.size)
                     return TlogProof(resolved, hashes, signed.note)
             else:
-                signed = self.checkpointer.at(size, session)
+                signed = self.checkpoint_signer.at(size, session)
                 if signed is None:
                     raise CheckpointNotFoundError(
                         f"no checkpoint was signed for tree size {size}; "
@@ -360,7 +362,7 @@ class AuditLog:
                     )
                 hashes = storage.inclusion_proof(session, resolved, signed.size)
                 return TlogProof(resolved, hashes, signed.note)
-        fresh = self.checkpointer.checkpoint()
+        fresh = self.checkpoint_signer.checkpoint()
         with self.db.session() as session:
             hashes = storage.inclusion_proof(session, resolved, fresh.size)
         return TlogProof(resolved, hashes, fresh.note)
@@ -371,12 +373,12 @@ class AuditLog:
         ``new_size`` defaults to the latest checkpoint and must be a checkpointed size.
         """
         if new_size is None:
-            latest = self.checkpointer.latest()
+            latest = self.checkpoint_signer.latest()
             if latest is None:
                 raise CheckpointNotFoundError("no checkpoint has been signed yet")
             new = latest
         else:
-            found = self.checkpointer.at(new_size)
+            found = self.checkpoint_signer.at(new_size)
             if found is None:
                 raise CheckpointNotFoundError(f"no checkpoint was signed for tree size {new_size}")
             new = found
@@ -384,7 +386,7 @@ class AuditLog:
             raise LeafNotInCheckpointError(
                 f"old size {old_size} must be between 0 and the new size {new.size}"
             )
-        old = self.checkpointer.at(old_size)
+        old = self.checkpoint_signer.at(old_size)
         with self.db.session() as session:
             hashes = storage.consistency_proof(session, old_size, new.size)
             old_root = storage.root_hash(session, old_size)

@@ -36,6 +36,7 @@ from nexus_audit.tables import (
     LogState,
     Node,
 )
+from nexus_contract.errors import NexusError
 
 __all__ = [
     "Appended",
@@ -79,7 +80,7 @@ _NODE_COLUMNS = ("level", "node_index", "hash")
 _T = TypeVar("_T")
 
 
-class StorageError(Exception):
+class StorageError(NexusError):
     """The log's tables cannot serve a request."""
 
 

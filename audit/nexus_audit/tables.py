@@ -119,7 +119,7 @@ class LeafControl(Base):
 class DataKey(Base):
     """An AES-256 data key for one tenant (subject NULL) or one subject in a tenant.
 
-    ``wrapped_key`` is the key wrapped by the master key (`nexus_audit.keys`);
+    ``wrapped_key`` is the key wrapped by the master key (`nexus_audit.envelope`);
     erasure sets it to NULL and ``destroyed_at``, after which every payload
     under this key is unreadable.
     """

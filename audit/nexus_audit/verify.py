@@ -25,10 +25,11 @@ from sqlalchemy import Connection, select
 
 from nexus_audit import merkle
 from nexus_audit.checkpoint import Checkpoint, CheckpointError
-from nexus_audit.db import AuditDatabase
+from nexus_audit.database import AuditDatabase
 from nexus_audit.gc_pause import cyclic_gc_paused
 from nexus_audit.note import NoteError, Verifier
 from nexus_audit.tables import SEQUENCER_ROW, CheckpointRow, Leaf, LogState, Node
+from nexus_contract.errors import NexusError
 
 __all__ = [
     "CheckpointMismatchError",
@@ -44,7 +45,7 @@ __all__ = [
 _PAGE = 10_000
 
 
-class LogVerificationError(Exception):
+class LogVerificationError(NexusError):
     """The stored log does not verify; the message says where."""
 
 

@@ -1,171 +1,196 @@
-"""Real OPA, Envoy and upstream processes for enforcers, started on free loopback ports."""
+"""A region's enforcers on this machine: N pairs of real OPA + Envoy and one upstream.
+
+Used by ``nexus-policy dataplane up``, the demo and the end-to-end tests. Each
+enforcer has a stable id (``<region>-<n>``), its own ports, persistence
+directory and logs under the stack's working directory.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Sequence
+import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, http_ok, wait_for_port
-
-OPA_READY_TIMEOUT_S = 30.0
-OPA_GOGC = "400"
-"""Go's GC target for enforcer OPAs: an allowed decision allocates ~1,700 objects,
-and collecting four times less often cut opa bench's p99 from 0.93 to 0.58 ms
-(p50 unchanged) for a few MB more heap."""
-ENVOY_READY_TIMEOUT_S = 30.0
-VALIDATE_TIMEOUT_S = 60.0
+from nexus_dataplane.envoy import EnvoyProxy, envoy_config, validate_envoy_config
+from nexus_dataplane.opa import OpaServer, opa_config, validate_opa_config
+from nexus_dataplane.process import free_port, http_ok
+from nexus_dataplane.spec import EnforcerSpec
+from nexus_dataplane.upstream import Upstream
 
 
-class ConfigError(Exception):
-    """A rendered configuration was refused by the program it is for."""
+@dataclass(frozen=True)
+class StackOptions:
+    region: str
+    control_plane_url: str
+    token: str
+    key_id: str
+    verification_key_pem: str
+    workdir: Path
+    opa_bin: Path
+    envoy_bin: Path
+    audit_url: str | None = None
+    audit_token: str | None = None
+    with_envoy: bool = True
+    long_poll_timeout_s: int = 30
 
 
-class OpaServer(ManagedProcess):
-    """``opa run --server`` on a free loopback port, with an optional config file."""
-
-    def __init__(
-        self,
-        opa_bin: Path,
-        workdir: Path,
-        *,
-        config: dict[str, Any] | None = None,
-        args: Sequence[str] = (),
-        name: str = "opa",
-        port: int | None = None,
-    ) -> None:
-        workdir = workdir.resolve()
-        self.port = port or free_port()
-        self.config_path = workdir / f"{name}-config.yaml"
-        argv = [
-            str(opa_bin),
-            "run",
-            "--server",
-            "--addr",
-            f"127.0.0.1:{self.port}",
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ]
-        if config is not None:
-            argv += ["--config-file", str(self.config_path)]
-        argv += list(args)
-        env = dict(os.environ)
-        env.setdefault("GOGC", OPA_GOGC)
-        super().__init__(name, argv, workdir, env=env)
-        self.config = config
+@dataclass
+class Enforcer:
+    spec: EnforcerSpec
+    opa: OpaServer
+    envoy: EnvoyProxy | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def id(self) -> str:
+        return self.spec.enforcer_id
 
-    def start(self) -> None:
-        if self.config is not None:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        super().start()
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.spec.envoy_port}"
 
-    def start_and_wait(
-        self, *, bundles: bool = True, timeout_s: float = OPA_READY_TIMEOUT_S
-    ) -> None:
-        """Start, then wait for /health (with ?bundles when ``bundles``: all activated)."""
-        self.start()
-        query = "?bundles" if bundles else ""
-        self.wait_ready(lambda: http_ok(f"{self.url}/health{query}"), timeout_s)
+    @property
+    def opa_url(self) -> str:
+        return self.opa.url
 
 
-class EnvoyProxy(ManagedProcess):
-    """Envoy with a rendered bootstrap; ready when its admin endpoint says LIVE."""
-
-    def __init__(
-        self,
-        envoy_bin: Path,
-        workdir: Path,
-        config: dict[str, Any],
-        *,
-        admin_port: int,
-        name: str = "envoy",
-    ) -> None:
-        workdir = workdir.resolve()
-        self.config_path = workdir / f"{name}.yaml"
-        self.admin_port = admin_port
-        self.config = config
-        argv = [
-            str(envoy_bin),
-            "-c",
-            str(self.config_path),
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--concurrency",
-            "2",
-        ]
-        super().__init__(name, argv, workdir)
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        super().start()
-
-    def start_and_wait(self, timeout_s: float = ENVOY_READY_TIMEOUT_S) -> None:
-        self.start()
-        self.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), timeout_s)
+@dataclass(frozen=True)
+class EnforcerHealth:
+    id: str
+    opa: bool
+    bundles: bool
+    envoy: bool | None
 
 
-class Upstream(ManagedProcess):
-    """The stand-in LLM gateway (nexus_dataplane.upstream) in its own process."""
-
-    def __init__(self, workdir: Path, *, port: int | None = None, name: str = "upstream") -> None:
-        self.port = port or free_port()
-        argv = [sys.executable, "-m", "nexus_dataplane.upstream", "--port", str(self.port)]
-        super().__init__(name, argv, workdir)
-
-    def start_and_wait(self, timeout_s: float = 15.0) -> None:
-        self.start()
-        if not wait_for_port("127.0.0.1", self.port, timeout_s):
-            raise ProcessError(f"upstream did not listen on {self.port}\n{self.log_tail()}")
-
-
-def validate_envoy_config(envoy_bin: Path, config_path: Path) -> None:
-    """``envoy --mode validate``; raise ConfigError with Envoy's message."""
-    out = subprocess.run(
-        [str(envoy_bin), "--mode", "validate", "-c", str(config_path), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=VALIDATE_TIMEOUT_S,
-        check=False,
+def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -> EnforcerSpec:
+    return EnforcerSpec(
+        region=options.region,
+        enforcer_id=enforcer_id,
+        control_plane_url=options.control_plane_url,
+        token=options.token,
+        key_id=options.key_id,
+        verification_key_pem=options.verification_key_pem,
+        persistence_dir=(options.workdir / enforcer_id / "persist").resolve(),
+        grpc_port=free_port(),
+        opa_port=free_port(),
+        envoy_port=free_port(),
+        envoy_admin_port=free_port(),
+        upstream_host="127.0.0.1",
+        upstream_port=upstream_port,
+        audit_url=options.audit_url,
+        audit_token=options.audit_token,
+        long_poll_timeout_s=options.long_poll_timeout_s,
     )
-    if out.returncode != 0:
-        raise ConfigError(
-            f"envoy refused {config_path}: {(out.stderr or out.stdout).strip()[-2000:]}"
+
+
+def render(spec: EnforcerSpec, out: Path, *, opa_bin: Path, envoy_bin: Path) -> tuple[Path, Path]:
+    """Write and validate one enforcer's OPA and Envoy configs in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    opa_path = out / "opa-config.yaml"
+    envoy_path = out / "envoy.yaml"
+    opa_doc = opa_config(spec)
+    opa_path.write_text(yaml.safe_dump(opa_doc, sort_keys=False))
+    opa_path.chmod(0o600)
+    envoy_path.write_text(yaml.safe_dump(envoy_config(spec), sort_keys=False))
+    validate_envoy_config(envoy_bin, envoy_path)
+    validate_opa_config(opa_bin, opa_doc, out / ".validate")
+    return opa_path, envoy_path
+
+
+@dataclass
+class EnforcerStack:
+    options: StackOptions
+    count: int
+    first_index: int = 1
+    upstream: Upstream | None = None
+    enforcers: list[Enforcer] = field(default_factory=list)
+    _own_upstream: bool = False
+
+    def start(self, *, wait_for_bundles: bool = True, timeout_s: float = 60.0) -> None:
+        """Start the upstream (unless shared), then every OPA and Envoy; wait until ready."""
+        if self.upstream is None and self.options.with_envoy:
+            self.upstream = Upstream(self.options.workdir / "upstream")
+            self.upstream.start_and_wait()
+            self._own_upstream = True
+        try:
+            for n in range(self.first_index, self.first_index + self.count):
+                self.add(f"{self.options.region}-{n}")
+            for enforcer in self.enforcers:
+                self._start(enforcer, wait_for_bundles=wait_for_bundles, timeout_s=timeout_s)
+        except Exception:
+            self.stop()
+            raise
+
+    def add(self, enforcer_id: str) -> Enforcer:
+        # Without Envoy there is no upstream to forward to; the port is unused.
+        upstream_port = self.upstream.port if self.upstream is not None else 0
+        spec = enforcer_spec(self.options, enforcer_id, upstream_port)
+        workdir = self.options.workdir / enforcer_id
+        opa = OpaServer(
+            self.options.opa_bin, workdir, config=opa_config(spec), port=spec.opa_port, name="opa"
         )
+        envoy = None
+        if self.options.with_envoy:
+            envoy = EnvoyProxy(
+                self.options.envoy_bin,
+                workdir,
+                envoy_config(spec),
+                admin_port=spec.envoy_admin_port,
+            )
+        enforcer = Enforcer(spec, opa, envoy)
+        self.enforcers.append(enforcer)
+        return enforcer
 
+    def _start(self, enforcer: Enforcer, *, wait_for_bundles: bool, timeout_s: float) -> None:
+        enforcer.opa.start_and_wait(bundles=wait_for_bundles, timeout_s=timeout_s)
+        if enforcer.envoy is not None:
+            enforcer.envoy.start_and_wait()
 
-def validate_opa_config(opa_bin: Path, config: dict[str, Any], workdir: Path) -> None:
-    """Have OPA parse ``config``: it starts only if its own parser accepts it.
+    def restart_opa(
+        self, enforcer: Enforcer, *, wait_for_bundles: bool, timeout_s: float = 60.0
+    ) -> None:
+        enforcer.opa.stop()
+        enforcer.opa = OpaServer(
+            self.options.opa_bin,
+            enforcer.opa.workdir,
+            config=opa_config(enforcer.spec),
+            port=enforcer.spec.opa_port,
+            name="opa",
+        )
+        enforcer.opa.start_and_wait(bundles=wait_for_bundles, timeout_s=timeout_s)
 
-    The check runs OPA with the config on spare ports and stops it as soon as
-    its server answers; a config OPA refuses makes it exit with the reason.
-    """
-    probe = dict(config)
-    plugins = dict(probe.get("plugins", {}))
-    if "envoy_ext_authz_grpc" in plugins:
-        plugins["envoy_ext_authz_grpc"] = {
-            **plugins["envoy_ext_authz_grpc"],
-            "addr": f"127.0.0.1:{free_port()}",
-        }
-        probe["plugins"] = plugins
-    probe["persistence_directory"] = str(workdir / "validate-persist")
-    server = OpaServer(opa_bin, workdir, config=probe, name="opa-validate")
-    try:
-        server.start_and_wait(bundles=False, timeout_s=VALIDATE_TIMEOUT_S)
-    except ProcessError as exc:
-        raise ConfigError(f"OPA refused its configuration: {exc}") from None
-    finally:
-        server.stop()
+    def health(self) -> list[EnforcerHealth]:
+        out = []
+        for e in self.enforcers:
+            envoy_ok = None
+            if e.envoy is not None:
+                envoy_ok = e.envoy.alive() and http_ok(
+                    f"http://127.0.0.1:{e.spec.envoy_admin_port}/ready"
+                )
+            out.append(
+                EnforcerHealth(
+                    e.id,
+                    e.opa.alive() and http_ok(f"{e.opa.url}/health"),
+                    e.opa.alive() and http_ok(f"{e.opa.url}/health?bundles"),
+                    envoy_ok,
+                )
+            )
+        return out
+
+    def stop(self) -> None:
+        for enforcer in self.enforcers:
+            if enforcer.envoy is not None:
+                with contextlib.suppress(Exception):
+                    enforcer.envoy.stop()
+            with contextlib.suppress(Exception):
+                enforcer.opa.stop()
+        if self._own_upstream and self.upstream is not None:
+            self.upstream.stop()
+
+    def __enter__(self) -> EnforcerStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

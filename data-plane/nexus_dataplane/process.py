@@ -19,11 +19,13 @@ from types import TracebackType
 
 import httpx
 
+from nexus_contract.errors import NexusError
+
 STOP_GRACE_S = 10.0
 READY_POLL_S = 0.05
 
 
-class ProcessError(Exception):
+class ProcessError(NexusError):
     """A managed process failed to start or died; the message ends with its log's tail."""
 
 

@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 
+from nexus_contract.errors import NexusError
+from nexus_contract.wire import DECISION_PATH
 from nexus_dataplane.request import GatewayRequest
 
-DEFAULT_DECISION_PATH = "nexus/envoy/authz/decision"
+DEFAULT_DECISION_PATH = DECISION_PATH
 DEFAULT_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 
 
-class OpaClientError(Exception):
+class OpaClientError(NexusError):
     """OPA could not be asked or gave no usable answer."""
 
 

@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class DataPlaneSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEXUS_DATAPLANE_", extra="ignore")
 
-    control_plane_url: str = "http://127.0.0.1:8700"
-    """Where enforcers poll bundles and report status."""
+    control_plane_url: str | None = None
+    """Where enforcers poll bundles and report status; default: the control plane's own URL."""
     audit_url: str | None = None
     """Where enforcers ship decision logs; default: the control plane URL."""
     token: str | None = None

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, wait_for_port
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -64,6 +68,20 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     serve(args.host, args.port)
+
+
+class Upstream(ManagedProcess):
+    """The stand-in LLM gateway (nexus_dataplane.upstream) in its own process."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, name: str = "upstream") -> None:
+        self.port = port or free_port()
+        argv = [sys.executable, "-m", "nexus_dataplane.upstream", "--port", str(self.port)]
+        super().__init__(name, argv, workdir)
+
+    def start_and_wait(self, timeout_s: float = 15.0) -> None:
+        self.start()
+        if not wait_for_port("127.0.0.1", self.port, timeout_s):
+            raise ProcessError(f"upstream did not listen on {self.port}\n{self.log_tail()}")
 
 
 if __name__ == "__main__":

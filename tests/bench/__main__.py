@@ -35,9 +35,9 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from nexus_control.keys import init_keys
-from nexus_control.opa import Opa
-from nexus_control.toolchain import find_opa
+from nexus_control.access.signing_keys import init_keys
+from nexus_control.authoring.opa import Opa
+from nexus_runtime.toolchain import find_opa
 from tests.bench.common import Context, Figure, machine, summary
 
 BENCHMARKS = ("build", "latency", "propagation", "budget", "rollout", "audit_ratio")

@@ -49,10 +49,10 @@ from rich.table import Table
 
 from nexus_audit import storage
 from nexus_audit.catalog import load_catalogs
-from nexus_audit.db import AuditDatabase
+from nexus_audit.database import AuditDatabase
 from nexus_audit.entry import decision_entry
+from nexus_audit.envelope import LocalKeyWrapper
 from nexus_audit.intake import IntakeLimits
-from nexus_audit.keys import LocalKeyWrapper
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
 from nexus_dataplane.process import free_port, wait_for_port
@@ -321,9 +321,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from nexus_audit.api import create_router
 from nexus_audit.catalog import load_catalogs
-from nexus_audit.db import AuditDatabase
+from nexus_audit.database import AuditDatabase
 from nexus_audit.intake import IntakeLimits
-from nexus_audit.keys import LocalKeyWrapper
+from nexus_audit.envelope import LocalKeyWrapper
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
 
@@ -474,7 +474,7 @@ def _any_proof(log: AuditLog) -> tuple[bytes, ...]:
 # VmHWM, not getrusage's ru_maxrss: that keeps the parent's high-water mark across exec.
 _VERIFY_CHILD = """
 import json, sys
-from nexus_audit.db import AuditDatabase
+from nexus_audit.database import AuditDatabase
 from nexus_audit.note import Verifier
 from nexus_audit.verify import verify_log
 

@@ -52,13 +52,15 @@ from sqlalchemy import select
 from nexus_audit.intake import IntakeError
 from nexus_audit.service import AppendResult, AuditLog
 from nexus_audit.tables import Leaf
-from nexus_control.bundle import BuiltBundle
-from nexus_control.toolchain import find_envoy
-from nexus_dataplane.config import DECISION_ID_HEADER, opa_config
-from nexus_dataplane.config import envoy_config as render_envoy_config
-from nexus_dataplane.enforcer import EnvoyProxy, OpaServer, Upstream
+from nexus_contract.wire import DECISION_ID_HEADER
+from nexus_control.authoring.bundle import BuiltBundle
+from nexus_dataplane.enforcer import enforcer_spec
+from nexus_dataplane.envoy import EnvoyProxy
+from nexus_dataplane.envoy import envoy_config as render_envoy_config
+from nexus_dataplane.opa import OpaServer, opa_config
 from nexus_dataplane.process import ManagedProcess
-from nexus_dataplane.stack import enforcer_spec
+from nexus_dataplane.upstream import Upstream
+from nexus_runtime.toolchain import find_envoy
 from tests.bench.common import (
     Context,
     Deadline,

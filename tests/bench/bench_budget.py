@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from nexus_dataplane.stack import EnforcerStack
+from nexus_dataplane.enforcer import EnforcerStack
 from tests.bench.common import Context, Figure, figure, percentile, report
 from tests.bench.generate import Credential
 from tests.bench.plane import BenchPlane, running_plane

@@ -32,7 +32,8 @@ from typing import Any
 
 import orjson
 
-from nexus_control.bundle import (
+from nexus_control.access.signing_keys import approval_jwks, load_approval_key
+from nexus_control.authoring.bundle import (
     DATA_PATH,
     POLICY_ROOTS,
     SIGNING_ALGORITHM,
@@ -42,11 +43,10 @@ from nexus_control.bundle import (
     policy_modules,
     revision_of,
 )
-from nexus_control.compiler import compile_data
-from nexus_control.keys import approval_jwks, load_approval_key
-from nexus_control.loader import load_bundle
-from nexus_control.policyset import resolve
-from nexus_dataplane.enforcer import OPA_GOGC
+from nexus_control.authoring.compiler import compile_data
+from nexus_control.authoring.loader import load_bundle
+from nexus_control.authoring.policyset import resolve
+from nexus_dataplane.opa import OPA_GOGC
 from nexus_dataplane.request import GatewayRequest
 from tests.bench.common import (
     Context,
@@ -401,7 +401,7 @@ def _opa_bench(
         str(count),
         DECISION,
     ]
-    # The GC target enforcers run with (nexus_dataplane.enforcer.OPA_GOGC).
+    # The GC target enforcers run with (nexus_dataplane.envoy.OPA_GOGC).
     env = {**os.environ, "GOGC": OPA_GOGC}
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=OPA_BENCH_TIMEOUT_S, check=False, env=env

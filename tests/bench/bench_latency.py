@@ -35,11 +35,12 @@ from typing import Any
 
 import httpx
 
-from nexus_control.toolchain import find_envoy
-from nexus_dataplane.config import envoy_config, opa_config
-from nexus_dataplane.enforcer import EnvoyProxy, OpaServer, Upstream
+from nexus_dataplane.enforcer import enforcer_spec
+from nexus_dataplane.envoy import EnvoyProxy, envoy_config
+from nexus_dataplane.opa import OpaServer, opa_config
 from nexus_dataplane.process import ManagedProcess, free_port
-from nexus_dataplane.stack import enforcer_spec
+from nexus_dataplane.upstream import Upstream
+from nexus_runtime.toolchain import find_envoy
 from tests.bench.common import (
     Context,
     Deadline,

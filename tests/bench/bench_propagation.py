@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from nexus_control.bundle import BuiltBundle
-from nexus_dataplane.stack import EnforcerStack
+from nexus_control.authoring.bundle import BuiltBundle
+from nexus_dataplane.enforcer import EnforcerStack
 from tests.bench.common import (
     Context,
     Figure,

@@ -27,7 +27,7 @@ history gives the breakdown per wave (started -> converged) and the
 hand-over between waves.
 
 (b) bad revision -> rolled back: a correctly signed revision that OPA
-refuses to activate (``nexus_control.demo.unactivatable_revision``, stored
+refuses to activate (``nexus_cli.demo.run.unactivatable_revision``, stored
 directly as the e2e test does since publishing refuses it) is opened as a
 rollout and the canary's pollers woken, exactly as ``publish`` does. Timed
 from just before that until (1) the rollout is ``halted`` (its rollback to
@@ -43,33 +43,28 @@ There are no targets for these figures in issue 4: they are information.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from nexus_control import rollout
+from nexus_cli.client import ControlPlaneClient
+from nexus_cli.demo.faults import roll_out, store_unactivatable
+from nexus_control.access.signing_keys import load_signing_key, public_pem
+from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_control_plane
-from nexus_control.bundle import BuiltBundle, build_bundle
-from nexus_control.client import ControlPlaneClient
-from nexus_control.demo import unactivatable_revision
-from nexus_control.keys import load_signing_key, public_pem
-from nexus_control.regions import fleet_yaml
-from nexus_control.registry import POLICY_BUNDLE
-from nexus_control.service import bundle_key
+from nexus_control.authoring.bundle import BuiltBundle, build_bundle
+from nexus_control.rollout.fleet import fleet_yaml
 from nexus_control.settings import ControlSettings
-from nexus_control.tables import BundleRevision
-from nexus_control.tokens import Role, create_token
-from nexus_control.toolchain import find_envoy
-from nexus_dataplane.enforcer import Upstream
-from nexus_dataplane.stack import EnforcerStack, StackOptions
+from nexus_dataplane.enforcer import EnforcerStack, StackOptions
+from nexus_dataplane.upstream import Upstream
+from nexus_runtime.toolchain import find_envoy
 from tests.bench.common import (
     Context,
     Deadline,
@@ -240,45 +235,14 @@ class FleetPlane(Environment):
     def store_unactivatable(self, good: str) -> str:
         """Store (once) a signed revision derived from ``good`` that OPA refuses to activate."""
         assert self.plane is not None
-        with self.plane.db.session() as session:
-            row = session.get(BundleRevision, good)
-            if row is None:
-                raise RuntimeError(f"revision {good[:12]} is not in the registry")
-            archive, config = row.archive, row.config
-        revision, bad = unactivatable_revision(archive, self.opa, self.keys.signing)
-        with self.plane.db.session() as session:
-            if session.get(BundleRevision, revision) is None:
-                session.add(
-                    BundleRevision(
-                        revision=revision,
-                        bundle="gateway",
-                        archive=bad,
-                        sha256=hashlib.sha256(bad).hexdigest(),
-                        size=len(bad),
-                        manifest={"revision": revision},
-                        config=config,
-                        git_commit=None,
-                        author="bench-author",
-                        published_at=datetime.now(UTC),
-                    )
-                )
-        return revision
+        return store_unactivatable(
+            self.plane, good, signing_key=self.keys.signing, key_id=KEY_ID, author="bench-author"
+        )
 
     def inject(self, revision: str) -> int:
         """Open a rollout of ``revision`` and wake the canary's pollers, as publish does."""
         assert self.plane is not None
-        with self.plane.db.session() as session:
-            opened, changed = rollout.start(
-                session,
-                self.plane.fleet,
-                revision,
-                author="bench-author",
-                diff={},
-                needs_approval=False,
-            )
-            rollout_id = opened.id
-        self.plane.notifier.notify(bundle_key(r, POLICY_BUNDLE) for r in changed)
-        return rollout_id
+        return roll_out(self.plane, revision, author="bench-author")
 
 
 def _rss_mb(pid: int | None) -> float:

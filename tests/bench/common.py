@@ -26,9 +26,9 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-from nexus_control.bundle import BuildOptions, BuiltBundle, build_bundle
-from nexus_control.keys import KeyPaths
-from nexus_control.opa import Opa
+from nexus_control.access.signing_keys import KeyPaths
+from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.authoring.opa import Opa
 from tests.bench.generate import GeneratedBundle, generate
 from tests.e2e.harness import KEY_ID
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus_control.bundle import BuiltBundle
-from nexus_control.client import ControlPlaneClient
-from nexus_control.keys import load_signing_key, public_pem
+from nexus_cli.client import ControlPlaneClient
+from nexus_control.access.signing_keys import load_signing_key, public_pem
+from nexus_control.authoring.bundle import BuiltBundle
 from nexus_control.settings import ControlSettings
-from nexus_control.toolchain import find_envoy
-from nexus_dataplane.enforcer import Upstream
+from nexus_dataplane.enforcer import StackOptions
 from nexus_dataplane.process import ManagedProcess
-from nexus_dataplane.stack import StackOptions
+from nexus_dataplane.upstream import Upstream
+from nexus_runtime.toolchain import find_envoy
 from tests.bench.common import Context
 from tests.bench.upstream import FastUpstream
 from tests.e2e.harness import KEY_ID, Environment

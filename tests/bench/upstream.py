@@ -20,8 +20,8 @@ import signal
 import sys
 from pathlib import Path
 
-from nexus_dataplane.enforcer import Upstream
 from nexus_dataplane.process import ManagedProcess, free_port
+from nexus_dataplane.upstream import Upstream
 
 BODY = b'{"id":"bench","object":"chat.completion","choices":[{"message":{"content":"ok"}}]}'
 RESPONSE = (

@@ -21,19 +21,24 @@ import httpx
 
 from nexus_audit.service import AuditLog
 from nexus_audit.settings import AuditSettings
+from nexus_cli.client import ControlPlaneClient
+from nexus_control.access.signing_keys import (
+    KeyPaths,
+    init_audit_keys,
+    load_signing_key,
+    public_pem,
+)
+from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
-from nexus_control.bundle import BuildOptions, BuiltBundle, build_bundle
-from nexus_control.client import ControlPlaneClient
-from nexus_control.keys import KeyPaths, init_audit_keys, load_signing_key, public_pem
-from nexus_control.opa import Opa
-from nexus_control.server import ServerThread
-from nexus_control.service import ControlPlane
+from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.authoring.opa import Opa
+from nexus_control.budgets.spend import SpendStore
+from nexus_control.plane import ControlPlane
 from nexus_control.settings import ControlSettings
-from nexus_control.spend import SpendStore
-from nexus_control.tokens import Role, create_token
-from nexus_control.toolchain import find_envoy
+from nexus_dataplane.enforcer import EnforcerStack, StackOptions
 from nexus_dataplane.process import free_port
-from nexus_dataplane.stack import EnforcerStack, StackOptions
+from nexus_runtime.server import ServerThread
+from nexus_runtime.toolchain import find_envoy
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = REPO / "bundles" / "gateway"

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from nexus_control.approval import issue_approval
-from nexus_control.client import ApiCallError, ControlPlaneClient
-from nexus_control.keys import KeyPaths, load_approval_key
-from nexus_control.opa import Opa
-from nexus_control.spend import RedisSpendStore
-from nexus_control.tables import BundleRevision, RegionTarget
+from nexus_cli.client import ApiCallError, ControlPlaneClient
+from nexus_control.access.approvals import issue_approval
+from nexus_control.access.signing_keys import KeyPaths, load_approval_key
+from nexus_control.authoring.opa import Opa
+from nexus_control.budgets.spend import RedisSpendStore
+from nexus_control.store.tables import BundleRevision, RegionTarget
 from tests.e2e.harness import Environment, credentials_overlay, eventually, write_overlay
 from tests.servers import PostgresServer, RedisServer
 

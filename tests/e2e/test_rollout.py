@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from nexus_control import rollout
-from nexus_control.bundle import BuiltBundle
-from nexus_control.client import ApiCallError, ControlPlaneClient
-from nexus_control.demo import unactivatable_revision
-from nexus_control.keys import KeyPaths, load_signing_key, public_pem
-from nexus_control.opa import Opa
-from nexus_control.regions import fleet_yaml
-from nexus_control.tables import BundleRevision
-from nexus_control.tokens import Role, create_token
-from nexus_control.toolchain import find_envoy
-from nexus_dataplane.stack import EnforcerStack, StackOptions
+from nexus_cli.client import ApiCallError, ControlPlaneClient
+from nexus_cli.demo.faults import roll_out, store_unactivatable
+from nexus_control.access.signing_keys import KeyPaths, load_signing_key, public_pem
+from nexus_control.access.tokens import Role, create_token
+from nexus_control.authoring.bundle import BuiltBundle
+from nexus_control.authoring.opa import Opa
+from nexus_control.rollout.fleet import fleet_yaml
+from nexus_dataplane.enforcer import EnforcerStack, StackOptions
+from nexus_runtime.toolchain import find_envoy
 from tests.e2e.harness import KEY_ID, Environment, credentials_overlay, eventually, write_overlay
 
 pytestmark = [pytest.mark.opa]
@@ -205,30 +203,10 @@ def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
     before = fleet_env.desired()
     good = before["eu-west-1"]
     assert good is not None
-    with fleet_env.plane.db.session() as session:
-        row = session.get(BundleRevision, good)
-        assert row is not None
-        revision, archive = unactivatable_revision(row.archive, opa, session_keys.signing)
-        session.add(
-            BundleRevision(
-                revision=revision,
-                bundle="gateway",
-                archive=archive,
-                sha256="0" * 64,
-                size=len(archive),
-                manifest={"revision": revision},
-                config=row.config,
-                git_commit=None,
-                author="alice",
-                published_at=datetime.now(UTC),
-            )
-        )
-        session.flush()
-        opened, changed = rollout.start(
-            session, fleet_env.plane.fleet, revision, author="alice", diff={}, needs_approval=False
-        )
-        rollout_id = opened.id
-    fleet_env.plane.notifier.notify(f"{r}/nexus" for r in changed)
+    bad = store_unactivatable(
+        fleet_env.plane, good, signing_key=session_keys.signing, key_id=KEY_ID, author="alice"
+    )
+    rollout_id = roll_out(fleet_env.plane, bad, author="alice")
 
     halted = fleet_env.wait_state(rollout_id, "halted")
     assert "activation failed" in (halted["reason"] or "")
@@ -247,7 +225,7 @@ def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
     for stack_region in ("eu-central-1", "us-east-1"):
         for enforcer in fleet_env.stacks[stack_region].enforcers:
             held = httpx.get(f"{enforcer.opa_url}/v1/data/system/bundles", timeout=5).json()
-            assert revision not in json.dumps(held)
+            assert bad not in json.dumps(held)
 
 
 def test_a_killed_enforcer_blocks_promotion_until_it_returns(fleet_env: FleetEnvironment) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from nexus_control.access.signing_keys import KeyPaths
+from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
-from nexus_control.keys import KeyPaths
-from nexus_control.opa import Opa
+from nexus_control.authoring.opa import Opa
 from nexus_control.settings import ControlSettings
-from nexus_control.tokens import Role, create_token
 from tests.conftest import TEST_KEY_ID
 
 
@@ -51,7 +51,7 @@ def operations() -> list[tuple[str, str]]:
     """(method, path) of every documented operation, read from a throwaway app."""
     import tempfile
 
-    from nexus_control.keys import init_keys
+    from nexus_control.access.signing_keys import init_keys
 
     tmp = Path(tempfile.mkdtemp())
     keys = init_keys(tmp / "keys")

@@ -9,14 +9,14 @@ from typing import Any
 import jwt
 import pytest
 
-from nexus_control.approval import (
+from nexus_control.access.approvals import (
     ApprovalError,
     arguments_digest,
     canonical_arguments,
     issue_approval,
 )
-from nexus_control.keys import KeyPaths, load_approval_key
-from nexus_control.opa import Opa
+from nexus_control.access.signing_keys import KeyPaths, load_approval_key
+from nexus_control.authoring.opa import Opa
 
 pytestmark = pytest.mark.opa
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nexus_control.bundle import BuildError, BuildOptions, build_bundle, read_bundle
-from nexus_control.keys import KeyPaths, SigningKeyError
-from nexus_control.loader import SpecError
-from nexus_control.opa import Opa
+from nexus_control.access.signing_keys import KeyPaths, SigningKeyError
+from nexus_control.authoring.bundle import BuildError, BuildOptions, build_bundle, read_bundle
+from nexus_control.authoring.loader import SpecError
+from nexus_control.authoring.opa import Opa
 from tests.conftest import BundleFactory
 
 pytestmark = pytest.mark.opa

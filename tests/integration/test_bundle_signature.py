@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from nexus_control.bundle import BuiltBundle
-from nexus_control.keys import public_pem
-from nexus_dataplane.enforcer import OpaServer
+from nexus_control.access.signing_keys import public_pem
+from nexus_control.authoring.bundle import BuiltBundle
+from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.process import ProcessError
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient

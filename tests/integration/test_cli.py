@@ -16,7 +16,7 @@ from nexus_dataplane.process import ManagedProcess, free_port, http_ok
 from tests.conftest import GATEWAY, REGO
 
 pytestmark = pytest.mark.opa
-CLI = [sys.executable, "-m", "nexus_control.cli"]
+CLI = [sys.executable, "-m", "nexus_cli"]
 
 
 def nexus(

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from nexus_control.access.signing_keys import KeyPaths
+from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
-from nexus_control.bundle import BuiltBundle
-from nexus_control.keys import KeyPaths
-from nexus_control.opa import Opa
-from nexus_control.service import ControlPlane
+from nexus_control.authoring.bundle import BuiltBundle
+from nexus_control.authoring.opa import Opa
+from nexus_control.plane import ControlPlane
 from nexus_control.settings import ControlSettings
-from nexus_control.tables import BundleRevision, EnforcerBundle
-from nexus_control.tokens import Role, create_token
+from nexus_control.store.tables import BundleRevision, EnforcerBundle
 from tests.conftest import TEST_KEY_ID
 
 pytestmark = pytest.mark.opa

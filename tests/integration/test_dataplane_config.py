@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nexus_control.toolchain import find_envoy
-from nexus_dataplane.config import EnforcerSpec, envoy_config, opa_config
-from nexus_dataplane.enforcer import ConfigError, validate_envoy_config, validate_opa_config
-from nexus_dataplane.stack import render
+from nexus_dataplane.enforcer import render
+from nexus_dataplane.envoy import envoy_config, validate_envoy_config
+from nexus_dataplane.opa import opa_config, validate_opa_config
+from nexus_dataplane.spec import ConfigError, EnforcerSpec
+from nexus_runtime.toolchain import find_envoy
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -59,7 +60,7 @@ def test_envoy_config_fails_closed(tmp_path: Path) -> None:
 
 
 def test_render_writes_configs_that_envoy_and_opa_accept(tmp_path: Path, opa_bin: Path) -> None:
-    from nexus_control.keys import init_keys, load_signing_key, public_pem
+    from nexus_control.access.signing_keys import init_keys, load_signing_key, public_pem
 
     keys = init_keys(tmp_path / "keys")
     good = spec(tmp_path)

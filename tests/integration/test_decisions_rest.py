@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from nexus_control.bundle import BuildOptions, build_bundle
-from nexus_control.keys import KeyPaths
-from nexus_control.opa import Opa
-from nexus_dataplane.enforcer import OpaServer
+from nexus_control.access.signing_keys import KeyPaths
+from nexus_control.authoring.bundle import BuildOptions, build_bundle
+from nexus_control.authoring.opa import Opa
+from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import GATEWAY, TEST_KEY_ID

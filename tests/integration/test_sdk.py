@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nexus_control.bundle import BuiltBundle
-from nexus_dataplane.enforcer import OpaServer
+from nexus_control.authoring.bundle import BuiltBundle
+from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import (
     AsyncOpaClient,

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from nexus_control.spend import InProcessSpendStore, RedisSpendStore, SpendStore, Usage
+from nexus_control.budgets.spend import InProcessSpendStore, RedisSpendStore, SpendStore, Usage
 from tests.servers import RedisServer
 
 

@@ -1,1 +1,1 @@
-"""The control plane's HTTP API (FastAPI): thin routers over :mod:`nexus_control.service`."""
+"""The control plane's HTTP API (FastAPI): thin routers over :mod:`nexus_control.plane`."""

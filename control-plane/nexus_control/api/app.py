@@ -1,4 +1,4 @@
-"""Builds the control plane's FastAPI application."""
+"""Builds the control plane's FastAPI application (and, co-located, the audit service's routes)."""
 
 from __future__ import annotations
 
@@ -12,58 +12,65 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
-from nexus_audit.api import create_router as create_audit_router
+from nexus_audit.api import ERROR_STATUS as AUDIT_ERROR_STATUS
+from nexus_audit.api import router as audit_router
+from nexus_audit.api.routes import ErasureRequest
 from nexus_audit.service import AuditLog
 from nexus_control import __version__
-from nexus_control.api import (
-    approvals,
-    bundles,
-    errors,
-    events,
-    fleet,
-    metrics,
-    opa_protocol,
-    rollouts,
-    usage,
-)
-from nexus_control.api.deps import require, route_roles
-from nexus_control.db import Database
-from nexus_control.opa import Opa
-from nexus_control.service import ControlPlane
+from nexus_control.api import approvals, bundles, events, fleet, metrics, rollouts, usage
+from nexus_control.api import opa as opa_protocol
+from nexus_control.api.approvals import ToolApprovalRequest
+from nexus_control.api.deps import authorize, route_roles
+from nexus_control.api.errors import STATUS_OF
+from nexus_control.authoring.opa import Opa
+from nexus_control.budgets.spend import SpendStore, make_spend_store
+from nexus_control.budgets.usage import UsageReport
+from nexus_control.plane import ControlPlane
+from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
-from nexus_control.spend import SpendStore, make_spend_store
-from nexus_control.tokens import Role
-from nexus_control.toolchain import find_opa
+from nexus_control.store.database import control_database
+from nexus_runtime.http import ERROR_RESPONSES, install_domain_errors, install_error_handlers
+from nexus_runtime.toolchain import find_opa
+
+__all__ = ["create_app", "create_control_plane"]
+
+ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, events, metrics)
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    UsageReport,
+    ToolApprovalRequest,
+    StatusReport,
+    ErasureRequest,
+)
+"""Bodies routes parse themselves (bounded reads): their schemas join the OpenAPI document."""
 
 
 def create_control_plane(
     settings: ControlSettings, *, spend: SpendStore | None = None, opa: Opa | None = None
 ) -> ControlPlane:
+    """The control plane for ``settings``, its database migrated."""
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
         )
-    db = Database(settings.database_url)
+    db = control_database(settings.database_url)
     db.migrate()
     return ControlPlane(
         settings,
         db,
-        opa or Opa(find_opa(settings)),
+        opa or Opa(find_opa(settings.opa_bin)),
         spend or make_spend_store(settings.redis_url),
     )
 
 
-ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, events, metrics)
-
-
-def _document_roles(app: FastAPI, routers: list[APIRouter]) -> None:
-    """Put each route's bearer requirement and admitted roles into the OpenAPI document."""
+def _openapi(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Each route's bearer requirement, its admitted roles (``x-nexus-roles``), every body."""
     roles_by_operation: dict[tuple[str, str], list[str]] = {}
     for router in routers:
         for route in router.routes:
             if isinstance(route, APIRoute) and route.include_in_schema:
-                roles = sorted(r.value for r in route_roles(route.dependant) or ())
+                roles = sorted(route_roles(route.dependant) or ())
                 for method in route.methods or ():
                     roles_by_operation[(route.path_format, method.lower())] = roles
 
@@ -73,9 +80,13 @@ def _document_roles(app: FastAPI, routers: list[APIRouter]) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer"}
-        }
+        components = schema.setdefault("components", {})
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schemas = components.setdefault("schemas", {})
+        for model in BODY_MODELS:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(body.pop("$defs", {}))
+            schemas[model.__name__] = body
         for (path, method), roles in roles_by_operation.items():
             operation = schema["paths"][path][method]
             operation["security"] = [{"bearer": []}]
@@ -84,11 +95,6 @@ def _document_roles(app: FastAPI, routers: list[APIRouter]) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _audit_require(*roles: str) -> Any:
-    """The audit router names roles as strings; the control plane's tokens decide."""
-    return require(*(Role(role) for role in roles))
 
 
 def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
@@ -100,21 +106,15 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        plane.notifier.bind(asyncio.get_running_loop())
-        plane.mark_state_dirty()
         stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(plane.state_loop(stop)),
-            asyncio.create_task(plane.rollout_loop(stop)),
-        ]
         if audit is not None:
             audit.start()
-            tasks.append(asyncio.create_task(plane.outbox_loop(stop, audit)))
+        loops = asyncio.create_task(plane.run(stop, audit))
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(*tasks)
+            await loops
             if audit is not None:
                 audit.stop()
 
@@ -126,15 +126,19 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
             "live budgets. Every route needs a bearer token of the role it names."
         ),
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.control_plane = plane
-    errors.install(app)
+    app.state.authorize = authorize
+    install_error_handlers(app)
+    install_domain_errors(app, {**STATUS_OF, **AUDIT_ERROR_STATUS})
     routers = [module.router for module in ROUTERS]
     if audit is not None:
-        routers.append(create_audit_router(audit, _audit_require))
+        app.state.audit_log = audit
+        routers.append(audit_router)
     for router in routers:
         app.include_router(router)
-    _document_roles(app, routers)
+    _openapi(app, routers)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

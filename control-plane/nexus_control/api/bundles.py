@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from nexus_control import registry
-from nexus_control.api.deps import control_plane, read_body, require
-from nexus_control.api.errors import ApiError
-from nexus_control.registry import MAX_ARCHIVE_BYTES, PublishError
-from nexus_control.tables import BundleRevision
-from nexus_control.tokens import Principal, Role
-
-authors = require(Role.AUTHOR)
+from nexus_control.api.deps import AuthorDep, PlaneDep, ReaderDep
+from nexus_control.api.models import BundleDetail, BundleList, PublishResult, RolloutBrief
+from nexus_control.registry.revisions import MAX_ARCHIVE_BYTES
+from nexus_runtime.http import ApiError, read_body
 
 router = APIRouter(prefix="/v1/bundles", tags=["bundles"])
-readers = require(Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.COMPLIANCE)
-
-
-def _summary(row: BundleRevision) -> dict[str, Any]:
-    return {
-        "revision": row.revision,
-        "bundle": row.bundle,
-        "sha256": row.sha256,
-        "size": row.size,
-        "git_commit": row.git_commit,
-        "author": row.author,
-        "published_at": row.published_at.isoformat(),
-    }
 
 
 @router.post(
     "",
     status_code=201,
+    response_model=PublishResult,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -42,55 +25,31 @@ def _summary(row: BundleRevision) -> dict[str, Any]:
         }
     },
 )
-async def publish(request: Request, principal: Principal = Depends(authors)) -> dict[str, Any]:
+async def publish(request: Request, plane: PlaneDep, principal: AuthorDep) -> PublishResult:
     """Publish a signed bundle archive built by ``nexus-policy build``."""
     archive = await read_body(request, MAX_ARCHIVE_BYTES)
     if not archive:
         raise ApiError(400, "empty_body", "send the bundle archive as the request body")
-    plane = control_plane(request)
-    try:
-        published = await asyncio.to_thread(plane.publish, archive, principal.name)
-    except PublishError as exc:
-        raise ApiError(422, "invalid_bundle", str(exc)) from None
-    return {
-        "revision": published.published.revision,
-        "bundle": published.published.bundle,
-        "created": published.published.created,
-        "git_commit": published.published.git_commit,
-        "rollout": {
-            "id": published.rollout_id,
-            "state": published.rollout_state,
-            "needs_approval": published.needs_approval,
-        },
-        "diff": published.diff,
-    }
+    publication = await asyncio.to_thread(plane.rollouts.publish, archive, principal.name)
+    published = publication.published
+    return PublishResult(
+        revision=published.revision,
+        bundle=published.bundle,
+        created=published.created,
+        git_commit=published.git_commit,
+        rollout=RolloutBrief.model_validate(publication.rollout),
+        diff=publication.diff,
+    )
 
 
-@router.get("")
-async def list_bundles(request: Request, principal: Principal = Depends(readers)) -> dict[str, Any]:
+@router.get("", response_model=BundleList)
+async def list_bundles(plane: PlaneDep, _: ReaderDep) -> BundleList:
     """Published revisions, newest first."""
-    plane = control_plane(request)
-
-    def read() -> list[dict[str, Any]]:
-        with plane.db.session() as session:
-            return [_summary(row) for row in registry.history(session)]
-
-    return {"revisions": await asyncio.to_thread(read)}
+    rows = await asyncio.to_thread(plane.registry.history)
+    return BundleList.model_validate({"revisions": rows})
 
 
-@router.get("/{revision}")
-async def get_bundle_revision(
-    revision: str, request: Request, principal: Principal = Depends(readers)
-) -> dict[str, Any]:
+@router.get("/{revision}", response_model=BundleDetail)
+async def get_bundle_revision(revision: str, plane: PlaneDep, _: ReaderDep) -> BundleDetail:
     """One revision's metadata and manifest."""
-    plane = control_plane(request)
-
-    def read() -> dict[str, Any] | None:
-        with plane.db.session() as session:
-            row = registry.get_revision(session, revision)
-            return None if row is None else {**_summary(row), "manifest": row.manifest}
-
-    found = await asyncio.to_thread(read)
-    if found is None:
-        raise ApiError(404, "not_found", f"no revision {revision}")
-    return found
+    return BundleDetail.model_validate(await asyncio.to_thread(plane.registry.get, revision))

@@ -1,18 +1,39 @@
-"""Authentication, authorisation and body limits shared by every router."""
+"""Who is calling, and may they: the dependencies every router declares.
+
+`require(*roles)` authenticates the bearer token and admits only ``roles``;
+its ``roles`` attribute is what the OpenAPI document lists per route
+(``x-nexus-roles``). The annotated aliases (`AuthorDep`, `OperatorDep`, …) are
+what routes name, so a route reads as who may call it.
+"""
 
 from __future__ import annotations
 
-import gzip
-import zlib
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any
 
-from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from fastapi import Depends, Request
 
-from nexus_control.api.errors import ApiError
-from nexus_control.service import ControlPlane
-from nexus_control.tokens import Principal, Role, authenticate
+from nexus_contract.wire import ENFORCER_HEADER
+from nexus_control.access.tokens import Principal, Role, authenticate
+from nexus_control.plane import ControlPlane
+from nexus_runtime.http import ApiError
+
+__all__ = [
+    "ApproverDep",
+    "AuthorDep",
+    "EnforcerDep",
+    "EventReaderDep",
+    "FleetReaderDep",
+    "GatewayDep",
+    "OperatorDep",
+    "PlaneDep",
+    "ReaderDep",
+    "authorize",
+    "enforcer_identity",
+    "require",
+    "route_roles",
+]
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 MAX_ENFORCER_ID = 128
@@ -23,6 +44,9 @@ def control_plane(request: Request) -> ControlPlane:
     return plane
 
 
+PlaneDep = Annotated[ControlPlane, Depends(control_plane)]
+
+
 def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -31,31 +55,40 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+async def authorize(request: Request, roles: frozenset[str]) -> Principal:
+    """The caller's principal if its token is live and its role is one of ``roles``."""
+    token = _bearer(request)
+    plane = control_plane(request)
+
+    def lookup() -> Principal | None:
+        with plane.db.session() as session:
+            return authenticate(session, token)
+
+    principal = await asyncio.to_thread(lookup)
+    if principal is None:
+        raise ApiError(401, "unauthenticated", "unknown or revoked token")
+    if principal.role.value not in roles:
+        names = ", ".join(sorted(roles))
+        raise ApiError(
+            403, "forbidden", f"role {principal.role.value} may not do this ({names} may)"
+        )
+    request.state.principal = principal
+    return principal
+
+
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that authenticates the caller and checks its role is one of ``roles``."""
-    allowed = frozenset(roles)
+    allowed = frozenset(role.value for role in roles)
 
     async def dependency(request: Request) -> Principal:
-        token = _bearer(request)
-        plane = control_plane(request)
-        with plane.db.session() as session:
-            principal = authenticate(session, token)
-        if principal is None:
-            raise ApiError(401, "unauthenticated", "unknown or revoked token")
-        if principal.role not in allowed:
-            names = ", ".join(sorted(r.value for r in allowed))
-            raise ApiError(
-                403, "forbidden", f"role {principal.role.value} may not do this ({names} may)"
-            )
-        request.state.principal = principal
-        return principal
+        return await authorize(request, allowed)
 
-    dependency.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed))
+    dependency.__name__ = "require_" + "_or_".join(sorted(allowed))
     dependency.roles = allowed  # type: ignore[attr-defined]
     return dependency
 
 
-def route_roles(dependant: Any) -> frozenset[Role] | None:
+def route_roles(dependant: Any) -> frozenset[str] | None:
     """The roles a route's ``require`` dependency admits (None: the route has none)."""
     for sub in dependant.dependencies:
         roles = getattr(sub.call, "roles", None)
@@ -67,58 +100,26 @@ def route_roles(dependant: Any) -> frozenset[Role] | None:
     return None
 
 
+AuthorDep = Annotated[Principal, Depends(require(Role.AUTHOR))]
+ApproverDep = Annotated[Principal, Depends(require(Role.APPROVER))]
+OperatorDep = Annotated[Principal, Depends(require(Role.OPERATOR))]
+EnforcerDep = Annotated[Principal, Depends(require(Role.ENFORCER))]
+GatewayDep = Annotated[Principal, Depends(require(Role.GATEWAY))]
+ReaderDep = Annotated[
+    Principal, Depends(require(Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.COMPLIANCE))
+]
+"""Bundles and rollouts: anyone who works on changes or evidences them."""
+FleetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.APPROVER, Role.AUTHOR))]
+EventReaderDep = Annotated[Principal, Depends(require(Role.COMPLIANCE, Role.OPERATOR))]
+
+
 def enforcer_identity(request: Request, principal: Principal, region: str | None) -> str:
-    """The calling enforcer's id (header ``x-nexus-enforcer``), checked against its token."""
-    enforcer_id = request.headers.get("x-nexus-enforcer", "")
+    """The calling enforcer's id (its ``x-nexus-enforcer`` header), checked against its token."""
+    enforcer_id = request.headers.get(ENFORCER_HEADER, "")
     if not enforcer_id or len(enforcer_id) > MAX_ENFORCER_ID or not set(enforcer_id) <= _ID_CHARS:
-        raise ApiError(400, "invalid_enforcer", "header x-nexus-enforcer must be a lower-case id")
+        raise ApiError(400, "invalid_enforcer", f"header {ENFORCER_HEADER} must be a lower-case id")
     if principal.enforcer_id is not None and principal.enforcer_id != enforcer_id:
         raise ApiError(403, "forbidden", "this token belongs to another enforcer")
     if region is not None and principal.region != region:
         raise ApiError(403, "forbidden", f"this token is not valid for region {region}")
     return enforcer_id
-
-
-async def read_body(request: Request, limit: int, *, allow_gzip: bool = False) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (after decompression too)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"body is larger than {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if allow_gzip and request.headers.get("content-encoding", "").lower() == "gzip":
-        body = gunzip_limited(body, limit)
-    return body
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def parse_body(model: type[Model], body: bytes, code: str) -> Model:
-    """Validate a JSON body; a 400 names the first field at fault and why."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise ApiError(400, code, f"{where}: {first['msg']}") from None
-
-
-def gunzip_limited(data: bytes, limit: int) -> bytes:
-    """Decompress gzip, refusing (413) output past ``limit`` and (400) anything malformed."""
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = decompressor.decompress(data, limit + 1)
-        if len(out) > limit or decompressor.unconsumed_tail:
-            raise ApiError(413, "too_large", f"decompressed body is larger than {limit} bytes")
-        if not decompressor.eof:
-            raise ApiError(400, "invalid_gzip", "gzip stream is truncated")
-    except (zlib.error, gzip.BadGzipFile) as exc:
-        raise ApiError(400, "invalid_gzip", f"body is not valid gzip: {exc}") from None
-    return out

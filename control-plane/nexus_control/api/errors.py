@@ -1,42 +1,39 @@
-"""One error body for every failure: ``{"error": {"code", "message"}}``."""
+"""Domain errors as HTTP answers: the one table from error class to status and code.
+
+Domain modules raise `NexusError` subclasses that know nothing of HTTP; a
+router lets them propagate and this table answers them
+(`nexus_runtime.http.install_domain_errors`).
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from nexus_control.access.approvals import ApprovalError
+from nexus_control.access.tokens import TokenError
+from nexus_control.budgets.usage import UnknownTenantError
+from nexus_control.registry.registry import RevisionNotFoundError
+from nexus_control.registry.revisions import PublishError
+from nexus_control.rollout.engine import (
+    ApprovalForbiddenError,
+    RolloutError,
+    RolloutNotFoundError,
+)
+from nexus_control.rollout.rollouts import NoPolicyInForceError
+from nexus_control.serving.enforcers import StatusError
+from nexus_control.serving.server import StaleStateError
+from nexus_runtime.http import ErrorTable
 
+__all__ = ["STATUS_OF"]
 
-class ApiError(Exception):
-    """Raised by routers; becomes ``status`` with the uniform error body."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
-
-
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for err in exc.errors()[:20]:
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            parts.append(f"{where or 'body'}: {err.get('msg')}")
-        return JSONResponse(error_body("invalid_request", "; ".join(parts)), 400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+STATUS_OF: ErrorTable = {
+    RolloutNotFoundError: (404, "not_found"),
+    RevisionNotFoundError: (404, "not_found"),
+    StaleStateError: (404, "not_found"),
+    ApprovalForbiddenError: (403, "forbidden"),
+    RolloutError: (409, "conflict"),
+    NoPolicyInForceError: (409, "no_policy"),
+    PublishError: (422, "invalid_bundle"),
+    UnknownTenantError: (422, "unknown_tenant"),
+    ApprovalError: (422, "invalid_request"),
+    TokenError: (422, "invalid_request"),
+    StatusError: (400, "invalid_status"),
+}

@@ -3,51 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
-from nexus_control import fleet, outbox
-from nexus_control.api.deps import control_plane, require
-from nexus_control.api.errors import ApiError
-from nexus_control.tokens import Principal, Role
-
-fleet_readers = require(Role.OPERATOR, Role.APPROVER, Role.AUTHOR)
-operators = require(Role.OPERATOR)
+from nexus_control.api.deps import FleetReaderDep, OperatorDep, PlaneDep
+from nexus_control.api.models import EnforcerList, RemovedEnforcer
+from nexus_runtime.http import ApiError
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 
 
-@router.get("")
-async def get_fleet(
-    request: Request,
-    region: str | None = None,
-    principal: Principal = Depends(fleet_readers),
-) -> dict[str, Any]:
+@router.get("", response_model=EnforcerList)
+async def get_fleet(plane: PlaneDep, _: FleetReaderDep, region: str | None = None) -> EnforcerList:
     """Enforcers (optionally of one region) with held and active revisions per bundle."""
-    plane = control_plane(request)
-
-    def read() -> list[dict[str, Any]]:
-        with plane.db.session() as session:
-            return [fleet.as_json(view) for view in fleet.fleet(session, region)]
-
-    return {"enforcers": await asyncio.to_thread(read)}
+    views = await asyncio.to_thread(plane.serving.enforcers, region)
+    return EnforcerList.model_validate({"enforcers": views})
 
 
-@router.delete("/{enforcer_id}", status_code=200)
+@router.delete("/{enforcer_id}", status_code=200, response_model=RemovedEnforcer)
 async def remove_enforcer(
-    enforcer_id: str, request: Request, principal: Principal = Depends(operators)
-) -> dict[str, Any]:
+    enforcer_id: str, plane: PlaneDep, principal: OperatorDep
+) -> RemovedEnforcer:
     """Take an enforcer out of the fleet: it no longer blocks rollouts (until it polls again)."""
-    plane = control_plane(request)
-
-    def remove() -> bool:
-        with plane.db.session() as session:
-            removed = fleet.remove_enforcer(session, enforcer_id)
-            if removed:
-                outbox.record(session, "enforcer.removed", principal.name, enforcer=enforcer_id)
-            return removed
-
-    if not await asyncio.to_thread(remove):
+    removed = await asyncio.to_thread(plane.serving.remove_enforcer, enforcer_id, principal.name)
+    if not removed:
         raise ApiError(404, "not_found", f"no enforcer {enforcer_id} in the fleet")
-    return {"removed": enforcer_id}
+    return RemovedEnforcer(removed=enforcer_id)

@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from nexus_control import rollout
-from nexus_control.api.deps import control_plane, require
-from nexus_control.service import ControlPlane
-from nexus_control.tokens import Principal, Role
+from nexus_control.api.deps import OperatorDep, PlaneDep
+from nexus_control.plane import ControlPlane
+from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState
 
 router = APIRouter(tags=["operations"])
-scrapers = require(Role.OPERATOR)
-
-_STATES = ("active", "pending", "failed", "down")
 
 
 class FleetCollector(Collector):
@@ -39,29 +35,27 @@ class FleetCollector(Collector):
             "1 while a rollout is rolling, paused or waiting",
             labels=["state"],
         )
-        with self.plane.db.session() as session:
-            regions = rollout.region_states(
-                session, self.plane.fleet, [r.id for r in self.plane.fleet.regions]
-            )
-            current = rollout.latest_active(session)
+        regions = self.plane.rollouts.status().regions
+        current = self.plane.rollouts.active_state()
         for region in regions:
             convergence.add_metric([region.region], region.convergence)
-            for state in _STATES:
-                count = sum(e.state == state for e in region.enforcers)
-                enforcers.add_metric([region.region, state], count)
-        for state in rollout.ACTIVE_STATES:
-            active.add_metric(
-                [state], 1.0 if current is not None and current.state == state else 0.0
-            )
+            for state in EnforcerState:
+                count = sum(e.state is state for e in region.enforcers)
+                enforcers.add_metric([region.region, state.value], count)
+        for rollout_state in ACTIVE_STATES:
+            active.add_metric([rollout_state.value], 1.0 if current is rollout_state else 0.0)
         yield convergence
         yield enforcers
         yield active
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics(request: Request, principal: Principal = Depends(scrapers)) -> Response:
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics(plane: PlaneDep, _: OperatorDep) -> Response:
     """Prometheus exposition format (scrape with an operator token)."""
-    plane = control_plane(request)
     registry = CollectorRegistry()
     registry.register(FleetCollector(plane))
     body = await asyncio.to_thread(generate_latest, registry)

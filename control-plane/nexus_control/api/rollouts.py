@@ -3,178 +3,87 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path
 
-from nexus_control import rollout
-from nexus_control.api.deps import control_plane, require
-from nexus_control.api.errors import ApiError
-from nexus_control.rollout import RolloutError
-from nexus_control.service import ControlPlane, rollout_view
-from nexus_control.tokens import Principal, Role
+from nexus_control.api.deps import ApproverDep, OperatorDep, PlaneDep, ReaderDep
+from nexus_control.api.models import (
+    ApprovalRequest,
+    Promotion,
+    Reason,
+    RolloutDetail,
+    RolloutList,
+    RolloutStatusView,
+    RolloutView,
+)
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
-readers = require(Role.OPERATOR, Role.APPROVER, Role.AUTHOR, Role.COMPLIANCE)
-operators = require(Role.OPERATOR)
-approvers = require(Role.APPROVER)
+
+MAX_ROLLOUT_ID = 2**63 - 1
+RolloutId = Annotated[int, Path(ge=1, le=MAX_ROLLOUT_ID)]
 
 
-class Reason(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str | None = Field(default=None, max_length=1000)
-
-
-class Promotion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    force: bool = False
-
-
-class ApprovalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    comment: str | None = Field(default=None, max_length=1000)
-
-
-async def _act(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    try:
-        return await asyncio.to_thread(call)
-    except RolloutError as exc:
-        codes = {404: "not_found", 403: "forbidden", 409: "conflict"}
-        raise ApiError(exc.status, codes.get(exc.status, "conflict"), str(exc)) from None
-
-
-def _status(plane: ControlPlane) -> dict[str, Any]:
-    with plane.db.session() as session:
-        regions = rollout.region_states(session, plane.fleet, [r.id for r in plane.fleet.regions])
-        active = rollout.latest_active(session)
-        recent = rollout.recent(session, 1)
-        current = active or (recent[0] if recent else None)
-        return {
-            "rollout": rollout_view(current) if current else None,
-            "regions": [
-                {
-                    "region": s.region,
-                    "wave": s.wave,
-                    "desired": s.desired,
-                    "last_good": s.last_good,
-                    "convergence": s.convergence,
-                    "enforcers": [
-                        {
-                            "id": e.id,
-                            "state": e.state,
-                            "active_revision": e.active_revision,
-                            "held_revision": e.held_revision,
-                            "error": e.error,
-                            "last_seen_at": e.last_seen_at.isoformat() if e.last_seen_at else None,
-                        }
-                        for e in s.enforcers
-                    ],
-                }
-                for s in regions
-            ],
-        }
-
-
-@router.get("/status")
-async def rollout_status(
-    request: Request, principal: Principal = Depends(readers)
-) -> dict[str, Any]:
+@router.get("/status", response_model=RolloutStatusView)
+async def rollout_status(plane: PlaneDep, _: ReaderDep) -> RolloutStatusView:
     """The current rollout and, per region and enforcer, what runs where."""
-    plane = control_plane(request)
-    return await asyncio.to_thread(_status, plane)
+    return RolloutStatusView.model_validate(await asyncio.to_thread(plane.rollouts.status))
 
 
-@router.get("")
-async def list_rollouts(
-    request: Request, principal: Principal = Depends(readers)
-) -> dict[str, Any]:
+@router.get("", response_model=RolloutList)
+async def list_rollouts(plane: PlaneDep, _: ReaderDep) -> RolloutList:
     """Recent rollouts, newest first."""
-    plane = control_plane(request)
-
-    def read() -> list[dict[str, Any]]:
-        with plane.db.session() as session:
-            return [rollout_view(r) for r in rollout.recent(session)]
-
-    return {"rollouts": await asyncio.to_thread(read)}
+    return RolloutList.model_validate({"rollouts": await asyncio.to_thread(plane.rollouts.recent)})
 
 
-@router.get("/{rollout_id}")
-async def get_rollout(
-    rollout_id: int, request: Request, principal: Principal = Depends(readers)
-) -> dict[str, Any]:
+@router.get("/{rollout_id}", response_model=RolloutDetail)
+async def get_rollout(rollout_id: RolloutId, plane: PlaneDep, _: ReaderDep) -> RolloutDetail:
     """One rollout with its full history (who, when, why) and its semantic diff."""
-    plane = control_plane(request)
-
-    def read() -> dict[str, Any]:
-        with plane.db.session() as session:
-            row = rollout.get(session, rollout_id)
-            events = rollout.history(session, rollout_id)
-            return {
-                **rollout_view(row),
-                "diff": row.diff,
-                "history": [
-                    {
-                        "at": e.at.isoformat(),
-                        "actor": e.actor,
-                        "action": e.action,
-                        "region": e.region,
-                        "detail": e.detail,
-                    }
-                    for e in events
-                ],
-            }
-
-    return await _act(read)
+    row, history = await asyncio.to_thread(plane.rollouts.get, rollout_id)
+    view = RolloutView.model_validate(row).model_dump()
+    return RolloutDetail.model_validate({**view, "diff": row.diff, "history": history})
 
 
-@router.post("/{rollout_id}/approve")
+@router.post("/{rollout_id}/approve", response_model=RolloutView)
 async def approve(
-    rollout_id: int,
-    body: ApprovalRequest,
-    request: Request,
-    principal: Principal = Depends(approvers),
-) -> dict[str, Any]:
+    rollout_id: RolloutId, body: ApprovalRequest, plane: PlaneDep, principal: ApproverDep
+) -> RolloutView:
     """Approve a publication waiting for a second person (never its author)."""
-    plane = control_plane(request)
-    return await _act(lambda: plane.approve(rollout_id, principal.name, body.comment))
+    row = await asyncio.to_thread(plane.rollouts.approve, rollout_id, principal.name, body.comment)
+    return RolloutView.model_validate(row)
 
 
-@router.post("/{rollout_id}/promote")
+@router.post("/{rollout_id}/promote", response_model=RolloutView)
 async def promote(
-    rollout_id: int, body: Promotion, request: Request, principal: Principal = Depends(operators)
-) -> dict[str, Any]:
+    rollout_id: RolloutId, body: Promotion, plane: PlaneDep, principal: OperatorDep
+) -> RolloutView:
     """Move to the next wave now, skipping the soak."""
-    plane = control_plane(request)
-    return await _act(lambda: plane.promote(rollout_id, principal.name, force=body.force))
+    row = await asyncio.to_thread(
+        lambda: plane.rollouts.promote(rollout_id, principal.name, force=body.force)
+    )
+    return RolloutView.model_validate(row)
 
 
-@router.post("/{rollout_id}/pause")
+@router.post("/{rollout_id}/pause", response_model=RolloutView)
 async def pause(
-    rollout_id: int, body: Reason, request: Request, principal: Principal = Depends(operators)
-) -> dict[str, Any]:
+    rollout_id: RolloutId, body: Reason, plane: PlaneDep, principal: OperatorDep
+) -> RolloutView:
     """Stop the rollout where it is (errors still roll regions back)."""
-    plane = control_plane(request)
-    return await _act(lambda: plane.pause(rollout_id, principal.name, body.reason))
+    row = await asyncio.to_thread(plane.rollouts.pause, rollout_id, principal.name, body.reason)
+    return RolloutView.model_validate(row)
 
 
-@router.post("/{rollout_id}/resume")
-async def resume(
-    rollout_id: int, request: Request, principal: Principal = Depends(operators)
-) -> dict[str, Any]:
+@router.post("/{rollout_id}/resume", response_model=RolloutView)
+async def resume(rollout_id: RolloutId, plane: PlaneDep, principal: OperatorDep) -> RolloutView:
     """Let a paused rollout continue."""
-    plane = control_plane(request)
-    return await _act(lambda: plane.resume(rollout_id, principal.name))
+    row = await asyncio.to_thread(plane.rollouts.resume, rollout_id, principal.name)
+    return RolloutView.model_validate(row)
 
 
-@router.post("/{rollout_id}/rollback")
+@router.post("/{rollout_id}/rollback", response_model=RolloutView)
 async def rollback(
-    rollout_id: int, body: Reason, request: Request, principal: Principal = Depends(operators)
-) -> dict[str, Any]:
+    rollout_id: RolloutId, body: Reason, plane: PlaneDep, principal: OperatorDep
+) -> RolloutView:
     """Put every region this rollout reached back on its last good revision."""
-    plane = control_plane(request)
-    return await _act(lambda: plane.rollback(rollout_id, principal.name, body.reason))
+    row = await asyncio.to_thread(plane.rollouts.rollback, rollout_id, principal.name, body.reason)
+    return RolloutView.model_validate(row)

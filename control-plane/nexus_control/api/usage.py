@@ -3,40 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from nexus_control.api.deps import control_plane, parse_body, read_body, require
-from nexus_control.api.errors import ApiError
-from nexus_control.budget import NoPolicyError, UnknownTenantError, UsageReport
-from nexus_control.tokens import Principal, Role
+from nexus_control.api.deps import GatewayDep, PlaneDep
+from nexus_control.api.models import UsageResult
+from nexus_control.budgets.usage import UsageReport
+from nexus_runtime.http import parse_body, read_body
 
 MAX_USAGE_BYTES = 16 * 1024
-
-gateway_only = require(Role.GATEWAY)
 
 router = APIRouter(tags=["gateway"])
 
 
-@router.post("/v1/usage", status_code=202)
-async def post_usage(
-    request: Request, principal: Principal = Depends(gateway_only)
-) -> dict[str, Any]:
+@router.post(
+    "/v1/usage",
+    status_code=202,
+    response_model=UsageResult,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/UsageReport"}}
+            },
+        }
+    },
+)
+async def post_usage(request: Request, plane: PlaneDep, _: GatewayDep) -> UsageResult:
     """Count one request's spend (idempotent on request_id); may refuse the tenant from now on."""
-    body = await read_body(request, MAX_USAGE_BYTES)
-    report = parse_body(UsageReport, body, "invalid_usage")
-    plane = control_plane(request)
-    try:
-        outcome = await asyncio.to_thread(plane.record_usage, report)
-    except UnknownTenantError as exc:
-        raise ApiError(422, "unknown_tenant", str(exc)) from None
-    except NoPolicyError as exc:
-        raise ApiError(409, "no_policy", str(exc)) from None
-    return {
-        "counted": outcome.counted,
-        "tenant": outcome.tenant,
-        "period": outcome.period,
-        "ratio": outcome.ratio,
-        "disabled": outcome.disabled,
-    }
+    report = parse_body(UsageReport, await read_body(request, MAX_USAGE_BYTES), "invalid_usage")
+    outcome = await asyncio.to_thread(plane.budgets.record_usage, report)
+    return UsageResult.model_validate(outcome)

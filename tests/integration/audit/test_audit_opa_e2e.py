@@ -22,11 +22,11 @@ from fastapi.responses import JSONResponse
 
 from nexus_audit.service import AuditLog
 from nexus_audit.verify import verify_log
-from nexus_control.bundle import BuiltBundle
-from nexus_control.server import ServerThread
-from nexus_dataplane.enforcer import OpaServer
+from nexus_control.authoring.bundle import BuiltBundle
+from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.process import free_port
 from nexus_dataplane.request import GatewayRequest
+from nexus_runtime.server import ServerThread
 from tests.conftest import TEST_KEY_ID
 from tests.integration.audit.conftest import LogFactory
 from tests.unit.audit.audit_app import create_app

@@ -115,9 +115,9 @@ def test_erasure_on_postgresql_keeps_every_proof(make_pg_log: LogFactory) -> Non
 def test_the_audit_schema_can_share_the_control_planes_database(
     pg_url: str, make_pg_log: LogFactory
 ) -> None:
-    from nexus_control.db import Database
+    from nexus_control.store.database import control_database
 
-    control = Database(pg_url)
+    control = control_database(pg_url)
     control.migrate()
     control.dispose()
     log = make_pg_log()

@@ -1,16 +1,14 @@
-"""A FastAPI app hosting the audit router with a test ``require``, as the control plane would."""
+"""The audit service's own app with a test ``authorize``, as the control plane would provide."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 
-from nexus_audit.api import create_router, error_body
+from nexus_audit.api import create_audit_app
 from nexus_audit.service import AuditLog
+from nexus_runtime.http import ApiError
 
 
 @dataclass(frozen=True)
@@ -34,28 +32,15 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
-    allowed = frozenset(roles)
-
-    async def dependency(request: Request) -> Principal:
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        principal = TOKENS.get(token)
-        if principal is None:
-            raise HTTPException(401, "unknown or missing token")
-        if principal.role not in allowed:
-            raise HTTPException(403, f"role {principal.role} may not do this")
-        return principal
-
-    return dependency
+async def authorize(request: Request, roles: frozenset[str]) -> Principal:
+    token = request.headers.get("authorization", "").removeprefix("Bearer ")
+    principal = TOKENS.get(token)
+    if principal is None:
+        raise ApiError(401, "unauthenticated", "unknown or missing token")
+    if principal.role not in roles:
+        raise ApiError(403, "forbidden", f"role {principal.role} may not do this")
+    return principal
 
 
 def create_app(log: AuditLog) -> FastAPI:
-    app = FastAPI()
-    app.include_router(create_router(log, require))
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {401: "unauthenticated", 403: "forbidden"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
-
-    return app
+    return create_audit_app(log, authorize)

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from nexus_audit.catalog import Catalogs
-from nexus_audit.db import AuditDatabase
+from nexus_audit.database import AuditDatabase
+from nexus_audit.envelope import LocalKeyWrapper
 from nexus_audit.intake import IntakeLimits
-from nexus_audit.keys import LocalKeyWrapper
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
 

@@ -8,7 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-DECISION_PATH = "nexus/envoy/authz/decision"
+from nexus_contract.wire import DECISION_PATH
+
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from nexus_audit import merkle
 from nexus_audit.checkpoint import Checkpoint
-from nexus_audit.evidence import verify
+from nexus_audit.evidence import verify_archive
 from nexus_audit.proof import TlogProof
 from nexus_audit.service import AuditLog
 from tests.unit.audit.audit_app import bearer, create_app
@@ -117,7 +117,7 @@ def test_bad_inclusion_requests_get_the_error_shape(
 
 
 def test_a_consistency_proof_is_served_as_json(client: TestClient, audit_log: AuditLog) -> None:
-    old = audit_log.checkpointer.at(6)
+    old = audit_log.checkpoint_signer.at(6)
     audit_log.ingest_upload(gzip_batch(events(5, subject="s")), "gzip")
     new = audit_log.checkpoint()
     body = client.get(
@@ -205,7 +205,7 @@ def test_the_evidence_archive_is_downloaded_and_verifies(
     )
     assert response.headers["content-type"] == "application/gzip"
     assert "evidence-soc2-CC6.1.tar.gz" in response.headers["content-disposition"]
-    assert verify(response.content, str(LOG_KEY.verifier)).records == 6
+    assert verify_archive(response.content, str(LOG_KEY.verifier)).records == 6
     _error(
         client.get(
             "/v1/audit/evidence",

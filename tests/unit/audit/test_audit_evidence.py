@@ -18,7 +18,7 @@ from nexus_audit.catalog import UnknownControlError
 from nexus_audit.coverage import UnknownFrameworkError
 from nexus_audit.erasure import erase
 from nexus_audit.events import ControlEvent
-from nexus_audit.evidence import EvidenceError, export, verify
+from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
 from tests.unit.audit.harness import LOG_KEY
@@ -62,7 +62,7 @@ def populated(audit_log: AuditLog) -> AuditLog:
 
 def _export(log: AuditLog, tmp_path: Path, control: str = "CC6.1") -> Path:
     out = tmp_path / f"evidence-{control}.tar.gz"
-    export(
+    export_archive(
         log, framework="soc2", control=control, since=SINCE, until=UNTIL, out=out, actor="auditor"
     )
     return out
@@ -108,7 +108,7 @@ def test_an_export_verifies_offline_with_only_the_archive_and_the_key(
     populated: AuditLog, tmp_path: Path
 ) -> None:
     archive = _export(populated, tmp_path)
-    verified = verify(archive, KEY)
+    verified = verify_archive(archive, KEY)
 
     assert (verified.framework, verified.control, verified.records) == ("SOC2", "CC6.1", 10)
     assert verified.checkpoint.size == populated.size()
@@ -163,7 +163,7 @@ def test_the_export_is_logged_and_fixes_the_content_hashes(
 
 def test_events_are_evidence_too(populated: AuditLog, tmp_path: Path) -> None:
     archive = _export(populated, tmp_path, control="CC8.1")
-    verified = verify(archive, KEY)
+    verified = verify_archive(archive, KEY)
     records = [orjson.loads(line) for line in _members(archive)["records.jsonl"].splitlines()]
     assert verified.records == 1
     assert records[0]["payload_status"] == "inline"
@@ -196,7 +196,7 @@ def test_a_flipped_byte_in_any_file_fails_naming_the_file(
 
     tampered = _rewrite(archive, tmp_path / "tampered.tar.gz", flip)
     with pytest.raises(EvidenceError) as caught:
-        verify(tampered, KEY)
+        verify_archive(tampered, KEY)
     assert target in str(caught.value)
 
 
@@ -212,7 +212,7 @@ def test_a_record_rewritten_with_a_recomputed_manifest_still_fails(
         _remanifest(files)
 
     with pytest.raises(EvidenceError, match=r"records\.jsonl: differs from the SHA-256 the log"):
-        verify(_rewrite(archive, tmp_path / "forged.tar.gz", forge), KEY)
+        verify_archive(_rewrite(archive, tmp_path / "forged.tar.gz", forge), KEY)
 
 
 def test_a_report_rewritten_with_a_recomputed_manifest_still_fails(
@@ -225,7 +225,7 @@ def test_a_report_rewritten_with_a_recomputed_manifest_still_fails(
         _remanifest(files)
 
     with pytest.raises(EvidenceError) as caught:
-        verify(_rewrite(archive, tmp_path / "forged.tar.gz", forge), KEY)
+        verify_archive(_rewrite(archive, tmp_path / "forged.tar.gz", forge), KEY)
     assert caught.value.file == "report.html"
 
 
@@ -241,7 +241,7 @@ def test_a_swapped_proof_fails_naming_the_proof_and_the_record(
         _remanifest(files)
 
     with pytest.raises(EvidenceError) as caught:
-        verify(_rewrite(archive, tmp_path / "swapped.tar.gz", swap), KEY)
+        verify_archive(_rewrite(archive, tmp_path / "swapped.tar.gz", swap), KEY)
     decision = orjson.loads(first["entry"])["decision_id"]
     assert caught.value.file == f"proofs/{first['index']}.tlog-proof"
     assert caught.value.record == f"line 1 (leaf {first['index']}, decision {decision})"
@@ -251,14 +251,14 @@ def test_an_archive_under_another_key_fails(populated: AuditLog, tmp_path: Path)
     archive = _export(populated, tmp_path)
     other = str(Signer("nexus.local/audit", bytes(32)).verifier)
     with pytest.raises(EvidenceError, match=r"log-key\.pub"):
-        verify(archive, other)
+        verify_archive(archive, other)
 
 
 def test_a_corrupt_archive_fails_naming_it(tmp_path: Path) -> None:
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"\x1f\x8b\x08\x00not really gzip")
     with pytest.raises(EvidenceError, match=r"broken\.tar\.gz: not a readable"):
-        verify(broken, KEY)
+        verify_archive(broken, KEY)
 
 
 def test_the_report_escapes_what_it_shows(populated: AuditLog, tmp_path: Path) -> None:
@@ -269,7 +269,7 @@ def test_the_report_escapes_what_it_shows(populated: AuditLog, tmp_path: Path) -
 
 def test_an_unknown_framework_or_control_is_refused(populated: AuditLog, tmp_path: Path) -> None:
     with pytest.raises(UnknownFrameworkError):
-        export(
+        export_archive(
             populated,
             framework="hipaa",
             control="x",
@@ -279,7 +279,7 @@ def test_an_unknown_framework_or_control_is_refused(populated: AuditLog, tmp_pat
             actor="a",
         )
     with pytest.raises(UnknownControlError):
-        export(
+        export_archive(
             populated,
             framework="soc2",
             control="CC9.9",
@@ -322,10 +322,10 @@ def test_an_empty_period_exports_a_verifiable_not_satisfied_finding(
     populated: AuditLog, tmp_path: Path
 ) -> None:
     out = tmp_path / "empty.tar.gz"
-    export(
+    export_archive(
         populated, framework="gdpr", control="Art.20", since=SINCE, until=UNTIL, out=out, actor="a"
     )
-    assert verify(out, KEY).records == 0
+    assert verify_archive(out, KEY).records == 0
     document = json.loads(_members(out)["assessment-results.json"])
     state = document["assessment-results"]["results"][0]["findings"][0]["target"]["status"]
     assert state["state"] == "not-satisfied"

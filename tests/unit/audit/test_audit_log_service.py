@@ -91,12 +91,12 @@ def test_a_checkpoint_follows_t_seconds_only_if_the_tree_grew(make_log: Any, clo
     assert first is not None and first.size == 3
 
     log.ingest_upload(gzip_batch(events(2, subject="s")), "gzip")
-    assert log.checkpointer.maybe_checkpoint() is None
+    assert log.checkpoint_signer.maybe_checkpoint() is None
     clock.advance(5)
-    grown = log.checkpointer.maybe_checkpoint()
+    grown = log.checkpoint_signer.maybe_checkpoint()
     assert grown is not None and grown.size == 5
     clock.advance(60)
-    assert log.checkpointer.maybe_checkpoint() is None
+    assert log.checkpoint_signer.maybe_checkpoint() is None
 
 
 def test_stored_checkpoints_open_with_the_log_key(audit_log: AuditLog) -> None:
@@ -106,7 +106,7 @@ def test_stored_checkpoints_open_with_the_log_key(audit_log: AuditLog) -> None:
 
     assert opened == signed.checkpoint
     assert (opened.origin, opened.size) == ("nexus.local/audit", 4)
-    assert audit_log.checkpointer.at(4) == signed
+    assert audit_log.checkpoint_signer.at(4) == signed
 
 
 def test_inclusion_proofs_by_decision_id_and_index_verify_offline(audit_log: AuditLog) -> None:

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from nexus_audit.db import VERSION_TABLE, AuditDatabase
+from nexus_audit.database import VERSION_TABLE, AuditDatabase
 from nexus_audit.tables import Base
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from nexus_audit.note import Verifier
-from nexus_audit.settings import (
-    AuditSettings,
+from nexus_audit.keyfiles import (
     KeyFileError,
     init_log_key,
     init_master_key,
     load_log_key,
     load_master_key,
 )
+from nexus_audit.note import Verifier
+from nexus_audit.settings import AuditSettings
 
 
 def test_defaults_suit_the_one_machine_demo(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,7 +105,7 @@ def test_a_swapped_decision_id_column_is_caught(filled: AuditLog) -> None:
 
 def test_a_forged_checkpoint_is_named(filled: AuditLog) -> None:
     forger = Signer("nexus.local/audit", bytes(range(1, 33)))
-    other = filled.checkpointer.at(22)
+    other = filled.checkpoint_signer.at(22)
     assert other is not None
     _sql(
         filled, "UPDATE checkpoints SET note = ? WHERE size = 22", (other.checkpoint.sign(forger),)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from nexus_control.bundle import canonical_json, revision_of
-from nexus_control.compiler import compile_data, slot_bound
-from nexus_control.loader import load_bundle
-from nexus_control.policyset import resolve
+from nexus_contract.canonical import canonical_json
+from nexus_control.authoring.bundle import revision_of
+from nexus_control.authoring.compiler import compile_data, slot_bound
+from nexus_control.authoring.loader import load_bundle
+from nexus_control.authoring.policyset import resolve
 from tests.conftest import BundleFactory
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from nexus_control.compiler import compile_data
-from nexus_control.diff import Effect, diff_configs
-from nexus_control.loader import load_bundle
-from nexus_control.policyset import resolve
+from nexus_control.authoring.compiler import compile_data
+from nexus_control.authoring.diff import Effect, diff_configs
+from nexus_control.authoring.loader import load_bundle
+from nexus_control.authoring.policyset import resolve
 from tests.conftest import BundleFactory
 
 

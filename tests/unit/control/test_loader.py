@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus_control.loader import SpecError, load_bundle
+from nexus_control.authoring.loader import SpecError, load_bundle
 from tests.conftest import BundleFactory
 
 LOCATION = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<msg>.+)$")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nexus_control.loader import SpecError, load_bundle
-from nexus_control.policyset import resolve
+from nexus_control.authoring.loader import SpecError, load_bundle
+from nexus_control.authoring.policyset import resolve
 from tests.conftest import BundleFactory
 
 HEADER = "apiVersion: policy.nexus.ai/v1\n"

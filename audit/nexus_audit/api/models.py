@@ -1,0 +1,82 @@
+"""What the audit routes answer, as pydantic models (so ``/openapi.json`` describes them)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "AppendAnswer",
+    "ConsistencyProofAnswer",
+    "ControlCoverageAnswer",
+    "CoverageAnswer",
+    "ErasureAnswer",
+]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+
+class AppendAnswer(_Answer):
+    accepted: int
+    duplicates: int
+    size: int
+    """The tree size after the upload."""
+
+
+class ConsistencyProofAnswer(_Answer):
+    old_size: int
+    new_size: int
+    old_root: str
+    """Base64 root hash of tree ``old_size``."""
+    new_root: str
+    proof: list[str]
+    """The RFC 9162 consistency proof, base64 hashes in order."""
+    old_checkpoint: str | None
+    new_checkpoint: str
+
+
+class FrameworkAnswer(_Answer):
+    key: str
+    name: str
+    edition: str
+
+
+class PeriodAnswer(_Answer):
+    since: str
+    until: str
+
+
+class CoverageSummary(_Answer):
+    controls: int
+    with_evidence: int
+    without_evidence: int
+    decisions: int
+
+
+class ControlCoverageAnswer(_Answer):
+    id: str
+    qualified_id: str
+    group: str
+    title: str
+    decisions: int
+    allowed: int
+    denied: int
+    events: int
+
+
+class CoverageAnswer(_Answer):
+    framework: FrameworkAnswer
+    period: PeriodAnswer
+    summary: CoverageSummary
+    controls: list[ControlCoverageAnswer]
+    without_evidence: list[str]
+
+
+class ErasureAnswer(_Answer):
+    tenant: str
+    scope: str
+    keys_destroyed: int
+    payloads_erased: int
+    event_id: str
+    event_index: int

@@ -1,0 +1,161 @@
+"""``nexus-policy dataplane``: render enforcer configs, or run a region's enforcers here.
+
+Enforcers reach the control plane at NEXUS_DATAPLANE_CONTROL_PLANE_URL, by
+default the control plane's own URL (NEXUS_URL, else NEXUS_HOST/NEXUS_PORT).
+Without NEXUS_DATAPLANE_TOKEN, ``up`` creates an enforcer token for the region
+in the control plane's database, through the control plane's token service.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from nexus_cli.console import err, out
+from nexus_control.access.tokens import Role, create_token
+from nexus_control.settings import ControlSettings
+from nexus_control.store.database import control_database
+from nexus_dataplane.enforcer import (
+    EnforcerHealth,
+    EnforcerStack,
+    StackOptions,
+    enforcer_spec,
+    render,
+)
+from nexus_dataplane.settings import DataPlaneSettings
+from nexus_runtime.toolchain import find_envoy, find_opa
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Enforcers: Envoy + OPA per gateway pod.", no_args_is_help=True)
+
+HEALTH_INTERVAL_S = 2.0
+
+
+def _options(
+    settings: DataPlaneSettings, control: ControlSettings, region: str, token: str
+) -> StackOptions:
+    try:
+        pem = settings.verification_key_file.read_text()
+    except OSError as exc:
+        err.print(
+            f"error: cannot read the verification key {settings.verification_key_file}: "
+            f"{exc.strerror} (set NEXUS_DATAPLANE_VERIFICATION_KEY_FILE)"
+        )
+        raise typer.Exit(2) from None
+    control_plane_url = settings.control_plane_url or control.base_url
+    return StackOptions(
+        region=region,
+        control_plane_url=control_plane_url,
+        token=token,
+        key_id=settings.key_id,
+        verification_key_pem=pem,
+        workdir=settings.workdir / region,
+        opa_bin=find_opa(control.opa_bin),
+        envoy_bin=find_envoy(),
+        audit_url=settings.audit_url or control_plane_url,
+    )
+
+
+def _token(settings: DataPlaneSettings, control: ControlSettings, region: str) -> str:
+    if settings.token:
+        return settings.token
+    db = control_database(control.database_url)
+    db.migrate()
+    with db.session() as session:
+        token, principal = create_token(
+            session, name=f"dataplane-{region}", role=Role.ENFORCER, region=region
+        )
+    err.print(f"created enforcer token {principal.token_id} for region {region}")
+    return token
+
+
+@app.command("render")
+def render_cmd(
+    region: Annotated[str, typer.Option(help="Region of the enforcer")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the configs to")],
+    enforcer_id: Annotated[str | None, typer.Option("--enforcer-id")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Enforcer token (default from settings)")
+    ] = None,
+    upstream_port: Annotated[int, typer.Option(help="The gateway upstream's port")] = 8080,
+) -> None:
+    """Write one enforcer's OPA config and Envoy bootstrap, validated by OPA and Envoy."""
+    settings = DataPlaneSettings()
+    options = _options(
+        settings, ControlSettings(), region, token or settings.token or "<enforcer token>"
+    )
+    spec = enforcer_spec(options, enforcer_id or f"{region}-1", upstream_port)
+    opa_path, envoy_path = render(
+        spec, out_dir, opa_bin=options.opa_bin, envoy_bin=options.envoy_bin
+    )
+    out.print(f"wrote {opa_path} and {envoy_path} (both validated)")
+
+
+def _table(region: str, stack: EnforcerStack, health: list[EnforcerHealth]) -> Table:
+    table = Table(title=f"Region {region}: enforcers (Ctrl-C stops them)")
+    for column in (
+        "enforcer",
+        "gateway (Envoy)",
+        "OPA",
+        "ext_authz (gRPC)",
+        "bundles active",
+        "Envoy",
+    ):
+        table.add_column(column)
+    by_id = {e.id: e for e in stack.enforcers}
+    for h in health:
+        e = by_id[h.id]
+        table.add_row(
+            h.id,
+            e.gateway_url if e.envoy is not None else "-",
+            f"{e.opa_url} " + ("ok" if h.opa else "[red]down[/red]"),
+            f"127.0.0.1:{e.spec.grpc_port}",
+            "yes" if h.bundles else "[yellow]not yet[/yellow]",
+            "-" if h.envoy is None else ("ok" if h.envoy else "[red]down[/red]"),
+        )
+    return table
+
+
+@app.command("up")
+def up_cmd(
+    region: Annotated[str, typer.Option(help="Region whose enforcers to run")],
+    enforcers: Annotated[int, typer.Option(min=1, max=50, help="How many Envoy + OPA pairs")] = 1,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this long (default: run until Ctrl-C)")
+    ] = None,
+) -> None:
+    """Start real OPA + Envoy enforcers and a stand-in upstream; supervise until Ctrl-C."""
+    settings = DataPlaneSettings()
+    control = ControlSettings()
+    options = _options(settings, control, region, _token(settings, control, region))
+    stack = EnforcerStack(options, enforcers)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        stack.start(wait_for_bundles=False)
+        for enforcer in stack.enforcers:
+            # One plain line per enforcer as soon as it is up, for scripts and people alike.
+            err.print(
+                f"{enforcer.id}: gateway {enforcer.gateway_url if enforcer.envoy else '-'} "
+                f"opa {enforcer.opa_url} ext_authz 127.0.0.1:{enforcer.spec.grpc_port} "
+                f"(control plane {options.control_plane_url})",
+                markup=False,
+            )
+        deadline = time.monotonic() + seconds if seconds is not None else None
+        with Live(_table(region, stack, stack.health()), console=out, refresh_per_second=1) as live:
+            while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                stopping.wait(HEALTH_INTERVAL_S)
+                live.update(_table(region, stack, stack.health()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        err.print("enforcers stopped")

@@ -1,0 +1,609 @@
+"""The demo's run: every part started for real, each step printed, every outcome checked.
+
+The steps are those of `nexus_cli.demo`; the requests are the table in
+`nexus_cli.demo.scenarios`. The exit code says whether every decision was the
+expected one, the bad revision was contained, and the audit trail is whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from nexus_audit.coverage import coverage
+from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
+from nexus_audit.service import AuditLog, LeafNotFoundError
+from nexus_audit.settings import AuditSettings
+from nexus_audit.verify import verify_log
+from nexus_cli.client import ControlPlaneClient
+from nexus_cli.demo.faults import roll_out, store_unactivatable
+from nexus_cli.demo.scenarios import BUDGET_STEPS, DEMO_KEYS, SCENARIOS, BudgetStep, Scenario
+from nexus_cli.rollout import status_view
+from nexus_contract.wire import (
+    APPROVAL_HEADER,
+    BUDGET_WARNING_HEADER,
+    DECISION_ID_HEADER,
+    MODEL_HEADER,
+    PROMPT_VERSION_HEADER,
+    RECORD_CREATED_HEADER,
+    ROUTE_MODEL_HEADER,
+    TENANT_HEADER,
+)
+from nexus_control.access.approvals import issue_approval
+from nexus_control.access.signing_keys import (
+    KeyPaths,
+    init_audit_keys,
+    init_keys,
+    load_approval_key,
+    load_signing_key,
+    public_pem,
+)
+from nexus_control.access.tokens import Role, create_token
+from nexus_control.api.app import create_app, create_control_plane
+from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.authoring.credentials import throwaway_keys
+from nexus_control.authoring.opa import Opa
+from nexus_control.plane import ControlPlane
+from nexus_control.rollout.fleet import fleet_yaml
+from nexus_control.rollout.states import RolloutState
+from nexus_control.settings import ControlSettings
+from nexus_control.store import outbox
+from nexus_dataplane.enforcer import EnforcerStack, StackOptions
+from nexus_dataplane.process import free_port
+from nexus_runtime.server import ServerThread
+from nexus_runtime.toolchain import find_envoy, find_opa
+
+__all__ = ["run_demo"]
+
+REGION = "eu-west-1"
+BUNDLE_DIR = Path("bundles/gateway")
+WORKDIR = Path(".nexus/demo")
+KEY_ID = "nexus-bundle-signing"
+REFUSAL_DEADLINE_S = 10.0
+DEMO_WIDTH = 200
+USAGE_FEATURE = "support-chat"
+USAGE_TOKENS = 1_200
+DEMO_REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
+DEMO_SOAK_S = 1
+FINISHED = (RolloutState.COMPLETED, RolloutState.HALTED, RolloutState.ROLLED_BACK)
+
+
+@dataclass
+class Outcome:
+    name: str
+    tenant: str
+    request: str
+    expected: int
+    status: int
+    decision_id: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.status
+
+
+@dataclass
+class Demo:
+    out: Console
+    gateway: str
+    keys: dict[str, str]
+    approval_key_path: Path
+    outcomes: list[Outcome] = field(default_factory=list)
+    decisions: set[str] = field(default_factory=set)
+
+    def seen(self, response: httpx.Response) -> httpx.Response:
+        """Remember the decision behind a gateway answer (every one is audited)."""
+        decision_id = response.headers.get(DECISION_ID_HEADER)
+        if decision_id:
+            self.decisions.add(decision_id)
+        return response
+
+    def send(self, scenario: Scenario) -> httpx.Response:
+        """Send one scenario's request through Envoy and record its outcome."""
+        sent = {TENANT_HEADER: scenario.tenant, **scenario.headers}
+        if scenario.key is not None:
+            sent["authorization"] = f"Bearer {self.keys[scenario.key]}"
+        if scenario.record_age_days is not None:
+            created = datetime.now(UTC) - timedelta(days=scenario.record_age_days)
+            sent[RECORD_CREATED_HEADER] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if scenario.approval is not None:
+            ask = scenario.approval
+            sent[APPROVAL_HEADER] = issue_approval(
+                load_approval_key(self.approval_key_path),
+                tenant=ask.tenant,
+                tool=ask.tool,
+                arguments=dict(ask.arguments),
+                approver=ask.approver,
+                ttl_s=ask.ttl_s,
+            ).token
+        response = httpx.request(
+            scenario.method,
+            self.gateway + scenario.path,
+            headers=sent,
+            json=dict(scenario.body) if scenario.body is not None else None,
+            timeout=10,
+        )
+        self.seen(response)
+        self.outcomes.append(
+            Outcome(
+                scenario.name,
+                scenario.tenant,
+                f"{scenario.method} {scenario.path}",
+                scenario.expected,
+                response.status_code,
+                response.headers.get(DECISION_ID_HEADER, "")[:8],
+                _detail(response),
+            )
+        )
+        return response
+
+
+def _detail(response: httpx.Response) -> str:
+    if response.status_code == httpx.codes.OK:
+        try:
+            forwarded = response.json().get("headers", {})
+        except ValueError:
+            forwarded = {}
+        parts = [
+            f"{h.removeprefix('x-nexus-')}={forwarded[h]}"
+            for h in (ROUTE_MODEL_HEADER, PROMPT_VERSION_HEADER)
+            if h in forwarded
+        ]
+        warning = response.headers.get(BUDGET_WARNING_HEADER)
+        if warning:
+            parts.append(f"budget-warning: {warning}")
+        if "authorization" in forwarded:
+            parts.append("[red]credential leaked upstream[/red]")
+        return ", ".join(parts) or "allowed"
+    try:
+        reasons = response.json().get("reasons", [])
+    except ValueError:
+        return response.text[:120]
+    return "; ".join(
+        f"{r['rule'].removeprefix('nexus.')}: {r['message']} [{', '.join(r['controls'])}]"
+        for r in reasons
+    )
+
+
+def _report_usage(
+    api: httpx.Client,
+    tenant: str,
+    cost: float,
+    model: str,
+    *,
+    request_id: str | None = None,
+    feature: str | None = USAGE_FEATURE,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "request_id": request_id or f"demo-{uuid.uuid4()}",
+        "tenant": tenant,
+        "model": model,
+        "tokens": USAGE_TOKENS,
+        "cost_usd": cost,
+    }
+    if feature is not None:
+        report["feature"] = feature
+    response = api.post("/v1/usage", json=report)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _until(check: Callable[[], bool], deadline_s: float) -> float | None:
+    """Seconds until ``check`` is true, polling quickly; None if it never was."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    return None
+
+
+def _budget_step(demo: Demo, usage: httpx.Client, step: BudgetStep) -> str:
+    """Report the step's usage, wait until enforcers act on it, send its request; a note."""
+
+    def probe() -> httpx.Response:
+        return demo.seen(
+            httpx.post(
+                demo.gateway + "/v1/chat/completions",
+                headers={
+                    "authorization": f"Bearer {demo.keys[step.key]}",
+                    TENANT_HEADER: step.tenant,
+                    MODEL_HEADER: step.model,
+                },
+                timeout=10,
+            )
+        )
+
+    reports = list(step.reports_usd)
+    result: dict[str, Any] = {}
+    if step.repeat_first:
+        repeated = f"demo-{uuid.uuid4()}"
+        for _ in range(2):  # the same report twice counts once
+            _report_usage(
+                usage, step.tenant, reports[0], step.model, request_id=repeated, feature=None
+            )
+        reports = reports[1:]
+    crossing = time.monotonic()
+    for cost in reports:
+        crossing = time.monotonic()
+        result = _report_usage(usage, step.tenant, cost, step.model)
+    checks: dict[str, Callable[[], bool]] = {
+        "warning": lambda: BUDGET_WARNING_HEADER in probe().headers,
+        "refusal": lambda: probe().status_code == httpx.codes.TOO_MANY_REQUESTS,
+        "disabled": lambda: probe().status_code == httpx.codes.FORBIDDEN,
+    }
+    waited = _until(checks[step.wait_for], REFUSAL_DEADLINE_S)
+    demo.send(
+        Scenario(
+            step.name,
+            step.key,
+            step.tenant,
+            "POST",
+            "/v1/chat/completions",
+            step.expected,
+            {MODEL_HEADER: step.model},
+        )
+    )
+    if step.wait_for == "warning":
+        return (
+            f"{step.tenant} soft-cap warning visible {waited:.2f} s after the usage report"
+            if waited is not None
+            else f"{step.tenant} soft-cap warning not seen"
+        )
+    if step.wait_for == "refusal":
+        return (
+            f"{step.tenant} crossed its hard cap; first refusal "
+            f"{time.monotonic() - crossing:.2f} s after the report"
+            if waited is not None
+            else f"{step.tenant} was not refused in time"
+        )
+    return (
+        f"{step.tenant}: a repeated report counted once; now at {result['ratio']:.0%}, "
+        f"disabled={result['disabled']}"
+    )
+
+
+def _table(outcomes: list[Outcome]) -> Table:
+    table = Table(title=f"Decisions through Envoy + OPA in {REGION}", show_lines=False)
+    for column, kwargs in (
+        ("#", {"justify": "right"}),
+        ("scenario", {}),
+        ("tenant", {}),
+        ("request", {}),
+        ("status", {"justify": "right"}),
+        ("decision", {}),
+        ("reasons / upstream headers", {}),
+    ):
+        table.add_column(column, **kwargs)  # type: ignore[arg-type]
+    for n, o in enumerate(outcomes, 1):
+        mark = (
+            f"[green]{o.status}[/green]"
+            if o.ok
+            else f"[red]{o.status} (expected {o.expected})[/red]"
+        )
+        table.add_row(str(n), o.name, o.tenant, o.request, mark, o.decision_id, o.detail)
+    return table
+
+
+def _fleet_file(path: Path) -> Path:
+    path.write_text(
+        fleet_yaml(
+            [
+                (region, jurisdiction, wave, [f"{region}-1"])
+                for region, jurisdiction, wave in DEMO_REGIONS
+            ],
+            soak_s=DEMO_SOAK_S,
+            activation_deadline_s=30,
+            stale_after_s=20,
+        )
+    )
+    return path
+
+
+@dataclass
+class DemoRun:
+    """The demo's moving parts, started in order and stopped in reverse."""
+
+    out: Console
+    settings: ControlSettings
+    opa: Opa
+    keys: KeyPaths
+    server: ServerThread | None = None
+    plane: ControlPlane | None = None
+    audit: AuditLog | None = None
+    stacks: list[EnforcerStack] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def api(self, role: str) -> ControlPlaneClient:
+        assert self.server is not None
+        return ControlPlaneClient(self.server.url, self.tokens[role])
+
+    def start(self) -> None:
+        self.plane = create_control_plane(self.settings, opa=self.opa)
+        self.audit = AuditLog.from_settings(_audit_settings(self.settings))
+        with self.plane.db.session() as session:
+            for role, name in (
+                (Role.AUTHOR, "alice"),
+                (Role.APPROVER, "bob"),
+                (Role.OPERATOR, "olivia"),
+                (Role.GATEWAY, "gateway"),
+            ):
+                self.tokens[role.value], _ = create_token(session, name=name, role=role)
+            self.tokens["compliance"], _ = create_token(
+                session, name="carmen", role=Role.COMPLIANCE
+            )
+            for region, _, _ in DEMO_REGIONS:
+                self.tokens[region], _ = create_token(
+                    session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
+                )
+        self.server = ServerThread(create_app(self.plane, self.audit), "127.0.0.1", free_port())
+        self.server.start()
+        pem = public_pem(load_signing_key(self.keys.signing))
+        for region, _, wave in DEMO_REGIONS:
+            stack = EnforcerStack(
+                StackOptions(
+                    region=region,
+                    control_plane_url=self.server.url,
+                    token=self.tokens[region],
+                    key_id=KEY_ID,
+                    verification_key_pem=pem,
+                    workdir=WORKDIR / "dataplane",
+                    opa_bin=self.opa.binary,
+                    envoy_bin=find_envoy(),
+                    with_envoy=wave == 0,
+                    long_poll_timeout_s=10,
+                    audit_url=self.server.url,
+                ),
+                count=1,
+            )
+            stack.start(wait_for_bundles=False)
+            self.stacks.append(stack)
+
+    def stop(self) -> None:
+        for stack in self.stacks:
+            stack.stop()
+        if self.server is not None:
+            self.server.stop()
+        if self.plane is not None:
+            self.plane.close()
+        if self.audit is not None:
+            self.audit.close()
+
+    def publish(self, built: BuiltBundle) -> dict[str, Any]:
+        with self.api("author") as api:
+            published: dict[str, Any] = api.publish(built.path.read_bytes())
+        rollout = published["rollout"]
+        widening = [c for c in published["diff"]["changes"] if c["effect"] == "widens"]
+        self.out.print(
+            f"  alice published {published['revision'][:12]}: "
+            f"{len(published['diff']['changes'])} change(s), {len(widening)} widening access"
+        )
+        if rollout["state"] == RolloutState.PENDING_APPROVAL:
+            with self.api("approver") as api:
+                api.post(f"/v1/rollouts/{rollout['id']}/approve", {"comment": "reviewed"})
+            self.out.print("  it widens access, so it waited for a second person: bob approved it")
+        return published
+
+    def follow(self, rollout_id: int, timeout_s: float = 60) -> dict[str, Any]:
+        """Print the rollout's status each time it moves, until it ends."""
+
+        seen: tuple[str, int] | None = None
+        deadline = time.monotonic() + timeout_s
+        with self.api("operator") as api:
+            while time.monotonic() < deadline:
+                status = api.get("/v1/rollouts/status")
+                current = status["rollout"]
+                key = (current["state"], current["wave"])
+                if key != seen:
+                    self.out.print(status_view(status))
+                    seen = key
+                if current["id"] == rollout_id and current["state"] in FINISHED:
+                    result: dict[str, Any] = api.get(f"/v1/rollouts/{rollout_id}")
+                    return result
+                time.sleep(0.2)
+        raise RuntimeError(f"rollout {rollout_id} did not finish in {timeout_s:.0f} s")
+
+    def inject_unactivatable(self, good_revision: str) -> int:
+        assert self.plane is not None
+        bad = store_unactivatable(
+            self.plane, good_revision, signing_key=self.keys.signing, key_id=KEY_ID, author="alice"
+        )
+        return roll_out(self.plane, bad, author="alice")
+
+
+def _audit_settings(settings: ControlSettings) -> AuditSettings:
+    audit = AuditSettings(
+        database_url=f"sqlite:///{WORKDIR / 'audit.db'}",
+        log_key_file=settings.keys_dir / "audit-log.key",
+        master_key_file=settings.keys_dir / "audit-master.key",
+        checkpoint_every_s=2.0,
+    )
+    init_audit_keys(settings.keys_dir, audit)
+    return audit
+
+
+def _show_audit(run: DemoRun, demo: Demo, out: Console) -> bool:
+    """Every decision in the Merkle log once; the log verifies; evidence verifies offline."""
+    audit = run.audit
+    assert audit is not None
+    assert run.plane is not None
+
+    def recorded() -> int:
+        found = 0
+        for decision_id in demo.decisions:
+            with contextlib.suppress(LeafNotFoundError):
+                audit.leaf(decision_id=decision_id)
+                found += 1
+        return found
+
+    waited = _until(lambda: recorded() == len(demo.decisions), 30.0)
+    count = recorded()
+    out.print(
+        f"  {count}/{len(demo.decisions)} decisions made through Envoy are leaves of the log"
+        + ("" if waited is not None else " [red](missing after 30 s)[/red]")
+    )
+    _until(lambda: run.plane is not None and run.plane.drain_outbox(audit) == 0, 10.0)
+    with run.plane.db.session() as session:
+        events = len(outbox.events(session))
+        pending = len(outbox.pending(session))
+    out.print(
+        f"  {events - pending}/{events} control-plane events "
+        "(publications, approvals, rollout steps) appended"
+    )
+
+    report = verify_log(audit.db, audit.verifier)
+    out.print(
+        f"  audit verify: {report.size} leaves, {report.checkpoints} signed checkpoints, "
+        f"root {report.root_hash.hex()[:16]}… recomputed in {report.seconds:.2f} s"
+    )
+    now = datetime.now(UTC)
+    soc2 = coverage(audit, "soc2", now - timedelta(days=1), now + timedelta(minutes=1))
+    evidenced = [c for c in soc2.controls if c.evidenced]
+    out.print(
+        f"  SOC 2 coverage today: {len(evidenced)} of {len(soc2.controls)} criteria have evidence "
+        f"({', '.join(c.control.id for c in evidenced[:8])}{'…' if len(evidenced) > 8 else ''})"
+    )
+    archive = WORKDIR / "evidence-soc2-CC6.1.tar.gz"
+    summary = export_archive(
+        audit,
+        framework="soc2",
+        control="CC6.1",
+        since=now - timedelta(days=1),
+        until=now + timedelta(minutes=1),
+        out=archive,
+        actor="carmen",
+    )
+    public_key = str(audit.verifier)
+    verified = verify_archive(archive, public_key)
+    out.print(
+        f"  evidence for SOC2:CC6.1 → {archive} ({summary.records} records); "
+        f"verified offline with the log key alone: {verified.records} records, "
+        "inclusion proofs and the signed checkpoint"
+    )
+    tampered = bytearray(archive.read_bytes())
+    tampered[len(tampered) // 2] ^= 0x01
+    try:
+        verify_archive(bytes(tampered), public_key)
+        out.print("  [red]a tampered archive verified[/red]")
+        return False
+    except EvidenceError as exc:
+        out.print(f"  one flipped bit in the archive: refused ({exc})")
+    return count == len(demo.decisions) and pending == 0
+
+
+def _narrower(days: int) -> Path:
+    """The example bundle with chat history kept ``days`` instead of 365 (a routine change)."""
+    target = WORKDIR / f"gateway-{days}"
+    shutil.copytree(BUNDLE_DIR, target)
+    (target / "bundle.yaml").write_text(
+        (target / "bundle.yaml").read_text().replace("../../rego", str(Path("rego").resolve()))
+    )
+    retention = target / "retention.yaml"
+    retention.write_text(
+        retention.read_text().replace(
+            "  - dataClass: chat-history\n    days: 365",
+            f"  - dataClass: chat-history\n    days: {days}",
+        )
+    )
+    return target
+
+
+def run_demo(out: Console, err: Console) -> int:
+    started = time.monotonic()
+    if not out.is_terminal:
+        out = Console(width=DEMO_WIDTH, highlight=False, soft_wrap=False)
+    if WORKDIR.exists():
+        shutil.rmtree(WORKDIR)
+    WORKDIR.mkdir(parents=True)
+    settings = ControlSettings(
+        database_url=f"sqlite:///{WORKDIR / 'control.db'}",
+        fleet_file=_fleet_file(WORKDIR / "fleet.yaml"),
+        dist_dir=WORKDIR / "dist",
+    )
+    keys = init_keys(settings.keys_dir)
+    plain = throwaway_keys(DEMO_KEYS, WORKDIR / "credentials")
+    out.print(
+        f"[bold]1[/bold] keys in {settings.keys_dir}; "
+        "demo API keys generated (only their hashes go into the bundle)"
+    )
+    opa = Opa(find_opa(settings.opa_bin))
+    options = BuildOptions(keys.signing, KEY_ID, keys.approval, settings.dist_dir)
+    built = build_bundle(BUNDLE_DIR, opa, options, overlays=[WORKDIR / "credentials"])
+    out.print(
+        f"[bold]2[/bold] built {built.path.name}: {built.tests_run} Rego tests passed, "
+        f"signed ({KEY_ID})"
+    )
+    run = DemoRun(out, settings, opa, keys)
+    try:
+        run.start()
+        assert run.server is not None
+        out.print(
+            f"[bold]3[/bold] control plane on {run.server.url}; enforcers: "
+            + ", ".join(
+                f"{s.enforcers[0].id}{' (Envoy + OPA)' if s.options.with_envoy else ' (OPA)'}"
+                for s in run.stacks
+            )
+        )
+        out.print("[bold]4[/bold] first publication, rolled out wave by wave")
+        first = run.publish(built)
+        run.follow(first["rollout"]["id"])
+        gateway = run.stacks[0].enforcers[0].gateway_url
+        out.print(f"[bold]5[/bold] gateway requests through Envoy {gateway} in {REGION}")
+        demo = Demo(out, gateway, plain, keys.approval)
+        for scenario in SCENARIOS:
+            demo.send(scenario)
+        with httpx.Client(
+            base_url=run.server.url,
+            headers={"authorization": f"Bearer {run.tokens['gateway']}"},
+            timeout=10,
+        ) as usage:
+            notes = [_budget_step(demo, usage, step) for step in BUDGET_STEPS]
+        out.print(_table(demo.outcomes))
+        for note in notes:
+            out.print(f"  • {note}")
+
+        out.print(
+            "[bold]6[/bold] a routine change (chat history kept 300 days): no approval needed"
+        )
+        routine = build_bundle(_narrower(300), opa, options, overlays=[WORKDIR / "credentials"])
+        second = run.publish(routine)
+        run.follow(second["rollout"]["id"])
+        out.print(
+            "[bold]7[/bold] a revision OPA refuses to activate "
+            "(simulated: its manifest claims the state bundle's root)"
+        )
+        bad = run.inject_unactivatable(second["revision"])
+        halted = run.follow(bad)
+        reached = {e["region"] for e in halted["history"] if e["action"] == "wave_started"}
+        out.print(
+            f"  {halted['state']}: {halted['reason']}\n"
+            f"  regions that ever received it: {', '.join(sorted(reached))}; "
+            "all run their last good revision again"
+        )
+
+        out.print("[bold]8[/bold] the audit trail")
+        audited = _show_audit(run, demo, out)
+
+        failed = [o for o in demo.outcomes if not o.ok]
+        healthy = halted["state"] == "halted" and reached == {REGION}
+        out.print(
+            f"{len(demo.outcomes) - len(failed)}/{len(demo.outcomes)} decisions as expected; "
+            f"bad revision {'contained in the canary' if healthy else 'NOT contained'}; "
+            f"{time.monotonic() - started:.1f} s"
+        )
+        return 1 if failed or not healthy or not audited else 0
+    finally:
+        run.stop()

@@ -1,0 +1,88 @@
+"""Wire names: what the control plane, the enforcers and the audit service must spell alike.
+
+Policy authors, enforcer configs, Envoy routes, the Rego library and the audit
+intake all depend on these strings; each is written here once. The Rego side
+(`rego/README.md`) documents the same names for policy authors.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APPROVAL_HEADER",
+    "BUDGET_WARNING_HEADER",
+    "BUNDLES",
+    "BUNDLE_CONTENT_TYPE",
+    "DATA_CLASS_HEADER",
+    "DECISION_ID_HEADER",
+    "DECISION_ID_METADATA_KEY",
+    "DECISION_PATH",
+    "DECISION_QUERY",
+    "ENFORCER_HEADER",
+    "EXT_AUTHZ_METADATA_NAMESPACE",
+    "EXT_AUTHZ_PLUGIN",
+    "FEATURE_HEADER",
+    "MODEL_HEADER",
+    "OPA_API_PREFIX",
+    "POLICY_BUNDLE",
+    "POLICY_ROOTS",
+    "PROMPT_HEADER",
+    "PROMPT_VERSION_HEADER",
+    "RECORD_CREATED_HEADER",
+    "ROUTE_MODEL_HEADER",
+    "STATE_BUNDLE",
+    "STATE_ROOTS",
+    "SUBJECT_HEADER",
+    "TENANT_HEADER",
+    "bundle_resource",
+]
+
+# --- bundles -------------------------------------------------------------------
+
+POLICY_BUNDLE = "nexus"
+"""The policy bundle's name: its resource path segment, and its key in OPA's status."""
+STATE_BUNDLE = "nexus-state"
+"""The state bundle (spend ratios, disabled tenants), long-polled beside the policy."""
+BUNDLES = (POLICY_BUNDLE, STATE_BUNDLE)
+POLICY_ROOTS = ("nexus", "system/log")
+"""Roots of the policy bundle: the library and compiled data, and the log mask policy."""
+STATE_ROOTS = ("nexus_state",)
+"""Roots of the state bundle; disjoint from POLICY_ROOTS so OPA holds both."""
+BUNDLE_CONTENT_TYPE = "application/vnd.openpolicyagent.bundles"
+"""Without it on every bundle answer OPA falls back from long polling to plain polling."""
+OPA_API_PREFIX = "/v1/opa"
+"""Base path of the enforcer-facing API: OPA's services point here."""
+
+
+def bundle_resource(region: str, bundle: str) -> str:
+    """The ``resource`` an enforcer of ``region`` polls for ``bundle`` (under OPA_API_PREFIX)."""
+    return f"bundles/{region}/{bundle}"
+
+
+# --- the decision ---------------------------------------------------------------
+
+DECISION_PATH = "nexus/envoy/authz/decision"
+"""The ext_authz plugin's ``path``: the rule Envoy's Check is decided by."""
+DECISION_QUERY = "data." + DECISION_PATH.replace("/", ".")
+EXT_AUTHZ_PLUGIN = "envoy_ext_authz_grpc"
+"""The plugin's key under ``plugins`` in OPA's config (upstream opa-envoy-plugin's key)."""
+EXT_AUTHZ_METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
+DECISION_ID_METADATA_KEY = "decision_id"
+"""Where the plugin puts each decision's id in Envoy's dynamic metadata."""
+
+# --- headers ----------------------------------------------------------------------
+
+ENFORCER_HEADER = "x-nexus-enforcer"
+"""An enforcer's stable id, sent by OPA on every poll, status report and log upload."""
+DECISION_ID_HEADER = "x-nexus-decision-id"
+"""Added by Envoy upstream and to the response: the gateway, the log and the leaf share it."""
+TENANT_HEADER = "x-nexus-tenant"
+SUBJECT_HEADER = "x-nexus-subject"
+MODEL_HEADER = "x-nexus-model"
+PROMPT_HEADER = "x-nexus-prompt"
+FEATURE_HEADER = "x-nexus-feature"
+APPROVAL_HEADER = "x-nexus-approval"
+DATA_CLASS_HEADER = "x-nexus-data-class"
+RECORD_CREATED_HEADER = "x-nexus-record-created"
+ROUTE_MODEL_HEADER = "x-nexus-route-model"
+PROMPT_VERSION_HEADER = "x-nexus-prompt-version"
+BUDGET_WARNING_HEADER = "x-nexus-budget-warning"

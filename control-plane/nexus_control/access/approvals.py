@@ -1,0 +1,102 @@
+"""Tool-invocation approvals: short-lived ES256 tokens the Rego policy verifies.
+
+An approval binds one approver's decision to one tenant, one tool and the
+exact arguments of one call (by the SHA-256 of their canonical JSON), so a
+token cannot be replayed for a different call. The Rego side
+(``nexus.tools``) recomputes the hash with ``json.marshal``; :func:`canonical_arguments`
+produces the same bytes for JSON that arrives with integers, strings, booleans,
+nulls, arrays and objects (floats must be written in their shortest form).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from nexus_contract.errors import NexusError
+from nexus_control.access.signing_keys import approval_key_id
+from nexus_control.authoring.compiler import APPROVAL_AUDIENCE, APPROVAL_ISSUER
+
+DEFAULT_TTL_S = 300
+MAX_TTL_S = 3600
+
+# Go's encoding/json (which OPA's json.marshal uses) escapes these; Python's does not.
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+class ApprovalError(NexusError):
+    """An approval request is invalid (bad TTL, arguments that are not an object...)."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    token: str
+    token_id: str
+    tenant: str
+    tool: str
+    args_sha256: str
+    approver: str
+    subject: str | None
+    expires_at: int
+
+
+def canonical_arguments(arguments: dict[str, Any]) -> bytes:
+    """The arguments as OPA's ``json.marshal`` writes them: sorted keys, compact, Go escapes."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for char, escape in _GO_ESCAPES.items():
+        text = text.replace(char, escape)
+    return text.encode("utf-8")
+
+
+def arguments_digest(arguments: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_arguments(arguments)).hexdigest()
+
+
+def issue_approval(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    tenant: str,
+    tool: str,
+    arguments: dict[str, Any],
+    approver: str,
+    subject: str | None = None,
+    ttl_s: int = DEFAULT_TTL_S,
+    now: float | None = None,
+) -> Approval:
+    """Sign an approval for one call of ``tool`` with exactly ``arguments``."""
+    if not isinstance(arguments, dict):
+        raise ApprovalError("arguments must be a JSON object")
+    if not 1 <= ttl_s <= MAX_TTL_S:
+        raise ApprovalError(f"ttl must be between 1 and {MAX_TTL_S} seconds")
+    issued = int(now if now is not None else time.time())
+    digest = arguments_digest(arguments)
+    token_id = str(uuid.uuid4())
+    claims: dict[str, Any] = {
+        "iss": APPROVAL_ISSUER,
+        "aud": APPROVAL_AUDIENCE,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ttl_s,
+        "jti": token_id,
+        "tenant": tenant,
+        "tool": tool,
+        "args_sha256": digest,
+        "approver": approver,
+    }
+    if subject is not None:
+        claims["subject"] = subject
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": approval_key_id(key)})
+    return Approval(token, token_id, tenant, tool, digest, approver, subject, issued + ttl_s)

@@ -1,0 +1,210 @@
+"""What the control plane's routes answer: one pydantic model per answer.
+
+Every route names its model with ``response_model=``, so ``/openapi.json``
+describes every answer; the models read ORM rows and domain objects directly
+(``from_attributes``), so no route hand-writes a dictionary.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nexus_control.authoring.diff import PolicyDiff
+from nexus_control.rollout.states import EnforcerState, RolloutState
+
+__all__ = [
+    "ApprovalRequest",
+    "BundleDetail",
+    "BundleList",
+    "BundleSummary",
+    "ControlEventList",
+    "ControlEventView",
+    "EnforcerBundleView",
+    "EnforcerList",
+    "EnforcerStatusView",
+    "EnforcerView",
+    "Promotion",
+    "PublishResult",
+    "Reason",
+    "RegionStatusView",
+    "RemovedEnforcer",
+    "RolloutBrief",
+    "RolloutDetail",
+    "RolloutHistoryEntry",
+    "RolloutList",
+    "RolloutStatusView",
+    "RolloutView",
+    "ToolApprovalIssued",
+    "UsageResult",
+]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+
+class _Ask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- bundles --------------------------------------------------------------------------
+
+
+class BundleSummary(_Answer):
+    revision: str
+    bundle: str
+    sha256: str
+    size: int
+    git_commit: str | None
+    author: str
+    published_at: datetime
+
+
+class BundleDetail(BundleSummary):
+    manifest: dict[str, Any]
+
+
+class BundleList(_Answer):
+    revisions: list[BundleSummary]
+
+
+class RolloutBrief(_Answer):
+    id: int
+    state: RolloutState
+    needs_approval: bool
+
+
+class PublishResult(_Answer):
+    revision: str
+    bundle: str
+    created: bool
+    git_commit: str | None
+    rollout: RolloutBrief
+    diff: PolicyDiff
+
+
+# --- rollouts ---------------------------------------------------------------------------
+
+
+class RolloutView(_Answer):
+    id: int
+    revision: str
+    base_revision: str | None
+    state: RolloutState
+    wave: int
+    needs_approval: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None
+
+
+class RolloutList(_Answer):
+    rollouts: list[RolloutView]
+
+
+class RolloutHistoryEntry(_Answer):
+    at: datetime
+    actor: str
+    action: str
+    region: str | None
+    detail: str | None
+
+
+class RolloutDetail(RolloutView):
+    diff: PolicyDiff
+    history: list[RolloutHistoryEntry]
+
+
+class EnforcerStatusView(_Answer):
+    id: str
+    state: EnforcerState
+    active_revision: str | None
+    held_revision: str | None
+    error: str | None
+    last_seen_at: datetime | None
+
+
+class RegionStatusView(_Answer):
+    region: str
+    wave: int
+    desired: str | None
+    last_good: str | None
+    convergence: float
+    enforcers: list[EnforcerStatusView]
+
+
+class RolloutStatusView(_Answer):
+    rollout: RolloutView | None
+    regions: list[RegionStatusView]
+
+
+class Reason(_Ask):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class Promotion(_Ask):
+    force: bool = False
+
+
+class ApprovalRequest(_Ask):
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+# --- fleet ---------------------------------------------------------------------------------
+
+
+class EnforcerBundleView(_Answer):
+    held_revision: str | None
+    active_revision: str | None
+    activated_at: datetime | None
+    error: str | None
+
+
+class EnforcerView(_Answer):
+    id: str
+    region: str
+    last_seen_at: datetime
+    bundles: dict[str, EnforcerBundleView]
+
+
+class EnforcerList(_Answer):
+    enforcers: list[EnforcerView]
+
+
+class RemovedEnforcer(_Answer):
+    removed: str
+
+
+# --- gateway, approvals, events ----------------------------------------------------------
+
+
+class UsageResult(_Answer):
+    counted: bool
+    tenant: str
+    period: str
+    ratio: float | None
+    disabled: bool
+
+
+class ToolApprovalIssued(_Answer):
+    token: str
+    token_id: str
+    args_sha256: str
+    expires_at: datetime
+
+
+class ControlEventView(_Answer):
+    id: int
+    type: str = Field(validation_alias="event_type")
+    actor: str
+    payload: dict[str, Any]
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class ControlEventList(_Answer):
+    events: list[ControlEventView]

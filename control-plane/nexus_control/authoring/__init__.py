@@ -1,0 +1,1 @@
+"""Authoring: spec YAML and Rego in, a checked, tested, signed bundle out (no database, no HTTP)."""

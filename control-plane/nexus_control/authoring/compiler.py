@@ -1,0 +1,185 @@
+"""Compiles a policy set into the data document the Rego library reads.
+
+The output shape is the contract in ``rego/README.md``: every collection is
+an object keyed by id so a decision costs constant-time lookups. Grants are
+resolved here, once per build, from roles and bindings, so that a request
+never walks a role hierarchy. The output is deterministic: the same policy
+set always gives the same document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nexus_control.authoring.config import (
+    CompiledConfig,
+    FlagConfig,
+    RetentionEntry,
+    SlottedVariant,
+)
+from nexus_control.authoring.policyset import PolicySet
+from nexus_control.authoring.spec import Flag
+
+__all__ = ["APPROVAL_AUDIENCE", "APPROVAL_ISSUER", "compile_data", "slot_bound"]
+
+BASIS_POINTS = 10_000
+SLOTS = 16**8
+APPROVAL_ISSUER = "nexus-control-plane"
+APPROVAL_AUDIENCE = "nexus-gateway"
+
+
+def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
+    """Build ``data.nexus.config`` for ``policy``.
+
+    ``approval_jwks`` is the control plane's public JWKS (compact JSON) that
+    verifies tool-approval tokens.
+    """
+    return {
+        "bundle": {"name": policy.name},
+        "regions": {r.id: {"jurisdiction": r.jurisdiction} for r in _by_id(policy.regions)},
+        "tenants": {
+            t.id: {
+                "name": t.name,
+                "plan": t.plan.value,
+                "status": t.status,
+                "jurisdiction": t.jurisdiction,
+                "budget": {
+                    "monthly_cap_usd": t.budget.monthly_cap_usd,
+                    "per_model": dict(sorted(t.budget.per_model.items())),
+                    "per_feature": dict(sorted(t.budget.per_feature.items())),
+                    "soft_cap_ratio": t.budget.soft_cap_percent / 100,
+                    "on_hard_cap": t.budget.on_hard_cap,
+                },
+            }
+            for t in _by_id(policy.tenants)
+        },
+        "models": {
+            m.id: {"provider": m.provider, "plans": {p.value: True for p in sorted(m.plans)}}
+            for m in _by_id(policy.models)
+        },
+        "roles": {
+            r.id: {"permissions": dict.fromkeys(sorted(r.permissions), True)}
+            for r in _by_id(policy.roles)
+        },
+        "grants": _grants(policy),
+        "api_keys": {
+            digest: {"tenant": grant.tenant, "subject": f"apikey:{grant.key_id}"}
+            for digest, grant in sorted(policy.api_keys.items())
+        },
+        "issuers": {
+            url: {
+                "audience": issuer.audience,
+                "tenant_claim": issuer.tenant_claim,
+                "tenants": dict.fromkeys(sorted(issuer.tenants), True),
+                "jwks": jwks,
+            }
+            for url, (issuer, jwks) in sorted(policy.issuers.items())
+        },
+        "approval": {
+            "issuer": APPROVAL_ISSUER,
+            "audience": APPROVAL_AUDIENCE,
+            "jwks": approval_jwks,
+        },
+        "tools": {
+            t.id: {
+                "risk": t.risk.value,
+                "permission": t.permission,
+                "approval_required": t.approval_required,
+                "schema": t.arguments,
+            }
+            for t in _by_id(policy.tools)
+        },
+        "prompts": {
+            p.id: {
+                "owner": p.owner,
+                "risk": p.risk.value,
+                "default_version": p.default_version,
+                "versions": {v.version: {"status": v.status} for v in p.versions},
+            }
+            for p in _by_id(policy.prompts)
+        },
+        "retention": _retention(policy),
+        "rollouts": {
+            "models": {f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "model"},
+            "prompts": {f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "prompt"},
+        },
+    }
+
+
+def _by_id(items: dict[str, Any]) -> list[Any]:
+    return [items[k] for k in sorted(items)]
+
+
+def _grants(policy: PolicySet) -> dict[str, dict[str, dict[str, bool]]]:
+    grants: dict[str, dict[str, set[str]]] = {}
+    for binding in policy.bindings:
+        permissions = policy.roles[binding.role].permissions
+        subjects = [
+            *(f"user:{u}" for u in binding.users),
+            *(f"service:{s}" for s in binding.services),
+            *(f"apikey:{k.id}" for k in binding.api_keys),
+        ]
+        tenant = grants.setdefault(binding.tenant, {})
+        for subject in subjects:
+            tenant.setdefault(subject, set()).update(permissions)
+    return {
+        tenant: {
+            subject: dict.fromkeys(sorted(perms), True)
+            for subject, perms in sorted(subjects.items())
+        }
+        for tenant, subjects in sorted(grants.items())
+    }
+
+
+def _retention(policy: PolicySet) -> dict[str, dict[str, RetentionEntry]]:
+    out: dict[str, dict[str, RetentionEntry]] = {
+        "*": {
+            cls: {"days": rule.days, "delete": rule.delete, "legal_hold": rule.legal_hold}
+            for cls, rule in sorted(policy.retention_defaults.items())
+        }
+    }
+    for (tenant, cls), rule in sorted(policy.retention.items()):
+        out.setdefault(tenant, {})[cls] = {
+            "days": rule.days,
+            "delete": rule.delete,
+            "legal_hold": rule.legal_hold,
+        }
+    return out
+
+
+def slot_bound(basis_points: int) -> str:
+    """The slot (first 8 hex digits of a SHA-256) at ``basis_points``/10000 of the way.
+
+    Slots compare as strings; "g" sorts after every slot, so it closes the
+    last range and stands for 100 %.
+    """
+    if basis_points >= BASIS_POINTS:
+        return "g"
+    return format(basis_points * SLOTS // BASIS_POINTS, "08x")
+
+
+def _flag(flag: Flag) -> FlagConfig:
+    variants: list[SlottedVariant] = []
+    lower = 0
+    for variant in flag.variants:
+        upper = lower + variant.weight * (BASIS_POINTS // 100)
+        if upper > lower:
+            variants.append(
+                {
+                    "name": variant.name,
+                    "weight": variant.weight,
+                    "from": slot_bound(lower),
+                    "to": slot_bound(upper),
+                }
+            )
+        lower = upper
+    return {
+        "id": flag.id,
+        "baseline": flag.baseline,
+        "canary_percent": flag.canary_percent,
+        "canary_below": slot_bound(flag.canary_percent * (BASIS_POINTS // 100)),
+        "sticky": flag.sticky,
+        "kill_switch": flag.kill_switch,
+        "variants": variants,
+        "overrides": {o.tenant: o.variant for o in sorted(flag.overrides, key=lambda o: o.tenant)},
+    }

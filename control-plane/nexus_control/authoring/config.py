@@ -1,0 +1,153 @@
+"""The compiled config, ``data.nexus.config``: one shape, written by the compiler, read by all.
+
+The compiler (`nexus_control.authoring.compiler`) produces it, the Rego library
+decides from it, the diff (`nexus_control.authoring.diff`) compares two of them,
+budgets read caps from it. `rego/README.md` documents the same shape for policy
+authors; change them together. Every collection is an object keyed by id, so
+a decision costs constant-time lookups.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+__all__ = [
+    "ApiKeyEntry",
+    "ApprovalConfig",
+    "BudgetConfig",
+    "CompiledConfig",
+    "FlagConfig",
+    "IssuerConfig",
+    "ModelConfig",
+    "PromptConfig",
+    "RetentionEntry",
+    "RoleConfig",
+    "RolloutsConfig",
+    "TenantConfig",
+    "ToolConfig",
+    "VariantConfig",
+]
+
+
+class BudgetConfig(TypedDict):
+    monthly_cap_usd: float
+    per_model: dict[str, float]
+    per_feature: dict[str, float]
+    soft_cap_ratio: float
+    on_hard_cap: Literal["refuse", "disable"]
+
+
+class TenantConfig(TypedDict):
+    name: str
+    plan: str
+    status: Literal["active", "suspended"]
+    jurisdiction: str | None
+    budget: BudgetConfig
+
+
+class ModelConfig(TypedDict):
+    provider: str
+    plans: dict[str, bool]
+
+
+class RoleConfig(TypedDict):
+    permissions: dict[str, bool]
+
+
+class ApiKeyEntry(TypedDict):
+    tenant: str
+    subject: str
+
+
+class IssuerConfig(TypedDict):
+    audience: str
+    tenant_claim: str
+    tenants: dict[str, bool]
+    jwks: str
+    """The issuer's JWKS as compact JSON text (what ``io.jwt.decode_verify`` takes)."""
+
+
+class ApprovalConfig(TypedDict):
+    issuer: str
+    audience: str
+    jwks: str
+
+
+class ToolConfig(TypedDict):
+    risk: Literal["low", "medium", "high", "critical"]
+    permission: str
+    approval_required: bool
+    schema: dict[str, Any]
+
+
+class PromptVersionConfig(TypedDict):
+    status: Literal["active", "deprecated", "retired"]
+
+
+class PromptConfig(TypedDict):
+    owner: str
+    risk: Literal["low", "medium", "high", "critical"]
+    default_version: str
+    versions: dict[str, PromptVersionConfig]
+
+
+class RetentionEntry(TypedDict):
+    days: int
+    delete: Literal["soft", "hard"]
+    legal_hold: bool
+
+
+class VariantConfig(TypedDict):
+    name: str
+    weight: int
+    # ``from`` is a keyword: the functional form below spells the slot bounds.
+
+
+VariantBounds = TypedDict("VariantBounds", {"from": str, "to": str})
+
+
+class SlottedVariant(VariantConfig, VariantBounds):
+    """A variant with its ``[from, to)`` slot range (see rego/README.md, bucketing)."""
+
+
+class FlagConfig(TypedDict):
+    id: str
+    baseline: str
+    canary_percent: int
+    canary_below: str
+    sticky: Literal["tenant", "subject"]
+    kill_switch: bool
+    variants: list[SlottedVariant]
+    overrides: dict[str, str]
+
+
+class RolloutsConfig(TypedDict):
+    models: dict[str, FlagConfig]
+    prompts: dict[str, FlagConfig]
+
+
+class BundleInfo(TypedDict):
+    name: str
+
+
+class RegionConfig(TypedDict):
+    jurisdiction: str
+
+
+class CompiledConfig(TypedDict):
+    bundle: BundleInfo
+    regions: dict[str, RegionConfig]
+    tenants: dict[str, TenantConfig]
+    models: dict[str, ModelConfig]
+    roles: dict[str, RoleConfig]
+    grants: dict[str, dict[str, dict[str, bool]]]
+    """Per tenant, per subject (``user:…``, ``service:…``, ``apikey:…``): its permissions."""
+    api_keys: dict[str, ApiKeyEntry]
+    """By SHA-256 (hex) of the key."""
+    issuers: dict[str, IssuerConfig]
+    approval: ApprovalConfig
+    tools: dict[str, ToolConfig]
+    prompts: dict[str, PromptConfig]
+    retention: dict[str, dict[str, RetentionEntry]]
+    """Per tenant (``*``: the defaults), per data class."""
+    rollouts: RolloutsConfig

@@ -1,0 +1,492 @@
+"""Semantic diff of two compiled policies: what a change does to access.
+
+Both sides are compiled ``data.nexus.config`` documents (from a bundle
+directory or a built archive), so the diff sees what enforcers will see.
+Every change is classified: it *widens* access (someone may now do something
+they could not), *narrows* it, or is *neutral* (routing, wording). Approvals
+key off widening: a change that widens access, lowers a tool's risk or raises
+a budget needs a second person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from nexus_control.authoring.config import CompiledConfig
+
+__all__ = ["Change", "Effect", "PolicyDiff", "diff_configs"]
+
+_PLAN_RANK = {"free": 0, "team": 1, "enterprise": 2}
+_RISK_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+class Effect(StrEnum):
+    WIDENS = "widens"
+    NARROWS = "narrows"
+    NEUTRAL = "neutral"
+
+
+class Change(BaseModel):
+    """One semantic change: in which area, to what, how, and its effect on access."""
+
+    model_config = ConfigDict(frozen=True)
+
+    area: str
+    subject: str
+    detail: str
+    effect: Effect
+
+
+class PolicyDiff(BaseModel):
+    """Every change between two compiled configs, sorted by area, subject and detail."""
+
+    model_config = ConfigDict(frozen=True)
+
+    changes: tuple[Change, ...] = ()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def widens(self) -> bool:
+        return any(c.effect is Effect.WIDENS for c in self.changes)
+
+    @property
+    def raises_budget(self) -> bool:
+        return any(c.area == "budget" and c.effect is Effect.WIDENS for c in self.changes)
+
+    @property
+    def lowers_tool_risk(self) -> bool:
+        return any(c.area == "tool" and "risk lowered" in c.detail for c in self.changes)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def needs_second_approver(self) -> bool:
+        """Widening access, lowering a tool's risk or raising a budget."""
+        return self.widens
+
+
+Config = Mapping[str, Any]
+"""A compiled config as the differs read it: maybe an older revision's, so every key is optional."""
+
+
+def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
+    """Every semantic change from ``old`` to ``new`` (both ``data.nexus.config``).
+
+    ``old`` is None for the first publication: everything in ``new`` is added.
+    """
+    before: Config = old or {}
+    after: Config = new
+    changes: list[Change] = []
+    for differ in (
+        _tenants,
+        _budgets,
+        _grants,
+        _api_keys,
+        _issuers,
+        _roles,
+        _models,
+        _tools,
+        _prompts,
+        _retention,
+        _rollouts,
+        _regions,
+    ):
+        changes.extend(differ(before, after))
+    return PolicyDiff(changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))))
+
+
+def _section(doc: Config, *path: str) -> dict[str, Any]:
+    node: Any = doc
+    for key in path:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, dict) else {}
+
+
+def _added_removed(
+    area: str, old: dict[str, Any], new: dict[str, Any], added: Effect, removed: Effect
+) -> Iterator[Change]:
+    for key in sorted(new.keys() - old.keys()):
+        yield Change(area=area, subject=key, detail="added", effect=added)
+    for key in sorted(old.keys() - new.keys()):
+        yield Change(area=area, subject=key, detail="removed", effect=removed)
+
+
+def _tenants(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "tenants"), _section(new, "tenants")
+    yield from _added_removed("tenant", before, after, Effect.WIDENS, Effect.NARROWS)
+    for tid in sorted(before.keys() & after.keys()):
+        a, b = before[tid], after[tid]
+        if a.get("plan") != b.get("plan"):
+            up = _PLAN_RANK.get(b.get("plan"), 0) > _PLAN_RANK.get(a.get("plan"), 0)
+            yield Change(
+                area="tenant",
+                subject=tid,
+                detail=f"plan {a.get('plan')} → {b.get('plan')}",
+                effect=Effect.WIDENS if up else Effect.NARROWS,
+            )
+        if a.get("status") != b.get("status"):
+            yield Change(
+                area="tenant",
+                subject=tid,
+                detail=f"status {a.get('status')} → {b.get('status')}",
+                effect=Effect.WIDENS if b.get("status") == "active" else Effect.NARROWS,
+            )
+        if a.get("jurisdiction") != b.get("jurisdiction"):
+            narrowed = a.get("jurisdiction") is None
+            yield Change(
+                area="tenant",
+                subject=tid,
+                detail=f"residency {a.get('jurisdiction') or 'any region'} → "
+                f"{b.get('jurisdiction') or 'any region'}",
+                effect=Effect.NARROWS if narrowed else Effect.WIDENS,
+            )
+
+
+def _cap_change(
+    subject: str, what: str, before: float | None, after: float | None
+) -> Change | None:
+    if before == after:
+        return None
+    if before is None:
+        return Change(
+            area="budget",
+            subject=subject,
+            detail=f"{what} cap added: {after}",
+            effect=Effect.NARROWS,
+        )
+    if after is None:
+        return Change(
+            area="budget",
+            subject=subject,
+            detail=f"{what} cap removed (was {before})",
+            effect=Effect.WIDENS,
+        )
+    effect = Effect.WIDENS if after > before else Effect.NARROWS
+    verb = "raised" if after > before else "lowered"
+    return Change(
+        area="budget",
+        subject=subject,
+        detail=f"{what} cap {verb}: {before} → {after}",
+        effect=effect,
+    )
+
+
+def _budgets(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "tenants"), _section(new, "tenants")
+    for tid in sorted(before.keys() & after.keys()):
+        a, b = before[tid].get("budget", {}), after[tid].get("budget", {})
+        change = _cap_change(tid, "monthly", a.get("monthly_cap_usd"), b.get("monthly_cap_usd"))
+        if change:
+            yield change
+        for scope in ("per_model", "per_feature"):
+            caps_a, caps_b = a.get(scope, {}), b.get(scope, {})
+            for key in sorted(caps_a.keys() | caps_b.keys()):
+                label = f"{scope.removeprefix('per_')} {key}"
+                change = _cap_change(tid, label, caps_a.get(key), caps_b.get(key))
+                if change:
+                    yield change
+        if a.get("on_hard_cap") != b.get("on_hard_cap"):
+            yield Change(
+                area="budget",
+                subject=tid,
+                detail=f"on hard cap: {a.get('on_hard_cap')} → {b.get('on_hard_cap')}",
+                effect=Effect.WIDENS if b.get("on_hard_cap") == "refuse" else Effect.NARROWS,
+            )
+        if a.get("soft_cap_ratio") != b.get("soft_cap_ratio"):
+            yield Change(
+                area="budget",
+                subject=tid,
+                detail=f"soft cap {a.get('soft_cap_ratio')} → {b.get('soft_cap_ratio')}",
+                effect=Effect.NEUTRAL,
+            )
+
+
+def _grants(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "grants"), _section(new, "grants")
+    for tid in sorted(before.keys() | after.keys()):
+        subjects_a, subjects_b = before.get(tid, {}), after.get(tid, {})
+        for subject in sorted(subjects_a.keys() | subjects_b.keys()):
+            perms_a = set(subjects_a.get(subject, {}))
+            perms_b = set(subjects_b.get(subject, {}))
+            name = f"{tid}/{subject}"
+            if perms_b - perms_a:
+                yield Change(
+                    area="grant",
+                    subject=name,
+                    detail="granted " + ", ".join(sorted(perms_b - perms_a)),
+                    effect=Effect.WIDENS,
+                )
+            if perms_a - perms_b:
+                yield Change(
+                    area="grant",
+                    subject=name,
+                    detail="revoked " + ", ".join(sorted(perms_a - perms_b)),
+                    effect=Effect.NARROWS,
+                )
+
+
+def _api_keys(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "api_keys"), _section(new, "api_keys")
+
+    def label(entry: dict[str, Any]) -> str:
+        return f"{entry.get('tenant')}/{entry.get('subject')}"
+
+    for digest in sorted(after.keys() - before.keys()):
+        yield Change(
+            area="api key", subject=label(after[digest]), detail="added", effect=Effect.WIDENS
+        )
+    for digest in sorted(before.keys() - after.keys()):
+        yield Change(
+            area="api key", subject=label(before[digest]), detail="revoked", effect=Effect.NARROWS
+        )
+    for digest in sorted(before.keys() & after.keys()):
+        if before[digest] != after[digest]:
+            yield Change(
+                area="api key",
+                subject=label(after[digest]),
+                detail=f"moved from {label(before[digest])}",
+                effect=Effect.WIDENS,
+            )
+
+
+def _issuers(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "issuers"), _section(new, "issuers")
+    yield from _added_removed("issuer", before, after, Effect.WIDENS, Effect.NARROWS)
+    for url in sorted(before.keys() & after.keys()):
+        for field in ("audience", "tenant_claim", "jwks"):
+            if before[url].get(field) != after[url].get(field):
+                yield Change(
+                    area="issuer", subject=url, detail=f"{field} changed", effect=Effect.WIDENS
+                )
+
+
+def _roles(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "roles"), _section(new, "roles")
+    yield from _added_removed("role", before, after, Effect.NEUTRAL, Effect.NEUTRAL)
+    for rid in sorted(before.keys() & after.keys()):
+        perms_a = set(before[rid].get("permissions", {}))
+        perms_b = set(after[rid].get("permissions", {}))
+        if perms_b - perms_a:
+            yield Change(
+                area="role",
+                subject=rid,
+                detail="adds " + ", ".join(sorted(perms_b - perms_a)),
+                effect=Effect.WIDENS,
+            )
+        if perms_a - perms_b:
+            yield Change(
+                area="role",
+                subject=rid,
+                detail="drops " + ", ".join(sorted(perms_a - perms_b)),
+                effect=Effect.NARROWS,
+            )
+
+
+def _models(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "models"), _section(new, "models")
+    yield from _added_removed("model", before, after, Effect.WIDENS, Effect.NARROWS)
+    for mid in sorted(before.keys() & after.keys()):
+        plans_a = set(before[mid].get("plans", {}))
+        plans_b = set(after[mid].get("plans", {}))
+        if plans_b - plans_a:
+            yield Change(
+                area="model",
+                subject=mid,
+                detail="opened to plans " + ", ".join(sorted(plans_b - plans_a)),
+                effect=Effect.WIDENS,
+            )
+        if plans_a - plans_b:
+            yield Change(
+                area="model",
+                subject=mid,
+                detail="closed to plans " + ", ".join(sorted(plans_a - plans_b)),
+                effect=Effect.NARROWS,
+            )
+
+
+def _tools(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "tools"), _section(new, "tools")
+    yield from _added_removed("tool", before, after, Effect.WIDENS, Effect.NARROWS)
+    for tid in sorted(before.keys() & after.keys()):
+        a, b = before[tid], after[tid]
+        risk_a, risk_b = _RISK_RANK.get(a.get("risk"), 3), _RISK_RANK.get(b.get("risk"), 3)
+        if risk_b < risk_a:
+            yield Change(
+                area="tool",
+                subject=tid,
+                detail=f"risk lowered: {a['risk']} → {b['risk']}",
+                effect=Effect.WIDENS,
+            )
+        elif risk_b > risk_a:
+            yield Change(
+                area="tool",
+                subject=tid,
+                detail=f"risk raised: {a['risk']} → {b['risk']}",
+                effect=Effect.NARROWS,
+            )
+        if a.get("approval_required") and not b.get("approval_required"):
+            yield Change(
+                area="tool",
+                subject=tid,
+                detail="human approval no longer required",
+                effect=Effect.WIDENS,
+            )
+        elif b.get("approval_required") and not a.get("approval_required"):
+            yield Change(
+                area="tool",
+                subject=tid,
+                detail="human approval now required",
+                effect=Effect.NARROWS,
+            )
+        if a.get("permission") != b.get("permission"):
+            yield Change(
+                area="tool",
+                subject=tid,
+                detail=f"permission {a.get('permission')} → {b.get('permission')}",
+                effect=Effect.WIDENS,
+            )
+        if a.get("schema") != b.get("schema"):
+            yield Change(
+                area="tool", subject=tid, detail="argument schema changed", effect=Effect.NEUTRAL
+            )
+
+
+def _prompts(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "prompts"), _section(new, "prompts")
+    yield from _added_removed("prompt", before, after, Effect.WIDENS, Effect.NARROWS)
+    for pid in sorted(before.keys() & after.keys()):
+        va, vb = before[pid].get("versions", {}), after[pid].get("versions", {})
+        for version in sorted(va.keys() | vb.keys()):
+            sa = va.get(version, {}).get("status")
+            sb = vb.get(version, {}).get("status")
+            if sa == sb:
+                continue
+            live_before = sa not in (None, "retired")
+            live_after = sb not in (None, "retired")
+            effect = Effect.NEUTRAL
+            if live_after and not live_before:
+                effect = Effect.WIDENS
+            elif live_before and not live_after:
+                effect = Effect.NARROWS
+            yield Change(
+                area="prompt",
+                subject=f"{pid}@{version}",
+                detail=f"{sa or 'absent'} → {sb or 'absent'}",
+                effect=effect,
+            )
+        if before[pid].get("default_version") != after[pid].get("default_version"):
+            yield Change(
+                area="prompt",
+                subject=pid,
+                detail=f"default version {before[pid].get('default_version')} → "
+                f"{after[pid].get('default_version')}",
+                effect=Effect.NEUTRAL,
+            )
+
+
+def _retention(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "retention"), _section(new, "retention")
+    for scope in sorted(before.keys() | after.keys()):
+        classes_a, classes_b = before.get(scope, {}), after.get(scope, {})
+        for cls in sorted(classes_a.keys() | classes_b.keys()):
+            a, b = classes_a.get(cls), classes_b.get(cls)
+            name = f"{'default' if scope == '*' else scope}/{cls}"
+            if a is None or b is None:
+                yield Change(
+                    area="retention",
+                    subject=name,
+                    detail="added" if a is None else "removed",
+                    effect=Effect.NEUTRAL,
+                )
+                continue
+            if a["days"] != b["days"]:
+                longer = b["days"] > a["days"]
+                yield Change(
+                    area="retention",
+                    subject=name,
+                    detail=f"kept {a['days']} → {b['days']} days",
+                    effect=Effect.WIDENS if longer else Effect.NARROWS,
+                )
+            if a["legal_hold"] != b["legal_hold"]:
+                yield Change(
+                    area="retention",
+                    subject=name,
+                    detail="legal hold lifted" if a["legal_hold"] else "legal hold placed",
+                    effect=Effect.WIDENS if a["legal_hold"] else Effect.NARROWS,
+                )
+            if a["delete"] != b["delete"]:
+                yield Change(
+                    area="retention",
+                    subject=name,
+                    detail=f"delete {a['delete']} → {b['delete']}",
+                    effect=Effect.NEUTRAL,
+                )
+
+
+def _rollouts(old: Config, new: Config) -> Iterator[Change]:
+    for target in ("models", "prompts"):
+        before = _section(old, "rollouts", target)
+        after = _section(new, "rollouts", target)
+        area = f"rollout ({target[:-1]})"
+        yield from _added_removed(area, before, after, Effect.NEUTRAL, Effect.NEUTRAL)
+        for key in sorted(before.keys() & after.keys()):
+            a, b = before[key], after[key]
+            if a.get("kill_switch") != b.get("kill_switch"):
+                yield Change(
+                    area=area,
+                    subject=key,
+                    detail="kill switch " + ("on" if b.get("kill_switch") else "off"),
+                    effect=Effect.NEUTRAL,
+                )
+            if a.get("canary_percent") != b.get("canary_percent"):
+                yield Change(
+                    area=area,
+                    subject=key,
+                    detail=f"canary {a.get('canary_percent')}% → {b.get('canary_percent')}%",
+                    effect=Effect.NEUTRAL,
+                )
+            weights_a = _weights(a)
+            weights_b = _weights(b)
+            if weights_a != weights_b:
+                yield Change(
+                    area=area,
+                    subject=key,
+                    detail=f"weights {_fmt_weights(weights_a)} → {_fmt_weights(weights_b)}",
+                    effect=Effect.NEUTRAL,
+                )
+            if a.get("baseline") != b.get("baseline"):
+                yield Change(
+                    area=area,
+                    subject=key,
+                    detail=f"baseline {a.get('baseline')} → {b.get('baseline')}",
+                    effect=Effect.NEUTRAL,
+                )
+            if a.get("overrides") != b.get("overrides"):
+                yield Change(
+                    area=area, subject=key, detail="tenant overrides changed", effect=Effect.NEUTRAL
+                )
+
+
+def _weights(flag: dict[str, Any]) -> dict[str, int]:
+    return {v["name"]: int(v.get("weight", 0)) for v in flag.get("variants", [])}
+
+
+def _fmt_weights(weights: dict[str, int]) -> str:
+    return "/".join(f"{name}:{w}" for name, w in weights.items()) or "none"
+
+
+def _regions(old: Config, new: Config) -> Iterator[Change]:
+    before, after = _section(old, "regions"), _section(new, "regions")
+    yield from _added_removed("region", before, after, Effect.NEUTRAL, Effect.NARROWS)
+    for rid in sorted(before.keys() & after.keys()):
+        if before[rid].get("jurisdiction") != after[rid].get("jurisdiction"):
+            yield Change(
+                area="region",
+                subject=rid,
+                detail=f"jurisdiction {before[rid].get('jurisdiction')} → "
+                f"{after[rid].get('jurisdiction')}",
+                effect=Effect.WIDENS,
+            )

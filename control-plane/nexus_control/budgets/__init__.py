@@ -1,0 +1,1 @@
+"""Budgets: usage reports, spend counters, and the signed state bundle enforcers poll."""

@@ -1,0 +1,124 @@
+"""Budgets as a service: usage in, a signed state bundle out, rebuilt when spend changes.
+
+Usage reports are counted against the caps in force (what the canary wave runs
+as good). The state bundle is rebuilt, debounced, whenever a report was counted
+or the month turned, and only republished when its content changed; every
+region's pollers are woken then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nexus_contract.wire import STATE_BUNDLE
+from nexus_control.authoring.config import CompiledConfig
+from nexus_control.authoring.opa import Opa
+from nexus_control.budgets import state, usage
+from nexus_control.budgets.spend import SpendStore, period_of
+from nexus_control.budgets.usage import UsageOutcome, UsageReport
+from nexus_control.rollout.rollouts import NoPolicyInForceError
+from nexus_control.serving.notifier import RevisionNotifier, bundle_key
+from nexus_runtime.database import Database
+
+__all__ = ["Budgets", "StateSigner"]
+
+log = logging.getLogger("nexus.control.budgets")
+
+IDLE_POLL_S = 0.05
+RETRY_AFTER_FAILURE_S = 1.0
+
+
+class StateSigner:
+    """Where the state bundle's signature comes from: the bundle-signing key."""
+
+    def __init__(self, opa: Opa, signing_key: Path, key_id: str) -> None:
+        self.opa = opa
+        self.signing_key = signing_key
+        self.key_id = key_id
+
+    def sign(self, document: state.StateDocument) -> state.SignedState:
+        return state.build_state_bundle(
+            self.opa, document, signing_key=self.signing_key, key_id=self.key_id
+        )
+
+
+class Budgets:
+    """Counts usage and keeps the state bundle current."""
+
+    def __init__(
+        self,
+        db: Database,
+        spend: SpendStore,
+        signer: StateSigner,
+        notifier: RevisionNotifier,
+        *,
+        config_in_force: Callable[[], CompiledConfig],
+        regions: Callable[[], list[str]],
+        debounce_s: float,
+    ) -> None:
+        self.db = db
+        self.spend = spend
+        self.signer = signer
+        self.notifier = notifier
+        self._config_in_force = config_in_force
+        self._regions = regions
+        self._debounce_s = debounce_s
+        self._dirty = threading.Event()
+        self._lock = threading.Lock()
+        self._period = period_of(datetime.now(UTC))
+
+    def record_usage(self, report: UsageReport) -> UsageOutcome:
+        """Count ``report`` once (idempotent on its request id)."""
+        config = self._config_in_force()
+        with self.db.session() as session:
+            outcome = usage.record_usage(session, self.spend, config, report)
+        if outcome.counted:
+            self.mark_dirty()
+        return outcome
+
+    def mark_dirty(self) -> None:
+        """Spend or caps may have changed: rebuild the state bundle soon."""
+        self._dirty.set()
+
+    def rebuild(self) -> bool:
+        """Rebuild and sign the state bundle if its content changed; wake the pollers."""
+        with self._lock:
+            self._dirty.clear()
+            try:
+                config: CompiledConfig | None = self._config_in_force()
+            except NoPolicyInForceError:
+                config = None
+            period = period_of(datetime.now(UTC))
+            with self.db.session() as session:
+                document = usage.state_document(session, self.spend, config, period)
+                current = state.current_state(session)
+                if current is not None and current.data == document:
+                    return False
+            signed = self.signer.sign(document)
+            with self.db.session() as session:
+                changed = state.store_state(session, signed, document)
+        if changed:
+            regions = [*self._regions(), "*"]
+            self.notifier.notify(bundle_key(region, STATE_BUNDLE) for region in regions)
+        return changed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rebuild the state bundle when spend changes (debounced) and when the month turns."""
+        while not stop.is_set():
+            turned = period_of(datetime.now(UTC)) != self._period
+            if not self._dirty.is_set() and not turned:
+                await asyncio.sleep(IDLE_POLL_S)
+                continue
+            self._period = period_of(datetime.now(UTC))
+            await asyncio.sleep(self._debounce_s)
+            try:
+                await asyncio.to_thread(self.rebuild)
+            except Exception:
+                log.exception("state bundle rebuild failed; will retry")
+                self._dirty.set()
+                await asyncio.sleep(RETRY_AFTER_FAILURE_S)

@@ -1,0 +1,137 @@
+"""Live budgets: usage reports in, spend ratios and disabled tenants out.
+
+Caps come from the policy the control plane last published (its
+``data.nexus.config.tenants[*].budget``); spend comes from the spend store.
+The result is the state document the ``nexus-state`` bundle carries, which
+enforcers long-poll: a tenant over its cap is refused within seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexus_contract.errors import NexusError
+from nexus_control.authoring.config import BudgetConfig, CompiledConfig
+from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, period_of
+from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
+from nexus_control.store import outbox
+from nexus_control.store.tables import DisabledTenant
+
+_Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")]
+
+
+class UsageReport(BaseModel):
+    """``POST /v1/usage``: one gateway request's cost, reported once or more."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: Annotated[
+        str, StringConstraints(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    ]
+    tenant: _Id
+    model: _Id
+    feature: _Id | None = None
+    tokens: Annotated[int, Field(ge=0, le=10_000_000)]
+    cost_usd: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=False)]
+    occurred_at: datetime | None = Field(default=None, strict=False)
+
+
+class UnknownTenantError(NexusError):
+    """Usage for a tenant the published policy does not know."""
+
+
+@dataclass(frozen=True)
+class UsageOutcome:
+    counted: bool
+    tenant: str
+    period: str
+    ratio: float | None
+    disabled: bool
+
+
+def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
+    """Spend ÷ cap, overall and for every model and feature that has a cap of its own."""
+    cap = float(budget["monthly_cap_usd"])
+    per_model = budget.get("per_model", {})
+    per_feature = budget.get("per_feature", {})
+    return {
+        "ratio": round(totals.total / cap, 6),
+        "models": {
+            m: round(totals.models.get(m, 0.0) / float(c), 6) for m, c in sorted(per_model.items())
+        },
+        "features": {
+            f: round(totals.features.get(f, 0.0) / float(c), 6)
+            for f, c in sorted(per_feature.items())
+        },
+    }
+
+
+def record_usage(
+    session: Session, store: SpendStore, config: CompiledConfig, report: UsageReport
+) -> UsageOutcome:
+    """Count ``report`` once; disable the tenant when it crosses a hard cap set to disable."""
+    tenant = config.get("tenants", {}).get(report.tenant)
+    if tenant is None:
+        raise UnknownTenantError(f"unknown tenant {report.tenant!r}")
+    when = report.occurred_at or datetime.now(UTC)
+    period = period_of(when)
+    totals = store.record(
+        Usage(
+            request_id=report.request_id,
+            tenant=report.tenant,
+            model=report.model,
+            feature=report.feature,
+            tokens=report.tokens,
+            cost_usd=report.cost_usd,
+            period=period,
+        )
+    )
+    if totals is None:
+        return UsageOutcome(False, report.tenant, period, None, False)
+    budget = tenant["budget"]
+    ratio = ratios(budget, totals)["ratio"]
+    disabled = False
+    if ratio >= 1 and budget.get("on_hard_cap") == "disable":
+        disabled = _disable(session, report.tenant, period, ratio)
+    return UsageOutcome(True, report.tenant, period, ratio, disabled)
+
+
+def _disable(session: Session, tenant: str, period: str, ratio: float) -> bool:
+    if session.get(DisabledTenant, (tenant, period)) is not None:
+        return False
+    reason = f"monthly hard cap reached ({ratio:.0%} of cap)"
+    session.add(
+        DisabledTenant(tenant=tenant, period=period, reason=reason, since=datetime.now(UTC))
+    )
+    outbox.record(session, "tenant.disabled", "budget", tenant=tenant, period=period, reason=reason)
+    return True
+
+
+def state_document(
+    session: Session, store: SpendStore, config: CompiledConfig | None, period: str
+) -> StateDocument:
+    """The ``data.nexus_state`` document for ``period`` (see rego/README.md).
+
+    Without a policy in force no cap is known, so no spend is published.
+    """
+    tenants = config["tenants"] if config is not None else {}
+    spend = {
+        tenant: ratios(tenants[tenant]["budget"], totals)
+        for tenant, totals in sorted(store.totals(period).items())
+        if tenant in tenants
+    }
+    disabled: dict[str, DisabledEntry] = {
+        row.tenant: {"reason": row.reason, "since": row.since.astimezone(UTC).isoformat()}
+        for row in session.scalars(
+            select(DisabledTenant)
+            .where(DisabledTenant.period == period)
+            .order_by(DisabledTenant.tenant)
+        )
+    }
+    return {"period": period, "spend": spend, "disabled": disabled}

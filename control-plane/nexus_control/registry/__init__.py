@@ -1,0 +1,1 @@
+"""The bundle registry: immutable, content-addressed revisions as published."""

@@ -1,0 +1,1 @@
+"""Rollout: the fleet of regions and waves, and the engine that moves a revision through it."""

@@ -1,0 +1,97 @@
+"""Convergence: what each expected enforcer of a region reports about a revision.
+
+Read from two sources kept apart on purpose (`nexus_control.serving.enforcers`):
+what an enforcer *holds* (its polls) and what it *activated* (OPA's status
+reports). Only the second proves convergence.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexus_contract.wire import POLICY_BUNDLE
+from nexus_control.rollout.fleet import Fleet
+from nexus_control.rollout.states import EnforcerState, EnforcerStatus, RegionState
+from nexus_control.store.tables import Enforcer, EnforcerBundle, RegionTarget
+
+__all__ = ["region_states"]
+
+
+def region_states(
+    session: Session, fleet: Fleet, regions: list[str], revision: str | None = None
+) -> list[RegionState]:
+    """Per region: what it should run and what each of its expected enforcers reports.
+
+    ``revision`` is what the enforcers should be running (a rollout's revision);
+    by default, each region's desired revision.
+    """
+    now = datetime.now(UTC)
+    stale = timedelta(seconds=fleet.stale_after_s)
+    out = []
+    for region_id in regions:
+        config = fleet.region(region_id)
+        target = session.get(RegionTarget, (region_id, POLICY_BUNDLE))
+        desired = target.desired_revision if target else None
+        want = revision or desired
+        known = list(session.scalars(select(Enforcer).where(Enforcer.region == region_id)))
+        seen = {e.id: e for e in known if e.removed_at is None}
+        removed = {e.id for e in known if e.removed_at is not None}
+        listed = list(config.enforcers) if config and config.enforcers else sorted(seen)
+        # An operator's removal stands until the enforcer shows up again.
+        expected = [enforcer_id for enforcer_id in listed if enforcer_id not in removed]
+        enforcers = []
+        for enforcer_id in expected:
+            enforcer = seen.get(enforcer_id)
+            row = session.get(EnforcerBundle, (enforcer_id, POLICY_BUNDLE)) if enforcer else None
+            error = f"{row.error_code}: {row.error_message}" if row and row.error_code else None
+            enforcers.append(
+                EnforcerStatus(
+                    enforcer_id,
+                    _enforcer_state(enforcer, row, want, target, now, stale),
+                    row.active_revision if row else None,
+                    row.held_revision if row else None,
+                    error,
+                    enforcer.last_seen_at if enforcer else None,
+                )
+            )
+        out.append(
+            RegionState(
+                region_id,
+                config.wave if config else -1,
+                desired,
+                target.last_good_revision if target else None,
+                tuple(enforcers),
+            )
+        )
+    return out
+
+
+def _enforcer_state(
+    enforcer: Enforcer | None,
+    row: EnforcerBundle | None,
+    want: str | None,
+    target: RegionTarget | None,
+    now: datetime,
+    stale: timedelta,
+) -> EnforcerState:
+    if enforcer is None or now - enforcer.last_seen_at > stale:
+        return EnforcerState.DOWN
+    if row is None or want is None:
+        return EnforcerState.PENDING
+    if row.active_revision == want and not row.error_code:
+        return EnforcerState.ACTIVE
+    # Only an error after a download of the assigned revision is an activation
+    # failure; a failed request (404 before any assignment, a network error)
+    # is an enforcer still trying, which the deadline covers.
+    assigned_at = target.updated_at if target else None
+    downloaded_after = (
+        row.downloaded_at is not None
+        and assigned_at is not None
+        and row.downloaded_at >= assigned_at
+    )
+    if row.error_code and downloaded_after and row.active_revision != want:
+        return EnforcerState.FAILED
+    return EnforcerState.PENDING

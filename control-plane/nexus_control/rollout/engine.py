@@ -1,0 +1,421 @@
+"""The rollout engine: a revision moves wave by wave, confirmed by every enforcer.
+
+The states are in `nexus_control.rollout.states`. An activation error, or live
+enforcers that missed the activation deadline, halt a rollout and put the
+affected regions back on their last good revision automatically.
+
+Invariants:
+- a wave's regions get the revision only when every enforcer of the previous
+  wave reported it active and error-free for the soak period;
+- convergence is proven per enforcer from OPA's status reports, never assumed;
+  an enforcer that is down blocks promotion (it is no failure) until it
+  returns or an operator removes it;
+- every step is a :class:`RolloutEvent` and an outbox event in the same
+  transaction as the change.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexus_contract.errors import NexusError
+from nexus_contract.wire import POLICY_BUNDLE
+from nexus_control.rollout.convergence import region_states
+from nexus_control.rollout.fleet import Fleet
+from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState, RolloutAction, RolloutState
+from nexus_control.store import outbox
+from nexus_control.store.tables import Approval, BundleRevision, RegionTarget, Rollout, RolloutEvent
+
+__all__ = [
+    "ENGINE",
+    "ApprovalForbiddenError",
+    "RolloutError",
+    "RolloutNotFoundError",
+    "approve",
+    "current_base",
+    "get",
+    "history",
+    "latest_active",
+    "pause",
+    "promote",
+    "recent",
+    "resume",
+    "rollback",
+    "start",
+    "tick",
+]
+
+ENGINE = "rollout-engine"
+"""The actor of the steps the engine takes by itself."""
+
+
+class RolloutError(NexusError):
+    """A rollout request the rollout's state does not allow; nothing was changed."""
+
+
+class RolloutNotFoundError(RolloutError):
+    """No rollout (or revision) with that id."""
+
+
+class ApprovalForbiddenError(RolloutError):
+    """The caller may not approve this rollout (its author, say)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _event(
+    session: Session,
+    rollout: Rollout,
+    actor: str,
+    action: RolloutAction,
+    *,
+    region: str | None = None,
+    detail: str | None = None,
+) -> None:
+    session.add(
+        RolloutEvent(
+            rollout_id=rollout.id,
+            at=_now(),
+            actor=actor,
+            action=action.value,
+            region=region,
+            detail=detail,
+        )
+    )
+    outbox.record(
+        session,
+        f"rollout.{action.value}",
+        actor,
+        rollout=rollout.id,
+        revision=rollout.revision,
+        region=region,
+        detail=detail,
+    )
+
+
+def _assign(session: Session, region: str, revision: str) -> None:
+    row = session.get(RegionTarget, (region, POLICY_BUNDLE))
+    if row is None:
+        session.add(
+            RegionTarget(
+                region=region,
+                bundle=POLICY_BUNDLE,
+                desired_revision=revision,
+                last_good_revision=None,
+                updated_at=_now(),
+            )
+        )
+    elif row.desired_revision != revision:
+        row.desired_revision = revision
+        row.updated_at = _now()
+
+
+def current_base(session: Session, fleet: Fleet) -> str | None:
+    """The revision the canary wave runs as good now (what a new publication is diffed against)."""
+    for region in fleet.wave(fleet.waves[0]):
+        row = session.get(RegionTarget, (region.id, POLICY_BUNDLE))
+        if row is not None:
+            return row.last_good_revision or row.desired_revision
+    return None
+
+
+def get(session: Session, rollout_id: int) -> Rollout:
+    rollout = session.get(Rollout, rollout_id)
+    if rollout is None:
+        raise RolloutNotFoundError(f"no rollout {rollout_id}")
+    return rollout
+
+
+def start(
+    session: Session,
+    fleet: Fleet,
+    revision: str,
+    *,
+    author: str,
+    diff: dict[str, Any],
+    needs_approval: bool,
+) -> tuple[Rollout, list[str]]:
+    """Open a rollout for ``revision``; returns it and the regions whose target changed."""
+    if session.get(BundleRevision, revision) is None:
+        raise RolloutNotFoundError(f"no revision {revision}")
+    changed: list[str] = []
+    for active in session.scalars(select(Rollout).where(Rollout.state.in_(ACTIVE_STATES))):
+        active.state = RolloutState.SUPERSEDED
+        active.updated_at = _now()
+        _event(session, active, author, RolloutAction.SUPERSEDED, detail=f"by revision {revision}")
+    now = _now()
+    rollout = Rollout(
+        bundle=POLICY_BUNDLE,
+        revision=revision,
+        base_revision=current_base(session, fleet),
+        state=RolloutState.PENDING_APPROVAL if needs_approval else RolloutState.ROLLING,
+        wave=fleet.waves[0],
+        wave_started_at=None,
+        wave_converged_at=None,
+        needs_approval=needs_approval,
+        diff=diff,
+        created_by=author,
+        created_at=now,
+        updated_at=now,
+        reason=None,
+    )
+    session.add(rollout)
+    session.flush()
+    _event(
+        session,
+        rollout,
+        author,
+        RolloutAction.CREATED,
+        detail="waiting for a second approver" if needs_approval else None,
+    )
+    if not needs_approval:
+        changed += _start_wave(session, fleet, rollout, rollout.wave, ENGINE)
+    return rollout, changed
+
+
+def _start_wave(
+    session: Session, fleet: Fleet, rollout: Rollout, wave: int, actor: str
+) -> list[str]:
+    rollout.wave = wave
+    rollout.wave_started_at = _now()
+    rollout.wave_converged_at = None
+    rollout.updated_at = _now()
+    regions = [r.id for r in fleet.wave(wave)]
+    for region in regions:
+        _assign(session, region, rollout.revision)
+        _event(
+            session,
+            rollout,
+            actor,
+            RolloutAction.WAVE_STARTED,
+            region=region,
+            detail=f"wave {wave}",
+        )
+    return regions
+
+
+def approve(
+    session: Session, fleet: Fleet, rollout_id: int, *, approver: str, comment: str | None = None
+) -> tuple[Rollout, list[str]]:
+    rollout = get(session, rollout_id)
+    if rollout.state is not RolloutState.PENDING_APPROVAL:
+        raise RolloutError(f"rollout {rollout_id} is {rollout.state}, not waiting for approval")
+    if approver == rollout.created_by:
+        raise ApprovalForbiddenError(
+            "the author of a change cannot approve it; a second person must"
+        )
+    session.add(Approval(rollout_id=rollout.id, approver=approver, comment=comment, at=_now()))
+    rollout.state = RolloutState.ROLLING
+    _event(session, rollout, approver, RolloutAction.APPROVED, detail=comment)
+    return rollout, _start_wave(session, fleet, rollout, rollout.wave, approver)
+
+
+def pause(session: Session, rollout_id: int, *, actor: str, reason: str | None) -> Rollout:
+    rollout = get(session, rollout_id)
+    if rollout.state is not RolloutState.ROLLING:
+        raise RolloutError(f"rollout {rollout_id} is {rollout.state}; only a rolling one pauses")
+    rollout.state = RolloutState.PAUSED
+    rollout.updated_at = _now()
+    _event(session, rollout, actor, RolloutAction.PAUSED, detail=reason)
+    return rollout
+
+
+def resume(session: Session, rollout_id: int, *, actor: str) -> Rollout:
+    rollout = get(session, rollout_id)
+    if rollout.state is not RolloutState.PAUSED:
+        raise RolloutError(f"rollout {rollout_id} is {rollout.state}; only a paused one resumes")
+    rollout.state = RolloutState.ROLLING
+    rollout.updated_at = _now()
+    _event(session, rollout, actor, RolloutAction.RESUMED)
+    return rollout
+
+
+def promote(
+    session: Session, fleet: Fleet, rollout_id: int, *, actor: str, force: bool = False
+) -> tuple[Rollout, list[str]]:
+    """Move to the next wave now, skipping the soak (and, with ``force``, convergence)."""
+    rollout = get(session, rollout_id)
+    if rollout.state not in (RolloutState.ROLLING, RolloutState.PAUSED):
+        raise RolloutError(f"rollout {rollout_id} is {rollout.state}; nothing to promote")
+    states = region_states(
+        session, fleet, [r.id for r in fleet.wave(rollout.wave)], rollout.revision
+    )
+    failed = [e.id for s in states for e in s.failed]
+    if failed:
+        raise RolloutError(f"enforcers {', '.join(failed)} failed to activate; roll back instead")
+    if not force and not all(s.converged for s in states):
+        waiting = [e.id for s in states for e in s.enforcers if e.state is not EnforcerState.ACTIVE]
+        raise RolloutError(
+            f"wave {rollout.wave} has not converged "
+            f"(waiting for {', '.join(waiting) or 'enforcers'}); use --force to promote anyway"
+        )
+    return rollout, _advance(session, fleet, rollout, actor)
+
+
+def _advance(session: Session, fleet: Fleet, rollout: Rollout, actor: str) -> list[str]:
+    for region in fleet.wave(rollout.wave):
+        row = session.get(RegionTarget, (region.id, POLICY_BUNDLE))
+        if row is not None and row.desired_revision == rollout.revision:
+            row.last_good_revision = rollout.revision
+    later = [w for w in fleet.waves if w > rollout.wave]
+    _event(session, rollout, actor, RolloutAction.WAVE_COMPLETED, detail=f"wave {rollout.wave}")
+    if not later:
+        rollout.state = RolloutState.COMPLETED
+        rollout.updated_at = _now()
+        _event(session, rollout, actor, RolloutAction.COMPLETED)
+        return []
+    if rollout.state is RolloutState.PAUSED:
+        rollout.state = RolloutState.ROLLING
+    return _start_wave(session, fleet, rollout, later[0], actor)
+
+
+def rollback(
+    session: Session, fleet: Fleet, rollout_id: int, *, actor: str, reason: str | None
+) -> tuple[Rollout, list[str]]:
+    """Put every region this rollout reached back on its last good revision."""
+    rollout = get(session, rollout_id)
+    if rollout.state in (RolloutState.ROLLED_BACK, RolloutState.SUPERSEDED):
+        raise RolloutError(f"rollout {rollout_id} is already {rollout.state}")
+    plan = _rollback_plan(session, rollout)
+    if not plan:
+        raise RolloutError(
+            f"nothing to roll back: revision {rollout.revision[:12]} runs in no region now"
+        )
+    if any(target is None for target in plan.values()):
+        stranded = [region for region, target in plan.items() if target is None]
+        raise RolloutError(
+            f"regions {', '.join(stranded)} have no earlier good revision to roll back to"
+        )
+    changed = _apply_rollback(session, rollout, plan, actor, reason or "rolled back by operator")
+    rollout.state = RolloutState.ROLLED_BACK
+    return rollout, changed
+
+
+def _rollback_plan(session: Session, rollout: Rollout) -> dict[str, str | None]:
+    plan: dict[str, str | None] = {}
+    rows = session.scalars(
+        select(RegionTarget).where(
+            RegionTarget.bundle == POLICY_BUNDLE,
+            RegionTarget.desired_revision == rollout.revision,
+        )
+    )
+    for row in rows:
+        target = row.last_good_revision
+        if target == rollout.revision:
+            target = rollout.base_revision
+        plan[row.region] = target
+    return plan
+
+
+def _apply_rollback(
+    session: Session, rollout: Rollout, plan: dict[str, str | None], actor: str, reason: str
+) -> list[str]:
+    changed = []
+    for region, target in sorted(plan.items()):
+        if target is None:
+            continue
+        row = session.get(RegionTarget, (region, POLICY_BUNDLE))
+        assert row is not None
+        row.desired_revision = target
+        if row.last_good_revision == rollout.revision:
+            row.last_good_revision = target
+        row.updated_at = _now()
+        changed.append(region)
+        _event(
+            session,
+            rollout,
+            actor,
+            RolloutAction.ROLLED_BACK,
+            region=region,
+            detail=f"to {target}: {reason}",
+        )
+    rollout.reason = reason
+    rollout.updated_at = _now()
+    return changed
+
+
+def tick(session: Session, fleet: Fleet) -> list[str]:
+    """One step of the engine over every rolling or paused rollout; returns changed regions."""
+    changed: list[str] = []
+    moving = select(Rollout).where(Rollout.state.in_((RolloutState.ROLLING, RolloutState.PAUSED)))
+    for rollout in session.scalars(moving):
+        changed += _step(session, fleet, rollout)
+    return changed
+
+
+def _step(session: Session, fleet: Fleet, rollout: Rollout) -> list[str]:
+    now = _now()
+    reached = [r.id for r in fleet.regions if r.wave <= rollout.wave]
+    states = region_states(session, fleet, reached, rollout.revision)
+    failed = [(s.region, e) for s in states for e in s.failed]
+    if failed:
+        detail = "; ".join(f"{e.id} in {region}: {e.error}" for region, e in failed)
+        return _halt(session, rollout, f"activation failed: {detail}")
+    if rollout.state is RolloutState.PAUSED or rollout.wave_started_at is None:
+        return []
+    current = [s for s in states if s.wave == rollout.wave]
+    if not all(s.converged for s in current):
+        live_pending = [
+            e.id for s in current for e in s.enforcers if e.state is EnforcerState.PENDING
+        ]
+        deadline = rollout.wave_started_at + timedelta(seconds=fleet.activation_deadline_s)
+        if live_pending and now > deadline:
+            return _halt(
+                session,
+                rollout,
+                f"deadline missed: {', '.join(live_pending)} did not activate within "
+                f"{fleet.activation_deadline_s} s",
+            )
+        return []
+    if rollout.wave_converged_at is None:
+        rollout.wave_converged_at = now
+        _event(
+            session, rollout, ENGINE, RolloutAction.WAVE_CONVERGED, detail=f"wave {rollout.wave}"
+        )
+    if now - rollout.wave_converged_at < timedelta(seconds=fleet.soak_s):
+        return []
+    return _advance(session, fleet, rollout, ENGINE)
+
+
+def _halt(session: Session, rollout: Rollout, reason: str) -> list[str]:
+    rollout.state = RolloutState.HALTED
+    _event(session, rollout, ENGINE, RolloutAction.HALTED, detail=reason)
+    plan = _rollback_plan(session, rollout)
+    stranded = [region for region, target in plan.items() if target is None]
+    for region in stranded:
+        _event(
+            session,
+            rollout,
+            ENGINE,
+            RolloutAction.ROLLBACK_IMPOSSIBLE,
+            region=region,
+            detail="no earlier good revision; the region keeps what it runs",
+        )
+    return _apply_rollback(session, rollout, plan, ENGINE, reason)
+
+
+def history(session: Session, rollout_id: int) -> list[RolloutEvent]:
+    get(session, rollout_id)
+    return list(
+        session.scalars(
+            select(RolloutEvent)
+            .where(RolloutEvent.rollout_id == rollout_id)
+            .order_by(RolloutEvent.id)
+        )
+    )
+
+
+def recent(session: Session, limit: int = 20) -> list[Rollout]:
+    return list(session.scalars(select(Rollout).order_by(Rollout.id.desc()).limit(limit)))
+
+
+def latest_active(session: Session) -> Rollout | None:
+    return session.scalar(
+        select(Rollout).where(Rollout.state.in_(ACTIVE_STATES)).order_by(Rollout.id.desc()).limit(1)
+    )

@@ -1,0 +1,213 @@
+"""Rollouts as a service: what publishing, approving and operating a rollout does.
+
+Each action is one transaction over the engine (`nexus_control.rollout.engine`)
+and wakes the long polls of every region whose target it changed. The engine
+steps every `ROLLOUT_TICK_S`, and at once when a status report arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nexus_contract.errors import NexusError
+from nexus_contract.wire import POLICY_BUNDLE
+from nexus_control.authoring.config import CompiledConfig
+from nexus_control.authoring.diff import PolicyDiff, diff_configs
+from nexus_control.registry.registry import Registry
+from nexus_control.registry.revisions import Published
+from nexus_control.rollout import engine
+from nexus_control.rollout.convergence import region_states
+from nexus_control.rollout.fleet import Fleet
+from nexus_control.rollout.states import RegionState, RolloutState
+from nexus_control.serving.notifier import RevisionNotifier, bundle_key
+from nexus_control.store.tables import Rollout, RolloutEvent
+from nexus_runtime.database import Database
+
+__all__ = ["NoPolicyInForceError", "Publication", "RolloutStatus", "Rollouts"]
+
+log = logging.getLogger("nexus.control.rollout")
+
+ROLLOUT_TICK_S = 1.0
+"""The engine steps at least this often while a rollout moves."""
+TICK_POLL_S = 0.02
+"""How quickly a waiting engine notices it was poked by a status report."""
+
+
+class NoPolicyInForceError(NexusError):
+    """No revision runs in the canary wave yet, so no policy (and no cap) is in force."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    published: Published
+    rollout: Rollout
+    diff: PolicyDiff
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    rollout: Rollout | None
+    """The active rollout, else the most recent one."""
+    regions: list[RegionState]
+
+
+class Rollouts:
+    """Opens rollouts on publication, and runs the engine that moves them."""
+
+    def __init__(
+        self,
+        db: Database,
+        fleet: Fleet,
+        registry: Registry,
+        notifier: RevisionNotifier,
+        *,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``on_change`` is called whenever what a region should run may have changed."""
+        self.db = db
+        self.fleet = fleet
+        self.registry = registry
+        self.notifier = notifier
+        self._on_change = on_change
+        self._poked = threading.Event()
+
+    # -- what people do ---------------------------------------------------------
+
+    def publish(self, archive: bytes, author: str) -> Publication:
+        """Verify and store ``archive``, then open its rollout (waiting for approval if needed).
+
+        Publishing the revision the latest rollout already carries changes nothing.
+        """
+        with self.db.session() as session:
+            published = self.registry.publish(session, archive, author)
+            latest = engine.recent(session, 1)
+            if not published.created and latest and latest[0].revision == published.revision:
+                current = latest[0]
+                return Publication(published, current, PolicyDiff.model_validate(current.diff))
+            base = engine.current_base(session, self.fleet)
+            new_config = self.registry.config_in(session, published.revision)
+            old_config = self.registry.config_in(session, base) if base else None
+            change = diff_configs(old_config, new_config)
+            needs_approval = self.fleet.second_approver == "always" or change.needs_second_approver
+            opened, changed = engine.start(
+                session,
+                self.fleet,
+                published.revision,
+                author=author,
+                diff=change.model_dump(mode="json"),
+                needs_approval=needs_approval,
+            )
+        self._notify(changed)
+        self._on_change()
+        return Publication(published, opened, change)
+
+    def approve(self, rollout_id: int, approver: str, comment: str | None) -> Rollout:
+        with self.db.session() as session:
+            rollout, changed = engine.approve(
+                session, self.fleet, rollout_id, approver=approver, comment=comment
+            )
+        self._notify(changed)
+        return rollout
+
+    def promote(self, rollout_id: int, actor: str, *, force: bool) -> Rollout:
+        with self.db.session() as session:
+            rollout, changed = engine.promote(
+                session, self.fleet, rollout_id, actor=actor, force=force
+            )
+        self._notify(changed)
+        return rollout
+
+    def pause(self, rollout_id: int, actor: str, reason: str | None) -> Rollout:
+        with self.db.session() as session:
+            return engine.pause(session, rollout_id, actor=actor, reason=reason)
+
+    def resume(self, rollout_id: int, actor: str) -> Rollout:
+        with self.db.session() as session:
+            return engine.resume(session, rollout_id, actor=actor)
+
+    def rollback(self, rollout_id: int, actor: str, reason: str | None) -> Rollout:
+        with self.db.session() as session:
+            rollout, changed = engine.rollback(
+                session, self.fleet, rollout_id, actor=actor, reason=reason
+            )
+        self._notify(changed)
+        return rollout
+
+    # -- what people read --------------------------------------------------------
+
+    def status(self) -> RolloutStatus:
+        with self.db.session() as session:
+            regions = region_states(session, self.fleet, [r.id for r in self.fleet.regions])
+            current = engine.latest_active(session)
+            if current is None:
+                recent = engine.recent(session, 1)
+                current = recent[0] if recent else None
+        return RolloutStatus(current, regions)
+
+    def recent(self, limit: int = 20) -> list[Rollout]:
+        with self.db.session() as session:
+            return engine.recent(session, limit)
+
+    def get(self, rollout_id: int) -> tuple[Rollout, list[RolloutEvent]]:
+        """A rollout and its history, oldest step first."""
+        with self.db.session() as session:
+            return engine.get(session, rollout_id), engine.history(session, rollout_id)
+
+    def active_state(self) -> RolloutState | None:
+        with self.db.session() as session:
+            current = engine.latest_active(session)
+            return current.state if current is not None else None
+
+    def base_revision(self) -> str | None:
+        """The revision the canary wave runs as good: what is in force."""
+        with self.db.session() as session:
+            return engine.current_base(session, self.fleet)
+
+    def config_in_force(self) -> CompiledConfig:
+        """The compiled config the canary wave runs as good.
+
+        A publication waiting for approval (a budget raise, say) is not in force yet.
+        """
+        revision = self.base_revision()
+        if revision is None:
+            raise NoPolicyInForceError("no policy is in force yet: publish one first")
+        return self.registry.config(revision)
+
+    # -- the engine ----------------------------------------------------------------
+
+    def tick(self) -> list[str]:
+        """One step of the engine; wakes the pollers of every region it changed."""
+        with self.db.session() as session:
+            changed = engine.tick(session, self.fleet)
+        self._notify(changed)
+        return changed
+
+    def poke(self) -> None:
+        """A status report arrived: step the engine now rather than at the next tick."""
+        self._poked.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step the engine every ROLLOUT_TICK_S, and at once when poked, until ``stop``."""
+        while not stop.is_set():
+            self._poked.clear()
+            try:
+                await asyncio.to_thread(self.tick)
+            except Exception:
+                log.exception("rollout engine step failed; will retry")
+            deadline = time.monotonic() + ROLLOUT_TICK_S
+            while not stop.is_set() and not self._poked.is_set():
+                if time.monotonic() >= deadline:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TICK_POLL_S)
+
+    def _notify(self, regions: list[str]) -> None:
+        if regions:
+            self.notifier.notify(bundle_key(region, POLICY_BUNDLE) for region in regions)
+            self._on_change()

@@ -1,0 +1,1 @@
+"""The control plane's storage: database, tables, migrations and the audit outbox."""

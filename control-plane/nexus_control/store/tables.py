@@ -1,0 +1,224 @@
+"""The control plane's database schema (SQLAlchemy 2), one class per table.
+
+Alembic migrations in ``migrations/`` create and evolve these tables; the
+application never calls ``create_all``. Times are UTC. Secrets (tokens) are
+stored only as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from nexus_control.rollout.states import RolloutState
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on every database.
+
+    SQLite keeps no time zone; values are stored as UTC and come back as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the control plane stores aware UTC times only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class BundleRevision(Base):
+    """An immutable, content-addressed bundle archive as published."""
+
+    __tablename__ = "bundle_revisions"
+
+    revision: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bundle: Mapped[str] = mapped_column(String(64), index=True)
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[dict[str, Any]]
+    config: Mapped[dict[str, Any]]
+    """The bundle's ``data.nexus.config``: caps for spend, the base of diffs."""
+    git_commit: Mapped[str | None] = mapped_column(String(80))
+    author: Mapped[str] = mapped_column(String(200))
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RegionTarget(Base):
+    """Which revision a region should run, and the last one it ran well."""
+
+    __tablename__ = "region_targets"
+
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bundle: Mapped[str] = mapped_column(String(64), primary_key=True)
+    desired_revision: Mapped[str] = mapped_column(ForeignKey("bundle_revisions.revision"))
+    last_good_revision: Mapped[str | None] = mapped_column(ForeignKey("bundle_revisions.revision"))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StateBundle(Base):
+    """The latest signed state bundle (spend ratios, disabled tenants); one row per name."""
+
+    __tablename__ = "state_bundles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(64))
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[dict[str, Any]]
+    built_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ApiToken(Base):
+    """A bearer credential: its SHA-256, its role, and what it is bound to."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    region: Mapped[str | None] = mapped_column(String(64))
+    enforcer_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Enforcer(Base):
+    """One OPA enforcer as the control plane has seen it."""
+
+    __tablename__ = "enforcers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class EnforcerBundle(Base):
+    """Per enforcer and bundle: what it holds (from polls) and what it activated (from status)."""
+
+    __tablename__ = "enforcer_bundles"
+
+    enforcer_id: Mapped[str] = mapped_column(ForeignKey("enforcers.id"), primary_key=True)
+    bundle: Mapped[str] = mapped_column(String(64), primary_key=True)
+    held_revision: Mapped[str | None] = mapped_column(String(64))
+    held_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    active_revision: Mapped[str | None] = mapped_column(String(64))
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    downloaded_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    """OPA's last successful download: an error after it is an activation failure."""
+    status_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class DisabledTenant(Base):
+    """A tenant switched off for a budget period after crossing its hard cap."""
+
+    __tablename__ = "disabled_tenants"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(300))
+    since: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class OutboxEvent(Base):
+    """A change to be recorded in the audit log, written in the change's transaction."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_outbox_undelivered", "delivered_at", "id"),)
+
+
+class Rollout(Base):
+    """One revision's journey across the waves of regions."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bundle: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[str] = mapped_column(ForeignKey("bundle_revisions.revision"))
+    base_revision: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[RolloutState] = mapped_column(
+        Enum(
+            RolloutState,
+            native_enum=False,
+            length=32,
+            validate_strings=True,
+            values_callable=lambda states: [s.value for s in states],
+        ),
+        index=True,
+    )
+    wave: Mapped[int] = mapped_column(Integer)
+    wave_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    wave_converged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    needs_approval: Mapped[bool]
+    diff: Mapped[dict[str, Any]]
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RolloutEvent(Base):
+    """The rollout history: who did what, when and why."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Approval(Base):
+    """A second person's approval of a publication."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())

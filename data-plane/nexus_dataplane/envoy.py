@@ -1,0 +1,223 @@
+"""Envoy for one enforcer: its bootstrap, and the real ``envoy`` process.
+
+One listener whose HTTP filters are ext_authz (gRPC to this enforcer's OPA,
+``failure_mode_allow: false``, a short timeout) and the router; the decision
+id from the plugin's dynamic metadata is added to the upstream request and to
+the response.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nexus_contract.wire import (
+    DECISION_ID_HEADER,
+    DECISION_ID_METADATA_KEY,
+    EXT_AUTHZ_METADATA_NAMESPACE,
+)
+from nexus_dataplane.process import ManagedProcess, http_ok
+from nexus_dataplane.spec import ConfigError, EnforcerSpec
+
+__all__ = ["EnvoyProxy", "envoy_config", "validate_envoy_config"]
+
+EXT_AUTHZ_TIMEOUT_S = 0.25
+MAX_REQUEST_BODY_BYTES = 64 * 1024
+ENVOY_READY_TIMEOUT_S = 30.0
+VALIDATE_TIMEOUT_S = 60.0
+
+_TYPES = "type.googleapis.com/envoy.extensions"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HCM_TYPE = f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager"
+EXT_AUTHZ_TYPE = f"{_TYPES}.filters.http.ext_authz.v3.ExtAuthz"
+ROUTER_TYPE = f"{_TYPES}.filters.http.router.v3.Router"
+_DECISION_ID_FROM_METADATA = (
+    f"%DYNAMIC_METADATA({EXT_AUTHZ_METADATA_NAMESPACE}:{DECISION_ID_METADATA_KEY})%"
+)
+
+
+def _cluster(name: str, host: str, port: int, *, http2: bool) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def _decision_id_header() -> dict[str, Any]:
+    return {
+        "header": {
+            "key": DECISION_ID_HEADER,
+            "value": _DECISION_ID_FROM_METADATA,
+        },
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+
+
+def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str, Any]:
+    """Envoy's bootstrap; ``with_ext_authz=False`` gives the same proxy without OPA (benchmarks)."""
+    http_filters: list[dict[str, Any]] = []
+    if with_ext_authz:
+        http_filters.append(
+            {
+                "name": "envoy.filters.http.ext_authz",
+                "typed_config": {
+                    "@type": EXT_AUTHZ_TYPE,
+                    "transport_api_version": "V3",
+                    "failure_mode_allow": False,
+                    "status_on_error": {"code": 503},
+                    "with_request_body": {
+                        "max_request_bytes": MAX_REQUEST_BODY_BYTES,
+                        "allow_partial_message": False,
+                    },
+                    "grpc_service": {
+                        "envoy_grpc": {"cluster_name": "opa"},
+                        "timeout": f"{EXT_AUTHZ_TIMEOUT_S}s",
+                    },
+                },
+            }
+        )
+    http_filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": ROUTER_TYPE},
+        }
+    )
+    clusters = [_cluster("upstream", spec.upstream_host, spec.upstream_port, http2=False)]
+    if with_ext_authz:
+        clusters.append(_cluster("opa", "127.0.0.1", spec.grpc_port, http2=True))
+    return {
+        "node": {"id": spec.enforcer_id, "cluster": spec.region},
+        "admin": {
+            "address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_admin_port}
+            }
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": {
+                        "socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_port}
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": HCM_TYPE,
+                                        "stat_prefix": "gateway",
+                                        "route_config": {
+                                            "name": "gateway",
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "gateway",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "route": {
+                                                                "cluster": "upstream",
+                                                                "timeout": "30s",
+                                                            },
+                                                            "request_headers_to_add": [
+                                                                _decision_id_header()
+                                                            ],
+                                                            "response_headers_to_add": [
+                                                                _decision_id_header()
+                                                            ],
+                                                        }
+                                                    ],
+                                                }
+                                            ],
+                                        },
+                                        "http_filters": http_filters,
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+class EnvoyProxy(ManagedProcess):
+    """Envoy with a rendered bootstrap; ready when its admin endpoint says LIVE."""
+
+    def __init__(
+        self,
+        envoy_bin: Path,
+        workdir: Path,
+        config: dict[str, Any],
+        *,
+        admin_port: int,
+        name: str = "envoy",
+    ) -> None:
+        workdir = workdir.resolve()
+        self.config_path = workdir / f"{name}.yaml"
+        self.admin_port = admin_port
+        self.config = config
+        argv = [
+            str(envoy_bin),
+            "-c",
+            str(self.config_path),
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "2",
+        ]
+        super().__init__(name, argv, workdir)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        super().start()
+
+    def start_and_wait(self, timeout_s: float = ENVOY_READY_TIMEOUT_S) -> None:
+        self.start()
+        self.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), timeout_s)
+
+
+def validate_envoy_config(envoy_bin: Path, config_path: Path) -> None:
+    """``envoy --mode validate``; raise ConfigError with Envoy's message."""
+    out = subprocess.run(
+        [str(envoy_bin), "--mode", "validate", "-c", str(config_path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=VALIDATE_TIMEOUT_S,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ConfigError(
+            f"envoy refused {config_path}: {(out.stderr or out.stdout).strip()[-2000:]}"
+        )

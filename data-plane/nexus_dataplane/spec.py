@@ -1,0 +1,43 @@
+"""What differs between two enforcers, and the error a rendered config can meet.
+
+An enforcer is one OPA (with our ext_authz plugin) and, on a gateway pod, one
+Envoy in front of it. `EnforcerSpec` is everything their configs need;
+`nexus_dataplane.opa` and `nexus_dataplane.envoy` render them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nexus_contract.errors import NexusError
+
+__all__ = ["LONG_POLL_TIMEOUT_S", "ConfigError", "EnforcerSpec"]
+
+LONG_POLL_TIMEOUT_S = 30
+
+
+class ConfigError(NexusError):
+    """A rendered configuration was refused by the program it is for."""
+
+
+@dataclass(frozen=True)
+class EnforcerSpec:
+    """Everything that differs between two enforcers."""
+
+    region: str
+    enforcer_id: str
+    control_plane_url: str
+    token: str
+    key_id: str
+    verification_key_pem: str
+    persistence_dir: Path
+    grpc_port: int
+    opa_port: int
+    envoy_port: int
+    envoy_admin_port: int
+    upstream_host: str
+    upstream_port: int
+    audit_url: str | None = None
+    audit_token: str | None = None
+    long_poll_timeout_s: int = LONG_POLL_TIMEOUT_S
