@@ -12,6 +12,8 @@ import httpx
 
 from nexus_contract.errors import NexusError
 
+__all__ = ["DEFAULT_TIMEOUT", "ApiCallError", "ControlPlaneClient"]
+
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
 

@@ -61,6 +61,7 @@ def _options(
         opa_bin=find_opa(control.opa_bin),
         envoy_bin=find_envoy(),
         audit_url=settings.audit_url or control_plane_url,
+        body_limits=tuple(sorted(settings.body_limits.items())),
     )
 
 

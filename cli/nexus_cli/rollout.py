@@ -17,6 +17,22 @@ from nexus_cli.service import client
 from nexus_control.rollout.states import TERMINAL_STATES, EnforcerState, RolloutState
 from nexus_control.settings import ControlSettings
 
+__all__ = [
+    "ReasonOption",
+    "RolloutId",
+    "approve",
+    "pause",
+    "promote",
+    "resume",
+    "rollback",
+    "rollout_app",
+    "rollout_list",
+    "rollout_show",
+    "rollout_status",
+    "rollout_watch",
+    "status_view",
+]
+
 rollout_app = typer.Typer(
     help="Rollouts: status, history, and watching one move.", no_args_is_help=True
 )

@@ -36,13 +36,11 @@ def client(settings: ControlSettings, url: str | None, token: str | None) -> Con
 
 def serve() -> None:
     """Run the control plane API (bundle server, status intake, usage, admin)."""
-    import uvicorn
-
     from nexus_audit.service import AuditLog
     from nexus_audit.settings import AuditSettings
     from nexus_control.access.signing_keys import audit_settings_in
     from nexus_control.api.app import create_app, create_control_plane
-    from nexus_runtime.logs import uvicorn_log_config
+    from nexus_runtime.server import serve_forever
 
     settings = ControlSettings()
     plane = create_control_plane(settings)
@@ -51,12 +49,7 @@ def serve() -> None:
         if settings.colocate_audit
         else None
     )
-    uvicorn.run(
-        create_app(plane, audit),
-        host=settings.host,
-        port=settings.port,
-        log_config=uvicorn_log_config(),
-    )
+    serve_forever(create_app(plane, audit), settings.host, settings.port)
 
 
 @tokens_app.command("create")

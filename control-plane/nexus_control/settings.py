@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+__all__ = ["APPROVAL_KEY_NAME", "DEFAULT_KEYS_DIR", "SIGNING_KEY_NAME", "ControlSettings"]
+
 DEFAULT_KEYS_DIR = Path(".nexus/keys")
 SIGNING_KEY_NAME = "bundle-signing.pem"
 APPROVAL_KEY_NAME = "approval-signing.pem"

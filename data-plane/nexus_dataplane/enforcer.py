@@ -16,8 +16,10 @@ import yaml
 from nexus_dataplane.envoy import EnvoyProxy, envoy_config, validate_envoy_config
 from nexus_dataplane.opa import OpaServer, opa_config, validate_opa_config
 from nexus_dataplane.process import free_port, http_ok
-from nexus_dataplane.spec import EnforcerSpec
+from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec
 from nexus_dataplane.upstream import Upstream
+
+__all__ = ["Enforcer", "EnforcerHealth", "EnforcerStack", "StackOptions", "enforcer_spec", "render"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class StackOptions:
     audit_token: str | None = None
     with_envoy: bool = True
     long_poll_timeout_s: int = 30
+    body_limits: tuple[tuple[str, int], ...] = DEFAULT_BODY_LIMITS
 
 
 @dataclass
@@ -81,6 +84,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         audit_url=options.audit_url,
         audit_token=options.audit_token,
         long_poll_timeout_s=options.long_poll_timeout_s,
+        body_limits=options.body_limits,
     )
 
 

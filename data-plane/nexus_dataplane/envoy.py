@@ -3,7 +3,9 @@
 One listener whose HTTP filters are ext_authz (gRPC to this enforcer's OPA,
 ``failure_mode_allow: false``, a short timeout) and the router; the decision
 id from the plugin's dynamic metadata is added to the upstream request and to
-the response.
+the response. The request body reaches OPA only on routes whose policy reads
+it (`EnforcerSpec.body_limits`, tool calls by default), up to each route's
+limit; any other body, a long chat context say, goes upstream unbuffered.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from nexus_dataplane.spec import ConfigError, EnforcerSpec
 __all__ = ["EnvoyProxy", "envoy_config", "validate_envoy_config"]
 
 EXT_AUTHZ_TIMEOUT_S = 0.25
-MAX_REQUEST_BODY_BYTES = 64 * 1024
+UPSTREAM_TIMEOUT = "30s"
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 ENVOY_READY_TIMEOUT_S = 30.0
 VALIDATE_TIMEOUT_S = 60.0
 
@@ -33,6 +36,7 @@ _TYPES = "type.googleapis.com/envoy.extensions"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_TYPE = f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EXT_AUTHZ_TYPE = f"{_TYPES}.filters.http.ext_authz.v3.ExtAuthz"
+EXT_AUTHZ_PER_ROUTE_TYPE = f"{_TYPES}.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 ROUTER_TYPE = f"{_TYPES}.filters.http.router.v3.Router"
 _DECISION_ID_FROM_METADATA = (
     f"%DYNAMIC_METADATA({EXT_AUTHZ_METADATA_NAMESPACE}:{DECISION_ID_METADATA_KEY})%"
@@ -79,94 +83,99 @@ def _decision_id_header() -> dict[str, Any]:
     }
 
 
+def _ext_authz_filter() -> dict[str, Any]:
+    """ext_authz to this enforcer's OPA; no body by default (routes that need one say so)."""
+    return {
+        "name": EXT_AUTHZ_FILTER,
+        "typed_config": {
+            "@type": EXT_AUTHZ_TYPE,
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": "opa"},
+                "timeout": f"{EXT_AUTHZ_TIMEOUT_S}s",
+            },
+        },
+    }
+
+
+def _with_body(limit: int) -> dict[str, Any]:
+    """Per-route ext_authz settings that forward the body, up to ``limit`` bytes (413 beyond)."""
+    return {
+        EXT_AUTHZ_FILTER: {
+            "@type": EXT_AUTHZ_PER_ROUTE_TYPE,
+            "check_settings": {
+                "with_request_body": {"max_request_bytes": limit, "allow_partial_message": False}
+            },
+        }
+    }
+
+
+def _routes(spec: EnforcerSpec, *, with_ext_authz: bool) -> list[dict[str, Any]]:
+    """One route per path prefix whose policy reads the body, then every other path."""
+
+    def route(prefix: str, per_filter: dict[str, Any] | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "match": {"prefix": prefix},
+            "route": {"cluster": "upstream", "timeout": UPSTREAM_TIMEOUT},
+            "request_headers_to_add": [_decision_id_header()],
+            "response_headers_to_add": [_decision_id_header()],
+        }
+        if per_filter:
+            entry["typed_per_filter_config"] = per_filter
+        return entry
+
+    bodies = [
+        route(prefix, _with_body(limit) if with_ext_authz else None)
+        for prefix, limit in spec.body_limits
+    ]
+    return [*bodies, route("/", None)]
+
+
 def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str, Any]:
     """Envoy's bootstrap; ``with_ext_authz=False`` gives the same proxy without OPA (benchmarks)."""
-    http_filters: list[dict[str, Any]] = []
-    if with_ext_authz:
-        http_filters.append(
-            {
-                "name": "envoy.filters.http.ext_authz",
-                "typed_config": {
-                    "@type": EXT_AUTHZ_TYPE,
-                    "transport_api_version": "V3",
-                    "failure_mode_allow": False,
-                    "status_on_error": {"code": 503},
-                    "with_request_body": {
-                        "max_request_bytes": MAX_REQUEST_BODY_BYTES,
-                        "allow_partial_message": False,
-                    },
-                    "grpc_service": {
-                        "envoy_grpc": {"cluster_name": "opa"},
-                        "timeout": f"{EXT_AUTHZ_TIMEOUT_S}s",
-                    },
-                },
-            }
-        )
+    http_filters = [_ext_authz_filter()] if with_ext_authz else []
     http_filters.append(
-        {
-            "name": "envoy.filters.http.router",
-            "typed_config": {"@type": ROUTER_TYPE},
-        }
+        {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
     )
     clusters = [_cluster("upstream", spec.upstream_host, spec.upstream_port, http2=False)]
     if with_ext_authz:
         clusters.append(_cluster("opa", "127.0.0.1", spec.grpc_port, http2=True))
-    return {
-        "node": {"id": spec.enforcer_id, "cluster": spec.region},
-        "admin": {
-            "address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_admin_port}
-            }
-        },
-        "static_resources": {
-            "listeners": [
+    connection_manager = {
+        "@type": HCM_TYPE,
+        "stat_prefix": "gateway",
+        "route_config": {
+            "name": "gateway",
+            "virtual_hosts": [
                 {
                     "name": "gateway",
-                    "address": {
-                        "socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_port}
-                    },
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": {
-                                        "@type": HCM_TYPE,
-                                        "stat_prefix": "gateway",
-                                        "route_config": {
-                                            "name": "gateway",
-                                            "virtual_hosts": [
-                                                {
-                                                    "name": "gateway",
-                                                    "domains": ["*"],
-                                                    "routes": [
-                                                        {
-                                                            "match": {"prefix": "/"},
-                                                            "route": {
-                                                                "cluster": "upstream",
-                                                                "timeout": "30s",
-                                                            },
-                                                            "request_headers_to_add": [
-                                                                _decision_id_header()
-                                                            ],
-                                                            "response_headers_to_add": [
-                                                                _decision_id_header()
-                                                            ],
-                                                        }
-                                                    ],
-                                                }
-                                            ],
-                                        },
-                                        "http_filters": http_filters,
-                                    },
-                                }
-                            ]
-                        }
-                    ],
+                    "domains": ["*"],
+                    "routes": _routes(spec, with_ext_authz=with_ext_authz),
                 }
             ],
-            "clusters": clusters,
         },
+        "http_filters": http_filters,
+    }
+    listener = {
+        "name": "gateway",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": connection_manager,
+                    }
+                ]
+            }
+        ],
+    }
+    admin = {"socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_admin_port}}
+    return {
+        "node": {"id": spec.enforcer_id, "cluster": spec.region},
+        "admin": {"address": admin},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
     }
 
 

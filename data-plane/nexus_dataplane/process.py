@@ -21,6 +21,16 @@ import httpx
 
 from nexus_contract.errors import NexusError
 
+__all__ = [
+    "READY_POLL_S",
+    "STOP_GRACE_S",
+    "ManagedProcess",
+    "ProcessError",
+    "free_port",
+    "http_ok",
+    "wait_for_port",
+]
+
 STOP_GRACE_S = 10.0
 READY_POLL_S = 0.05
 

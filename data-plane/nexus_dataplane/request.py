@@ -3,7 +3,9 @@
 The plugin (data-plane/opa/extauthz) turns Envoy's CheckRequest into
 ``input.attributes`` plus ``parsed_path``, ``parsed_query`` and
 ``parsed_body``. :meth:`GatewayRequest.to_opa_input` builds the same document,
-so the SDK and the tests ask OPA's REST API exactly what Envoy would.
+so the SDK and the tests ask OPA's REST API exactly what Envoy would; a parity
+test through real Envoy keeps the two equal (tests/e2e/test_input_parity.py).
+Like Envoy, it carries the body only on routes whose policy reads it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from nexus_dataplane.spec import DEFAULT_BODY_LIMITS
+
+__all__ = ["DEFAULT_HOST", "GatewayRequest"]
+
+DEFAULT_HOST = "gateway.nexus.local"
 
 
 @dataclass(frozen=True)
@@ -31,18 +39,32 @@ class GatewayRequest:
     def body_text(self) -> str:
         return json.dumps(self.body, separators=(",", ":")) if self.body is not None else ""
 
-    def to_opa_input(self) -> dict[str, Any]:
+    def to_opa_input(
+        self, body_limits: tuple[tuple[str, int], ...] = DEFAULT_BODY_LIMITS
+    ) -> dict[str, Any]:
+        """The input document; ``body_limits`` are the Envoy routes that forward bodies."""
         split = urlsplit(self.path)
+        forwards_body = any(split.path.startswith(prefix) for prefix, _ in body_limits)
         headers = self.header_map()
+        host = headers.get("host", DEFAULT_HOST)
+        # Envoy passes HTTP/2-style pseudo-headers to ext_authz beside the real ones.
+        headers.update(
+            {
+                ":method": self.method.upper(),
+                ":path": self.path,
+                ":scheme": "http",
+                ":authority": host,
+            }
+        )
         http: dict[str, Any] = {
             "method": self.method.upper(),
             "path": self.path,
             "headers": headers,
-            "host": headers.get("host", "gateway.nexus.local"),
+            "host": host,
             "scheme": "http",
             "protocol": "HTTP/1.1",
         }
-        body = self.body_text()
+        body = self.body_text() if forwards_body else ""
         if body:
             http["body"] = body
             http["size"] = str(len(body.encode()))
@@ -53,6 +75,6 @@ class GatewayRequest:
             "truncated_body": False,
             "version": {"encoding": "protojson", "ext_authz": "v3"},
         }
-        if self.body is not None:
+        if self.body is not None and forwards_body:
             doc["parsed_body"] = self.body
         return doc

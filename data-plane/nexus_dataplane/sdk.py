@@ -17,9 +17,22 @@ from typing import Any
 
 import httpx
 
+from nexus_contract.decision import Reason
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import DECISION_PATH
 from nexus_dataplane.request import GatewayRequest
+
+__all__ = [
+    "DEFAULT_DECISION_PATH",
+    "DEFAULT_TIMEOUT",
+    "AsyncOpaClient",
+    "ClientOptions",
+    "Decision",
+    "OpaClient",
+    "OpaClientError",
+    "Reason",
+    "UndefinedDecisionError",
+]
 
 DEFAULT_DECISION_PATH = DECISION_PATH
 DEFAULT_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
@@ -31,13 +44,6 @@ class OpaClientError(NexusError):
 
 class UndefinedDecisionError(OpaClientError):
     """The policy gave no result for the path: no bundle active, or a wrong path."""
-
-
-@dataclass(frozen=True)
-class Reason:
-    rule: str
-    message: str
-    controls: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,11 @@ class Decision:
         if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
             raise OpaClientError(f"decision is not a decision object: {result!r:.200}")
         reasons = tuple(
-            Reason(str(r.get("rule", "")), str(r.get("message", "")), tuple(r.get("controls", [])))
+            Reason(
+                rule=str(r.get("rule", "")),
+                message=str(r.get("message", "")),
+                controls=tuple(str(c) for c in r.get("controls", [])),
+            )
             for r in result.get("reasons", [])
             if isinstance(r, dict)
         )

@@ -6,6 +6,10 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nexus_dataplane.spec import DEFAULT_BODY_LIMITS
+
+__all__ = ["DataPlaneSettings"]
+
 
 class DataPlaneSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEXUS_DATAPLANE_", extra="ignore")
@@ -22,3 +26,5 @@ class DataPlaneSettings(BaseSettings):
     """PEM public key enforcers verify bundles with."""
     workdir: Path = Path(".nexus/dataplane")
     """Configs, logs and persisted bundles of local enforcers."""
+    body_limits: dict[str, int] = dict(DEFAULT_BODY_LIMITS)
+    """Path prefix → most request-body bytes Envoy forwards to OPA there (JSON); others: none."""

@@ -12,9 +12,14 @@ from pathlib import Path
 
 from nexus_contract.errors import NexusError
 
-__all__ = ["LONG_POLL_TIMEOUT_S", "ConfigError", "EnforcerSpec"]
+__all__ = ["DEFAULT_BODY_LIMITS", "LONG_POLL_TIMEOUT_S", "ConfigError", "EnforcerSpec"]
 
 LONG_POLL_TIMEOUT_S = 30
+DEFAULT_BODY_LIMITS: tuple[tuple[str, int], ...] = (("/v1/tools/", 64 * 1024),)
+"""Path prefixes whose policy reads the request body, and the most bytes forwarded to OPA.
+
+Only tool calls (their arguments are checked and approvals bind to them) need
+it; every other body reaches the upstream without being buffered for the policy."""
 
 
 class ConfigError(NexusError):
@@ -41,3 +46,4 @@ class EnforcerSpec:
     audit_url: str | None = None
     audit_token: str | None = None
     long_poll_timeout_s: int = LONG_POLL_TIMEOUT_S
+    body_limits: tuple[tuple[str, int], ...] = DEFAULT_BODY_LIMITS

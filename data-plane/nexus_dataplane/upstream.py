@@ -16,6 +16,8 @@ from pathlib import Path
 
 from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, wait_for_port
 
+__all__ = ["MAX_BODY_BYTES", "Upstream", "main", "serve"]
+
 MAX_BODY_BYTES = 1024 * 1024
 
 

@@ -2,8 +2,10 @@
 # title: Retention
 # description: |
 #   Records are kept per tenant and data class for a number of days, unless
-#   under legal hold. A read past retention is refused, and no deletion or
-#   erasure runs while a legal hold applies to the tenant.
+#   under legal hold. A read past retention is refused. A legal hold is per
+#   data class: a record of a held class is not deleted, and a data subject
+#   is not erased while any class of the tenant is held (erasure reaches
+#   every class of the subject's data).
 package nexus.retention
 
 import data.nexus.reason
@@ -33,7 +35,17 @@ held_classes contains class if {
 	class_policy.legal_hold == true
 }
 
-erasing_routes := {"chats.delete", "subjects.erase"}
+# The classes a request would destroy: the record's own class for a delete,
+# every held class for an erasure.
+blocking_holds contains data_class if {
+	request.route == "chats.delete"
+	held_classes[data_class]
+}
+
+blocking_holds contains class if {
+	request.route == "subjects.erase"
+	some class in held_classes
+}
 
 # METADATA
 # title: Unknown data class
@@ -93,8 +105,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 # METADATA
 # title: Legal hold
 # description: |
-#   While any data class of the tenant is under legal hold, chats are not
-#   deleted and data subjects are not erased.
+#   A record of a data class under legal hold is not deleted; while any data
+#   class of the tenant is held, its data subjects are not erased.
 # custom:
 #   id: nexus.retention.legal_hold
 #   status: 403
@@ -104,7 +116,6 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - SOC2:P4.3
 #     - ISO27001:A.5.33
 deny contains reason.build(rego.metadata.rule(), msg) if {
-	erasing_routes[request.route]
-	count(held_classes) > 0
-	msg := sprintf("tenant %q has a legal hold on %s", [request.tenant, concat(", ", held_classes)])
+	count(blocking_holds) > 0
+	msg := sprintf("tenant %q has a legal hold on %s", [request.tenant, concat(", ", blocking_holds)])
 }

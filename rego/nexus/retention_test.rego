@@ -86,6 +86,28 @@ test_legal_hold_blocks_deletion_and_erasure if {
 	}
 }
 
+acme_voice_held := json.patch(fx.config, [{
+	"op": "add", "path": "/retention/acme/voice",
+	"value": {"days": 7, "delete": "hard", "legal_hold": true},
+}])
+
+acme_delete_rules(headers) := {r.rule | some r in rs} if {
+	rs := retention.deny with input as request_for("acme", "DELETE", "/v1/chats/c-1", headers)
+		with data.nexus.config as acme_voice_held
+}
+
+test_legal_hold_on_one_class_leaves_deletes_of_other_classes_alone if {
+	acme_delete_rules({}) == set()
+	acme_delete_rules({"x-nexus-data-class": "chat-history"}) == set()
+	acme_delete_rules({"x-nexus-data-class": "voice"}) == {"nexus.retention.legal_hold"}
+}
+
+test_legal_hold_on_any_class_blocks_erasure_of_a_subject if {
+	rs := retention.deny with input as request_for("acme", "DELETE", "/v1/subjects/u-1", {})
+		with data.nexus.config as acme_voice_held
+	{r.message | some r in rs} == {`tenant "acme" has a legal hold on voice`}
+}
+
 test_legal_hold_carries_erasure_controls if {
 	rs := retention.deny with input as request_for("globex", "DELETE", "/v1/subjects/u-1", {})
 		with data.nexus.config as fx.config
@@ -94,7 +116,7 @@ test_legal_hold_carries_erasure_controls if {
 
 test_default_legal_hold_applies_to_every_tenant_without_its_own_policy if {
 	config := json.patch(fx.config, [{"op": "replace", "path": "/retention/*/voice/legal_hold", "value": true}])
-	rs := retention.deny with input as request_for("acme", "DELETE", "/v1/chats/c-1", {})
+	rs := retention.deny with input as request_for("acme", "DELETE", "/v1/chats/c-1", {"x-nexus-data-class": "voice"})
 		with data.nexus.config as config
 	{r.message | some r in rs} == {`tenant "acme" has a legal hold on voice`}
 }

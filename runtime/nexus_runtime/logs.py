@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+__all__ = ["JsonFormatter", "uvicorn_log_config"]
+
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
 

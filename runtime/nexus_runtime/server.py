@@ -1,4 +1,4 @@
-"""Runs an ASGI app with uvicorn, in the foreground (``serve``) or on a thread (demo, tests)."""
+"""Runs an ASGI app with uvicorn: in the foreground (``serve``), or on a thread (demo, tests)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from nexus_contract.errors import NexusError
+from nexus_runtime.logs import uvicorn_log_config
+
+__all__ = ["STARTUP_TIMEOUT_S", "ServerError", "ServerThread", "serve_forever"]
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -60,3 +63,8 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve_forever(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` in the foreground with JSON logs until interrupted (``nexus-policy serve``)."""
+    uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config())

@@ -19,6 +19,23 @@ from pathlib import Path
 
 from nexus_contract.errors import NexusError
 
+__all__ = [
+    "CACHE_NAME",
+    "MAVEN_REPOSITORY",
+    "VERSION_TIMEOUT_S",
+    "ToolMissingError",
+    "ToolStatus",
+    "cache_dir",
+    "doctor",
+    "environ_with_tools",
+    "find_envoy",
+    "find_opa",
+    "find_postgres_bin",
+    "find_redis_server",
+    "maven_repository",
+    "required_missing",
+]
+
 VERSION_TIMEOUT_S = 20
 _VERSION_RE = re.compile(r"(?:v=|go|v)?(\d+\.\d+(?:\.\d+)?)(?:[-+,~].*)?")
 
@@ -38,6 +55,32 @@ class ToolStatus:
     @property
     def found(self) -> bool:
         return self.path is not None
+
+
+CACHE_NAME = "nexus-policy"
+MAVEN_REPOSITORY = "m2"
+"""Under the cache: Maven's local repository (``-Dmaven.repo.local``), so it follows $HOME too."""
+
+
+def cache_dir() -> Path:
+    """Where built tools and fetched artefacts are cached, outside the clone.
+
+    ``NEXUS_CACHE_DIR``, else ``$XDG_CACHE_HOME/nexus-policy``, else
+    ``$HOME/.cache/nexus-policy`` — the same rule as ``scripts/bootstrap``, read
+    from the environment (never from the account's passwd entry), so a CI job
+    with another ``HOME`` finds what bootstrap put there.
+    """
+    configured = os.environ.get("NEXUS_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path(os.environ.get("HOME", str(Path.home()))) / ".cache"
+    return base / CACHE_NAME
+
+
+def maven_repository() -> Path:
+    """The Maven repository bootstrap fetches into (NIST's OSCAL schemas live there)."""
+    return cache_dir() / MAVEN_REPOSITORY
 
 
 def _beside_python(name: str) -> Path | None:

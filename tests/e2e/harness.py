@@ -7,8 +7,6 @@ region's enforcers as real OPA + Envoy processes with a stand-in upstream.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import shutil
 import time
 import uuid
@@ -31,6 +29,7 @@ from nexus_control.access.signing_keys import (
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.authoring.credentials import KeyGrant, throwaway_keys, write_key_overlay
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.spend import SpendStore
 from nexus_control.plane import ControlPlane
@@ -44,43 +43,31 @@ REPO = Path(__file__).resolve().parents[2]
 GATEWAY = REPO / "bundles" / "gateway"
 KEY_ID = "e2e-bundle-key"
 
-CREDENTIALS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "acme-chat": ("acme", ("chat-user",)),
-    "acme-agent": ("acme", ("agent", "agent-privileged")),
-    "acme-dpo": ("acme", ("dpo",)),
-    "hooli-chat": ("hooli", ("chat-user",)),
-    "umbrella-chat": ("umbrella", ("chat-user",)),
-    "globex-chat": ("globex", ("chat-user",)),
-    "stark-agent": ("stark", ("agent", "chat-user", "data-steward")),
-    "wayne-chat": ("wayne", ("chat-user",)),
-}
+CREDENTIALS: tuple[KeyGrant, ...] = (
+    KeyGrant("acme-chat", "acme", ("chat-user",)),
+    KeyGrant("acme-agent", "acme", ("agent", "agent-privileged")),
+    KeyGrant("acme-dpo", "acme", ("dpo",)),
+    KeyGrant("hooli-chat", "hooli", ("chat-user",)),
+    KeyGrant("umbrella-chat", "umbrella", ("chat-user",)),
+    KeyGrant("globex-chat", "globex", ("chat-user",)),
+    KeyGrant("stark-agent", "stark", ("agent", "chat-user", "data-steward")),
+    KeyGrant("wayne-chat", "wayne", ("chat-user",)),
+)
 
 
-def credentials_overlay(
-    directory: Path, extra_roles: dict[str, tuple[str, ...]] | None = None
-) -> dict[str, str]:
-    """Write an RBAC overlay binding fresh API keys; return their plain text by name."""
-    directory.mkdir(parents=True, exist_ok=True)
-    plain = {name: "nx_" + secrets.token_urlsafe(24) for name in CREDENTIALS}
-    write_overlay(directory, plain, extra_roles)
-    return plain
+def credentials_overlay(directory: Path) -> dict[str, str]:
+    """Write an RBAC overlay binding fresh API keys; return their plain text by key id."""
+    return throwaway_keys(CREDENTIALS, directory)
 
 
 def write_overlay(
-    directory: Path, plain: dict[str, str], extra_roles: dict[str, tuple[str, ...]] | None = None
+    directory: Path, plain: dict[str, str], extra_roles: dict[str, tuple[str, ...]]
 ) -> None:
-    lines = ["apiVersion: policy.nexus.ai/v1", "kind: RBAC", "bindings:"]
-    for name, (tenant, roles) in CREDENTIALS.items():
-        digest = hashlib.sha256(plain[name].encode()).hexdigest()
-        for role in roles + (extra_roles or {}).get(name, ()):
-            lines += [
-                f"  - tenant: {tenant}",
-                f"    role: {role}",
-                "    apiKeys:",
-                f"      - id: {name}",
-                f"        sha256: {digest}",
-            ]
-    (directory / "credentials.yaml").write_text("\n".join(lines) + "\n")
+    """Rebind the same keys with ``extra_roles`` added (a change to publish)."""
+    grants = [
+        KeyGrant(g.key_id, g.tenant, g.roles + extra_roles.get(g.key_id, ())) for g in CREDENTIALS
+    ]
+    write_key_overlay(grants, plain, directory)
 
 
 @dataclass

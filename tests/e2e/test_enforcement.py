@@ -237,15 +237,26 @@ CASES: list[
     ),
     ("the DPO may erase", "acme-dpo", "acme", "DELETE", "/v1/subjects/s1", {}, None, 200, None),
     (
-        "legal hold blocks deletion",
+        "legal hold blocks deletion of its class",
         "stark-agent",
         "stark",
         "DELETE",
         "/v1/chats/c9",
-        {},
+        {"x-nexus-data-class": "uploaded-files"},
         None,
         403,
         "nexus.retention.legal_hold",
+    ),
+    (
+        "legal hold on one class leaves another class deletable",
+        "stark-agent",
+        "stark",
+        "DELETE",
+        "/v1/chats/c9",
+        {"x-nexus-data-class": "chat-history"},
+        None,
+        200,
+        None,
     ),
     (
         "retired prompt version",
@@ -613,3 +624,24 @@ def test_metrics_show_convergence(env: Environment) -> None:
     assert response.status_code == 200
     assert 'nexus_region_convergence_ratio{region="eu-west-1"} 1.0' in response.text
     assert 'nexus_enforcers{region="eu-west-1",state="active"} 1.0' in response.text
+
+
+def test_a_long_chat_context_reaches_the_upstream_unbuffered(env: Environment) -> None:
+    """Chat bodies are not forwarded to the policy, so no ext_authz body limit applies."""
+    long_context = {"messages": [{"role": "user", "content": "x" * (512 * 1024)}]}
+    response = env.call(
+        "acme-chat",
+        "acme",
+        "POST",
+        "/v1/chat/completions",
+        headers={"x-nexus-model": "gpt-4o"},
+        body=long_context,
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_tool_call_body_over_its_route_limit_is_refused_by_envoy(env: Environment) -> None:
+    """Tool arguments are read by the policy: their route forwards the body, up to its limit."""
+    huge = {"arguments": {"query": "x" * (128 * 1024)}}
+    response = env.call("acme-agent", "acme", "POST", "/v1/tools/web-search:invoke", body=huge)
+    assert response.status_code == 413

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from nexus_control.authoring.opa import Opa
+from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.process import ManagedProcess, free_port, http_ok
+from nexus_dataplane.request import GatewayRequest
+from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import GATEWAY, REGO
 
 pytestmark = pytest.mark.opa
@@ -63,6 +67,55 @@ def test_check_reports_problems_with_places_and_exit_code(
     report = json.loads(machine.stdout)
     assert report["ok"] is False
     assert {p["file"].rsplit("/", 1)[-1] for p in report["problems"]} == {"models.yaml"}
+
+
+def test_dev_keys_let_a_newcomer_call_every_example_role(
+    workspace: tuple[Path, dict[str, str]], tmp_path: Path, opa: Opa
+) -> None:
+    bundle, env = workspace
+    overlay = tmp_path / "dev-keys"
+    made = nexus("dev-keys", str(bundle), "--out", str(overlay), "--format", "json", env=env)
+    assert made.returncode == 0, made.stderr
+    keys = json.loads(made.stdout)["keys"]
+    written = (overlay / "throwaway-credentials.yaml").read_text()
+    assert keys and all(k["key"] not in written for k in keys), "only hashes reach the overlay"
+    roles = {(k["tenant"], k["roles"][0]) for k in keys}
+    assert ("acme", "chat-user") in roles and ("acme", "dpo") in roles
+    assert nexus("check", str(bundle), "--overlay", str(overlay), env=env).returncode == 0
+    nexus("keys", "init", env=env)
+    built = nexus("build", str(bundle), "--overlay", str(overlay), "--format", "json", env=env)
+    assert built.returncode == 0, built.stderr
+    archive = json.loads(built.stdout)["path"]
+    chat_key = next(k["key"] for k in keys if k["id"] == "dev-acme-chat-user")
+    request = GatewayRequest(
+        "POST",
+        "/v1/chat/completions",
+        {
+            "authorization": f"Bearer {chat_key}",
+            "x-nexus-tenant": "acme",
+            "x-nexus-model": "gpt-4o",
+        },
+    )
+    server = OpaServer(
+        opa.binary,
+        tmp_path / "opa",
+        args=[
+            "--bundle",
+            archive,
+            "--verification-key",
+            str(tmp_path / "keys" / "bundle-signing.pub.pem"),
+            "--verification-key-id",
+            "nexus-bundle-signing",
+            "--set",
+            "labels.region=eu-west-1",
+        ],
+    )
+    server.start_and_wait(bundles=False)
+    try:
+        with OpaClient(ClientOptions(server.url)) as client:
+            assert client.decide(request).allowed is True
+    finally:
+        server.stop()
 
 
 def test_build_diff_and_doctor(workspace: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
@@ -173,9 +226,9 @@ def test_dataplane_render_and_up_against_the_served_control_plane(
         nexus("publish", str(bundle), "--json", env={**env, "NEXUS_ADMIN_TOKEN": author}).stdout
     )
     nexus("approve", str(result["rollout"]["id"]), env={**env, "NEXUS_ADMIN_TOKEN": approver})
+    # No NEXUS_DATAPLANE_CONTROL_PLANE_URL: enforcers follow the control plane's NEXUS_URL.
     plane = {
         **env,
-        "NEXUS_DATAPLANE_CONTROL_PLANE_URL": env["NEXUS_URL"],
         "NEXUS_DATAPLANE_VERIFICATION_KEY_FILE": str(tmp_path / "keys" / "bundle-signing.pub.pem"),
         "NEXUS_DATAPLANE_WORKDIR": str(tmp_path / "dataplane"),
     }
@@ -192,6 +245,8 @@ def test_dataplane_render_and_up_against_the_served_control_plane(
     )
     assert rendered.returncode == 0, rendered.stderr
     assert (tmp_path / "cfg" / "envoy.yaml").exists()
+    opa_config = (tmp_path / "cfg" / "opa-config.yaml").read_text()
+    assert f"url: {env['NEXUS_URL']}/v1/opa" in opa_config
 
     up = nexus(
         "dataplane", "up", "--region", "eu-west-1", "--enforcers", "1", "--seconds", "8", env=plane
@@ -199,7 +254,11 @@ def test_dataplane_render_and_up_against_the_served_control_plane(
     assert up.returncode == 0, up.stderr
     assert "created enforcer token" in up.stderr
     assert "eu-west-1-1" in up.stdout
-    assert "enforcers stopped" in up.stderr
+    # Each enforcer's addresses are printed as soon as it is up, not when it stops.
+    ready = next(line for line in up.stderr.splitlines() if line.startswith("eu-west-1-1: gateway"))
+    assert "http://127.0.0.1:" in ready and "ext_authz 127.0.0.1:" in ready
+    assert env["NEXUS_URL"] in ready
+    assert up.stderr.index(ready) < up.stderr.index("enforcers stopped")
     operator = token(env, "operator", "olivia")
     fleet = json.loads(nexus("fleet", "--json", env={**env, "NEXUS_ADMIN_TOKEN": operator}).stdout)
     nexus_bundle = fleet["enforcers"][0]["bundles"]["nexus"]

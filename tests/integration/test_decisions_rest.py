@@ -1,5 +1,6 @@
 """The built bundle in a real OPA: a table of requests, every concern allowed and refused,
-asked through OPA's REST API exactly as Envoy's plugin would ask."""
+asked through OPA's REST API exactly as Envoy's plugin would ask. Every answer
+matches the decision-result schema of nexus_contract."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
+from nexus_contract.decision import DecisionResult, decision_schema
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.bundle import BuildOptions, build_bundle
 from nexus_control.authoring.opa import Opa
@@ -81,6 +84,8 @@ def test_decision_table(
     if credential is not None:
         sent["authorization"] = f"Bearer {plain[credential]}"
     decision = client.decide(GatewayRequest(method, path, sent, body))
+    jsonschema.validate(decision.raw, decision_schema())
+    DecisionResult.model_validate(decision.raw)
     assert decision.http_status == status
     assert decision.allowed is (status == 200)
     if rule is not None:

@@ -110,8 +110,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              200),
     Scenario("chat user may not erase", "demo-hooli-chat", "hooli", "DELETE",
              "/v1/subjects/subj-42", 403),
-    Scenario("delete under a legal hold", "demo-stark-agent", "stark", "DELETE", "/v1/chats/c-77",
-             403),
+    Scenario("delete a file under a legal hold", "demo-stark-agent", "stark", "DELETE",
+             "/v1/chats/c-77", 403, {"x-nexus-data-class": "uploaded-files"}),
+    Scenario("delete a chat: its class is not held", "demo-stark-agent", "stark", "DELETE",
+             "/v1/chats/c-78", 200, {"x-nexus-data-class": "chat-history"}),
     Scenario("unknown route", "demo-acme-chat", "acme", "GET", "/v1/admin", 404),
 )
 # fmt: on

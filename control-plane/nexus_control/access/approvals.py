@@ -24,6 +24,16 @@ from nexus_contract.errors import NexusError
 from nexus_control.access.signing_keys import approval_key_id
 from nexus_control.authoring.compiler import APPROVAL_AUDIENCE, APPROVAL_ISSUER
 
+__all__ = [
+    "DEFAULT_TTL_S",
+    "MAX_TTL_S",
+    "Approval",
+    "ApprovalError",
+    "arguments_digest",
+    "canonical_arguments",
+    "issue_approval",
+]
+
 DEFAULT_TTL_S = 300
 MAX_TTL_S = 3600
 

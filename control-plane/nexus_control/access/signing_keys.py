@@ -23,6 +23,22 @@ from nexus_audit.settings import DEFAULT_LOG_KEY_FILE, DEFAULT_MASTER_KEY_FILE, 
 from nexus_contract.errors import NexusError
 from nexus_runtime.secretfile import write_secret
 
+__all__ = [
+    "MAX_KEY_BYTES",
+    "RSA_BITS",
+    "AuditKeyPaths",
+    "KeyPaths",
+    "SigningKeyError",
+    "approval_jwks",
+    "approval_key_id",
+    "audit_settings_in",
+    "init_audit_keys",
+    "init_keys",
+    "load_approval_key",
+    "load_signing_key",
+    "public_pem",
+]
+
 RSA_BITS = 3072
 MAX_KEY_BYTES = 64 * 1024
 

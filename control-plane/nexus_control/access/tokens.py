@@ -21,6 +21,17 @@ from sqlalchemy.orm import Session
 from nexus_contract.errors import NexusError
 from nexus_control.store.tables import ApiToken
 
+__all__ = [
+    "TOKEN_PREFIX",
+    "Principal",
+    "Role",
+    "TokenError",
+    "authenticate",
+    "create_token",
+    "revoke_token",
+    "token_digest",
+]
+
 TOKEN_PREFIX = "nxp_"  # noqa: S105 - a prefix that marks our tokens in logs and scanners
 
 

@@ -16,6 +16,8 @@ from nexus_control.api.models import ToolApprovalIssued
 from nexus_control.store import outbox
 from nexus_runtime.http import ApiError, parse_body, read_body
 
+__all__ = ["MAX_APPROVAL_BYTES", "ToolApprovalRequest", "approve_tool_call", "router"]
+
 MAX_APPROVAL_BYTES = 64 * 1024
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])

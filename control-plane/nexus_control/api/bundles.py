@@ -11,6 +11,8 @@ from nexus_control.api.models import BundleDetail, BundleList, PublishResult, Ro
 from nexus_control.registry.revisions import MAX_ARCHIVE_BYTES
 from nexus_runtime.http import ApiError, read_body
 
+__all__ = ["get_bundle_revision", "list_bundles", "publish", "router"]
+
 router = APIRouter(prefix="/v1/bundles", tags=["bundles"])
 
 

@@ -11,6 +11,8 @@ from nexus_control.api.models import ControlEventList
 from nexus_control.store import outbox
 from nexus_control.store.tables import OutboxEvent
 
+__all__ = ["list_events", "router"]
+
 router = APIRouter(prefix="/v1/events", tags=["audit"])
 
 

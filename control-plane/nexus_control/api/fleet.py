@@ -10,6 +10,8 @@ from nexus_control.api.deps import FleetReaderDep, OperatorDep, PlaneDep
 from nexus_control.api.models import EnforcerList, RemovedEnforcer
 from nexus_runtime.http import ApiError
 
+__all__ = ["get_fleet", "remove_enforcer", "router"]
+
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 
 

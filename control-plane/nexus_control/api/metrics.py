@@ -14,6 +14,8 @@ from nexus_control.api.deps import OperatorDep, PlaneDep
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState
 
+__all__ = ["FleetCollector", "metrics", "router"]
+
 router = APIRouter(tags=["operations"])
 
 

@@ -19,6 +19,8 @@ from nexus_control.serving.enforcers import StatusReport
 from nexus_control.serving.protocol import answer_poll, held_revision, long_poll_wait
 from nexus_runtime.http import ApiError, parse_body, read_body
 
+__all__ = ["MAX_STATUS_BYTES", "get_bundle", "post_status", "router"]
+
 MAX_STATUS_BYTES = 1024 * 1024
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

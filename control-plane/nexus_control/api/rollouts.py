@@ -18,6 +18,20 @@ from nexus_control.api.models import (
     RolloutView,
 )
 
+__all__ = [
+    "MAX_ROLLOUT_ID",
+    "RolloutId",
+    "approve",
+    "get_rollout",
+    "list_rollouts",
+    "pause",
+    "promote",
+    "resume",
+    "rollback",
+    "rollout_status",
+    "router",
+]
+
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 
 MAX_ROLLOUT_ID = 2**63 - 1

@@ -11,6 +11,8 @@ from nexus_control.api.models import UsageResult
 from nexus_control.budgets.usage import UsageReport
 from nexus_runtime.http import parse_body, read_body
 
+__all__ = ["MAX_USAGE_BYTES", "post_usage", "router"]
+
 MAX_USAGE_BYTES = 16 * 1024
 
 router = APIRouter(tags=["gateway"])

@@ -40,6 +40,25 @@ from nexus_control.authoring.loader import BundleSources, Problem, load_bundle
 from nexus_control.authoring.opa import Opa, OpaError
 from nexus_control.authoring.policyset import PolicySet, resolve
 
+__all__ = [
+    "ARCHIVE_SUFFIX",
+    "BUNDLE_TESTS_DIR",
+    "DATA_PATH",
+    "MAX_ARCHIVE_BYTES",
+    "SIGNING_ALGORITHM",
+    "BuildError",
+    "BuildOptions",
+    "BuiltBundle",
+    "BundleContents",
+    "build_bundle",
+    "compile_sources",
+    "git_commit",
+    "policy_modules",
+    "read_bundle",
+    "read_bundle_bytes",
+    "revision_of",
+]
+
 DATA_PATH = "nexus/config/data.json"
 BUNDLE_TESTS_DIR = "tests"
 SIGNING_ALGORITHM = "RS256"

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nexus_control.authoring.policyset import PolicySet
 
-__all__ = ["KEY_PREFIX", "OVERLAY_FILE", "KeyGrant", "grants_for_every_binding", "throwaway_keys"]
+__all__ = [
+    "KEY_PREFIX",
+    "OVERLAY_FILE",
+    "KeyGrant",
+    "grants_for_every_binding",
+    "throwaway_keys",
+    "write_key_overlay",
+]
 
 KEY_PREFIX = "nx_"
 OVERLAY_FILE = "throwaway-credentials.yaml"
@@ -39,8 +46,16 @@ def grants_for_every_binding(policy: PolicySet) -> list[KeyGrant]:
 
 def throwaway_keys(grants: Sequence[KeyGrant], directory: Path) -> dict[str, str]:
     """Write an overlay binding a fresh key per grant; return {key id: plain key}."""
+    plain = {grant.key_id: KEY_PREFIX + secrets.token_urlsafe(32) for grant in grants}
+    write_key_overlay(grants, plain, directory)
+    return plain
+
+
+def write_key_overlay(
+    grants: Sequence[KeyGrant], plain: Mapping[str, str], directory: Path
+) -> None:
+    """Write the overlay binding ``plain[grant.key_id]`` per grant (its hash only)."""
     directory.mkdir(parents=True, exist_ok=True)
-    plain: dict[str, str] = {}
     lines = [
         "# Throwaway API keys (hashes only); the plain keys were printed once.",
         "apiVersion: policy.nexus.ai/v1",
@@ -48,7 +63,6 @@ def throwaway_keys(grants: Sequence[KeyGrant], directory: Path) -> dict[str, str
         "bindings:",
     ]
     for grant in grants:
-        plain[grant.key_id] = KEY_PREFIX + secrets.token_urlsafe(32)
         digest = hashlib.sha256(plain[grant.key_id].encode()).hexdigest()
         for role in grant.roles:
             lines += [
@@ -59,4 +73,3 @@ def throwaway_keys(grants: Sequence[KeyGrant], directory: Path) -> dict[str, str
                 f"        sha256: {digest}",
             ]
     (directory / OVERLAY_FILE).write_text("\n".join(lines) + "\n")
-    return plain

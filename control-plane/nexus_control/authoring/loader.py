@@ -21,6 +21,18 @@ from pydantic import ValidationError
 from nexus_contract.errors import NexusError
 from nexus_control.authoring.spec import API_VERSION, SPEC_KINDS, AnySpec, BundleSpec
 
+__all__ = [
+    "BUNDLE_FILE",
+    "MAX_SPEC_BYTES",
+    "BundleSources",
+    "PathKey",
+    "Problem",
+    "SpecDocument",
+    "SpecError",
+    "load_bundle",
+    "load_document",
+]
+
 BUNDLE_FILE = "bundle.yaml"
 MAX_SPEC_BYTES = 8 * 1024 * 1024
 

@@ -17,6 +17,8 @@ from nexus_contract.errors import NexusError
 from nexus_control.authoring.loader import Problem
 from nexus_runtime.toolchain import environ_with_tools
 
+__all__ = ["DEFAULT_TIMEOUT_S", "CoverageReport", "Opa", "OpaError", "TestResult"]
+
 DEFAULT_TIMEOUT_S = 600
 
 

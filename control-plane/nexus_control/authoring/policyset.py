@@ -45,6 +45,8 @@ from nexus_control.authoring.spec import (
     ToolsSpec,
 )
 
+__all__ = ["MAX_JWKS_BYTES", "WEIGHT_TOTAL", "ApiKeyGrant", "PolicySet", "resolve"]
+
 WEIGHT_TOTAL = 100
 MAX_JWKS_BYTES = 256 * 1024
 

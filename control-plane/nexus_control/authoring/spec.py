@@ -16,6 +16,48 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
+__all__ = [
+    "API_VERSION",
+    "ROUTE_PERMISSIONS",
+    "SPEC_KINDS",
+    "AnySpec",
+    "ApiKey",
+    "Binding",
+    "Budget",
+    "BundleSpec",
+    "DataClass",
+    "Flag",
+    "Identifier",
+    "IdentitySpec",
+    "Issuer",
+    "Model",
+    "ModelsSpec",
+    "Override",
+    "Permission",
+    "Plan",
+    "PlanName",
+    "Prompt",
+    "PromptVersion",
+    "PromptsSpec",
+    "RbacSpec",
+    "Region",
+    "RegionsSpec",
+    "RetentionRule",
+    "RetentionSpec",
+    "Risk",
+    "RiskLevel",
+    "Role",
+    "RolloutsSpec",
+    "Sha256Hex",
+    "Tenant",
+    "TenantRetention",
+    "TenantsSpec",
+    "Text",
+    "Tool",
+    "ToolsSpec",
+    "Variant",
+]
+
 API_VERSION = "policy.nexus.ai/v1"
 
 Identifier = Annotated[

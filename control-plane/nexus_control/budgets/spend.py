@@ -14,6 +14,17 @@ from typing import Protocol
 
 import redis
 
+__all__ = [
+    "REQUEST_ID_TTL_S",
+    "InProcessSpendStore",
+    "RedisSpendStore",
+    "SpendStore",
+    "SpendTotals",
+    "Usage",
+    "make_spend_store",
+    "period_of",
+]
+
 REQUEST_ID_TTL_S = 62 * 24 * 3600
 """How long a request id is remembered: longer than any budget period."""
 

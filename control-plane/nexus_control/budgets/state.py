@@ -22,6 +22,16 @@ from nexus_contract.wire import STATE_BUNDLE, STATE_ROOTS
 from nexus_control.authoring.opa import Opa
 from nexus_control.store.tables import StateBundle
 
+__all__ = [
+    "DisabledEntry",
+    "SignedState",
+    "SpendRatios",
+    "StateDocument",
+    "build_state_bundle",
+    "current_state",
+    "store_state",
+]
+
 
 class SpendRatios(TypedDict):
     """Spend ÷ cap for the period: ≥ 1 means the cap is reached."""

@@ -23,6 +23,15 @@ from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocumen
 from nexus_control.store import outbox
 from nexus_control.store.tables import DisabledTenant
 
+__all__ = [
+    "UnknownTenantError",
+    "UsageOutcome",
+    "UsageReport",
+    "ratios",
+    "record_usage",
+    "state_document",
+]
+
 _Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")]
 
 

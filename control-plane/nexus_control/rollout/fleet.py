@@ -18,6 +18,17 @@ from pydantic import Field
 from nexus_control.authoring.loader import Problem, SpecError, load_document
 from nexus_control.authoring.spec import Identifier, _Strict
 
+__all__ = [
+    "DEFAULT_ACTIVATION_DEADLINE_S",
+    "DEFAULT_SOAK_S",
+    "DEFAULT_STALE_AFTER_S",
+    "Fleet",
+    "FleetSpec",
+    "RegionConfig",
+    "fleet_yaml",
+    "load_fleet",
+]
+
 DEFAULT_SOAK_S = 30
 DEFAULT_ACTIVATION_DEADLINE_S = 120
 DEFAULT_STALE_AFTER_S = 30

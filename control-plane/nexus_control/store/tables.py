@@ -27,6 +27,22 @@ from sqlalchemy.types import TypeDecorator
 
 from nexus_control.rollout.states import RolloutState
 
+__all__ = [
+    "ApiToken",
+    "Approval",
+    "Base",
+    "BundleRevision",
+    "DisabledTenant",
+    "Enforcer",
+    "EnforcerBundle",
+    "OutboxEvent",
+    "RegionTarget",
+    "Rollout",
+    "RolloutEvent",
+    "StateBundle",
+    "UtcDateTime",
+]
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in and out, on every database.

@@ -1,4 +1,4 @@
-"""NIST's OSCAL assessment-results JSON schema, read at run time from the Maven cache.
+"""NIST's OSCAL assessment-results JSON schema, read at run time from bootstrap's Maven cache.
 
 The schema is draft-07, but its patterns use ``\\p{L}`` / ``\\p{N}``, which
 Python's ``re`` lacks; the validator checks ``pattern`` with the ``regex``
@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import regex
 from jsonschema import Draft7Validator, ValidationError, validators
 
+from nexus_runtime.toolchain import maven_repository
+
 LIBOSCAL_JAR = (
-    Path.home()
-    / ".m2/repository/gov/nist/secauto/oscal/liboscal-java/3.0.3/liboscal-java-3.0.3.jar"
+    maven_repository() / "gov/nist/secauto/oscal/liboscal-java/3.0.3/liboscal-java-3.0.3.jar"
 )
 AR_SCHEMA_MEMBER = "schema/json/oscal-ar_schema.json"
 
