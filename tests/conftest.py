@@ -17,7 +17,7 @@ from nexus_control.access.signing_keys import KeyPaths, init_keys, load_signing_
 from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
 from nexus_control.authoring.opa import Opa
 from nexus_runtime.toolchain import find_opa
-from tests.servers import PostgresServer, RedisServer
+from tests.fixtures.servers import PostgresServer, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"

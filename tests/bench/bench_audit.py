@@ -20,7 +20,7 @@
    own): every leaf rehashed, every stored node and checkpoint checked.
 
 PostgreSQL is the one given, or a throwaway server started here
-(tests.servers.PostgresServer); a fresh database is created either way.
+(tests.fixtures.servers.PostgresServer); a fresh database is created either way.
 """
 
 from __future__ import annotations
@@ -512,7 +512,7 @@ def _postgres(url: str | None) -> Iterator[str]:
         yield url
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.servers import PostgresServer
+    from tests.fixtures.servers import PostgresServer
 
     server = PostgresServer()
     server.start()

@@ -76,7 +76,7 @@ from tests.bench.common import (
     report,
 )
 from tests.bench.plane import bench_database
-from tests.e2e.harness import GATEWAY, KEY_ID, Environment, credentials_overlay
+from tests.fixtures.environment import GATEWAY, KEY_ID, Environment, credentials_overlay
 
 NAME = "rollout"
 TITLE = "Rollout over 3 regions in 3 waves (soak 0): publish -> completed, bad -> rolled back"

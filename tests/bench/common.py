@@ -30,7 +30,7 @@ from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
 from nexus_control.authoring.opa import Opa
 from tests.bench.generate import GeneratedBundle, generate
-from tests.e2e.harness import KEY_ID
+from tests.fixtures.environment import KEY_ID
 
 LOOPBACK = "127.0.0.1"
 

@@ -1,6 +1,6 @@
 """The control plane the enforcement benchmarks run against, built from the e2e harness.
 
-:class:`BenchPlane` is the harness's :class:`~tests.e2e.harness.Environment`
+:class:`BenchPlane` is the harness's :class:`~tests.fixtures.environment.Environment`
 (control plane on a thread over SQLite or PostgreSQL, tokens per role,
 publishing with approval when a change needs it) with three differences:
 it publishes a bundle the benchmark built (a generated one) instead of the
@@ -27,7 +27,7 @@ from nexus_dataplane.upstream import Upstream
 from nexus_runtime.toolchain import find_envoy
 from tests.bench.common import Context
 from tests.bench.upstream import FastUpstream
-from tests.e2e.harness import KEY_ID, Environment
+from tests.fixtures.environment import KEY_ID, Environment
 
 DEFAULT_DEBOUNCE_S = float(ControlSettings.model_fields["state_debounce_s"].default)
 
@@ -88,7 +88,7 @@ def bench_database(ctx: Context, workdir: Path) -> Iterator[str | None]:
     if not ctx.postgres:
         yield None
         return
-    from tests.servers import PostgresServer
+    from tests.fixtures.servers import PostgresServer
 
     postgres = PostgresServer()
     postgres.start()

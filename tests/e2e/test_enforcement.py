@@ -7,7 +7,7 @@ import json
 import tarfile
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,8 +19,9 @@ from nexus_control.access.signing_keys import KeyPaths, load_approval_key
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.spend import RedisSpendStore
 from nexus_control.store.tables import BundleRevision, RegionTarget
-from tests.e2e.harness import Environment, credentials_overlay, eventually, write_overlay
-from tests.servers import PostgresServer, RedisServer
+from tests.fixtures.cases import CASES
+from tests.fixtures.environment import Environment, credentials_overlay, eventually, write_overlay
+from tests.fixtures.servers import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis]
 
@@ -70,206 +71,6 @@ def env(
 
 def reasons(response: Any) -> list[str]:
     return [r["rule"] for r in response.json()["reasons"]]
-
-
-def days_ago(days: int) -> dict[str, str]:
-    moment = datetime.now(UTC) - timedelta(days=days)
-    return {"x-nexus-record-created": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-# (name, credential, tenant, method, path, headers, body, status, rule expected among reasons)
-CASES: list[
-    tuple[str, str | None, str, str, str, dict[str, str], dict[str, Any] | None, int, str | None]
-] = [
-    (
-        "rbac allows chat",
-        "acme-chat",
-        "acme",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4o"},
-        {},
-        200,
-        None,
-    ),
-    (
-        "authn refuses no credential",
-        None,
-        "acme",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4o"},
-        None,
-        401,
-        "nexus.identity.credential_missing",
-    ),
-    (
-        "authn refuses a wrong key",
-        None,
-        "acme",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4o", "authorization": "Bearer nx_not-a-key"},
-        None,
-        401,
-        "nexus.identity.credential_invalid",
-    ),
-    (
-        "rbac refuses a missing permission",
-        "acme-chat",
-        "acme",
-        "POST",
-        "/v1/tools/web-search:invoke",
-        {},
-        {"arguments": {"query": "x"}},
-        403,
-        "nexus.rbac.permission_denied",
-    ),
-    (
-        "tenant isolation",
-        "acme-chat",
-        "hooli",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4o"},
-        None,
-        403,
-        "nexus.identity.tenant_mismatch",
-    ),
-    (
-        "residency refuses a US tenant in the EU",
-        "globex-chat",
-        "globex",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4o"},
-        None,
-        403,
-        "nexus.residency.jurisdiction_mismatch",
-    ),
-    (
-        "suspended tenant",
-        "wayne-chat",
-        "wayne",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4o"},
-        None,
-        403,
-        "nexus.tenants.tenant_suspended",
-    ),
-    (
-        "model entitlement",
-        "umbrella-chat",
-        "umbrella",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4.1"},
-        None,
-        403,
-        "nexus.models.model_not_entitled",
-    ),
-    (
-        "tool with valid arguments",
-        "acme-agent",
-        "acme",
-        "POST",
-        "/v1/tools/web-search:invoke",
-        {},
-        {"arguments": {"query": "opa"}},
-        200,
-        None,
-    ),
-    (
-        "tool arguments against the schema",
-        "acme-agent",
-        "acme",
-        "POST",
-        "/v1/tools/web-search:invoke",
-        {},
-        {"arguments": {"query": 5}},
-        400,
-        "nexus.tools.arguments_invalid",
-    ),
-    (
-        "high-risk tool without approval",
-        "acme-agent",
-        "acme",
-        "POST",
-        "/v1/tools/code-exec:invoke",
-        {},
-        {"arguments": {"language": "python", "source": "print(1)"}},
-        403,
-        "nexus.tools.approval_required",
-    ),
-    (
-        "retention allows a recent read",
-        "acme-chat",
-        "acme",
-        "GET",
-        "/v1/chats/c1",
-        days_ago(3),
-        None,
-        200,
-        None,
-    ),
-    (
-        "retention refuses an expired read",
-        "acme-chat",
-        "acme",
-        "GET",
-        "/v1/chats/c1",
-        days_ago(31),
-        None,
-        410,
-        "nexus.retention.retention_expired",
-    ),
-    (
-        "erasure needs the DPO role",
-        "acme-chat",
-        "acme",
-        "DELETE",
-        "/v1/subjects/s1",
-        {},
-        None,
-        403,
-        "nexus.rbac.permission_denied",
-    ),
-    ("the DPO may erase", "acme-dpo", "acme", "DELETE", "/v1/subjects/s1", {}, None, 200, None),
-    (
-        "legal hold blocks deletion of its class",
-        "stark-agent",
-        "stark",
-        "DELETE",
-        "/v1/chats/c9",
-        {"x-nexus-data-class": "uploaded-files"},
-        None,
-        403,
-        "nexus.retention.legal_hold",
-    ),
-    (
-        "legal hold on one class leaves another class deletable",
-        "stark-agent",
-        "stark",
-        "DELETE",
-        "/v1/chats/c9",
-        {"x-nexus-data-class": "chat-history"},
-        None,
-        200,
-        None,
-    ),
-    (
-        "retired prompt version",
-        "stark-agent",
-        "stark",
-        "POST",
-        CHAT,
-        {"x-nexus-model": "gpt-4o", "x-nexus-prompt": "support-agent@1"},
-        None,
-        400,
-        "nexus.rollout.prompt_version_retired",
-    ),
-]
 
 
 @pytest.mark.parametrize(

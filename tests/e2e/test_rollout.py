@@ -20,7 +20,13 @@ from nexus_control.authoring.opa import Opa
 from nexus_control.rollout.fleet import fleet_yaml
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
 from nexus_runtime.toolchain import find_envoy
-from tests.e2e.harness import KEY_ID, Environment, credentials_overlay, eventually, write_overlay
+from tests.fixtures.environment import (
+    KEY_ID,
+    Environment,
+    credentials_overlay,
+    eventually,
+    write_overlay,
+)
 
 pytestmark = [pytest.mark.opa]
 
@@ -159,7 +165,7 @@ def narrowing(env: FleetEnvironment, tag: str) -> BuiltBundle:
     Every call gives a new revision (revisions are content addresses: a comment
     would not change one).
     """
-    from tests.e2e.harness import GATEWAY
+    from tests.fixtures.environment import GATEWAY
 
     days = 365 - next(_NARROWINGS)
     text = (GATEWAY / "retention.yaml").read_text()

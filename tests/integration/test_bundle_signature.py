@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,24 +14,9 @@ from nexus_dataplane.process import ProcessError
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import TEST_KEY_ID
+from tests.fixtures.archives import rewrite_archive
 
 pytestmark = pytest.mark.opa
-
-
-def rewrite_archive(source: Path, target: Path, change: dict[str, bytes | None]) -> None:
-    """Copy a bundle archive, replacing (bytes) or dropping (None) named members."""
-    with tarfile.open(source, "r:gz") as tar_in, tarfile.open(target, "w:gz") as tar_out:
-        for member in tar_in.getmembers():
-            name = member.name.lstrip("/")
-            handle = tar_in.extractfile(member)
-            content = handle.read() if handle else b""
-            if name in change:
-                if change[name] is None:
-                    continue
-                content = change[name]  # type: ignore[assignment]
-            info = tarfile.TarInfo(member.name)
-            info.size = len(content)
-            tar_out.addfile(info, io.BytesIO(content))
 
 
 def start_opa(opa_bin: Path, workdir: Path, bundle: Path, public_key: Path) -> OpaServer:

@@ -94,7 +94,7 @@ def test_publish_stores_the_revision_once(
 def test_publish_refuses_a_tampered_or_unsigned_archive(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle, plane: ControlPlane
 ) -> None:
-    from tests.integration.test_bundle_signature import rewrite_archive
+    from tests.fixtures.archives import rewrite_archive
 
     work = Path(plane._tmp.name)
     unsigned = work / "unsigned.tar.gz"

@@ -19,8 +19,8 @@ from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import GATEWAY, TEST_KEY_ID
-from tests.e2e.harness import credentials_overlay
-from tests.e2e.test_enforcement import CASES
+from tests.fixtures.cases import CASES
+from tests.fixtures.environment import credentials_overlay
 
 pytestmark = pytest.mark.opa
 

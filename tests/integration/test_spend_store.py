@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from nexus_control.budgets.spend import InProcessSpendStore, RedisSpendStore, SpendStore, Usage
-from tests.servers import RedisServer
+from tests.fixtures.servers import RedisServer
 
 
 def usage(

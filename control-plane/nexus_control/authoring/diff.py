@@ -204,6 +204,18 @@ def _budgets(old: Config, new: Config) -> Iterator[Change]:
             )
 
 
+def _set_change(
+    area: str, subject: str, before: set[str], after: set[str], gained: str, lost: str
+) -> Iterator[Change]:
+    """Members gained widen access, members lost narrow it (permissions, plans)."""
+    if after - before:
+        detail = f"{gained} {', '.join(sorted(after - before))}"
+        yield Change(area=area, subject=subject, detail=detail, effect=Effect.WIDENS)
+    if before - after:
+        detail = f"{lost} {', '.join(sorted(before - after))}"
+        yield Change(area=area, subject=subject, detail=detail, effect=Effect.NARROWS)
+
+
 def _grants(old: Config, new: Config) -> Iterator[Change]:
     before, after = _section(old, "grants"), _section(new, "grants")
     for tid in sorted(before.keys() | after.keys()):
@@ -211,21 +223,9 @@ def _grants(old: Config, new: Config) -> Iterator[Change]:
         for subject in sorted(subjects_a.keys() | subjects_b.keys()):
             perms_a = set(subjects_a.get(subject, {}))
             perms_b = set(subjects_b.get(subject, {}))
-            name = f"{tid}/{subject}"
-            if perms_b - perms_a:
-                yield Change(
-                    area="grant",
-                    subject=name,
-                    detail="granted " + ", ".join(sorted(perms_b - perms_a)),
-                    effect=Effect.WIDENS,
-                )
-            if perms_a - perms_b:
-                yield Change(
-                    area="grant",
-                    subject=name,
-                    detail="revoked " + ", ".join(sorted(perms_a - perms_b)),
-                    effect=Effect.NARROWS,
-                )
+            yield from _set_change(
+                "grant", f"{tid}/{subject}", perms_a, perms_b, "granted", "revoked"
+            )
 
 
 def _api_keys(old: Config, new: Config) -> Iterator[Change]:
@@ -269,20 +269,7 @@ def _roles(old: Config, new: Config) -> Iterator[Change]:
     for rid in sorted(before.keys() & after.keys()):
         perms_a = set(before[rid].get("permissions", {}))
         perms_b = set(after[rid].get("permissions", {}))
-        if perms_b - perms_a:
-            yield Change(
-                area="role",
-                subject=rid,
-                detail="adds " + ", ".join(sorted(perms_b - perms_a)),
-                effect=Effect.WIDENS,
-            )
-        if perms_a - perms_b:
-            yield Change(
-                area="role",
-                subject=rid,
-                detail="drops " + ", ".join(sorted(perms_a - perms_b)),
-                effect=Effect.NARROWS,
-            )
+        yield from _set_change("role", rid, perms_a, perms_b, "adds", "drops")
 
 
 def _models(old: Config, new: Config) -> Iterator[Change]:
@@ -291,20 +278,7 @@ def _models(old: Config, new: Config) -> Iterator[Change]:
     for mid in sorted(before.keys() & after.keys()):
         plans_a = set(before[mid].get("plans", {}))
         plans_b = set(after[mid].get("plans", {}))
-        if plans_b - plans_a:
-            yield Change(
-                area="model",
-                subject=mid,
-                detail="opened to plans " + ", ".join(sorted(plans_b - plans_a)),
-                effect=Effect.WIDENS,
-            )
-        if plans_a - plans_b:
-            yield Change(
-                area="model",
-                subject=mid,
-                detail="closed to plans " + ", ".join(sorted(plans_a - plans_b)),
-                effect=Effect.NARROWS,
-            )
+        yield from _set_change("model", mid, plans_a, plans_b, "opened to plans", "closed to plans")
 
 
 def _tools(old: Config, new: Config) -> Iterator[Change]:

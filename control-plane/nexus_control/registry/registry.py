@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,7 +40,7 @@ class Registry:
         self.key = key
         self._lock = threading.Lock()
         self._archives: OrderedDict[str, bytes] = OrderedDict()
-        self._configs: OrderedDict[str, CompiledConfig] = OrderedDict()
+        self._configs: OrderedDict[str, Any] = OrderedDict()
 
     def publish(self, session: Session, archive: bytes, author: str) -> Published:
         """Verify and store ``archive`` in the caller's transaction (see `revisions.publish`)."""
@@ -69,37 +69,27 @@ class Registry:
 
     def archive(self, revision: str) -> bytes:
         """The archive of ``revision``."""
-        with self._lock:
-            cached = self._archives.get(revision)
-        if cached is not None:
-            return cached
-        with self.db.session() as session:
-            archive = session.scalar(
-                select(BundleRevision.archive).where(BundleRevision.revision == revision)
-            )
-        if archive is None:
-            raise RevisionNotFoundError(f"no revision {revision}")
-        with self._lock:
-            self._archives[revision] = archive
-            while len(self._archives) > ARCHIVE_CACHE_SIZE:
-                self._archives.popitem(last=False)
+        archive: bytes = self._cached(
+            self._archives, ARCHIVE_CACHE_SIZE, revision, BundleRevision.archive
+        )
         return archive
 
     def config(self, revision: str) -> CompiledConfig:
         """The compiled ``data.nexus.config`` of ``revision``."""
+        raw = self._cached(self._configs, CONFIG_CACHE_SIZE, revision, BundleRevision.config)
+        return cast(CompiledConfig, raw)
+
+    def _cached(self, cache: OrderedDict[str, Any], size: int, revision: str, column: Any) -> Any:
+        """One column of ``revision``, read once: revisions never change."""
         with self._lock:
-            cached = self._configs.get(revision)
-        if cached is not None:
-            return cached
+            if revision in cache:
+                return cache[revision]
         with self.db.session() as session:
-            raw = session.scalar(
-                select(BundleRevision.config).where(BundleRevision.revision == revision)
-            )
-        if raw is None:
-            raise RevisionNotFoundError(f"revision {revision} is not in the registry")
-        config = cast(CompiledConfig, raw)
+            value = session.scalar(select(column).where(BundleRevision.revision == revision))
+        if value is None:
+            raise RevisionNotFoundError(f"no revision {revision}")
         with self._lock:
-            self._configs[revision] = config
-            while len(self._configs) > CONFIG_CACHE_SIZE:
-                self._configs.popitem(last=False)
-        return config
+            cache[revision] = value
+            while len(cache) > size:
+                cache.popitem(last=False)
+        return value

@@ -9,7 +9,7 @@ import pytest
 
 from nexus_audit.catalog import Catalogs, load_catalogs
 from nexus_audit.service import AuditLog
-from tests.servers import PostgresServer
+from tests.fixtures.servers import PostgresServer
 from tests.unit.audit.harness import open_log
 
 LogFactory = Callable[..., AuditLog]

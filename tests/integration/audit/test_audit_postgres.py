@@ -14,8 +14,8 @@ from nexus_audit.cli import audit_app
 from nexus_audit.erasure import erase
 from nexus_audit.payloads import PayloadStatus
 from nexus_audit.verify import LeafHashMismatchError, verify_log
+from tests.fixtures.servers import PostgresServer
 from tests.integration.audit.conftest import LogFactory, psql
-from tests.servers import PostgresServer
 from tests.unit.audit.harness import LOG_KEY
 from tests.unit.audit.opa_events import events, gzip_batch
 
