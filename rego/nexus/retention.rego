@@ -103,6 +103,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - GDPR:Art.17
 #     - SOC2:P4.3
 #     - ISO27001:A.5.33
+#     - HIPAA:164.312(c)(1)
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	erasing_routes[request.route]
 	count(held_classes) > 0
