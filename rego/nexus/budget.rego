@@ -43,6 +43,7 @@ percent(ratio) := sprintf("%v%%", [round(ratio * 100)])
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	data.nexus_state.disabled[request.tenant]
 	msg := sprintf("tenant %q is disabled: %s", [request.tenant, disabled_reason])
@@ -58,6 +59,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	metered
 	spend.ratio >= 1
@@ -74,6 +76,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chat.completions"
 	ratio := spend.models[rollout.model]
@@ -91,6 +94,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	metered
 	ratio := spend.features[feature]

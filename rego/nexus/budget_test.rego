@@ -56,7 +56,7 @@ test_tenant_cap_is_429 if {
 	rs == {{
 		"rule": "nexus.budget.tenant_cap_reached",
 		"message": `tenant "globex" has used 100% of its monthly budget`,
-		"controls": ["SOC2:A1.1", "ISO27001:A.8.6"],
+		"controls": ["SOC2:A1.1", "ISO27001:A.8.6", "ISO42001:A.4.5"],
 		"status": 429,
 	}}
 }

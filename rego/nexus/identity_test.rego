@@ -51,7 +51,7 @@ test_missing_authorization_is_401 if {
 	r := only_reason({"x-nexus-tenant": "acme"})
 	r.rule == "nexus.identity.credential_missing"
 	r.status == 401
-	r.controls == ["SOC2:CC6.1", "ISO27001:A.5.17", "ISO27001:A.8.5"]
+	r.controls == ["SOC2:CC6.1", "ISO27001:A.5.17", "ISO27001:A.8.5", "HIPAA:164.312(d)", "HIPAA:164.308(a)(5)(ii)(C)", "PCI:8.3.1", "PCI:10.2.1.4"]
 }
 
 test_non_bearer_scheme_is_missing_credential if {
@@ -146,7 +146,7 @@ test_credential_of_another_tenant_is_403 if {
 	r.rule == "nexus.identity.tenant_mismatch"
 	r.status == 403
 	r.message == `the credential was not issued for tenant "globex"`
-	r.controls == ["SOC2:CC6.1", "SOC2:CC6.3", "ISO27001:A.5.15", "ISO27001:A.8.3"]
+	r.controls == ["SOC2:CC6.1", "SOC2:CC6.3", "ISO27001:A.5.15", "ISO27001:A.8.3", "HIPAA:164.312(a)(1)", "PCI:7.3.1", "PCI:10.2.1.4"]
 }
 
 test_jwt_of_another_tenant_is_403 if {

@@ -37,7 +37,7 @@ test_unknown_model_is_400 if {
 	rs == {{
 		"rule": "nexus.models.model_unknown",
 		"message": `model "gpt-9" is not known`,
-		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26"],
+		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26", "ISO42001:A.6.2.5", "ISO42001:A.9.4"],
 		"status": 400,
 	}}
 }

@@ -115,6 +115,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - GDPR:Art.17
 #     - SOC2:P4.3
 #     - ISO27001:A.5.33
+#     - HIPAA:164.312(c)(1)
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	count(blocking_holds) > 0
 	msg := sprintf("tenant %q has a legal hold on %s", [request.tenant, concat(", ", blocking_holds)])

@@ -111,7 +111,7 @@ test_legal_hold_on_any_class_blocks_erasure_of_a_subject if {
 test_legal_hold_carries_erasure_controls if {
 	rs := retention.deny with input as request_for("globex", "DELETE", "/v1/subjects/u-1", {})
 		with data.nexus.config as fx.config
-	{r.controls | some r in rs} == {["GDPR:Art.17", "SOC2:P4.3", "ISO27001:A.5.33"]}
+	{r.controls | some r in rs} == {["GDPR:Art.17", "SOC2:P4.3", "ISO27001:A.5.33", "HIPAA:164.312(c)(1)"]}
 }
 
 test_default_legal_hold_applies_to_every_tenant_without_its_own_policy if {

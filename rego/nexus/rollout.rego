@@ -99,6 +99,8 @@ prompt_version := prompt.default_version if {
 #   controls:
 #     - SOC2:CC8.1
 #     - ISO27001:A.8.32
+#     - PCI:6.5.1
+#     - ISO42001:A.6.2.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	prompt_header
 	not prompt
@@ -115,6 +117,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC8.1
 #     - ISO27001:A.8.32
+#     - PCI:6.5.1
+#     - ISO42001:A.6.2.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	prompt
 	not prompt.versions[prompt_version]
@@ -131,6 +135,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC8.1
 #     - ISO27001:A.8.32
+#     - PCI:6.5.1
+#     - ISO42001:A.6.2.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	prompt.versions[prompt_version].status == "retired"
 	msg := sprintf("version %q of prompt %q is retired", [prompt_version, prompt_id])

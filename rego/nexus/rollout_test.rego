@@ -121,7 +121,7 @@ test_unknown_prompt_is_400 if {
 	rs == {{
 		"rule": "nexus.rollout.prompt_unknown",
 		"message": `x-nexus-prompt "nope@1" names no known prompt`,
-		"controls": ["SOC2:CC8.1", "ISO27001:A.8.32"],
+		"controls": ["SOC2:CC8.1", "ISO27001:A.8.32", "PCI:6.5.1", "ISO42001:A.6.2.5"],
 		"status": 400,
 	}}
 }

@@ -68,6 +68,11 @@ default approval_verified := false
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - EUAIACT:Art.14
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:7.2.3
+#     - ISO42001:A.9.2
 approval_verified if {
 	approval_claims.tenant == request.tenant
 	approval_claims.tool == request.tool_id
@@ -95,6 +100,7 @@ approval_problem := "it failed ES256 verification of its signature, issuer, audi
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "tools.invoke"
 	not tool
@@ -111,6 +117,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "tools.invoke"
 	named := request.headers["x-nexus-tool"]
@@ -128,6 +135,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	tool
 	not arguments
@@ -144,6 +152,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	arguments
 	not arguments_valid
@@ -160,6 +169,11 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - EUAIACT:Art.14
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:7.2.3
+#     - ISO42001:A.9.2
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	tool.approval_required == true
 	not approval_token
@@ -178,6 +192,11 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - EUAIACT:Art.14
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:7.2.3
+#     - ISO42001:A.9.2
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	approval_token
 	not approval_verified

@@ -36,7 +36,7 @@ test_unknown_tool_is_404 if {
 	rs == {{
 		"rule": "nexus.tools.tool_unknown",
 		"message": `tool "rm-rf" is not known`,
-		"controls": ["SOC2:CC6.3", "ISO27001:A.8.2"],
+		"controls": ["SOC2:CC6.3", "ISO27001:A.8.2", "ISO42001:A.9.4"],
 		"status": 404,
 	}}
 }

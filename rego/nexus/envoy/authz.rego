@@ -5,6 +5,15 @@
 #   request. Reasons come in stages so the first failing stage explains a
 #   refusal: (1) the request itself, (2) the credential, (3) every other
 #   concern together.
+# labels:
+#   controls:
+#     - EUAIACT:Art.12
+#     - EUAIACT:Art.19
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:10.2.1
+#     - PCI:10.2.2
+#     - ISO42001:A.6.2.8
 package nexus.envoy.authz
 
 import data.nexus.budget

@@ -33,6 +33,9 @@ credential := token if {
 #     - SOC2:CC7.2
 #     - ISO27001:A.8.11
 #     - ISO27001:A.8.15
+#     - HIPAA:164.312(b)
+#     - PCI:8.3.2
+#     - ISO42001:A.6.2.8
 mask contains path if {
 	some header in ["x-nexus-approval", "cookie", "x-api-key"]
 	path := concat("/", [request_path, "headers", header])
