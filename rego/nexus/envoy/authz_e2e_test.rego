@@ -99,7 +99,11 @@ test_invalid_credential_is_401_and_hides_the_rest if {
 
 test_expired_jwt_is_401 if {
 	token := fx.sign(fx.keys.idp_rsa, object.union(fx.alice_claims, {"exp": fx.now_s - 60}))
-	d := decide(fx.http_request("POST", "/v1/chat/completions", {"authorization": fx.bearer(token), "x-nexus-tenant": "acme", "x-nexus-model": "gpt-4o"}))
+	d := decide(fx.http_request("POST", "/v1/chat/completions", {
+		"authorization": fx.bearer(token),
+		"x-nexus-tenant": "acme",
+		"x-nexus-model": "gpt-4o",
+	}))
 	denied(d, 401, {"nexus.identity.credential_invalid"})
 }
 
@@ -120,7 +124,11 @@ ghost_config := json.patch(fx.config, [{
 
 test_tenant_unknown_to_the_config_is_403 if {
 	token := fx.sign(fx.keys.idp_rsa, object.union(fx.alice_claims, {"nexus_tenant": "ghost"}))
-	request := fx.http_request("POST", "/v1/chat/completions", {"authorization": fx.bearer(token), "x-nexus-tenant": "ghost", "x-nexus-model": "gpt-4o"})
+	request := fx.http_request("POST", "/v1/chat/completions", {
+		"authorization": fx.bearer(token),
+		"x-nexus-tenant": "ghost",
+		"x-nexus-model": "gpt-4o",
+	})
 	d := authz.decision with input as request
 		with data.nexus.config as ghost_config
 		with data.nexus_state as fx.state
@@ -167,7 +175,8 @@ test_canary_routes_to_a_model_the_plan_lacks if {
 }
 
 test_override_routes_the_tenant if {
-	d := decide_in(request_for("umbrella", fx.umbrella_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"}), fx.runtime_us)
+	req := request_for("umbrella", fx.umbrella_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"})
+	d := decide_in(req, fx.runtime_us)
 	allowed(d)
 	d.headers == {"x-nexus-route-model": "gpt-4.1"}
 }
@@ -322,5 +331,8 @@ test_deny_body_is_the_json_of_the_reasons if {
 		"message": `model "gpt-9" is not known`,
 		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26"],
 	}]})
-	object.keys(d) == {"allowed", "http_status", "headers", "response_headers_to_add", "request_headers_to_remove", "body", "reasons"}
+	object.keys(d) == {
+		"allowed", "http_status", "headers", "response_headers_to_add",
+		"request_headers_to_remove", "body", "reasons",
+	}
 }
