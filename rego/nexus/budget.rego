@@ -23,10 +23,12 @@ feature := request.headers["x-nexus-feature"]
 soft_cap_ratio := data.nexus.config.tenants[request.tenant].budget.soft_cap_ratio
 
 # Any entry disables the tenant, whatever its shape; the reason is a courtesy.
+default disabled_reason := "budget exhausted"
+
 disabled_reason := text if {
 	text := data.nexus_state.disabled[request.tenant].reason
 	is_string(text)
-} else := "budget exhausted"
+}
 
 # Whole percents are precise enough for a person reading a message or header.
 percent(ratio) := sprintf("%v%%", [round(ratio * 100)])

@@ -81,7 +81,11 @@ test_model_cap_is_429 if {
 }
 
 test_model_cap_follows_rollout_routing if {
-	config := json.patch(fx.config, [{"op": "add", "path": "/rollouts/models/chat-default/overrides/acme", "value": "gpt-4.1"}])
+	config := json.patch(fx.config, [{
+		"op": "add",
+		"path": "/rollouts/models/chat-default/overrides/acme",
+		"value": "gpt-4.1",
+	}])
 	rs := budget.deny with input as chat_for("acme", {"x-nexus-model": "chat-default"})
 		with data.nexus.config as config
 		with data.nexus_state as fx.state

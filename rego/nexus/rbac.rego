@@ -36,6 +36,7 @@ applies if {
 default granted := false
 
 # METADATA
+# scope: rule
 # title: Permission granted
 # description: |
 #   The subject holds the route's permission in the request's tenant.

@@ -99,7 +99,10 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chats.read"
 	not policy.legal_hold == true
 	time.now_ns() - created_ns > policy.days * ns_per_day
-	msg := sprintf("%s records of tenant %q are kept %v days; this one is older", [data_class, request.tenant, policy.days])
+	msg := sprintf(
+		"%s records of tenant %q are kept %v days; this one is older",
+		[data_class, request.tenant, policy.days],
+	)
 }
 
 # METADATA

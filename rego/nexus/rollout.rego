@@ -18,11 +18,12 @@ slot(key) := substring(crypto.sha256(key), 0, 8)
 
 # Without an x-nexus-subject, the caller is the only stable subject there
 # is; falling back to it keeps a subject-sticky flag sticky.
-sticky_value(flag) := subject if {
-	flag.sticky == "subject"
+sticky_subject := subject if {
 	subject := request.headers["x-nexus-subject"]
 	subject != ""
-} else := identity.subject if {
+} else := identity.subject
+
+sticky_value(flag) := sticky_subject if {
 	flag.sticky == "subject"
 } else := request.tenant
 
@@ -80,7 +81,7 @@ pinned_version := prompt_parts[1] if prompt_id
 
 default prompt_version := ""
 
-prompt_version := pinned_version
+prompt_version := pinned_version if pinned_version
 
 prompt_version := choice(data.nexus.config.rollouts.prompts[prompt_id]) if not pinned_version
 

@@ -52,7 +52,11 @@ test_tenant_override_wins_over_bucketing if {
 }
 
 test_kill_switch_sends_everyone_to_the_baseline if {
-	config := json.patch(fx.config, [{"op": "replace", "path": "/rollouts/models/chat-default/kill_switch", "value": true}])
+	config := json.patch(fx.config, [{
+		"op": "replace",
+		"path": "/rollouts/models/chat-default/kill_switch",
+		"value": true,
+	}])
 	every tenant in ["acme", "globex", "umbrella"] {
 		rollout.model == "gpt-4o" with input as chat_as(tenant, {"x-nexus-model": "chat-default"})
 			with data.nexus.config as config
@@ -131,7 +135,10 @@ test_malformed_prompt_header_is_400 if {
 		"nexus.rollout.prompt_unknown",
 		`x-nexus-prompt "support-agent@3@4" names no known prompt`,
 	]}
-	resolved(chat({"x-nexus-prompt": "@3"})).reasons == {["nexus.rollout.prompt_unknown", `x-nexus-prompt "@3" names no known prompt`]}
+	resolved(chat({"x-nexus-prompt": "@3"})).reasons == {[
+		"nexus.rollout.prompt_unknown",
+		`x-nexus-prompt "@3" names no known prompt`,
+	]}
 }
 
 test_unknown_prompt_version_is_400 if {

@@ -25,9 +25,11 @@ default arguments_valid := false
 
 arguments_valid if schema_match[0] == true
 
+default schema_errors := "the tool has no usable schema"
+
 schema_errors := concat("; ", sort([e.error | some e in schema_match[1]])) if {
 	count(schema_match[1]) > 0
-} else := "the tool has no usable schema"
+}
 
 approval_token := request.headers["x-nexus-approval"] if tool.approval_required == true
 
@@ -59,6 +61,7 @@ approval_subject_matches if object.get(approval_claims, "subject", identity.subj
 default approval_verified := false
 
 # METADATA
+# scope: rule
 # title: Tool call approved
 # description: |
 #   A verified approval token covers this tenant, tool, argument digest and,
@@ -80,6 +83,8 @@ approval_verified if {
 	approval_subject_matches
 }
 
+default approval_problem := "it was issued to another subject"
+
 approval_problem := "it failed ES256 verification of its signature, issuer, audience or expiry" if {
 	not approval_claims
 } else := "it was issued for another tenant" if {
@@ -88,7 +93,7 @@ approval_problem := "it failed ES256 verification of its signature, issuer, audi
 	not approval_claims.tool == request.tool_id
 } else := "it covers other arguments" if {
 	not approval_claims.args_sha256 == arguments_sha256
-} else := "it was issued to another subject"
+}
 
 # METADATA
 # title: Unknown tool
@@ -177,7 +182,10 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	tool.approval_required == true
 	not approval_token
-	msg := sprintf("tool %q (risk %s) needs an approval token in x-nexus-approval", [request.tool_id, object.get(tool, "risk", "unrated")])
+	msg := sprintf(
+		"tool %q (risk %s) needs an approval token in x-nexus-approval",
+		[request.tool_id, object.get(tool, "risk", "unrated")],
+	)
 }
 
 # METADATA

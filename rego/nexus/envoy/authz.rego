@@ -115,6 +115,9 @@ default decision := {
 	"headers": {"content-type": "application/json"},
 	"response_headers_to_add": {},
 	"request_headers_to_remove": [],
+	# A default holds only constants, so the body is written out rather than
+	# built with json.marshal; it is the JSON of "reasons" below.
+	# regal ignore:line-length
 	"body": `{"error":"denied","reasons":[{"controls":["SOC2:CC6.1"],"message":"the policy reached no decision","rule":"nexus.envoy.authz.undecided"}]}`,
 	"reasons": [{
 		"rule": "nexus.envoy.authz.undecided",
@@ -131,7 +134,9 @@ decision := {
 	"request_headers_to_remove": removed_request_headers,
 	"body": "",
 	"reasons": [],
-} if allowed == true
+} if {
+	allowed == true
+}
 
 decision := {
 	"allowed": false,
@@ -141,4 +146,6 @@ decision := {
 	"request_headers_to_remove": [],
 	"body": json.marshal({"error": "denied", "reasons": reasons}),
 	"reasons": reasons,
-} if allowed == false
+} if {
+	allowed == false
+}

@@ -89,7 +89,15 @@ test_missing_tenant_header_is_400 if {
 test_missing_credential_is_401 if {
 	d := decide(fx.http_request("POST", "/v1/chat/completions", {"x-nexus-tenant": "acme", "x-nexus-model": "gpt-4o"}))
 	denied(d, 401, {"nexus.identity.credential_missing"})
-	d.reasons[0].controls == ["SOC2:CC6.1", "ISO27001:A.5.17", "ISO27001:A.8.5", "HIPAA:164.312(d)", "HIPAA:164.308(a)(5)(ii)(C)", "PCI:8.3.1", "PCI:10.2.1.4"]
+	d.reasons[0].controls == [
+		"SOC2:CC6.1",
+		"ISO27001:A.5.17",
+		"ISO27001:A.8.5",
+		"HIPAA:164.312(d)",
+		"HIPAA:164.308(a)(5)(ii)(C)",
+		"PCI:8.3.1",
+		"PCI:10.2.1.4",
+	]
 }
 
 test_invalid_credential_is_401_and_hides_the_rest if {
@@ -99,7 +107,11 @@ test_invalid_credential_is_401_and_hides_the_rest if {
 
 test_expired_jwt_is_401 if {
 	token := fx.sign(fx.keys.idp_rsa, object.union(fx.alice_claims, {"exp": fx.now_s - 60}))
-	d := decide(fx.http_request("POST", "/v1/chat/completions", {"authorization": fx.bearer(token), "x-nexus-tenant": "acme", "x-nexus-model": "gpt-4o"}))
+	d := decide(fx.http_request("POST", "/v1/chat/completions", {
+		"authorization": fx.bearer(token),
+		"x-nexus-tenant": "acme",
+		"x-nexus-model": "gpt-4o",
+	}))
 	denied(d, 401, {"nexus.identity.credential_invalid"})
 }
 
@@ -120,7 +132,11 @@ ghost_config := json.patch(fx.config, [{
 
 test_tenant_unknown_to_the_config_is_403 if {
 	token := fx.sign(fx.keys.idp_rsa, object.union(fx.alice_claims, {"nexus_tenant": "ghost"}))
-	request := fx.http_request("POST", "/v1/chat/completions", {"authorization": fx.bearer(token), "x-nexus-tenant": "ghost", "x-nexus-model": "gpt-4o"})
+	request := fx.http_request("POST", "/v1/chat/completions", {
+		"authorization": fx.bearer(token),
+		"x-nexus-tenant": "ghost",
+		"x-nexus-model": "gpt-4o",
+	})
 	d := authz.decision with input as request
 		with data.nexus.config as ghost_config
 		with data.nexus_state as fx.state
@@ -167,7 +183,8 @@ test_canary_routes_to_a_model_the_plan_lacks if {
 }
 
 test_override_routes_the_tenant if {
-	d := decide_in(request_for("umbrella", fx.umbrella_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"}), fx.runtime_us)
+	req := request_for("umbrella", fx.umbrella_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"})
+	d := decide_in(req, fx.runtime_us)
 	allowed(d)
 	d.headers == {"x-nexus-route-model": "gpt-4.1"}
 }
@@ -256,7 +273,15 @@ test_invalid_tool_arguments_are_400 if {
 test_high_risk_tool_without_approval_is_403 if {
 	d := decide(tool_call("payments-refund", {}, fx.refund_arguments))
 	denied(d, 403, {"nexus.tools.approval_required"})
-	d.reasons[0].controls == ["SOC2:CC6.3", "ISO27001:A.8.2", "EUAIACT:Art.14", "EUAIACT:Art.26", "HIPAA:164.312(b)", "PCI:7.2.3", "ISO42001:A.9.2"]
+	d.reasons[0].controls == [
+		"SOC2:CC6.3",
+		"ISO27001:A.8.2",
+		"EUAIACT:Art.14",
+		"EUAIACT:Art.26",
+		"HIPAA:164.312(b)",
+		"PCI:7.2.3",
+		"ISO42001:A.9.2",
+	]
 }
 
 test_high_risk_tool_with_approval_is_allowed if {
@@ -322,5 +347,8 @@ test_deny_body_is_the_json_of_the_reasons if {
 		"message": `model "gpt-9" is not known`,
 		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26", "ISO42001:A.6.2.5", "ISO42001:A.9.4"],
 	}]})
-	object.keys(d) == {"allowed", "http_status", "headers", "response_headers_to_add", "request_headers_to_remove", "body", "reasons"}
+	object.keys(d) == {
+		"allowed", "http_status", "headers", "response_headers_to_add",
+		"request_headers_to_remove", "body", "reasons",
+	}
 }
