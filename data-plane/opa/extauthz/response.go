@@ -49,7 +49,7 @@ func buildResponse(result any, decisionID string, dryRun bool) (*authv3.CheckRes
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.httpStatus)},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.httpStatus)}, // #nosec G115 -- httpStatus() keeps it within 100..599
 			Headers: append(d.headers, d.responseHeaders...),
 			Body:    d.body,
 		}},
