@@ -2,12 +2,12 @@ package extauthz
 
 import (
 	"encoding/json"
-	"fmt"
 	"mime"
 	"net/url"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/open-policy-agent/opa/v1/util"
@@ -21,11 +21,11 @@ const partialBodyHeader = "x-envoy-auth-partial-body"
 func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (map[string]any, error) {
 	raw, err := protojson.Marshal(req)
 	if err != nil {
-		return nil, fmt.Errorf("encode check request: %w", err)
+		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be encoded as JSON", err)
 	}
 	var input map[string]any
 	if err := util.UnmarshalJSON(raw, &input); err != nil {
-		return nil, fmt.Errorf("decode check request: %w", err)
+		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be decoded", err)
 	}
 
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
@@ -50,7 +50,7 @@ func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (map[string]any, e
 func splitPath(full string) ([]any, map[string]any, error) {
 	u, err := url.ParseRequestURI(full)
 	if err != nil {
-		return nil, nil, fmt.Errorf("request path %q: %w", full, err)
+		return nil, nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the request path is not a valid request target", err)
 	}
 	segments := []any{}
 	for _, s := range strings.Split(u.Path, "/") {
@@ -80,9 +80,11 @@ func parseJSONBody(contentType, body string, rawBody []byte) (any, bool) {
 	if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
 		return nil, false
 	}
-	data := rawBody
+	// Envoy sends the body as a string, or as bytes with pack_as_bytes;
+	// like upstream, the string wins when both are there.
+	data := []byte(body)
 	if len(data) == 0 {
-		data = []byte(body)
+		data = rawBody
 	}
 	if len(data) == 0 || !json.Valid(data) {
 		return nil, false

@@ -1,0 +1,156 @@
+package extauthz
+
+import (
+	"context"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/plugins/logs"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/server"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+// evaluation is one Check call's trip through the policy, kept whole so the
+// decision log records exactly what was decided.
+type evaluation struct {
+	decisionID string
+	started    time.Time
+	input      map[string]any
+	inputAST   ast.Value
+	result     any
+	err        error
+	metrics    metrics.Metrics
+	tracker    *topdown.EvaluatedRuleTracker
+	ndbCache   builtins.NDBCache
+}
+
+// Check decides one request. It fails closed: any error is returned to
+// Envoy as a gRPC error with a named code (errors.go), which Envoy
+// (failure_mode_allow: false) refuses.
+func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	ev := &evaluation{
+		decisionID: uuid.NewString(),
+		started:    time.Now(),
+		metrics:    metrics.New(),
+		tracker:    &topdown.EvaluatedRuleTracker{},
+		ndbCache:   builtins.NDBCache{},
+	}
+
+	input, err := buildInput(req, p.cfg.SkipRequestBodyParse)
+	if err != nil {
+		return nil, err
+	}
+	ev.input = input
+	if ev.inputAST, err = ast.InterfaceToValue(input); err != nil {
+		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the request cannot be made into the policy's input", err)
+	}
+
+	txn, err := p.manager.Store.NewTransaction(ctx)
+	if err != nil {
+		return nil, newCheckError(codes.Unavailable, CodeStartTxn, "no read transaction on OPA's store", err)
+	}
+	defer p.manager.Store.Abort(ctx, txn)
+
+	ev.err = p.evaluate(ctx, txn, ev)
+
+	var resp *authv3.CheckResponse
+	if ev.err == nil {
+		resp, ev.err = buildResponse(ev.result, ev.decisionID, p.cfg.DryRun)
+	}
+	// The log outlives a cancelled Check: Envoy may have given up, but the
+	// decision was made and the audit trail must hold it.
+	if logErr := p.logDecision(context.WithoutCancel(ctx), txn, ev, remoteAddr(ctx)); logErr != nil {
+		// A decision the audit trail cannot record is not made.
+		return nil, newCheckError(codes.Internal, CodeDecisionLog, "the decision log refused the decision", logErr)
+	}
+	if ev.err != nil {
+		return nil, ev.err
+	}
+	return resp, nil
+}
+
+func (p *Plugin) evaluate(ctx context.Context, txn storage.Transaction, ev *evaluation) error {
+	pq, err := p.preparedQuery(ctx)
+	if err != nil {
+		return evalError(err)
+	}
+	rs, err := pq.Eval(ctx,
+		rego.EvalParsedInput(ev.inputAST),
+		rego.EvalTransaction(txn),
+		rego.EvalMetrics(ev.metrics),
+		rego.EvalEvaluatedRuleTracker(ev.tracker),
+		rego.EvalNDBuiltinCache(ev.ndbCache),
+	)
+	if err != nil {
+		return evalError(err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return errUndefined
+	}
+	ev.result = rs[0].Expressions[0].Value
+	return nil
+}
+
+func (p *Plugin) logDecision(ctx context.Context, txn storage.Transaction, ev *evaluation, remote string) error {
+	logger := logs.Lookup(p.manager)
+	if logger == nil {
+		return nil
+	}
+	revisions, err := bundleRevisions(ctx, p.manager.Store, txn)
+	if err != nil {
+		return err
+	}
+	var input any = ev.input
+	var ndb any = ev.ndbCache
+	info := &server.Info{
+		Txn:                 txn,
+		Bundles:             revisions,
+		DecisionID:          ev.decisionID,
+		RemoteAddr:          remote,
+		Path:                p.cfg.Path,
+		Timestamp:           ev.started,
+		Input:               &input,
+		InputAST:            ev.inputAST,
+		Error:               loggedError(ev.err),
+		Metrics:             ev.metrics,
+		NDBuiltinCache:      &ndb,
+		EvaluatedRuleLabels: ev.tracker.Labels,
+	}
+	if ev.err == nil {
+		info.Results = &ev.result
+	}
+	return logger.Log(ctx, info)
+}
+
+func bundleRevisions(ctx context.Context, store storage.Store, txn storage.Transaction) (map[string]server.BundleInfo, error) {
+	names, err := bundle.ReadBundleNamesFromStore(ctx, store, txn)
+	if err != nil && !storage.IsNotFound(err) {
+		return nil, err
+	}
+	out := make(map[string]server.BundleInfo, len(names))
+	for _, name := range names {
+		rev, err := bundle.ReadBundleRevisionFromStore(ctx, store, txn, name)
+		if err != nil && !storage.IsNotFound(err) {
+			return nil, err
+		}
+		out[name] = server.BundleInfo{Revision: rev}
+	}
+	return out, nil
+}
+
+func remoteAddr(ctx context.Context) string {
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		return pr.Addr.String()
+	}
+	return ""
+}
