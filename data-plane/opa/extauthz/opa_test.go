@@ -65,9 +65,11 @@ const testRevision = "rev-0001"
 // capturedLog is a decision-log sink OPA's logs plugin hands every event
 // to, synchronously; refuse makes it fail as an unreachable audit would.
 type capturedLog struct {
-	mu     sync.Mutex
-	events []logs.EventV1
-	refuse error
+	mu      sync.Mutex
+	events  []logs.EventV1
+	refuse  error
+	discard bool // count only, for benchmarks
+	count   int
 }
 
 func (c *capturedLog) Start(context.Context) error      { return nil }
@@ -80,7 +82,10 @@ func (c *capturedLog) Log(_ context.Context, event logs.EventV1) error {
 	if c.refuse != nil {
 		return c.refuse
 	}
-	c.events = append(c.events, event)
+	c.count++
+	if !c.discard {
+		c.events = append(c.events, event)
+	}
 	return nil
 }
 
@@ -97,23 +102,42 @@ func (c *capturedLog) only(t testing.TB) logs.EventV1 {
 }
 
 // testOPA is an in-process OPA: a plugin manager over an in-memory store
-// holding testPolicy as the activated bundle "nexus", with decision logs
-// going to a capturedLog.
+// holding its modules and data as the activated bundle "nexus", with
+// decision logs going to a capturedLog.
 type testOPA struct {
 	manager *plugins.Manager
 	log     *capturedLog
 }
 
+// opaSetup is what a testOPA holds: modules by path, data, the bundle's
+// roots, and whether decision logging is configured.
+type opaSetup struct {
+	modules map[string]string
+	data    map[string]any
+	roots   []string
+	noLog   bool
+}
+
+// newTestOPA holds testPolicy and testMask, and logs decisions.
 func newTestOPA(t testing.TB) *testOPA {
+	return newOPA(t, opaSetup{
+		modules: map[string]string{"/nexus/authz.rego": testPolicy, "/system/log/mask.rego": testMask},
+		roots:   []string{"nexus", "system/log"},
+	})
+}
+
+func newOPA(t testing.TB, setup opaSetup) *testOPA {
 	t.Helper()
 	ctx := context.Background()
 	policy := bundle.Bundle{
-		Manifest: bundle.Manifest{Revision: testRevision, Roots: &[]string{"nexus", "system/log"}},
-		Data:     map[string]any{},
-		Modules: []bundle.ModuleFile{
-			moduleFile(t, "/nexus/authz.rego", testPolicy),
-			moduleFile(t, "/system/log/mask.rego", testMask),
-		},
+		Manifest: bundle.Manifest{Revision: testRevision, Roots: &setup.roots},
+		Data:     setup.data,
+	}
+	if policy.Data == nil {
+		policy.Data = map[string]any{}
+	}
+	for path, src := range setup.modules {
+		policy.Modules = append(policy.Modules, moduleFile(t, path, src))
 	}
 	m, err := plugins.New([]byte(`{"labels": {"region": "test-1"}}`), "test", inmem.New(),
 		plugins.InitBundles(map[string]*bundle.Bundle{"nexus": &policy}),
@@ -126,14 +150,18 @@ func newTestOPA(t testing.TB) *testOPA {
 	if err := m.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sink := &capturedLog{}
-	m.Register("captured_log", sink)
+	opa := &testOPA{manager: m}
+	if setup.noLog {
+		return opa
+	}
+	opa.log = &capturedLog{}
+	m.Register("captured_log", opa.log)
 	logsConfig, err := logs.ParseConfig([]byte(`{"plugin": "captured_log"}`), nil, []string{"captured_log"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Register(logs.Name, logs.New(logsConfig, m))
-	return &testOPA{manager: m, log: sink}
+	return opa
 }
 
 // plugin is the ext_authz plugin on this OPA, configured by raw (the
