@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
+	github.com/go-json-experiment/json v1.27.2
 	github.com/google/uuid v1.6.0
 	github.com/open-policy-agent/opa v1.22.2
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260819154853-08b0e4226688

@@ -213,5 +213,6 @@ func benchConstructInput(req *authv3.CheckRequest) (ast.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ast.InterfaceToValue(input)
+	_, err = ast.JSON(input)
+	return input, err
 }

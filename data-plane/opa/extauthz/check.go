@@ -25,7 +25,6 @@ import (
 type evaluation struct {
 	decisionID string
 	started    time.Time
-	input      map[string]any
 	inputAST   ast.Value
 	result     any
 	err        error
@@ -50,10 +49,7 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err != nil {
 		return nil, err
 	}
-	ev.input = input
-	if ev.inputAST, err = ast.InterfaceToValue(input); err != nil {
-		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the request cannot be made into the policy's input", err)
-	}
+	ev.inputAST = input
 
 	txn, err := p.manager.Store.NewTransaction(ctx)
 	if err != nil {
@@ -110,7 +106,12 @@ func (p *Plugin) logDecision(ctx context.Context, txn storage.Transaction, ev *e
 	if err != nil {
 		return err
 	}
-	var input any = ev.input
+	// The log's plain copy of the input is OPA's to mask (in place) and
+	// encode; the policy evaluated the value itself.
+	input, err := ast.JSON(ev.inputAST)
+	if err != nil {
+		return err
+	}
 	var ndb any = ev.ndbCache
 	info := &server.Info{
 		Txn:                 txn,

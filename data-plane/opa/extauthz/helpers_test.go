@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // httpCheck is a CheckRequest as Envoy sends it for one HTTP request:
@@ -112,7 +114,11 @@ func buildTestInput(t testing.TB, req *authv3.CheckRequest, skipBody bool) map[s
 	if err != nil {
 		t.Fatalf("buildInput: %v", err)
 	}
-	return input
+	plain, err := ast.JSON(input)
+	if err != nil {
+		t.Fatalf("input as JSON: %v", err)
+	}
+	return plain.(map[string]any)
 }
 
 // assertCheckError checks that err is one of the named errors, and that

@@ -1,70 +1,86 @@
 package extauthz
 
 import (
-	"encoding/json"
+	"bytes"
+	"errors"
+	"io"
 	"mime"
 	"net/url"
 	"strings"
+	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/go-json-experiment/json/jsontext"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/open-policy-agent/opa/v1/util"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // partialBodyHeader is set by Envoy when it forwarded only the first
 // max_request_bytes of the body (allow_partial_message: true).
 const partialBodyHeader = "x-envoy-auth-partial-body"
 
-// buildInput turns a CheckRequest into the policy's input document.
-func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (map[string]any, error) {
-	raw, err := protojson.Marshal(req)
+// Top-level keys of the input document.
+var (
+	keyParsedPath    = ast.StringTerm("parsed_path")
+	keyParsedQuery   = ast.StringTerm("parsed_query")
+	keyParsedBody    = ast.StringTerm("parsed_body")
+	keyTruncatedBody = ast.StringTerm("truncated_body")
+	keyVersion       = ast.StringTerm("version")
+	versionTerm      = ast.ObjectTerm(
+		[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
+		[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
+	)
+)
+
+// buildInput turns a CheckRequest into the policy's input document, built
+// as OPA's value directly from the proto (protovalue.go); the decision log
+// gets its plain form from this value, not from a second encoding.
+func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Object, error) {
+	attrs, err := protoValue(req.ProtoReflect())
 	if err != nil {
-		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be encoded as JSON", err)
+		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be encoded as protojson does", err)
 	}
-	var input map[string]any
-	if err := util.UnmarshalJSON(raw, &input); err != nil {
-		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be decoded", err)
-	}
+	input := attrs.(ast.Object)
 
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	path, query, err := splitPath(httpReq.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	input["parsed_path"] = path
-	input["parsed_query"] = query
-	input["truncated_body"] = httpReq.GetHeaders()[partialBodyHeader] == "true"
-	input["version"] = map[string]any{"encoding": "protojson", "ext_authz": "v3"}
+	input.Insert(keyParsedPath, ast.NewTerm(path))
+	input.Insert(keyParsedQuery, ast.NewTerm(query))
+	input.Insert(keyTruncatedBody, ast.InternedTerm(httpReq.GetHeaders()[partialBodyHeader] == "true"))
+	input.Insert(keyVersion, versionTerm)
 
 	if !skipBodyParse {
 		if body, ok := parseJSONBody(httpReq.GetHeaders()["content-type"], httpReq.GetBody(), httpReq.GetRawBody()); ok {
-			input["parsed_body"] = body
+			input.Insert(keyParsedBody, ast.NewTerm(body))
 		}
 	}
 	return input, nil
 }
 
 // splitPath returns the path's non-empty segments and its query parameters.
-func splitPath(full string) ([]any, map[string]any, error) {
+func splitPath(full string) (*ast.Array, ast.Object, error) {
 	u, err := url.ParseRequestURI(full)
 	if err != nil {
 		return nil, nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the request path is not a valid request target", err)
 	}
-	segments := []any{}
+	segments := ast.NewArray()
 	for _, s := range strings.Split(u.Path, "/") {
 		if s != "" {
-			segments = append(segments, s)
+			segments = segments.Append(ast.StringTerm(s))
 		}
 	}
-	query := map[string]any{}
-	for key, values := range u.Query() {
-		vs := make([]any, len(values))
-		for i, v := range values {
-			vs[i] = v
+	values := u.Query()
+	query := ast.NewObjectWithCapacity(len(values))
+	for key, vs := range values {
+		terms := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			terms[i] = ast.StringTerm(v)
 		}
-		query[key] = vs
+		query.Insert(ast.StringTerm(key), ast.ArrayTerm(terms...))
 	}
 	return segments, query, nil
 }
@@ -72,7 +88,7 @@ func splitPath(full string) ([]any, map[string]any, error) {
 // parseJSONBody decodes a JSON body. A body that is not JSON, or not valid
 // JSON, leaves parsed_body undefined so that rules depending on it do not
 // match (a policy refuses rather than guesses).
-func parseJSONBody(contentType, body string, rawBody []byte) (any, bool) {
+func parseJSONBody(contentType, body string, rawBody []byte) (ast.Value, bool) {
 	if contentType == "" {
 		return nil, false
 	}
@@ -86,12 +102,93 @@ func parseJSONBody(contentType, body string, rawBody []byte) (any, bool) {
 	if len(data) == 0 {
 		data = rawBody
 	}
-	if len(data) == 0 || !json.Valid(data) {
+	if len(data) == 0 {
 		return nil, false
 	}
-	var parsed any
-	if err := util.UnmarshalJSON(data, &parsed); err != nil {
+	parsed, err := parseJSON(data)
+	if err != nil {
 		return nil, false
 	}
 	return parsed, true
+}
+
+// decoders are reused across Checks; a pooled one reads from noInput, so
+// it keeps no body alive.
+var (
+	noInput  = bytes.NewReader(nil)
+	decoders = sync.Pool{New: func() any { return jsontext.NewDecoder(noInput) }}
+)
+
+// parseJSON parses one JSON document into OPA's value, numbers kept as
+// written (as json.Number would).
+func parseJSON(data []byte) (ast.Value, error) {
+	dec := decoders.Get().(*jsontext.Decoder)
+	defer func() {
+		dec.Reset(noInput)
+		decoders.Put(dec)
+	}()
+	// From a bytes.Buffer the decoder parses in place, without a copy.
+	dec.Reset(bytes.NewBuffer(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	v, err := readJSON(dec)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
+		return nil, errTrailingData
+	}
+	return v, nil
+}
+
+var errTrailingData = errors.New("data after the JSON value")
+
+func readJSON(dec *jsontext.Decoder) (ast.Value, error) {
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	switch tok.Kind() {
+	case 'n':
+		return ast.InternedNullValue, nil
+	case 't', 'f':
+		return ast.InternedValue(tok.Bool()), nil
+	case '"':
+		return ast.String(tok.String()), nil
+	case '0':
+		return ast.Number(tok.String()), nil
+	case '[':
+		var terms []*ast.Term
+		for dec.PeekKind() != ']' {
+			v, err := readJSON(dec)
+			if err != nil {
+				return nil, err
+			}
+			terms = append(terms, ast.NewTerm(v))
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return nil, err
+		}
+		return ast.NewArray(terms...), nil
+	case '{':
+		obj := ast.NewObject()
+		for dec.PeekKind() != '}' {
+			tok, err := dec.ReadToken()
+			if err != nil {
+				return nil, err
+			}
+			// A token is valid only until the next read.
+			name := ast.StringTerm(tok.String())
+			v, err := readJSON(dec)
+			if err != nil {
+				return nil, err
+			}
+			// A repeated name replaces the earlier value, as encoding/json does.
+			obj.Insert(name, ast.NewTerm(v))
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return nil, err
+		}
+		return obj, nil
+	default:
+		return nil, errors.New("unexpected JSON token")
+	}
 }

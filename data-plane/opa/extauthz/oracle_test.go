@@ -1,0 +1,247 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"math"
+	"mime"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+)
+
+// oracleInput is the input document as the plugin used to build it, kept
+// as the reference the direct construction is proven against: protojson
+// encodes the CheckRequest, a JSON decoder reads it back, the parsed_*
+// keys are added as plain Go values, and the whole map is converted to
+// OPA's value.
+func oracleInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Value, error) {
+	raw, err := protojson.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	var input map[string]any
+	if err := util.UnmarshalJSON(raw, &input); err != nil {
+		return nil, err
+	}
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	u, err := url.ParseRequestURI(httpReq.GetPath())
+	if err != nil {
+		return nil, err
+	}
+	segments := []any{}
+	for _, s := range strings.Split(u.Path, "/") {
+		if s != "" {
+			segments = append(segments, s)
+		}
+	}
+	query := map[string]any{}
+	for key, values := range u.Query() {
+		vs := make([]any, len(values))
+		for i, v := range values {
+			vs[i] = v
+		}
+		query[key] = vs
+	}
+	input["parsed_path"] = segments
+	input["parsed_query"] = query
+	input["truncated_body"] = httpReq.GetHeaders()[partialBodyHeader] == "true"
+	input["version"] = map[string]any{"encoding": "protojson", "ext_authz": "v3"}
+	if !skipBodyParse {
+		if body, ok := oracleJSONBody(httpReq.GetHeaders()["content-type"], httpReq.GetBody(), httpReq.GetRawBody()); ok {
+			input["parsed_body"] = body
+		}
+	}
+	return ast.InterfaceToValue(input)
+}
+
+func oracleJSONBody(contentType, body string, rawBody []byte) (any, bool) {
+	mediaType, _, err := mime.ParseMediaType(contentType)
+	if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
+		return nil, false
+	}
+	data := []byte(body)
+	if len(data) == 0 {
+		data = rawBody
+	}
+	if len(data) == 0 || !json.Valid(data) {
+		return nil, false
+	}
+	var parsed any
+	if err := util.UnmarshalJSON(data, &parsed); err != nil {
+		return nil, false
+	}
+	return parsed, true
+}
+
+// oracleCases are requests covering every encoding protojson has, the
+// edges of each, and bodies of every kind.
+func oracleCases(t testing.TB) map[string]*authv3.CheckRequest {
+	t.Helper()
+	jsonHeaders := map[string]string{"content-type": "application/json"}
+	cases := map[string]*authv3.CheckRequest{
+		"rich":                 richCheck(),
+		"benchmark chat":       benchChat(),
+		"benchmark tool":       benchTool(),
+		"no attributes at all": {},
+		"attributes without http": {Attributes: &authv3.AttributeContext{
+			Source: &authv3.AttributeContext_Peer{Service: "svc"},
+		}},
+		"unicode everywhere": httpCheck("GET", "/v1/chats/%C3%A9t%C3%A9?q=%E2%9C%93", map[string]string{
+			"x-name": "Zoë 🚀 \u2028 \"quoted\" \\ <tag>",
+		}, ""),
+		"body with duplicate keys, numbers as written": httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders,
+			`{"a":1,"a":2.50,"n":[1E5,-0,0.1e-7,12345678901234567890123],"s":"\u00e9\ud83d\ude80\n","z":null,"t":true,"f":false}`),
+		"body with invalid UTF-8 and a lone surrogate": func() *authv3.CheckRequest {
+			// Only raw_body can hold invalid UTF-8: gRPC refuses a string
+			// field with it before Check is called.
+			r := httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, "")
+			r.Attributes.Request.Http.RawBody = []byte("{\"k\":\"a\xffb\",\"l\":\"\\ud800\"}")
+			return r
+		}(),
+		"body with trailing data": httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, `{"a":1} {"b":2}`),
+		"body not JSON at all":    httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, `{"a":`),
+		"body nested deep":        httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, strings.Repeat("[", 200)+strings.Repeat("]", 200)),
+		"body only in raw_body": func() *authv3.CheckRequest {
+			r := httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, "")
+			r.Attributes.Request.Http.RawBody = []byte(`{"raw":true}`)
+			return r
+		}(),
+	}
+
+	timestamps := map[string]time.Time{
+		"whole seconds":   time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		"milliseconds":    time.Date(2026, 1, 2, 3, 4, 5, 7_000_000, time.UTC),
+		"microseconds":    time.Date(2026, 1, 2, 3, 4, 5, 7_000, time.UTC),
+		"nanoseconds":     time.Date(2026, 1, 2, 3, 4, 5, 7, time.UTC),
+		"before 1970":     time.Date(1960, 6, 1, 0, 0, 0, 500_000_000, time.UTC),
+		"the last second": time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+	}
+	for name, ts := range timestamps {
+		r := httpCheck("GET", "/", nil, "")
+		r.Attributes.Request.Time = timestamppb.New(ts)
+		cases["timestamp: "+name] = r
+	}
+
+	numbers := map[string]float64{
+		"zero": 0, "negative zero": math.Copysign(0, -1), "integer": 42, "fraction": 0.1,
+		"just below 1e21": 999999999999999900000, "1e21": 1e21, "1e-6": 1e-6, "just below 1e-6": 9.99e-7,
+		"tiny": 5e-324, "largest": math.MaxFloat64, "negative": -123.456e-10,
+	}
+	for name, f := range numbers {
+		r := httpCheck("GET", "/", nil, "")
+		md, err := structpb.NewStruct(map[string]any{"n": f, "list": []any{f, "s", false, nil, map[string]any{}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"f": md}}
+		cases["double: "+name] = r
+	}
+
+	// 64-bit and unsigned integers, and an enum number the descriptor does
+	// not name.
+	ints := httpCheck("GET", "/", nil, "")
+	ints.Attributes.Request.Http.Size = -1
+	ints.Attributes.Source.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: math.MaxUint32}
+	ints.Attributes.Source.Address.GetSocketAddress().Protocol = corev3.SocketAddress_Protocol(7)
+	cases["integers and an unnamed enum"] = ints
+
+	// Typed metadata holds Any: protojson resolves the type and writes @type.
+	typed := httpCheck("GET", "/", nil, "")
+	anyDuration, err := anypb.New(durationpb.New(1500 * time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyWrapper, err := anypb.New(wrapperspb.Int64(-7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyAddress, err := anypb.New(socketAddress("10.0.0.1", 8080))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typed.Attributes.MetadataContext = &corev3.Metadata{TypedFilterMetadata: map[string]*anypb.Any{
+		"duration": anyDuration, "wrapper": anyWrapper, "address": anyAddress,
+	}}
+	cases["typed metadata (Any)"] = typed
+	return cases
+}
+
+// The input built straight from the proto is the input the protojson
+// round trip built: same keys, same encodings, same numbers as text.
+func TestTheDirectInputIsTheProtojsonInput(t *testing.T) {
+	for name, req := range oracleCases(t) {
+		for _, skipBody := range []bool{false, true} {
+			t.Run(name, func(t *testing.T) {
+				want, wantErr := oracleInput(req, skipBody)
+				got, gotErr := buildInput(req, skipBody)
+				if (wantErr != nil) != (gotErr != nil) {
+					t.Fatalf("oracle error %v, direct error %v", wantErr, gotErr)
+				}
+				if wantErr != nil {
+					return
+				}
+				if ast.Compare(got, want) != 0 {
+					t.Errorf("direct input\n%s\noracle input\n%s", got, want)
+				}
+				gotPlain, err := ast.JSON(got)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantPlain, err := ast.JSON(want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// As text too: ast.Compare takes 1.0 and 1 for equal numbers.
+				if g, w := mustJSON(t, gotPlain), mustJSON(t, wantPlain); g != w {
+					t.Errorf("direct input as JSON\n%s\noracle input as JSON\n%s", g, w)
+				}
+			})
+		}
+	}
+}
+
+// Where protojson refuses to encode, so does the direct construction.
+func TestWhatProtojsonCannotEncodeIsARequestParseError(t *testing.T) {
+	cases := map[string]func(r *authv3.CheckRequest){
+		"a Value without a kind": func(r *authv3.CheckRequest) {
+			r.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+				"f": {Fields: map[string]*structpb.Value{"empty": {}}},
+			}}
+		},
+		"a NaN in a Value": func(r *authv3.CheckRequest) {
+			r.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+				"f": {Fields: map[string]*structpb.Value{"nan": structpb.NewNumberValue(math.NaN())}},
+			}}
+		},
+		"a timestamp past 9999": func(r *authv3.CheckRequest) {
+			r.Attributes.Request.Time = &timestamppb.Timestamp{Seconds: maxTimestampSeconds + 1}
+		},
+		"negative nanoseconds": func(r *authv3.CheckRequest) {
+			r.Attributes.Request.Time = &timestamppb.Timestamp{Seconds: 1, Nanos: -1}
+		},
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			req := httpCheck("GET", "/", nil, "")
+			mutate(req)
+			if _, err := protojson.Marshal(req); err == nil {
+				t.Fatal("protojson encodes it; the case is wrong")
+			}
+			_, err := buildInput(req, false)
+			assertCheckError(t, err, CodeRequestParse)
+		})
+	}
+}
