@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -28,14 +29,17 @@ type evaluation struct {
 	inputAST   ast.Value
 	result     any
 	err        error
+	refused    *refusal
 	metrics    metrics.Metrics
 	tracker    *topdown.EvaluatedRuleTracker
 	ndbCache   builtins.NDBCache
 }
 
-// Check decides one request. It fails closed: any error is returned to
+// Check decides one request. It fails closed: a failure is returned to
 // Envoy as a gRPC error with a named code (errors.go), which Envoy
-// (failure_mode_allow: false) refuses.
+// (failure_mode_allow: false) refuses; a request the plugin refuses itself
+// (refusal.go) is answered with an ordinary refusal. Either way the
+// decision log records it.
 func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	ev := &evaluation{
 		decisionID: uuid.NewString(),
@@ -45,24 +49,27 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		ndbCache:   builtins.NDBCache{},
 	}
 
-	input, err := buildInput(req, p.cfg.SkipRequestBodyParse)
-	if err != nil {
-		return nil, err
-	}
-	ev.inputAST = input
-
 	txn, err := p.manager.Store.NewTransaction(ctx)
 	if err != nil {
 		return nil, newCheckError(codes.Unavailable, CodeStartTxn, "no read transaction on OPA's store", err)
 	}
 	defer p.manager.Store.Abort(ctx, txn)
 
-	ev.err = p.evaluate(ctx, txn, ev)
-
+	input, err := buildInput(req, p.cfg.SkipRequestBodyParse)
+	ev.inputAST = input
 	var resp *authv3.CheckResponse
-	if ev.err == nil {
-		resp, ev.err = buildResponse(ev.result, ev.decisionID, p.cfg.DryRun)
+	if r, ok := errors.AsType[*refusal](err); ok {
+		ev.refused = r
+		resp = r.response(ev.decisionID)
+	} else if err != nil {
+		ev.err = err
+	} else {
+		ev.err = p.evaluate(ctx, txn, ev)
+		if ev.err == nil {
+			resp, ev.err = buildResponse(ev.result, ev.decisionID, p.cfg.DryRun)
+		}
 	}
+
 	// The log outlives a cancelled Check: Envoy may have given up, but the
 	// decision was made and the audit trail must hold it.
 	if logErr := p.logDecision(context.WithoutCancel(ctx), txn, ev, remoteAddr(ctx)); logErr != nil {
@@ -106,12 +113,6 @@ func (p *Plugin) logDecision(ctx context.Context, txn storage.Transaction, ev *e
 	if err != nil {
 		return err
 	}
-	// The log's plain copy of the input is OPA's to mask (in place) and
-	// encode; the policy evaluated the value itself.
-	input, err := ast.JSON(ev.inputAST)
-	if err != nil {
-		return err
-	}
 	var ndb any = ev.ndbCache
 	info := &server.Info{
 		Txn:                 txn,
@@ -120,14 +121,27 @@ func (p *Plugin) logDecision(ctx context.Context, txn storage.Transaction, ev *e
 		RemoteAddr:          remote,
 		Path:                p.cfg.Path,
 		Timestamp:           ev.started,
-		Input:               &input,
-		InputAST:            ev.inputAST,
 		Error:               loggedError(ev.err),
 		Metrics:             ev.metrics,
 		NDBuiltinCache:      &ndb,
 		EvaluatedRuleLabels: ev.tracker.Labels,
 	}
-	if ev.err == nil {
+	if ev.inputAST != nil {
+		// The log's plain copy of the input is OPA's to mask (in place)
+		// and encode; the policy evaluated the value itself.
+		input, err := ast.JSON(ev.inputAST)
+		if err != nil {
+			return err
+		}
+		info.Input = &input
+		info.InputAST = ev.inputAST
+	}
+	switch {
+	case ev.refused != nil:
+		var decision any = ev.refused.decision()
+		info.Results = &decision
+		info.Error = ev.refused.loggedError()
+	case ev.err == nil:
 		info.Results = &ev.result
 	}
 	return logger.Log(ctx, info)

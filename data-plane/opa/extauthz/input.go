@@ -22,12 +22,13 @@ const partialBodyHeader = "x-envoy-auth-partial-body"
 
 // Top-level keys of the input document.
 var (
-	keyParsedPath    = ast.StringTerm("parsed_path")
-	keyParsedQuery   = ast.StringTerm("parsed_query")
-	keyParsedBody    = ast.StringTerm("parsed_body")
-	keyTruncatedBody = ast.StringTerm("truncated_body")
-	keyVersion       = ast.StringTerm("version")
-	versionTerm      = ast.ObjectTerm(
+	keyParsedPath      = ast.StringTerm("parsed_path")
+	keyParsedQuery     = ast.StringTerm("parsed_query")
+	keyParsedBody      = ast.StringTerm("parsed_body")
+	keyTruncatedBody   = ast.StringTerm("truncated_body")
+	keyVersion         = ast.StringTerm("version")
+	keySourcePrincipal = ast.StringTerm("source_principal")
+	versionTerm        = ast.ObjectTerm(
 		[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
 		[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
 	)
@@ -42,16 +43,22 @@ func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Object, error
 		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be encoded as protojson does", err)
 	}
 	input := attrs.(ast.Object)
+	input.Insert(keyVersion, versionTerm)
+	// Upstream lifts the source's principal (the client certificate's
+	// URI SAN or subject) out of attributes, for policies to find it.
+	if principal := req.GetAttributes().GetSource().GetPrincipal(); principal != "" {
+		input.Insert(keySourcePrincipal, ast.StringTerm(principal))
+	}
 
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	path, query, err := splitPath(httpReq.GetPath())
 	if err != nil {
-		return nil, err
+		// What could be built is returned, for the decision log.
+		return input, err
 	}
 	input.Insert(keyParsedPath, ast.NewTerm(path))
 	input.Insert(keyParsedQuery, ast.NewTerm(query))
 	input.Insert(keyTruncatedBody, ast.InternedTerm(httpReq.GetHeaders()[partialBodyHeader] == "true"))
-	input.Insert(keyVersion, versionTerm)
 
 	if !skipBodyParse {
 		if body, ok := parseJSONBody(httpReq.GetHeaders()["content-type"], httpReq.GetBody(), httpReq.GetRawBody()); ok {
@@ -61,19 +68,30 @@ func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Object, error
 	return input, nil
 }
 
-// splitPath returns the path's non-empty segments and its query parameters.
+// splitPath returns parsed_path and parsed_query as upstream computes them:
+// the path is everything before the first "?", percent-decoded, with its
+// leading slashes dropped and split on "/", so every other empty segment
+// stays ("/v1/chat/completions/" ends in "", "/v1//chat" has one inside,
+// "/" is [""]) and a policy matching ["v1", "chat", "completions"] matches
+// only that route; "//admin" is ["admin"], not a host. The query is
+// decoded by url.ParseQuery: every value of a repeated key in order, a key
+// without "=" has the value "". A malformed escape in either, or a ";" in
+// the query, refuses the request (400), as upstream does.
 func splitPath(full string) (*ast.Array, ast.Object, error) {
-	u, err := url.ParseRequestURI(full)
+	rawPath, rawQuery, _ := strings.Cut(full, "?")
+	path, err := url.PathUnescape(rawPath)
 	if err != nil {
-		return nil, nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the request path is not a valid request target", err)
+		return nil, nil, badRequest(CodeRequestParse, ruleTargetInvalid, "the request path has a malformed percent-escape", err)
 	}
-	segments := ast.NewArray()
-	for _, s := range strings.Split(u.Path, "/") {
-		if s != "" {
-			segments = segments.Append(ast.StringTerm(s))
-		}
+	parts := strings.Split(strings.TrimLeft(path, "/"), "/")
+	segments := make([]*ast.Term, len(parts))
+	for i, s := range parts {
+		segments[i] = ast.StringTerm(s)
 	}
-	values := u.Query()
+	values, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, nil, badRequest(CodeRequestParse, ruleTargetInvalid, "the query string has a malformed percent-escape or a \";\"", err)
+	}
 	query := ast.NewObjectWithCapacity(len(values))
 	for key, vs := range values {
 		terms := make([]*ast.Term, len(vs))
@@ -82,7 +100,7 @@ func splitPath(full string) (*ast.Array, ast.Object, error) {
 		}
 		query.Insert(ast.StringTerm(key), ast.ArrayTerm(terms...))
 	}
-	return segments, query, nil
+	return ast.NewArray(segments...), query, nil
 }
 
 // parseJSONBody decodes a JSON body. A body that is not JSON, or not valid

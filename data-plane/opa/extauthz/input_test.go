@@ -1,9 +1,12 @@
 package extauthz
 
 import (
+	"errors"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // absent marks a top-level input key the document must not have.
@@ -28,19 +31,6 @@ func TestInputIsBuiltFromTheCheckRequest(t *testing.T) {
 				"parsed_body":    absent,
 				"version":        `{"encoding":"protojson","ext_authz":"v3"}`,
 			},
-		},
-		{
-			name: "query string: every value of a repeated key, blanks kept",
-			req:  func() *authv3.CheckRequest { return httpCheck("GET", "/v1/chats/c1?a=1&a=2&b=&c", nil, "") },
-			want: map[string]string{
-				"parsed_path":  `["v1","chats","c1"]`,
-				"parsed_query": `{"a":["1","2"],"b":[""],"c":[""]}`,
-			},
-		},
-		{
-			name: "query string values are unescaped",
-			req:  func() *authv3.CheckRequest { return httpCheck("GET", "/v1/chats/c1?q=a%20b+c&k%3D=%2F", nil, "") },
-			want: map[string]string{"parsed_query": `{"k=":["/"],"q":["a b c"]}`},
 		},
 		{
 			name: "JSON body parsed, numbers kept as written",
@@ -173,7 +163,70 @@ func TestInputAttributesAreTheProtojsonEncoding(t *testing.T) {
 	}
 }
 
-func TestAMalformedRequestTargetIsARequestParseError(t *testing.T) {
-	_, err := buildInput(httpCheck("GET", "no-leading-slash", nil, ""), false)
-	assertCheckError(t, err, CodeRequestParse)
+// parsed_path and parsed_query as upstream opa-envoy-plugin computes them
+// (envoyauth/request.go, getParsedPathAndQuery).
+func TestPathAndQueryAreParsedAsUpstreamParsesThem(t *testing.T) {
+	cases := []struct {
+		path, wantPath, wantQuery string
+	}{
+		{"/v1/chat/completions", `["v1","chat","completions"]`, `{}`},
+		{"/v1/chat/completions/", `["v1","chat","completions",""]`, `{}`},
+		{"/v1//chat/completions", `["v1","","chat","completions"]`, `{}`},
+		{"//admin/dashboard", `["admin","dashboard"]`, `{}`},
+		{"///v1/chats/c1", `["v1","chats","c1"]`, `{}`},
+		{"/", `[""]`, `{}`},
+		{"", `[""]`, `{}`},
+		{"/v1/chats/%C3%A9t%C3%A9", `["v1","chats","été"]`, `{}`},
+		{"/v1/chat%2Fcompletions", `["v1","chat","completions"]`, `{}`},
+		{"%2Fv1%2Fchats%2Fc1", `["v1","chats","c1"]`, `{}`},
+		{"/v1/a+b", `["v1","a+b"]`, `{}`},
+		{"/v1/chats/c1?a=1&a=2&b=&c", `["v1","chats","c1"]`, `{"a":["1","2"],"b":[""],"c":[""]}`},
+		{"/v1/chats/c1?q=a%20b+c&k%3D=%2F", `["v1","chats","c1"]`, `{"k=":["/"],"q":["a b c"]}`},
+		{"/v1/chats/c1?", `["v1","chats","c1"]`, `{}`},
+		{"/v1/chats/c1?a=1&&b=2", `["v1","chats","c1"]`, `{"a":["1"],"b":["2"]}`},
+		{"/v1/chats/c1?x=a?b", `["v1","chats","c1"]`, `{"x":["a?b"]}`},
+		{"/v1/chats/c1#frag", `["v1","chats","c1#frag"]`, `{}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path, func(t *testing.T) {
+			input := buildTestInput(t, httpCheck("GET", tc.path, nil, ""), false)
+			if got := mustJSON(t, input["parsed_path"]); got != tc.wantPath {
+				t.Errorf("parsed_path %s, want %s", got, tc.wantPath)
+			}
+			if got := mustJSON(t, input["parsed_query"]); got != tc.wantQuery {
+				t.Errorf("parsed_query %s, want %s", got, tc.wantQuery)
+			}
+		})
+	}
+}
+
+// A path or query that cannot be decoded is refused with a 400, as
+// upstream refuses it, rather than decided on a guess.
+func TestAMalformedPathOrQueryIsRefused(t *testing.T) {
+	for _, path := range []string{"/v1/chats/%zz", "/v1/chats/%", "/v1/chats/c1?a=%zz", "/v1/chats/c1?a=1;b=2"} {
+		t.Run(path, func(t *testing.T) {
+			input, err := buildInput(httpCheck("GET", path, nil, ""), false)
+			r, ok := errors.AsType[*refusal](err)
+			if !ok {
+				t.Fatalf("error %v, want a refusal", err)
+			}
+			if r.status != 400 || r.code != CodeRequestParse || r.rule != ruleTargetInvalid {
+				t.Errorf("refusal %+v", r)
+			}
+			if input == nil || input.Get(ast.StringTerm("attributes")) == nil {
+				t.Error("the attributes are not kept for the decision log")
+			}
+		})
+	}
+}
+
+func TestTheSourcePrincipalIsLiftedAsUpstreamDoes(t *testing.T) {
+	req := httpCheck("GET", "/", nil, "")
+	if _, ok := buildTestInput(t, req, false)["source_principal"]; ok {
+		t.Error("source_principal present without a principal")
+	}
+	req.Attributes.Source.Principal = "spiffe://nexus/ns/gw/sa/gateway"
+	if got := buildTestInput(t, req, false)["source_principal"]; got != "spiffe://nexus/ns/gw/sa/gateway" {
+		t.Errorf("source_principal %v", got)
+	}
 }

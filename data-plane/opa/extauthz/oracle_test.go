@@ -25,8 +25,8 @@ import (
 // oracleInput is the input document as the plugin used to build it, kept
 // as the reference the direct construction is proven against: protojson
 // encodes the CheckRequest, a JSON decoder reads it back, the parsed_*
-// keys are added as plain Go values, and the whole map is converted to
-// OPA's value.
+// keys are added as plain Go values (by the rules of input.go, written
+// out again here), and the whole map is converted to OPA's value.
 func oracleInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Value, error) {
 	raw, err := protojson.Marshal(req)
 	if err != nil {
@@ -37,23 +37,35 @@ func oracleInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Value, error
 		return nil, err
 	}
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	u, err := url.ParseRequestURI(httpReq.GetPath())
+	full, rawQuery := httpReq.GetPath(), ""
+	if i := strings.IndexByte(full, '?'); i >= 0 {
+		full, rawQuery = full[:i], full[i+1:]
+	}
+	decoded, err := url.PathUnescape(full)
 	if err != nil {
 		return nil, err
 	}
+	for strings.HasPrefix(decoded, "/") {
+		decoded = decoded[1:]
+	}
 	segments := []any{}
-	for _, s := range strings.Split(u.Path, "/") {
-		if s != "" {
-			segments = append(segments, s)
-		}
+	for _, s := range strings.Split(decoded, "/") {
+		segments = append(segments, s)
+	}
+	values, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, err
 	}
 	query := map[string]any{}
-	for key, values := range u.Query() {
-		vs := make([]any, len(values))
-		for i, v := range values {
-			vs[i] = v
+	for key, vs := range values {
+		list := make([]any, len(vs))
+		for i, v := range vs {
+			list[i] = v
 		}
-		query[key] = vs
+		query[key] = list
+	}
+	if principal := req.GetAttributes().GetSource().GetPrincipal(); principal != "" {
+		input["source_principal"] = principal
 	}
 	input["parsed_path"] = segments
 	input["parsed_query"] = query

@@ -6,11 +6,13 @@
 // conventions of the upstream opa-envoy-plugin, so policies written for one
 // run on the other:
 //
-//	input.attributes      the CheckRequest, as protojson encodes it
-//	input.parsed_path     the request path split on "/"
-//	input.parsed_query    the query string, each key mapped to its values
-//	input.parsed_body     the body, when it is JSON and Envoy forwarded it
-//	input.truncated_body  whether Envoy cut the body short
+//	input.attributes        the CheckRequest, as protojson encodes it
+//	input.parsed_path       the decoded path split on "/", empty segments kept
+//	input.parsed_query      the query string, each key mapped to its values
+//	input.parsed_body       the body, when it is JSON and Envoy forwarded it
+//	input.truncated_body    whether Envoy cut the body short
+//	input.source_principal  the client certificate's principal, when there is one
+//	input.version           {"ext_authz": "v3", "encoding": "protojson"}
 //
 // The decision is either a boolean or an object with `allowed` and, optionally,
 // `headers`, `response_headers_to_add`, `request_headers_to_remove`,

@@ -248,10 +248,63 @@ func TestCheckOverGRPC(t *testing.T) {
 		t.Errorf("requested_by %q, want the client's loopback address", event.RequestedBy)
 	}
 
-	_, err = authv3.NewAuthorizationClient(conn).Check(ctx, httpCheck("GET", "no-slash", nil, ""))
-	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), CodeRequestParse+": ") {
-		t.Errorf("a malformed request target: %v", err)
+	// A request the plugin refuses itself is an ordinary refusal, with its
+	// decision id, and a logged decision.
+	refused, err := client.Check(ctx, httpCheck("GET", "/v1/chats/%zz", nil, ""))
+	if err != nil {
+		t.Fatalf("a malformed path: %v", err)
+	}
+	if refused.GetDeniedResponse().GetStatus().GetCode() != 400 {
+		t.Errorf("a malformed path: %s", protojson.Format(refused))
+	}
+	if opa.log.only(t).DecisionID != decisionIDOf(t, refused) {
+		t.Error("the refusal is logged under another decision id")
 	}
 }
 
 var _ logs.Logger = (*capturedLog)(nil)
+
+// A request the plugin refuses without asking the policy is still a
+// decision: the client gets the gateway's refusal shape, and the log gets
+// the decision (allowed false, status, reason with controls) and the code
+// of the refusal.
+func TestARequestThePluginRefusesIsAnsweredAndLoggedAsADecision(t *testing.T) {
+	opa := newTestOPA(t)
+	p := opa.plugin(t, decisionPlugin)
+
+	resp, err := p.Check(context.Background(), httpCheck("GET", "/v1/chats/c1?token=%zz", map[string]string{"x-nexus-tenant": "acme"}, ""))
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	denied := resp.GetDeniedResponse()
+	if resp.GetStatus().GetCode() != int32(codes.PermissionDenied) || denied.GetStatus().GetCode() != 400 {
+		t.Fatalf("answer %s, want a 400 refusal", protojson.Format(resp))
+	}
+	wantBody := `{"error":"denied","reasons":[{"controls":["SOC2:PI1.2","ISO27001:A.8.26"],` +
+		`"message":"the query string has a malformed percent-escape or a \";\"","rule":"nexus.request.target_invalid"}]}`
+	if denied.GetBody() != wantBody {
+		t.Errorf("body %s\nwant %s", denied.GetBody(), wantBody)
+	}
+	if h := denied.GetHeaders(); len(h) != 1 || h[0].GetHeader().GetKey() != "content-type" || h[0].GetHeader().GetValue() != "application/json" {
+		t.Errorf("headers %v", h)
+	}
+
+	event := opa.log.only(t)
+	if event.DecisionID != decisionIDOf(t, resp) {
+		t.Errorf("logged %q, answered %q", event.DecisionID, decisionIDOf(t, resp))
+	}
+	if event.Result == nil {
+		t.Fatal("no result logged")
+	}
+	wantResult := `{"allowed":false,"http_status":400,"reasons":[{"controls":["SOC2:PI1.2","ISO27001:A.8.26"],` +
+		`"message":"the query string has a malformed percent-escape or a \";\"","rule":"nexus.request.target_invalid"}]}`
+	if got := mustJSON(t, *event.Result); got != wantResult {
+		t.Errorf("logged result %s\nwant %s", got, wantResult)
+	}
+	if got := mustJSON(t, event.Error); got != `{"code":"request_parse_error","message":"the query string has a malformed percent-escape or a \";\""}` {
+		t.Errorf("logged error %s", got)
+	}
+	if got := mustJSON(t, *event.Input); !strings.Contains(got, `"x-nexus-tenant":"acme"`) {
+		t.Errorf("logged input lacks the request's attributes: %s", got)
+	}
+}
