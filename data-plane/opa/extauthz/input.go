@@ -2,6 +2,8 @@ package extauthz
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"mime"
@@ -28,6 +30,8 @@ var (
 	keyTruncatedBody   = ast.StringTerm("truncated_body")
 	keyVersion         = ast.StringTerm("version")
 	keySourcePrincipal = ast.StringTerm("source_principal")
+	keyNexus           = ast.StringTerm("nexus")
+	keyCredentialHash  = ast.StringTerm("credential_sha256")
 	versionTerm        = ast.ObjectTerm(
 		[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
 		[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
@@ -51,6 +55,8 @@ func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Object, error
 	}
 
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	input.Insert(keyNexus, ast.NewTerm(nexusFacts(httpReq.GetHeaders())))
+
 	path, query, err := splitPath(httpReq.GetPath())
 	if err != nil {
 		// What could be built is returned, for the decision log.
@@ -66,6 +72,34 @@ func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Object, error
 		}
 	}
 	return input, nil
+}
+
+// nexusFacts is input.nexus: what the plugin computes from the request so
+// that the policy, the decision log's masking and a replay never need a
+// secret the request carries.
+//
+//	credential_sha256  SHA-256 (lower-case hex) of the bearer credential in
+//	                   "authorization: Bearer <credential>", the key under
+//	                   which bundles list API keys; absent without one
+func nexusFacts(headers map[string]string) ast.Object {
+	facts := ast.NewObject()
+	if credential, ok := bearerCredential(headers["authorization"]); ok {
+		sum := sha256.Sum256([]byte(credential))
+		facts.Insert(keyCredentialHash, ast.StringTerm(hex.EncodeToString(sum[:])))
+	}
+	return facts
+}
+
+// bearerCredential reads the credential as the policy's identity rules
+// read it (rego/nexus/identity.rego): the scheme "bearer " in any case,
+// then the rest with surrounding white space trimmed, and not empty.
+func bearerCredential(authorization string) (string, bool) {
+	const scheme = "bearer "
+	if len(authorization) < len(scheme) || !strings.EqualFold(authorization[:len(scheme)], scheme) {
+		return "", false
+	}
+	credential := strings.TrimSpace(authorization[len(scheme):])
+	return credential, credential != ""
 }
 
 // splitPath returns parsed_path and parsed_query as upstream computes them:

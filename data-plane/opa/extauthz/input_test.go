@@ -30,6 +30,7 @@ func TestInputIsBuiltFromTheCheckRequest(t *testing.T) {
 				"truncated_body": `false`,
 				"parsed_body":    absent,
 				"version":        `{"encoding":"protojson","ext_authz":"v3"}`,
+				"nexus":          `{}`,
 			},
 		},
 		{

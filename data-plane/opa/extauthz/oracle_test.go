@@ -1,7 +1,9 @@
 package extauthz
 
 import (
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"math"
 	"mime"
 	"net/url"
@@ -67,6 +69,13 @@ func oracleInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Value, error
 	if principal := req.GetAttributes().GetSource().GetPrincipal(); principal != "" {
 		input["source_principal"] = principal
 	}
+	nexus := map[string]any{}
+	if auth := httpReq.GetHeaders()["authorization"]; len(auth) >= 7 && strings.ToLower(auth[:7]) == "bearer " {
+		if credential := strings.TrimSpace(auth[7:]); credential != "" {
+			nexus["credential_sha256"] = fmt.Sprintf("%x", sha256.Sum256([]byte(credential)))
+		}
+	}
+	input["nexus"] = nexus
 	input["parsed_path"] = segments
 	input["parsed_query"] = query
 	input["truncated_body"] = httpReq.GetHeaders()[partialBodyHeader] == "true"

@@ -12,6 +12,7 @@
 //	input.parsed_body       the body, when it is JSON and Envoy forwarded it
 //	input.truncated_body    whether Envoy cut the body short
 //	input.source_principal  the client certificate's principal, when there is one
+//	input.nexus             facts the plugin computes (credential_sha256), input.go
 //	input.version           {"ext_authz": "v3", "encoding": "protojson"}
 //
 // The decision is either a boolean or an object with `allowed` and, optionally,
