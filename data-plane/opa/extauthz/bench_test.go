@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -38,15 +39,16 @@ func benchChat() *authv3.CheckRequest {
 	}
 	return httpCheck("POST", "/v1/chat/completions", benchHeaders(map[string]string{
 		"x-nexus-model":  "gpt-4o",
-		"content-length": "1188",
+		"content-length": strconv.Itoa(len(body)),
 	}), string(body))
 }
 
 // benchTool is a tool call with a small argument object.
 func benchTool() *authv3.CheckRequest {
+	body := `{"arguments":{"query":"open policy agent envoy","limit":10,"safe":true}}`
 	return httpCheck("POST", "/v1/tools/web-search:invoke", benchHeaders(map[string]string{
-		"content-length": "64",
-	}), `{"arguments":{"query":"open policy agent envoy","limit":10,"safe":true}}`)
+		"content-length": strconv.Itoa(len(body)),
+	}), body)
 }
 
 func benchHeaders(extra map[string]string) map[string]string {
@@ -209,7 +211,7 @@ func BenchmarkCheck(b *testing.B) {
 // benchConstructInput is what Check does before evaluating: the input
 // value for the policy, and the plain value the decision log masks.
 func benchConstructInput(req *authv3.CheckRequest) (ast.Value, error) {
-	input, err := buildInput(req, false)
+	input, err := buildInput(req, defaultInputOptions)
 	if err != nil {
 		return nil, err
 	}

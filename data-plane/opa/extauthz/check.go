@@ -55,7 +55,7 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	defer p.manager.Store.Abort(ctx, txn)
 
-	input, err := buildInput(req, p.cfg.SkipRequestBodyParse)
+	input, err := buildInput(req, p.cfg.inputOptions())
 	ev.inputAST = input
 	var resp *authv3.CheckResponse
 	if r, ok := errors.AsType[*refusal](err); ok {

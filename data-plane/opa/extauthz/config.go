@@ -25,8 +25,15 @@ type Config struct {
 	DryRun               bool   `json:"dry-run"`
 	SkipRequestBodyParse bool   `json:"skip-request-body-parse"`
 	MaxRecvMsgSize       int    `json:"grpc-max-recv-msg-size"`
+	// MaxBodyDepth bounds the nesting of a JSON body; a deeper one is
+	// refused (body.go).
+	MaxBodyDepth int `json:"max-body-depth"`
 
 	query string
+}
+
+func (c *Config) inputOptions() inputOptions {
+	return inputOptions{skipBodyParse: c.SkipRequestBodyParse, maxBodyDepth: c.MaxBodyDepth}
 }
 
 // Factory validates configuration and creates the plugin.
@@ -34,7 +41,7 @@ type Factory struct{}
 
 // Validate parses the plugin's configuration and fills in defaults.
 func (Factory) Validate(_ *plugins.Manager, raw []byte) (any, error) {
-	cfg := Config{Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize}
+	cfg := Config{Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize, MaxBodyDepth: defaultMaxBodyDepth}
 	if err := util.Unmarshal(raw, &cfg); err != nil {
 		return nil, fmt.Errorf("%s: %w", PluginName, err)
 	}
@@ -50,6 +57,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxRecvMsgSize <= 0 {
 		return fmt.Errorf("grpc-max-recv-msg-size must be positive")
+	}
+	if c.MaxBodyDepth <= 0 {
+		return fmt.Errorf("max-body-depth must be positive")
 	}
 	ref, err := ast.PtrRef(ast.DefaultRootDocument, c.Path)
 	if err != nil || len(ref) < 2 {

@@ -106,11 +106,14 @@ func mustJSON(t testing.TB, v any) string {
 	return string(out)
 }
 
+// defaultInputOptions are those of the default configuration.
+var defaultInputOptions = inputOptions{maxBodyDepth: defaultMaxBodyDepth}
+
 // buildTestInput is the input document the plugin gives the policy, as
 // plain JSON values.
 func buildTestInput(t testing.TB, req *authv3.CheckRequest, skipBody bool) map[string]any {
 	t.Helper()
-	input, err := buildInput(req, skipBody)
+	input, err := buildInput(req, inputOptions{skipBodyParse: skipBody, maxBodyDepth: defaultMaxBodyDepth})
 	if err != nil {
 		t.Fatalf("buildInput: %v", err)
 	}

@@ -1,26 +1,16 @@
 package extauthz
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"io"
-	"mime"
 	"net/url"
 	"strings"
-	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/go-json-experiment/json/jsontext"
 	"google.golang.org/grpc/codes"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
-
-// partialBodyHeader is set by Envoy when it forwarded only the first
-// max_request_bytes of the body (allow_partial_message: true).
-const partialBodyHeader = "x-envoy-auth-partial-body"
 
 // Top-level keys of the input document.
 var (
@@ -41,7 +31,7 @@ var (
 // buildInput turns a CheckRequest into the policy's input document, built
 // as OPA's value directly from the proto (protovalue.go); the decision log
 // gets its plain form from this value, not from a second encoding.
-func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Object, error) {
+func buildInput(req *authv3.CheckRequest, opts inputOptions) (ast.Object, error) {
 	attrs, err := protoValue(req.ProtoReflect())
 	if err != nil {
 		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be encoded as protojson does", err)
@@ -64,14 +54,23 @@ func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Object, error
 	}
 	input.Insert(keyParsedPath, ast.NewTerm(path))
 	input.Insert(keyParsedQuery, ast.NewTerm(query))
-	input.Insert(keyTruncatedBody, ast.InternedTerm(httpReq.GetHeaders()[partialBodyHeader] == "true"))
 
-	if !skipBodyParse {
-		if body, ok := parseJSONBody(httpReq.GetHeaders()["content-type"], httpReq.GetBody(), httpReq.GetRawBody()); ok {
-			input.Insert(keyParsedBody, ast.NewTerm(body))
+	// Like upstream: with body parsing off, neither key is there.
+	if !opts.skipBodyParse {
+		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody(), opts.maxBodyDepth)
+		if err != nil {
+			return input, err
 		}
+		input.Insert(keyParsedBody, ast.NewTerm(body))
+		input.Insert(keyTruncatedBody, ast.InternedTerm(truncated))
 	}
 	return input, nil
+}
+
+// inputOptions are the configuration's say in how the input is built.
+type inputOptions struct {
+	skipBodyParse bool
+	maxBodyDepth  int
 }
 
 // nexusFacts is input.nexus: what the plugin computes from the request so
@@ -135,112 +134,4 @@ func splitPath(full string) (*ast.Array, ast.Object, error) {
 		query.Insert(ast.StringTerm(key), ast.ArrayTerm(terms...))
 	}
 	return ast.NewArray(segments...), query, nil
-}
-
-// parseJSONBody decodes a JSON body. A body that is not JSON, or not valid
-// JSON, leaves parsed_body undefined so that rules depending on it do not
-// match (a policy refuses rather than guesses).
-func parseJSONBody(contentType, body string, rawBody []byte) (ast.Value, bool) {
-	if contentType == "" {
-		return nil, false
-	}
-	mediaType, _, err := mime.ParseMediaType(contentType)
-	if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
-		return nil, false
-	}
-	// Envoy sends the body as a string, or as bytes with pack_as_bytes;
-	// like upstream, the string wins when both are there.
-	data := []byte(body)
-	if len(data) == 0 {
-		data = rawBody
-	}
-	if len(data) == 0 {
-		return nil, false
-	}
-	parsed, err := parseJSON(data)
-	if err != nil {
-		return nil, false
-	}
-	return parsed, true
-}
-
-// decoders are reused across Checks; a pooled one reads from noInput, so
-// it keeps no body alive.
-var (
-	noInput  = bytes.NewReader(nil)
-	decoders = sync.Pool{New: func() any { return jsontext.NewDecoder(noInput) }}
-)
-
-// parseJSON parses one JSON document into OPA's value, numbers kept as
-// written (as json.Number would).
-func parseJSON(data []byte) (ast.Value, error) {
-	dec := decoders.Get().(*jsontext.Decoder)
-	defer func() {
-		dec.Reset(noInput)
-		decoders.Put(dec)
-	}()
-	// From a bytes.Buffer the decoder parses in place, without a copy.
-	dec.Reset(bytes.NewBuffer(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	v, err := readJSON(dec)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
-		return nil, errTrailingData
-	}
-	return v, nil
-}
-
-var errTrailingData = errors.New("data after the JSON value")
-
-func readJSON(dec *jsontext.Decoder) (ast.Value, error) {
-	tok, err := dec.ReadToken()
-	if err != nil {
-		return nil, err
-	}
-	switch tok.Kind() {
-	case 'n':
-		return ast.InternedNullValue, nil
-	case 't', 'f':
-		return ast.InternedValue(tok.Bool()), nil
-	case '"':
-		return ast.String(tok.String()), nil
-	case '0':
-		return ast.Number(tok.String()), nil
-	case '[':
-		var terms []*ast.Term
-		for dec.PeekKind() != ']' {
-			v, err := readJSON(dec)
-			if err != nil {
-				return nil, err
-			}
-			terms = append(terms, ast.NewTerm(v))
-		}
-		if _, err := dec.ReadToken(); err != nil {
-			return nil, err
-		}
-		return ast.NewArray(terms...), nil
-	case '{':
-		obj := ast.NewObject()
-		for dec.PeekKind() != '}' {
-			tok, err := dec.ReadToken()
-			if err != nil {
-				return nil, err
-			}
-			// A token is valid only until the next read.
-			name := ast.StringTerm(tok.String())
-			v, err := readJSON(dec)
-			if err != nil {
-				return nil, err
-			}
-			// A repeated name replaces the earlier value, as encoding/json does.
-			obj.Insert(name, ast.NewTerm(v))
-		}
-		if _, err := dec.ReadToken(); err != nil {
-			return nil, err
-		}
-		return obj, nil
-	default:
-		return nil, errors.New("unexpected JSON token")
-	}
 }

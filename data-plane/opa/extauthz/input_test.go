@@ -28,7 +28,7 @@ func TestInputIsBuiltFromTheCheckRequest(t *testing.T) {
 				"parsed_path":    `["v1","chat","completions"]`,
 				"parsed_query":   `{}`,
 				"truncated_body": `false`,
-				"parsed_body":    absent,
+				"parsed_body":    `null`,
 				"version":        `{"encoding":"protojson","ext_authz":"v3"}`,
 				"nexus":          `{}`,
 			},
@@ -80,12 +80,12 @@ func TestInputIsBuiltFromTheCheckRequest(t *testing.T) {
 			req: func() *authv3.CheckRequest {
 				return httpCheck("POST", "/v1/chat/completions", map[string]string{"content-type": "text/plain"}, `{"a":1}`)
 			},
-			want: map[string]string{"parsed_body": absent},
+			want: map[string]string{"parsed_body": `null`},
 		},
 		{
 			name: "body without a content type is not parsed",
 			req:  func() *authv3.CheckRequest { return httpCheck("POST", "/v1/chat/completions", nil, `{"a":1}`) },
-			want: map[string]string{"parsed_body": absent},
+			want: map[string]string{"parsed_body": `null`},
 		},
 		{
 			name: "truncated body",
@@ -94,15 +94,15 @@ func TestInputIsBuiltFromTheCheckRequest(t *testing.T) {
 					"content-type": "application/json", partialBodyHeader: "true",
 				}, `{"messages":[{"role":"us`)
 			},
-			want: map[string]string{"truncated_body": `true`, "parsed_body": absent},
+			want: map[string]string{"truncated_body": `true`, "parsed_body": `null`},
 		},
 		{
-			name:     "body parsing switched off",
+			name:     "body parsing switched off: neither key, as upstream",
 			skipBody: true,
 			req: func() *authv3.CheckRequest {
 				return httpCheck("POST", "/v1/chat/completions", jsonHeaders, `{"a":1}`)
 			},
-			want: map[string]string{"parsed_body": absent},
+			want: map[string]string{"parsed_body": absent, "truncated_body": absent},
 		},
 	}
 	for _, tc := range cases {
@@ -206,7 +206,7 @@ func TestPathAndQueryAreParsedAsUpstreamParsesThem(t *testing.T) {
 func TestAMalformedPathOrQueryIsRefused(t *testing.T) {
 	for _, path := range []string{"/v1/chats/%zz", "/v1/chats/%", "/v1/chats/c1?a=%zz", "/v1/chats/c1?a=1;b=2"} {
 		t.Run(path, func(t *testing.T) {
-			input, err := buildInput(httpCheck("GET", path, nil, ""), false)
+			input, err := buildInput(httpCheck("GET", path, nil, ""), defaultInputOptions)
 			r, ok := errors.AsType[*refusal](err)
 			if !ok {
 				t.Fatalf("error %v, want a refusal", err)

@@ -2,11 +2,13 @@ package extauthz
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"mime"
+	"mime/multipart"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,14 +60,7 @@ func oracleInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Value, error
 	if err != nil {
 		return nil, err
 	}
-	query := map[string]any{}
-	for key, vs := range values {
-		list := make([]any, len(vs))
-		for i, v := range vs {
-			list[i] = v
-		}
-		query[key] = list
-	}
+	query := stringListsOf(values)
 	if principal := req.GetAttributes().GetSource().GetPrincipal(); principal != "" {
 		input["source_principal"] = principal
 	}
@@ -78,33 +73,96 @@ func oracleInput(req *authv3.CheckRequest, skipBodyParse bool) (ast.Value, error
 	input["nexus"] = nexus
 	input["parsed_path"] = segments
 	input["parsed_query"] = query
-	input["truncated_body"] = httpReq.GetHeaders()[partialBodyHeader] == "true"
 	input["version"] = map[string]any{"encoding": "protojson", "ext_authz": "v3"}
 	if !skipBodyParse {
-		if body, ok := oracleJSONBody(httpReq.GetHeaders()["content-type"], httpReq.GetBody(), httpReq.GetRawBody()); ok {
-			input["parsed_body"] = body
+		body, truncated, err := oracleBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody())
+		if err != nil {
+			return nil, err
 		}
+		input["parsed_body"] = body
+		input["truncated_body"] = truncated
 	}
 	return ast.InterfaceToValue(input)
 }
 
-func oracleJSONBody(contentType, body string, rawBody []byte) (any, bool) {
-	mediaType, _, err := mime.ParseMediaType(contentType)
-	if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
-		return nil, false
+// oracleBody is upstream's getParsedBody, with encoding/json.
+func oracleBody(headers map[string]string, body string, rawBody []byte) (any, bool, error) {
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return nil, true, nil
 	}
-	data := []byte(body)
-	if len(data) == 0 {
-		data = rawBody
+	contentType := strings.ToLower(headers["content-type"])
+	if body == "" {
+		body = string(rawBody)
 	}
-	if len(data) == 0 || !json.Valid(data) {
-		return nil, false
+	if body == "" {
+		return nil, false, nil
 	}
-	var parsed any
-	if err := util.UnmarshalJSON(data, &parsed); err != nil {
-		return nil, false
+	mediaType, params, _ := mime.ParseMediaType(headers["content-type"])
+	isJSON := strings.Contains(contentType, "application/json") || strings.HasSuffix(mediaType, "+json")
+	isForm := strings.Contains(contentType, "application/x-www-form-urlencoded")
+	isMultipart := strings.Contains(contentType, "multipart/form-data")
+	if !isJSON && !isForm && !isMultipart {
+		return nil, false, nil
 	}
-	return parsed, true
+	if cl, ok := headers["content-length"]; ok {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil {
+			return nil, false, err
+		}
+		if n > int64(len(body)) {
+			return nil, true, nil
+		}
+	}
+	switch {
+	case isJSON:
+		var v any
+		err := util.UnmarshalJSON([]byte(body), &v)
+		return v, false, err
+	case isForm:
+		values, err := url.ParseQuery(body)
+		if err != nil {
+			return nil, false, err
+		}
+		return stringListsOf(values), false, nil
+	}
+	out := map[string]any{}
+	reader := multipart.NewReader(strings.NewReader(body), params["boundary"])
+	for {
+		part, err := reader.NextPart()
+		if err == io.EOF {
+			return out, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if part.FormName() == "" {
+			continue
+		}
+		content, err := io.ReadAll(part)
+		if err != nil {
+			return nil, false, err
+		}
+		var value any = string(content)
+		if strings.Contains(part.Header.Get("Content-Type"), "application/json") {
+			if err := util.UnmarshalJSON(content, &value); err != nil {
+				return nil, false, err
+			}
+		}
+		list, _ := out[part.FormName()].([]any)
+		out[part.FormName()] = append(list, value)
+	}
+}
+
+func stringListsOf(values map[string][]string) map[string]any {
+	out := map[string]any{}
+	for key, vs := range values {
+		list := make([]any, len(vs))
+		for i, v := range vs {
+			list[i] = v
+		}
+		out[key] = list
+	}
+	return out
 }
 
 // oracleCases are requests covering every encoding protojson has, the
@@ -123,18 +181,26 @@ func oracleCases(t testing.TB) map[string]*authv3.CheckRequest {
 		"unicode everywhere": httpCheck("GET", "/v1/chats/%C3%A9t%C3%A9?q=%E2%9C%93", map[string]string{
 			"x-name": "Zoë 🚀 \u2028 \"quoted\" \\ <tag>",
 		}, ""),
-		"body with duplicate keys, numbers as written": httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders,
-			`{"a":1,"a":2.50,"n":[1E5,-0,0.1e-7,12345678901234567890123],"s":"\u00e9\ud83d\ude80\n","z":null,"t":true,"f":false}`),
-		"body with invalid UTF-8 and a lone surrogate": func() *authv3.CheckRequest {
-			// Only raw_body can hold invalid UTF-8: gRPC refuses a string
-			// field with it before Check is called.
-			r := httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, "")
-			r.Attributes.Request.Http.RawBody = []byte("{\"k\":\"a\xffb\",\"l\":\"\\ud800\"}")
-			return r
-		}(),
+		"body with numbers as written, escapes and literals": httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders,
+			`{"a":2.50,"n":[1E5,-0,0.1e-7,12345678901234567890123],"s":"\u00e9\ud83d\ude80\n\/","z":null,"t":true,"f":false,"e":{},"l":[]}`),
+		"body as application/problem+json": httpCheck("POST", "/v1/tools/t:invoke", map[string]string{"content-type": "application/problem+json"}, `{"a":1}`),
+		"body as Application/JSON":         httpCheck("POST", "/v1/tools/t:invoke", map[string]string{"content-type": "Application/JSON; charset=UTF-8"}, `{"a":1}`),
+		"urlencoded form":                  httpCheck("POST", "/v1/tools/t:invoke", map[string]string{"content-type": "application/x-www-form-urlencoded"}, `a=1&a=2&b=x+y&c`),
+		"multipart form": httpCheck("POST", "/v1/tools/t:invoke", map[string]string{"content-type": "multipart/form-data; boundary=XyZ"},
+			"--XyZ\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n{\"k\":[1,2]}\r\n"+
+				"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"+
+				"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nagain\r\n--XyZ--\r\n"),
+		"body of another type": httpCheck("POST", "/v1/tools/t:invoke", map[string]string{"content-type": "text/plain"}, `{"a":1}`),
+		"body shorter than content-length": httpCheck("POST", "/v1/tools/t:invoke", map[string]string{
+			"content-type": "application/json", "content-length": "100",
+		}, `{"a":1}`),
+		"body cut short by Envoy": httpCheck("POST", "/v1/tools/t:invoke", map[string]string{
+			"content-type": "application/json", partialBodyHeader: "true",
+		}, `{"a":`),
+		"no body":                 httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, ""),
 		"body with trailing data": httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, `{"a":1} {"b":2}`),
 		"body not JSON at all":    httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, `{"a":`),
-		"body nested deep":        httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, strings.Repeat("[", 200)+strings.Repeat("]", 200)),
+		"body nested deep":        httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, strings.Repeat(`{"a":[`, 100)+strings.Repeat("]}", 100)),
 		"body only in raw_body": func() *authv3.CheckRequest {
 			r := httpCheck("POST", "/v1/tools/t:invoke", jsonHeaders, "")
 			r.Attributes.Request.Http.RawBody = []byte(`{"raw":true}`)
@@ -207,7 +273,8 @@ func TestTheDirectInputIsTheProtojsonInput(t *testing.T) {
 		for _, skipBody := range []bool{false, true} {
 			t.Run(name, func(t *testing.T) {
 				want, wantErr := oracleInput(req, skipBody)
-				got, gotErr := buildInput(req, skipBody)
+				// No depth bound here: encoding/json has none below 10000.
+				got, gotErr := buildInput(req, inputOptions{skipBodyParse: skipBody, maxBodyDepth: 1000})
 				if (wantErr != nil) != (gotErr != nil) {
 					t.Fatalf("oracle error %v, direct error %v", wantErr, gotErr)
 				}
@@ -261,7 +328,7 @@ func TestWhatProtojsonCannotEncodeIsARequestParseError(t *testing.T) {
 			if _, err := protojson.Marshal(req); err == nil {
 				t.Fatal("protojson encodes it; the case is wrong")
 			}
-			_, err := buildInput(req, false)
+			_, err := buildInput(req, defaultInputOptions)
 			assertCheckError(t, err, CodeRequestParse)
 		})
 	}
