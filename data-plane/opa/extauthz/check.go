@@ -35,12 +35,14 @@ type evaluation struct {
 	ndbCache   builtins.NDBCache
 }
 
-// Check decides one request. It fails closed: a failure is returned to
-// Envoy as a gRPC error with a named code (errors.go), which Envoy
-// (failure_mode_allow: false) refuses; a request the plugin refuses itself
-// (refusal.go) is answered with an ordinary refusal. Either way the
-// decision log records it.
-func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+// Check decides one request, top to bottom: admission (admission.go), the
+// input (input.go, body.go), the policy, Envoy's answer (response.go), the
+// decision log. It fails closed: a failure is returned to Envoy as a gRPC
+// error with a named code (errors.go), which Envoy (failure_mode_allow:
+// false) refuses; a request the plugin refuses itself, malformed or shed
+// (refusal.go), is answered with an ordinary refusal. Either way the
+// decision log records it, and a decision it cannot record is not made.
+func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
 	ev := &evaluation{
 		decisionID: uuid.NewString(),
 		started:    time.Now(),
@@ -48,38 +50,73 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		tracker:    &topdown.EvaluatedRuleTracker{},
 		ndbCache:   builtins.NDBCache{},
 	}
+	defer func() { p.metrics.checks.WithLabelValues(outcome(ev, resp, err)).Inc() }()
 
-	txn, err := p.manager.Store.NewTransaction(ctx)
+	admission := p.limiter.Load()
+	release, waited, shed := admission.admit(ctx)
+	p.metrics.queueDelay.Observe(waited.Seconds())
+	if shed != "" {
+		p.metrics.shed.WithLabelValues(shed).Inc()
+	} else {
+		p.metrics.inFlight.Inc()
+		defer func() {
+			release()
+			p.metrics.inFlight.Dec()
+		}()
+	}
+
+	// The log outlives a cancelled Check: Envoy may have given up, but
+	// the decision was made (or the request shed) and the audit trail
+	// must hold it.
+	logCtx := context.WithoutCancel(ctx)
+	txn, err := p.manager.Store.NewTransaction(logCtx)
 	if err != nil {
 		return nil, newCheckError(codes.Unavailable, CodeStartTxn, "no read transaction on OPA's store", err)
 	}
-	defer p.manager.Store.Abort(ctx, txn)
+	defer p.manager.Store.Abort(logCtx, txn)
 
 	input, err := buildInput(req, p.cfg.inputOptions())
 	ev.inputAST = input
-	var resp *authv3.CheckResponse
-	if r, ok := errors.AsType[*refusal](err); ok {
-		ev.refused = r
-		resp = r.response(ev.decisionID)
-	} else if err != nil {
+	refused, isRefusal := errors.AsType[*refusal](err)
+	switch {
+	case shed != "":
+		ev.refused = admission.shedRefusal(shed)
+	case isRefusal:
+		ev.refused = refused
+	case err != nil:
 		ev.err = err
-	} else {
+	default:
 		ev.err = p.evaluate(ctx, txn, ev)
 		if ev.err == nil {
 			resp, ev.err = buildResponse(ev.result, ev.decisionID, p.cfg.DryRun)
 		}
 	}
+	if ev.refused != nil {
+		resp = ev.refused.response(ev.decisionID, p.cfg.DryRun)
+	}
 
-	// The log outlives a cancelled Check: Envoy may have given up, but the
-	// decision was made and the audit trail must hold it.
-	if logErr := p.logDecision(context.WithoutCancel(ctx), txn, ev, remoteAddr(ctx)); logErr != nil {
-		// A decision the audit trail cannot record is not made.
+	if logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx)); logErr != nil {
 		return nil, newCheckError(codes.Internal, CodeDecisionLog, "the decision log refused the decision", logErr)
 	}
 	if ev.err != nil {
 		return nil, ev.err
 	}
 	return resp, nil
+}
+
+func outcome(ev *evaluation, resp *authv3.CheckResponse, err error) string {
+	switch {
+	case err != nil:
+		return outcomeError
+	case ev.refused != nil && ev.refused.shed:
+		return outcomeShed
+	case ev.refused != nil:
+		return outcomeRefused
+	case resp.GetStatus().GetCode() == int32(codes.OK):
+		return outcomeAllowed
+	default:
+		return outcomeDenied
+	}
 }
 
 func (p *Plugin) evaluate(ctx context.Context, txn storage.Transaction, ev *evaluation) error {

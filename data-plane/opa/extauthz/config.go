@@ -28,8 +28,11 @@ type Config struct {
 	// MaxBodyDepth bounds the nesting of a JSON body; a deeper one is
 	// refused (body.go).
 	MaxBodyDepth int `json:"max-body-depth"`
+	// Admission bounds the Checks evaluated at once (admission.go).
+	Admission *AdmissionConfig `json:"admission"`
 
-	query string
+	query     string
+	admission admission
 }
 
 func (c *Config) inputOptions() inputOptions {
@@ -61,6 +64,11 @@ func (c *Config) validate() error {
 	if c.MaxBodyDepth <= 0 {
 		return fmt.Errorf("max-body-depth must be positive")
 	}
+	admission, err := c.Admission.resolve()
+	if err != nil {
+		return err
+	}
+	c.admission = admission
 	ref, err := ast.PtrRef(ast.DefaultRootDocument, c.Path)
 	if err != nil || len(ref) < 2 {
 		return fmt.Errorf("path %q does not name a document under data", c.Path)

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/logging"
@@ -89,6 +91,12 @@ func (c *capturedLog) Log(_ context.Context, event logs.EventV1) error {
 	return nil
 }
 
+func (c *capturedLog) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.count
+}
+
 func (c *capturedLog) only(t testing.TB) logs.EventV1 {
 	t.Helper()
 	c.mu.Lock()
@@ -112,18 +120,23 @@ type testOPA struct {
 // opaSetup is what a testOPA holds: modules by path, data, the bundle's
 // roots, and whether decision logging is configured.
 type opaSetup struct {
-	modules map[string]string
-	data    map[string]any
-	roots   []string
-	noLog   bool
+	modules  map[string]string
+	data     map[string]any
+	roots    []string
+	noLog    bool
+	registry prometheus.Registerer
 }
 
 // newTestOPA holds testPolicy and testMask, and logs decisions.
 func newTestOPA(t testing.TB) *testOPA {
-	return newOPA(t, opaSetup{
+	return newOPA(t, testSetup())
+}
+
+func testSetup() opaSetup {
+	return opaSetup{
 		modules: map[string]string{"/nexus/authz.rego": testPolicy, "/system/log/mask.rego": testMask},
 		roots:   []string{"nexus", "system/log"},
-	})
+	}
 }
 
 func newOPA(t testing.TB, setup opaSetup) *testOPA {
@@ -143,6 +156,7 @@ func newOPA(t testing.TB, setup opaSetup) *testOPA {
 		plugins.InitBundles(map[string]*bundle.Bundle{"nexus": &policy}),
 		plugins.Logger(logging.NewNoOpLogger()),
 		plugins.ConsoleLogger(logging.NewNoOpLogger()),
+		plugins.WithPrometheusRegister(setup.registry),
 	)
 	if err != nil {
 		t.Fatal(err)

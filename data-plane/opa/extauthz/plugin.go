@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -48,7 +49,11 @@ const stopGracePeriod = 5 * time.Second
 
 // New creates the plugin; it starts serving in Start.
 func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
-	p := &Plugin{manager: m, cfg: *config.(*Config)}
+	p := &Plugin{manager: m, cfg: *config.(*Config), metrics: newCheckMetrics()}
+	p.limiter.Store(newLimiter(p.cfg.admission))
+	if err := p.metrics.register(m.PrometheusRegister()); err != nil {
+		m.Logger().Error("%s: metrics not registered: %v", PluginName, err)
+	}
 	m.RegisterCompilerTrigger(p.compilerUpdated)
 	m.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateNotReady})
 	return p
@@ -60,6 +65,8 @@ type Plugin struct {
 
 	manager *plugins.Manager
 	cfg     Config
+	metrics *checkMetrics
+	limiter atomic.Pointer[limiter]
 
 	mu       sync.Mutex
 	server   *grpc.Server
@@ -133,6 +140,7 @@ func (p *Plugin) Reconfigure(ctx context.Context, config any) {
 	p.cfg = *config.(*Config)
 	p.prepared = nil
 	p.mu.Unlock()
+	p.limiter.Store(newLimiter(p.cfg.admission))
 	if err := p.Start(ctx); err != nil {
 		p.manager.Logger().Error("%s: reconfigure: %v", PluginName, err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 )
 
@@ -85,8 +86,18 @@ func (r *refusal) loggedError() error {
 
 // response is Envoy's answer: the status, the refusal's headers, and the
 // body the gateway policy gives its own refusals,
-// {"error": "denied", "reasons": [{rule, message, controls}]}.
-func (r *refusal) response(decisionID string) *authv3.CheckResponse {
+// {"error": "denied", "reasons": [{rule, message, controls}]}. In dry-run
+// mode the request goes through, as every other refusal does then.
+func (r *refusal) response(decisionID string, dryRun bool) *authv3.CheckResponse {
+	if dryRun {
+		// Only the decision id: cannot fail.
+		md, _ := dynamicMetadata(nil, decisionID)
+		return &authv3.CheckResponse{
+			Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+			DynamicMetadata: md,
+		}
+	}
 	// Strings and lists of strings only: encoding cannot fail.
 	body, _ := json.Marshal(map[string]any{"error": "denied", "reasons": []any{r.reason()}})
 	headers := append([]*corev3.HeaderValueOption{
