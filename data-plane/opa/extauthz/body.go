@@ -254,35 +254,45 @@ func (p *jsonParser) value(depth int) (ast.Value, error) {
 	case '0':
 		return ast.Number(tok.String()), nil
 	case '[':
-		var terms []*ast.Term
+		// Terms are collected by value and pointed to once the list is
+		// complete: a few allocations per list instead of one per element.
+		var elems []ast.Term
 		for p.dec.PeekKind() != ']' {
 			v, err := p.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
-			terms = append(terms, ast.NewTerm(v))
+			elems = append(elems, ast.Term{Value: v})
 		}
 		if _, err := p.dec.ReadToken(); err != nil {
 			return nil, err
 		}
+		terms := make([]*ast.Term, len(elems))
+		for i := range elems {
+			terms[i] = &elems[i]
+		}
 		return ast.NewArray(terms...), nil
 	case '{':
-		var pairs [][2]*ast.Term
+		var members []ast.Term // name, value, name, value, ...
 		for p.dec.PeekKind() != '}' {
 			tok, err := p.dec.ReadToken()
 			if err != nil {
 				return nil, err
 			}
 			// A token is valid only until the next read.
-			name := ast.StringTerm(tok.String())
+			name := ast.String(tok.String())
 			v, err := p.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
-			pairs = append(pairs, [2]*ast.Term{name, ast.NewTerm(v)})
+			members = append(members, ast.Term{Value: name}, ast.Term{Value: v})
 		}
 		if _, err := p.dec.ReadToken(); err != nil {
 			return nil, err
+		}
+		pairs := make([][2]*ast.Term, len(members)/2)
+		for i := range pairs {
+			pairs[i] = [2]*ast.Term{&members[2*i], &members[2*i+1]}
 		}
 		// The decoder refused repeated names: the pairs are unique.
 		return ast.NewObject(pairs...), nil

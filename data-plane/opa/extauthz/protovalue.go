@@ -49,7 +49,11 @@ func protoValue(msg protoreflect.Message) (ast.Value, error) {
 		return viaProtojson(msg)
 	}
 
-	pairs := make([][2]*ast.Term, 0, msg.Descriptor().Fields().Len())
+	// One allocation for every value term of the message: no more fields
+	// than the descriptor has can be set, so values never moves.
+	n := msg.Descriptor().Fields().Len()
+	pairs := make([][2]*ast.Term, 0, n)
+	values := make([]ast.Term, n)
 	var err error
 	msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		var value ast.Value
@@ -64,7 +68,9 @@ func protoValue(msg protoreflect.Message) (ast.Value, error) {
 		if err != nil {
 			return false
 		}
-		pairs = append(pairs, [2]*ast.Term{fieldName(fd), ast.NewTerm(value)})
+		term := &values[len(pairs)]
+		term.Value = value
+		pairs = append(pairs, [2]*ast.Term{fieldName(fd), term})
 		return true
 	})
 	if err != nil {
@@ -75,19 +81,20 @@ func protoValue(msg protoreflect.Message) (ast.Value, error) {
 
 // fieldNames holds one key term per field, shared by every request: keys
 // are never mutated, and the CheckRequest has a few dozen fields.
-var fieldNames sync.Map // protoreflect.FullName -> *ast.Term
+var fieldNames sync.Map // protoreflect.FieldDescriptor -> *ast.Term
 
 func fieldName(fd protoreflect.FieldDescriptor) *ast.Term {
-	if t, ok := fieldNames.Load(fd.FullName()); ok {
+	if t, ok := fieldNames.Load(fd); ok {
 		return t.(*ast.Term)
 	}
-	t, _ := fieldNames.LoadOrStore(fd.FullName(), ast.StringTerm(fd.JSONName()))
+	t, _ := fieldNames.LoadOrStore(fd, ast.StringTerm(fd.JSONName()))
 	return t.(*ast.Term)
 }
 
 func mapValue(m protoreflect.Map, fd protoreflect.FieldDescriptor) (ast.Value, error) {
 	valueFD := fd.MapValue()
 	pairs := make([][2]*ast.Term, 0, m.Len())
+	terms := make([]ast.Term, 2*m.Len()) // keys and values, one allocation
 	var err error
 	m.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
 		var value ast.Value
@@ -96,7 +103,9 @@ func mapValue(m protoreflect.Map, fd protoreflect.FieldDescriptor) (ast.Value, e
 		}
 		// Map keys are unique, and protojson writes every key kind
 		// (string, integer, bool) as its plain text.
-		pairs = append(pairs, [2]*ast.Term{ast.StringTerm(k.String()), ast.NewTerm(value)})
+		key, val := &terms[2*len(pairs)], &terms[2*len(pairs)+1]
+		key.Value, val.Value = ast.String(k.String()), value
+		pairs = append(pairs, [2]*ast.Term{key, val})
 		return true
 	})
 	if err != nil {
@@ -107,12 +116,14 @@ func mapValue(m protoreflect.Map, fd protoreflect.FieldDescriptor) (ast.Value, e
 
 func listValue(l protoreflect.List, fd protoreflect.FieldDescriptor) (ast.Value, error) {
 	terms := make([]*ast.Term, l.Len())
+	slab := make([]ast.Term, l.Len())
 	for i := range l.Len() {
 		value, err := singularValue(l.Get(i), fd)
 		if err != nil {
 			return nil, err
 		}
-		terms[i] = ast.NewTerm(value)
+		slab[i].Value = value
+		terms[i] = &slab[i]
 	}
 	return ast.NewArray(terms...), nil
 }
