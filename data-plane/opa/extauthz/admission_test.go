@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -190,15 +191,22 @@ func TestAShedCheckIsAnsweredAtOnceAndLoggedAsADecision(t *testing.T) {
 	if event.Error != nil || len(event.RuleLabels) != 0 {
 		t.Errorf("logged error %v, rule_labels %v: the policy must not have been asked", event.Error, event.RuleLabels)
 	}
-	if got := mustJSON(t, *event.Input); !strings.Contains(got, `"x-nexus-tenant":"acme"`) {
-		t.Errorf("logged input %s", got)
+	input := mustJSON(t, *event.Input)
+	if !strings.Contains(input, `"x-nexus-tenant":"acme"`) || !strings.Contains(input, `"parsed_path":["v1","chat","completions"]`) {
+		t.Errorf("logged input %s", input)
+	}
+	// OPA's mask lists what it erased: a parsed_body only if there was one.
+	if slices.Contains(event.Erased, "/input/parsed_body") {
+		t.Errorf("the body of a shed Check was parsed (erased: %v)", event.Erased)
 	}
 
 	hold()
 	if resp, err := p.Check(ctx, acmeCheck()); err != nil || resp.GetOkResponse() == nil {
 		t.Fatalf("with the slot free: %v %v", resp, err)
 	}
-	opa.log.only(t)
+	if erased := opa.log.only(t).Erased; !slices.Contains(erased, "/input/parsed_body") {
+		t.Errorf("an admitted Check's body was not parsed (erased: %v)", erased)
+	}
 
 	m := p.metrics
 	for name, got := range map[string]float64{

@@ -75,7 +75,12 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}
 	defer p.manager.Store.Abort(logCtx, txn)
 
-	input, err := buildInput(req, p.cfg.inputOptions())
+	opts := p.cfg.inputOptions()
+	if shed != "" {
+		// Nothing reads the body of a shed request: the refusal stays cheap.
+		opts.skipBodyParse = true
+	}
+	input, err := buildInput(req, opts)
 	ev.inputAST = input
 	refused, isRefusal := errors.AsType[*refusal](err)
 	switch {
