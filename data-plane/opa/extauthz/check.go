@@ -52,8 +52,8 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}
 	defer func() { p.metrics.checks.WithLabelValues(outcome(ev, resp, err)).Inc() }()
 
-	admission := p.limiter.Load()
-	release, waited, shed := admission.admit(ctx)
+	gate := p.limiter.Load()
+	release, waited, shed := gate.admit(ctx)
 	p.metrics.queueDelay.Observe(waited.Seconds())
 	if shed != "" {
 		p.metrics.shed.WithLabelValues(shed).Inc()
@@ -85,7 +85,7 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	refused, isRefusal := errors.AsType[*refusal](err)
 	switch {
 	case shed != "":
-		ev.refused = admission.shedRefusal(shed)
+		ev.refused = gate.shedRefusal(shed)
 	case isRefusal:
 		ev.refused = refused
 	case err != nil:
