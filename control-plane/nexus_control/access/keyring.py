@@ -18,6 +18,7 @@ Every change is an outbox event (``key.created``, ``key.activated``,
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,7 +31,13 @@ from nexus_control.access.signing_keys import approval_jwks, approval_key_id
 from nexus_control.store import outbox
 from nexus_control.store.tables import KeyRecord
 from nexus_runtime.database import Database
-from nexus_runtime.keys.algorithms import Algorithm, PublicKey, load_public_pem, public_pem
+from nexus_runtime.keys.algorithms import (
+    BUNDLE_ALGORITHMS,
+    Algorithm,
+    PublicKey,
+    load_public_pem,
+    public_pem,
+)
 from nexus_runtime.keys.provider import KeyProvider, SigningKey
 
 __all__ = [
@@ -83,6 +90,14 @@ class TrustedKey:
         return load_public_pem(self.public_pem)
 
 
+def _check_algorithm(purpose: KeyPurpose, algorithm: Algorithm) -> None:
+    if purpose is KeyPurpose.APPROVAL and algorithm is not Algorithm.ES256:
+        raise KeyringError("approval keys are ES256: the Rego check accepts nothing else")
+    if purpose is KeyPurpose.BUNDLE and algorithm not in BUNDLE_ALGORITHMS:
+        names = ", ".join(sorted(BUNDLE_ALGORITHMS))
+        raise KeyringError(f"bundle keys sign {names}: OPA verifies nothing else")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -130,6 +145,7 @@ class Keyring:
                     continue
                 reference = self.initial_references[purpose]
                 algorithm = self.algorithms[purpose]
+                _check_algorithm(purpose, algorithm)
                 if self.provider.exists(reference):
                     key = self.provider.open(reference, algorithm)
                 else:
@@ -188,8 +204,7 @@ class Keyring:
     ) -> TrustedKey:
         """Make a new key of ``purpose`` in the provider, trusted but not signing (``next``)."""
         chosen = algorithm or self.algorithms[purpose]
-        if purpose is KeyPurpose.APPROVAL and chosen is not Algorithm.ES256:
-            raise KeyringError("approval keys are ES256: the Rego check accepts nothing else")
+        _check_algorithm(purpose, chosen)
         with self.db.session() as session:
             pending = session.scalar(
                 select(KeyRecord).where(
@@ -205,7 +220,7 @@ class Keyring:
                     session.scalars(select(KeyRecord.kid).where(KeyRecord.purpose == purpose.value))
                 )
             )
-            reference = f"{purpose.value}-{count + 1}-{_now().strftime('%Y%m%d%H%M%S')}"
+            reference = f"{purpose.value}-{count + 1}-{uuid.uuid4().hex[:12]}"
             key = self.provider.generate(reference, chosen)
             kid = self._kid_for(session, purpose, key, first=False, serial=count + 1)
             row = self._register(session, purpose, key, kid, actor, KeyState.NEXT)

@@ -16,8 +16,11 @@ __all__ = ["activate_key", "list_keys", "retire_key", "rotate_key", "router"]
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
-KeyReaderDep = Annotated[Principal, Depends(require(*Role))]
-"""Public keys: every role may read them (enforcers to trust bundles, authors to build)."""
+KeyReaderDep = Annotated[
+    Principal,
+    Depends(require(Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.COMPLIANCE, Role.ENFORCER)),
+]
+"""Public keys: enforcers to trust bundles, authors to build, operators to rotate, reviewers."""
 Kid = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from nexus_contract.errors import NexusError
 
 __all__ = [
+    "BUNDLE_ALGORITHMS",
     "ES256_COORDINATE_BYTES",
     "MIN_RSA_BITS",
     "PSS_SALT_BYTES",
@@ -67,6 +68,10 @@ class Algorithm(StrEnum):
                 raise SignatureError("ES256 needs an EC P-256 key")
         elif not isinstance(key, ed25519.Ed25519PublicKey):
             raise SignatureError("EdDSA needs an Ed25519 key")
+
+
+BUNDLE_ALGORITHMS = frozenset({Algorithm.RS256, Algorithm.PS256, Algorithm.ES256})
+"""What OPA's bundle ``keys`` verify (its config refuses ``EdDSA``)."""
 
 
 def der_to_raw_ecdsa(der: bytes) -> bytes:

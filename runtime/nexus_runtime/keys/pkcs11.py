@@ -110,11 +110,16 @@ class Pkcs11KeyProvider:
 
     def _open_session(self) -> Any:
         if self._session is None:
+            errors = self._pkcs11.exceptions
             try:
                 self._session = self._token.open(user_pin=self._pin, rw=True)
-            except self._pkcs11.exceptions.PinIncorrect:
+            except errors.UserAlreadyLoggedIn:
+                # A login holds for the whole process (PKCS#11 sessions of one
+                # application share it): another provider of this token did it.
+                self._session = self._token.open(rw=True)
+            except errors.PinIncorrect:
                 raise KeyProviderError(f"the PIN for token {self.token_label!r} is wrong") from None
-            except self._pkcs11.exceptions.PKCS11Error as exc:
+            except errors.PKCS11Error as exc:
                 raise KeyProviderError(f"cannot open token {self.token_label!r}: {exc!r}") from None
         return self._session
 
