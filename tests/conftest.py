@@ -18,6 +18,7 @@ from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bund
 from nexus_control.authoring.opa import Opa
 from nexus_runtime.toolchain import find_opa
 from tests.fixtures.servers import PostgresServer, RedisServer
+from tests.fixtures.softhsm import SoftHsm, make_softhsm
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"
@@ -89,7 +90,7 @@ def built_gateway(
         BuildOptions(
             signing_key=session_keys.signing,
             key_id=TEST_KEY_ID,
-            approval_key=session_keys.approval,
+            approval_jwks=session_keys.approval_jwks,
             dist_dir=dist,
         ),
     )
@@ -129,3 +130,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def softhsm() -> Iterator[SoftHsm]:
+    """One SoftHSM2 token for the session (its own SOFTHSM2_CONF and token directory)."""
+    token = make_softhsm()
+    try:
+        yield token
+    finally:
+        token.remove()

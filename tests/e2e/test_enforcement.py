@@ -252,10 +252,8 @@ def _tamper(archive: bytes) -> bytes:
             handle = src.extractfile(member)
             content = handle.read() if handle else b""
             if member.name.endswith("data.json"):
-                config = json.loads(content)
-                config["nexus"]["config"]["grants"]["acme"]["apikey:acme-chat"][
-                    "tools:db-write"
-                ] = True
+                config = json.loads(content)  # the data of data.nexus.config
+                config["grants"]["acme"]["apikey:acme-chat"]["tools:db-write"] = True
                 content = json.dumps(config).encode()
             info = tarfile.TarInfo(member.name)
             info.size = len(content)
