@@ -215,7 +215,9 @@ def stack(
     built = build_bundle(
         GATEWAY,
         opa,
-        BuildOptions(session_keys.signing, TEST_KEY_ID, session_keys.approval_jwks, tmp_path / "dist"),
+        BuildOptions(
+            session_keys.signing, TEST_KEY_ID, session_keys.approval_jwks, tmp_path / "dist"
+        ),
         overlays=[tmp_path / "credentials"],
     )
     log = make_log()
