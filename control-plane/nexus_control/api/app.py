@@ -19,7 +19,17 @@ from nexus_audit.api import router as audit_router
 from nexus_audit.api.routes import ErasureRequest
 from nexus_audit.service import AuditLog
 from nexus_control import __version__
-from nexus_control.api import approvals, bundles, events, fleet, keys, metrics, rollouts, usage
+from nexus_control.api import (
+    approvals,
+    budgets,
+    bundles,
+    events,
+    fleet,
+    keys,
+    metrics,
+    rollouts,
+    usage,
+)
 from nexus_control.api import opa as opa_protocol
 from nexus_control.api.approvals import ToolApprovalRequest
 from nexus_control.api.deps import authorize, route_roles
@@ -36,7 +46,18 @@ from nexus_runtime.toolchain import find_opa
 
 __all__ = ["create_app", "create_control_plane"]
 
-ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, keys, events, metrics)
+ROUTERS = (
+    opa_protocol,
+    usage,
+    budgets,
+    bundles,
+    rollouts,
+    approvals,
+    fleet,
+    keys,
+    events,
+    metrics,
+)
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,
     ToolApprovalRequest,
