@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -48,6 +48,7 @@ __all__ = [
     "INDEX_BATCH",
     "INDEX_EVERY_S",
     "MAX_PAGE",
+    "QUERY_FIELDS",
     "Breakdown",
     "DecisionHit",
     "DecisionPage",
@@ -62,6 +63,8 @@ __all__ = [
     "index_decisions",
     "indexed_size",
     "known_rules",
+    "parse_query",
+    "parse_time",
     "rules_of",
     "search_decisions",
     "tool_of",
@@ -179,6 +182,57 @@ class DecisionRecord:
         result = self.payload.get("result") if self.payload else None
         reasons = result.get("reasons") if isinstance(result, dict) else None
         return [r for r in reasons if isinstance(r, dict)] if isinstance(reasons, list) else []
+
+
+QUERY_FIELDS = (
+    "since", "until", "tenant", "outcome", "route", "tool", "rule", "control", "decision_id",
+    "before", "limit",
+)  # fmt: skip
+"""The names `parse_query` reads (the API's query parameters and the console's form fields)."""
+
+
+def parse_time(value: str, name: str, *, end_of_day: bool = False) -> datetime:
+    """An RFC 3339 time or a ``YYYY-MM-DD`` date (UTC); a date as ``until`` means its end."""
+    text = value.strip()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidQueryError(
+            f"{name}: {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if end_of_day and len(text) == 10:
+        moment += timedelta(days=1)
+    return moment
+
+
+def parse_query(params: Mapping[str, str]) -> DecisionQuery:
+    """A `DecisionQuery` from text fields; empty fields are absent. Raises `InvalidQueryError`."""
+    given = {k: v.strip() for k, v in params.items() if k in QUERY_FIELDS and v.strip()}
+    outcome = given.get("outcome")
+    if outcome not in (None, "allowed", "denied"):
+        raise InvalidQueryError(f"outcome: {outcome!r} is neither 'allowed' nor 'denied'")
+    numbers: dict[str, int] = {}
+    for name in ("before", "limit"):
+        if name in given:
+            try:
+                numbers[name] = int(given[name])
+            except ValueError:
+                raise InvalidQueryError(f"{name}: {given[name]!r} is not a whole number") from None
+    return DecisionQuery(
+        since=parse_time(given["since"], "since") if "since" in given else None,
+        until=parse_time(given["until"], "until", end_of_day=True) if "until" in given else None,
+        tenant=given.get("tenant"),
+        allowed=None if outcome is None else outcome == "allowed",
+        route=given.get("route"),
+        tool=given.get("tool"),
+        rule=given.get("rule"),
+        control=given.get("control"),
+        decision_id=given.get("decision_id"),
+        before=numbers.get("before"),
+        limit=numbers.get("limit", DEFAULT_PAGE),
+    )
 
 
 def tool_of(route: str) -> str | None:
@@ -385,7 +439,7 @@ def _entries(session: Session, indexes: Sequence[int]) -> dict[int, bytes]:
     if not indexes:
         return {}
     rows = session.execute(select(Leaf.leaf_index, Leaf.entry).where(Leaf.leaf_index.in_(indexes)))
-    return {index: entry for index, entry in rows.tuples()}
+    return dict(list(rows.tuples()))
 
 
 def known_rules(session: Session, limit: int = 500) -> tuple[str, ...]:

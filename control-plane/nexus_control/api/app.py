@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from nexus_audit.api import ERROR_STATUS as AUDIT_ERROR_STATUS
+from nexus_audit.api import decisions_router
 from nexus_audit.api import router as audit_router
 from nexus_audit.api.routes import ErasureRequest
 from nexus_audit.service import AuditLog
@@ -156,7 +157,7 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
     routers = [module.router for module in ROUTERS]
     if audit is not None:
         app.state.audit_log = audit
-        routers.append(audit_router)
+        routers += [audit_router, decisions_router]
     for router in routers:
         app.include_router(router)
     _openapi(app, routers)
