@@ -33,6 +33,7 @@ from nexus_audit.catalog import Catalogs
 from nexus_audit.payloads import PayloadStatus, PayloadVault
 from nexus_audit.proof import TlogProof
 from nexus_audit.tables import (
+    CheckpointRow,
     ControlDay,
     DecisionFacet,
     DecisionRule,
@@ -65,6 +66,7 @@ __all__ = [
     "known_rules",
     "parse_query",
     "parse_time",
+    "previous_checkpoint_size",
     "rules_of",
     "search_decisions",
     "tool_of",
@@ -585,3 +587,11 @@ def control_breakdown(
         return tuple((value, a, d) for value, (a, d) in ranked[:BREAKDOWN_TOP])
 
     return Breakdown(sample, top("tenant"), top("route"), top("tool"))
+
+
+def previous_checkpoint_size(session: Session, size: int) -> int | None:
+    """The largest checkpointed tree size below ``size``, if any."""
+    found: int | None = session.scalar(
+        select(func.max(CheckpointRow.size)).where(CheckpointRow.size < size)
+    )
+    return found

@@ -50,6 +50,7 @@ from nexus_audit.search import (
     hit_of,
     index_decisions,
     known_rules,
+    previous_checkpoint_size,
     search_decisions,
 )
 from nexus_audit.settings import AuditSettings
@@ -427,6 +428,11 @@ class AuditLog:
         """One page of decisions matching ``query`` (`nexus_audit.search`), newest first."""
         with self.db.session() as session:
             return search_decisions(session, self.catalogs, query)
+
+    def previous_checkpoint_size(self, size: int) -> int | None:
+        """The checkpoint before the one of ``size`` (the log health page checks the two agree)."""
+        with self.db.session() as session:
+            return previous_checkpoint_size(session, size)
 
     def decision_rules(self) -> tuple[str, ...]:
         """Rule names the search index knows."""

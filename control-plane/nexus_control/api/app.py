@@ -38,6 +38,8 @@ from nexus_control.api.errors import STATUS_OF
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.spend import SpendStore, make_spend_store
 from nexus_control.budgets.usage import UsageReport
+from nexus_control.console import pages as console_pages
+from nexus_control.console import routes as console
 from nexus_control.plane import ControlPlane
 from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
@@ -131,12 +133,14 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
         stop = asyncio.Event()
         if audit is not None:
             audit.start()
-        loops = asyncio.create_task(plane.run(stop, audit))
+        loops = [asyncio.create_task(plane.run(stop, audit))]
+        if audit is not None:
+            loops.append(asyncio.create_task(console_pages.index_loop(stop, audit)))
         try:
             yield
         finally:
             stop.set()
-            await loops
+            await asyncio.gather(*loops)
             if audit is not None:
                 audit.stop()
 
@@ -153,7 +157,8 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
     app.state.control_plane = plane
     app.state.authorize = authorize
     install_error_handlers(app)
-    install_domain_errors(app, {**STATUS_OF, **AUDIT_ERROR_STATUS})
+    errors = {**STATUS_OF, **AUDIT_ERROR_STATUS}
+    install_domain_errors(app, errors)
     routers = [module.router for module in ROUTERS]
     if audit is not None:
         app.state.audit_log = audit
@@ -161,6 +166,7 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     _openapi(app, routers)
+    console.install(app, plane, errors, routers)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
