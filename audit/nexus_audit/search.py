@@ -56,20 +56,22 @@ __all__ = [
     "DecisionQuery",
     "DecisionRecord",
     "EvidenceCounts",
+    "IndexBatch",
     "InvalidQueryError",
     "control_breakdown",
     "control_counts",
     "control_events",
     "hit_of",
-    "index_decisions",
     "indexed_size",
     "known_rules",
     "parse_query",
     "parse_time",
     "previous_checkpoint_size",
+    "read_batch",
     "rules_of",
     "search_decisions",
     "tool_of",
+    "write_batch",
 ]
 
 DEFAULT_PAGE = 50
@@ -275,30 +277,35 @@ def indexed_size(session: Session) -> int:
     return value
 
 
-def index_decisions(session: Session, vault: PayloadVault, *, batch: int = INDEX_BATCH) -> int:
-    """Index the next ``batch`` leaves after ``search_state.indexed_size``; returns how many.
+@dataclass(frozen=True)
+class IndexBatch:
+    """Rows derived from leaves ``[start, end)``, read without holding any lock."""
 
-    Runs in the caller's transaction and starts by locking the state row, so
-    two indexers (two replicas) never index the same leaves. Event leaves
-    are passed over; a decision's rules come from its payload when it is
-    still readable (an erased payload leaves the decision without rules).
+    start: int
+    end: int
+    facets: list[tuple[Any, ...]]
+    rules: list[tuple[str, int]]
+    days: dict[tuple[str, str, str], int]
+
+
+def read_batch(session: Session, vault: PayloadVault, *, batch: int = INDEX_BATCH) -> IndexBatch:
+    """Derive the search rows of the next ``batch`` leaves after ``search_state.indexed_size``.
+
+    Only reads, so intake and the checkpoint signer never wait on it; `write_batch`
+    stores the result in a short transaction. Event leaves give only counts per
+    control; a decision's rules come from its payload while it is readable.
     """
-    start = session.execute(
-        update(SearchState)
-        .where(SearchState.id == SEARCH_STATE_ROW)
-        .values(indexed_size=SearchState.indexed_size)
-        .returning(SearchState.indexed_size)
-    ).scalar()
-    if start is None:
-        raise storage.CorruptStorageError("the search_state row is missing; run the migrations")
+    start = indexed_size(session)
     end = min(storage.tree_size(session), start + batch)
-    if end <= start:
-        return 0
-    rows = session.execute(
-        select(Leaf.leaf_index, Leaf.kind, Leaf.entry)
-        .where(Leaf.leaf_index >= start, Leaf.leaf_index < end)
-        .order_by(Leaf.leaf_index)
-    ).all()
+    rows = (
+        session.execute(
+            select(Leaf.leaf_index, Leaf.kind, Leaf.entry)
+            .where(Leaf.leaf_index >= start, Leaf.leaf_index < end)
+            .order_by(Leaf.leaf_index)
+        ).all()
+        if end > start
+        else []
+    )
     hits: list[DecisionHit] = []
     days: dict[tuple[str, str, str], int] = {}
     for index, kind, entry in rows:
@@ -323,13 +330,30 @@ def index_decisions(session: Session, vault: PayloadVault, *, batch: int = INDEX
         for h in hits
     ]  # fmt: skip
     rules = [(rule, index) for index, found in _rules(session, vault, hits) for rule in found]
-    storage.bulk_insert(session, _FACETS, _FACET_COLUMNS, facets)
-    storage.bulk_insert(session, _RULES, _RULE_COLUMNS, rules)
-    _add_control_days(session, days)
-    session.execute(
-        update(SearchState).where(SearchState.id == SEARCH_STATE_ROW).values(indexed_size=end)
-    )
-    return end - start
+    return IndexBatch(start, max(start, end), facets, rules, days)
+
+
+def write_batch(session: Session, batch: IndexBatch) -> int:
+    """Store ``batch`` unless another indexer got there first; returns leaves indexed.
+
+    The state row moves from ``start`` to ``end`` in the same transaction as
+    the rows, and only if it still reads ``start``: two indexers (two
+    replicas) never store the same leaves twice.
+    """
+    if batch.end <= batch.start:
+        return 0
+    moved = session.execute(
+        update(SearchState)
+        .where(SearchState.id == SEARCH_STATE_ROW, SearchState.indexed_size == batch.start)
+        .values(indexed_size=batch.end)
+        .returning(SearchState.indexed_size)
+    ).scalar()
+    if moved is None:
+        return 0
+    storage.bulk_insert(session, _FACETS, _FACET_COLUMNS, batch.facets)
+    storage.bulk_insert(session, _RULES, _RULE_COLUMNS, batch.rules)
+    _add_control_days(session, batch.days)
+    return batch.end - batch.start
 
 
 def _day(moment: datetime) -> str:

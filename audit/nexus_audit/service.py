@@ -48,10 +48,11 @@ from nexus_audit.search import (
     control_counts,
     control_events,
     hit_of,
-    index_decisions,
     known_rules,
     previous_checkpoint_size,
+    read_batch,
     search_decisions,
+    write_batch,
 )
 from nexus_audit.settings import AuditSettings
 from nexus_audit.signer import CheckpointSigner, SignedCheckpoint
@@ -422,7 +423,11 @@ class AuditLog:
     def index_decisions(self, batch: int = INDEX_BATCH) -> int:
         """Bring the decision search index one batch closer to the tree; returns leaves read."""
         with self.db.session() as session:
-            return index_decisions(session, self.vault, batch=batch)
+            read = read_batch(session, self.vault, batch=batch)
+        if read.end <= read.start:
+            return 0
+        with self.db.session() as session:
+            return write_batch(session, read)
 
     def search_decisions(self, query: DecisionQuery) -> DecisionPage:
         """One page of decisions matching ``query`` (`nexus_audit.search`), newest first."""
