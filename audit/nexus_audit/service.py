@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.orm import Session
 
 from nexus_audit import storage
@@ -36,6 +37,23 @@ from nexus_audit.keyfiles import load_log_key, load_master_key
 from nexus_audit.note import Signer, Verifier
 from nexus_audit.payloads import OpenedPayload, PayloadToSeal, PayloadVault
 from nexus_audit.proof import TlogProof
+from nexus_audit.search import (
+    INDEX_BATCH,
+    Breakdown,
+    DecisionPage,
+    DecisionQuery,
+    DecisionRecord,
+    EvidenceCounts,
+    control_breakdown,
+    control_counts,
+    control_events,
+    hit_of,
+    known_rules,
+    previous_checkpoint_size,
+    read_batch,
+    search_decisions,
+    write_batch,
+)
 from nexus_audit.settings import AuditSettings
 from nexus_audit.signer import CheckpointSigner, SignedCheckpoint
 from nexus_contract.errors import NexusError
@@ -399,6 +417,69 @@ class AuditLog:
             new_checkpoint=new.note,
             old_checkpoint=None if old is None else old.note,
         )
+
+    # --- search (the console) -------------------------------------------------
+
+    def index_decisions(self, batch: int = INDEX_BATCH) -> int:
+        """Bring the decision search index one batch closer to the tree; returns leaves read."""
+        with self.db.session() as session:
+            read = read_batch(session, self.vault, batch=batch)
+        if read.end <= read.start:
+            return 0
+        with self.db.session() as session:
+            return write_batch(session, read)
+
+    def search_decisions(self, query: DecisionQuery) -> DecisionPage:
+        """One page of decisions matching ``query`` (`nexus_audit.search`), newest first."""
+        with self.db.session() as session:
+            return search_decisions(session, self.catalogs, query)
+
+    def previous_checkpoint_size(self, size: int) -> int | None:
+        """The checkpoint before the one of ``size`` (the log health page checks the two agree)."""
+        with self.db.session() as session:
+            return previous_checkpoint_size(session, size)
+
+    def decision_rules(self) -> tuple[str, ...]:
+        """Rule names the search index knows."""
+        with self.db.session() as session:
+            return known_rules(session)
+
+    def evidence_counts(
+        self, prefix: str, since: datetime, until: datetime
+    ) -> dict[str, EvidenceCounts]:
+        """Indexed evidence per control whose id starts with ``prefix``, for the UTC days of
+        ``[since, until)`` (a period the console gives in whole days)."""
+        with self.db.session() as session:
+            return control_counts(
+                session, prefix, since.strftime("%Y-%m-%d"), until.strftime("%Y-%m-%d")
+            )
+
+    def evidence_events(
+        self, control: str, since: datetime, until: datetime, limit: int = 200
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The newest events (index, entry) evidencing ``control`` in ``[since, until)``."""
+        with self.db.session() as session:
+            return [
+                (index, dict(entry))
+                for index, entry in control_events(session, control, since, until, limit=limit)
+            ]
+
+    def evidence_breakdown(self, control: str, since: datetime, until: datetime) -> Breakdown:
+        """The period's newest decisions evidencing ``control`` by tenant, route and tool."""
+        with self.db.session() as session:
+            return control_breakdown(session, control, since, until)
+
+    def decision_record(self, decision_id: str) -> DecisionRecord:
+        """A decision's entry, payload (or why it is gone) and inclusion proof."""
+        with self.db.session() as session:
+            index = self._resolve(session, None, decision_id)
+            leaf = storage.leaf_at(session, index)
+            if leaf is None:
+                raise LeafNotFoundError(f"decision {decision_id} is not in the log")
+            opened = self.vault.open(session, [index])[index]
+        proof = self.inclusion_proof(index=index)
+        payload = orjson.loads(opened.plaintext) if opened.plaintext is not None else None
+        return DecisionRecord(hit_of(index, leaf.entry), leaf.entry, opened.status, payload, proof)
 
     def _resolve(self, session: Session, index: int | None, decision_id: str | None) -> int:
         if (index is None) == (decision_id is None):

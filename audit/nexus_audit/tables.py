@@ -38,12 +38,16 @@ __all__ = [
     "SEQUENCER_ROW",
     "Base",
     "CheckpointRow",
+    "ControlDay",
     "DataKey",
+    "DecisionFacet",
+    "DecisionRule",
     "Leaf",
     "LeafControl",
     "LogState",
     "Node",
     "Payload",
+    "SearchState",
 ]
 
 SEQUENCER_ROW = 1
@@ -113,7 +117,10 @@ class LeafControl(Base):
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     allowed: Mapped[bool | None] = mapped_column(Boolean)
 
-    __table_args__ = (Index("ix_leaf_controls_control_time", "control", "time"),)
+    __table_args__ = (
+        Index("ix_leaf_controls_control_time", "control", "time"),
+        Index("ix_leaf_controls_control_kind", "control", "kind", "leaf_index", "time"),
+    )
 
 
 class DataKey(Base):
@@ -171,3 +178,68 @@ class CheckpointRow(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DecisionFacet(Base):
+    """Search fields of one decision leaf, derived from its entry (and payload) after append.
+
+    Written by `nexus_audit.search.index_decisions`, which follows the log a
+    batch at a time; never read as evidence. ``tool`` comes from the route
+    (``/v1/tools/{tool}:invoke``).
+    """
+
+    __tablename__ = "decision_facets"
+
+    leaf_index: Mapped[int] = mapped_column(_Index, primary_key=True, autoincrement=False)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    tenant: Mapped[str] = mapped_column(String(160))
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    route: Mapped[str] = mapped_column(String(512))
+    tool: Mapped[str | None] = mapped_column(String(128))
+    region: Mapped[str] = mapped_column(String(64))
+    http_status: Mapped[int | None] = mapped_column(SmallInteger)
+
+    __table_args__ = (
+        Index("ix_decision_facets_time", "time"),
+        Index("ix_decision_facets_tenant", "tenant", "leaf_index"),
+        Index("ix_decision_facets_route", "route", "leaf_index"),
+        Index("ix_decision_facets_tool", "tool", "leaf_index"),
+    )
+
+
+class DecisionRule(Base):
+    """A rule (a reason's ``rule``, a policy identifier) that decided a decision leaf.
+
+    Read from the payload when the indexer reaches the leaf; only the rule
+    name is kept, never payload content, so erasure leaves nothing here to erase.
+    """
+
+    __tablename__ = "decision_rules"
+
+    rule: Mapped[str] = mapped_column(String(200), primary_key=True)
+    leaf_index: Mapped[int] = mapped_column(_Index, primary_key=True, autoincrement=False)
+
+
+class SearchState(Base):
+    """How far the decision indexer has read the log: every leaf below ``indexed_size``."""
+
+    __tablename__ = "search_state"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    indexed_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class ControlDay(Base):
+    """How many indexed leaves evidenced ``control`` on ``day`` (UTC), by outcome.
+
+    ``outcome`` is ``allowed`` or ``denied`` for decisions, ``event`` for
+    events. Kept by the decision indexer, so the console counts a period's
+    evidence per control from a few rows per day instead of every leaf.
+    """
+
+    __tablename__ = "control_days"
+
+    control: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(8), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

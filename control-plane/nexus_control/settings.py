@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nexus_runtime.keys.algorithms import Algorithm
@@ -82,6 +83,16 @@ class ControlSettings(BaseSettings):
     """Run the audit service (decision-log intake, Merkle log) in the control plane's process."""
     state_debounce_s: float = 0.2
     """Usage reports arriving within this window rebuild the state bundle once."""
+    console_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    """A console session ends this long after sign-in, however active."""
+    console_idle_s: int = Field(default=30 * 60, ge=30, le=24 * 3600)
+    """…and after this long without a request."""
+    console_secure_cookie: bool | None = None
+    """Mark the session cookie Secure; unset: when the request came over HTTPS."""
+    console_assets_dir: Path | None = None
+    """The npm assets the console serves (Chart.js); default: what bootstrap installed."""
+    console_exports_dir: Path = Path(".nexus/console-exports")
+    """Where evidence archives exported from the console wait to be downloaded (mode 0700)."""
 
     @property
     def base_url(self) -> str:

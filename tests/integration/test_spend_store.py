@@ -46,8 +46,37 @@ def check_store(store: SpendStore) -> None:
     assert store.totals("2026-11")["beta"].total == pytest.approx(50.0)
 
 
+def check_daily(store: SpendStore) -> None:
+    """Each report adds to its day, per tenant and for all, by model, feature and endpoint."""
+    for n, (tenant, day, cost) in enumerate(
+        [("acme", "2026-11-03", 1.0), ("acme", "2026-11-03", 2.0), ("hooli", "2026-11-04", 4.0)]
+    ):
+        store.record(
+            Usage(
+                f"d-{n}", tenant, "gpt-4o", "chat", 1, cost, "2026-11", day, "/v1/chat/completions"
+            )
+        )
+    every = store.daily("2026-11")
+    assert sorted(every) == ["2026-11-03", "2026-11-04"]
+    assert every["2026-11-03"].total == pytest.approx(3.0)
+    assert every["2026-11-03"].endpoints == {"/v1/chat/completions": pytest.approx(3.0)}
+    assert every["2026-11-04"].models == {"gpt-4o": pytest.approx(4.0)}
+    assert store.daily("2026-11", "hooli")["2026-11-04"].features == {"chat": pytest.approx(4.0)}
+    assert "2026-11-04" not in store.daily("2026-11", "acme")
+    assert store.daily("2026-12") == {}
+
+
 def test_in_process_store() -> None:
     check_store(InProcessSpendStore())
+
+
+def test_in_process_store_keeps_spend_per_day() -> None:
+    check_daily(InProcessSpendStore())
+
+
+@pytest.mark.redis
+def test_redis_store_keeps_spend_per_day(redis_server: RedisServer) -> None:
+    check_daily(RedisSpendStore(redis_server.url, prefix="nexus:daily-test"))
 
 
 @pytest.mark.redis

@@ -9,6 +9,7 @@ and this package imports nothing from it. The caller is read through the
 """
 
 from nexus_audit.api.app import create_audit_app
+from nexus_audit.api.decisions import router as decisions_router
 from nexus_audit.api.routes import ANY_ROLE, ERROR_STATUS, Authorize, Caller, require, router
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Authorize",
     "Caller",
     "create_audit_app",
+    "decisions_router",
     "require",
     "router",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from nexus_audit.api.decisions import router as decisions_router
 from nexus_audit.api.routes import ERROR_STATUS, Authorize, router
 from nexus_audit.service import AuditLog
 from nexus_runtime.http import ERROR_RESPONSES, install_domain_errors, install_error_handlers
@@ -19,4 +20,5 @@ def create_audit_app(log: AuditLog, authorize: Authorize) -> FastAPI:
     install_error_handlers(app)
     install_domain_errors(app, ERROR_STATUS)
     app.include_router(router)
+    app.include_router(decisions_router)
     return app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
@@ -9,6 +12,9 @@ __all__ = [
     "ConsistencyProofAnswer",
     "ControlCoverageAnswer",
     "CoverageAnswer",
+    "DecisionAnswer",
+    "DecisionDetailAnswer",
+    "DecisionPageAnswer",
     "ErasureAnswer",
 ]
 
@@ -80,3 +86,40 @@ class ErasureAnswer(_Answer):
     payloads_erased: int
     event_id: str
     event_index: int
+
+
+class DecisionAnswer(_Answer):
+    index: int
+    decision_id: str
+    time: datetime
+    tenant: str
+    region: str
+    enforcer: str
+    method: str
+    route: str
+    tool: str | None
+    allowed: bool
+    http_status: int | None
+    controls: list[str]
+    bundles: dict[str, str]
+    error: str | None
+
+
+class DecisionPageAnswer(_Answer):
+    decisions: list[DecisionAnswer]
+    next_before: int | None
+    """Pass as ``before`` for the next page; null on the last one."""
+    indexed_size: int
+    """Leaves below this index are searchable; newer ones are being indexed."""
+    size: int
+
+
+class DecisionDetailAnswer(_Answer):
+    decision: DecisionAnswer
+    entry: str
+    """The leaf's canonical entry, exactly as hashed."""
+    payload_status: str
+    """present, erased (its key destroyed) or purged (past retention)."""
+    payload: dict[str, Any] | None
+    proof: str
+    """C2SP tlog-proof of the leaf against the latest checkpoint."""

@@ -43,6 +43,7 @@ from nexus_audit.intake import (
     UnknownControlInEventError,
 )
 from nexus_audit.merkle import MerkleError
+from nexus_audit.search import InvalidQueryError
 from nexus_audit.service import (
     AuditLog,
     CheckpointNotFoundError,
@@ -73,6 +74,7 @@ ERROR_STATUS: dict[type[NexusError], tuple[int, str | None]] = {
     EnforcerMismatchError: (403, None),
     IntakeError: (400, None),
     MerkleError: (400, "invalid_request"),
+    InvalidQueryError: (400, "invalid_query"),
 }
 """How the audit log's errors answer over HTTP (the host installs the table).
 

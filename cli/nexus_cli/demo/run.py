@@ -643,6 +643,12 @@ def run_demo(out: Console, err: Console) -> int:
             f"bad revision {'contained in the canary' if healthy else 'NOT contained'}; "
             f"{time.monotonic() - started:.1f} s"
         )
+        out.print(
+            f"console: {run.server.url}/console (served during the run; sign in with a role "
+            "token). To browse it afterwards: [bold]nexus-policy tokens create --role compliance "
+            "--name you[/bold], then [bold]nexus-policy serve[/bold] and open "
+            "http://127.0.0.1:8700/console"
+        )
         return 1 if failed or not healthy or not audited else 0
     finally:
         run.stop()

@@ -28,6 +28,7 @@ __all__ = [
     "TokenError",
     "authenticate",
     "create_token",
+    "principal_of_token_id",
     "revoke_token",
     "token_digest",
 ]
@@ -93,6 +94,14 @@ def create_token(
 def authenticate(session: Session, token: str) -> Principal | None:
     """The principal of a live token, or None (unknown or revoked)."""
     row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == token_digest(token)))
+    if row is None or row.revoked_at is not None:
+        return None
+    return _principal(row)
+
+
+def principal_of_token_id(session: Session, token_id: str) -> Principal | None:
+    """The principal of the live token with id ``token_id`` (a console session's), or None."""
+    row = session.get(ApiToken, token_id)
     if row is None or row.revoked_at is not None:
         return None
     return _principal(row)

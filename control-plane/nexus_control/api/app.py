@@ -15,11 +15,22 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from nexus_audit.api import ERROR_STATUS as AUDIT_ERROR_STATUS
+from nexus_audit.api import decisions_router
 from nexus_audit.api import router as audit_router
 from nexus_audit.api.routes import ErasureRequest
 from nexus_audit.service import AuditLog
 from nexus_control import __version__
-from nexus_control.api import approvals, bundles, events, fleet, keys, metrics, rollouts, usage
+from nexus_control.api import (
+    approvals,
+    budgets,
+    bundles,
+    events,
+    fleet,
+    keys,
+    metrics,
+    rollouts,
+    usage,
+)
 from nexus_control.api import opa as opa_protocol
 from nexus_control.api.approvals import ToolApprovalRequest
 from nexus_control.api.deps import authorize, route_roles
@@ -27,6 +38,8 @@ from nexus_control.api.errors import STATUS_OF
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.spend import SpendStore, make_spend_store
 from nexus_control.budgets.usage import UsageReport
+from nexus_control.console import pages as console_pages
+from nexus_control.console import routes as console
 from nexus_control.plane import ControlPlane
 from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
@@ -36,7 +49,18 @@ from nexus_runtime.toolchain import find_opa
 
 __all__ = ["create_app", "create_control_plane"]
 
-ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, keys, events, metrics)
+ROUTERS = (
+    opa_protocol,
+    usage,
+    budgets,
+    bundles,
+    rollouts,
+    approvals,
+    fleet,
+    keys,
+    events,
+    metrics,
+)
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,
     ToolApprovalRequest,
@@ -109,12 +133,14 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
         stop = asyncio.Event()
         if audit is not None:
             audit.start()
-        loops = asyncio.create_task(plane.run(stop, audit))
+        loops = [asyncio.create_task(plane.run(stop, audit))]
+        if audit is not None:
+            loops.append(asyncio.create_task(console_pages.index_loop(stop, audit)))
         try:
             yield
         finally:
             stop.set()
-            await loops
+            await asyncio.gather(*loops)
             if audit is not None:
                 audit.stop()
 
@@ -131,14 +157,16 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
     app.state.control_plane = plane
     app.state.authorize = authorize
     install_error_handlers(app)
-    install_domain_errors(app, {**STATUS_OF, **AUDIT_ERROR_STATUS})
+    errors = {**STATUS_OF, **AUDIT_ERROR_STATUS}
+    install_domain_errors(app, errors)
     routers = [module.router for module in ROUTERS]
     if audit is not None:
         app.state.audit_log = audit
-        routers.append(audit_router)
+        routers += [audit_router, decisions_router]
     for router in routers:
         app.include_router(router)
     _openapi(app, routers)
+    console.install(app, plane, errors, routers)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

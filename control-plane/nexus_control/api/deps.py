@@ -22,6 +22,7 @@ from nexus_runtime.http import ApiError
 __all__ = [
     "ApproverDep",
     "AuthorDep",
+    "BudgetReaderDep",
     "EnforcerDep",
     "EventReaderDep",
     "FleetReaderDep",
@@ -111,6 +112,8 @@ ReaderDep = Annotated[
 """Bundles and rollouts: anyone who works on changes or evidences them."""
 FleetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.APPROVER, Role.AUTHOR))]
 EventReaderDep = Annotated[Principal, Depends(require(Role.COMPLIANCE, Role.OPERATOR))]
+BudgetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE))]
+"""Spend against caps: who runs the platform and who evidences it."""
 
 
 def enforcer_identity(request: Request, principal: Principal, region: str | None) -> str:

@@ -19,16 +19,20 @@ from nexus_control.access.keyring import (
     KeyState,
 )
 from nexus_control.authoring.diff import PolicyDiff
+from nexus_control.budgets.overview import CapState, SpendOverview
 from nexus_control.rollout.states import EnforcerState, RolloutState
 from nexus_runtime.keys.algorithms import Algorithm
 
 __all__ = [
+    "AnomalyView",
     "ApprovalRequest",
+    "BudgetOverview",
     "BundleDetail",
     "BundleList",
     "BundleSummary",
     "ControlEventList",
     "ControlEventView",
+    "DailySpendView",
     "EnforcerBundleView",
     "EnforcerList",
     "EnforcerStatusView",
@@ -48,6 +52,8 @@ __all__ = [
     "RolloutList",
     "RolloutStatusView",
     "RolloutView",
+    "SpendCapView",
+    "TenantSpendView",
     "ToolApprovalIssued",
     "UsageResult",
 ]
@@ -217,6 +223,81 @@ class KeyRotation(_Ask):
 class KeyActivation(_Ask):
     window_seconds: int = Field(default=DEFAULT_ROTATION_WINDOW_S, ge=0, le=MAX_ROTATION_WINDOW_S)
     """How long the key it replaces stays trusted."""
+
+
+# --- budgets -------------------------------------------------------------------------------
+
+
+class SpendCapView(_Answer):
+    spend_usd: float
+    cap_usd: float | None
+
+
+class TenantSpendView(_Answer):
+    tenant: str
+    name: str
+    plan: str
+    spend_usd: float
+    cap_usd: float
+    soft_cap_ratio: float
+    ratio: float
+    state: CapState
+    on_hard_cap: str
+    disabled_reason: str | None
+    models: dict[str, SpendCapView]
+    features: dict[str, SpendCapView]
+
+
+class DailySpendView(_Answer):
+    day: str
+    total_usd: float
+    models: dict[str, float]
+    features: dict[str, float]
+    endpoints: dict[str, float]
+
+
+class AnomalyView(_Answer):
+    day: str
+    tenant: str
+    spend_usd: float
+    median_usd: float
+
+
+class BudgetOverview(_Answer):
+    period: str
+    in_force: bool
+    total_usd: float
+    tenants: list[TenantSpendView]
+    daily: list[DailySpendView]
+    anomalies: list[AnomalyView]
+
+    @classmethod
+    def of(cls, overview: SpendOverview) -> BudgetOverview:
+        def caps(values: dict[str, tuple[float, float | None]]) -> dict[str, SpendCapView]:
+            return {k: SpendCapView(spend_usd=s, cap_usd=c) for k, (s, c) in values.items()}
+
+        return cls(
+            period=overview.period,
+            in_force=overview.in_force,
+            total_usd=round(overview.total_usd, 6),
+            tenants=[
+                TenantSpendView.model_validate(
+                    {**vars(t), "models": caps(t.models), "features": caps(t.features)}
+                )
+                for t in overview.tenants
+            ],
+            daily=[
+                DailySpendView(
+                    day=day,
+                    total_usd=round(t.total, 6),
+                    models=t.models,
+                    features=t.features,
+                    endpoints=t.endpoints,
+                )
+                for day, t in sorted(overview.daily.items())
+            ],
+            anomalies=[AnomalyView.model_validate(a) for a in overview.anomalies],
+        )
 
 
 # --- gateway, approvals, events ----------------------------------------------------------

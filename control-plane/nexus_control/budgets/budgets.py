@@ -18,6 +18,7 @@ from nexus_contract.wire import STATE_BUNDLE
 from nexus_control.access.keyring import KeyPurpose, Keyring
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.budgets import state, usage
+from nexus_control.budgets.overview import SpendOverview, spend_overview
 from nexus_control.budgets.spend import SpendStore, period_of
 from nexus_control.budgets.usage import UsageOutcome, UsageReport
 from nexus_control.rollout.rollouts import NoPolicyInForceError
@@ -79,6 +80,17 @@ class Budgets:
         if outcome.counted:
             self.mark_dirty()
         return outcome
+
+    def overview(self, period: str | None = None) -> SpendOverview:
+        """Spend against caps in ``period`` (default: this month), per tenant and per day."""
+        try:
+            config: CompiledConfig | None = self._config_in_force()
+        except NoPolicyInForceError:
+            config = None
+        with self.db.session() as session:
+            return spend_overview(
+                session, self.spend, config, period or period_of(datetime.now(UTC))
+            )
 
     def mark_dirty(self) -> None:
         """Spend or caps may have changed: rebuild the state bundle soon."""

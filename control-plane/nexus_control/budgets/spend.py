@@ -3,10 +3,13 @@
 Recording is atomic and idempotent on the gateway's request id: a usage
 report delivered twice counts once. Counters are keyed by tenant and period
 (``YYYY-MM``, UTC), so a new month starts from zero with nothing to reset.
+Each report also adds to its day's counters (``YYYY-MM-DD``), per tenant and
+for all tenants, by model, feature and endpoint: the console's spend charts.
 """
 
 from __future__ import annotations
 
+import calendar
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,12 +18,14 @@ from typing import Protocol
 import redis
 
 __all__ = [
+    "ALL_TENANTS",
     "REQUEST_ID_TTL_S",
     "InProcessSpendStore",
     "RedisSpendStore",
     "SpendStore",
     "SpendTotals",
     "Usage",
+    "day_of",
     "make_spend_store",
     "period_of",
 ]
@@ -33,6 +38,10 @@ def period_of(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m")
 
 
+def day_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
 @dataclass(frozen=True)
 class Usage:
     request_id: str
@@ -42,15 +51,40 @@ class Usage:
     tokens: int
     cost_usd: float
     period: str
+    day: str = ""
+    """``YYYY-MM-DD`` (UTC) of the request; empty: the period's first day."""
+    endpoint: str | None = None
+
+    @property
+    def day_or_first(self) -> str:
+        return self.day or f"{self.period}-01"
 
 
 @dataclass
 class SpendTotals:
-    """A tenant's spend in one period, overall and by model and feature (USD)."""
+    """Spend in one period or day, overall and by model, feature and endpoint (USD)."""
 
     total: float = 0.0
     models: dict[str, float] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
+    endpoints: dict[str, float] = field(default_factory=dict)
+
+    def add(self, usage: Usage) -> None:
+        self.total += usage.cost_usd
+        self.models[usage.model] = self.models.get(usage.model, 0.0) + usage.cost_usd
+        if usage.feature:
+            self.features[usage.feature] = self.features.get(usage.feature, 0.0) + usage.cost_usd
+        if usage.endpoint:
+            self.endpoints[usage.endpoint] = (
+                self.endpoints.get(usage.endpoint, 0.0) + usage.cost_usd
+            )
+
+    def copy(self) -> SpendTotals:
+        return SpendTotals(self.total, dict(self.models), dict(self.features), dict(self.endpoints))
+
+
+ALL_TENANTS = "*"
+"""The ``tenant`` of `SpendStore.daily` that sums every tenant."""
 
 
 class SpendStore(Protocol):
@@ -60,6 +94,10 @@ class SpendStore(Protocol):
 
     def totals(self, period: str) -> dict[str, SpendTotals]:
         """Every tenant's totals for ``period``."""
+        ...
+
+    def daily(self, period: str, tenant: str = ALL_TENANTS) -> dict[str, SpendTotals]:
+        """Totals per day of ``period`` (``YYYY-MM-DD`` → totals) of one tenant, or of all."""
         ...
 
     def ping(self) -> bool: ...
@@ -72,6 +110,7 @@ class InProcessSpendStore:
         self._lock = threading.Lock()
         self._seen: set[str] = set()
         self._totals: dict[tuple[str, str], SpendTotals] = {}
+        self._days: dict[tuple[str, str], SpendTotals] = {}
 
     def record(self, usage: Usage) -> SpendTotals | None:
         with self._lock:
@@ -79,20 +118,21 @@ class InProcessSpendStore:
                 return None
             self._seen.add(usage.request_id)
             totals = self._totals.setdefault((usage.period, usage.tenant), SpendTotals())
-            totals.total += usage.cost_usd
-            totals.models[usage.model] = totals.models.get(usage.model, 0.0) + usage.cost_usd
-            if usage.feature:
-                totals.features[usage.feature] = (
-                    totals.features.get(usage.feature, 0.0) + usage.cost_usd
-                )
-            return SpendTotals(totals.total, dict(totals.models), dict(totals.features))
+            totals.add(usage)
+            for scope in (usage.tenant, ALL_TENANTS):
+                self._days.setdefault((usage.day_or_first, scope), SpendTotals()).add(usage)
+            return totals.copy()
 
     def totals(self, period: str) -> dict[str, SpendTotals]:
         with self._lock:
+            return {tenant: t.copy() for (p, tenant), t in self._totals.items() if p == period}
+
+    def daily(self, period: str, tenant: str = ALL_TENANTS) -> dict[str, SpendTotals]:
+        with self._lock:
             return {
-                tenant: SpendTotals(t.total, dict(t.models), dict(t.features))
-                for (p, tenant), t in self._totals.items()
-                if p == period
+                day: t.copy()
+                for (day, scope), t in sorted(self._days.items())
+                if scope == tenant and day.startswith(f"{period}-")
             }
 
     def ping(self) -> bool:
@@ -100,15 +140,24 @@ class InProcessSpendStore:
 
 
 # KEYS[1] request-id marker, KEYS[2] the tenant's hash for the period, KEYS[3] the
-# period's tenant set. ARGV: ttl, cost, model field, feature field ("" for none), tenant.
+# period's tenant set, KEYS[4] the tenant's hash for the day, KEYS[5] all tenants' hash
+# for the day. ARGV: ttl, cost, model field, feature field ("" for none), tenant,
+# endpoint field ("" for none).
 _RECORD = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
   return nil
 end
-redis.call('HINCRBYFLOAT', KEYS[2], 'total', ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3], ARGV[2])
-if ARGV[4] ~= '' then
-  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4], ARGV[2])
+for i = 2, 5 do
+  if i ~= 3 then
+    redis.call('HINCRBYFLOAT', KEYS[i], 'total', ARGV[2])
+    redis.call('HINCRBYFLOAT', KEYS[i], ARGV[3], ARGV[2])
+    if ARGV[4] ~= '' then
+      redis.call('HINCRBYFLOAT', KEYS[i], ARGV[4], ARGV[2])
+    end
+    if ARGV[6] ~= '' then
+      redis.call('HINCRBYFLOAT', KEYS[i], ARGV[6], ARGV[2])
+    end
+  end
 end
 redis.call('SADD', KEYS[3], ARGV[5])
 return redis.call('HGETALL', KEYS[2])
@@ -128,6 +177,8 @@ class RedisSpendStore:
             f"{self._prefix}:req:{usage.request_id}",
             f"{self._prefix}:{usage.period}:tenant:{usage.tenant}",
             f"{self._prefix}:{usage.period}:tenants",
+            self._day_key(usage.day_or_first, usage.tenant),
+            self._day_key(usage.day_or_first, ALL_TENANTS),
         ]
         args: list[str | int] = [
             REQUEST_ID_TTL_S,
@@ -135,6 +186,7 @@ class RedisSpendStore:
             f"model:{usage.model}",
             f"feature:{usage.feature}" if usage.feature else "",
             usage.tenant,
+            f"endpoint:{usage.endpoint}" if usage.endpoint else "",
         ]
         raw = self._record(keys=keys, args=args)
         if raw is None:
@@ -154,6 +206,21 @@ class RedisSpendStore:
             for tenant, raw in zip(tenants, pipe.execute(), strict=True)
         }
 
+    def _day_key(self, day: str, tenant: str) -> str:
+        return f"{self._prefix}:day:{day}:tenant:{tenant}"
+
+    def daily(self, period: str, tenant: str = ALL_TENANTS) -> dict[str, SpendTotals]:
+        year, month = (int(part) for part in period.split("-"))
+        days = [f"{period}-{day:02d}" for day in range(1, calendar.monthrange(year, month)[1] + 1)]
+        pipe = self._redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(self._day_key(day, tenant))
+        return {
+            day: _totals_from_hash(raw)
+            for day, raw in zip(days, pipe.execute(), strict=True)
+            if raw
+        }
+
     def ping(self) -> bool:
         try:
             return bool(self._redis.ping())
@@ -171,6 +238,8 @@ def _totals_from_hash(raw: dict[bytes, bytes]) -> SpendTotals:
             totals.models[name.removeprefix("model:")] = amount
         elif name.startswith("feature:"):
             totals.features[name.removeprefix("feature:")] = amount
+        elif name.startswith("endpoint:"):
+            totals.endpoints[name.removeprefix("endpoint:")] = amount
     return totals
 
 

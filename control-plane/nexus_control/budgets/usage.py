@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from nexus_contract.errors import NexusError
 from nexus_control.authoring.config import BudgetConfig, CompiledConfig
-from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, period_of
+from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
 from nexus_control.store import outbox
 from nexus_control.store.tables import DisabledTenant
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")]
+_Endpoint = Annotated[str, StringConstraints(max_length=200, pattern=r"^/[A-Za-z0-9._~{}:/-]*$")]
 
 
 class UsageReport(BaseModel):
@@ -46,6 +47,8 @@ class UsageReport(BaseModel):
     tenant: _Id
     model: _Id
     feature: _Id | None = None
+    endpoint: _Endpoint | None = None
+    """The gateway route the cost was incurred on (``/v1/chat/completions``)."""
     tokens: Annotated[int, Field(ge=0, le=10_000_000)]
     cost_usd: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=False)]
     occurred_at: datetime | None = Field(default=None, strict=False)
@@ -99,6 +102,8 @@ def record_usage(
             tokens=report.tokens,
             cost_usd=report.cost_usd,
             period=period,
+            day=day_of(when),
+            endpoint=report.endpoint,
         )
     )
     if totals is None:

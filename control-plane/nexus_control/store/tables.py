@@ -32,6 +32,7 @@ __all__ = [
     "Approval",
     "Base",
     "BundleRevision",
+    "ConsoleSession",
     "DisabledTenant",
     "Enforcer",
     "EnforcerBundle",
@@ -277,3 +278,20 @@ class Approval(Base):
     approver: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ConsoleSession(Base):
+    """A signed-in console session: only the SHA-256 of its cookie is stored.
+
+    It speaks for the API token it was opened with, so revoking the token ends
+    it; it ends at ``expires_at``, after ``idle`` without a request, or at logout.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

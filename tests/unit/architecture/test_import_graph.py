@@ -37,6 +37,7 @@ HTTP_MODULES = ("fastapi", "starlette", "uvicorn")
 HTTP_HOMES = (
     "nexus_control.api",
     "nexus_audit.api",
+    "nexus_control.console.routes",
     "nexus_runtime.http",
     "nexus_runtime.server",
 )

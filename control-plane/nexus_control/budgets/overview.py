@@ -1,0 +1,160 @@
+"""Spend against caps for one period: what the cost dashboard shows and `GET /v1/budgets` answers.
+
+Caps come from the policy in force (the canary's last good revision), spend
+from the counters, disabled tenants from the database. An anomaly is a day on
+which a tenant (among the period's biggest spenders) or the platform spent
+more than `ANOMALY_FACTOR` times the median of its earlier days of the period,
+given at least `ANOMALY_MIN_DAYS` of them: a rule a reader can check by eye.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nexus_control.authoring.config import CompiledConfig
+from nexus_control.budgets.spend import ALL_TENANTS, SpendStore, SpendTotals
+from nexus_control.store.tables import DisabledTenant
+
+__all__ = [
+    "ANOMALY_FACTOR",
+    "ANOMALY_MIN_DAYS",
+    "ANOMALY_TENANTS",
+    "Anomaly",
+    "CapState",
+    "SpendOverview",
+    "TenantSpend",
+    "spend_overview",
+]
+
+ANOMALY_FACTOR = 3.0
+ANOMALY_MIN_DAYS = 3
+ANOMALY_TENANTS = 20
+"""How many of the period's biggest spenders are checked for anomalies, one by one."""
+
+
+class CapState(StrEnum):
+    UNDER = "under"
+    SOFT = "soft"
+    """At or past the soft cap: requests carry the warning header."""
+    HARD = "hard"
+    """At or past the hard cap: refused (or the tenant disabled)."""
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class TenantSpend:
+    tenant: str
+    name: str
+    plan: str
+    spend_usd: float
+    cap_usd: float
+    soft_cap_ratio: float
+    ratio: float
+    state: CapState
+    on_hard_cap: str
+    disabled_reason: str | None
+    models: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    """Model → (spend, its own cap or None)."""
+    features: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    day: str
+    tenant: str
+    """A tenant id, or ``*`` for the whole platform."""
+    spend_usd: float
+    median_usd: float
+
+
+@dataclass(frozen=True)
+class SpendOverview:
+    period: str
+    in_force: bool
+    """False when no policy is in force yet (no caps known)."""
+    tenants: list[TenantSpend]
+    """Every tenant the policy knows, the highest ratio first."""
+    daily: dict[str, SpendTotals]
+    """All tenants' spend per day of the period."""
+    anomalies: list[Anomaly]
+
+    @property
+    def total_usd(self) -> float:
+        return sum(t.spend_usd for t in self.tenants)
+
+
+def spend_overview(
+    session: Session, store: SpendStore, config: CompiledConfig | None, period: str
+) -> SpendOverview:
+    """Every tenant's spend in ``period`` against its caps, the daily series and anomalies."""
+    totals = store.totals(period)
+    disabled = {
+        row.tenant: row.reason
+        for row in session.scalars(select(DisabledTenant).where(DisabledTenant.period == period))
+    }
+    rows = []
+    tenants = config["tenants"] if config is not None else {}
+    for tenant_id, tenant in sorted(tenants.items()):
+        budget = tenant["budget"]
+        spent = totals.get(tenant_id, SpendTotals())
+        cap = float(budget["monthly_cap_usd"])
+        ratio = spent.total / cap if cap > 0 else 0.0
+        soft = float(budget["soft_cap_ratio"])
+        if tenant_id in disabled:
+            cap_state = CapState.DISABLED
+        elif ratio >= 1:
+            cap_state = CapState.HARD
+        elif ratio >= soft:
+            cap_state = CapState.SOFT
+        else:
+            cap_state = CapState.UNDER
+        per_model = budget.get("per_model", {})
+        per_feature = budget.get("per_feature", {})
+        rows.append(
+            TenantSpend(
+                tenant=tenant_id,
+                name=tenant["name"],
+                plan=tenant["plan"],
+                spend_usd=round(spent.total, 6),
+                cap_usd=cap,
+                soft_cap_ratio=soft,
+                ratio=round(ratio, 6),
+                state=cap_state,
+                on_hard_cap=budget["on_hard_cap"],
+                disabled_reason=disabled.get(tenant_id),
+                models={
+                    m: (round(spent.models.get(m, 0.0), 6), per_model.get(m))
+                    for m in sorted(set(spent.models) | set(per_model))
+                },
+                features={
+                    f: (round(spent.features.get(f, 0.0), 6), per_feature.get(f))
+                    for f in sorted(set(spent.features) | set(per_feature))
+                },
+            )
+        )
+    rows.sort(key=lambda row: (-row.ratio, row.tenant))
+    daily = store.daily(period)
+    anomalies = _anomalies(ALL_TENANTS, daily)
+    biggest = sorted(totals.items(), key=lambda item: -item[1].total)[:ANOMALY_TENANTS]
+    for tenant_id, _ in biggest:
+        anomalies += _anomalies(tenant_id, store.daily(period, tenant_id))
+    anomalies.sort(key=lambda a: (a.day, a.tenant), reverse=True)
+    return SpendOverview(period, config is not None, rows, daily, anomalies)
+
+
+def _anomalies(tenant: str, daily: dict[str, SpendTotals]) -> list[Anomaly]:
+    found = []
+    earlier: list[float] = []
+    for day in sorted(daily):
+        spent = daily[day].total
+        if len(earlier) >= ANOMALY_MIN_DAYS:
+            median = statistics.median(earlier)
+            if median > 0 and spent > ANOMALY_FACTOR * median:
+                found.append(Anomaly(day, tenant, round(spent, 6), round(median, 6)))
+        earlier.append(spent)
+    return found
