@@ -662,7 +662,7 @@ def leaf_path(path: str) -> str:
         if again == decoded:
             break
         decoded = again
-    out = []
+    out: list[str] = []
     for segment in decoded.split("/"):
         if not segment:
             out.append(segment)

@@ -23,7 +23,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import String, Table, any_, bindparam, insert, select, tuple_, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -52,6 +63,7 @@ __all__ = [
     "checkpoint_at",
     "consistency_proof",
     "inclusion_proof",
+    "inclusion_proofs",
     "latest_checkpoint",
     "leaf_at",
     "leaf_index_of_decision",
@@ -383,9 +395,19 @@ def leaf_index_of_decision(session: Session, decision_id: str) -> int | None:
 
 
 def leaves_for_control(
-    session: Session, control: str, since: datetime, until: datetime, *, below: int
+    session: Session,
+    control: str,
+    since: datetime,
+    until: datetime,
+    *,
+    below: int,
+    tenant: str | None = None,
 ) -> Iterator[StoredLeaf]:
-    """Leaves evidencing ``control`` with ``since <= time < until`` and index < ``below``."""
+    """Leaves evidencing ``control`` with ``since <= time < until`` and index < ``below``.
+
+    With ``tenant``, only that tenant's decisions and events, and events of no
+    tenant (the control plane's changes); streamed in index order.
+    """
     query = (
         select(Leaf)
         .join(LeafControl, LeafControl.leaf_index == Leaf.leaf_index)
@@ -398,8 +420,36 @@ def leaves_for_control(
         .order_by(Leaf.leaf_index)
         .execution_options(yield_per=500)
     )
+    if tenant is not None:
+        query = query.where(
+            or_(Leaf.tenant == tenant, and_(Leaf.kind == "event", Leaf.tenant.is_(None)))
+        )
     for row in session.scalars(query):
         yield _stored(row)
+
+
+def inclusion_proofs(
+    session: Session, indexes: Sequence[int], size: int
+) -> dict[int, tuple[bytes, ...]]:
+    """Inclusion proofs of many leaves in tree ``size``: every subtree fetched in one round.
+
+    Proofs of nearby leaves share most of their hashes, so a sorted batch of
+    a few hundred costs one query of a few thousand distinct subtrees.
+    """
+    _check_within(session, size)
+    wanted: list[tuple[int, int]] = []
+
+    def record(start: int, end: int, /) -> bytes:
+        wanted.append((start, end))
+        return _PLACEHOLDER
+
+    for index in indexes:
+        merkle.inclusion_proof(index, size, record)
+    hashes = _read_subtrees(session, set(wanted))
+    return {
+        index: merkle.inclusion_proof(index, size, lambda s, e, /: hashes[(s, e)])
+        for index in indexes
+    }
 
 
 def _stored(row: Leaf) -> StoredLeaf:

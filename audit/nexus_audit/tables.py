@@ -215,6 +215,8 @@ class ErasureRequest(Base):
     reference: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(12))
     requested_by: Mapped[str] = mapped_column(String(200))
+    requester_id: Mapped[str | None] = mapped_column(String(64))
+    """The requesting principal's id (its token), compared with the approver's."""
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
@@ -10,6 +12,8 @@ __all__ = [
     "ControlCoverageAnswer",
     "CoverageAnswer",
     "ErasureAnswer",
+    "ErasureRequestAnswer",
+    "ErasureRequestsAnswer",
 ]
 
 
@@ -74,9 +78,29 @@ class CoverageAnswer(_Answer):
 
 
 class ErasureAnswer(_Answer):
+    request_id: str
     tenant: str
     scope: str
     keys_destroyed: int
     payloads_erased: int
+    requested_by: str
+    approved_by: str
     event_id: str
     event_index: int
+    compacted: bool
+
+
+class ErasureRequestAnswer(_Answer):
+    id: str
+    tenant: str
+    scope: str
+    state: str
+    requested_by: str
+    requested_at: datetime
+    reference: str | None
+    decided_by: str | None = None
+    event_index: int | None = None
+
+
+class ErasureRequestsAnswer(_Answer):
+    requests: list[ErasureRequestAnswer]

