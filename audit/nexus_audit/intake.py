@@ -385,7 +385,7 @@ def _inflate(body: bytes, limits: IntakeLimits) -> Iterator[bytes]:
         total += len(out)
         if total > limits.inflated_limit:
             raise BatchTooLargeError(
-                f"the inflated upload is larger than {limits.inflated_limit} bytes"
+                f"the decompressed upload is larger than {limits.inflated_limit} bytes"
             )
         if out:
             yield out
@@ -508,7 +508,15 @@ def _validated(index: int, document: Any) -> ParsedEvent:
     try:
         content = canonical_json(document)
     except CanonicalJsonError as exc:
-        raise InvalidEventError(index, "event", str(exc), event.decision_id) from None
+        where = "event"
+        if isinstance(document, dict):
+            for key in ("input", "result", "error"):
+                try:
+                    canonical_json(document.get(key))
+                except CanonicalJsonError:
+                    where = key
+                    break
+        raise InvalidEventError(index, where, str(exc), event.decision_id) from None
     return ParsedEvent(event, content)
 
 

@@ -77,7 +77,8 @@ class AuditSettings(BaseSettings):
     pkcs11_key_label: str = "audit-master"
     """Label of the AES-256 master key object on the token."""
     checkpoint_journal: Path = DEFAULT_JOURNAL_FILE
-    """Append-only copy of every signed checkpoint, outside the database (on the audit host)."""
+    """Append-only copy of every signed checkpoint, outside the database (on the audit host);
+    default beside a SQLite database, else ``.nexus/audit-checkpoints.jsonl``."""
     checkpoint_every_leaves: int = DEFAULT_CHECKPOINT_EVERY_LEAVES
     """A checkpoint is signed as soon as the tree has grown by this many leaves."""
     checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S
@@ -113,6 +114,11 @@ class AuditSettings(BaseSettings):
             self.log_key_file = self.keys_dir / DEFAULT_LOG_KEY_FILE.name
         if "master_key_file" not in self.model_fields_set:
             self.master_key_file = self.keys_dir / DEFAULT_MASTER_KEY_FILE.name
+        if "checkpoint_journal" not in self.model_fields_set and self.database_url.startswith(
+            "sqlite:///"
+        ):
+            database = Path(self.database_url.removeprefix("sqlite:///"))
+            self.checkpoint_journal = database.with_name(database.name + ".checkpoints.jsonl")
         if self.time_skew not in ("flag", "refuse"):
             raise ValueError("NEXUS_AUDIT_TIME_SKEW must be 'flag' or 'refuse'")
         return self

@@ -26,6 +26,8 @@ class AppendAnswer(_Answer):
     duplicates: int
     size: int
     """The tree size after the upload."""
+    flagged: int = 0
+    """Decisions stored flagged (time outside the window, unknown tenant)."""
 
 
 class ConsistencyProofAnswer(_Answer):
