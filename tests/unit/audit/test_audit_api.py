@@ -187,7 +187,9 @@ def test_erasure_over_http_is_logged_with_the_callers_name(
     )
     assert requested.status_code == 202, requested.text
     request_id = requested.json()["id"]
-    same = client.post(f"/v1/audit/erasure/{request_id}/approve", headers=bearer("compliance-token"))
+    same = client.post(
+        f"/v1/audit/erasure/{request_id}/approve", headers=bearer("compliance-token")
+    )
     _error(same, 403, "same_person")
     response = client.post(
         f"/v1/audit/erasure/{request_id}/approve", headers=bearer("compliance-2-token")
