@@ -314,7 +314,8 @@ def _cosigners(log: AuditLog, note: str) -> tuple[str, ...]:
     if log.witnesses is None:
         return ()
     found = verified_cosignatures(note, log.witnesses.keys)
-    return tuple(sorted(found))
+    by_key = {w.key.name: w.name for w in log.witnesses.policy.witnesses}
+    return tuple(sorted(by_key[name] for name in found))
 
 
 def _file_sha256(path: Path) -> str:

@@ -110,6 +110,12 @@ class WitnessPool:
                 outcomes.append(future.result())
             else:
                 outcomes.append(WitnessOutcome(witness.name, None, "no answer in time", -1.0))
+        cosigned = [o.witness for o in outcomes if o.line is not None]
+        if cosigned:
+            # One writer, after the round: the database sees no concurrent upgrades.
+            with self.db.session() as session:
+                for name in cosigned:
+                    _store_size(session, name, size)
         lines = sorted(o.line for o in outcomes if o.line is not None)
         cosigned_note = note + "".join(lines)
         cosigners = tuple(sorted(o.witness for o in outcomes if o.line is not None))
@@ -163,7 +169,6 @@ class WitnessPool:
                 )
                 if response.status_code == 200:
                     line = self._verified_line(witness, note, response.text)
-                    self._remember_size(witness.name, size)
                     return WitnessOutcome(witness.name, line, None, time.perf_counter() - started)
                 if response.status_code == 409 and response.headers.get(
                     "content-type", ""
@@ -203,10 +208,6 @@ class WitnessPool:
         with self.db.session() as session:
             row = session.get(WitnessSize, name)
             return 0 if row is None else row.size
-
-    def _remember_size(self, name: str, size: int) -> None:
-        with self.db.session() as session:
-            _store_size(session, name, size)
 
     def _client(self, name: str) -> httpx.Client:
         with self._lock:

@@ -41,3 +41,11 @@ def make_pg_log(pg_url: str, catalogs: Catalogs, tmp_path: Path) -> Iterator[Log
 def psql(postgres: PostgresServer, database_url: str, sql: str) -> str:
     """Run ``sql`` with the psql client against the database of ``database_url``."""
     return postgres.psql(sql, database=database_url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def audit_log(tmp_path: Path, catalogs: Catalogs) -> Iterator[AuditLog]:
+    """An audit log on a SQLite file (for tests whose real peers are the witnesses, Go …)."""
+    log = open_log(f"sqlite:///{tmp_path}/audit.db", catalogs, lambda: datetime.now(UTC))
+    yield log
+    log.close()
