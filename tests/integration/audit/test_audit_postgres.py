@@ -12,12 +12,11 @@ from typer.testing import CliRunner
 
 from nexus_audit import merkle, storage
 from nexus_audit.cli import audit_app
-from tests.unit.audit.harness import erase
 from nexus_audit.payloads import PayloadStatus
 from nexus_audit.verify import LeafHashMismatchError, verify_log
 from tests.fixtures.servers import PostgresServer
 from tests.integration.audit.conftest import LogFactory, psql
-from tests.unit.audit.harness import LOG_KEY
+from tests.unit.audit.harness import LOG_KEY, erase
 from tests.unit.audit.opa_events import events, gzip_batch
 
 pytestmark = pytest.mark.postgres

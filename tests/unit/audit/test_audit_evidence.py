@@ -16,12 +16,11 @@ import pytest
 
 from nexus_audit.catalog import UnknownControlError
 from nexus_audit.coverage import UnknownFrameworkError
-from tests.unit.audit.harness import erase
 from nexus_audit.events import ControlEvent
 from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
-from tests.unit.audit.harness import LOG_KEY
+from tests.unit.audit.harness import LOG_KEY, erase
 from tests.unit.audit.opa_events import T0, decision_event, gzip_batch
 from tests.unit.audit.oscal_schema import assessment_results_validator
 
