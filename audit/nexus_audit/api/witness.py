@@ -41,7 +41,10 @@ def create_witness_app(witness: Witness) -> FastAPI:
         try:
             lines = await asyncio.to_thread(witness.add_checkpoint, parsed)
         except StaleSizeError as exc:
-            return Response(f"{exc.size}\n", status_code=409, media_type=SIZE_MEDIA_TYPE)
+            # Exactly text/x.tlog.size: no charset parameter, as the protocol says.
+            return Response(
+                f"{exc.size}\n".encode(), status_code=409, headers={"content-type": SIZE_MEDIA_TYPE}
+            )
         except WitnessRefusedError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=exc.status)
         return PlainTextResponse(lines)
