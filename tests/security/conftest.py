@@ -98,8 +98,12 @@ def api(audit: AuditLog) -> Iterator[Api]:
 
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of the test's own, whose files the test may read end to end."""
-    server = PostgresServer()
+    """A PostgreSQL of the test's own, whose files the test may read end to end.
+
+    ``wal_recycle = off``, as the README asks of production: WAL segments the
+    server no longer needs are unlinked, not reused with old rows inside.
+    """
+    server = PostgresServer(settings={"wal_recycle": "off", "wal_keep_size": "0"})
     server.start()
     try:
         yield server
