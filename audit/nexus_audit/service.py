@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -577,6 +578,16 @@ class AuditLog:
         with self.db.session() as session:
             return len(session.scalars(select(DeadLetter.id)).all())
 
+    def append_event(self, event: PreparedEvent) -> int:
+        """Append one prepared event in a transaction of its own; return its leaf index."""
+        with self.db.session() as session:
+            appended = self._append(session, [event])
+        self._after_append(appended.size)
+        index = appended.indexes[0]
+        if index is None:
+            raise AuditError(f"event {event.leaf.event_id} is already logged")
+        return index
+
     def append_in(
         self, session: Session, items: Sequence[PreparedDecision | PreparedEvent]
     ) -> storage.Appended:
@@ -686,6 +697,37 @@ class AuditLog:
         if found is None:
             raise LeafNotFoundError(f"no leaf has index {resolved}")
         return found
+
+    def evidence_pages(
+        self,
+        control: str,
+        since: datetime,
+        until: datetime,
+        *,
+        tenant: str | None,
+        page: int = 500,
+    ) -> Iterator[tuple[int, list[tuple[storage.StoredLeaf, OpenedPayload | None]]]]:
+        """Leaves evidencing ``control`` in ``[since, until)`` for ``tenant`` (None: all), paged.
+
+        Yields (tree size when reading began, page of (leaf, payload or None
+        when the entry carries it inline)); payloads and salts are opened only
+        for the leaves in scope. Memory holds one page.
+        """
+        with self.db.session() as session:
+            size = storage.tree_size(session)
+            stream = storage.leaves_for_control(
+                session, control, since, until, below=size, tenant=tenant
+            )
+            while batch := list(itertools.islice(stream, page)):
+                sealed = [leaf.index for leaf in batch if b'"payload_commitment"' in leaf.entry]
+                with self.db.session() as own:
+                    opened = self.vault.open(own, sealed)
+                yield size, [(leaf, opened.get(leaf.index)) for leaf in batch]
+
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> dict[int, tuple[bytes, ...]]:
+        """Inclusion proofs of many leaves in the checkpointed tree ``size``, in one round."""
+        with self.db.session() as session:
+            return storage.inclusion_proofs(session, indexes, size)
 
     def payload(self, index: int) -> OpenedPayload:
         """The decrypted payload of leaf ``index``, or why it is gone."""

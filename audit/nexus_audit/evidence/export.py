@@ -179,16 +179,13 @@ def export_archive(
                 "files": content_hashes,
             },
         )
-        with log.db.session() as session:
-            appended = log.append_in(session, [event])
-        log.after_append(appended.size)
-        event_index = appended.indexes[0]
+        event_index = log.append_event(event)
         assert event_index is not None
         signed = log.witnessed_checkpoint()
         note = signed.published_note
 
         partial = out.with_name(out.name + ".partial")
-        manifest: dict[str, str] = {}
+        manifest = _Manifest(Path(work) / MANIFEST_FILE)
         with ArchiveWriter(partial) as archive:
             for name, data in (
                 (CHECKPOINT_FILE, note.encode()),
@@ -209,10 +206,7 @@ def export_archive(
                 manifest[name] = archive.add_bytes(name, data)
             for index, proof in _proofs(log, indexes_path, event_index, signed.size, note):
                 manifest[proof_name(index)] = archive.add_bytes(proof_name(index), proof)
-            archive.add_bytes(
-                MANIFEST_FILE,
-                json_file({"format": ARCHIVE_FORMAT, "algorithm": "sha256", "files": manifest}),
-            )
+            archive.add_file(MANIFEST_FILE, manifest.close())
         partial.replace(out)
     return ExportSummary(
         path=out,
@@ -247,22 +241,12 @@ def _write_records(
     entries: list[dict[str, Any]] = []
     statuses: list[str] = []
     indexes_path = path.with_suffix(".indexes")
-    with log.db.session() as session, path.open("wb") as records, indexes_path.open("w") as ids:
-        log_size = storage.tree_size(session)
-        stream = storage.leaves_for_control(
-            session, control, since, until, below=log_size, tenant=tenant
-        )
-        while page := list(itertools.islice(stream, _PAGE)):
-            parsed = [orjson.loads(leaf.entry) for leaf in page]
-            sealed = [
-                leaf.index
-                for leaf, entry in zip(page, parsed, strict=True)
-                if "payload_commitment" in entry
-            ]
-            with log.db.session() as own:
-                payloads = log.vault.open(own, sealed)
-            for leaf, entry in zip(page, parsed, strict=True):
-                opened = payloads.get(leaf.index)
+    log_size = 0
+    with path.open("wb") as records, indexes_path.open("w") as ids:
+        for size, page in log.evidence_pages(control, since, until, tenant=tenant, page=_PAGE):
+            log_size = size
+            for leaf, opened in page:
+                entry = orjson.loads(leaf.entry)
                 status = INLINE_STATUS if opened is None else str(opened.status)
                 counts.records += 1
                 counts.payloads[status] += 1
@@ -288,6 +272,8 @@ def _write_records(
                     leaves.append(leaf)
                     entries.append(entry)
                     statuses.append(status)
+    if log_size == 0:
+        log_size = log.size()
     return counts, log_size, indexes_path, (leaves, entries, statuses)
 
 
@@ -304,10 +290,30 @@ def _proofs(
 
     stream = indexes()
     while batch := list(itertools.islice(stream, _PROOF_BATCH)):
-        with log.db.session() as session:
-            proofs = storage.inclusion_proofs(session, batch, size)
+        proofs = log.inclusion_proofs(batch, size)
         for index in batch:
             yield index, TlogProof(index, proofs[index], note).encode().encode()
+
+
+class _Manifest:
+    """manifest.json written entry by entry to a file: memory stays flat for any record count."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._handle = path.open("wb")
+        self._handle.write(b'{\n  "algorithm": "sha256",\n  "files": {')
+        self._first = True
+
+    def __setitem__(self, name: str, digest: str) -> None:
+        separator = b"\n    " if self._first else b",\n    "
+        self._first = False
+        self._handle.write(separator + orjson.dumps(name) + b": " + orjson.dumps(digest))
+
+    def close(self) -> Path:
+        tail = b'\n  },\n  "format": ' + orjson.dumps(ARCHIVE_FORMAT) + b"\n}\n"
+        self._handle.write(tail)
+        self._handle.close()
+        return self._path
 
 
 def _cosigners(log: AuditLog, note: str) -> tuple[str, ...]:

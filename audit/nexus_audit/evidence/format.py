@@ -136,7 +136,12 @@ class ArchiveWriter:
 
     def add_bytes(self, name: str, data: bytes) -> str:
         self._tar.addfile(_info(name, len(data)), io.BytesIO(data))
+        self._forget()
         return sha256_hex(data)
+
+    def _forget(self) -> None:
+        # TarFile keeps every member's TarInfo for reading back; a writer needs none.
+        self._tar.members.clear()  # type: ignore[attr-defined]
 
     def add_file(self, name: str, path: Path) -> str:
         digest = hashlib.sha256()
@@ -145,6 +150,7 @@ class ArchiveWriter:
                 digest.update(chunk)
         with path.open("rb") as handle:
             self._tar.addfile(_info(name, path.stat().st_size), handle)
+        self._forget()
         return digest.hexdigest()
 
 
