@@ -18,6 +18,7 @@ from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bund
 from nexus_control.authoring.opa import Opa
 from nexus_runtime.toolchain import find_opa
 from tests.fixtures.servers import PostgresServer, RedisServer
+from tests.fixtures.softhsm import SoftHsm
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"
@@ -129,3 +130,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def softhsm() -> Iterator[SoftHsm]:
+    """Debian's SoftHSM2 as a real PKCS#11 token store for the session."""
+    hsm = SoftHsm()
+    try:
+        yield hsm
+    finally:
+        hsm.close()

@@ -83,7 +83,11 @@ def drain(db: Database, audit: AuditLog) -> int:
                     )
                 )
             except ValidationError as exc:
-                audit.dead_letter(event.id, _record_of(event), str(exc))
+                problems = "; ".join(
+                    f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                    for error in exc.errors()
+                )
+                audit.dead_letter(event.id, _record_of(event), problems)
         try:
             audit.append_events(valid)
         except (CanonicalJsonError, ValueError):
