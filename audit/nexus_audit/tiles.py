@@ -201,17 +201,19 @@ TileFetcher = Callable[[Tile], bytes]
 
 
 class TileHasher:
-    """`merkle.SubtreeHasher` over tiles fetched by ``fetch``; full tiles are cached (LRU).
+    """`merkle.SubtreeHasher` over tiles fetched by ``fetch`` for one tree size.
 
-    A complete subtree of height h starting at ``start`` is hashed from the
-    tile at level h // 8 holding it: the 2**(h % 8) tile hashes under it
-    (partial tiles of the tree's right edge included).
+    A complete subtree of height h starting at ``start`` is a node of the
+    tile at level h // 8 holding it. Each tile is fetched once and its 255
+    inner nodes hashed once (kept as a heap), so any subtree is then a lookup.
+    Tiles of this tree size never change (a partial tile of a given width
+    included), so every one is cached, up to ``cache_tiles`` (LRU).
     """
 
     def __init__(self, fetch: TileFetcher, tree_size: int, *, cache_tiles: int = 4096) -> None:
         self._fetch = fetch
         self._size = tree_size
-        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], list[list[bytes]]] = OrderedDict()
         self._cache_tiles = cache_tiles
         self._lock = threading.Lock()
 
@@ -221,21 +223,14 @@ class TileHasher:
         level, within = divmod(height, TILE_HEIGHT)
         first_hash = start >> (level * TILE_HEIGHT)
         tile_index, offset = divmod(first_hash, TILE_WIDTH)
-        data = self._tile(level, tile_index)
-        count = 1 << within
-        hashes = [
-            data[(offset + i) * merkle.HASH_SIZE : (offset + i + 1) * merkle.HASH_SIZE]
-            for i in range(count)
-        ]
-        if any(len(value) != merkle.HASH_SIZE for value in hashes):
+        layers = self._tile(level, tile_index)
+        layer = layers[within]
+        position = offset >> within
+        if position >= len(layer):
             raise storage.CorruptStorageError(f"tile {level}/{tile_index} is too short")
-        while len(hashes) > 1:
-            hashes = [
-                merkle.node_hash(a, b) for a, b in zip(hashes[::2], hashes[1::2], strict=True)
-            ]
-        return hashes[0]
+        return layer[position]
 
-    def _tile(self, level: int, index: int) -> bytes:
+    def _tile(self, level: int, index: int) -> list[list[bytes]]:
         key = (level, index)
         with self._lock:
             cached = self._cache.get(key)
@@ -246,9 +241,15 @@ class TileHasher:
         available = self._size // span - index * TILE_WIDTH
         width = min(TILE_WIDTH, available)
         data = self._fetch(Tile(level, index, width))
-        if width == TILE_WIDTH:
-            with self._lock:
-                self._cache[key] = data
-                if len(self._cache) > self._cache_tiles:
-                    self._cache.popitem(last=False)
-        return data
+        if len(data) != width * merkle.HASH_SIZE:
+            raise storage.CorruptStorageError(f"tile {level}/{index} is not {width} hashes")
+        layers = [[data[i : i + merkle.HASH_SIZE] for i in range(0, len(data), merkle.HASH_SIZE)]]
+        node = merkle.node_hash
+        while len(layers[-1]) > 1:
+            below = layers[-1]
+            layers.append([node(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
+        with self._lock:
+            self._cache[key] = layers
+            if len(self._cache) > self._cache_tiles:
+                self._cache.popitem(last=False)
+        return layers
