@@ -50,6 +50,7 @@ from nexus_audit.tables import (
 from nexus_contract.errors import NexusError
 
 __all__ = [
+    "MAX_ENTRY_BYTES",
     "Appended",
     "CorruptStorageError",
     "NewLeaf",
@@ -73,6 +74,9 @@ __all__ = [
     "save_checkpoint",
     "tree_size",
 ]
+
+MAX_ENTRY_BYTES = 0xFFFF
+"""Every entry fits a C2SP tlog-tiles entry bundle (uint16 length prefix)."""
 
 _LOOKUP_CHUNK = 1000
 """Ids per ``IN (...)`` query: well under every driver's parameter limit."""
@@ -116,6 +120,11 @@ class NewLeaf:
     def __post_init__(self) -> None:
         if (self.decision_id is None) == (self.event_id is None):
             raise ValueError("a leaf has exactly one of decision_id and event_id")
+        if len(self.entry) > MAX_ENTRY_BYTES:
+            raise ValueError(
+                f"a log entry is at most {MAX_ENTRY_BYTES} bytes (tlog-tiles entry bundles "
+                f"prefix each with a uint16); this one is {len(self.entry)}"
+            )
 
 
 @dataclass(frozen=True)
