@@ -30,13 +30,14 @@ from nexus_audit import evidence as evidence_archive
 from nexus_audit.catalog import CatalogError, UnknownControlError
 from nexus_audit.coverage import CoverageReport, UnknownFrameworkError, coverage
 from nexus_audit.database import AuditDatabase
+from nexus_audit.envelope import Pkcs11KeyWrapper
 from nexus_audit.erasure import purge_expired, retention_from_config
 from nexus_audit.journal import CheckpointJournal
 from nexus_audit.keyfiles import KeyFileError, init_log_key, init_master_key, load_log_key
 from nexus_audit.note import MalformedKeyError, Verifier
 from nexus_audit.policy import PolicyError, TlogPolicy
 from nexus_audit.service import AuditError, AuditLog
-from nexus_audit.settings import AuditSettings
+from nexus_audit.settings import AuditSettings, MasterKeyProvider
 from nexus_audit.verify import LogVerificationError, verify_log
 
 __all__ = ["audit_app", "evidence_app"]
@@ -125,11 +126,21 @@ def init_keys(
     settings = AuditSettings()
     try:
         signer = init_log_key(settings.log_key_file, settings.origin, force=force)
-        init_master_key(settings.master_key_file, force=force)
-    except KeyFileError as exc:
+        if settings.master_key_provider is MasterKeyProvider.PKCS11:
+            if settings.pkcs11_module is None or settings.pkcs11_pin_file is None:
+                _fail("set NEXUS_AUDIT_PKCS11_MODULE and NEXUS_AUDIT_PKCS11_PIN_FILE")
+            pin = settings.pkcs11_pin_file.read_text(encoding="utf-8").strip()
+            Pkcs11KeyWrapper.create_key(
+                settings.pkcs11_module, settings.pkcs11_token, pin, settings.pkcs11_key_label
+            )
+            where = f"PKCS#11 {settings.pkcs11_token}/{settings.pkcs11_key_label} (not extractable)"
+        else:
+            init_master_key(settings.master_key_file, force=force)
+            where = str(settings.master_key_file)
+    except (KeyFileError, OSError) as exc:
         _fail(str(exc))
     out.print(f"log key    {settings.log_key_file}")
-    out.print(f"master key {settings.master_key_file}")
+    out.print(f"master key {where}")
     out.print(f"verifier   {signer.verifier}")
 
 

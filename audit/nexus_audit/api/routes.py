@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -180,7 +181,7 @@ Index = Annotated[int | None, Query(ge=0, le=MAX_INDEX)]
 router = APIRouter(tags=["audit"])
 
 
-class ErasureRequestBody(BaseModel):
+class ErasureRequest(BaseModel):
     """Body of POST /v1/audit/erasure. ``reference`` is logged: no personal data in it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -188,10 +189,6 @@ class ErasureRequestBody(BaseModel):
     tenant: str = Field(min_length=1, max_length=512)
     subject: str | None = Field(default=None, min_length=1, max_length=4096)
     reference: str | None = Field(default=None, max_length=MAX_REFERENCE_LENGTH)
-
-
-ErasureRequest = ErasureRequestBody
-"""The name the control plane's OpenAPI document lists the body under."""
 
 
 @router.post(f"{OPA_API_PREFIX}/logs", response_model=AppendAnswer)
@@ -340,7 +337,7 @@ async def coverage_report(request: Request, log: LogDep, _: ComplianceDep) -> Co
 )
 async def erasure(request: Request, log: LogDep, caller: ComplianceDep) -> ErasureRequestAnswer:
     """Request the erasure of a subject's (or a tenant's) payloads; a second person approves."""
-    ask = parse_body(ErasureRequestBody, await read_body(request, MAX_ERASURE_BODY))
+    ask = parse_body(ErasureRequest, await read_body(request, MAX_ERASURE_BODY))
     view = await asyncio.to_thread(
         request_erasure,
         log,
@@ -368,7 +365,7 @@ async def erasure_list(
 
 @router.post("/v1/audit/erasure/{request_id}/approve", response_model=ErasureAnswer)
 async def erasure_approve(
-    request_id: Annotated[str, Field(max_length=36)], log: LogDep, caller: ComplianceDep
+    request_id: Annotated[str, PathParam(max_length=36)], log: LogDep, caller: ComplianceDep
 ) -> ErasureAnswer:
     """Approve and run an erasure someone else requested; irreversible."""
     result = await asyncio.to_thread(
