@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from nexus_audit.storage import consistency_proof, root_hash, tree_size
 from nexus_audit.verify import CheckpointMismatchError, verify_log
 from nexus_audit.witness.protocol import AddCheckpoint
 from tests.fixtures.witnesses import nexus_witness
-from tests.security.conftest import AuditFactory
+from tests.security.conftest import Api, AuditFactory
 from tests.security.tampering import delete_checkpoints_above, rewrite_leaf
 from tests.unit.audit.harness import LOG_KEY
 from tests.unit.audit.opa_events import T0, decision_event, gzip_batch
@@ -139,3 +140,13 @@ def test_the_journal_is_outside_the_database_and_only_grows(
     journal = CheckpointJournal(tmp_path / "outside-the-database" / "checkpoints.jsonl")
     sizes = [record.size for record in journal.records()]
     assert sizes == sorted(sizes) and {5, 10, 15, 20, 25, 30} <= set(sizes)
+
+
+def test_the_checkpoint_journal_is_served_for_outsiders_to_keep(api: Api) -> None:
+    _thirty_decisions_in_six_checkpoints(api.log)
+    served = api.get("/v1/audit/log/checkpoints", "author-token")
+    assert served.status_code == 200
+    notes = [line for line in served.text.splitlines() if line]
+    assert len(notes) >= 6
+    note = json.loads(notes[-1])["note"]
+    verify_log(api.log.db, LOG_KEY.verifier, trusted=[note])

@@ -8,6 +8,7 @@ GET       /v1/audit/checkpoint                any role (text/plain signed note)
 GET       /v1/audit/log/checkpoint            any role (C2SP tlog-tiles prefix
 GET       /v1/audit/log/tile/...              /v1/audit/log: checkpoint, tiles,
                                               entry bundles; immutable)
+GET       /v1/audit/log/checkpoints           any role (the journal, JSON lines)
 GET       /v1/audit/proofs/inclusion          compliance, operator (tlog-proof)
 GET       /v1/audit/proofs/consistency        compliance, operator (JSON)
 GET       /v1/audit/coverage                  compliance (JSON)
@@ -30,7 +31,7 @@ from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -253,6 +254,24 @@ async def checkpoint(log: LogDep, _: AnyRoleDep) -> PlainTextResponse:
 async def tiles_checkpoint(log: LogDep, caller: AnyRoleDep) -> PlainTextResponse:
     """The tiled log's ``checkpoint``: the latest signed checkpoint with its cosignatures."""
     return await checkpoint(log, caller)
+
+
+@router.get(
+    f"{TILES_PREFIX}/checkpoints",
+    response_class=Response,
+    responses={200: {"content": {"application/jsonl": {}}, "description": "The journal"}},
+)
+async def checkpoint_journal(log: LogDep, _: AnyRoleDep) -> Response:
+    """Every signed checkpoint, as the journal outside the database holds it (JSON lines).
+
+    Mirror it, or keep any line: `audit verify --trusted` proves the log extends it.
+    """
+    journal = log.journal
+    if not journal.exists():
+        raise ApiError(404, "no_checkpoint", "no checkpoint has been signed yet")
+    return FileResponse(
+        journal.path, media_type="application/jsonl", headers={"cache-control": CHECKPOINT_CACHE}
+    )
 
 
 @router.get(
