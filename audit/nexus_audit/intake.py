@@ -628,6 +628,7 @@ def prepare_decisions(
                 f"its log entry would be {len(entry)} bytes, more than {MAX_ENTRY_SIZE}",
                 event.decision_id,
             )
+        mac = None if content is None or content_mac is None else content_mac(content)
         leaf = NewLeaf(
             entry=entry,
             kind="decision",
@@ -636,8 +637,8 @@ def prepare_decisions(
             tenant=leaf_tenant,
             allowed=allowed,
             controls=controls,
+            content_mac=mac,
         )
-        mac = None if content is None or content_mac is None else content_mac(content)
         prepared.append(PreparedDecision(leaf, scope, subject, payload, salt, mac, tuple(flags)))
     return prepared
 

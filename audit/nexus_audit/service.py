@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_audit import storage
@@ -607,7 +607,6 @@ class AuditLog:
         self._check_conflicts(session, items)
         appended = storage.append(session, [item.leaf for item in items], now=now)
         to_seal = []
-        macs: list[tuple[int, bytes]] = []
         for item, index in zip(items, appended.indexes, strict=True):
             if index is None:
                 continue
@@ -617,8 +616,6 @@ class AuditLog:
                         index, item.tenant, item.subject, item.payload, item.salt, item.leaf.time
                     )
                 )
-                if item.content_mac is not None:
-                    macs.append((index, item.content_mac))
             elif item.payload is not None and item.salt is not None:
                 tenant = scope_name(item.seal_tenant, MAX_TENANT_LENGTH)
                 subject = (
@@ -630,8 +627,6 @@ class AuditLog:
                     PayloadToSeal(index, tenant, subject, item.payload, item.salt, item.leaf.time)
                 )
         self.vault.seal(session, to_seal, now=now, keys_epoch=appended.keys_epoch)
-        for index, mac in macs:
-            session.execute(update(Leaf).where(Leaf.leaf_index == index).values(content_mac=mac))
         return appended
 
     def _check_conflicts(

@@ -86,7 +86,7 @@ _PLACEHOLDER = bytes(merkle.HASH_SIZE)
 _LEAVES: Table = Leaf.__table__  # type: ignore[assignment]
 _LEAF_COLUMNS = (
     "leaf_index", "leaf_hash", "entry", "kind", "decision_id", "event_id", "tenant", "time",
-    "allowed", "appended_at",
+    "allowed", "appended_at", "content_mac",
 )  # fmt: skip
 _LEAF_CONTROLS: Table = LeafControl.__table__  # type: ignore[assignment]
 _LEAF_CONTROL_COLUMNS = ("control", "leaf_index", "kind", "time", "allowed")
@@ -116,6 +116,8 @@ class NewLeaf:
     tenant: str | None = None
     allowed: bool | None = None
     controls: tuple[str, ...] = ()
+    content_mac: bytes | None = None
+    """HMAC of what the enforcer sent (decisions): a restated decision id is told apart."""
 
     def __post_init__(self) -> None:
         if (self.decision_id is None) == (self.event_id is None):
@@ -236,7 +238,7 @@ def append(session: Session, leaves: Sequence[NewLeaf], *, now: datetime) -> App
         time = leaf.time.astimezone(UTC)
         leaf_rows.append(
             (index, digest, leaf.entry, leaf.kind, leaf.decision_id, leaf.event_id, leaf.tenant,
-             time, leaf.allowed, utc_now)
+             time, leaf.allowed, utc_now, leaf.content_mac)
         )  # fmt: skip
         control_rows.extend(
             (control, index, leaf.kind, time, leaf.allowed) for control in set(leaf.controls)
