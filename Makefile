@@ -1,7 +1,7 @@
 # The two commands of the README, plus the benchmarks. Each installs what it
 # needs first (scripts/bootstrap is idempotent and caches outside the clone).
 
-.PHONY: demo test bench bootstrap
+.PHONY: demo test bench bootstrap sbom
 
 demo:
 	@scripts/bootstrap
@@ -17,3 +17,8 @@ bench:
 
 bootstrap:
 	@scripts/bootstrap
+
+# CycloneDX SBOMs of the Python distribution and the OPA build (make sbom SBOM_DIR=...)
+sbom:
+	@scripts/bootstrap
+	@scripts/supply-chain sbom $(SBOM_DIR)

@@ -18,7 +18,7 @@ from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bund
 from nexus_control.authoring.opa import Opa
 from nexus_runtime.toolchain import find_opa
 from tests.fixtures.servers import PostgresServer, RedisServer
-from tests.fixtures.softhsm import SoftHsm
+from tests.fixtures.softhsm import SoftHsm, make_softhsm
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"
@@ -90,7 +90,7 @@ def built_gateway(
         BuildOptions(
             signing_key=session_keys.signing,
             key_id=TEST_KEY_ID,
-            approval_key=session_keys.approval,
+            approval_jwks=session_keys.approval_jwks,
             dist_dir=dist,
         ),
     )
@@ -134,9 +134,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def softhsm() -> Iterator[SoftHsm]:
-    """Debian's SoftHSM2 as a real PKCS#11 token store for the session."""
-    hsm = SoftHsm()
+    """One SoftHSM2 token for the session (its own SOFTHSM2_CONF and token directory)."""
+    token = make_softhsm()
     try:
-        yield hsm
+        yield token
     finally:
-        hsm.close()
+        token.remove()

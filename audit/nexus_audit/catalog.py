@@ -1,74 +1,202 @@
-"""Control catalogs: SOC 2 TSC, ISO/IEC 27001:2022 Annex A, GDPR articles, and a crosswalk.
+"""Control catalogs and the crosswalks between them.
 
 Audit records and Rego METADATA name the controls they evidence by qualified
-id, ``<framework>:<id>``: ``SOC2:CC6.1``, ``ISO27001:A.5.15``, ``GDPR:Art.17``.
-The catalogs are YAML files in the repository's ``compliance-mappings/``.
+id, ``<framework>:<id>``: ``SOC2:CC6.1``, ``ISO27001:A.5.15``, ``GDPR:Art.17``,
+``HIPAA:164.312(b)``, ``PCI:10.2.1``, ``EUAIACT:Art.12``, ``ISO42001:A.6.2.8``.
+The catalogs are YAML files in the repository's ``compliance-mappings/``, one
+per framework; `FRAMEWORKS` says, for each, its file, the form of its ids, the
+name of the field that groups its controls and, where the catalog is
+complete, how many controls it has. Adding a framework is a YAML file and one
+`FrameworkSpec`.
+
+A crosswalk is a ``crosswalk-*.yaml`` file relating the controls of one
+framework (its ``source``) to those of others (its ``targets``); every
+relation is read in both directions.
 
 `load_catalogs` is the only way to a `Catalogs`, and it validates everything
-first, so a `Catalogs` in hand always holds exactly 61 SOC 2 criteria and 93
-Annex A controls, every id unique and of its framework's form, and a crosswalk
-whose both sides name catalogued controls. Every problem raises `CatalogError`
-naming the file and, where there is one, the line.
+first, so a `Catalogs` in hand holds, per framework, unique ids of its form,
+each with a title and a group (the right one where the id decides it), and
+crosswalks whose every side names a catalogued control. Every problem
+raises `CatalogError` naming the file and, where there is one, the line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
+from nexus_audit.metadata import MetadataError, rego_annotations, rego_modules
 from nexus_contract.errors import NexusError
 
 __all__ = [
     "CATALOG_DIR_NAME",
-    "CROSSWALK_SOC2_ISO27001_FILE",
-    "GDPR_FILE",
-    "ISO27001_CONTROL_COUNT",
-    "ISO27001_FILE",
-    "SOC2_CRITERIA_COUNT",
-    "SOC2_FILE",
+    "CROSSWALK_GLOB",
+    "FRAMEWORKS",
     "CatalogError",
     "Catalogs",
     "Control",
     "ControlUse",
-    "CrosswalkEntry",
     "Framework",
-    "GdprArticle",
-    "GdprCatalogFile",
-    "Iso27001CatalogFile",
-    "Iso27001Control",
-    "Soc2CatalogFile",
-    "Soc2Criterion",
-    "Soc2Iso27001CrosswalkFile",
+    "FrameworkSpec",
     "UnknownControlError",
     "controls_in_rego",
     "default_catalog_dir",
+    "framework_spec",
     "load_catalogs",
     "unknown_controls_in_rego",
 ]
 
 CATALOG_DIR_NAME = "compliance-mappings"
-SOC2_FILE = "soc2-tsc-2017.yaml"
-ISO27001_FILE = "iso27001-2022-annex-a.yaml"
-GDPR_FILE = "gdpr.yaml"
-CROSSWALK_SOC2_ISO27001_FILE = "crosswalk-soc2-iso27001.yaml"
+CROSSWALK_GLOB = "crosswalk-*.yaml"
 
-SOC2_CRITERIA_COUNT = 61
-ISO27001_CONTROL_COUNT = 93
 
-_SOC2_ID = re.compile(r"(CC[1-9]|A1|C1|PI1|P[1-8])\.[1-9]")
-_ISO27001_ID = re.compile(r"A\.[5-8]\.[1-9][0-9]?")
-_GDPR_ID = re.compile(r"Art\.[1-9][0-9]?")
+@dataclass(frozen=True)
+class FrameworkSpec:
+    """What the loader needs to know of one framework beyond its YAML file.
 
-_ISO27001_THEMES = {"5": "Organizational", "6": "People", "7": "Physical", "8": "Technological"}
+    ``groups`` maps an id prefix to the only group an id with that prefix may
+    be in (the longest matching prefix wins); ``count`` is the exact number of
+    controls of a catalog that lists the whole framework, None for a selection.
+    """
 
-_REGO_CONTROL_REFERENCE = re.compile(r"\b(SOC2|ISO27001|GDPR):[A-Za-z0-9.()]+")
+    key: str
+    file: str
+    id_pattern: re.Pattern[str]
+    id_kind: str
+    id_example: str
+    group_field: str
+    count: int | None = None
+    groups: Mapping[str, str] | None = None
+
+    @property
+    def cli_name(self) -> str:
+        """The name commands take: ``soc2``, ``hipaa``, ``euaiact``."""
+        return self.key.lower()
+
+    def expected_group(self, control_id: str) -> str | None:
+        if self.groups is None:
+            return None
+        prefixes = [p for p in self.groups if control_id.startswith(p)]
+        return self.groups[max(prefixes, key=len)] if prefixes else None
+
+
+_PCI_REQUIREMENTS = {
+    "6.": "6: Develop and maintain secure systems and software",
+    "7.": "7: Restrict access by business need to know",
+    "8.": "8: Identify users and authenticate access",
+    "10.": "10: Log and monitor all access to system components and cardholder data",
+}
+
+FRAMEWORKS: tuple[FrameworkSpec, ...] = (
+    FrameworkSpec(
+        key="SOC2",
+        file="soc2-tsc-2017.yaml",
+        id_pattern=re.compile(r"(CC[1-9]|A1|C1|PI1|P[1-8])\.[1-9]"),
+        id_kind="SOC 2 criterion",
+        id_example="CC6.1",
+        group_field="category",
+        count=61,
+    ),
+    FrameworkSpec(
+        key="ISO27001",
+        file="iso27001-2022-annex-a.yaml",
+        id_pattern=re.compile(r"A\.[5-8]\.[1-9][0-9]?"),
+        id_kind="ISO 27001 Annex A control",
+        id_example="A.5.15",
+        group_field="theme",
+        count=93,
+        groups={
+            "A.5.": "Organizational",
+            "A.6.": "People",
+            "A.7.": "Physical",
+            "A.8.": "Technological",
+        },
+    ),
+    FrameworkSpec(
+        key="GDPR",
+        file="gdpr.yaml",
+        id_pattern=re.compile(r"Art\.[1-9][0-9]?"),
+        id_kind="GDPR article",
+        id_example="Art.17",
+        group_field="chapter",
+    ),
+    FrameworkSpec(
+        key="HIPAA",
+        file="hipaa-security-rule.yaml",
+        id_pattern=re.compile(
+            r"164\.3(?:08|12)\([a-z]\)(?:\([1-9][0-9]?\)(?:\((?:i|ii|iii|iv|v|vi|vii|viii)\)"
+            r"(?:\([A-Z]\))?)?)?"
+        ),
+        id_kind="HIPAA Security Rule safeguard",
+        id_example="164.312(a)(2)(i)",
+        group_field="safeguard",
+        groups={"164.308(": "Administrative", "164.312(": "Technical"},
+    ),
+    FrameworkSpec(
+        key="PCI",
+        file="pci-dss-4.0.1.yaml",
+        id_pattern=re.compile(r"(?:[1-9]|1[0-2])\.[1-9][0-9]?\.[1-9][0-9]?(?:\.[1-9][0-9]?)?"),
+        id_kind="PCI DSS requirement",
+        id_example="10.2.1",
+        group_field="requirement",
+        groups=_PCI_REQUIREMENTS,
+    ),
+    FrameworkSpec(
+        key="EUAIACT",
+        file="eu-ai-act.yaml",
+        id_pattern=re.compile(r"Art\.[1-9][0-9]{0,2}"),
+        id_kind="EU AI Act article",
+        id_example="Art.12",
+        group_field="chapter",
+    ),
+    FrameworkSpec(
+        key="ISO42001",
+        file="iso42001-2023-annex-a.yaml",
+        id_pattern=re.compile(r"A\.(?:[2-9]|10)\.[1-9](?:\.[1-9])?"),
+        id_kind="ISO/IEC 42001 Annex A control",
+        id_example="A.6.2.8",
+        group_field="objective",
+        count=38,
+        groups={
+            "A.2.": "AI policies",
+            "A.3.": "Internal organisation",
+            "A.4.": "Resources for AI systems",
+            "A.5.": "Impact assessment",
+            "A.6.": "AI system life cycle",
+            "A.7.": "Data for AI systems",
+            "A.8.": "Information for interested parties",
+            "A.9.": "Use of AI systems",
+            "A.10.": "Third-party and customer relationships",
+        },
+    ),
+)
+"""Every framework the catalogs hold, in the order reports list them."""
+
+_SPECS = {spec.key: spec for spec in FRAMEWORKS}
+
+# A qualified id anywhere in Rego source: an upper-case framework key, a colon,
+# then the characters any framework's ids use.
+_REGO_CONTROL_REFERENCE = re.compile(r"\b[A-Z][A-Z0-9]{1,15}:[A-Za-z0-9.()]+")
+
+
+def framework_spec(key: str) -> FrameworkSpec:
+    """The spec of the framework whose qualified-id prefix is ``key``; KeyError if none."""
+    return _SPECS[key]
 
 
 class CatalogError(Exception):
@@ -94,7 +222,7 @@ class UnknownControlError(NexusError, LookupError):
         super().__init__(f"unknown control {qualified_id!r}: {reason}")
 
 
-# --- the file format ---------------------------------------------------------
+# --- the file formats ---------------------------------------------------------
 
 
 def _one_line(value: str) -> str:
@@ -103,78 +231,68 @@ def _one_line(value: str) -> str:
     return value
 
 
-def _id_of_form(pattern: re.Pattern[str], framework: str, example: str) -> AfterValidator:
+def _id_of_form(spec: FrameworkSpec) -> AfterValidator:
     def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(f"{value!r} is not a {framework} id; expected the form {example!r}")
+        if not spec.id_pattern.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a {spec.id_kind} id; expected the form {spec.id_example!r}"
+            )
         return value
 
     return AfterValidator(check)
 
 
+def _framework_key(value: str) -> str:
+    if value not in _SPECS:
+        known = ", ".join(_SPECS)
+        raise ValueError(f"{value!r} is not a framework key; expected one of {known}")
+    return value
+
+
 _Line = Annotated[str, AfterValidator(_one_line)]
-_Soc2Id = Annotated[str, _id_of_form(_SOC2_ID, "SOC 2 criterion", "CC6.1")]
-_Iso27001Id = Annotated[str, _id_of_form(_ISO27001_ID, "ISO 27001 Annex A control", "A.5.15")]
-_GdprId = Annotated[str, _id_of_form(_GDPR_ID, "GDPR article", "Art.17")]
+_FrameworkKey = Annotated[str, AfterValidator(_framework_key)]
 
 
 class _FileModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class Soc2Criterion(_FileModel):
-    id: _Soc2Id
-    category: _Line
-    title: _Line
+class _CatalogHeader(_FileModel):
+    framework: _Line
+    name: _Line
+    edition: _Line
+    controls: list[Any] = Field(min_length=1)
 
 
-class Iso27001Control(_FileModel):
-    id: _Iso27001Id
-    theme: Literal["Organizational", "People", "Physical", "Technological"]
-    title: _Line
+class _CrosswalkHeader(_FileModel):
+    source: _FrameworkKey
+    targets: list[_FrameworkKey] = Field(min_length=1)
+    mappings: list[Any] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _theme_matches_clause(self) -> Iso27001Control:
-        expected = _ISO27001_THEMES[self.id.split(".")[1]]
-        if self.theme != expected:
-            raise ValueError(f"{self.id} belongs to theme {expected!r}, not {self.theme!r}")
+    def _distinct_frameworks(self) -> _CrosswalkHeader:
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError("targets lists a framework twice")
+        if self.source in self.targets:
+            raise ValueError(f"{self.source} is the source; a crosswalk relates it to others")
         return self
 
 
-class GdprArticle(_FileModel):
-    id: _GdprId
-    chapter: _Line
-    title: _Line
+def _control_model(spec: FrameworkSpec) -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        "id": (Annotated[str, _id_of_form(spec)], ...),
+        spec.group_field: (_Line, ...),
+        "title": (_Line, ...),
+    }
+    return create_model(f"{spec.key}Control", __base__=_FileModel, **fields)
 
 
-class Soc2CatalogFile(_FileModel):
-    framework: Literal["SOC2"]
-    name: _Line
-    edition: _Line
-    controls: list[Soc2Criterion]
-
-
-class Iso27001CatalogFile(_FileModel):
-    framework: Literal["ISO27001"]
-    name: _Line
-    edition: _Line
-    controls: list[Iso27001Control]
-
-
-class GdprCatalogFile(_FileModel):
-    framework: Literal["GDPR"]
-    name: _Line
-    edition: _Line
-    controls: list[GdprArticle] = Field(min_length=1)
-
-
-class CrosswalkEntry(_FileModel):
-    soc2: _Soc2Id
-    iso27001: list[_Iso27001Id] = Field(min_length=1)
-
-
-class Soc2Iso27001CrosswalkFile(_FileModel):
-    mappings: list[CrosswalkEntry] = Field(min_length=1)
+def _mapping_model(source: FrameworkSpec, targets: list[FrameworkSpec]) -> type[BaseModel]:
+    fields: dict[str, Any] = {source.cli_name: (Annotated[str, _id_of_form(source)], ...)}
+    for target in targets:
+        ids = list[Annotated[str, _id_of_form(target)]]
+        fields[target.cli_name] = (ids | None, Field(default=None, min_length=1))
+    return create_model(f"{source.key}Mapping", __base__=_FileModel, **fields)
 
 
 # --- what callers get --------------------------------------------------------
@@ -182,7 +300,7 @@ class Soc2Iso27001CrosswalkFile(_FileModel):
 
 @dataclass(frozen=True)
 class Control:
-    """One catalogued control. ``group`` is its SOC 2 category, ISO theme or GDPR chapter."""
+    """One catalogued control. ``group`` is its SOC 2 category, ISO theme, GDPR chapter…"""
 
     framework: str
     id: str
@@ -221,20 +339,13 @@ class ControlUse:
 class Catalogs:
     """The validated catalogs; lookups take qualified ids and raise on unknown ones."""
 
-    soc2: Framework
-    iso27001: Framework
-    gdpr: Framework
+    frameworks: Mapping[str, Framework]
+    """Every framework by its qualified-id prefix, in the order of `FRAMEWORKS`."""
     _related: Mapping[str, frozenset[str]] = field(repr=False)
-    _by_key: Mapping[str, Framework] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        by_key = {f.key: f for f in (self.soc2, self.iso27001, self.gdpr)}
-        object.__setattr__(self, "_by_key", MappingProxyType(by_key))
-
-    @property
-    def frameworks(self) -> Mapping[str, Framework]:
-        """Every framework by its qualified-id prefix: ``SOC2``, ``ISO27001``, ``GDPR``."""
-        return self._by_key
+    def framework(self, key: str) -> Framework:
+        """The framework whose qualified-id prefix is ``key``; KeyError if none."""
+        return self.frameworks[key]
 
     def control(self, qualified_id: str) -> Control:
         prefix, colon, local_id = qualified_id.partition(":")
@@ -259,9 +370,10 @@ class Catalogs:
         return True
 
     def related(self, qualified_id: str) -> frozenset[str]:
-        """Qualified ids the crosswalk relates to this control, in either direction.
+        """Qualified ids any crosswalk relates to this control, in either direction.
 
-        Empty for a known control the crosswalk does not cover (every GDPR article).
+        Empty for a known control no crosswalk covers (every GDPR article but
+        those the EU AI Act crosswalk names).
         """
         self.control(qualified_id)
         return self._related.get(qualified_id, frozenset())
@@ -284,53 +396,50 @@ def default_catalog_dir() -> Path:
 
 
 def load_catalogs(directory: Path | None = None) -> Catalogs:
-    """Load and validate every catalog and the crosswalk in ``directory``.
+    """Load and validate every catalog of `FRAMEWORKS` and every crosswalk in ``directory``.
 
-    ``directory`` defaults to `default_catalog_dir()`. Raises `CatalogError`
-    on the first problem found.
+    ``directory`` defaults to `default_catalog_dir()`. A YAML file there that
+    is neither is refused too, so a new catalog cannot be silently ignored.
+    Raises `CatalogError` on the first problem found.
     """
     directory = default_catalog_dir() if directory is None else directory
-
-    soc2_doc = _Document.read(directory / SOC2_FILE)
-    soc2_file = soc2_doc.validate(Soc2CatalogFile)
-    soc2 = _framework(
-        soc2_doc,
-        soc2_file,
-        ((c.id, c.category, c.title) for c in soc2_file.controls),
-        SOC2_CRITERIA_COUNT,
+    frameworks = {
+        spec.key: _framework(_Document.read(directory / spec.file), spec) for spec in FRAMEWORKS
+    }
+    known_files = {spec.file for spec in FRAMEWORKS}
+    crosswalks = sorted(directory.glob(CROSSWALK_GLOB))
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name not in known_files and path not in crosswalks:
+            raise CatalogError(
+                path,
+                None,
+                "neither a catalog of nexus_audit.catalog.FRAMEWORKS nor a crosswalk "
+                f"({CROSSWALK_GLOB}); add a FrameworkSpec for it or rename it",
+            )
+    related: dict[str, set[str]] = {}
+    for path in crosswalks:
+        _crosswalk(_Document.read(path), frameworks, related)
+    return Catalogs(
+        frameworks=MappingProxyType(frameworks),
+        _related=MappingProxyType({key: frozenset(ids) for key, ids in related.items()}),
     )
 
-    iso_doc = _Document.read(directory / ISO27001_FILE)
-    iso_file = iso_doc.validate(Iso27001CatalogFile)
-    iso27001 = _framework(
-        iso_doc,
-        iso_file,
-        ((c.id, c.theme, c.title) for c in iso_file.controls),
-        ISO27001_CONTROL_COUNT,
-    )
 
-    gdpr_doc = _Document.read(directory / GDPR_FILE)
-    gdpr_file = gdpr_doc.validate(GdprCatalogFile)
-    gdpr = _framework(
-        gdpr_doc, gdpr_file, ((c.id, c.chapter, c.title) for c in gdpr_file.controls), None
-    )
-
-    related = _crosswalk(_Document.read(directory / CROSSWALK_SOC2_ISO27001_FILE), soc2, iso27001)
-    return Catalogs(soc2=soc2, iso27001=iso27001, gdpr=gdpr, _related=related)
-
-
-_CatalogFile = Soc2CatalogFile | Iso27001CatalogFile | GdprCatalogFile
-
-
-def _framework(
-    doc: _Document,
-    catalog: _CatalogFile,
-    entries: Iterable[tuple[str, str, str]],
-    expected_count: int | None,
-) -> Framework:
+def _framework(doc: _Document, spec: FrameworkSpec) -> Framework:
+    header = doc.validate(_CatalogHeader)
+    if header.framework != spec.key:
+        raise CatalogError(
+            doc.path,
+            doc.line("framework"),
+            f"framework: this file is the {spec.key} catalog; found {header.framework!r}",
+        )
+    model = _control_model(spec)
     controls: dict[str, Control] = {}
     first_index: dict[str, int] = {}
-    for index, (control_id, group, title) in enumerate(entries):
+    for index, item in enumerate(header.controls):
+        entry = doc.validate(model, item, ("controls", index)).model_dump()
+        control_id: str = entry["id"]
+        group: str = entry[spec.group_field]
         if control_id in controls:
             first = doc.line("controls", first_index[control_id], "id")
             raise CatalogError(
@@ -338,51 +447,80 @@ def _framework(
                 doc.line("controls", index, "id"),
                 f"duplicate control id {control_id!r} (first listed at line {first})",
             )
+        expected = spec.expected_group(control_id)
+        if spec.groups is not None and group != expected:
+            raise CatalogError(
+                doc.path,
+                doc.line("controls", index, spec.group_field),
+                f"{control_id} belongs to {spec.group_field} {expected!r}, not {group!r}",
+            )
         first_index[control_id] = index
-        controls[control_id] = Control(catalog.framework, control_id, group, title)
-    if expected_count is not None and len(controls) != expected_count:
+        controls[control_id] = Control(spec.key, control_id, group, entry["title"])
+    if spec.count is not None and len(controls) != spec.count:
         raise CatalogError(
             doc.path,
             doc.line("controls"),
-            f"{catalog.name} {catalog.edition} has exactly {expected_count} controls;"
+            f"{header.name} {header.edition} has exactly {spec.count} controls;"
             f" this file lists {len(controls)}",
         )
     return Framework(
-        key=catalog.framework,
-        name=catalog.name,
-        edition=catalog.edition,
+        key=spec.key,
+        name=header.name,
+        edition=header.edition,
         source=doc.path,
         controls=MappingProxyType(controls),
     )
 
 
 def _crosswalk(
-    doc: _Document, soc2: Framework, iso27001: Framework
-) -> Mapping[str, frozenset[str]]:
-    crosswalk = doc.validate(Soc2Iso27001CrosswalkFile)
-    related: dict[str, set[str]] = {}
+    doc: _Document, frameworks: Mapping[str, Framework], related: dict[str, set[str]]
+) -> None:
+    header = doc.validate(_CrosswalkHeader)
+    source = _SPECS[header.source]
+    targets = [_SPECS[key] for key in header.targets]
+    model = _mapping_model(source, targets)
     first_index: dict[str, int] = {}
-    for index, entry in enumerate(crosswalk.mappings):
-        here = doc.line("mappings", index, "soc2")
-        if entry.soc2 in first_index:
-            first = doc.line("mappings", first_index[entry.soc2], "soc2")
+    for index, item in enumerate(header.mappings):
+        entry = doc.validate(model, item, ("mappings", index)).model_dump()
+        local: str = entry[source.cli_name]
+        here = doc.line("mappings", index, source.cli_name)
+        if local in first_index:
+            first = doc.line("mappings", first_index[local], source.cli_name)
             raise CatalogError(
-                doc.path, here, f"{entry.soc2} is mapped twice (first at line {first}); merge them"
+                doc.path, here, f"{local} is mapped twice (first at line {first}); merge them"
             )
-        first_index[entry.soc2] = index
-        if entry.soc2 not in soc2.controls:
-            raise CatalogError(doc.path, here, f"SOC2:{entry.soc2} is not in {soc2.source.name}")
-        soc2_id = f"SOC2:{entry.soc2}"
-        for position, iso_local in enumerate(entry.iso27001):
-            iso_here = doc.line("mappings", index, "iso27001", position)
-            iso_id = f"ISO27001:{iso_local}"
-            if iso_local not in iso27001.controls:
-                raise CatalogError(doc.path, iso_here, f"{iso_id} is not in {iso27001.source.name}")
-            if iso_id in related.get(soc2_id, ()):
-                raise CatalogError(doc.path, iso_here, f"{iso_id} is listed twice for {soc2_id}")
-            related.setdefault(soc2_id, set()).add(iso_id)
-            related.setdefault(iso_id, set()).add(soc2_id)
-    return MappingProxyType({key: frozenset(ids) for key, ids in related.items()})
+        first_index[local] = index
+        source_id = f"{source.key}:{local}"
+        if local not in frameworks[source.key].controls:
+            raise CatalogError(
+                doc.path, here, f"{source_id} is not in {frameworks[source.key].source.name}"
+            )
+        named = [t for t in targets if entry[t.cli_name] is not None]
+        if not named:
+            raise CatalogError(
+                doc.path,
+                here,
+                f"{source_id} relates to no control; name at least one of "
+                + ", ".join(t.cli_name for t in targets),
+            )
+        for target in named:
+            seen: set[str] = set()
+            for position, target_local in enumerate(entry[target.cli_name]):
+                target_here = doc.line("mappings", index, target.cli_name, position)
+                target_id = f"{target.key}:{target_local}"
+                if target_local not in frameworks[target.key].controls:
+                    raise CatalogError(
+                        doc.path,
+                        target_here,
+                        f"{target_id} is not in {frameworks[target.key].source.name}",
+                    )
+                if target_id in seen:
+                    raise CatalogError(
+                        doc.path, target_here, f"{target_id} is listed twice for {source_id}"
+                    )
+                seen.add(target_id)
+                related.setdefault(source_id, set()).add(target_id)
+                related.setdefault(target_id, set()).add(source_id)
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -419,13 +557,17 @@ class _Document:
             raise CatalogError(path, root.start_mark.line + 1, "the document must be a mapping")
         return cls(path, root, data)
 
-    def validate(self, model: type[_Model]) -> _Model:
+    def validate(
+        self, model: type[_Model], data: Any = None, at: tuple[str | int, ...] = ()
+    ) -> _Model:
+        """``data`` (the whole document by default) as ``model``; ``at`` is where
+        ``data`` sits in the document, for the line of a problem."""
         try:
-            return model.model_validate(self.data)
+            return model.model_validate(self.data if data is None else data)
         except ValidationError as exc:
             errors = exc.errors()
             first = errors[0]
-            loc = tuple(first["loc"])
+            loc = (*at, *first["loc"])
             more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
             raise CatalogError(self.path, self.line(*loc), _describe(loc, first) + more) from None
 
@@ -496,20 +638,28 @@ class _PlainBuilder:
 
 
 def controls_in_rego(rego_dir: Path) -> dict[str, list[tuple[Path, int]]]:
-    """Every qualified control id written in the non-test ``.rego`` files under
-    ``rego_dir`` (METADATA ``labels.controls`` items and string literals alike),
-    with the file and 1-based line of each use, files in sorted order."""
-    if not rego_dir.is_dir():
-        raise NotADirectoryError(f"{rego_dir}: not a directory of Rego modules")
-    uses: dict[str, list[tuple[Path, int]]] = {}
-    for path in sorted(rego_dir.rglob("*.rego")):
-        if path.name.endswith("_test.rego"):
-            continue
+    """Every control id written in the non-test ``.rego`` files under ``rego_dir``,
+    with the file and 1-based line of each use, files in sorted order.
+
+    Two kinds of use count: every item of a METADATA block's ``labels.controls``
+    (whatever its form, so a misspelt framework is caught too) and anything of
+    the form ``<FRAMEWORK>:<id>`` elsewhere in the source (string literals, prose).
+    Raises `CatalogError` for a METADATA block that is not YAML.
+    """
+    places: dict[str, set[tuple[Path, int]]] = {}
+    try:
+        annotations = rego_annotations(rego_dir)
+    except MetadataError as exc:
+        raise CatalogError(exc.path, exc.line, str(exc).split(": ", 1)[1]) from exc
+    for annotation in annotations:
+        for control_id, line in annotation.controls:
+            places.setdefault(control_id, set()).add((annotation.path, line))
+    for path in rego_modules(rego_dir):
         text = path.read_text(encoding="utf-8")
-        for number, line in enumerate(text.splitlines(), start=1):
-            for match in _REGO_CONTROL_REFERENCE.finditer(line):
-                uses.setdefault(_trim_reference(match.group()), []).append((path, number))
-    return uses
+        for number, line_text in enumerate(text.splitlines(), start=1):
+            for match in _REGO_CONTROL_REFERENCE.finditer(line_text):
+                places.setdefault(_trim_reference(match.group()), set()).add((path, number))
+    return {control_id: sorted(uses) for control_id, uses in places.items()}
 
 
 def unknown_controls_in_rego(catalogs: Catalogs, rego_dir: Path) -> list[ControlUse]:

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nexus_audit import evidence as evidence_archive
-from nexus_audit.catalog import CatalogError, UnknownControlError
+from nexus_audit.catalog import FRAMEWORKS, CatalogError, UnknownControlError
 from nexus_audit.coverage import CoverageReport, UnknownFrameworkError, coverage
 from nexus_audit.database import AuditDatabase
 from nexus_audit.envelope import Pkcs11KeyWrapper
@@ -75,7 +75,12 @@ def _time(value: str) -> datetime:
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="text for people, json for machines")
 ]
-FrameworkOption = Annotated[str, typer.Option(help="soc2, iso27001 or gdpr")]
+FrameworkOption = Annotated[
+    str,
+    typer.Option(
+        help=", ".join(spec.cli_name for spec in FRAMEWORKS[:-1]) + f" or {FRAMEWORKS[-1].cli_name}"
+    ),
+]
 SinceOption = Annotated[
     datetime,
     typer.Option(parser=_time, help="Start of the period, inclusive (RFC 3339 or YYYY-MM-DD, UTC)"),

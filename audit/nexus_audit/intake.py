@@ -690,8 +690,14 @@ def _method(value: Any) -> str:
 
 
 def _error_code(event: DecisionEvent) -> str | None:
-    """OPA's error code for a failed evaluation (the request was refused)."""
-    if event.result is not None or event.error is None:
+    """The error an event carries: a failed evaluation, or a refusal the plugin made itself.
+
+    The ext_authz plugin refuses some requests before the policy runs (a
+    malformed target, a body with duplicate keys) and logs them with both a
+    result (the 400 it answered) and an error naming why; the code is kept
+    either way, so those refusals are told apart from the policy's.
+    """
+    if event.error is None:
         return None
     code = event.error.get("code") if isinstance(event.error, dict) else None
     if isinstance(code, str) and code and len(code) <= 64 and code.replace("_", "").isalnum():
@@ -700,7 +706,7 @@ def _error_code(event: DecisionEvent) -> str | None:
 
 
 def _result(index: int, event: DecisionEvent) -> DecisionResult | bool:
-    if _error_code(event) is not None:
+    if event.result is None and _error_code(event) is not None:
         # The ext_authz plugin answered Envoy with an error: Envoy refused it.
         return DecisionResult(allowed=False)
     if event.result is None:

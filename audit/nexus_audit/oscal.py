@@ -9,10 +9,16 @@ it reports the evidence of operation, not an auditor's opinion.
 
 The assessment plan is not a separate document: ``import-ap`` points at a
 back-matter resource describing the continuous collection from the log.
+
+The document names its framework (title, and ``framework`` props on the
+metadata and the result) and each control twice: by an OSCAL token
+(`control_token`, since OSCAL ids must start with a letter and hold no
+parentheses, which HIPAA's and PCI DSS's do not) and by its qualified id.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +28,44 @@ from typing import Any
 from nexus_audit.catalog import Control, Framework
 from nexus_audit.entry import format_time
 
-__all__ = ["NEXUS_NAMESPACE", "OSCAL_VERSION", "ControlEvidence", "assessment_results"]
+__all__ = [
+    "NEXUS_NAMESPACE",
+    "OSCAL_VERSION",
+    "ControlEvidence",
+    "assessment_results",
+    "control_token",
+    "framework_props",
+]
 
 OSCAL_VERSION = "1.1.2"
 NEXUS_NAMESPACE = "https://nexus.ai/ns/oscal/audit"
 """Namespace of the ``props`` this document adds (OSCAL requires one for non-core names)."""
+
+_OSCAL_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
+
+
+def control_token(control: Control) -> str:
+    """The control's id as an OSCAL token: itself when it is one (``CC6.1``, ``A.6.2.8``,
+    ``Art.12``), else with ``(x)`` written ``.x`` and the framework key before it when
+    it starts with a digit: ``164.312(a)(2)(i)`` is ``hipaa-164.312.a.2.i``,
+    ``10.2.1`` is ``pci-10.2.1``. Distinct ids of one framework stay distinct."""
+    if _OSCAL_TOKEN.fullmatch(control.id):
+        return control.id
+    token = control.id.replace("(", ".").replace(")", "")
+    if not token[:1].isalpha():
+        token = f"{control.framework.lower()}-{token}"
+    if not _OSCAL_TOKEN.fullmatch(token):
+        raise ValueError(f"{control.qualified_id} has no OSCAL token form")
+    return token
+
+
+def framework_props(framework: Framework) -> list[dict[str, str]]:
+    """Props naming ``framework``: its key, name and edition."""
+    return [
+        _prop("framework", framework.key),
+        _prop("framework-name", framework.name),
+        _prop("framework-edition", framework.edition),
+    ]
 
 
 @dataclass(frozen=True)
@@ -74,6 +113,7 @@ def assessment_results(
                     "has an inclusion proof against the signed checkpoint in the archive."
                 ),
                 "props": [
+                    _prop("control", qualified),
                     _prop("records", item.records),
                     _prop("decisions-allowed", item.allowed),
                     _prop("decisions-denied", item.denied),
@@ -101,9 +141,10 @@ def assessment_results(
                         else "none; the log holds no record for this control in the period."
                     )
                 ),
+                "props": [_prop("control", qualified)],
                 "target": {
                     "type": "objective-id",
-                    "target-id": item.control.id,
+                    "target-id": control_token(item.control),
                     "status": {
                         "state": "satisfied" if satisfied else "not-satisfied",
                         "reason": "pass" if satisfied else "fail",
@@ -122,11 +163,20 @@ def assessment_results(
         ),
         "start": format_time(since),
         "end": format_time(until),
-        "props": [_prop("log-origin", origin), _prop("log-size", log_size)],
+        "props": [
+            *framework_props(framework),
+            _prop("log-origin", origin),
+            _prop("log-size", log_size),
+        ],
         "reviewed-controls": {
+            "description": f"{framework.name} ({framework.edition}) controls.",
             "control-selections": [
-                {"include-controls": [{"control-id": item.control.id} for item in evidence]}
-            ]
+                {
+                    "include-controls": [
+                        {"control-id": control_token(item.control)} for item in evidence
+                    ]
+                }
+            ],
         },
         "observations": observations,
         "findings": findings,
@@ -139,6 +189,7 @@ def assessment_results(
                 "last-modified": format_time(generated),
                 "version": "1",
                 "oscal-version": OSCAL_VERSION,
+                "props": framework_props(framework),
             },
             "import-ap": {"href": f"#{plan}"},
             "results": [result],

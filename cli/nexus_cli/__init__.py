@@ -35,6 +35,8 @@ for command in ("check", "build", "diff", "doctor", "demo"):
     app.command(command)(getattr(authoring, command))
 app.command("test")(authoring.rego_test)
 app.command("dev-keys")(authoring.dev_keys)
+for verb in ("list", "jwks", "rotate", "activate", "retire"):
+    authoring.keys_app.command(verb)(getattr(service, f"keys_{verb}"))
 app.add_typer(authoring.keys_app, name="keys")
 app.command("serve")(service.serve)
 app.command("publish")(service.publish)

@@ -14,8 +14,17 @@ from nexus_audit.settings import AuditSettings
 from nexus_cli.console import BundleDir, FormatOption, OutputFormat, OverlayOption, err, out
 from nexus_cli.errors import EXIT_ENVIRONMENT, EXIT_PROBLEMS, EXIT_WIDENING
 from nexus_contract.decision import SCHEMAS_DIR
+from nexus_contract.wire import POLICY_ROOTS
 from nexus_control.access.signing_keys import init_audit_keys, init_keys
-from nexus_control.authoring.bundle import BuildError, BuildOptions, build_bundle, read_bundle
+from nexus_control.authoring.bundle import (
+    DEV_KEY_NOTE,
+    BuildError,
+    BuildOptions,
+    build_bundle,
+    policy_modules,
+    read_bundle,
+)
+from nexus_control.authoring.capabilities import capabilities_file
 from nexus_control.authoring.compiler import compile_data
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.authoring.credentials import (
@@ -23,7 +32,7 @@ from nexus_control.authoring.credentials import (
     grants_for_every_binding,
     throwaway_keys,
 )
-from nexus_control.authoring.diff import Effect, PolicyDiff, diff_configs
+from nexus_control.authoring.diff import BundleView, Effect, PolicyDiff, diff_bundles
 from nexus_control.authoring.loader import Problem, SpecError, load_bundle
 from nexus_control.authoring.opa import Opa, OpaError
 from nexus_control.authoring.policyset import resolve
@@ -34,6 +43,8 @@ from nexus_runtime.toolchain import find_opa, required_missing
 __all__ = ["build", "check", "demo", "dev_keys", "diff", "doctor", "keys_app", "rego_test"]
 
 DEFAULT_COVERAGE_THRESHOLD = 90.0
+DEV_KEY_ID = "nexus-dev-signing"
+"""Key id of archives `build` signs locally: no fleet enforcer is configured to trust it."""
 
 keys_app = typer.Typer(help="Signing keys of the control plane.", no_args_is_help=True)
 
@@ -57,13 +68,21 @@ def check(
     fmt: FormatOption = OutputFormat.TEXT,
     overlay: OverlayOption = None,
 ) -> None:
-    """Validate a bundle's specs: schema and cross-references, every problem at once."""
+    """Validate a bundle: specs (schema, cross-references) and its Rego against the capabilities.
+
+    Every problem at once, as file:line:column; a module calling a built-in
+    the bundle may not use (``http.send``, ``net.*`` …) is one of them.
+    """
     try:
         sources = load_bundle(bundle_dir, overlay or ())
         policy = resolve(sources)
     except SpecError as exc:
         _print_problems(exc.problems, fmt, summary=f"{len(exc.problems)} problem(s) found")
         raise typer.Exit(EXIT_PROBLEMS) from None
+    rego_problems = _check_rego(policy.policy_dir)
+    if rego_problems:
+        _print_problems(rego_problems, fmt, summary=f"{len(rego_problems)} Rego problem(s) found")
+        raise typer.Exit(EXIT_PROBLEMS)
     counts = {
         "tenants": len(policy.tenants),
         "roles": len(policy.roles),
@@ -81,6 +100,23 @@ def check(
         out.print(f"[green]ok[/green] {policy.name}: {summary}")
 
 
+def _check_rego(policy_dir: Path) -> list[Problem]:
+    """``opa check --strict`` of the library: shipped modules against the bundle capabilities,
+    tests against the test capabilities."""
+    opa = _opa(ControlSettings())
+    shipped = [policy_dir / rel for rel in policy_modules(policy_dir)]
+    problems: list[Problem] = []
+    for paths, for_tests in ((shipped, False), ([policy_dir], True)):
+        if not paths:
+            continue
+        try:
+            opa.check(paths, strict=True, capabilities=capabilities_file(opa, for_tests=for_tests))
+        except OpaError as exc:
+            problems += exc.problems or [Problem(str(policy_dir), 1, 1, str(exc))]
+            break
+    return problems
+
+
 def build(
     bundle_dir: BundleDir,
     out_dir: Annotated[
@@ -90,18 +126,23 @@ def build(
         Path | None, typer.Option(help="PEM RSA key that signs the bundle")
     ] = None,
     key_id: Annotated[str | None, typer.Option(help="Key id enforcers verify with")] = None,
-    approval_key: Annotated[
-        Path | None, typer.Option(help="PEM P-256 key whose public part verifies approvals")
+    approval_jwks: Annotated[
+        Path | None,
+        typer.Option(help="Public JWKS (or PEM public key) that verifies approvals"),
     ] = None,
     overlay: OverlayOption = None,
     fmt: FormatOption = OutputFormat.TEXT,
 ) -> None:
-    """Compile, check, test and sign a bundle into dist/<bundle>-<revision>.tar.gz."""
+    """Compile, check, test and sign a bundle with a dev key into dist/ (local work and CI).
+
+    The archive is signed with a local key no fleet enforcer trusts: a fleet's
+    revisions are built and signed by the control plane from `publish`ed sources.
+    """
     settings = ControlSettings()
     options = BuildOptions(
         signing_key=signing_key or settings.signing_key_path,
-        key_id=key_id or settings.signing_key_id,
-        approval_key=approval_key or settings.approval_key_path,
+        key_id=key_id or DEV_KEY_ID,
+        approval_jwks=approval_jwks or settings.approval_jwks_path,
         dist_dir=out_dir or settings.dist_dir,
     )
     opa = _opa(settings)
@@ -124,6 +165,7 @@ def build(
         "size": built.size,
         "git_commit": built.git_commit,
         "tests": built.tests_run,
+        "key_id": options.key_id,
     }
     if fmt is OutputFormat.JSON:
         out.print_json(json.dumps(result))
@@ -133,20 +175,21 @@ def build(
         f"  revision  {built.revision}\n"
         f"  commit    {built.git_commit or '(not in git)'}\n"
         f"  tests     {built.tests_run} passed\n"
-        f"  signed    {options.key_id} (RS256)"
+        f"  signed    {options.key_id} (RS256): {DEV_KEY_NOTE}"
     )
 
 
-def _config_of(path: Path) -> CompiledConfig:
-    """``data.nexus.config`` of a bundle directory or a built archive."""
+def _view_of(path: Path) -> BundleView:
+    """What a diff compares of a bundle directory or a built archive."""
     if path.is_file():
         contents = read_bundle(path)
         config = contents.data.get("nexus", {}).get("config")
         if not isinstance(config, dict):
             raise BuildError(f"{path} holds no data.nexus.config")
-        return config  # type: ignore[return-value]
+        return BundleView(config, contents.modules, tuple(contents.roots))
     policy = resolve(load_bundle(path))
-    return compile_data(policy, approval_jwks="")
+    compiled: CompiledConfig = compile_data(policy, approval_jwks="")
+    return BundleView(compiled, policy_modules(policy.policy_dir), POLICY_ROOTS)
 
 
 def diff(
@@ -154,12 +197,12 @@ def diff(
     new: Annotated[Path, typer.Argument(help="New bundle directory or .tar.gz")],
     fmt: FormatOption = OutputFormat.TEXT,
     fail_on_widening: Annotated[
-        bool, typer.Option(help="Exit 3 when any change widens access")
+        bool, typer.Option(help="Exit 3 when a change widens access or changes policy code")
     ] = False,
 ) -> None:
     """Semantic diff of two policies; flags every change that widens access."""
     try:
-        result = diff_configs(_config_of(old), _config_of(new))
+        result = diff_bundles(_view_of(old), _view_of(new))
     except SpecError as exc:
         _print_problems(exc.problems, fmt, summary="cannot diff: the specs have problems")
         raise typer.Exit(EXIT_PROBLEMS) from None
@@ -170,16 +213,41 @@ def diff(
         out.print_json(result.model_dump_json())
     else:
         _print_diff(result)
-    if fail_on_widening and result.widens:
+    if fail_on_widening and result.needs_second_approver:
         raise typer.Exit(EXIT_WIDENING)
 
 
 _EFFECT_STYLE = {Effect.WIDENS: "bold red", Effect.NARROWS: "green", Effect.NEUTRAL: "dim"}
 
 
+def _print_modules(result: PolicyDiff) -> None:
+    for module in result.modules:
+        rules = [
+            f"{what} {', '.join(names)}"
+            for what, names in (
+                ("added", module.rules_added),
+                ("removed", module.rules_removed),
+                ("changed", module.rules_changed),
+            )
+            if names
+        ]
+        out.print(
+            f"[bold]{module.status}[/bold] {module.path} (package {module.package})"
+            + (f": rules {'; '.join(rules)}" if rules else "")
+            + (" [dim](exempt)[/dim]" if module.exempt else "")
+        )
+        out.print(module.diff, markup=False, highlight=False)
+
+
 def _print_diff(result: PolicyDiff) -> None:
+    _print_modules(result)
+    if result.modules:
+        out.print(
+            f"[bold red]policy code changed in {len(result.modules)} module(s): "
+            "a second approver is needed[/]"
+        )
     if not result.changes:
-        out.print("no semantic changes")
+        out.print("no semantic changes to the data")
         return
     table = Table(title="Policy changes", show_lines=False)
     for column in ("area", "subject", "change", "effect"):

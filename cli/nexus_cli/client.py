@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from nexus_contract.errors import NexusError
+from nexus_contract.wire import EXPECTED_REVISION_HEADER, SOURCES_CONTENT_TYPE
 
 __all__ = ["DEFAULT_TIMEOUT", "ApiCallError", "ControlPlaneClient"]
 
@@ -69,10 +70,12 @@ class ControlPlaneClient:
     def delete(self, path: str) -> Any:
         return self._call("DELETE", path)
 
-    def publish(self, archive: bytes) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", "/v1/bundles", content=archive, headers={"content-type": "application/gzip"}
-        )
+    def publish(self, sources: bytes, *, expected_revision: str | None = None) -> dict[str, Any]:
+        """Send a bundle's sources (`nexus_control.authoring.sources.pack_sources`)."""
+        headers = {"content-type": SOURCES_CONTENT_TYPE}
+        if expected_revision is not None:
+            headers[EXPECTED_REVISION_HEADER] = expected_revision
+        result: dict[str, Any] = self._call("POST", "/v1/bundles", content=sources, headers=headers)
         return result
 
     def fleet(self, region: str | None = None) -> dict[str, Any]:

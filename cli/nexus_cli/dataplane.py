@@ -18,6 +18,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from nexus_cli.client import ApiCallError, ControlPlaneClient
 from nexus_cli.console import err, out
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.settings import ControlSettings
@@ -39,23 +40,49 @@ app = typer.Typer(help="Enforcers: Envoy + OPA per gateway pod.", no_args_is_hel
 HEALTH_INTERVAL_S = 2.0
 
 
+TRUSTED_STATES = ("next", "active", "retiring")
+
+
+def trusted_bundle_keys(url: str, token: str) -> list[tuple[str, str, str]] | None:
+    """The control plane's trusted bundle keys (kid, algorithm, PEM); None if unreachable."""
+    try:
+        with ControlPlaneClient(url, token) as api:
+            listed = api.get("/v1/keys")["keys"]
+    except (ApiCallError, KeyError, TypeError):
+        return None
+    return [
+        (str(k["kid"]), str(k["algorithm"]), str(k["public_pem"]))
+        for k in listed
+        if k.get("purpose") == "bundle-signing" and k.get("state") in TRUSTED_STATES
+    ]
+
+
 def _options(
     settings: DataPlaneSettings, control: ControlSettings, region: str, token: str
 ) -> StackOptions:
-    try:
-        pem = settings.verification_key_file.read_text()
-    except OSError as exc:
-        err.print(
-            f"error: cannot read the verification key {settings.verification_key_file}: "
-            f"{exc.strerror} (set NEXUS_DATAPLANE_VERIFICATION_KEY_FILE)"
-        )
-        raise typer.Exit(2) from None
+    """Enforcers trust the control plane's bundle keys (every key of a rotation window),
+    or, when it cannot be asked, the one verification key file."""
     control_plane_url = settings.control_plane_url or control.base_url
+    trusted = trusted_bundle_keys(control_plane_url, token)
+    if trusted:
+        (key_id, algorithm, pem), *extra = trusted
+    else:
+        try:
+            pem = settings.verification_key_file.read_text()
+        except OSError as exc:
+            err.print(
+                f"error: cannot read the verification key {settings.verification_key_file}: "
+                f"{exc.strerror} (set NEXUS_DATAPLANE_VERIFICATION_KEY_FILE)"
+            )
+            raise typer.Exit(2) from None
+        key_id, algorithm, extra = settings.key_id, "RS256", []
     return StackOptions(
         region=region,
         control_plane_url=control_plane_url,
         token=token,
-        key_id=settings.key_id,
+        key_id=key_id,
+        key_algorithm=algorithm,
+        extra_keys=tuple(extra),
         verification_key_pem=pem,
         workdir=settings.workdir / region,
         opa_bin=find_opa(control.opa_bin),

@@ -12,15 +12,26 @@ from rich.table import Table
 from nexus_cli.client import ControlPlaneClient
 from nexus_cli.console import JsonFlag, OverlayOption, TokenOption, UrlOption, err, out
 from nexus_cli.errors import EXIT_ENVIRONMENT, EXIT_PROBLEMS
+from nexus_control.access.keyring import DEFAULT_ROTATION_WINDOW_S, KeyPurpose
 from nexus_control.access.tokens import Role, create_token, revoke_token
-from nexus_control.authoring.bundle import BuildError, BuildOptions, build_bundle
 from nexus_control.authoring.loader import SpecError
-from nexus_control.authoring.opa import Opa
+from nexus_control.authoring.sources import pack_sources
 from nexus_control.settings import ControlSettings
 from nexus_control.store.database import control_database
-from nexus_runtime.toolchain import find_opa
+from nexus_runtime.keys.algorithms import Algorithm
 
-__all__ = ["client", "fleet", "publish", "serve", "tokens_app"]
+__all__ = [
+    "client",
+    "fleet",
+    "keys_activate",
+    "keys_jwks",
+    "keys_list",
+    "keys_retire",
+    "keys_rotate",
+    "publish",
+    "serve",
+    "tokens_app",
+]
 
 tokens_app = typer.Typer(help="Bearer tokens (stored hashed; shown once).", no_args_is_help=True)
 
@@ -86,41 +97,39 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id")
 
 
 def publish(
-    bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory to build and publish")],
+    bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory to publish")],
     overlay: OverlayOption = None,
+    expect_revision: Annotated[
+        str | None,
+        typer.Option(help="Refuse unless the control plane builds this revision (from `build`)"),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Build, test and sign a bundle, then publish it to the control plane."""
+    """Send a bundle's sources; the control plane builds, tests, diffs and signs them."""
     settings = ControlSettings()
-    opa = Opa(find_opa(settings.opa_bin))
     try:
-        built = build_bundle(
-            bundle_dir,
-            opa,
-            BuildOptions(
-                signing_key=settings.signing_key_path,
-                key_id=settings.signing_key_id,
-                approval_key=settings.approval_key_path,
-                dist_dir=settings.dist_dir,
-            ),
-            overlays=overlay or (),
-        )
+        sources = pack_sources(bundle_dir, overlay or ())
     except SpecError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)
         raise typer.Exit(EXIT_PROBLEMS) from None
-    except BuildError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_PROBLEMS) from None
     with client(settings, url, token) as api:
-        result = api.publish(built.path.read_bytes())
+        result = api.publish(sources, expected_revision=expect_revision)
     if as_json:
         out.print_json(json.dumps(result))
-    else:
-        verb = "published" if result["created"] else "already published"
-        out.print(f"[green]{verb}[/green] {result['bundle']} revision {result['revision']}")
+        return
+    verb = "published" if result["created"] else "already published"
+    rollout = result["rollout"]
+    out.print(f"[green]{verb}[/green] {result['bundle']} revision {result['revision']}")
+    code = [m for m in result["diff"].get("modules", []) if not m.get("exempt")]
+    if code:
+        out.print(
+            f"  policy code changed in {len(code)} module(s): " + ", ".join(m["path"] for m in code)
+        )
+    if rollout["state"] == "pending_approval":
+        out.print(f"  rollout {rollout['id']} waits for a second approver (unsigned until then)")
 
 
 def fleet(
@@ -151,3 +160,96 @@ def fleet(
                 enforcer["last_seen_at"][:19],
             )
     out.print(table)
+
+
+def _key_table(keys: list[dict[str, object]]) -> Table:
+    table = Table(title="Signing keys")
+    for column in ("kid", "purpose", "algorithm", "state", "retire after"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            str(key["kid"]),
+            str(key["purpose"]),
+            str(key["algorithm"]),
+            str(key["state"]),
+            str(key.get("retire_after") or "")[:19],
+        )
+    return table
+
+
+def keys_list(url: UrlOption = None, token: TokenOption = None, as_json: JsonFlag = False) -> None:
+    """The control plane's signing keys: kid, purpose, state (public halves only)."""
+    with client(ControlSettings(), url, token) as api:
+        result = api.get("/v1/keys")
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(_key_table(result["keys"]))
+
+
+def keys_jwks(
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write it (default NEXUS_APPROVAL_JWKS_FILE)"),
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Fetch the approval keys' public JWKS a local build compiles in (never a private key)."""
+    settings = ControlSettings()
+    with client(settings, url, token) as api:
+        result = api.get("/v1/keys")
+    target = out_file or settings.approval_jwks_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(result["approval_jwks"])
+    out.print(f"wrote {target}")
+
+
+def keys_rotate(
+    purpose: Annotated[KeyPurpose, typer.Argument(help="bundle-signing or approval-signing")],
+    algorithm: Annotated[Algorithm | None, typer.Option(help="Default: the configured one")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make a new key in the key provider: trusted from now on, signing once activated."""
+    body = {"algorithm": algorithm.value} if algorithm is not None else {}
+    with client(ControlSettings(), url, token) as api:
+        result = api.post(f"/v1/keys/{purpose.value}/rotate", body)
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(
+            f"new {purpose.value} key {result['kid']} ({result['algorithm']}): trusted, not yet "
+            "signing. Re-render enforcer configs, then `nexus-policy keys activate "
+            f"{result['kid']}`"
+        )
+
+
+def keys_activate(
+    kid: Annotated[str, typer.Argument(help="The key to sign with from now on")],
+    window: Annotated[
+        int, typer.Option(help="Seconds the replaced key stays trusted")
+    ] = DEFAULT_ROTATION_WINDOW_S,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sign with ``kid`` from now on; the key it replaces is retired after the window."""
+    with client(ControlSettings(), url, token) as api:
+        result = api.post(f"/v1/keys/{kid}/activate", {"window_seconds": window})
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(f"{result['kid']} is active; the previous key is trusted for {window} s more")
+
+
+def keys_retire(
+    kid: Annotated[str, typer.Argument(help="The key to trust nowhere from now on")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Trust ``kid`` nowhere from now on (enforcers drop it when their configs are re-rendered)."""
+    with client(ControlSettings(), url, token) as api:
+        result = api.post(f"/v1/keys/{kid}/retire")
+    out.print(f"{result['kid']} is retired")

@@ -18,6 +18,7 @@ __all__ = [
     "DECISION_PATH",
     "DECISION_QUERY",
     "ENFORCER_HEADER",
+    "EXPECTED_REVISION_HEADER",
     "EXT_AUTHZ_METADATA_NAMESPACE",
     "EXT_AUTHZ_PLUGIN",
     "FEATURE_HEADER",
@@ -29,6 +30,7 @@ __all__ = [
     "PROMPT_VERSION_HEADER",
     "RECORD_CREATED_HEADER",
     "ROUTE_MODEL_HEADER",
+    "SOURCES_CONTENT_TYPE",
     "STATE_BUNDLE",
     "STATE_ROOTS",
     "SUBJECT_HEADER",
@@ -86,3 +88,7 @@ RECORD_CREATED_HEADER = "x-nexus-record-created"
 ROUTE_MODEL_HEADER = "x-nexus-route-model"
 PROMPT_VERSION_HEADER = "x-nexus-prompt-version"
 BUDGET_WARNING_HEADER = "x-nexus-budget-warning"
+EXPECTED_REVISION_HEADER = "x-nexus-expected-revision"
+"""Sent with published sources: the revision the author's build computed (refused if it differs)."""
+SOURCES_CONTENT_TYPE = "application/vnd.nexus.sources+gzip"
+"""What ``POST /v1/bundles`` takes: the bundle's sources, never a built archive."""

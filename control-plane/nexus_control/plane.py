@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
-from pathlib import Path
 
 from nexus_audit.service import AuditLog
-from nexus_control.access.signing_keys import load_signing_key, public_pem
+from nexus_control.access.keyring import KeyPurpose, Keyring, TrustedKey
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.budgets import Budgets, StateSigner
 from nexus_control.budgets.spend import SpendStore
 from nexus_control.registry.registry import Registry
-from nexus_control.registry.revisions import VerificationKey
 from nexus_control.rollout.fleet import Fleet, load_fleet
 from nexus_control.rollout.rollouts import Rollouts
 from nexus_control.serving.notifier import RevisionNotifier
@@ -27,8 +24,11 @@ from nexus_control.serving.server import BundleServer
 from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
 from nexus_runtime.database import Database
+from nexus_runtime.keys.algorithms import Algorithm
+from nexus_runtime.keys.factory import open_provider
+from nexus_runtime.keys.provider import KeyProvider
 
-__all__ = ["OUTBOX_DRAIN_S", "ControlPlane"]
+__all__ = ["OUTBOX_DRAIN_S", "PKCS11_INITIAL_REFERENCES", "ControlPlane", "make_keyring"]
 
 log = logging.getLogger("nexus.control")
 
@@ -36,25 +36,67 @@ OUTBOX_DRAIN_S = 0.5
 """How often pending control-plane events are appended to a co-located audit log."""
 
 
+PKCS11_INITIAL_REFERENCES = {
+    KeyPurpose.BUNDLE: "nexus-bundle-signing-1",
+    KeyPurpose.APPROVAL: "nexus-approval-signing-1",
+}
+"""Labels of the first keys the control plane makes on an empty token."""
+
+
+def make_keyring(settings: ControlSettings, db: Database, provider: KeyProvider) -> Keyring:
+    """The key ring over ``provider``, with every purpose's first key in place."""
+    if provider.kind == "file":
+        initial = {
+            KeyPurpose.BUNDLE: str(settings.signing_key_path.resolve()),
+            KeyPurpose.APPROVAL: str(settings.approval_key_path.resolve()),
+        }
+    else:
+        initial = dict(PKCS11_INITIAL_REFERENCES)
+    keyring = Keyring(
+        db,
+        provider,
+        bundle_kid=settings.signing_key_id,
+        algorithms={
+            KeyPurpose.BUNDLE: settings.signing_algorithm,
+            KeyPurpose.APPROVAL: Algorithm.ES256,
+        },
+        initial_references=initial,
+    )
+    keyring.ensure()
+    return keyring
+
+
 class ControlPlane:
     """Registry, rollouts, bundle server and budgets over one database."""
 
     def __init__(
-        self, settings: ControlSettings, db: Database, opa: Opa, spend: SpendStore
+        self,
+        settings: ControlSettings,
+        db: Database,
+        opa: Opa,
+        spend: SpendStore,
+        *,
+        key_provider: KeyProvider | None = None,
     ) -> None:
+        """``key_provider``: where the signing keys live (default: the one settings name)."""
         self.settings = settings
         self.db = db
         self.opa = opa
-        self._tmp = tempfile.TemporaryDirectory(prefix="nexus-cp-")
+        self.key_provider = key_provider or open_provider(
+            settings.key_provider,
+            directory=settings.keys_dir,
+            pkcs11_module=settings.pkcs11_module,
+            token_label=settings.pkcs11_token_label,
+            pin_file=settings.pkcs11_pin_file,
+        )
+        self.keyring = make_keyring(settings, db, self.key_provider)
         self.fleet = (
             load_fleet(settings.fleet_file)
             if settings.fleet_file is not None
             else Fleet.single(list(settings.regions))
         )
         self.notifier = RevisionNotifier()
-        self.registry = Registry(
-            db, opa, VerificationKey(self._verification_key(), settings.signing_key_id)
-        )
+        self.registry = Registry(db, opa, self.keyring)
         self.rollouts = Rollouts(
             db,
             self.fleet,
@@ -66,19 +108,21 @@ class ControlPlane:
         self.budgets = Budgets(
             db,
             spend,
-            StateSigner(opa, settings.signing_key_path, settings.signing_key_id),
+            StateSigner(self.keyring),
             self.notifier,
             config_in_force=self.rollouts.config_in_force,
             regions=self.known_regions,
             debounce_s=settings.state_debounce_s,
         )
 
-    def _verification_key(self) -> Path:
-        if self.settings.verification_key_file is not None:
-            return self.settings.verification_key_file
-        path = Path(self._tmp.name) / "bundle-signing.pub.pem"
-        path.write_text(public_pem(load_signing_key(self.settings.signing_key_path)))
-        return path
+    def activate_key(self, kid: str, actor: str, window_s: int) -> TrustedKey:
+        """Activate ``kid``; a new bundle key re-signs what is in force and the state bundle."""
+        activated = self.keyring.activate(kid, actor, window_s)
+        if activated.purpose is KeyPurpose.BUNDLE:
+            with self.db.session() as session:
+                self.registry.renew_signatures(session, actor)
+            self.budgets.mark_dirty()
+        return activated
 
     def known_regions(self) -> list[str]:
         """The fleet's regions and every region a revision was ever assigned to."""
@@ -107,4 +151,6 @@ class ControlPlane:
                 await asyncio.wait_for(stop.wait(), OUTBOX_DRAIN_S)
 
     def close(self) -> None:
-        self._tmp.cleanup()
+        close = getattr(self.key_provider, "close", None)
+        if callable(close):
+            close()

@@ -10,11 +10,21 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["APPROVAL_KEY_NAME", "DEFAULT_KEYS_DIR", "SIGNING_KEY_NAME", "ControlSettings"]
+from nexus_runtime.keys.algorithms import Algorithm
+from nexus_runtime.keys.factory import DEFAULT_PKCS11_MODULE, DEFAULT_TOKEN_LABEL, ProviderKind
+
+__all__ = [
+    "APPROVAL_JWKS_NAME",
+    "APPROVAL_KEY_NAME",
+    "DEFAULT_KEYS_DIR",
+    "SIGNING_KEY_NAME",
+    "ControlSettings",
+]
 
 DEFAULT_KEYS_DIR = Path(".nexus/keys")
 SIGNING_KEY_NAME = "bundle-signing.pem"
 APPROVAL_KEY_NAME = "approval-signing.pem"
+APPROVAL_JWKS_NAME = "approval-signing.jwks.json"
 
 
 class ControlSettings(BaseSettings):
@@ -26,12 +36,26 @@ class ControlSettings(BaseSettings):
     """The OPA binary; default: `opa` beside the running Python, then on PATH."""
     keys_dir: Path = DEFAULT_KEYS_DIR
     """Where `nexus-policy keys init` writes, and where keys are looked up by default."""
+    key_provider: ProviderKind = "file"
+    """Where the control plane's signing keys live: PEM files in KEYS_DIR, or a PKCS#11 token."""
+    pkcs11_module: Path = DEFAULT_PKCS11_MODULE
+    """The PKCS#11 library (an HSM's, a cloud KMS's, SoftHSM2's)."""
+    pkcs11_token_label: str = DEFAULT_TOKEN_LABEL
+    """The token holding the keys."""
+    pkcs11_pin_file: Path | None = None
+    """File (mode 0600) holding the token's user PIN."""
+    signing_algorithm: Algorithm = Algorithm.RS256
+    """Algorithm of bundle-signing keys the control plane makes (RS256, PS256, ES256, EdDSA)."""
     signing_key_file: Path | None = None
-    """PEM RSA private key that signs bundles (RS256); default: KEYS_DIR/bundle-signing.pem."""
+    """File provider: the first bundle-signing key (made if absent); KEYS_DIR/bundle-signing.pem.
+    Also the dev key `nexus-policy build` signs local archives with."""
     signing_key_id: str = "nexus-bundle-signing"
-    """Key id put in the bundle signature; enforcers name the same id in `signing.keyid`."""
+    """Key id of the first bundle-signing key; rotated keys get ``<id>-<n>``."""
     approval_key_file: Path | None = None
-    """PEM P-256 key that signs tool approvals (ES256); default KEYS_DIR/approval-signing.pem."""
+    """File provider: the first approval key (P-256, made if absent);
+    KEYS_DIR/approval-signing.pem."""
+    approval_jwks_file: Path | None = None
+    """Public JWKS a local build compiles in; default KEYS_DIR/approval-signing.jwks.json."""
     dist_dir: Path = Path("dist")
     """Where `nexus-policy build` writes bundles."""
     verification_key_file: Path | None = None
@@ -70,3 +94,9 @@ class ControlSettings(BaseSettings):
     @property
     def approval_key_path(self) -> Path:
         return self.approval_key_file or self.keys_dir / APPROVAL_KEY_NAME
+
+    @property
+    def approval_jwks_path(self) -> Path:
+        if self.approval_jwks_file is not None:
+            return self.approval_jwks_file
+        return self.approval_key_path.with_name(APPROVAL_JWKS_NAME)

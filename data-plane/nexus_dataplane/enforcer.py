@@ -37,6 +37,9 @@ class StackOptions:
     with_envoy: bool = True
     long_poll_timeout_s: int = 30
     body_limits: tuple[tuple[str, int], ...] = DEFAULT_BODY_LIMITS
+    key_algorithm: str = "RS256"
+    extra_keys: tuple[tuple[str, str, str], ...] = ()
+    """More trusted bundle keys (key id, algorithm, PEM), e.g. during a key rotation."""
 
 
 @dataclass
@@ -85,6 +88,8 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         audit_token=options.audit_token,
         long_poll_timeout_s=options.long_poll_timeout_s,
         body_limits=options.body_limits,
+        key_algorithm=options.key_algorithm,
+        extra_keys=options.extra_keys,
     )
 
 

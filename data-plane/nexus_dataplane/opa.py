@@ -67,14 +67,20 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
             "resource": bundle_resource(spec.region, name),
             "persist": True,
             "polling": polling,
-            "signing": {"keyid": spec.key_id},
+            # No fixed keyid: the signature's ``kid`` picks one of the trusted
+            # keys, so several verify during a key rotation; an unsigned
+            # bundle is still refused (the block is present).
+            "signing": {},
         }
         for name in BUNDLES
     }
     config: dict[str, Any] = {
         "services": services,
         "labels": {"region": spec.region, "enforcer": spec.enforcer_id},
-        "keys": {spec.key_id: {"algorithm": "RS256", "key": spec.verification_key_pem}},
+        "keys": {
+            spec.key_id: {"algorithm": spec.key_algorithm, "key": spec.verification_key_pem},
+            **{kid: {"algorithm": alg, "key": pem} for kid, alg, pem in spec.extra_keys},
+        },
         "bundles": bundles,
         "persistence_directory": str(spec.persistence_dir),
         # prometheus: OPA's /metrics then carries bundle and decision-log counters.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,8 +40,37 @@ class ProcessError(NexusError):
     """A managed process failed to start or died; the message ends with its log's tail."""
 
 
+LOWEST_PORT = 10_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORT_ATTEMPTS = 200
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the kernel picks it)."""
+    """A TCP port nothing listens on right now, for a server started soon after.
+
+    Chosen at random *below* the kernel's ephemeral range: a port the kernel
+    hands out (``bind(0)``) is also what it gives the next outgoing
+    connection's local end, so between this call and the server's bind an
+    unrelated connection could take it. Below the range only other servers
+    compete, and the random choice keeps parallel test runs apart.
+    """
+    upper = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(PORT_ATTEMPTS):
+        port = rng.randrange(LOWEST_PORT, upper)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -10,14 +10,15 @@ Like Envoy, it carries the body only on routes whose policy reads it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from nexus_dataplane.spec import DEFAULT_BODY_LIMITS
 
-__all__ = ["DEFAULT_HOST", "GatewayRequest"]
+__all__ = ["DEFAULT_HOST", "GatewayRequest", "credential_sha256", "parsed_path"]
 
 DEFAULT_HOST = "gateway.nexus.local"
 
@@ -68,13 +69,35 @@ class GatewayRequest:
         if body:
             http["body"] = body
             http["size"] = str(len(body.encode()))
-        doc: dict[str, Any] = {
+        return {
             "attributes": {"request": {"http": http}},
-            "parsed_path": [p for p in split.path.split("/") if p],
-            "parsed_query": dict(parse_qs(split.query)),
+            "parsed_path": parsed_path(split.path),
+            "parsed_query": dict(parse_qs(split.query, keep_blank_values=True)),
+            "parsed_body": self.body if forwards_body else None,
             "truncated_body": False,
+            "nexus": _nexus_fields(headers),
             "version": {"encoding": "protojson", "ext_authz": "v3"},
         }
-        if self.body is not None and forwards_body:
-            doc["parsed_body"] = self.body
-        return doc
+
+
+def parsed_path(path: str) -> list[str]:
+    """The path's segments as the plugin (and upstream opa-envoy-plugin) splits them.
+
+    Percent-decoded, leading slashes trimmed, every other empty segment kept:
+    ``/v1/chats/`` is ``["v1", "chats", ""]`` and ``/`` is ``[""]``.
+    """
+    return unquote(path).lstrip("/").split("/")
+
+
+def credential_sha256(authorization: str | None) -> str | None:
+    """SHA-256 (hex) of a bearer credential, read as the policy reads it; None without one."""
+    if authorization is None or authorization[:7].lower() != "bearer ":
+        return None
+    token = authorization[7:].strip()
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+def _nexus_fields(headers: dict[str, str]) -> dict[str, str]:
+    """``input.nexus``: what the plugin derives from the request for the policy."""
+    digest = credential_sha256(headers.get("authorization"))
+    return {"credential_sha256": digest} if digest else {}

@@ -47,3 +47,7 @@ class EnforcerSpec:
     audit_token: str | None = None
     long_poll_timeout_s: int = LONG_POLL_TIMEOUT_S
     body_limits: tuple[tuple[str, int], ...] = DEFAULT_BODY_LIMITS
+    key_algorithm: str = "RS256"
+    """Algorithm of ``key_id``'s key (RS256, PS256, ES256, EdDSA)."""
+    extra_keys: tuple[tuple[str, str, str], ...] = ()
+    """Further trusted bundle keys as (key id, algorithm, PEM): the keys of a rotation window."""

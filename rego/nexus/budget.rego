@@ -23,10 +23,12 @@ feature := request.headers["x-nexus-feature"]
 soft_cap_ratio := data.nexus.config.tenants[request.tenant].budget.soft_cap_ratio
 
 # Any entry disables the tenant, whatever its shape; the reason is a courtesy.
+default disabled_reason := "budget exhausted"
+
 disabled_reason := text if {
 	text := data.nexus_state.disabled[request.tenant].reason
 	is_string(text)
-} else := "budget exhausted"
+}
 
 # Whole percents are precise enough for a person reading a message or header.
 percent(ratio) := sprintf("%v%%", [round(ratio * 100)])
@@ -43,6 +45,7 @@ percent(ratio) := sprintf("%v%%", [round(ratio * 100)])
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	data.nexus_state.disabled[request.tenant]
 	msg := sprintf("tenant %q is disabled: %s", [request.tenant, disabled_reason])
@@ -58,6 +61,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	metered
 	spend.ratio >= 1
@@ -74,6 +78,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chat.completions"
 	ratio := spend.models[rollout.model]
@@ -91,6 +96,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:A1.1
 #     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	metered
 	ratio := spend.features[feature]

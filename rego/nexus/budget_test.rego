@@ -56,7 +56,7 @@ test_tenant_cap_is_429 if {
 	rs == {{
 		"rule": "nexus.budget.tenant_cap_reached",
 		"message": `tenant "globex" has used 100% of its monthly budget`,
-		"controls": ["SOC2:A1.1", "ISO27001:A.8.6"],
+		"controls": ["SOC2:A1.1", "ISO27001:A.8.6", "ISO42001:A.4.5"],
 		"status": 429,
 	}}
 }
@@ -81,7 +81,11 @@ test_model_cap_is_429 if {
 }
 
 test_model_cap_follows_rollout_routing if {
-	config := json.patch(fx.config, [{"op": "add", "path": "/rollouts/models/chat-default/overrides/acme", "value": "gpt-4.1"}])
+	config := json.patch(fx.config, [{
+		"op": "add",
+		"path": "/rollouts/models/chat-default/overrides/acme",
+		"value": "gpt-4.1",
+	}])
 	rs := budget.deny with input as chat_for("acme", {"x-nexus-model": "chat-default"})
 		with data.nexus.config as config
 		with data.nexus_state as fx.state

@@ -29,6 +29,8 @@ api_key := data.nexus.config.api_keys[crypto.sha256(bearer_token)] if not is_jwt
 # verify with; no claim is trusted until decode_verify accepts the token.
 jwt_issuer := claims.iss if {
 	is_jwt
+
+	# regal ignore:forbidden-function-call
 	[_, claims, _] := io.jwt.decode(bearer_token)
 	is_string(claims.iss)
 }
@@ -75,6 +77,7 @@ subject := credential.subject
 default authenticated := false
 
 # METADATA
+# scope: rule
 # title: Caller authenticated
 # description: |
 #   The bearer credential is a known API key or a JWT verified against its
@@ -85,6 +88,10 @@ default authenticated := false
 #     - SOC2:CC6.1
 #     - ISO27001:A.5.17
 #     - ISO27001:A.8.5
+#     - HIPAA:164.312(d)
+#     - HIPAA:164.312(a)(2)(i)
+#     - PCI:8.2.1
+#     - PCI:8.3.1
 authenticated if {
 	credential.tenant != ""
 	credential.subject != ""
@@ -114,6 +121,10 @@ invalid_message := "the bearer token is not a known API key" if {
 #     - SOC2:CC6.1
 #     - ISO27001:A.5.17
 #     - ISO27001:A.8.5
+#     - HIPAA:164.312(d)
+#     - HIPAA:164.308(a)(5)(ii)(C)
+#     - PCI:8.3.1
+#     - PCI:10.2.1.4
 deny contains reason.build(rego.metadata.rule(), "an Authorization: Bearer credential is required") if {
 	not bearer_token
 }
@@ -131,6 +142,10 @@ deny contains reason.build(rego.metadata.rule(), "an Authorization: Bearer crede
 #     - SOC2:CC6.1
 #     - ISO27001:A.5.17
 #     - ISO27001:A.8.5
+#     - HIPAA:164.312(d)
+#     - HIPAA:164.308(a)(5)(ii)(C)
+#     - PCI:8.3.1
+#     - PCI:10.2.1.4
 deny contains reason.build(rego.metadata.rule(), invalid_message) if {
 	bearer_token
 	not authenticated
@@ -150,6 +165,9 @@ deny contains reason.build(rego.metadata.rule(), invalid_message) if {
 #     - SOC2:CC6.3
 #     - ISO27001:A.5.15
 #     - ISO27001:A.8.3
+#     - HIPAA:164.312(a)(1)
+#     - PCI:7.3.1
+#     - PCI:10.2.1.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	authenticated
 	request.tenant != ""

@@ -51,11 +51,20 @@ test_missing_authorization_is_401 if {
 	r := only_reason({"x-nexus-tenant": "acme"})
 	r.rule == "nexus.identity.credential_missing"
 	r.status == 401
-	r.controls == ["SOC2:CC6.1", "ISO27001:A.5.17", "ISO27001:A.8.5"]
+	r.controls == [
+		"SOC2:CC6.1",
+		"ISO27001:A.5.17",
+		"ISO27001:A.8.5",
+		"HIPAA:164.312(d)",
+		"HIPAA:164.308(a)(5)(ii)(C)",
+		"PCI:8.3.1",
+		"PCI:10.2.1.4",
+	]
 }
 
 test_non_bearer_scheme_is_missing_credential if {
-	only_reason({"authorization": "Basic YWxpY2U6c2VjcmV0", "x-nexus-tenant": "acme"}).rule == "nexus.identity.credential_missing"
+	basic := {"authorization": "Basic YWxpY2U6c2VjcmV0", "x-nexus-tenant": "acme"}
+	only_reason(basic).rule == "nexus.identity.credential_missing"
 	only_reason({"authorization": "Bearer   ", "x-nexus-tenant": "acme"}).rule == "nexus.identity.credential_missing"
 }
 
@@ -91,7 +100,10 @@ test_jwt_tenant_claim_is_per_issuer if {
 test_jwt_unknown_kind_is_401 if {
 	r := only_reason(jwt_headers("acme", alice_with({"nexus_kind": "admin"})))
 	r.rule == "nexus.identity.credential_invalid"
-	r.message == `the JWT from "https://login.acme.example" needs a "nexus_tenant" claim naming a tenant the issuer may speak for, a sub and a nexus_kind of user or service`
+	r.message == concat("", [
+		`the JWT from "https://login.acme.example" needs a "nexus_tenant" claim naming a tenant `,
+		"the issuer may speak for, a sub and a nexus_kind of user or service",
+	])
 }
 
 test_issuer_cannot_speak_for_a_tenant_it_was_not_given if {
@@ -121,7 +133,10 @@ test_undecodable_jwt_is_401 if {
 	only_reason(jwt_headers("acme", "not.a.jwt")).message == "the bearer token is not a JWT from a trusted issuer"
 }
 
-verification_failure := `the JWT from "https://login.acme.example" failed verification of its signature, audience or lifetime`
+verification_failure := concat("", [
+	`the JWT from "https://login.acme.example" failed verification `,
+	"of its signature, audience or lifetime",
+])
 
 test_expired_jwt_is_401 if {
 	only_reason(jwt_headers("acme", alice_with({"exp": fx.now_s - 1}))).message == verification_failure
@@ -146,7 +161,15 @@ test_credential_of_another_tenant_is_403 if {
 	r.rule == "nexus.identity.tenant_mismatch"
 	r.status == 403
 	r.message == `the credential was not issued for tenant "globex"`
-	r.controls == ["SOC2:CC6.1", "SOC2:CC6.3", "ISO27001:A.5.15", "ISO27001:A.8.3"]
+	r.controls == [
+		"SOC2:CC6.1",
+		"SOC2:CC6.3",
+		"ISO27001:A.5.15",
+		"ISO27001:A.8.3",
+		"HIPAA:164.312(a)(1)",
+		"PCI:7.3.1",
+		"PCI:10.2.1.4",
+	]
 }
 
 test_jwt_of_another_tenant_is_403 if {

@@ -23,6 +23,7 @@ tenant := data.nexus.config.tenants[request.tenant]
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), "the x-nexus-model header is required on chat completions") if {
 	request.route == "chat.completions"
 	rollout.model == ""
@@ -38,6 +39,8 @@ deny contains reason.build(rego.metadata.rule(), "the x-nexus-model header is re
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.6.2.5
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chat.completions"
 	rollout.model != ""
@@ -55,6 +58,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.5.15
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chat.completions"
 	model

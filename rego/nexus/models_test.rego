@@ -32,12 +32,13 @@ test_other_routes_need_no_model if {
 }
 
 test_unknown_model_is_400 if {
-	rs := models.deny with input as fx.http_request("POST", "/v1/chat/completions", object.union(fx.acme_headers, {"x-nexus-model": "gpt-9"}))
+	req := fx.http_request("POST", "/v1/chat/completions", object.union(fx.acme_headers, {"x-nexus-model": "gpt-9"}))
+	rs := models.deny with input as req
 		with data.nexus.config as fx.config
 	rs == {{
 		"rule": "nexus.models.model_unknown",
 		"message": `model "gpt-9" is not known`,
-		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26"],
+		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26", "ISO42001:A.6.2.5", "ISO42001:A.9.4"],
 		"status": 400,
 	}}
 }

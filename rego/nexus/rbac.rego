@@ -36,6 +36,7 @@ applies if {
 default granted := false
 
 # METADATA
+# scope: rule
 # title: Permission granted
 # description: |
 #   The subject holds the route's permission in the request's tenant.
@@ -46,6 +47,10 @@ default granted := false
 #     - SOC2:CC6.3
 #     - ISO27001:A.5.15
 #     - ISO27001:A.8.3
+#     - HIPAA:164.312(a)(1)
+#     - HIPAA:164.308(a)(4)(ii)(B)
+#     - PCI:7.3.1
+#     - PCI:7.3.2
 granted if data.nexus.config.grants[request.tenant][identity.subject][permission] == true
 
 # METADATA
@@ -60,6 +65,11 @@ granted if data.nexus.config.grants[request.tenant][identity.subject][permission
 #     - SOC2:CC6.3
 #     - ISO27001:A.5.15
 #     - ISO27001:A.8.3
+#     - HIPAA:164.312(a)(1)
+#     - HIPAA:164.308(a)(4)(ii)(B)
+#     - PCI:7.3.1
+#     - PCI:7.3.2
+#     - PCI:10.2.1.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	applies
 	not granted

@@ -41,7 +41,17 @@ test_missing_grant_is_403 if {
 	d.reasons == {{
 		"rule": "nexus.rbac.permission_denied",
 		"message": `apikey:acme-prod-1 lacks permission "subjects:erase" in tenant "acme"`,
-		"controls": ["SOC2:CC6.1", "SOC2:CC6.3", "ISO27001:A.5.15", "ISO27001:A.8.3"],
+		"controls": [
+			"SOC2:CC6.1",
+			"SOC2:CC6.3",
+			"ISO27001:A.5.15",
+			"ISO27001:A.8.3",
+			"HIPAA:164.312(a)(1)",
+			"HIPAA:164.308(a)(4)(ii)(B)",
+			"PCI:7.3.1",
+			"PCI:7.3.2",
+			"PCI:10.2.1.4",
+		],
 		"status": 403,
 	}}
 }

@@ -79,6 +79,8 @@ described_request := sprintf("%s /%s", [method, concat("/", object.get(input, "p
 #   controls:
 #     - SOC2:CC6.1
 #     - ISO27001:A.8.3
+#     - HIPAA:164.312(a)(1)
+#     - PCI:7.3.3
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	route == ""
 	msg := sprintf("%s is not a gateway route", [described_request])
@@ -96,6 +98,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC6.1
 #     - ISO27001:A.8.3
+#     - HIPAA:164.312(a)(1)
+#     - PCI:7.3.3
 deny contains reason.build(rego.metadata.rule(), "the x-nexus-tenant header is required") if {
 	tenant == ""
 }

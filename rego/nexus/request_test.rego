@@ -58,7 +58,7 @@ test_unknown_route_is_404 if {
 	r.rule == "nexus.request.unknown_route"
 	r.status == 404
 	r.message == "PUT /v1/admin is not a gateway route"
-	r.controls == ["SOC2:CC6.1", "ISO27001:A.8.3"]
+	r.controls == ["SOC2:CC6.1", "ISO27001:A.8.3", "HIPAA:164.312(a)(1)", "PCI:7.3.3"]
 }
 
 test_missing_tenant_header_is_400 if {

@@ -56,5 +56,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - SOC2:C1.1
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	region_jurisdiction != jurisdiction
-	msg := sprintf("tenant %q is bound to %q; region %q is in %q", [request.tenant, jurisdiction, region, region_jurisdiction])
+	msg := sprintf(
+		"tenant %q is bound to %q; region %q is in %q",
+		[request.tenant, jurisdiction, region, region_jurisdiction],
+	)
 }

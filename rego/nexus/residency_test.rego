@@ -28,7 +28,9 @@ test_region_of_another_jurisdiction_is_403 if {
 }
 
 test_residency_controls if {
-	rs := residency.deny with input as chat_for("umbrella") with data.nexus.config as fx.config with opa.runtime as fx.runtime_eu
+	rs := residency.deny with input as chat_for("umbrella")
+		with data.nexus.config as fx.config
+		with opa.runtime as fx.runtime_eu
 	{r.controls | some r in rs} == {["GDPR:Art.44", "ISO27001:A.5.34", "SOC2:C1.1"]}
 }
 
@@ -47,5 +49,7 @@ test_enforcer_in_an_unknown_region_is_403_for_bound_tenants if {
 }
 
 test_unbound_tenant_does_not_read_the_runtime if {
-	not residency.region with input as chat_for("globex") with data.nexus.config as fx.config with opa.runtime as fx.runtime_eu
+	not residency.region with input as chat_for("globex")
+		with data.nexus.config as fx.config
+		with opa.runtime as fx.runtime_eu
 }

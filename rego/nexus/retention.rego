@@ -99,7 +99,10 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chats.read"
 	not policy.legal_hold == true
 	time.now_ns() - created_ns > policy.days * ns_per_day
-	msg := sprintf("%s records of tenant %q are kept %v days; this one is older", [data_class, request.tenant, policy.days])
+	msg := sprintf(
+		"%s records of tenant %q are kept %v days; this one is older",
+		[data_class, request.tenant, policy.days],
+	)
 }
 
 # METADATA
@@ -115,6 +118,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - GDPR:Art.17
 #     - SOC2:P4.3
 #     - ISO27001:A.5.33
+#     - HIPAA:164.312(c)(1)
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	count(blocking_holds) > 0
 	msg := sprintf("tenant %q has a legal hold on %s", [request.tenant, concat(", ", blocking_holds)])

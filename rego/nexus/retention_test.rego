@@ -38,7 +38,8 @@ test_default_policy_applies_without_a_tenant_policy if {
 
 test_data_class_header_selects_the_policy if {
 	reasons(read("acme", {"x-nexus-data-class": "voice", "x-nexus-record-created": days_ago(6)})) == set()
-	{r[0] | some r in reasons(read("acme", {"x-nexus-data-class": "voice", "x-nexus-record-created": days_ago(8)}))} == {"nexus.retention.retention_expired"}
+	old_voice := read("acme", {"x-nexus-data-class": "voice", "x-nexus-record-created": days_ago(8)})
+	{r[0] | some r in reasons(old_voice)} == {"nexus.retention.retention_expired"}
 }
 
 test_legal_hold_keeps_old_records_readable if {
@@ -67,8 +68,10 @@ test_missing_creation_time_is_400 if {
 }
 
 test_creation_time_must_be_rfc3339 if {
-	{r[0] | some r in reasons(read("acme", {"x-nexus-record-created": "2026-11-01"}))} == {"nexus.retention.record_created_invalid"}
-	{r[0] | some r in reasons(read("acme", {"x-nexus-record-created": "yesterday"}))} == {"nexus.retention.record_created_invalid"}
+	every created in ["2026-11-01", "yesterday"] {
+		rs := reasons(read("acme", {"x-nexus-record-created": created}))
+		{r[0] | some r in rs} == {"nexus.retention.record_created_invalid"}
+	}
 	reasons(read("acme", {"x-nexus-record-created": "2026-11-20T09:30:00+01:00"})) == set()
 }
 
@@ -111,7 +114,7 @@ test_legal_hold_on_any_class_blocks_erasure_of_a_subject if {
 test_legal_hold_carries_erasure_controls if {
 	rs := retention.deny with input as request_for("globex", "DELETE", "/v1/subjects/u-1", {})
 		with data.nexus.config as fx.config
-	{r.controls | some r in rs} == {["GDPR:Art.17", "SOC2:P4.3", "ISO27001:A.5.33"]}
+	{r.controls | some r in rs} == {["GDPR:Art.17", "SOC2:P4.3", "ISO27001:A.5.33", "HIPAA:164.312(c)(1)"]}
 }
 
 test_default_legal_hold_applies_to_every_tenant_without_its_own_policy if {

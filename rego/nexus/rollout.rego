@@ -18,11 +18,12 @@ slot(key) := substring(crypto.sha256(key), 0, 8)
 
 # Without an x-nexus-subject, the caller is the only stable subject there
 # is; falling back to it keeps a subject-sticky flag sticky.
-sticky_value(flag) := subject if {
-	flag.sticky == "subject"
+sticky_subject := subject if {
 	subject := request.headers["x-nexus-subject"]
 	subject != ""
-} else := identity.subject if {
+} else := identity.subject
+
+sticky_value(flag) := sticky_subject if {
 	flag.sticky == "subject"
 } else := request.tenant
 
@@ -80,7 +81,7 @@ pinned_version := prompt_parts[1] if prompt_id
 
 default prompt_version := ""
 
-prompt_version := pinned_version
+prompt_version := pinned_version if pinned_version
 
 prompt_version := choice(data.nexus.config.rollouts.prompts[prompt_id]) if not pinned_version
 
@@ -99,6 +100,8 @@ prompt_version := prompt.default_version if {
 #   controls:
 #     - SOC2:CC8.1
 #     - ISO27001:A.8.32
+#     - PCI:6.5.1
+#     - ISO42001:A.6.2.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	prompt_header
 	not prompt
@@ -115,6 +118,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC8.1
 #     - ISO27001:A.8.32
+#     - PCI:6.5.1
+#     - ISO42001:A.6.2.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	prompt
 	not prompt.versions[prompt_version]
@@ -131,6 +136,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC8.1
 #     - ISO27001:A.8.32
+#     - PCI:6.5.1
+#     - ISO42001:A.6.2.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	prompt.versions[prompt_version].status == "retired"
 	msg := sprintf("version %q of prompt %q is retired", [prompt_version, prompt_id])

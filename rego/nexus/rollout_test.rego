@@ -52,7 +52,11 @@ test_tenant_override_wins_over_bucketing if {
 }
 
 test_kill_switch_sends_everyone_to_the_baseline if {
-	config := json.patch(fx.config, [{"op": "replace", "path": "/rollouts/models/chat-default/kill_switch", "value": true}])
+	config := json.patch(fx.config, [{
+		"op": "replace",
+		"path": "/rollouts/models/chat-default/kill_switch",
+		"value": true,
+	}])
 	every tenant in ["acme", "globex", "umbrella"] {
 		rollout.model == "gpt-4o" with input as chat_as(tenant, {"x-nexus-model": "chat-default"})
 			with data.nexus.config as config
@@ -121,7 +125,7 @@ test_unknown_prompt_is_400 if {
 	rs == {{
 		"rule": "nexus.rollout.prompt_unknown",
 		"message": `x-nexus-prompt "nope@1" names no known prompt`,
-		"controls": ["SOC2:CC8.1", "ISO27001:A.8.32"],
+		"controls": ["SOC2:CC8.1", "ISO27001:A.8.32", "PCI:6.5.1", "ISO42001:A.6.2.5"],
 		"status": 400,
 	}}
 }
@@ -131,7 +135,10 @@ test_malformed_prompt_header_is_400 if {
 		"nexus.rollout.prompt_unknown",
 		`x-nexus-prompt "support-agent@3@4" names no known prompt`,
 	]}
-	resolved(chat({"x-nexus-prompt": "@3"})).reasons == {["nexus.rollout.prompt_unknown", `x-nexus-prompt "@3" names no known prompt`]}
+	resolved(chat({"x-nexus-prompt": "@3"})).reasons == {[
+		"nexus.rollout.prompt_unknown",
+		`x-nexus-prompt "@3" names no known prompt`,
+	]}
 }
 
 test_unknown_prompt_version_is_400 if {

@@ -16,6 +16,8 @@ import data.nexus.request
 #   controls:
 #     - SOC2:CC6.1
 #     - ISO27001:A.5.15
+#     - HIPAA:164.312(a)(1)
+#     - PCI:7.3.3
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.tenant != ""
 	not data.nexus.config.tenants[request.tenant]
@@ -36,6 +38,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - SOC2:CC6.1
 #     - SOC2:CC6.2
 #     - ISO27001:A.5.18
+#     - HIPAA:164.308(a)(4)(ii)(C)
+#     - PCI:7.3.1
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	tenant := data.nexus.config.tenants[request.tenant]
 	status := object.get(tenant, "status", "")

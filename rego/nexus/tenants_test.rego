@@ -17,7 +17,7 @@ test_unknown_tenant_is_403 if {
 	reasons_for("nobody") == {{
 		"rule": "nexus.tenants.unknown_tenant",
 		"message": `tenant "nobody" is not known`,
-		"controls": ["SOC2:CC6.1", "ISO27001:A.5.15"],
+		"controls": ["SOC2:CC6.1", "ISO27001:A.5.15", "HIPAA:164.312(a)(1)", "PCI:7.3.3"],
 		"status": 403,
 	}}
 }
@@ -26,7 +26,7 @@ test_suspended_tenant_is_403 if {
 	reasons_for("initech") == {{
 		"rule": "nexus.tenants.tenant_suspended",
 		"message": `tenant "initech" is suspended`,
-		"controls": ["SOC2:CC6.1", "SOC2:CC6.2", "ISO27001:A.5.18"],
+		"controls": ["SOC2:CC6.1", "SOC2:CC6.2", "ISO27001:A.5.18", "HIPAA:164.308(a)(4)(ii)(C)", "PCI:7.3.1"],
 		"status": 403,
 	}}
 }

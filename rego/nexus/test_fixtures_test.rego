@@ -124,11 +124,26 @@ config := {
 	"bundle": {"name": "gateway"},
 	"regions": {"eu-west-1": {"jurisdiction": "eu"}, "us-east-1": {"jurisdiction": "us"}},
 	"tenants": {
-		"acme": {"name": "Acme Corp", "plan": "enterprise", "status": "active", "jurisdiction": "eu", "budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "refuse"}},
-		"globex": {"name": "Globex", "plan": "team", "status": "active", "jurisdiction": null, "budget": {"soft_cap_ratio": 0.9, "on_hard_cap": "disable"}},
-		"initech": {"name": "Initech", "plan": "team", "status": "suspended", "jurisdiction": null, "budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "refuse"}},
-		"umbrella": {"name": "Umbrella", "plan": "enterprise", "status": "active", "jurisdiction": "us", "budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "refuse"}},
-		"hooli": {"name": "Hooli", "plan": "team", "status": "active", "jurisdiction": null, "budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "disable"}},
+		"acme": {
+			"name": "Acme Corp", "plan": "enterprise", "status": "active", "jurisdiction": "eu",
+			"budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "refuse"},
+		},
+		"globex": {
+			"name": "Globex", "plan": "team", "status": "active", "jurisdiction": null,
+			"budget": {"soft_cap_ratio": 0.9, "on_hard_cap": "disable"},
+		},
+		"initech": {
+			"name": "Initech", "plan": "team", "status": "suspended", "jurisdiction": null,
+			"budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "refuse"},
+		},
+		"umbrella": {
+			"name": "Umbrella", "plan": "enterprise", "status": "active", "jurisdiction": "us",
+			"budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "refuse"},
+		},
+		"hooli": {
+			"name": "Hooli", "plan": "team", "status": "active", "jurisdiction": null,
+			"budget": {"soft_cap_ratio": 0.8, "on_hard_cap": "disable"},
+		},
 	},
 	"models": {
 		"gpt-4o": {"provider": "openai", "plans": {"team": true, "enterprise": true}},
@@ -145,11 +160,17 @@ config := {
 				"chat:completions": true, "chats:read": true, "chats:delete": true,
 				"tools:web-search": true, "tools:payments-refund": true, "tools:legacy-export": true,
 			},
-			"user:alice@acme.example": {"chat:completions": true, "chats:read": true, "subjects:erase": true, "tools:payments-refund": true},
+			"user:alice@acme.example": {
+				"chat:completions": true, "chats:read": true, "subjects:erase": true,
+				"tools:payments-refund": true,
+			},
 			"service:batch": {"chat:completions": true},
 		},
 		"globex": {
-			"apikey:globex-ci": {"chat:completions": true, "chats:delete": true, "subjects:erase": true, "tools:web-search": true},
+			"apikey:globex-ci": {
+				"chat:completions": true, "chats:delete": true, "subjects:erase": true,
+				"tools:web-search": true,
+			},
 			"user:carol": {"chat:completions": true},
 		},
 		"initech": {"apikey:initech-1": {"chat:completions": true}},
@@ -164,18 +185,30 @@ config := {
 		crypto.sha256(hooli_api_key): {"tenant": "hooli", "subject": "apikey:hooli-1"},
 	},
 	"issuers": {
-		acme_issuer: {"audience": "nexus-gateway", "tenant_claim": "nexus_tenant", "tenants": {"acme": true}, "jwks": jwks([keys.idp_rsa.public])},
-		globex_issuer: {"audience": "nexus-gateway", "tenant_claim": "org", "tenants": {"globex": true}, "jwks": jwks([keys.idp_ec.public])},
+		acme_issuer: {
+			"audience": "nexus-gateway", "tenant_claim": "nexus_tenant", "tenants": {"acme": true},
+			"jwks": jwks([keys.idp_rsa.public]),
+		},
+		globex_issuer: {
+			"audience": "nexus-gateway", "tenant_claim": "org", "tenants": {"globex": true},
+			"jwks": jwks([keys.idp_ec.public]),
+		},
 	},
 	"approval": {"issuer": "nexus-control-plane", "audience": "nexus-gateway", "jwks": jwks([keys.approval_ec.public])},
 	"tools": {
 		"web-search": {
 			"risk": "low", "permission": "tools:web-search", "approval_required": false,
-			"schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"], "additionalProperties": false},
+			"schema": {
+				"type": "object", "properties": {"query": {"type": "string"}},
+				"required": ["query"], "additionalProperties": false,
+			},
 		},
 		"payments-refund": {
 			"risk": "high", "permission": "tools:payments-refund", "approval_required": true,
-			"schema": {"type": "object", "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}}, "required": ["order_id", "amount"]},
+			"schema": {
+				"type": "object", "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+				"required": ["order_id", "amount"],
+			},
 		},
 		"legacy-export": {"risk": "medium", "approval_required": false, "schema": {"type": "object"}},
 	},
@@ -245,7 +278,11 @@ api_key_headers(tenant, api_key) := {"authorization": bearer(api_key), "x-nexus-
 
 acme_headers := api_key_headers("acme", acme_api_key)
 
-sign(key, claims) := io.jwt.encode_sign({"alg": key.private.alg, "kid": key.private.kid, "typ": "JWT"}, claims, key.private)
+sign(key, claims) := io.jwt.encode_sign(
+	{"alg": key.private.alg, "kid": key.private.kid, "typ": "JWT"},
+	claims,
+	key.private,
+)
 
 alice_claims := {
 	"iss": acme_issuer, "aud": "nexus-gateway", "sub": "alice@acme.example",

@@ -25,9 +25,11 @@ default arguments_valid := false
 
 arguments_valid if schema_match[0] == true
 
+default schema_errors := "the tool has no usable schema"
+
 schema_errors := concat("; ", sort([e.error | some e in schema_match[1]])) if {
 	count(schema_match[1]) > 0
-} else := "the tool has no usable schema"
+}
 
 approval_token := request.headers["x-nexus-approval"] if tool.approval_required == true
 
@@ -59,6 +61,7 @@ approval_subject_matches if object.get(approval_claims, "subject", identity.subj
 default approval_verified := false
 
 # METADATA
+# scope: rule
 # title: Tool call approved
 # description: |
 #   A verified approval token covers this tenant, tool, argument digest and,
@@ -68,12 +71,19 @@ default approval_verified := false
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - EUAIACT:Art.14
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:7.2.3
+#     - ISO42001:A.9.2
 approval_verified if {
 	approval_claims.tenant == request.tenant
 	approval_claims.tool == request.tool_id
 	approval_claims.args_sha256 == arguments_sha256
 	approval_subject_matches
 }
+
+default approval_problem := "it was issued to another subject"
 
 approval_problem := "it failed ES256 verification of its signature, issuer, audience or expiry" if {
 	not approval_claims
@@ -83,7 +93,7 @@ approval_problem := "it failed ES256 verification of its signature, issuer, audi
 	not approval_claims.tool == request.tool_id
 } else := "it covers other arguments" if {
 	not approval_claims.args_sha256 == arguments_sha256
-} else := "it was issued to another subject"
+}
 
 # METADATA
 # title: Unknown tool
@@ -95,6 +105,7 @@ approval_problem := "it failed ES256 verification of its signature, issuer, audi
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "tools.invoke"
 	not tool
@@ -111,6 +122,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "tools.invoke"
 	named := request.headers["x-nexus-tool"]
@@ -128,6 +140,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	tool
 	not arguments
@@ -144,6 +157,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:PI1.2
 #     - ISO27001:A.8.26
+#     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	arguments
 	not arguments_valid
@@ -160,10 +174,18 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - EUAIACT:Art.14
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:7.2.3
+#     - ISO42001:A.9.2
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	tool.approval_required == true
 	not approval_token
-	msg := sprintf("tool %q (risk %s) needs an approval token in x-nexus-approval", [request.tool_id, object.get(tool, "risk", "unrated")])
+	msg := sprintf(
+		"tool %q (risk %s) needs an approval token in x-nexus-approval",
+		[request.tool_id, object.get(tool, "risk", "unrated")],
+	)
 }
 
 # METADATA
@@ -178,6 +200,11 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #   controls:
 #     - SOC2:CC6.3
 #     - ISO27001:A.8.2
+#     - EUAIACT:Art.14
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:7.2.3
+#     - ISO42001:A.9.2
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	approval_token
 	not approval_verified

@@ -18,6 +18,8 @@ verified(req) := v if {
 	v := tools.approval_verified with input as req with data.nexus.config as fx.config with time.now_ns as fx.now_ns
 }
 
+unverified := "it failed ES256 verification of its signature, issuer, audience or expiry"
+
 approval_failure(message) := {[
 	"nexus.tools.approval_invalid", 403,
 	concat("", [`the approval for tool "payments-refund" is not valid: `, message]),
@@ -36,7 +38,7 @@ test_unknown_tool_is_404 if {
 	rs == {{
 		"rule": "nexus.tools.tool_unknown",
 		"message": `tool "rm-rf" is not known`,
-		"controls": ["SOC2:CC6.3", "ISO27001:A.8.2"],
+		"controls": ["SOC2:CC6.3", "ISO27001:A.8.2", "ISO42001:A.9.4"],
 		"status": 404,
 	}}
 }
@@ -53,7 +55,8 @@ test_missing_arguments_are_400 if {
 		"nexus.tools.arguments_missing", 400,
 		`the call to tool "web-search" needs a complete JSON body with "arguments"`,
 	]}
-	reasons(invoke("web-search", {}, {"query": "opa"})) == reasons(fx.http_request("POST", "/v1/tools/web-search:invoke", fx.acme_headers))
+	without_body := fx.http_request("POST", "/v1/tools/web-search:invoke", fx.acme_headers)
+	reasons(invoke("web-search", {}, {"query": "opa"})) == reasons(without_body)
 }
 
 test_truncated_body_is_not_trusted if {
@@ -64,14 +67,21 @@ test_truncated_body_is_not_trusted if {
 test_arguments_must_match_the_schema if {
 	reasons(invoke("web-search", {}, {"arguments": {"query": 7, "limit": 3}})) == {[
 		"nexus.tools.arguments_invalid", 400,
-		`the arguments of tool "web-search" do not match its schema: (Root): Additional property limit is not allowed; query: Invalid type. Expected: string, given: integer`,
+		concat("", [
+			`the arguments of tool "web-search" do not match its schema: `,
+			"(Root): Additional property limit is not allowed; query: Invalid type. Expected: string, given: integer",
+		]),
 	]}
 }
 
 test_tool_without_a_schema_refuses_arguments if {
 	config := json.patch(fx.config, [{"op": "remove", "path": "/tools/web-search/schema"}])
-	rs := tools.deny with input as invoke("web-search", {}, {"arguments": {"query": "opa"}}) with data.nexus.config as config
-	{r.message | some r in rs} == {`the arguments of tool "web-search" do not match its schema: the tool has no usable schema`}
+	rs := tools.deny with input as invoke("web-search", {}, {"arguments": {"query": "opa"}})
+		with data.nexus.config as config
+	{r.message | some r in rs} == {concat("", [
+		`the arguments of tool "web-search" do not match its schema: `,
+		"the tool has no usable schema",
+	])}
 }
 
 test_approved_high_risk_call_is_allowed if {
@@ -100,19 +110,26 @@ test_missing_approval_is_403 if {
 test_approval_signed_by_another_key_is_403 if {
 	forged := io.jwt.encode_sign(
 		{"alg": "ES256", "kid": "approval_ec"},
-		fx.approval_claims({"tenant": "acme", "tool": "payments-refund", "args_sha256": crypto.sha256(json.marshal(fx.refund_arguments))}),
+		fx.approval_claims({
+			"tenant": "acme", "tool": "payments-refund",
+			"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+		}),
 		fx.keys.rogue_ec.private,
 	)
-	reasons(refund({"x-nexus-approval": forged}, fx.refund_arguments)) == approval_failure("it failed ES256 verification of its signature, issuer, audience or expiry")
+	reasons(refund({"x-nexus-approval": forged}, fx.refund_arguments)) == approval_failure(unverified)
 }
 
 test_approval_with_another_algorithm_is_403 if {
 	rs256 := io.jwt.encode_sign(
 		{"alg": "RS256", "kid": "approval_ec"},
-		fx.approval_claims({"tenant": "acme", "tool": "payments-refund", "args_sha256": crypto.sha256(json.marshal(fx.refund_arguments))}),
+		fx.approval_claims({
+			"tenant": "acme", "tool": "payments-refund",
+			"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+		}),
 		fx.keys.idp_rsa.private,
 	)
-	{r[0] | some r in reasons(refund({"x-nexus-approval": rs256}, fx.refund_arguments))} == {"nexus.tools.approval_invalid"}
+	req := refund({"x-nexus-approval": rs256}, fx.refund_arguments)
+	{r[0] | some r in reasons(req)} == {"nexus.tools.approval_invalid"}
 }
 
 test_expired_approval_is_403 if {
@@ -120,12 +137,15 @@ test_expired_approval_is_403 if {
 		"tenant": "acme", "tool": "payments-refund", "exp": fx.now_s - 1,
 		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
 	})
-	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it failed ES256 verification of its signature, issuer, audience or expiry")
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure(unverified)
 }
 
 test_approval_without_expiry_is_403 if {
 	claims := object.remove(
-		fx.approval_claims({"tenant": "acme", "tool": "payments-refund", "args_sha256": crypto.sha256(json.marshal(fx.refund_arguments))}),
+		fx.approval_claims({
+			"tenant": "acme", "tool": "payments-refund",
+			"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+		}),
 		["exp"],
 	)
 	token := fx.sign(fx.keys.approval_ec, claims)
@@ -145,7 +165,8 @@ test_approval_for_another_tenant_is_403 if {
 		"tenant": "globex", "tool": "payments-refund",
 		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
 	})
-	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it was issued for another tenant")
+	req := refund({"x-nexus-approval": token}, fx.refund_arguments)
+	reasons(req) == approval_failure("it was issued for another tenant")
 }
 
 test_approval_for_another_tool_is_403 if {
@@ -166,7 +187,8 @@ test_approval_for_another_subject_is_403 if {
 		"tenant": "acme", "tool": "payments-refund", "subject": "user:mallory@acme.example",
 		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
 	})
-	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it was issued to another subject")
+	req := refund({"x-nexus-approval": token}, fx.refund_arguments)
+	reasons(req) == approval_failure("it was issued to another subject")
 }
 
 test_approval_is_ignored_where_none_is_needed if {
@@ -176,6 +198,7 @@ test_approval_is_ignored_where_none_is_needed if {
 }
 
 test_argument_digest_is_over_sorted_compact_json if {
-	tools.arguments_sha256 == crypto.sha256(`{"amount":25.5,"order_id":"ord-1001"}`) with input as refund({}, fx.refund_arguments)
+	digest := crypto.sha256(`{"amount":25.5,"order_id":"ord-1001"}`)
+	tools.arguments_sha256 == digest with input as refund({}, fx.refund_arguments)
 		with data.nexus.config as fx.config
 }

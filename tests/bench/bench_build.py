@@ -32,20 +32,22 @@ from typing import Any
 
 import orjson
 
-from nexus_control.access.signing_keys import approval_jwks, load_approval_key
+from nexus_contract.canonical import canonical_json
+from nexus_contract.wire import POLICY_ROOTS
+from nexus_control.access.signing_keys import approval_jwks, load_approval_key, load_signing_key
+from nexus_control.authoring.archive import write_archive
 from nexus_control.authoring.bundle import (
     DATA_PATH,
-    POLICY_ROOTS,
-    SIGNING_ALGORITHM,
     _run_tests,
     build_bundle,
-    canonical_json,
     policy_modules,
     revision_of,
 )
+from nexus_control.authoring.capabilities import capabilities_file
 from nexus_control.authoring.compiler import compile_data
 from nexus_control.authoring.loader import load_bundle
 from nexus_control.authoring.policyset import resolve
+from nexus_control.authoring.signatures import sign_bundle_files
 from nexus_dataplane.opa import OPA_GOGC
 from nexus_dataplane.request import GatewayRequest
 from tests.bench.common import (
@@ -161,7 +163,7 @@ def _phases(ctx: Context, source: GeneratedBundle) -> dict[str, float]:
         policy = resolve(sources)
     phases["cross-check (resolve)"] = t.elapsed
     with timed() as t:
-        jwks = approval_jwks(load_approval_key(ctx.keys.approval))
+        jwks = approval_jwks([load_approval_key(ctx.keys.approval).public_key()])
         data = compile_data(policy, jwks)
         files = policy_modules(policy.policy_dir)
         data_bytes = canonical_json(data)
@@ -176,20 +178,20 @@ def _phases(ctx: Context, source: GeneratedBundle) -> dict[str, float]:
         manifest = {"revision": revision, "roots": list(POLICY_ROOTS), "rego_version": 1}
         (stage / ".manifest").write_bytes(canonical_json(manifest))
         with timed() as t:
-            ctx.opa.check([stage], strict=True, bundle=True)
+            ctx.opa.check(
+                [stage], strict=True, bundle=True, capabilities=capabilities_file(ctx.opa)
+            )
         phases["opa check --strict"] = t.elapsed
         with timed() as t:
             _run_tests(ctx.opa, policy, sources.root, data_bytes, Path(tmp))
         phases["opa test"] = t.elapsed
         with timed() as t:
-            ctx.opa.build_signed(
-                stage,
-                Path(tmp) / "out.tar.gz",
-                signing_key=ctx.keys.signing,
-                key_id="bench",
-                algorithm=SIGNING_ALGORITHM,
+            files[".manifest"] = canonical_json(manifest)
+            files[".signatures.json"] = sign_bundle_files(
+                files, load_signing_key(ctx.keys.signing), "bench"
             )
-        phases["opa build --signing-key"] = t.elapsed
+            write_archive(files)
+        phases["sign (.signatures.json) + archive"] = t.elapsed
     return phases
 
 

@@ -46,6 +46,7 @@ import contextlib
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,12 +56,15 @@ from typing import Any
 import httpx
 
 from nexus_cli.client import ControlPlaneClient
-from nexus_cli.demo.faults import roll_out, store_unactivatable
+from nexus_cli.demo.faults import PrematureRotation, rotate_before_trust, undo_rotation
+from nexus_contract.wire import POLICY_BUNDLE
 from nexus_control.access.signing_keys import load_signing_key, public_pem
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_control_plane
-from nexus_control.authoring.bundle import BuiltBundle, build_bundle
+from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.rollout import engine
 from nexus_control.rollout.fleet import fleet_yaml
+from nexus_control.serving.notifier import bundle_key
 from nexus_control.settings import ControlSettings
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
 from nexus_dataplane.upstream import Upstream
@@ -76,7 +80,15 @@ from tests.bench.common import (
     report,
 )
 from tests.bench.plane import bench_database
-from tests.fixtures.environment import GATEWAY, KEY_ID, Environment, credentials_overlay
+from tests.fixtures.environment import (
+    GATEWAY,
+    KEY_ID,
+    Environment,
+    Sources,
+    credentials_overlay,
+    remember_sources,
+    sources_for,
+)
 
 NAME = "rollout"
 TITLE = "Rollout over 3 regions in 3 waves (soak 0): publish -> completed, bad -> rolled back"
@@ -106,6 +118,7 @@ BIG_MIN_BUDGET_S = 420.0
 """The 10k series starts only if this much of the time budget is left."""
 CANARY_LINE = "canaryPercent: 20"
 CANARY_CHANGED = "canaryPercent: 25"
+UNTRUSTED_CANARY = "canaryPercent: 30"
 TERMINAL = ("completed", "halted", "rolled_back", "superseded")
 
 
@@ -223,26 +236,46 @@ class FleetPlane(Environment):
 
     # -- changing it -----------------------------------------------------------------
 
-    def publish_rollout(self, built: BuiltBundle) -> dict[str, Any]:
+    def publish_rollout(self, built: BuiltBundle | Sources) -> dict[str, Any]:
         """Publish as the author; approve as the approver when the change needs it."""
         with ControlPlaneClient(self.url, self.tokens["author"]) as api:
-            result: dict[str, Any] = api.publish(built.path.read_bytes())
+            result: dict[str, Any] = api.publish(sources_for(built).pack())
         if result["rollout"]["state"] == "pending_approval":
             with ControlPlaneClient(self.url, self.tokens["approver"]) as api:
                 api.post(f"/v1/rollouts/{result['rollout']['id']}/approve", {"comment": "bench"})
         return result
 
-    def store_unactivatable(self, good: str) -> str:
-        """Store (once) a signed revision derived from ``good`` that OPA refuses to activate."""
-        assert self.plane is not None
-        return store_unactivatable(
-            self.plane, good, signing_key=self.keys.signing, key_id=KEY_ID, author="bench-author"
-        )
+    def untrusted_revision(self, candidate: BuiltBundle | Sources) -> tuple[str, PrematureRotation]:
+        """``candidate`` published while a key the canary does not trust signs (the demo's fault).
+
+        Its rollout is halted at once and kept aside; the bad runs re-open it.
+        """
+        with ControlPlaneClient(self.url, self.tokens["operator"]) as operator:
+            rotation = rotate_before_trust(operator)
+        result = self.publish_rollout(candidate)
+        with ControlPlaneClient(self.url, self.tokens["operator"]) as operator:
+            operator.post(f"/v1/rollouts/{result['rollout']['id']}/rollback", {"reason": "aside"})
+        return str(result["revision"]), rotation
+
+    def restore_key(self, rotation: PrematureRotation) -> None:
+        with ControlPlaneClient(self.url, self.tokens["operator"]) as operator:
+            undo_rotation(operator, rotation)
 
     def inject(self, revision: str) -> int:
-        """Open a rollout of ``revision`` and wake the canary's pollers, as publish does."""
+        """Open a rollout of the stored ``revision`` and wake the canary's pollers."""
         assert self.plane is not None
-        return roll_out(self.plane, revision, author="bench-author")
+        with self.plane.db.session() as session:
+            opened, changed = engine.start(
+                session,
+                self.plane.fleet,
+                revision,
+                author="bench-author",
+                diff={},
+                needs_approval=False,
+            )
+            rollout_id = opened.id
+        self.plane.notifier.notify(bundle_key(region, POLICY_BUNDLE) for region in changed)
+        return rollout_id
 
 
 def _rss_mb(pid: int | None) -> float:
@@ -379,7 +412,20 @@ def _example_pair(fleet: FleetPlane) -> tuple[BuiltBundle, BuiltBundle]:
         raise RuntimeError(f"bundles/gateway/rollouts.yaml no longer has {CANARY_LINE!r}")
     changed = text.replace(CANARY_LINE, CANARY_CHANGED, 1)
     files: dict[str, Any] = {"rollouts.yaml": changed}
-    return fleet.build(), fleet.build(None, **files)
+    return _built(fleet, fleet.build()), _built(fleet, fleet.build(None, **files))
+
+
+def _built(fleet: FleetPlane, sources: Sources) -> BuiltBundle:
+    """Build ``sources`` here too (with the control plane's approval JWKS): its revision and
+    size, which the control plane will compute alike when they are published."""
+    built = build_bundle(
+        sources.bundle_dir,
+        fleet.opa,
+        BuildOptions(fleet.keys.signing, KEY_ID, fleet.keys.approval_jwks, fleet.workdir / "dist"),
+        overlays=sources.overlays,
+    )
+    remember_sources(built, sources.bundle_dir, sources.overlays)
+    return built
 
 
 def _generated_pair(ctx: Context, workdir: Path) -> tuple[BuiltBundle, BuiltBundle]:
@@ -394,7 +440,9 @@ def _generated_pair(ctx: Context, workdir: Path) -> tuple[BuiltBundle, BuiltBund
     if CANARY_LINE not in text:
         raise RuntimeError(f"the generated rollouts.yaml has no {CANARY_LINE!r}")
     rollouts.write_text(text.replace(CANARY_LINE, CANARY_CHANGED, 1))
-    return first, build_bundle(source, ctx.opa, ctx.build_options())
+    second = build_bundle(source, ctx.opa, ctx.build_options())
+    remember_sources(second, source)
+    return first, second
 
 
 def _latest_rollout_id(fleet: FleetPlane) -> int:
@@ -485,7 +533,37 @@ def _series(ctx: Context, fleet: FleetPlane, series: Series, budget: Deadline) -
             f"control plane {sample.plane_cpu_s:.1f} s"
         )
         _settle(fleet, good.revision)
-    bad = fleet.store_unactivatable(good.revision)
+    bad, rotation = fleet.untrusted_revision(_untrusted_candidate(fleet, good))
+    try:
+        _bad_series(ctx, fleet, series, result, budget, bad, good)
+    finally:
+        fleet.restore_key(rotation)
+        _settle(fleet, good.revision)
+    return result
+
+
+def _untrusted_candidate(fleet: FleetPlane, good: BuiltBundle) -> Sources:
+    """A third revision (another canary share) to publish under the untrusted key."""
+    sources = sources_for(good)
+    target = fleet.workdir / f"untrusted-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(sources.bundle_dir, target)
+    rollouts = target / "rollouts.yaml"
+    text = rollouts.read_text()
+    for line in (CANARY_LINE, CANARY_CHANGED):
+        text = text.replace(line, UNTRUSTED_CANARY, 1)
+    rollouts.write_text(text)
+    return Sources(target, sources.overlays)
+
+
+def _bad_series(
+    ctx: Context,
+    fleet: FleetPlane,
+    series: Series,
+    result: SeriesResult,
+    budget: Deadline,
+    bad: str,
+    good: BuiltBundle,
+) -> None:
     for n in range(series.runs):
         if budget.expired:
             ctx.console.print("  time budget spent: series cut short")
@@ -500,7 +578,6 @@ def _series(ctx: Context, fleet: FleetPlane, series: Series, budget: Deadline) -
             f"{bad_sample.plane_cpu_s:.1f} s"
         )
         _settle(fleet, good.revision)
-    return result
 
 
 def _s(value: float | None) -> str:

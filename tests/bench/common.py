@@ -30,7 +30,7 @@ from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
 from nexus_control.authoring.opa import Opa
 from tests.bench.generate import GeneratedBundle, generate
-from tests.fixtures.environment import KEY_ID
+from tests.fixtures.environment import KEY_ID, remember_sources
 
 LOOPBACK = "127.0.0.1"
 
@@ -296,7 +296,7 @@ class Context:
         return BuildOptions(
             signing_key=self.keys.signing,
             key_id=KEY_ID,
-            approval_key=self.keys.approval,
+            approval_jwks=self.keys.approval_jwks,
             dist_dir=self.workdir / "dist",
         )
 
@@ -305,6 +305,7 @@ class Context:
         if key not in self._built:
             source = self.generated(tenants, variant)
             self._built[key] = build_bundle(source.path, self.opa, self.build_options())
+            remember_sources(self._built[key], source.path)
         return self._built[key]
 
     def remember_built(self, tenants: int, variant: int, built: BuiltBundle) -> None:

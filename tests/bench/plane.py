@@ -42,7 +42,7 @@ class BenchPlane(Environment):
     def settings(self) -> ControlSettings:
         return super().settings.model_copy(update={"state_debounce_s": DEFAULT_DEBOUNCE_S})
 
-    def build(self, overlay: Path | None = None, **files: str) -> BuiltBundle:
+    def build(self, overlay: Path | None = None, **files: str) -> BuiltBundle:  # type: ignore[override]
         """What the harness publishes at start: the benchmark's bundle."""
         if self.first is None:
             raise RuntimeError("BenchPlane needs the bundle to publish first")

@@ -252,10 +252,8 @@ def _tamper(archive: bytes) -> bytes:
             handle = src.extractfile(member)
             content = handle.read() if handle else b""
             if member.name.endswith("data.json"):
-                config = json.loads(content)
-                config["nexus"]["config"]["grants"]["acme"]["apikey:acme-chat"][
-                    "tools:db-write"
-                ] = True
+                config = json.loads(content)  # the data of data.nexus.config
+                config["grants"]["acme"]["apikey:acme-chat"]["tools:db-write"] = True
                 content = json.dumps(config).encode()
             info = tarfile.TarInfo(member.name)
             info.size = len(content)
@@ -446,3 +444,22 @@ def test_a_tool_call_body_over_its_route_limit_is_refused_by_envoy(env: Environm
     huge = {"arguments": {"query": "x" * (128 * 1024)}}
     response = env.call("acme-agent", "acme", "POST", "/v1/tools/web-search:invoke", body=huge)
     assert response.status_code == 413
+
+
+def test_a_tool_call_with_duplicate_json_keys_is_refused_before_the_policy(
+    env: Environment,
+) -> None:
+    """The policy and an upstream that keeps the first key must never see different arguments."""
+    body = b'{"arguments": {"query": "weather", "query": "rm -rf /"}}'
+    response = httpx.post(
+        env.gateway() + "/v1/tools/web-search:invoke",
+        content=body,
+        headers={
+            "authorization": f"Bearer {env.plain['acme-agent']}",
+            "x-nexus-tenant": "acme",
+            "content-type": "application/json",
+        },
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert reasons(response) == ["nexus.request.body_duplicate_key"]

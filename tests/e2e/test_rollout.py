@@ -12,10 +12,9 @@ import httpx
 import pytest
 
 from nexus_cli.client import ApiCallError, ControlPlaneClient
-from nexus_cli.demo.faults import roll_out, store_unactivatable
+from nexus_cli.demo.faults import rotate_before_trust, undo_rotation
 from nexus_control.access.signing_keys import KeyPaths, load_signing_key, public_pem
 from nexus_control.access.tokens import Role, create_token
-from nexus_control.authoring.bundle import BuiltBundle
 from nexus_control.authoring.opa import Opa
 from nexus_control.rollout.fleet import fleet_yaml
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
@@ -23,6 +22,7 @@ from nexus_runtime.toolchain import find_envoy
 from tests.fixtures.environment import (
     KEY_ID,
     Environment,
+    Sources,
     credentials_overlay,
     eventually,
     write_overlay,
@@ -111,9 +111,9 @@ class FleetEnvironment(Environment):
             result: dict[str, Any] = api.get(f"/v1/rollouts/{rollout_id}")
             return result
 
-    def publish_rollout(self, built: BuiltBundle, *, approve: bool = True) -> dict[str, Any]:
+    def publish_rollout(self, built: Sources, *, approve: bool = True) -> dict[str, Any]:
         with self.api("author") as api:
-            result: dict[str, Any] = api.publish(built.path.read_bytes())
+            result: dict[str, Any] = api.publish(built.pack())
         if approve and result["rollout"]["state"] == "pending_approval":
             with self.api("approver") as api:
                 api.post(f"/v1/rollouts/{result['rollout']['id']}/approve", {"comment": "ok"})
@@ -159,7 +159,7 @@ def fleet_env(
 _NARROWINGS = iter(range(1, 100))
 
 
-def narrowing(env: FleetEnvironment, tag: str) -> BuiltBundle:
+def narrowing(env: FleetEnvironment, tag: str) -> Sources:
     """A routine change: chat history is kept a little shorter each time (narrows access).
 
     Every call gives a new revision (revisions are content addresses: a comment
@@ -203,19 +203,22 @@ def test_a_good_revision_rolls_wave_by_wave(fleet_env: FleetEnvironment) -> None
 
 
 def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
-    fleet_env: FleetEnvironment, session_keys: KeyPaths, opa: Opa
+    fleet_env: FleetEnvironment,
 ) -> None:
-    assert fleet_env.plane is not None
+    """A key activated before the canary trusts it: OPA refuses what it signs."""
     before = fleet_env.desired()
-    good = before["eu-west-1"]
-    assert good is not None
-    bad = store_unactivatable(
-        fleet_env.plane, good, signing_key=session_keys.signing, key_id=KEY_ID, author="alice"
-    )
-    rollout_id = roll_out(fleet_env.plane, bad, author="alice")
-
-    halted = fleet_env.wait_state(rollout_id, "halted")
+    with fleet_env.api() as operator:
+        rotation = rotate_before_trust(operator)
+    try:
+        published = fleet_env.publish_rollout(narrowing(fleet_env, "untrusted key"))
+        rollout_id = published["rollout"]["id"]
+        bad = published["revision"]
+        halted = fleet_env.wait_state(rollout_id, "halted")
+    finally:
+        with fleet_env.api() as operator:
+            undo_rotation(operator, rotation)
     assert "activation failed" in (halted["reason"] or "")
+    assert rotation.premature in (halted["reason"] or ""), "OPA named the key it does not know"
     assert fleet_env.desired() == before, "the canary is back on its last good revision"
     touched = {e["region"] for e in halted["history"] if e["action"] == "wave_started"}
     assert touched == {"eu-west-1"}, "no other region ever received the bad revision"

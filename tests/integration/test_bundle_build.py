@@ -19,7 +19,7 @@ def options(keys: KeyPaths, dist: Path, **overrides: object) -> BuildOptions:
     values: dict[str, object] = {
         "signing_key": keys.signing,
         "key_id": "test-key",
-        "approval_key": keys.approval,
+        "approval_jwks": keys.approval_jwks,
         "dist_dir": dist,
     }
     values.update(overrides)

@@ -61,7 +61,7 @@ def test_tampered_data_file_is_refused(
     opa_bin: Path, tmp_path: Path, built_gateway: BuiltBundle, signing_public_pem: Path
 ) -> None:
     tampered = tmp_path / "tampered.tar.gz"
-    rewrite_archive(built_gateway.path, tampered, {"data.json": b'{"nexus":{"config":{}}}'})
+    rewrite_archive(built_gateway.path, tampered, {"nexus/config/data.json": b"{}"})
     assert "data.json" in refused(opa_bin, tmp_path, tampered, signing_public_pem)
 
 

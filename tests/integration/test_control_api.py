@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import uuid
@@ -16,10 +17,11 @@ from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.bundle import BuiltBundle
 from nexus_control.authoring.opa import Opa
+from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
 from nexus_control.settings import ControlSettings
 from nexus_control.store.tables import BundleRevision, EnforcerBundle
-from tests.conftest import TEST_KEY_ID
+from tests.conftest import GATEWAY, TEST_KEY_ID
 
 pytestmark = pytest.mark.opa
 
@@ -72,18 +74,24 @@ def usage(**overrides: object) -> dict[str, object]:
     return body
 
 
-def publish(client: TestClient, tokens: dict[str, str], archive: bytes) -> object:
+@functools.cache
+def gateway_sources() -> bytes:
+    """bundles/gateway's sources, as `nexus-policy publish` sends them."""
+    return pack_sources(GATEWAY)
+
+
+def publish(client: TestClient, tokens: dict[str, str], sources: bytes) -> object:
     return client.post(
         "/v1/bundles",
-        content=archive,
-        headers=auth(tokens["author"], **{"content-type": "application/gzip"}),
+        content=sources,
+        headers=auth(tokens["author"], **{"content-type": "application/vnd.nexus.sources+gzip"}),
     )
 
 
 def test_publish_stores_the_revision_once(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:
-    archive = built_gateway.path.read_bytes()
+    archive = gateway_sources()
     first = publish(client, tokens, archive)
     second = publish(client, tokens, archive)
     assert first.status_code == 201 and first.json()["created"] is True  # type: ignore[attr-defined]
@@ -91,17 +99,12 @@ def test_publish_stores_the_revision_once(
     assert second.json()["revision"] == built_gateway.revision  # type: ignore[attr-defined]
 
 
-def test_publish_refuses_a_tampered_or_unsigned_archive(
+def test_publish_refuses_a_built_archive_and_garbage(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle, plane: ControlPlane
 ) -> None:
-    from tests.fixtures.archives import rewrite_archive
-
-    work = Path(plane._tmp.name)
-    unsigned = work / "unsigned.tar.gz"
-    rewrite_archive(built_gateway.path, unsigned, {".signatures.json": None})
-    response = publish(client, tokens, unsigned.read_bytes())
+    response = publish(client, tokens, built_gateway.path.read_bytes())
     assert response.status_code == 422  # type: ignore[attr-defined]
-    assert "signature" in response.json()["error"]["message"]  # type: ignore[attr-defined]
+    assert "not a sources archive" in response.json()["error"]["message"]  # type: ignore[attr-defined]
     garbage = publish(client, tokens, b"not a tarball")
     assert garbage.status_code == 422  # type: ignore[attr-defined]
     with plane.db.session() as session:
@@ -111,7 +114,7 @@ def test_publish_refuses_a_tampered_or_unsigned_archive(
 def test_usage_bad_input(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:
-    published = publish(client, tokens, built_gateway.path.read_bytes())
+    published = publish(client, tokens, gateway_sources())
     gateway = auth(tokens["gateway"])
     waiting = client.post("/v1/usage", json=usage(), headers=gateway)
     assert waiting.status_code == 409, "an unapproved publication is not in force"
@@ -135,7 +138,7 @@ def test_usage_bad_input(
 def test_rollout_requests_that_cannot_be_done_change_nothing(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:
-    published = publish(client, tokens, built_gateway.path.read_bytes())
+    published = publish(client, tokens, gateway_sources())
     rollout_id = published.json()["rollout"]["id"]  # type: ignore[attr-defined]
     operator = auth(tokens["operator"])
     own = client.post(
@@ -162,7 +165,7 @@ def test_rollout_requests_that_cannot_be_done_change_nothing(
 def test_author_cannot_approve_their_own_change(
     client: TestClient, plane: ControlPlane, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:
-    published = publish(client, tokens, built_gateway.path.read_bytes())
+    published = publish(client, tokens, gateway_sources())
     rollout_id = published.json()["rollout"]["id"]  # type: ignore[attr-defined]
     with plane.db.session() as session:
         same_person, _ = create_token(session, name="t-author", role=Role.APPROVER)
@@ -234,7 +237,7 @@ def test_status_bad_input(
 def test_bundle_endpoint_checks_the_enforcer_and_its_region(
     client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:
-    published = publish(client, tokens, built_gateway.path.read_bytes())
+    published = publish(client, tokens, gateway_sources())
     rollout = published.json()["rollout"]  # type: ignore[attr-defined]
     pending = client.get(
         "/v1/opa/bundles/eu-west-1/nexus",

@@ -37,7 +37,9 @@ def enforcer(
     built = build_bundle(
         GATEWAY,
         opa,
-        BuildOptions(session_keys.signing, TEST_KEY_ID, session_keys.approval, workdir / "dist"),
+        BuildOptions(
+            session_keys.signing, TEST_KEY_ID, session_keys.approval_jwks, workdir / "dist"
+        ),
         overlays=[workdir / "credentials"],
     )
     server = OpaServer(

@@ -1,12 +1,16 @@
-"""Fixtures of the insider-attack tests: every attack runs on SQLite and on a real PostgreSQL.
+"""Fixtures of the insider-attack tests, each run on SQLite and on a real PostgreSQL.
 
-``audit`` is an audit log on the parametrised database (with its checkpoint
-journal outside it); ``api`` serves the audit routes on a real loopback
-server (uvicorn), with the test principals of `tests.unit.audit.audit_app`.
+``stack`` is the whole stack an insider attacks: the control plane (SQLite or
+PostgreSQL) and a real enforcer, one per storage per module, the example
+bundle published from sources and approved. ``audit`` is an audit log on the
+parametrised database (its checkpoint journal outside it), and ``api`` serves
+the audit routes on a real loopback server (uvicorn) with the test
+principals of `tests.unit.audit.audit_app`.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,11 +22,47 @@ import pytest
 
 from nexus_audit.catalog import Catalogs, load_catalogs
 from nexus_audit.service import AuditLog
+from nexus_control.access.signing_keys import KeyPaths
+from nexus_control.authoring.opa import Opa
 from nexus_dataplane.process import free_port
 from nexus_runtime.server import ServerThread
+from tests.fixtures.environment import Environment, credentials_overlay
 from tests.fixtures.servers import PostgresServer
 from tests.unit.audit.audit_app import bearer, create_app
 from tests.unit.audit.harness import open_log
+
+
+def _database(request: pytest.FixtureRequest, name: str, workdir: object) -> str:
+    if request.param == "postgres":
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        database = f"sec_{uuid.uuid4().hex[:10]}"
+        postgres.psql(f"CREATE DATABASE {database}")
+        return postgres.url.rsplit("/", 1)[0] + f"/{database}"
+    return f"sqlite:///{workdir}/{name}.db"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    opa: Opa,
+    session_keys: KeyPaths,
+) -> Iterator[Environment]:
+    """A running stack on ``request.param`` storage, with the example bundle in force."""
+    workdir = tmp_path_factory.mktemp(f"security-{request.param}")
+    env = Environment(
+        workdir=workdir,
+        keys=session_keys,
+        opa=opa,
+        database_url=_database(request, "cp", workdir),
+        plain=credentials_overlay(workdir / "credentials"),
+    )
+    try:
+        env.start()
+        yield env
+    finally:
+        env.stop()
+
 
 DATABASES = ("sqlite", "postgresql")
 

@@ -23,10 +23,9 @@ from tests.unit.audit.opa_events import T0, decision_event, gzip_batch
 def test_the_payload_master_key_never_leaves_the_pkcs11_token(
     softhsm: SoftHsm, database_url: str, tmp_path: Path, catalogs: Catalogs
 ) -> None:
-    token = softhsm.shared
     label = f"audit-master-{tmp_path.name}"
-    Pkcs11KeyWrapper.create_key(token.module, token.label, token.pin, label)
-    wrapper = Pkcs11KeyWrapper(token.module, token.label, token.pin, label)
+    Pkcs11KeyWrapper.create_key(softhsm.module, softhsm.token_label, softhsm.pin, label)
+    wrapper = Pkcs11KeyWrapper(softhsm.module, softhsm.token_label, softhsm.pin, label)
     log = open_log(
         database_url, catalogs, lambda: T0 + timedelta(days=1), wrapper=wrapper,
         journal=tmp_path / "j.jsonl",
@@ -42,8 +41,8 @@ def test_the_payload_master_key_never_leaves_the_pkcs11_token(
         log.close()
         wrapper.close()
 
-    library = pkcs11.lib(str(token.module))
-    with library.get_token(token_label=token.label).open(user_pin=token.pin) as session:
+    library = pkcs11.lib(str(softhsm.module))
+    with library.get_token(token_label=softhsm.token_label).open(user_pin=softhsm.pin) as session:
         key = session.get_key(
             label=label, key_type=KeyType.AES, object_class=ObjectClass.SECRET_KEY
         )

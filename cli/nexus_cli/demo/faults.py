@@ -1,92 +1,44 @@
-"""A fault the demo injects: a correctly signed revision that OPA will refuse to activate.
+"""A fault the demo injects: a signing key rotated before the enforcers trust it.
 
-Its manifest also claims ``nexus_state``, the state bundle's root, and OPA
-refuses overlapping roots when it activates. The control plane's publish
-check refuses such a manifest, so the demo stores it in the registry
-directly, standing in for a revision that passed every check and still fails
-in the field; the rollout engine must contain it in the canary.
+An operator makes a new bundle-signing key and activates it at once, skipping
+the step where enforcer configs are re-rendered to trust it. The next
+revision is signed with a key the canary does not know: its real OPA refuses
+the bundle (``verification key … not found``), reports the error, and the
+rollout engine must contain the rollout in the canary and roll it back to
+the last good revision, which is still signed by a key the canary trusts.
+Afterwards the operator re-activates the previous key (still in its rotation
+window) and retires the premature one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass
 
-from nexus_contract.canonical import canonical_json
-from nexus_contract.wire import POLICY_BUNDLE, STATE_ROOTS
-from nexus_control.authoring.bundle import DATA_PATH, read_bundle_bytes
-from nexus_control.authoring.opa import Opa
-from nexus_control.plane import ControlPlane
-from nexus_control.rollout import engine
-from nexus_control.serving.notifier import bundle_key
-from nexus_control.store.tables import BundleRevision
+from nexus_cli.client import ControlPlaneClient
 
-__all__ = ["roll_out", "store_unactivatable", "unactivatable_revision"]
+__all__ = ["PrematureRotation", "rotate_before_trust", "undo_rotation"]
 
 
-def unactivatable_revision(
-    good: bytes, opa: Opa, signing_key: Path, key_id: str
-) -> tuple[str, bytes]:
-    """``good`` re-signed with overlapping roots: (its revision, its archive)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        stage = Path(tmp) / "stage"
-        contents = read_bundle_bytes(good)
-        for name, module in contents.modules.items():
-            (stage / name).parent.mkdir(parents=True, exist_ok=True)
-            (stage / name).write_bytes(module)
-        (stage / DATA_PATH).parent.mkdir(parents=True, exist_ok=True)
-        (stage / DATA_PATH).write_bytes(canonical_json(contents.data["nexus"]["config"]))
-        revision = hashlib.sha256(good + b"unactivatable").hexdigest()
-        manifest = {
-            **contents.manifest,
-            "revision": revision,
-            "roots": [*contents.manifest["roots"], *STATE_ROOTS],
-        }
-        (stage / ".manifest").write_bytes(canonical_json(manifest))
-        out = Path(tmp) / "bad.tar.gz"
-        opa.build_signed(stage, out, signing_key=signing_key, key_id=key_id)
-        return revision, out.read_bytes()
+@dataclass(frozen=True)
+class PrematureRotation:
+    previous: str
+    """The key that signed until now (and that the enforcers trust)."""
+    premature: str
+    """The key activated before any enforcer was told to trust it."""
 
 
-def store_unactivatable(
-    plane: ControlPlane, good_revision: str, *, signing_key: Path, key_id: str, author: str
-) -> str:
-    """Store (once) the unactivatable twin of ``good_revision``; its revision.
-
-    Bypasses publish on purpose (publish refuses the overlapping roots): the
-    fault stands for a revision every check passed that still fails in the field.
-    """
-    with plane.db.session() as session:
-        row = session.get(BundleRevision, good_revision)
-        if row is None:
-            raise LookupError(f"revision {good_revision[:12]} is not in the registry")
-        revision, archive = unactivatable_revision(row.archive, plane.opa, signing_key, key_id)
-        if session.get(BundleRevision, revision) is None:
-            session.add(
-                BundleRevision(
-                    revision=revision,
-                    bundle=row.bundle,
-                    archive=archive,
-                    sha256=hashlib.sha256(archive).hexdigest(),
-                    size=len(archive),
-                    manifest={"revision": revision},
-                    config=row.config,
-                    git_commit=None,
-                    author=author,
-                    published_at=datetime.now(UTC),
-                )
-            )
-    return revision
+def rotate_before_trust(operator: ControlPlaneClient) -> PrematureRotation:
+    """Rotate the bundle-signing key and activate the new one at once."""
+    keys = operator.get("/v1/keys")["keys"]
+    previous = next(
+        k["kid"] for k in keys if k["purpose"] == "bundle-signing" and k["state"] == "active"
+    )
+    made = operator.post("/v1/keys/bundle-signing/rotate", {})
+    operator.post(f"/v1/keys/{made['kid']}/activate", {})
+    return PrematureRotation(previous=previous, premature=str(made["kid"]))
 
 
-def roll_out(plane: ControlPlane, revision: str, *, author: str) -> int:
-    """Open a rollout of a stored ``revision`` and wake the canary's pollers, as publish does."""
-    with plane.db.session() as session:
-        opened, changed = engine.start(
-            session, plane.fleet, revision, author=author, diff={}, needs_approval=False
-        )
-        rollout_id = opened.id
-    plane.notifier.notify(bundle_key(region, POLICY_BUNDLE) for region in changed)
-    return rollout_id
+def undo_rotation(operator: ControlPlaneClient, rotation: PrematureRotation) -> None:
+    """Sign with the previous key again and retire the premature one."""
+    operator.post(f"/v1/keys/{rotation.previous}/activate", {})
+    operator.post(f"/v1/keys/{rotation.premature}/retire")

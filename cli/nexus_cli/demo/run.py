@@ -30,8 +30,15 @@ from nexus_audit.service import AuditLog, LeafNotFoundError
 from nexus_audit.settings import AuditSettings
 from nexus_audit.verify import verify_log
 from nexus_cli.client import ControlPlaneClient
-from nexus_cli.demo.faults import roll_out, store_unactivatable
-from nexus_cli.demo.scenarios import BUDGET_STEPS, DEMO_KEYS, SCENARIOS, BudgetStep, Scenario
+from nexus_cli.demo.faults import rotate_before_trust, undo_rotation
+from nexus_cli.demo.scenarios import (
+    BUDGET_STEPS,
+    DEMO_KEYS,
+    SCENARIOS,
+    Approval,
+    BudgetStep,
+    Scenario,
+)
 from nexus_cli.rollout import status_view
 from nexus_contract.wire import (
     APPROVAL_HEADER,
@@ -43,20 +50,14 @@ from nexus_contract.wire import (
     ROUTE_MODEL_HEADER,
     TENANT_HEADER,
 )
-from nexus_control.access.approvals import issue_approval
-from nexus_control.access.signing_keys import (
-    KeyPaths,
-    init_audit_keys,
-    init_keys,
-    load_approval_key,
-    load_signing_key,
-    public_pem,
-)
+from nexus_control.access.keyring import KeyPurpose
+from nexus_control.access.signing_keys import KeyPaths, init_audit_keys, init_keys
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
-from nexus_control.authoring.bundle import BuildOptions, BuiltBundle, build_bundle
+from nexus_control.authoring.bundle import BuildOptions, build_bundle
 from nexus_control.authoring.credentials import throwaway_keys
 from nexus_control.authoring.opa import Opa
+from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.fleet import fleet_yaml
 from nexus_control.rollout.states import RolloutState
@@ -75,7 +76,10 @@ BUNDLE_DIR = Path("bundles/gateway")
 WORKDIR = Path(".nexus/demo")
 WITNESSES = ("eu-witness/nexus.example", "us-witness/nexus.example")
 """The demo's two witnesses (key names); both must cosign the evidence checkpoint."""
+CONTROL_PLANE_KEYS = WORKDIR / "control-plane-keys"
+"""The control plane's own keys (its file key provider): no author ever reads them."""
 KEY_ID = "nexus-bundle-signing"
+DEV_KEY_ID = "nexus-dev-signing"
 REFUSAL_DEADLINE_S = 10.0
 DEMO_WIDTH = 200
 USAGE_FEATURE = "support-chat"
@@ -105,7 +109,8 @@ class Demo:
     out: Console
     gateway: str
     keys: dict[str, str]
-    approval_key_path: Path
+    approve: Callable[[Approval], str]
+    """Asks the control plane (as an approver) for a tool approval; the token."""
     outcomes: list[Outcome] = field(default_factory=list)
     decisions: set[str] = field(default_factory=set)
 
@@ -125,15 +130,7 @@ class Demo:
             created = datetime.now(UTC) - timedelta(days=scenario.record_age_days)
             sent[RECORD_CREATED_HEADER] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
         if scenario.approval is not None:
-            ask = scenario.approval
-            sent[APPROVAL_HEADER] = issue_approval(
-                load_approval_key(self.approval_key_path),
-                tenant=ask.tenant,
-                tool=ask.tool,
-                arguments=dict(ask.arguments),
-                approver=ask.approver,
-                ttl_s=ask.ttl_s,
-            ).token
+            sent[APPROVAL_HEADER] = self.approve(scenario.approval)
         response = httpx.request(
             scenario.method,
             self.gateway + scenario.path,
@@ -361,15 +358,17 @@ class DemoRun:
                 )
         self.server = ServerThread(create_app(self.plane, self.audit), "127.0.0.1", free_port())
         self.server.start()
-        pem = public_pem(load_signing_key(self.keys.signing))
+        # Enforcers trust the control plane's bundle key: its public half, from the key ring.
+        (trusted,) = self.plane.keyring.trusted(KeyPurpose.BUNDLE)
         for region, _, wave in DEMO_REGIONS:
             stack = EnforcerStack(
                 StackOptions(
                     region=region,
                     control_plane_url=self.server.url,
                     token=self.tokens[region],
-                    key_id=KEY_ID,
-                    verification_key_pem=pem,
+                    key_id=trusted.kid,
+                    key_algorithm=trusted.algorithm.value,
+                    verification_key_pem=trusted.public_pem,
                     workdir=WORKDIR / "dataplane",
                     opa_bin=self.opa.binary,
                     envoy_bin=find_envoy(),
@@ -426,19 +425,50 @@ class DemoRun:
         for witness in self.witnesses:
             witness.stop()
 
-    def publish(self, built: BuiltBundle) -> dict[str, Any]:
+    def approval_jwks(self, path: Path) -> Path:
+        """The control plane's public approval JWKS, as `nexus-policy keys jwks` writes it."""
         with self.api("author") as api:
-            published: dict[str, Any] = api.publish(built.path.read_bytes())
+            path.write_text(api.get("/v1/keys")["approval_jwks"])
+        return path
+
+    def issue_approval(self, ask: Approval) -> str:
+        """Bob (an approver) asks the control plane to approve one tool call."""
+        with self.api("approver") as api:
+            issued = api.post(
+                "/v1/approvals/tools",
+                {
+                    "tenant": ask.tenant,
+                    "tool": ask.tool,
+                    "arguments": dict(ask.arguments),
+                    "ttl_seconds": ask.ttl_s,
+                },
+            )
+        return str(issued["token"])
+
+    def publish(
+        self, bundle_dir: Path, overlays: list[Path], *, expected: str | None = None
+    ) -> dict[str, Any]:
+        """Alice publishes the sources; the control plane builds, tests, diffs and signs."""
+        with self.api("author") as api:
+            published: dict[str, Any] = api.publish(
+                pack_sources(bundle_dir, overlays), expected_revision=expected
+            )
         rollout = published["rollout"]
         widening = [c for c in published["diff"]["changes"] if c["effect"] == "widens"]
+        code = published["diff"].get("modules", [])
         self.out.print(
-            f"  alice published {published['revision'][:12]}: "
-            f"{len(published['diff']['changes'])} change(s), {len(widening)} widening access"
+            f"  alice published the sources; the control plane built {published['revision'][:12]}"
+            f"{' (the revision her own build computed)' if expected else ''}: "
+            f"{len(published['diff']['changes'])} data change(s), {len(widening)} widening "
+            f"access, {len(code)} Rego module(s) changed"
         )
         if rollout["state"] == RolloutState.PENDING_APPROVAL:
             with self.api("approver") as api:
                 api.post(f"/v1/rollouts/{rollout['id']}/approve", {"comment": "reviewed"})
-            self.out.print("  it widens access, so it waited for a second person: bob approved it")
+            self.out.print(
+                "  it needs a second person (widening or policy code), so it waited unsigned: "
+                "bob approved it, and the control plane signed it"
+            )
         return published
 
     def follow(self, rollout_id: int, timeout_s: float = 60) -> dict[str, Any]:
@@ -459,13 +489,6 @@ class DemoRun:
                     return result
                 time.sleep(0.2)
         raise RuntimeError(f"rollout {rollout_id} did not finish in {timeout_s:.0f} s")
-
-    def inject_unactivatable(self, good_revision: str) -> int:
-        assert self.plane is not None
-        bad = store_unactivatable(
-            self.plane, good_revision, signing_key=self.keys.signing, key_id=KEY_ID, author="alice"
-        )
-        return roll_out(self.plane, bad, author="alice")
 
 
 def _audit_settings(settings: ControlSettings) -> AuditSettings:
@@ -589,24 +612,30 @@ def run_demo(out: Console, err: Console) -> int:
         database_url=f"sqlite:///{WORKDIR / 'control.db'}",
         fleet_file=_fleet_file(WORKDIR / "fleet.yaml"),
         dist_dir=WORKDIR / "dist",
+        keys_dir=CONTROL_PLANE_KEYS,
+        signing_key_file=None,
+        approval_key_file=None,
     )
-    keys = init_keys(settings.keys_dir)
+    dev = init_keys(ControlSettings().keys_dir)
     plain = throwaway_keys(DEMO_KEYS, WORKDIR / "credentials")
+    credentials = [WORKDIR / "credentials"]
     out.print(
-        f"[bold]1[/bold] keys in {settings.keys_dir}; "
-        "demo API keys generated (only their hashes go into the bundle)"
+        f"[bold]1[/bold] the control plane's keys in {CONTROL_PLANE_KEYS} (its file key "
+        f"provider); alice's dev key in {dev.signing.parent}; demo API keys generated "
+        "(only their hashes go into the bundle)"
     )
     opa = Opa(find_opa(settings.opa_bin))
-    options = BuildOptions(keys.signing, KEY_ID, keys.approval, settings.dist_dir)
-    built = build_bundle(BUNDLE_DIR, opa, options, overlays=[WORKDIR / "credentials"])
-    out.print(
-        f"[bold]2[/bold] built {built.path.name}: {built.tests_run} Rego tests passed, "
-        f"signed ({KEY_ID})"
-    )
-    run = DemoRun(out, settings, opa, keys)
+    run = DemoRun(out, settings, opa, dev)
     try:
         run.start()
         assert run.server is not None
+        jwks = run.approval_jwks(WORKDIR / "approval.jwks.json")
+        options = BuildOptions(dev.signing, DEV_KEY_ID, jwks, settings.dist_dir)
+        built = build_bundle(BUNDLE_DIR, opa, options, overlays=credentials)
+        out.print(
+            f"[bold]2[/bold] alice builds locally: {built.tests_run} Rego tests passed, revision "
+            f"{built.revision[:12]}, signed with her dev key ({DEV_KEY_ID}): no enforcer trusts it"
+        )
         out.print(
             f"[bold]3[/bold] control plane on {run.server.url}; enforcers: "
             + ", ".join(
@@ -615,11 +644,11 @@ def run_demo(out: Console, err: Console) -> int:
             )
         )
         out.print("[bold]4[/bold] first publication, rolled out wave by wave")
-        first = run.publish(built)
+        first = run.publish(BUNDLE_DIR, credentials, expected=built.revision)
         run.follow(first["rollout"]["id"])
         gateway = run.stacks[0].enforcers[0].gateway_url
         out.print(f"[bold]5[/bold] gateway requests through Envoy {gateway} in {REGION}")
-        demo = Demo(out, gateway, plain, keys.approval)
+        demo = Demo(out, gateway, plain, run.issue_approval)
         for scenario in SCENARIOS:
             demo.send(scenario)
         with httpx.Client(
@@ -635,20 +664,30 @@ def run_demo(out: Console, err: Console) -> int:
         out.print(
             "[bold]6[/bold] a routine change (chat history kept 300 days): no approval needed"
         )
-        routine = build_bundle(_narrower(300), opa, options, overlays=[WORKDIR / "credentials"])
-        second = run.publish(routine)
+        second = run.publish(_narrower(300), credentials)
         run.follow(second["rollout"]["id"])
         out.print(
-            "[bold]7[/bold] a revision OPA refuses to activate "
-            "(simulated: its manifest claims the state bundle's root)"
+            "[bold]7[/bold] a revision OPA refuses to activate: olivia rotates the bundle-signing "
+            "key and activates the new one before any enforcer was told to trust it"
         )
-        bad = run.inject_unactivatable(second["revision"])
-        halted = run.follow(bad)
+        with run.api("operator") as operator:
+            rotation = rotate_before_trust(operator)
+        out.print(
+            f"  {rotation.premature} signs from now on; the enforcers know only {rotation.previous}"
+        )
+        third = run.publish(_narrower(200), credentials)
+        halted = run.follow(third["rollout"]["id"])
         reached = {e["region"] for e in halted["history"] if e["action"] == "wave_started"}
         out.print(
             f"  {halted['state']}: {halted['reason']}\n"
             f"  regions that ever received it: {', '.join(sorted(reached))}; "
             "all run their last good revision again"
+        )
+        with run.api("operator") as operator:
+            undo_rotation(operator, rotation)
+        out.print(
+            f"  olivia re-activates {rotation.previous} (still in its rotation window) and "
+            f"retires {rotation.premature}; every key change is an audit event"
         )
 
         out.print("[bold]8[/bold] the audit trail")

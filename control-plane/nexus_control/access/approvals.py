@@ -17,12 +17,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from nexus_contract.errors import NexusError
 from nexus_control.access.signing_keys import approval_key_id
 from nexus_control.authoring.compiler import APPROVAL_AUDIENCE, APPROVAL_ISSUER
+from nexus_runtime.keys.algorithms import Algorithm
+from nexus_runtime.keys.jws import sign_compact
+from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
     "DEFAULT_TTL_S",
@@ -76,7 +76,7 @@ def arguments_digest(arguments: dict[str, Any]) -> str:
 
 
 def issue_approval(
-    key: ec.EllipticCurvePrivateKey,
+    key: SigningKey,
     *,
     tenant: str,
     tool: str,
@@ -86,7 +86,13 @@ def issue_approval(
     ttl_s: int = DEFAULT_TTL_S,
     now: float | None = None,
 ) -> Approval:
-    """Sign an approval for one call of ``tool`` with exactly ``arguments``."""
+    """Sign an approval for one call of ``tool`` with exactly ``arguments``.
+
+    ``key`` is the control plane's approval key (ES256), held by its key
+    provider; the token's ``kid`` is that key's thumbprint.
+    """
+    if key.algorithm is not Algorithm.ES256:
+        raise ApprovalError(f"approvals are signed with ES256, not {key.algorithm}")
     if not isinstance(arguments, dict):
         raise ApprovalError("arguments must be a JSON object")
     if not 1 <= ttl_s <= MAX_TTL_S:
@@ -108,5 +114,6 @@ def issue_approval(
     }
     if subject is not None:
         claims["subject"] = subject
-    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": approval_key_id(key)})
+    payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+    token = sign_compact(key, approval_key_id(key), payload)
     return Approval(token, token_id, tenant, tool, digest, approver, subject, issued + ttl_s)

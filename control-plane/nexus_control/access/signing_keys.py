@@ -1,31 +1,43 @@
-"""The control plane's signing keys: bundle signing (RS256) and approvals (ES256).
+"""Local key files: the dev keys ``keys init`` writes, and the public halves builds use.
 
-Private keys are files with mode 0600, never logged and never copied into a
-bundle; only public keys (a PEM for OPA's ``keys`` config, a JWKS for the
-Rego approval check) leave this module.
+The fleet's keys live in the control plane's key ring
+(`nexus_control.access.keyring`), behind a key provider; this module covers
+what happens on an author's or a CI machine: a *dev* bundle-signing key that
+enforcers of a fleet never trust, and the approval key's public JWKS, which
+is all a build needs (builds never read an approval private key, so no
+author or CI job can mint tool approvals). Private keys are files with mode
+0600; only public keys leave this module.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from nexus_audit.keyfiles import init_log_key, init_master_key
 from nexus_audit.settings import DEFAULT_LOG_KEY_FILE, DEFAULT_MASTER_KEY_FILE, AuditSettings
 from nexus_contract.errors import NexusError
-from nexus_runtime.secretfile import write_secret
+from nexus_runtime.keys.algorithms import (
+    Algorithm,
+    PublicKey,
+    SignatureError,
+    load_public_pem,
+    public_jwk,
+)
+from nexus_runtime.keys.algorithms import public_pem as _public_pem
+from nexus_runtime.keys.files import FileKey, FileKeyProvider
+from nexus_runtime.keys.jws import b64url
+from nexus_runtime.keys.provider import KeyProviderError, SigningKey
 
 __all__ = [
-    "MAX_KEY_BYTES",
-    "RSA_BITS",
+    "APPROVAL_JWKS_NAME",
+    "MAX_JWKS_BYTES",
     "AuditKeyPaths",
     "KeyPaths",
     "SigningKeyError",
@@ -37,10 +49,11 @@ __all__ = [
     "load_approval_key",
     "load_signing_key",
     "public_pem",
+    "read_approval_jwks",
 ]
 
-RSA_BITS = 3072
-MAX_KEY_BYTES = 64 * 1024
+APPROVAL_JWKS_NAME = "approval-signing.jwks.json"
+MAX_JWKS_BYTES = 256 * 1024
 
 
 class SigningKeyError(NexusError):
@@ -52,19 +65,32 @@ class KeyPaths:
     signing: Path
     approval: Path
 
+    @property
+    def signing_public(self) -> Path:
+        return self.signing.with_name("bundle-signing.pub.pem")
+
+    @property
+    def approval_jwks(self) -> Path:
+        """The approval key's public JWKS: what a build compiles into the bundle."""
+        return self.approval.with_name(APPROVAL_JWKS_NAME)
+
 
 def init_keys(directory: Path, *, overwrite: bool = False) -> KeyPaths:
-    """Create a bundle-signing and an approval key in ``directory`` (kept if present)."""
+    """Dev keys in ``directory`` (kept if present): bundle signing, approvals, public halves."""
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
+    provider = FileKeyProvider(directory)
     paths = KeyPaths(directory / "bundle-signing.pem", directory / "approval-signing.pem")
-    if overwrite or not paths.signing.exists():
-        _write_private(paths.signing, rsa.generate_private_key(65537, RSA_BITS))
-    public = directory / "bundle-signing.pub.pem"
-    if overwrite or not public.exists():
-        public.write_text(public_pem(load_signing_key(paths.signing)))
-    if overwrite or not paths.approval.exists():
-        _write_private(paths.approval, ec.generate_private_key(ec.SECP256R1()))
+    for path, algorithm in ((paths.signing, Algorithm.RS256), (paths.approval, Algorithm.ES256)):
+        if overwrite:
+            path.unlink(missing_ok=True)
+        if not path.exists():
+            provider.generate(path.name, algorithm)
+    if overwrite or not paths.signing_public.exists():
+        paths.signing_public.write_text(public_pem(load_signing_key(paths.signing)))
+    if overwrite or not paths.approval_jwks.exists():
+        key = load_approval_key(paths.approval)
+        paths.approval_jwks.write_text(approval_jwks([key.public_key()]))
     return paths
 
 
@@ -97,84 +123,84 @@ def init_audit_keys(
     return AuditKeyPaths(log_key, master)
 
 
-def _write_private(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    write_secret(path, pem)
-
-
-def _load_private(path: Path, what: str) -> object:
+def _open(path: Path, algorithm: Algorithm, what: str) -> FileKey:
     try:
-        if path.stat().st_size > MAX_KEY_BYTES:
-            raise SigningKeyError(f"{what} {path} is larger than 64 KiB; is it really a key?")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SigningKeyError(
-            f"{what} {path} does not exist; create one with `nexus-policy keys init` "
-            "or point the setting at an existing key"
-        ) from None
-    except OSError as exc:
-        raise SigningKeyError(f"{what} {path} cannot be read: {exc.strerror}") from None
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise SigningKeyError(f"{what} {path} is not an unencrypted PEM private key") from None
+        return FileKeyProvider(path.parent).open(path.name, algorithm)
+    except KeyProviderError as exc:
+        raise SigningKeyError(str(exc).replace("signing key", what, 1)) from None
+    except SignatureError:
+        raise SigningKeyError(f"{what} {path} is not a key for {algorithm}") from None
 
 
-def load_signing_key(path: Path) -> rsa.RSAPrivateKey:
-    """The RSA key that signs bundles; raise SigningKeyError if unusable."""
-    key = _load_private(path, "bundle signing key")
-    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
-        raise SigningKeyError(f"bundle signing key {path} must be an RSA key of 2048 bits or more")
-    return key
+def load_signing_key(path: Path, algorithm: Algorithm = Algorithm.RS256) -> FileKey:
+    """A bundle-signing key file (RSA of 2048 bits or more for RS256/PS256)."""
+    return _open(path, algorithm, "bundle signing key")
 
 
-def load_approval_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """The P-256 key that signs tool approvals; raise SigningKeyError if unusable."""
-    key = _load_private(path, "approval signing key")
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise SigningKeyError(f"approval signing key {path} must be an EC P-256 key")
-    return key
+def load_approval_key(path: Path) -> FileKey:
+    """An approval key file (EC P-256, ES256): for tests and dev stacks only."""
+    return _open(path, Algorithm.ES256, "approval signing key")
 
 
-def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+def _public(key: SigningKey | PublicKey) -> PublicKey:
+    if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        return key
+    return key.public_key()
 
 
-def approval_key_id(key: ec.EllipticCurvePrivateKey) -> str:
-    """A stable id for the approval key: the start of its public key's SHA-256 (RFC 7638 style)."""
-    jwk = _ec_public_jwk(key)
+def public_pem(key: SigningKey | PublicKey) -> str:
+    """A key's public half as a PEM ``PUBLIC KEY``."""
+    return _public_pem(_public(key))
+
+
+def approval_key_id(key: SigningKey | PublicKey) -> str:
+    """A stable id for an approval key: the start of its RFC 7638 thumbprint."""
+    jwk = public_jwk(_public(key), kid="", algorithm=Algorithm.ES256)
     thumbprint_input = json.dumps(
         {"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"], "y": jwk["y"]},
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
-    return _b64url(sha256(thumbprint_input).digest())[:16]
+    return b64url(sha256(thumbprint_input).digest())[:16]
 
 
-def approval_jwks(key: ec.EllipticCurvePrivateKey) -> str:
-    """The approval key's public JWKS as compact JSON, for ``data.nexus.config.approval``."""
-    jwk = _ec_public_jwk(key)
-    jwk.update({"kid": approval_key_id(key), "alg": "ES256", "use": "sig"})
-    return json.dumps({"keys": [jwk]}, sort_keys=True, separators=(",", ":"))
+def approval_jwks(keys: Sequence[PublicKey]) -> str:
+    """The approval keys' public JWKS as compact JSON, for ``data.nexus.config.approval``."""
+    entries = [public_jwk(key, kid=approval_key_id(key), algorithm=Algorithm.ES256) for key in keys]
+    return json.dumps({"keys": entries}, sort_keys=True, separators=(",", ":"))
 
 
-def _ec_public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
-    numbers = key.public_key().public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": _b64url(numbers.x.to_bytes(32, "big")),
-        "y": _b64url(numbers.y.to_bytes(32, "big")),
-    }
+def read_approval_jwks(path: Path) -> str:
+    """A public approval JWKS (or a PEM public key) from ``path``, as compact JSON.
 
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    Refuses a file holding a private key: a build must never need one.
+    """
+    try:
+        if path.stat().st_size > MAX_JWKS_BYTES:
+            raise SigningKeyError(f"{path} is larger than 256 KiB; is it really a JWKS?")
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SigningKeyError(
+            f"approval JWKS {path} does not exist: fetch the control plane's with "
+            "`nexus-policy keys jwks`, or create dev keys with `nexus-policy keys init`"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SigningKeyError(f"approval JWKS {path} cannot be read: {exc}") from None
+    if "PRIVATE KEY" in text or '"d"' in text:
+        raise SigningKeyError(f"{path} holds a private key; a build needs only the public JWKS")
+    if text.lstrip().startswith("-----BEGIN"):
+        try:
+            return approval_jwks([load_public_pem(text)])
+        except SignatureError as exc:
+            raise SigningKeyError(f"{path}: {exc}") from None
+    try:
+        document = json.loads(text)
+        keys = document["keys"]
+        if not isinstance(keys, list) or not keys:
+            raise ValueError("no keys")
+        for key in keys:
+            if not isinstance(key, dict) or key.get("kty") != "EC" or "kid" not in key:
+                raise ValueError("every key is an EC public JWK with a kid")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SigningKeyError(f"{path} is not a public JWKS of EC keys: {exc}") from None
+    return json.dumps({"keys": keys}, sort_keys=True, separators=(",", ":"))

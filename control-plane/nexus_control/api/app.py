@@ -20,7 +20,7 @@ from nexus_audit.api.routes import ErasureRequest
 from nexus_audit.facts import ConfigFacts
 from nexus_audit.service import AuditLog
 from nexus_control import __version__
-from nexus_control.api import approvals, bundles, events, fleet, metrics, rollouts, usage
+from nexus_control.api import approvals, bundles, events, fleet, keys, metrics, rollouts, usage
 from nexus_control.api import opa as opa_protocol
 from nexus_control.api.approvals import ToolApprovalRequest
 from nexus_control.api.deps import authorize, route_roles
@@ -38,7 +38,7 @@ from nexus_runtime.toolchain import find_opa
 
 __all__ = ["create_app", "create_control_plane"]
 
-ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, events, metrics)
+ROUTERS = (opa_protocol, usage, bundles, rollouts, approvals, fleet, keys, events, metrics)
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,
     ToolApprovalRequest,

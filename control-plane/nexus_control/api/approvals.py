@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from nexus_control.access.approvals import MAX_TTL_S, issue_approval
-from nexus_control.access.signing_keys import load_approval_key
+from nexus_control.access.keyring import KeyPurpose
 from nexus_control.api.deps import ApproverDep, PlaneDep
 from nexus_control.api.models import ToolApprovalIssued
 from nexus_control.store import outbox
@@ -66,7 +66,7 @@ async def approve_tool_call(
         if not tool["approval_required"]:
             raise ApiError(422, "approval_not_needed", f"tool {ask.tool!r} needs no approval")
         approval = issue_approval(
-            load_approval_key(plane.settings.approval_key_path),
+            plane.keyring.signer(KeyPurpose.APPROVAL)[0],
             tenant=ask.tenant,
             tool=ask.tool,
             arguments=ask.arguments,

@@ -6,14 +6,16 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from nexus_contract.wire import EXPECTED_REVISION_HEADER, SOURCES_CONTENT_TYPE
 from nexus_control.api.deps import AuthorDep, PlaneDep, ReaderDep
 from nexus_control.api.models import BundleDetail, BundleList, PublishResult, RolloutBrief
-from nexus_control.registry.revisions import MAX_ARCHIVE_BYTES
+from nexus_control.authoring.sources import MAX_SOURCES_BYTES
 from nexus_runtime.http import ApiError, read_body
 
 __all__ = ["get_bundle_revision", "list_bundles", "publish", "router"]
 
 router = APIRouter(prefix="/v1/bundles", tags=["bundles"])
+_HEX = frozenset("0123456789abcdef")
 
 
 @router.post(
@@ -23,16 +25,26 @@ router = APIRouter(prefix="/v1/bundles", tags=["bundles"])
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {SOURCES_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
         }
     },
 )
 async def publish(request: Request, plane: PlaneDep, principal: AuthorDep) -> PublishResult:
-    """Publish a signed bundle archive built by ``nexus-policy build``."""
-    archive = await read_body(request, MAX_ARCHIVE_BYTES)
-    if not archive:
-        raise ApiError(400, "empty_body", "send the bundle archive as the request body")
-    publication = await asyncio.to_thread(plane.rollouts.publish, archive, principal.name)
+    """Publish a bundle's sources: the control plane builds, tests, diffs and signs them.
+
+    The body is the sources tarball ``nexus-policy publish`` packs; the
+    optional ``x-nexus-expected-revision`` header is the revision the
+    author's build computed, refused (422) if the control plane's differs.
+    """
+    expected = request.headers.get(EXPECTED_REVISION_HEADER)
+    if expected is not None and (len(expected) != 64 or not set(expected) <= _HEX):
+        raise ApiError(400, "invalid_revision", f"{EXPECTED_REVISION_HEADER} is a SHA-256 in hex")
+    sources = await read_body(request, MAX_SOURCES_BYTES)
+    if not sources:
+        raise ApiError(400, "empty_body", "send the bundle's sources as the request body")
+    publication = await asyncio.to_thread(
+        plane.rollouts.publish, sources, principal.name, expected_revision=expected
+    )
     published = publication.published
     return PublishResult(
         revision=published.revision,

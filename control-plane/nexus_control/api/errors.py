@@ -8,7 +8,10 @@ router lets them propagate and this table answers them
 from __future__ import annotations
 
 from nexus_control.access.approvals import ApprovalError
+from nexus_control.access.keyring import KeyringError
 from nexus_control.access.tokens import TokenError
+from nexus_control.authoring.bundle import BuildError
+from nexus_control.authoring.loader import SpecError
 from nexus_control.budgets.usage import UnknownTenantError
 from nexus_control.registry.registry import RevisionNotFoundError
 from nexus_control.registry.revisions import PublishError
@@ -21,6 +24,7 @@ from nexus_control.rollout.rollouts import NoPolicyInForceError
 from nexus_control.serving.enforcers import StatusError
 from nexus_control.serving.server import StaleStateError
 from nexus_runtime.http import ErrorTable
+from nexus_runtime.keys.provider import KeyNotFoundError, KeyProviderError
 
 __all__ = ["STATUS_OF"]
 
@@ -32,6 +36,11 @@ STATUS_OF: ErrorTable = {
     RolloutError: (409, "conflict"),
     NoPolicyInForceError: (409, "no_policy"),
     PublishError: (422, "invalid_bundle"),
+    SpecError: (422, "invalid_specs"),
+    BuildError: (422, "build_failed"),
+    KeyringError: (409, "conflict"),
+    KeyNotFoundError: (409, "key_missing"),
+    KeyProviderError: (503, "key_provider"),
     UnknownTenantError: (422, "unknown_tenant"),
     ApprovalError: (422, "invalid_request"),
     TokenError: (422, "invalid_request"),

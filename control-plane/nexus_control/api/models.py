@@ -12,8 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nexus_control.access.keyring import (
+    DEFAULT_ROTATION_WINDOW_S,
+    MAX_ROTATION_WINDOW_S,
+    KeyPurpose,
+    KeyState,
+)
 from nexus_control.authoring.diff import PolicyDiff
 from nexus_control.rollout.states import EnforcerState, RolloutState
+from nexus_runtime.keys.algorithms import Algorithm
 
 __all__ = [
     "ApprovalRequest",
@@ -26,6 +33,10 @@ __all__ = [
     "EnforcerList",
     "EnforcerStatusView",
     "EnforcerView",
+    "KeyActivation",
+    "KeyList",
+    "KeyRotation",
+    "KeyView",
     "Promotion",
     "PublishResult",
     "Reason",
@@ -177,6 +188,35 @@ class EnforcerList(_Answer):
 
 class RemovedEnforcer(_Answer):
     removed: str
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+class KeyView(_Answer):
+    kid: str
+    purpose: KeyPurpose
+    algorithm: Algorithm
+    state: KeyState
+    public_pem: str
+    retire_after: datetime | None
+
+
+class KeyList(_Answer):
+    keys: list[KeyView]
+    """Every key, retired ones too; enforcers trust those in ``next``, ``active``, ``retiring``."""
+    approval_jwks: str
+    """The public JWKS bundles carry to verify tool approvals (what local builds compile in)."""
+
+
+class KeyRotation(_Ask):
+    algorithm: Algorithm | None = None
+    """Default: the purpose's configured algorithm (approvals: always ES256)."""
+
+
+class KeyActivation(_Ask):
+    window_seconds: int = Field(default=DEFAULT_ROTATION_WINDOW_S, ge=0, le=MAX_ROTATION_WINDOW_S)
+    """How long the key it replaces stays trusted."""
 
 
 # --- gateway, approvals, events ----------------------------------------------------------

@@ -1,27 +1,30 @@
-"""Builds the signed policy bundle: specs + Rego -> checked, tested, signed tarball.
+"""Builds a policy bundle: specs + Rego -> checked, tested files -> a signed tarball.
 
-The pipeline, top to bottom: load and cross-check the specs, compile them to
-``data.nexus.config``, stage the bundle directory (``.manifest``, data, the
-library's non-test modules), run ``opa check --strict`` on it and ``opa test``
-on the library and the bundle's own tests against the compiled data, then
-``opa build --signing-key`` it and move the tarball into place atomically.
+The pipeline, top to bottom (:func:`stage_bundle`): load and cross-check the
+specs, compile them to ``data.nexus.config`` (with the approval keys' public
+JWKS), stage the bundle's files (``.manifest``, data, the library's non-test
+modules), run ``opa check --strict`` on them and ``opa test`` on the library
+and the bundle's own tests against the compiled data, both against the
+restricted capabilities (`nexus_control.authoring.capabilities`). Signing
+(:func:`sign_staged`) adds ``.signatures.json`` through a key provider and
+packs the deterministic archive. The control plane runs both on published
+sources; ``nexus-policy build`` runs them locally with a dev key.
 
 Invariants:
 - the revision is a hash over the data and policy files only, computed before
-  the manifest that carries it; the same sources give the same revision, and
-  (with RS256, which is deterministic) byte-identical archives;
+  the manifest that carries it; the same sources give the same revision and
+  byte-identical unsigned files; :func:`read_bundle_bytes` recomputes it and
+  refuses an archive whose manifest claims another;
 - nothing reaches ``dist/`` unless every step passed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
-import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,23 +36,28 @@ from nexus_contract.decision import SCHEMAS_DIR
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_ROOTS
 from nexus_control import __version__
-from nexus_control.access.signing_keys import approval_jwks, load_approval_key, load_signing_key
+from nexus_control.access.signing_keys import load_signing_key, read_approval_jwks
+from nexus_control.authoring.archive import ArchiveError, read_archive, write_archive
+from nexus_control.authoring.capabilities import capabilities_file
 from nexus_control.authoring.compiler import compile_data
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.authoring.loader import BundleSources, Problem, load_bundle
 from nexus_control.authoring.opa import Opa, OpaError
 from nexus_control.authoring.policyset import PolicySet, resolve
+from nexus_control.authoring.signatures import MANIFEST_FILE, SIGNATURES_FILE, sign_bundle_files
+from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
     "ARCHIVE_SUFFIX",
     "BUNDLE_TESTS_DIR",
     "DATA_PATH",
+    "DEV_KEY_NOTE",
     "MAX_ARCHIVE_BYTES",
-    "SIGNING_ALGORITHM",
     "BuildError",
     "BuildOptions",
     "BuiltBundle",
     "BundleContents",
+    "StagedBundle",
     "build_bundle",
     "compile_sources",
     "git_commit",
@@ -57,12 +65,16 @@ __all__ = [
     "read_bundle",
     "read_bundle_bytes",
     "revision_of",
+    "sign_staged",
+    "stage_bundle",
 ]
 
 DATA_PATH = "nexus/config/data.json"
 BUNDLE_TESTS_DIR = "tests"
-SIGNING_ALGORITHM = "RS256"
 ARCHIVE_SUFFIX = ".tar.gz"
+MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
+DEV_KEY_NOTE = "signed with a local dev key: no fleet enforcer trusts it; publish the sources"
+_NOT_CONTENT = frozenset({MANIFEST_FILE, SIGNATURES_FILE})
 
 
 class BuildError(NexusError):
@@ -76,11 +88,34 @@ class BuildError(NexusError):
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """A local build: a dev signing key and the approval keys' public JWKS (no private key)."""
+
     signing_key: Path
     key_id: str
-    approval_key: Path
+    approval_jwks: Path
     dist_dir: Path
     run_tests: bool = True
+
+
+@dataclass(frozen=True)
+class StagedBundle:
+    """A checked and tested bundle, not yet signed: its files by path, manifest included."""
+
+    name: str
+    revision: str
+    files: dict[str, bytes]
+    config: CompiledConfig
+    git_commit: str | None
+    tests_run: int
+
+    @property
+    def modules(self) -> dict[str, bytes]:
+        return {path: body for path, body in self.files.items() if path.endswith(".rego")}
+
+    @property
+    def content(self) -> bytes:
+        """The unsigned archive: what the registry stores until the revision is signed."""
+        return write_archive(self.files)
 
 
 @dataclass(frozen=True)
@@ -95,9 +130,14 @@ class BuiltBundle:
 
 
 def revision_of(files: dict[str, bytes]) -> str:
-    """Content address of a bundle: SHA-256 over each file's path and SHA-256, in path order."""
+    """Content address of a bundle: SHA-256 over each file's path and SHA-256, in path order.
+
+    The manifest (which carries the revision) and the signatures are not content.
+    """
     digest = hashlib.sha256()
     for path in sorted(files):
+        if path in _NOT_CONTENT:
+            continue
         digest.update(path.encode())
         digest.update(b"\0")
         digest.update(hashlib.sha256(files[path]).hexdigest().encode())
@@ -142,29 +182,40 @@ def git_commit(path: Path) -> str | None:
 
 
 def compile_sources(
-    bundle_dir: Path, approval_key: Path, overlays: Sequence[Path] = ()
+    bundle_dir: Path,
+    approval_jwks: str,
+    overlays: Sequence[Path] = (),
+    *,
+    policy_dir: Path | None = None,
 ) -> tuple[BundleSources, PolicySet, CompiledConfig]:
     """Load, cross-check and compile a bundle directory (no OPA involved)."""
-    sources = load_bundle(bundle_dir, overlays)
+    sources = load_bundle(bundle_dir, overlays, policy_dir=policy_dir)
     policy = resolve(sources)
-    jwks = approval_jwks(load_approval_key(approval_key))
-    return sources, policy, compile_data(policy, jwks)
+    return sources, policy, compile_data(policy, approval_jwks)
 
 
-def build_bundle(
-    bundle_dir: Path, opa: Opa, options: BuildOptions, overlays: Sequence[Path] = ()
-) -> BuiltBundle:
-    """Build, test and sign ``bundle_dir`` into ``options.dist_dir``; raise BuildError."""
-    load_signing_key(options.signing_key)
-    sources, policy, data = compile_sources(bundle_dir, options.approval_key, overlays)
-
+def stage_bundle(
+    bundle_dir: Path,
+    opa: Opa,
+    approval_jwks: str,
+    overlays: Sequence[Path] = (),
+    *,
+    policy_dir: Path | None = None,
+    commit: str | None = None,
+    run_tests: bool = True,
+) -> StagedBundle:
+    """Compile, check and test ``bundle_dir``; raise SpecError or BuildError."""
+    sources, policy, data = compile_sources(
+        bundle_dir, approval_jwks, overlays, policy_dir=policy_dir
+    )
     files = policy_modules(policy.policy_dir)
     if not files:
         raise BuildError(f"no Rego modules in {policy.policy_dir}")
     data_bytes = canonical_json(data)
     files[DATA_PATH] = data_bytes
     revision = revision_of(files)
-    commit = git_commit(sources.root)
+    if commit is None:
+        commit = git_commit(sources.root)
     manifest = {
         "revision": revision,
         "roots": list(POLICY_ROOTS),
@@ -175,47 +226,58 @@ def build_bundle(
             "built_by": f"nexus-policy {__version__}",
         },
     }
+    files[MANIFEST_FILE] = canonical_json(manifest)
 
+    tests_run = 0
     with tempfile.TemporaryDirectory(prefix="nexus-build-") as tmp:
         stage = Path(tmp) / "bundle"
         _write_tree(stage, files)
-        (stage / ".manifest").write_bytes(canonical_json(manifest))
         try:
-            opa.check([stage], strict=True, bundle=True)
+            opa.check([stage], strict=True, bundle=True, capabilities=capabilities_file(opa))
         except OpaError as exc:
             problems = [_unstage(p, stage, policy.policy_dir) for p in exc.problems]
             raise BuildError("opa check --strict refused the bundle", problems) from exc
-
-        tests_run = 0
-        if options.run_tests:
+        if run_tests:
             tests_run = _run_tests(opa, policy, sources.root, data_bytes, Path(tmp))
+    return StagedBundle(policy.name, revision, files, data, commit, tests_run)
 
-        options.dist_dir.mkdir(parents=True, exist_ok=True)
-        final = options.dist_dir / f"{policy.name}-{revision}{ARCHIVE_SUFFIX}"
-        partial = options.dist_dir / f".{final.name}.partial"
-        try:
-            opa.build_signed(
-                stage,
-                partial,
-                signing_key=options.signing_key,
-                key_id=options.key_id,
-                algorithm=SIGNING_ALGORITHM,
-            )
-            os.replace(partial, final)
-        except OpaError as exc:
-            raise BuildError("opa build could not sign the bundle", exc.problems) from exc
-        finally:
-            partial.unlink(missing_ok=True)
 
-    archive = final.read_bytes()
+def sign_staged(staged: StagedBundle, key: SigningKey, kid: str) -> bytes:
+    """The signed archive of ``staged``: its files plus ``.signatures.json`` by ``key``."""
+    signed = dict(staged.files)
+    signed[SIGNATURES_FILE] = sign_bundle_files(staged.files, key, kid)
+    return write_archive(signed)
+
+
+def build_bundle(
+    bundle_dir: Path, opa: Opa, options: BuildOptions, overlays: Sequence[Path] = ()
+) -> BuiltBundle:
+    """Build, test and sign ``bundle_dir`` with a local key into ``options.dist_dir``.
+
+    For local work and CI: the key is a dev key (no fleet enforcer trusts it),
+    and the approval JWKS is public. A fleet's revisions are built and signed
+    by the control plane from published sources.
+    """
+    key = load_signing_key(options.signing_key)
+    jwks = read_approval_jwks(options.approval_jwks)
+    staged = stage_bundle(bundle_dir, opa, jwks, overlays, run_tests=options.run_tests)
+    archive = sign_staged(staged, key, options.key_id)
+    options.dist_dir.mkdir(parents=True, exist_ok=True)
+    final = options.dist_dir / f"{staged.name}-{staged.revision}{ARCHIVE_SUFFIX}"
+    partial = options.dist_dir / f".{final.name}.partial"
+    try:
+        partial.write_bytes(archive)
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
     return BuiltBundle(
-        name=policy.name,
-        revision=revision,
+        name=staged.name,
+        revision=staged.revision,
         path=final,
         sha256=hashlib.sha256(archive).hexdigest(),
         size=len(archive),
-        git_commit=commit,
-        tests_run=tests_run,
+        git_commit=staged.git_commit,
+        tests_run=staged.tests_run,
     )
 
 
@@ -248,7 +310,7 @@ def _run_tests(opa: Opa, policy: PolicySet, bundle_root: Path, data: bytes, tmp:
     if bundle_tests.is_dir():
         paths += [testdata, bundle_tests]
     try:
-        results = opa.test(paths)
+        results = opa.test(paths, capabilities=capabilities_file(opa, for_tests=True))
     except OpaError as exc:
         raise BuildError("opa test could not run", exc.problems) from exc
     failed = [r for r in results if not r.passed]
@@ -268,12 +330,15 @@ class BundleContents:
     data: dict[str, Any]
     modules: dict[str, bytes]
     signatures: dict[str, Any] | None
+    files: dict[str, bytes]
+
+    @property
+    def roots(self) -> list[str]:
+        roots = self.manifest.get("roots")
+        return [str(r) for r in roots] if isinstance(roots, list) else []
 
 
-MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
-
-
-def read_bundle(path: Path) -> BundleContents:
+def read_bundle(path: Path, *, check_revision: bool = True) -> BundleContents:
     """Read a bundle tarball; raise BuildError if it is not one."""
     try:
         if path.stat().st_size > MAX_ARCHIVE_BYTES:
@@ -281,39 +346,50 @@ def read_bundle(path: Path) -> BundleContents:
         raw = path.read_bytes()
     except OSError as exc:
         raise BuildError(f"cannot read {path}: {exc.strerror}") from None
-    return read_bundle_bytes(raw, str(path))
+    return read_bundle_bytes(raw, str(path), check_revision=check_revision)
 
 
-def read_bundle_bytes(raw: bytes, name: str = "bundle") -> BundleContents:
+def read_bundle_bytes(
+    raw: bytes, name: str = "bundle", *, check_revision: bool = True
+) -> BundleContents:
+    """The files of a bundle archive, read within limits.
+
+    With ``check_revision``, the manifest's revision must be the hash of the
+    content (:func:`revision_of`): an archive that claims another revision
+    is refused.
+    """
+    try:
+        files = read_archive(raw, name)
+    except ArchiveError as exc:
+        raise BuildError(str(exc)) from None
     manifest: dict[str, Any] = {}
     data: dict[str, Any] = {}
     modules: dict[str, bytes] = {}
     signatures: dict[str, Any] | None = None
     try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
-            for member, content in _members(tar):
-                member_path = member.lstrip("/")
-                if member_path == ".manifest":
-                    manifest = orjson.loads(content)
-                elif member_path == ".signatures.json":
-                    signatures = orjson.loads(content)
-                elif member_path.endswith("data.json"):
-                    prefix = [p for p in member_path.split("/")[:-1] if p]
-                    _merge_at(data, prefix, orjson.loads(content))
-                elif member_path.endswith(".rego"):
-                    modules[member_path] = content
-    except (tarfile.TarError, OSError, EOFError, orjson.JSONDecodeError) as exc:
+        for member_path, content in files.items():
+            if member_path == MANIFEST_FILE:
+                manifest = orjson.loads(content)
+            elif member_path == SIGNATURES_FILE:
+                signatures = orjson.loads(content)
+            elif member_path.endswith("data.json"):
+                prefix = [p for p in member_path.split("/")[:-1] if p]
+                _merge_at(data, prefix, orjson.loads(content))
+            elif member_path.endswith(".rego"):
+                modules[member_path] = content
+    except orjson.JSONDecodeError as exc:
         raise BuildError(f"{name} is not a readable bundle archive: {exc}") from None
-    return BundleContents(manifest, data, modules, signatures)
-
-
-def _members(tar: tarfile.TarFile) -> Iterator[tuple[str, bytes]]:
-    for member in tar.getmembers():
-        if not member.isfile():
-            continue
-        handle = tar.extractfile(member)
-        if handle is not None:
-            yield member.name, handle.read()
+    if not isinstance(manifest, dict):
+        raise BuildError(f"{name}: .manifest is not a JSON object")
+    if check_revision:
+        claimed = manifest.get("revision")
+        actual = revision_of(files)
+        if claimed != actual:
+            raise BuildError(
+                f"{name}: the manifest claims revision {str(claimed)[:16]}… but the content "
+                f"hashes to {actual[:16]}…; a revision is computed from the content, never given"
+            )
+    return BundleContents(manifest, data, modules, signatures, files)
 
 
 def _merge_at(root: dict[str, Any], prefix: list[str], value: Any) -> None:

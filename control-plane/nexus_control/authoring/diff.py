@@ -1,24 +1,51 @@
-"""Semantic diff of two compiled policies: what a change does to access.
+"""What a change does to what enforcers decide: every file of the bundle, compared.
 
-Both sides are compiled ``data.nexus.config`` documents (from a bundle
-directory or a built archive), so the diff sees what enforcers will see.
-Every change is classified: it *widens* access (someone may now do something
-they could not), *narrows* it, or is *neutral* (routing, wording). Approvals
-key off widening: a change that widens access, lowers a tool's risk or raises
-a budget needs a second person.
+The data: both sides are compiled ``data.nexus.config`` documents, so the
+diff sees what enforcers will see. Every change is classified: it *widens*
+access (someone may now do something they could not), *narrows* it, or is
+*neutral* (routing, wording).
+
+The code: every Rego module (``system/log`` included) added, removed or
+changed, with the packages and rules it adds, removes or changes and a
+unified diff a reviewer reads. Rego can do anything, so no change to it is
+judged safe by a program.
+
+The manifest: its roots (what the bundle may claim in OPA's data tree).
+
+Approvals key off both: a change that widens access, lowers a tool's risk,
+raises a budget, changes the roots, or changes any policy code (unless the
+fleet exempts that package) needs a second person.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import difflib
+import re
+from collections.abc import Iterator, Mapping, Set
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from nexus_control.authoring.config import CompiledConfig
 
-__all__ = ["Change", "Effect", "PolicyDiff", "diff_configs"]
+__all__ = [
+    "MAX_MODULE_DIFF_CHARS",
+    "BundleView",
+    "Change",
+    "Effect",
+    "ModuleChange",
+    "PolicyDiff",
+    "diff_bundles",
+    "diff_configs",
+    "rego_package",
+    "rego_rules",
+]
+
+MAX_MODULE_DIFF_CHARS = 200_000
+"""A module's unified diff is cut here (the reviewer still sees every rule named)."""
 
 _PLAN_RANK = {"free": 0, "team": 1, "enterprise": 2}
 _RISK_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -41,12 +68,35 @@ class Change(BaseModel):
     effect: Effect
 
 
+class ModuleChange(BaseModel):
+    """One Rego module added, removed or changed, rule by rule, with its unified diff."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    package: str
+    status: Literal["added", "removed", "changed"]
+    rules_added: tuple[str, ...] = ()
+    rules_removed: tuple[str, ...] = ()
+    rules_changed: tuple[str, ...] = ()
+    diff: str = ""
+    exempt: bool = False
+    """The fleet exempts this package from the second-approver rule."""
+
+
 class PolicyDiff(BaseModel):
-    """Every change between two compiled configs, sorted by area, subject and detail."""
+    """Every change between two bundles: data changes sorted by area, subject and detail;
+    code changes by module path."""
 
     model_config = ConfigDict(frozen=True)
 
     changes: tuple[Change, ...] = ()
+    modules: tuple[ModuleChange, ...] = ()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def code_changed(self) -> bool:
+        return bool(self.modules)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -64,8 +114,8 @@ class PolicyDiff(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def needs_second_approver(self) -> bool:
-        """Widening access, lowering a tool's risk or raising a budget."""
-        return self.widens
+        """Widening access (tool risk, budgets and roots included) or policy code not exempted."""
+        return self.widens or any(not m.exempt for m in self.modules)
 
 
 Config = Mapping[str, Any]
@@ -464,3 +514,131 @@ def _regions(old: Config, new: Config) -> Iterator[Change]:
                 f"{after[rid].get('jurisdiction')}",
                 effect=Effect.WIDENS,
             )
+
+
+# --- the whole bundle --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleView:
+    """One side of a bundle diff: compiled data, Rego modules by path, manifest roots."""
+
+    config: Mapping[str, Any]
+    modules: Mapping[str, bytes] = dataclass_field(default_factory=dict)
+    roots: tuple[str, ...] = ()
+
+
+def diff_bundles(
+    old: BundleView | None, new: BundleView, *, exempt_packages: Set[str] = frozenset()
+) -> PolicyDiff:
+    """Every change from ``old`` to ``new``: data, code and manifest roots.
+
+    A module change is exempt only when its package (before and after) is in
+    ``exempt_packages``; ``system.log`` and the roots never are.
+    """
+    data = diff_configs(old.config if old else None, new.config)  # type: ignore[arg-type]
+    before = old or BundleView({})
+    changes = list(data.changes)
+    if old is not None and tuple(sorted(before.roots)) != tuple(sorted(new.roots)):
+        changes.append(
+            Change(
+                area="manifest",
+                subject="roots",
+                detail=f"{', '.join(sorted(before.roots)) or 'none'} → "
+                f"{', '.join(sorted(new.roots)) or 'none'}",
+                effect=Effect.WIDENS,
+            )
+        )
+    modules = [
+        change
+        for path in sorted(before.modules.keys() | new.modules.keys())
+        if (change := _module_change(path, before.modules.get(path), new.modules.get(path)))
+    ]
+    exempt = frozenset(p for p in exempt_packages if not p.startswith("system"))
+    modules = [
+        m.model_copy(update={"exempt": m.package in exempt and _same_package(old, new, m)})
+        for m in modules
+    ]
+    return PolicyDiff(
+        changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))),
+        modules=tuple(modules),
+    )
+
+
+def _same_package(old: BundleView | None, new: BundleView, change: ModuleChange) -> bool:
+    """A module that moves from one package to another is judged by both."""
+    packages = {
+        rego_package(side.modules[change.path])
+        for side in (old, new)
+        if side is not None and change.path in side.modules
+    }
+    return packages == {change.package}
+
+
+_PACKAGE = re.compile(r"^package\s+([A-Za-z0-9_.\[\]\"]+)", re.MULTILINE)
+_RULE_HEAD = re.compile(r"^(?:default\s+)?([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+_NOT_RULES = ("package", "import")
+
+
+def rego_package(module: bytes) -> str:
+    """The package a module declares (``nexus.tools``), or ``?`` if it declares none."""
+    match = _PACKAGE.search(module.decode("utf-8", "replace"))
+    return match.group(1) if match else "?"
+
+
+def rego_rules(module: bytes) -> dict[str, str]:
+    """Each rule name of ``module`` → the text of every definition of it, in order.
+
+    A rule starts at a line in column 0 that is not a comment, ``package``,
+    ``import`` or a closing bracket, and runs to the next one; the comments
+    just above it (its METADATA) belong to it.
+    """
+    lines = module.decode("utf-8", "replace").splitlines()
+    starts: list[tuple[int, str]] = []
+    for number, line in enumerate(lines):
+        if not line or line[0] in " \t#}])" or line.startswith(_NOT_RULES):
+            continue
+        match = _RULE_HEAD.match(line)
+        if match:
+            starts.append((number, match.group(1)))
+    rules: dict[str, str] = {}
+    for i, (start, name) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(lines)
+        first = start
+        while first > 0 and lines[first - 1].startswith("#"):
+            first -= 1
+        body = "\n".join(lines[first:end]).rstrip()
+        rules[name] = f"{rules[name]}\n{body}" if name in rules else body
+    return rules
+
+
+def _module_change(path: str, old: bytes | None, new: bytes | None) -> ModuleChange | None:
+    if old == new:
+        return None
+    package = rego_package(new if new is not None else old or b"")
+    rules_old = rego_rules(old) if old is not None else {}
+    rules_new = rego_rules(new) if new is not None else {}
+    text = "".join(
+        difflib.unified_diff(
+            (old or b"").decode("utf-8", "replace").splitlines(keepends=True),
+            (new or b"").decode("utf-8", "replace").splitlines(keepends=True),
+            fromfile=f"a/{path}" if old is not None else "/dev/null",
+            tofile=f"b/{path}" if new is not None else "/dev/null",
+        )
+    )
+    if len(text) > MAX_MODULE_DIFF_CHARS:
+        text = text[:MAX_MODULE_DIFF_CHARS] + "\n… (diff cut short)\n"
+    status: Literal["added", "removed", "changed"] = (
+        "added" if old is None else "removed" if new is None else "changed"
+    )
+    return ModuleChange(
+        path=path,
+        package=package,
+        status=status,
+        rules_added=tuple(sorted(rules_new.keys() - rules_old.keys())),
+        rules_removed=tuple(sorted(rules_old.keys() - rules_new.keys())),
+        rules_changed=tuple(
+            sorted(k for k in rules_old.keys() & rules_new.keys() if rules_old[k] != rules_new[k])
+        ),
+        diff=text,
+    )

@@ -97,6 +97,8 @@ class BundleSources:
     root: Path
     bundle: SpecDocument
     documents: tuple[SpecDocument, ...]
+    policy_override: Path | None = None
+    """Where the Rego library is when not where ``bundle.yaml`` says (unpacked sources)."""
 
     @property
     def name(self) -> str:
@@ -106,6 +108,8 @@ class BundleSources:
 
     @property
     def policy_dir(self) -> Path:
+        if self.policy_override is not None:
+            return self.policy_override.resolve()
         spec = self.bundle.spec
         assert isinstance(spec, BundleSpec)
         return (self.root / spec.policy).resolve()
@@ -120,11 +124,14 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's loader when PyYAML has it: composing is the slow part of big specs."""
 
 
-def load_bundle(root: Path, overlays: Sequence[Path] = ()) -> BundleSources:
+def load_bundle(
+    root: Path, overlays: Sequence[Path] = (), *, policy_dir: Path | None = None
+) -> BundleSources:
     """Load and validate every spec in ``root``; raise SpecError listing all problems.
 
     ``overlays`` are further directories whose spec files join the bundle's
     (per-environment credentials, say); they may not hold a Bundle document.
+    ``policy_dir`` replaces the library directory ``bundle.yaml`` names.
     """
     root = root.resolve() if root.exists() else root
     problems: list[Problem] = []
@@ -159,7 +166,9 @@ def load_bundle(root: Path, overlays: Sequence[Path] = ()) -> BundleSources:
             documents.append(doc)
 
     if bundle_doc is not None:
-        sources = BundleSources(root=root, bundle=bundle_doc, documents=tuple(documents))
+        sources = BundleSources(
+            root=root, bundle=bundle_doc, documents=tuple(documents), policy_override=policy_dir
+        )
         if not sources.policy_dir.is_dir():
             problems.append(
                 bundle_doc.problem(
@@ -169,7 +178,9 @@ def load_bundle(root: Path, overlays: Sequence[Path] = ()) -> BundleSources:
     if problems:
         raise SpecError(problems)
     assert bundle_doc is not None
-    return BundleSources(root=root, bundle=bundle_doc, documents=tuple(documents))
+    return BundleSources(
+        root=root, bundle=bundle_doc, documents=tuple(documents), policy_override=policy_dir
+    )
 
 
 @contextlib.contextmanager

@@ -78,13 +78,22 @@ class Opa:
         out = self.run("version")
         return out.stdout.splitlines()[0].removeprefix("Version: ").strip() if out.stdout else "?"
 
-    def check(self, paths: Sequence[Path], *, strict: bool = True, bundle: bool = False) -> None:
+    def check(
+        self,
+        paths: Sequence[Path],
+        *,
+        strict: bool = True,
+        bundle: bool = False,
+        capabilities: Path | None = None,
+    ) -> None:
         """``opa check``; raise OpaError with every error OPA reports."""
         args = ["check", "--format", "json"]
         if strict:
             args.append("--strict")
         if bundle:
             args.append("--bundle")
+        if capabilities is not None:
+            args += ["--capabilities", str(capabilities)]
         out = self.run(*args, *map(str, paths))
         if out.returncode != 0:
             raise OpaError(
@@ -93,11 +102,15 @@ class Opa:
                 out.stderr or out.stdout,
             )
 
-    def test(self, paths: Sequence[Path], *, bundle: bool = False) -> list[TestResult]:
+    def test(
+        self, paths: Sequence[Path], *, bundle: bool = False, capabilities: Path | None = None
+    ) -> list[TestResult]:
         """``opa test``; every test's result (OpaError if OPA could not run them)."""
         args = ["test", "--format", "json"]
         if bundle:
             args.append("--bundle")
+        if capabilities is not None:
+            args += ["--capabilities", str(capabilities)]
         out = self.run(*args, *map(str, paths))
         try:
             raw = json.loads(out.stdout) if out.stdout.strip() else None

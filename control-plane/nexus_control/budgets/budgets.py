@@ -13,11 +13,10 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from nexus_contract.wire import STATE_BUNDLE
+from nexus_control.access.keyring import KeyPurpose, Keyring
 from nexus_control.authoring.config import CompiledConfig
-from nexus_control.authoring.opa import Opa
 from nexus_control.budgets import state, usage
 from nexus_control.budgets.spend import SpendStore, period_of
 from nexus_control.budgets.usage import UsageOutcome, UsageReport
@@ -34,17 +33,17 @@ RETRY_AFTER_FAILURE_S = 1.0
 
 
 class StateSigner:
-    """Where the state bundle's signature comes from: the bundle-signing key."""
+    """Where the state bundle's signature comes from: the key ring's active bundle key."""
 
-    def __init__(self, opa: Opa, signing_key: Path, key_id: str) -> None:
-        self.opa = opa
-        self.signing_key = signing_key
-        self.key_id = key_id
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def key_id(self) -> str:
+        return self.keyring.signer(KeyPurpose.BUNDLE)[1]
 
     def sign(self, document: state.StateDocument) -> state.SignedState:
-        return state.build_state_bundle(
-            self.opa, document, signing_key=self.signing_key, key_id=self.key_id
-        )
+        key, kid = self.keyring.signer(KeyPurpose.BUNDLE)
+        return state.build_state_bundle(document, key=key, key_id=kid)
 
 
 class Budgets:
@@ -97,7 +96,8 @@ class Budgets:
             with self.db.session() as session:
                 document = usage.state_document(session, self.spend, config, period)
                 current = state.current_state(session)
-                if current is not None and current.data == document:
+                kid = self.signer.key_id()
+                if current is not None and current.revision == state.state_revision(document, kid):
                     return False
             signed = self.signer.sign(document)
             with self.db.session() as session:

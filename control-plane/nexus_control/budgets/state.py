@@ -1,26 +1,27 @@
 """The signed state bundle ``nexus-state``: live spend ratios and disabled tenants.
 
-Built with the real ``opa build --signing-key`` like the policy bundle (OPA
-hashes JSON in its own canonical form; a hand-made signature would have to
-match it byte for byte). Its root ``nexus_state`` is disjoint from the
-policy bundle's roots, so enforcers hold both.
+Signed like the policy bundle, with the key ring's active bundle key through
+its key provider (`nexus_control.authoring.signatures` writes OPA's
+``.signatures.json``, hashing JSON in OPA's own canonical form). Its root
+``nexus_state`` is disjoint from the policy bundle's roots, so enforcers hold
+both.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TypedDict
 
 from sqlalchemy.orm import Session
 
 from nexus_contract.canonical import canonical_json
 from nexus_contract.wire import STATE_BUNDLE, STATE_ROOTS
-from nexus_control.authoring.opa import Opa
+from nexus_control.authoring.archive import write_archive
+from nexus_control.authoring.signatures import MANIFEST_FILE, SIGNATURES_FILE, sign_bundle_files
 from nexus_control.store.tables import StateBundle
+from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
     "DisabledEntry",
@@ -29,6 +30,7 @@ __all__ = [
     "StateDocument",
     "build_state_bundle",
     "current_state",
+    "state_revision",
     "store_state",
 ]
 
@@ -60,25 +62,27 @@ class SignedState:
     archive: bytes
 
 
-def build_state_bundle(
-    opa: Opa, document: StateDocument, *, signing_key: Path, key_id: str
-) -> SignedState:
-    """Sign ``document`` as a bundle rooted at ``nexus_state``."""
+def state_revision(document: StateDocument, key_id: str) -> str:
+    """The state bundle's revision: its content and the key that signs it.
+
+    A new signing key gives a new revision, so enforcers fetch the state
+    bundle signed by it before the old key is retired.
+    """
+    return hashlib.sha256(canonical_json(document) + b"\0" + key_id.encode()).hexdigest()
+
+
+def build_state_bundle(document: StateDocument, *, key: SigningKey, key_id: str) -> SignedState:
+    """Sign ``document`` as a bundle rooted at ``nexus_state`` with ``key`` (id ``key_id``)."""
     data = canonical_json(document)
-    revision = hashlib.sha256(data).hexdigest()
+    revision = state_revision(document, key_id)
     manifest = {
         "revision": revision,
         "roots": list(STATE_ROOTS),
         "metadata": {"bundle": STATE_BUNDLE, "period": document["period"]},
     }
-    with tempfile.TemporaryDirectory(prefix="nexus-state-") as tmp:
-        stage = Path(tmp) / "bundle"
-        (stage / "nexus_state").mkdir(parents=True)
-        (stage / "nexus_state" / "data.json").write_bytes(data)
-        (stage / ".manifest").write_bytes(canonical_json(manifest))
-        output = Path(tmp) / "state.tar.gz"
-        opa.build_signed(stage, output, signing_key=signing_key, key_id=key_id)
-        return SignedState(revision, output.read_bytes())
+    files = {"nexus_state/data.json": data, MANIFEST_FILE: canonical_json(manifest)}
+    files[SIGNATURES_FILE] = sign_bundle_files(files, key, key_id)
+    return SignedState(revision, write_archive(files))
 
 
 def store_state(session: Session, state: SignedState, document: StateDocument) -> bool:

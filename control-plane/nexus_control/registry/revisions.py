@@ -1,56 +1,46 @@
-"""The bundle registry: immutable, content-addressed revisions as published.
+"""The bundle registry: immutable, content-addressed revisions, built and signed here.
 
-Publishing takes a built archive, has the real OPA verify its signature
-against the control plane's verification key, reads its manifest and data,
-and stores it under its revision. Publishing the same revision twice is a
-no-op; a revision's bytes never change. Each publication is an audit event
-written in the same transaction.
+A revision enters as a :class:`~nexus_control.authoring.bundle.StagedBundle`
+the control plane built from published sources, keyed by the revision it
+computed from the content. Its signed archive is written once, by
+:func:`sign`, with the key ring's active bundle key, when the revision is
+approved (or at once when it needs no second approver). Publishing the same
+revision twice changes nothing; a revision's bytes never change. Each
+publication and each signature is an audit event in the same transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_contract.errors import NexusError
-from nexus_contract.wire import POLICY_ROOTS
-from nexus_control.authoring.bundle import BuildError, read_bundle_bytes
-from nexus_control.authoring.opa import Opa
+from nexus_control.authoring.archive import read_archive
+from nexus_control.authoring.bundle import StagedBundle, sign_staged
+from nexus_control.authoring.signatures import MANIFEST_FILE, verify_bundle_files
 from nexus_control.store import outbox
 from nexus_control.store.tables import BundleRevision
+from nexus_runtime.keys.algorithms import Algorithm, PublicKey
+from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
-    "MAX_ARCHIVE_BYTES",
     "PublishError",
     "Published",
-    "VerificationKey",
     "get_revision",
     "history",
     "latest",
-    "publish",
-    "verify_signature",
+    "sign",
+    "store",
 ]
-
-MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
 
 
 class PublishError(NexusError):
-    """The archive cannot be published; the message says why."""
-
-
-@dataclass(frozen=True)
-class VerificationKey:
-    """The public key (PEM file) and key id the real OPA verifies archives with."""
-
-    public_key: Path
-    key_id: str
+    """The sources cannot be published; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -61,64 +51,26 @@ class Published:
     git_commit: str | None
 
 
-def verify_signature(opa: Opa, key: VerificationKey, archive: bytes) -> None:
-    """Have OPA load the archive with signature verification on; raise PublishError."""
-    with tempfile.TemporaryDirectory(prefix="nexus-verify-") as tmp:
-        path = Path(tmp) / "bundle.tar.gz"
-        path.write_bytes(archive)
-        out = opa.run(
-            "build",
-            "--bundle",
-            str(path),
-            "--verification-key",
-            str(key.public_key),
-            "--verification-key-id",
-            key.key_id,
-            "--output",
-            str(Path(tmp) / "verified.tar.gz"),
-        )
-    if out.returncode != 0:
-        message = (out.stderr or out.stdout).strip().removeprefix("error: ")
-        raise PublishError(f"signature verification failed: {message}")
-
-
-def publish(
-    session: Session, opa: Opa, key: VerificationKey, archive: bytes, *, author: str
-) -> Published:
-    """Verify and store ``archive``; record ``bundle.published`` in the same transaction."""
-    if len(archive) > MAX_ARCHIVE_BYTES:
-        raise PublishError(f"archive is {len(archive)} bytes; the limit is {MAX_ARCHIVE_BYTES}")
-    try:
-        contents = read_bundle_bytes(archive)
-    except BuildError as exc:
-        raise PublishError(str(exc)) from None
-    manifest = contents.manifest
-    revision = manifest.get("revision")
-    if not isinstance(revision, str) or len(revision) != 64:
-        raise PublishError("the manifest has no content revision; build it with nexus-policy build")
-    if sorted(manifest.get("roots", [])) != sorted(POLICY_ROOTS):
-        raise PublishError(f"the manifest's roots must be {list(POLICY_ROOTS)}")
-    config = contents.data.get("nexus", {}).get("config")
-    if not isinstance(config, dict):
-        raise PublishError("the archive holds no data.nexus.config")
-    verify_signature(opa, key, archive)
-
-    existing = session.get(BundleRevision, revision)
-    metadata: dict[str, Any] = manifest.get("metadata") or {}
-    commit = metadata.get("git_commit") if isinstance(metadata.get("git_commit"), str) else None
-    name = str(metadata.get("bundle", "gateway"))
+def store(session: Session, staged: StagedBundle, *, sources: bytes, author: str) -> Published:
+    """Keep ``staged`` (unsigned) under its revision; record ``bundle.published``."""
+    existing = session.get(BundleRevision, staged.revision)
     if existing is not None:
-        return Published(revision, existing.bundle, False, existing.git_commit)
+        return Published(existing.revision, existing.bundle, False, existing.git_commit)
+    content = staged.content
+    manifest = _manifest(staged)
     session.add(
         BundleRevision(
-            revision=revision,
-            bundle=name,
-            archive=archive,
-            sha256=hashlib.sha256(archive).hexdigest(),
-            size=len(archive),
+            revision=staged.revision,
+            bundle=staged.name,
+            archive=None,
+            content=content,
+            sources=sources,
+            sources_sha256=hashlib.sha256(sources).hexdigest(),
+            sha256=hashlib.sha256(content).hexdigest(),
+            size=len(content),
             manifest=manifest,
-            config=config,
-            git_commit=commit,
+            config=dict(staged.config),
+            git_commit=staged.git_commit,
             author=author,
             published_at=datetime.now(UTC),
         )
@@ -127,12 +79,66 @@ def publish(
         session,
         "bundle.published",
         author,
-        bundle=name,
-        revision=revision,
-        git_commit=commit,
-        sha256=hashlib.sha256(archive).hexdigest(),
+        bundle=staged.name,
+        revision=staged.revision,
+        git_commit=staged.git_commit,
+        sources_sha256=hashlib.sha256(sources).hexdigest(),
+        tests=staged.tests_run,
     )
-    return Published(revision, name, True, commit)
+    return Published(staged.revision, staged.name, True, staged.git_commit)
+
+
+def _manifest(staged: StagedBundle) -> dict[str, object]:
+    loaded = json.loads(staged.files[MANIFEST_FILE])
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def sign(
+    session: Session,
+    revision: str,
+    key: SigningKey,
+    kid: str,
+    *,
+    actor: str,
+    trusted: dict[str, tuple[Algorithm, PublicKey]],
+    renew: bool = False,
+) -> bool:
+    """Sign ``revision`` with ``key``; False when there was nothing to do.
+
+    A revision is signed once; with ``renew`` a signed one whose signature is
+    by another key is signed again (its content, hence its revision, is
+    unchanged: after a key rotation, what is in force is re-signed so it
+    still verifies once the old key is retired). The signature is checked
+    against ``trusted`` (the key ring's bundle keys) before it is stored, the
+    way an enforcer would check it.
+    """
+    row = session.get(BundleRevision, revision)
+    if row is None:
+        raise PublishError(f"no revision {revision}")
+    if row.archive is not None and (not renew or row.signed_by == kid):
+        return False
+    if row.content is None:
+        raise PublishError(f"revision {revision[:12]} has no content to sign")
+    files = read_archive(row.content, f"revision {revision[:12]}")
+    staged = StagedBundle(row.bundle, revision, files, row.config, row.git_commit, 0)  # type: ignore[arg-type]
+    archive = sign_staged(staged, key, kid)
+    previous = row.signed_by
+    verify_bundle_files(read_archive(archive, "the signed archive"), trusted)
+    row.archive = archive
+    row.sha256 = hashlib.sha256(archive).hexdigest()
+    row.size = len(archive)
+    row.signed_by = kid
+    row.signed_at = datetime.now(UTC)
+    outbox.record(
+        session,
+        "bundle.resigned" if previous is not None else "bundle.signed",
+        actor,
+        revision=revision,
+        key_id=kid,
+        replaces=previous,
+        sha256=row.sha256,
+    )
+    return True
 
 
 def get_revision(session: Session, revision: str) -> BundleRevision | None:

@@ -17,7 +17,7 @@ from nexus_control.rollout.fleet import Fleet
 from nexus_control.rollout.states import EnforcerState, EnforcerStatus, RegionState
 from nexus_control.store.tables import Enforcer, EnforcerBundle, RegionTarget
 
-__all__ = ["region_states"]
+__all__ = ["SIGNATURE_REFUSALS", "region_states"]
 
 
 def region_states(
@@ -94,4 +94,27 @@ def _enforcer_state(
     )
     if row.error_code and downloaded_after and row.active_revision != want:
         return EnforcerState.FAILED
+    # OPA refusing the bundle's signature (an unknown key, a bad digest) is
+    # reported as a failed load with no new download time; it downloaded the
+    # bundle and will refuse it again, so it is a failure, not a retry.
+    refused_after = (
+        row.error_at is not None and assigned_at is not None and row.error_at >= assigned_at
+    )
+    if refused_after and row.active_revision != want and _signature_refused(row.error_message):
+        return EnforcerState.FAILED
     return EnforcerState.PENDING
+
+
+SIGNATURE_REFUSALS = (
+    "verification key",
+    "failed to verify",
+    "digest mismatch",
+    "not included in bundle signature",
+    "missing .signatures.json",
+)
+"""Words of OPA's own bundle-verification errors: the bundle was downloaded and refused."""
+
+
+def _signature_refused(message: str | None) -> bool:
+    text = (message or "").lower()
+    return any(marker in text for marker in SIGNATURE_REFUSALS)

@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -201,8 +202,15 @@ def _start_wave(
 
 
 def approve(
-    session: Session, fleet: Fleet, rollout_id: int, *, approver: str, comment: str | None = None
+    session: Session,
+    fleet: Fleet,
+    rollout_id: int,
+    *,
+    approver: str,
+    comment: str | None = None,
+    sign: Callable[[str], object] = lambda _: None,
 ) -> tuple[Rollout, list[str]]:
+    """A second person's approval: ``sign`` signs the revision before any region gets it."""
     rollout = get(session, rollout_id)
     if rollout.state is not RolloutState.PENDING_APPROVAL:
         raise RolloutError(f"rollout {rollout_id} is {rollout.state}, not waiting for approval")
@@ -210,6 +218,7 @@ def approve(
         raise ApprovalForbiddenError(
             "the author of a change cannot approve it; a second person must"
         )
+    sign(rollout.revision)
     session.add(Approval(rollout_id=rollout.id, approver=approver, comment=comment, at=_now()))
     rollout.state = RolloutState.ROLLING
     _event(session, rollout, approver, RolloutAction.APPROVED, detail=comment)

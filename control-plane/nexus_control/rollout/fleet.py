@@ -32,6 +32,7 @@ __all__ = [
 DEFAULT_SOAK_S = 30
 DEFAULT_ACTIVATION_DEADLINE_S = 120
 DEFAULT_STALE_AFTER_S = 30
+_PACKAGE = r"^nexus(\.[a-z_][a-z0-9_]*)+$"
 
 
 class RegionConfig(_Strict):
@@ -56,6 +57,11 @@ class FleetSpec(_Strict):
     """An enforcer not seen for this long is down: it blocks promotion but is no failure."""
     second_approver: Literal["widening", "always"] = "widening"
     """Which publications need an approver other than the author."""
+    second_approver_exempt_packages: list[Annotated[str, Field(pattern=_PACKAGE)]] = Field(
+        default_factory=list
+    )
+    """Rego packages whose code changes need no second approver (widening data still does;
+    ``system.*`` can never be exempted)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class Fleet:
     activation_deadline_s: int
     stale_after_s: int
     second_approver: str
+    exempt_packages: frozenset[str] = frozenset()
 
     @property
     def waves(self) -> list[int]:
@@ -148,4 +155,5 @@ def load_fleet(path: Path) -> Fleet:
         spec.activation_deadline_seconds,
         spec.stale_after_seconds,
         spec.second_approver,
+        frozenset(spec.second_approver_exempt_packages),
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_BUNDLE
 from nexus_control.authoring.config import CompiledConfig
-from nexus_control.authoring.diff import PolicyDiff, diff_configs
+from nexus_control.authoring.diff import PolicyDiff, diff_bundles
 from nexus_control.registry.registry import Registry
 from nexus_control.registry.revisions import Published
 from nexus_control.rollout import engine
@@ -79,22 +79,30 @@ class Rollouts:
 
     # -- what people do ---------------------------------------------------------
 
-    def publish(self, archive: bytes, author: str) -> Publication:
-        """Verify and store ``archive``, then open its rollout (waiting for approval if needed).
+    def publish(
+        self, sources: bytes, author: str, *, expected_revision: str | None = None
+    ) -> Publication:
+        """Build ``sources`` here, store the revision, open its rollout.
 
-        Publishing the revision the latest rollout already carries changes nothing.
+        The whole bundle is diffed against what the canary runs (data, Rego
+        modules, roots); a change that needs a second approver waits unsigned,
+        any other is signed with the active bundle key at once. Publishing the
+        revision the latest rollout already carries changes nothing.
         """
+        staged = self.registry.build(sources, expected_revision=expected_revision)
         with self.db.session() as session:
-            published = self.registry.publish(session, archive, author)
+            published = self.registry.store(session, staged, sources, author)
             latest = engine.recent(session, 1)
             if not published.created and latest and latest[0].revision == published.revision:
                 current = latest[0]
                 return Publication(published, current, PolicyDiff.model_validate(current.diff))
             base = engine.current_base(session, self.fleet)
-            new_config = self.registry.config_in(session, published.revision)
-            old_config = self.registry.config_in(session, base) if base else None
-            change = diff_configs(old_config, new_config)
+            old = self.registry.view_in(session, base) if base else None
+            new = self.registry.view_in(session, published.revision)
+            change = diff_bundles(old, new, exempt_packages=self.fleet.exempt_packages)
             needs_approval = self.fleet.second_approver == "always" or change.needs_second_approver
+            if not needs_approval:
+                self.registry.sign(session, published.revision, author)
             opened, changed = engine.start(
                 session,
                 self.fleet,
@@ -108,9 +116,15 @@ class Rollouts:
         return Publication(published, opened, change)
 
     def approve(self, rollout_id: int, approver: str, comment: str | None) -> Rollout:
+        """A second person approves: the revision is signed, then its first wave starts."""
         with self.db.session() as session:
             rollout, changed = engine.approve(
-                session, self.fleet, rollout_id, approver=approver, comment=comment
+                session,
+                self.fleet,
+                rollout_id,
+                approver=approver,
+                comment=comment,
+                sign=lambda revision: self.registry.sign(session, revision, approver),
             )
         self._notify(changed)
         return rollout

@@ -35,6 +35,7 @@ __all__ = [
     "DisabledTenant",
     "Enforcer",
     "EnforcerBundle",
+    "KeyRecord",
     "OutboxEvent",
     "RegionTarget",
     "Rollout",
@@ -71,13 +72,28 @@ class Base(DeclarativeBase):
 
 
 class BundleRevision(Base):
-    """An immutable, content-addressed bundle archive as published."""
+    """An immutable, content-addressed bundle revision, built here from published sources.
+
+    ``content`` is the bundle's files without a signature; ``archive`` is the
+    signed bundle enforcers download, written once, when the revision is
+    approved (or at once when it needs no second approver). A revision is
+    never served unsigned: it reaches a region only through an approval.
+    """
 
     __tablename__ = "bundle_revisions"
 
     revision: Mapped[str] = mapped_column(String(64), primary_key=True)
     bundle: Mapped[str] = mapped_column(String(64), index=True)
-    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    archive: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The signed archive; None until the revision is approved."""
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The unsigned archive the control plane built (None for revisions published before 0004)."""
+    sources: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The sources tarball the author published."""
+    sources_sha256: Mapped[str | None] = mapped_column(String(64))
+    signed_by: Mapped[str | None] = mapped_column(String(128))
+    """The key id that signed ``archive``."""
+    signed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
     manifest: Mapped[dict[str, Any]]
@@ -86,6 +102,29 @@ class BundleRevision(Base):
     git_commit: Mapped[str | None] = mapped_column(String(80))
     author: Mapped[str] = mapped_column(String(200))
     published_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class KeyRecord(Base):
+    """A signing key of the control plane's key ring: where it lives and where it is in its life.
+
+    Only the public half is stored; the private half stays in its provider
+    (a file, a token) under ``reference``.
+    """
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32), index=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str] = mapped_column(String(500))
+    public_pem: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    retire_after: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class RegionTarget(Base):

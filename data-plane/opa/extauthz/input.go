@@ -1,95 +1,137 @@
 package extauthz
 
 import (
-	"encoding/json"
-	"fmt"
-	"mime"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/url"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/grpc/codes"
 
-	"github.com/open-policy-agent/opa/v1/util"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// partialBodyHeader is set by Envoy when it forwarded only the first
-// max_request_bytes of the body (allow_partial_message: true).
-const partialBodyHeader = "x-envoy-auth-partial-body"
+// Top-level keys of the input document.
+var (
+	keyParsedPath      = ast.StringTerm("parsed_path")
+	keyParsedQuery     = ast.StringTerm("parsed_query")
+	keyParsedBody      = ast.StringTerm("parsed_body")
+	keyTruncatedBody   = ast.StringTerm("truncated_body")
+	keyVersion         = ast.StringTerm("version")
+	keySourcePrincipal = ast.StringTerm("source_principal")
+	keyNexus           = ast.StringTerm("nexus")
+	keyCredentialHash  = ast.StringTerm("credential_sha256")
+	versionTerm        = ast.ObjectTerm(
+		[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
+		[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
+	)
+)
 
-// buildInput turns a CheckRequest into the policy's input document.
-func buildInput(req *authv3.CheckRequest, skipBodyParse bool) (map[string]any, error) {
-	raw, err := protojson.Marshal(req)
+// buildInput turns a CheckRequest into the policy's input document, built
+// as OPA's value directly from the proto (protovalue.go); the decision log
+// gets its plain form from this value, not from a second encoding.
+func buildInput(req *authv3.CheckRequest, opts inputOptions) (ast.Object, error) {
+	attrs, err := protoValue(req.ProtoReflect())
 	if err != nil {
-		return nil, fmt.Errorf("encode check request: %w", err)
+		return nil, newCheckError(codes.InvalidArgument, CodeRequestParse, "the check request cannot be encoded as protojson does", err)
 	}
-	var input map[string]any
-	if err := util.UnmarshalJSON(raw, &input); err != nil {
-		return nil, fmt.Errorf("decode check request: %w", err)
+	input := attrs.(ast.Object)
+	input.Insert(keyVersion, versionTerm)
+	// Upstream lifts the source's principal (the client certificate's
+	// URI SAN or subject) out of attributes, for policies to find it.
+	if principal := req.GetAttributes().GetSource().GetPrincipal(); principal != "" {
+		input.Insert(keySourcePrincipal, ast.StringTerm(principal))
 	}
 
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	input.Insert(keyNexus, ast.NewTerm(nexusFacts(httpReq.GetHeaders())))
+
 	path, query, err := splitPath(httpReq.GetPath())
 	if err != nil {
-		return nil, err
+		// What could be built is returned, for the decision log.
+		return input, err
 	}
-	input["parsed_path"] = path
-	input["parsed_query"] = query
-	input["truncated_body"] = httpReq.GetHeaders()[partialBodyHeader] == "true"
-	input["version"] = map[string]any{"encoding": "protojson", "ext_authz": "v3"}
+	input.Insert(keyParsedPath, ast.NewTerm(path))
+	input.Insert(keyParsedQuery, ast.NewTerm(query))
 
-	if !skipBodyParse {
-		if body, ok := parseJSONBody(httpReq.GetHeaders()["content-type"], httpReq.GetBody(), httpReq.GetRawBody()); ok {
-			input["parsed_body"] = body
+	// Like upstream: with body parsing off, neither key is there.
+	if !opts.skipBodyParse {
+		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody(), opts.maxBodyDepth)
+		if err != nil {
+			return input, err
 		}
+		input.Insert(keyParsedBody, ast.NewTerm(body))
+		input.Insert(keyTruncatedBody, ast.InternedTerm(truncated))
 	}
 	return input, nil
 }
 
-// splitPath returns the path's non-empty segments and its query parameters.
-func splitPath(full string) ([]any, map[string]any, error) {
-	u, err := url.ParseRequestURI(full)
-	if err != nil {
-		return nil, nil, fmt.Errorf("request path %q: %w", full, err)
-	}
-	segments := []any{}
-	for _, s := range strings.Split(u.Path, "/") {
-		if s != "" {
-			segments = append(segments, s)
-		}
-	}
-	query := map[string]any{}
-	for key, values := range u.Query() {
-		vs := make([]any, len(values))
-		for i, v := range values {
-			vs[i] = v
-		}
-		query[key] = vs
-	}
-	return segments, query, nil
+// inputOptions are the configuration's say in how the input is built.
+type inputOptions struct {
+	skipBodyParse bool
+	maxBodyDepth  int
 }
 
-// parseJSONBody decodes a JSON body. A body that is not JSON, or not valid
-// JSON, leaves parsed_body undefined so that rules depending on it do not
-// match (a policy refuses rather than guesses).
-func parseJSONBody(contentType, body string, rawBody []byte) (any, bool) {
-	if contentType == "" {
-		return nil, false
+// nexusFacts is input.nexus: what the plugin computes from the request so
+// that the policy, the decision log's masking and a replay never need a
+// secret the request carries.
+//
+//	credential_sha256  SHA-256 (lower-case hex) of the bearer credential in
+//	                   "authorization: Bearer <credential>", the key under
+//	                   which bundles list API keys; absent without one
+func nexusFacts(headers map[string]string) ast.Object {
+	facts := ast.NewObject()
+	if credential, ok := bearerCredential(headers["authorization"]); ok {
+		sum := sha256.Sum256([]byte(credential))
+		facts.Insert(keyCredentialHash, ast.StringTerm(hex.EncodeToString(sum[:])))
 	}
-	mediaType, _, err := mime.ParseMediaType(contentType)
-	if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
-		return nil, false
+	return facts
+}
+
+// bearerCredential reads the credential as the policy's identity rules
+// read it (rego/nexus/identity.rego): the scheme "bearer " in any case,
+// then the rest with surrounding white space trimmed, and not empty.
+func bearerCredential(authorization string) (string, bool) {
+	const scheme = "bearer "
+	if len(authorization) < len(scheme) || !strings.EqualFold(authorization[:len(scheme)], scheme) {
+		return "", false
 	}
-	data := rawBody
-	if len(data) == 0 {
-		data = []byte(body)
+	credential := strings.TrimSpace(authorization[len(scheme):])
+	return credential, credential != ""
+}
+
+// splitPath returns parsed_path and parsed_query as upstream computes them:
+// the path is everything before the first "?", percent-decoded, with its
+// leading slashes dropped and split on "/", so every other empty segment
+// stays ("/v1/chat/completions/" ends in "", "/v1//chat" has one inside,
+// "/" is [""]) and a policy matching ["v1", "chat", "completions"] matches
+// only that route; "//admin" is ["admin"], not a host. The query is
+// decoded by url.ParseQuery: every value of a repeated key in order, a key
+// without "=" has the value "". A malformed escape in either, or a ";" in
+// the query, refuses the request (400), as upstream does.
+func splitPath(full string) (*ast.Array, ast.Object, error) {
+	rawPath, rawQuery, _ := strings.Cut(full, "?")
+	path, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return nil, nil, badRequest(CodeRequestParse, ruleTargetInvalid, "the request path has a malformed percent-escape", err)
 	}
-	if len(data) == 0 || !json.Valid(data) {
-		return nil, false
+	parts := strings.Split(strings.TrimLeft(path, "/"), "/")
+	segments := make([]*ast.Term, len(parts))
+	for i, s := range parts {
+		segments[i] = ast.StringTerm(s)
 	}
-	var parsed any
-	if err := util.UnmarshalJSON(data, &parsed); err != nil {
-		return nil, false
+	values, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, nil, badRequest(CodeRequestParse, ruleTargetInvalid, "the query string has a malformed percent-escape or a \";\"", err)
 	}
-	return parsed, true
+	query := ast.NewObjectWithCapacity(len(values))
+	for key, vs := range values {
+		terms := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			terms[i] = ast.StringTerm(v)
+		}
+		query.Insert(ast.StringTerm(key), ast.ArrayTerm(terms...))
+	}
+	return ast.NewArray(segments...), query, nil
 }

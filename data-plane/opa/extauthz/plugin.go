@@ -6,17 +6,25 @@
 // conventions of the upstream opa-envoy-plugin, so policies written for one
 // run on the other:
 //
-//	input.attributes      the CheckRequest, protojson-encoded
-//	input.parsed_path     the request path split on "/"
-//	input.parsed_query    the query string, each key mapped to its values
-//	input.parsed_body     the body, when it is JSON and Envoy forwarded it
-//	input.truncated_body  whether Envoy cut the body short
+//	input.attributes        the CheckRequest, as protojson encodes it
+//	input.parsed_path       the decoded path split on "/", empty segments kept
+//	input.parsed_query      the query string, each key mapped to its values
+//	input.parsed_body       the body, when it is JSON and Envoy forwarded it
+//	input.truncated_body    whether Envoy cut the body short
+//	input.source_principal  the client certificate's principal, when there is one
+//	input.nexus             facts the plugin computes (credential_sha256), input.go
+//	input.version           {"ext_authz": "v3", "encoding": "protojson"}
 //
 // The decision is either a boolean or an object with `allowed` and, optionally,
-// `headers`, `response_headers_to_add`, `request_headers_to_remove`, `body`,
+// `headers`, `response_headers_to_add`, `request_headers_to_remove`,
+// `query_parameters_to_remove`, `query_parameters_to_set`, `body`,
 // `http_status` and `dynamic_metadata`. Every decision carries a fresh
 // decision id in Envoy's dynamic metadata (`decision_id`) and in OPA's
 // decision log, so the gateway and the audit log share one identifier.
+//
+// The data path of one Check reads top to bottom in check.go; the steps it
+// calls live in input.go (request -> input) and response.go (decision ->
+// Envoy's answer).
 package extauthz
 
 import (
@@ -25,75 +33,27 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
-	grpcstatus "google.golang.org/grpc/status"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/bundle"
-	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/plugins"
-	"github.com/open-policy-agent/opa/v1/plugins/logs"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/server"
 	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/topdown"
-	"github.com/open-policy-agent/opa/v1/topdown/builtins"
-	"github.com/open-policy-agent/opa/v1/util"
 )
 
-// PluginName is the key under `plugins` in OPA's configuration.
-const PluginName = "envoy_ext_authz_grpc"
-
-const (
-	defaultAddr           = ":9191"
-	defaultPath           = "envoy/authz/allow"
-	defaultMaxRecvMsgSize = 4 * 1024 * 1024
-	stopGracePeriod       = 5 * time.Second
-)
-
-// Config is the plugin's configuration block.
-type Config struct {
-	Addr                 string `json:"addr"`
-	Path                 string `json:"path"`
-	DryRun               bool   `json:"dry-run"`
-	SkipRequestBodyParse bool   `json:"skip-request-body-parse"`
-	MaxRecvMsgSize       int    `json:"grpc-max-recv-msg-size"`
-
-	query string
-}
-
-// Factory validates configuration and creates the plugin.
-type Factory struct{}
-
-// Validate parses the plugin's configuration and fills in defaults.
-func (Factory) Validate(_ *plugins.Manager, raw []byte) (any, error) {
-	cfg := Config{Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize}
-	if err := util.Unmarshal(raw, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", PluginName, err)
-	}
-	if cfg.Addr == "" {
-		return nil, fmt.Errorf("%s: addr must not be empty", PluginName)
-	}
-	if cfg.MaxRecvMsgSize <= 0 {
-		return nil, fmt.Errorf("%s: grpc-max-recv-msg-size must be positive", PluginName)
-	}
-	ref, err := ast.PtrRef(ast.DefaultRootDocument, cfg.Path)
-	if err != nil || len(ref) < 2 {
-		return nil, fmt.Errorf("%s: path %q does not name a document under data", PluginName, cfg.Path)
-	}
-	cfg.query = ref.String()
-	return &cfg, nil
-}
+// stopGracePeriod bounds how long Stop waits for in-flight Checks.
+const stopGracePeriod = 5 * time.Second
 
 // New creates the plugin; it starts serving in Start.
 func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
-	p := &Plugin{manager: m, cfg: *config.(*Config)}
+	p := &Plugin{manager: m, cfg: *config.(*Config), metrics: newCheckMetrics()}
+	p.limiter.Store(newLimiter(p.cfg.admission))
+	if err := p.metrics.register(m.PrometheusRegister()); err != nil {
+		m.Logger().Error("%s: metrics not registered: %v", PluginName, err)
+	}
 	m.RegisterCompilerTrigger(p.compilerUpdated)
 	m.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateNotReady})
 	return p
@@ -105,9 +65,12 @@ type Plugin struct {
 
 	manager *plugins.Manager
 	cfg     Config
+	metrics *checkMetrics
+	limiter atomic.Pointer[limiter]
 
 	mu       sync.Mutex
 	server   *grpc.Server
+	addr     net.Addr
 	prepared *rego.PreparedEvalQuery
 }
 
@@ -123,6 +86,7 @@ func (p *Plugin) Start(_ context.Context) error {
 
 	p.mu.Lock()
 	p.server = srv
+	p.addr = lis.Addr()
 	p.mu.Unlock()
 
 	go func() {
@@ -131,9 +95,17 @@ func (p *Plugin) Start(_ context.Context) error {
 			p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateErr, Message: err.Error()})
 		}
 	}()
-	p.manager.Logger().Info("%s: serving ext_authz v3 on %s, query %s", PluginName, p.cfg.Addr, p.cfg.query)
+	p.manager.Logger().Info("%s: serving ext_authz v3 on %s, query %s", PluginName, lis.Addr(), p.cfg.query)
 	p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateOK})
 	return nil
+}
+
+// Addr is the address the plugin listens on, once started (with port 0 in
+// the configuration, the port the system chose).
+func (p *Plugin) Addr() net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
 }
 
 // Stop drains in-flight calls, then closes the listener.
@@ -141,6 +113,7 @@ func (p *Plugin) Stop(ctx context.Context) {
 	p.mu.Lock()
 	srv := p.server
 	p.server = nil
+	p.addr = nil
 	p.mu.Unlock()
 	if srv == nil {
 		return
@@ -167,6 +140,7 @@ func (p *Plugin) Reconfigure(ctx context.Context, config any) {
 	p.cfg = *config.(*Config)
 	p.prepared = nil
 	p.mu.Unlock()
+	p.limiter.Store(newLimiter(p.cfg.admission))
 	if err := p.Start(ctx); err != nil {
 		p.manager.Logger().Error("%s: reconfigure: %v", PluginName, err)
 	}
@@ -199,138 +173,4 @@ func (p *Plugin) preparedQuery(ctx context.Context) (*rego.PreparedEvalQuery, er
 	}
 	p.prepared = &pq
 	return p.prepared, nil
-}
-
-// evaluation is one Check call's trip through the policy, kept whole so the
-// decision log records exactly what was decided.
-type evaluation struct {
-	decisionID string
-	started    time.Time
-	input      map[string]any
-	inputAST   ast.Value
-	result     any
-	err        error
-	metrics    metrics.Metrics
-	tracker    *topdown.EvaluatedRuleTracker
-	ndbCache   builtins.NDBCache
-}
-
-// Check decides one request. It fails closed: any error is returned to
-// Envoy as a gRPC error, which Envoy (failure_mode_allow: false) refuses.
-func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	ev := &evaluation{
-		decisionID: uuid.NewString(),
-		started:    time.Now(),
-		metrics:    metrics.New(),
-		tracker:    &topdown.EvaluatedRuleTracker{},
-		ndbCache:   builtins.NDBCache{},
-	}
-
-	input, err := buildInput(req, p.cfg.SkipRequestBodyParse)
-	if err != nil {
-		return nil, grpcstatus.Error(codes.InvalidArgument, err.Error())
-	}
-	ev.input = input
-	if ev.inputAST, err = ast.InterfaceToValue(input); err != nil {
-		return nil, grpcstatus.Error(codes.InvalidArgument, err.Error())
-	}
-
-	txn, err := p.manager.Store.NewTransaction(ctx)
-	if err != nil {
-		return nil, grpcstatus.Error(codes.Unavailable, err.Error())
-	}
-	defer p.manager.Store.Abort(ctx, txn)
-
-	ev.err = p.evaluate(ctx, txn, ev)
-
-	var resp *authv3.CheckResponse
-	if ev.err == nil {
-		resp, ev.err = buildResponse(ev.result, ev.decisionID, p.cfg.DryRun)
-	}
-	if logErr := p.logDecision(ctx, txn, ev, remoteAddr(ctx)); logErr != nil {
-		// A decision the audit trail cannot record is not made.
-		return nil, grpcstatus.Error(codes.Internal, "decision log: "+logErr.Error())
-	}
-	if ev.err != nil {
-		return nil, grpcstatus.Error(codes.Internal, ev.err.Error())
-	}
-	return resp, nil
-}
-
-var errUndefined = errors.New("decision is undefined: the policy must give the decision a default")
-
-func (p *Plugin) evaluate(ctx context.Context, txn storage.Transaction, ev *evaluation) error {
-	pq, err := p.preparedQuery(ctx)
-	if err != nil {
-		return err
-	}
-	rs, err := pq.Eval(ctx,
-		rego.EvalParsedInput(ev.inputAST),
-		rego.EvalTransaction(txn),
-		rego.EvalMetrics(ev.metrics),
-		rego.EvalEvaluatedRuleTracker(ev.tracker),
-		rego.EvalNDBuiltinCache(ev.ndbCache),
-	)
-	if err != nil {
-		return err
-	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return errUndefined
-	}
-	ev.result = rs[0].Expressions[0].Value
-	return nil
-}
-
-func (p *Plugin) logDecision(ctx context.Context, txn storage.Transaction, ev *evaluation, remote string) error {
-	logger := logs.Lookup(p.manager)
-	if logger == nil {
-		return nil
-	}
-	revisions, err := bundleRevisions(ctx, p.manager.Store, txn)
-	if err != nil {
-		return err
-	}
-	var input any = ev.input
-	var ndb any = ev.ndbCache
-	info := &server.Info{
-		Txn:                 txn,
-		Bundles:             revisions,
-		DecisionID:          ev.decisionID,
-		RemoteAddr:          remote,
-		Path:                p.cfg.Path,
-		Timestamp:           ev.started,
-		Input:               &input,
-		InputAST:            ev.inputAST,
-		Error:               ev.err,
-		Metrics:             ev.metrics,
-		NDBuiltinCache:      &ndb,
-		EvaluatedRuleLabels: ev.tracker.Labels,
-	}
-	if ev.err == nil {
-		info.Results = &ev.result
-	}
-	return logger.Log(ctx, info)
-}
-
-func bundleRevisions(ctx context.Context, store storage.Store, txn storage.Transaction) (map[string]server.BundleInfo, error) {
-	names, err := bundle.ReadBundleNamesFromStore(ctx, store, txn)
-	if err != nil && !storage.IsNotFound(err) {
-		return nil, err
-	}
-	out := make(map[string]server.BundleInfo, len(names))
-	for _, name := range names {
-		rev, err := bundle.ReadBundleRevisionFromStore(ctx, store, txn, name)
-		if err != nil && !storage.IsNotFound(err) {
-			return nil, err
-		}
-		out[name] = server.BundleInfo{Revision: rev}
-	}
-	return out, nil
-}
-
-func remoteAddr(ctx context.Context) string {
-	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
-		return pr.Addr.String()
-	}
-	return ""
 }

@@ -5,6 +5,15 @@
 #   request. Reasons come in stages so the first failing stage explains a
 #   refusal: (1) the request itself, (2) the credential, (3) every other
 #   concern together.
+# labels:
+#   controls:
+#     - EUAIACT:Art.12
+#     - EUAIACT:Art.19
+#     - EUAIACT:Art.26
+#     - HIPAA:164.312(b)
+#     - PCI:10.2.1
+#     - PCI:10.2.2
+#     - ISO42001:A.6.2.8
 package nexus.envoy.authz
 
 import data.nexus.budget
@@ -106,6 +115,9 @@ default decision := {
 	"headers": {"content-type": "application/json"},
 	"response_headers_to_add": {},
 	"request_headers_to_remove": [],
+	# A default holds only constants, so the body is written out rather than
+	# built with json.marshal; it is the JSON of "reasons" below.
+	# regal ignore:line-length
 	"body": `{"error":"denied","reasons":[{"controls":["SOC2:CC6.1"],"message":"the policy reached no decision","rule":"nexus.envoy.authz.undecided"}]}`,
 	"reasons": [{
 		"rule": "nexus.envoy.authz.undecided",
@@ -122,7 +134,9 @@ decision := {
 	"request_headers_to_remove": removed_request_headers,
 	"body": "",
 	"reasons": [],
-} if allowed == true
+} if {
+	allowed == true
+}
 
 decision := {
 	"allowed": false,
@@ -132,4 +146,6 @@ decision := {
 	"request_headers_to_remove": [],
 	"body": json.marshal({"error": "denied", "reasons": reasons}),
 	"reasons": reasons,
-} if allowed == false
+} if {
+	allowed == false
+}

@@ -78,7 +78,7 @@ test_chat_completion_without_prompt_or_state if {
 test_unknown_route_is_404_before_authentication if {
 	d := decide(fx.http_request("GET", "/v1/admin/keys", {"x-nexus-tenant": "acme"}))
 	denied(d, 404, {"nexus.request.unknown_route"})
-	d.reasons[0].controls == ["SOC2:CC6.1", "ISO27001:A.8.3"]
+	d.reasons[0].controls == ["SOC2:CC6.1", "ISO27001:A.8.3", "HIPAA:164.312(a)(1)", "PCI:7.3.3"]
 }
 
 test_missing_tenant_header_is_400 if {
@@ -89,7 +89,15 @@ test_missing_tenant_header_is_400 if {
 test_missing_credential_is_401 if {
 	d := decide(fx.http_request("POST", "/v1/chat/completions", {"x-nexus-tenant": "acme", "x-nexus-model": "gpt-4o"}))
 	denied(d, 401, {"nexus.identity.credential_missing"})
-	d.reasons[0].controls == ["SOC2:CC6.1", "ISO27001:A.5.17", "ISO27001:A.8.5"]
+	d.reasons[0].controls == [
+		"SOC2:CC6.1",
+		"ISO27001:A.5.17",
+		"ISO27001:A.8.5",
+		"HIPAA:164.312(d)",
+		"HIPAA:164.308(a)(5)(ii)(C)",
+		"PCI:8.3.1",
+		"PCI:10.2.1.4",
+	]
 }
 
 test_invalid_credential_is_401_and_hides_the_rest if {
@@ -99,7 +107,11 @@ test_invalid_credential_is_401_and_hides_the_rest if {
 
 test_expired_jwt_is_401 if {
 	token := fx.sign(fx.keys.idp_rsa, object.union(fx.alice_claims, {"exp": fx.now_s - 60}))
-	d := decide(fx.http_request("POST", "/v1/chat/completions", {"authorization": fx.bearer(token), "x-nexus-tenant": "acme", "x-nexus-model": "gpt-4o"}))
+	d := decide(fx.http_request("POST", "/v1/chat/completions", {
+		"authorization": fx.bearer(token),
+		"x-nexus-tenant": "acme",
+		"x-nexus-model": "gpt-4o",
+	}))
 	denied(d, 401, {"nexus.identity.credential_invalid"})
 }
 
@@ -120,7 +132,11 @@ ghost_config := json.patch(fx.config, [{
 
 test_tenant_unknown_to_the_config_is_403 if {
 	token := fx.sign(fx.keys.idp_rsa, object.union(fx.alice_claims, {"nexus_tenant": "ghost"}))
-	request := fx.http_request("POST", "/v1/chat/completions", {"authorization": fx.bearer(token), "x-nexus-tenant": "ghost", "x-nexus-model": "gpt-4o"})
+	request := fx.http_request("POST", "/v1/chat/completions", {
+		"authorization": fx.bearer(token),
+		"x-nexus-tenant": "ghost",
+		"x-nexus-model": "gpt-4o",
+	})
 	d := authz.decision with input as request
 		with data.nexus.config as ghost_config
 		with data.nexus_state as fx.state
@@ -132,7 +148,7 @@ test_tenant_unknown_to_the_config_is_403 if {
 test_suspended_tenant_is_403 if {
 	d := decide(request_for("initech", fx.initech_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"}))
 	denied(d, 403, {"nexus.tenants.tenant_suspended"})
-	d.reasons[0].controls == ["SOC2:CC6.1", "SOC2:CC6.2", "ISO27001:A.5.18"]
+	d.reasons[0].controls == ["SOC2:CC6.1", "SOC2:CC6.2", "ISO27001:A.5.18", "HIPAA:164.308(a)(4)(ii)(C)", "PCI:7.3.1"]
 }
 
 # RBAC
@@ -154,7 +170,7 @@ test_erasure_by_a_dpo_is_allowed if {
 test_model_outside_the_plan_is_403 if {
 	d := decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
 	denied(d, 403, {"nexus.models.model_not_entitled"})
-	d.reasons[0].controls == ["SOC2:CC6.3", "ISO27001:A.5.15"]
+	d.reasons[0].controls == ["SOC2:CC6.3", "ISO27001:A.5.15", "ISO42001:A.9.4"]
 }
 
 test_canary_routes_to_a_model_the_plan_lacks if {
@@ -167,7 +183,8 @@ test_canary_routes_to_a_model_the_plan_lacks if {
 }
 
 test_override_routes_the_tenant if {
-	d := decide_in(request_for("umbrella", fx.umbrella_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"}), fx.runtime_us)
+	req := request_for("umbrella", fx.umbrella_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"})
+	d := decide_in(req, fx.runtime_us)
 	allowed(d)
 	d.headers == {"x-nexus-route-model": "gpt-4.1"}
 }
@@ -190,7 +207,7 @@ test_pinned_prompt_version_goes_upstream if {
 test_retired_prompt_version_is_400 if {
 	d := decide(acme("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o", "x-nexus-prompt": "support-agent@1"}))
 	denied(d, 400, {"nexus.rollout.prompt_version_retired"})
-	d.reasons[0].controls == ["SOC2:CC8.1", "ISO27001:A.8.32"]
+	d.reasons[0].controls == ["SOC2:CC8.1", "ISO27001:A.8.32", "PCI:6.5.1", "ISO42001:A.6.2.5"]
 }
 
 # Budgets
@@ -199,7 +216,7 @@ test_tenant_over_its_cap_is_429 if {
 	d := decide(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"}))
 	denied(d, 429, {"nexus.budget.tenant_cap_reached"})
 	d.response_headers_to_add == {}
-	d.reasons[0].controls == ["SOC2:A1.1", "ISO27001:A.8.6"]
+	d.reasons[0].controls == ["SOC2:A1.1", "ISO27001:A.8.6", "ISO42001:A.4.5"]
 }
 
 test_tenant_over_its_cap_is_served_without_state if {
@@ -249,14 +266,22 @@ test_unknown_tool_is_404 if {
 test_invalid_tool_arguments_are_400 if {
 	d := decide(tool_call("web-search", {}, {"query": 7}))
 	denied(d, 400, {"nexus.tools.arguments_invalid"})
-	d.reasons[0].controls == ["SOC2:PI1.2", "ISO27001:A.8.26"]
+	d.reasons[0].controls == ["SOC2:PI1.2", "ISO27001:A.8.26", "ISO42001:A.9.4"]
 	contains(d.reasons[0].message, "query: Invalid type. Expected: string, given: integer")
 }
 
 test_high_risk_tool_without_approval_is_403 if {
 	d := decide(tool_call("payments-refund", {}, fx.refund_arguments))
 	denied(d, 403, {"nexus.tools.approval_required"})
-	d.reasons[0].controls == ["SOC2:CC6.3", "ISO27001:A.8.2"]
+	d.reasons[0].controls == [
+		"SOC2:CC6.3",
+		"ISO27001:A.8.2",
+		"EUAIACT:Art.14",
+		"EUAIACT:Art.26",
+		"HIPAA:164.312(b)",
+		"PCI:7.2.3",
+		"ISO42001:A.9.2",
+	]
 }
 
 test_high_risk_tool_with_approval_is_allowed if {
@@ -294,7 +319,7 @@ test_deletion_is_allowed_without_legal_hold if {
 test_erasure_under_legal_hold_is_403 if {
 	d := decide(globex("DELETE", "/v1/subjects/u-42", {}))
 	denied(d, 403, {"nexus.retention.legal_hold"})
-	d.reasons[0].controls == ["GDPR:Art.17", "SOC2:P4.3", "ISO27001:A.5.33"]
+	d.reasons[0].controls == ["GDPR:Art.17", "SOC2:P4.3", "ISO27001:A.5.33", "HIPAA:164.312(c)(1)"]
 }
 
 # Residency
@@ -320,7 +345,10 @@ test_deny_body_is_the_json_of_the_reasons if {
 	d.body == json.marshal({"error": "denied", "reasons": [{
 		"rule": "nexus.models.model_unknown",
 		"message": `model "gpt-9" is not known`,
-		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26"],
+		"controls": ["SOC2:PI1.2", "ISO27001:A.8.26", "ISO42001:A.6.2.5", "ISO42001:A.9.4"],
 	}]})
-	object.keys(d) == {"allowed", "http_status", "headers", "response_headers_to_add", "request_headers_to_remove", "body", "reasons"}
+	object.keys(d) == {
+		"allowed", "http_status", "headers", "response_headers_to_add",
+		"request_headers_to_remove", "body", "reasons",
+	}
 }

@@ -3,7 +3,12 @@ package nexus.envoy.authz_test
 import data.nexus.envoy.authz
 import data.nexus.test_fixtures as fx
 
-reason(rule, status) := {"rule": rule, "message": concat(" ", ["because of", rule]), "controls": ["SOC2:CC6.1"], "status": status}
+reason(rule, status) := {
+	"rule": rule,
+	"message": concat(" ", ["because of", rule]),
+	"controls": ["SOC2:CC6.1"],
+	"status": status,
+}
 
 status_of(raw) := s if {
 	s := authz.refusal_status with authz.raw_reasons as raw
@@ -53,7 +58,11 @@ test_no_reason_and_no_credential_is_undecided if {
 		with authz.concern_reasons as set()
 	d.allowed == false
 	d.http_status == 403
-	d.reasons == [{"rule": "nexus.envoy.authz.undecided", "message": "the policy reached no decision", "controls": ["SOC2:CC6.1"]}]
+	d.reasons == [{
+		"rule": "nexus.envoy.authz.undecided",
+		"message": "the policy reached no decision",
+		"controls": ["SOC2:CC6.1"],
+	}]
 	json.unmarshal(d.body) == {"error": "denied", "reasons": d.reasons}
 }
 
@@ -61,6 +70,10 @@ test_undecidable_allowed_falls_back_to_the_default_refusal if {
 	d := authz.decision with authz.allowed as null
 	d.allowed == false
 	d.http_status == 403
-	d.reasons == [{"rule": "nexus.envoy.authz.undecided", "message": "the policy reached no decision", "controls": ["SOC2:CC6.1"]}]
+	d.reasons == [{
+		"rule": "nexus.envoy.authz.undecided",
+		"message": "the policy reached no decision",
+		"controls": ["SOC2:CC6.1"],
+	}]
 	json.unmarshal(d.body) == {"error": "denied", "reasons": d.reasons}
 }

@@ -9,7 +9,7 @@ package system.log
 
 request_path := "/input/attributes/request/http"
 
-logged_request := input.input.attributes.request.http
+http_request := input.input.attributes.request.http
 
 # A short SHA-256 prefix: enough to tell keys apart in the audit, and for an
 # API key it is the start of the hash under which the bundle lists the key.
@@ -18,9 +18,14 @@ fingerprint(token) := sprintf("sha256:%s", [substring(crypto.sha256(token), 0, 1
 # Without the "Bearer " prefix, so the fingerprint of an API key matches
 # data.nexus.config.api_keys; anything else is fingerprinted whole.
 credential := token if {
-	lower(substring(logged_request.headers.authorization, 0, 7)) == "bearer "
-	token := trim_space(substring(logged_request.headers.authorization, 7, -1))
-} else := logged_request.headers.authorization
+	lower(substring(http_request.headers.authorization, 0, 7)) == "bearer "
+	token := trim_space(substring(http_request.headers.authorization, 7, -1))
+} else := http_request.headers.authorization
+
+tool_call if {
+	input.input.parsed_path[0] == "v1"
+	input.input.parsed_path[1] == "tools"
+}
 
 # METADATA
 # title: Secrets masked in decision logs
@@ -33,6 +38,9 @@ credential := token if {
 #     - SOC2:CC7.2
 #     - ISO27001:A.8.11
 #     - ISO27001:A.8.15
+#     - HIPAA:164.312(b)
+#     - PCI:8.3.2
+#     - ISO42001:A.6.2.8
 mask contains path if {
 	some header in ["x-nexus-approval", "cookie", "x-api-key"]
 	path := concat("/", [request_path, "headers", header])
@@ -49,11 +57,6 @@ mask contains path if {
 # A tool call's arguments are the action the audit must be able to show
 # (the audit service stores them encrypted under the tenant's key); any
 # other body is a prompt or a chat, kept out of the log entirely.
-tool_call if {
-	input.input.parsed_path[0] == "v1"
-	input.input.parsed_path[1] == "tools"
-}
-
 mask contains "/input/parsed_body" if not tool_call
 
 # Query strings are where careless clients put secrets; the path is kept
@@ -63,8 +66,10 @@ mask contains "/input/parsed_query"
 mask contains {
 	"op": "upsert",
 	"path": concat("/", [request_path, "path"]),
-	"value": split(logged_request.path, "?")[0],
-} if contains(logged_request.path, "?")
+	"value": split(http_request.path, "?")[0],
+} if {
+	contains(http_request.path, "?")
+}
 
 # With decision_logs.nd_builtin_cache enabled, OPA would log the arguments
 # of these calls: the JWTs and key sets, the tool arguments, and the

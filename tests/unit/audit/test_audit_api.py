@@ -160,7 +160,7 @@ def test_coverage_over_http(client: TestClient) -> None:
     _error(
         client.get(
             "/v1/audit/coverage",
-            params={"framework": "pci", **PERIOD},
+            params={"framework": "nist80053", **PERIOD},
             headers=bearer("compliance-token"),
         ),
         400,

@@ -77,7 +77,7 @@ def test_coverage_as_json_and_as_a_table(env: Path) -> None:
     assert "CC6.1" in table.output and "1 of 61 controls have evidence" in table.output
     unknown = runner.invoke(
         audit_app,
-        ["coverage", "--framework", "pci", "--since", "2026-11-01", "--until", "2026-12-01"],
+        ["coverage", "--framework", "nist80053", "--since", "2026-11-01", "--until", "2026-12-01"],
     )
     assert unknown.exit_code == 2
 

@@ -68,7 +68,9 @@ def test_coverage_is_machine_readable(logged: AuditLog) -> None:
 
 
 def test_an_unknown_framework_or_an_empty_period_is_refused(logged: AuditLog) -> None:
-    with pytest.raises(UnknownFrameworkError, match="gdpr, iso27001, soc2"):
-        coverage(logged, "hipaa", T0, T0 + DAY)
+    with pytest.raises(
+        UnknownFrameworkError, match="soc2, iso27001, gdpr, hipaa, pci, euaiact, iso42001"
+    ):
+        coverage(logged, "nist80053", T0, T0 + DAY)
     with pytest.raises(ValueError, match="empty"):
         coverage(logged, "gdpr", T0, T0)

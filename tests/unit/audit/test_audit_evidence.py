@@ -270,7 +270,7 @@ def test_an_unknown_framework_or_control_is_refused(populated: AuditLog, tmp_pat
     with pytest.raises(UnknownFrameworkError):
         export_archive(
             populated,
-            framework="hipaa",
+            framework="nist80053",
             control="x",
             since=SINCE,
             until=UNTIL,

@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from nexus_audit.catalog import (
-    CROSSWALK_SOC2_ISO27001_FILE,
-    GDPR_FILE,
-    ISO27001_FILE,
-    SOC2_FILE,
+    FRAMEWORKS,
     CatalogError,
     Catalogs,
     ControlUse,
@@ -27,6 +24,19 @@ from nexus_audit.catalog import (
 REPO = Path(__file__).resolve().parents[3]
 CATALOG_DIR = REPO / "compliance-mappings"
 REGO_DIR = REPO / "rego"
+
+SOC2_FILE = "soc2-tsc-2017.yaml"
+ISO27001_FILE = "iso27001-2022-annex-a.yaml"
+GDPR_FILE = "gdpr.yaml"
+HIPAA_FILE = "hipaa-security-rule.yaml"
+PCI_FILE = "pci-dss-4.0.1.yaml"
+EUAIACT_FILE = "eu-ai-act.yaml"
+ISO42001_FILE = "iso42001-2023-annex-a.yaml"
+CROSSWALK_SOC2_ISO27001_FILE = "crosswalk-soc2-iso27001.yaml"
+CROSSWALK_HIPAA_FILE = "crosswalk-hipaa.yaml"
+CROSSWALK_PCI_FILE = "crosswalk-pci.yaml"
+CROSSWALK_EUAIACT_FILE = "crosswalk-euaiact.yaml"
+CROSSWALK_ISO42001_FILE = "crosswalk-iso42001.yaml"
 
 
 def _series(prefix: str, count: int) -> list[str]:
@@ -60,6 +70,72 @@ ISO27001_IDS = [
     *_series("A.6", 8),
     *_series("A.7", 14),
     *_series("A.8", 34),
+]
+HIPAA_IDS = [
+    "164.308(a)(1)(ii)(D)",
+    "164.308(a)(3)(i)",
+    "164.308(a)(3)(ii)(A)",
+    "164.308(a)(3)(ii)(B)",
+    "164.308(a)(3)(ii)(C)",
+    "164.308(a)(4)(i)",
+    "164.308(a)(4)(ii)(B)",
+    "164.308(a)(4)(ii)(C)",
+    "164.308(a)(5)(ii)(C)",
+    "164.312(a)(1)",
+    "164.312(a)(2)(i)",
+    "164.312(a)(2)(ii)",
+    "164.312(a)(2)(iii)",
+    "164.312(a)(2)(iv)",
+    "164.312(b)",
+    "164.312(c)(1)",
+    "164.312(c)(2)",
+    "164.312(d)",
+    "164.312(e)(1)",
+    "164.312(e)(2)(i)",
+    "164.312(e)(2)(ii)",
+]
+PCI_IDS = [
+    *_series("6.5", 6),
+    *_series("7.1", 2),
+    *_series("7.2", 5),
+    "7.2.5.1",
+    "7.2.6",
+    *_series("7.3", 3),
+    *_series("8.1", 2),
+    *_series("8.2", 8),
+    *_series("8.3", 10),
+    "8.3.10.1",
+    "8.3.11",
+    *_series("8.4", 3),
+    "8.5.1",
+    *_series("8.6", 3),
+    *_series("10.1", 2),
+    "10.2.1",
+    *_series("10.2.1", 7),
+    "10.2.2",
+    *_series("10.3", 4),
+    "10.4.1",
+    "10.4.1.1",
+    "10.4.2",
+    "10.4.2.1",
+    "10.4.3",
+    "10.5.1",
+    *_series("10.6", 3),
+    *_series("10.7", 3),
+]
+EUAIACT_ARTICLES = [4, 5, 9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20, 26, 27, 50, 72, 73, 86]
+ISO42001_IDS = [
+    *[f"A.2.{n}" for n in (2, 3, 4)],
+    *[f"A.3.{n}" for n in (2, 3)],
+    *[f"A.4.{n}" for n in (2, 3, 4, 5, 6)],
+    *[f"A.5.{n}" for n in (2, 3, 4, 5)],
+    "A.6.1.2",
+    "A.6.1.3",
+    *[f"A.6.2.{n}" for n in range(2, 9)],
+    *[f"A.7.{n}" for n in (2, 3, 4, 5, 6)],
+    *[f"A.8.{n}" for n in (2, 3, 4, 5)],
+    *[f"A.9.{n}" for n in (2, 3, 4)],
+    *[f"A.10.{n}" for n in (2, 3, 4)],
 ]
 GDPR_ARTICLES = [
     5,
@@ -112,12 +188,37 @@ def _replace(path: Path, old: str, new: str) -> int:
 
 def test_soc2_catalog_holds_exactly_the_61_trust_services_criteria(catalogs: Catalogs) -> None:
     assert len(SOC2_IDS) == 61
-    assert list(catalogs.soc2.controls) == SOC2_IDS
+    assert list(catalogs.framework("SOC2").controls) == SOC2_IDS
 
 
 def test_iso27001_catalog_holds_exactly_the_93_annex_a_controls(catalogs: Catalogs) -> None:
     assert len(ISO27001_IDS) == 93
-    assert list(catalogs.iso27001.controls) == ISO27001_IDS
+    assert list(catalogs.framework("ISO27001").controls) == ISO27001_IDS
+
+
+def test_hipaa_catalog_holds_the_technical_and_the_evidenced_administrative_safeguards(
+    catalogs: Catalogs,
+) -> None:
+    assert list(catalogs.framework("HIPAA").controls) == HIPAA_IDS
+    groups = {c.id: c.group for c in catalogs.framework("HIPAA").controls.values()}
+    assert {g for i, g in groups.items() if i.startswith("164.312")} == {"Technical"}
+    assert {g for i, g in groups.items() if i.startswith("164.308")} == {"Administrative"}
+
+
+def test_pci_catalog_holds_every_requirement_of_6_5_7_8_and_10(catalogs: Catalogs) -> None:
+    assert len(PCI_IDS) == 74
+    assert list(catalogs.framework("PCI").controls) == PCI_IDS
+
+
+def test_eu_ai_act_catalog_holds_the_articles_an_ai_platform_evidences(
+    catalogs: Catalogs,
+) -> None:
+    assert list(catalogs.framework("EUAIACT").controls) == [f"Art.{n}" for n in EUAIACT_ARTICLES]
+
+
+def test_iso42001_catalog_holds_exactly_the_38_annex_a_controls(catalogs: Catalogs) -> None:
+    assert len(ISO42001_IDS) == 38
+    assert list(catalogs.framework("ISO42001").controls) == ISO42001_IDS
 
 
 def test_gdpr_catalog_holds_the_articles_the_project_relies_on(catalogs: Catalogs) -> None:
@@ -133,6 +234,16 @@ def test_gdpr_catalog_holds_the_articles_the_project_relies_on(catalogs: Catalog
         ("ISO27001:A.5.15", "Organizational", "Access control"),
         ("ISO27001:A.8.15", "Technological", "Logging"),
         ("GDPR:Art.17", "Chapter III: Rights of the data subject", None),
+        ("HIPAA:164.312(b)", "Technical", None),
+        ("HIPAA:164.308(a)(5)(ii)(C)", "Administrative", None),
+        (
+            "PCI:10.2.1",
+            "10: Log and monitor all access to system components and cardholder data",
+            None,
+        ),
+        ("PCI:7.2.5.1", "7: Restrict access by business need to know", None),
+        ("EUAIACT:Art.12", "Chapter III, Section 2: Requirements for high-risk AI systems", None),
+        ("ISO42001:A.6.2.8", "AI system life cycle", None),
     ],
 )
 def test_known_qualified_ids_resolve_to_their_control(
@@ -156,6 +267,15 @@ def test_known_qualified_ids_resolve_to_their_control(
         "GDPR:Art.99",
         "GDPR:Art.17(1)",
         "HIPAA:164.312",
+        "HIPAA:164.312(f)",
+        "HIPAA:164.310(a)(1)",
+        "PCI:10.2",
+        "PCI:3.5.1",
+        "EUAIACT:Art.6",
+        "EUAIACT:Art.12(1)",
+        "ISO42001:A.1.1",
+        "ISO42001:A.6.2.9",
+        "NIST:AC-3",
         "soc2:CC6.1",
         "CC6.1",
         "",
@@ -171,11 +291,18 @@ def test_unknown_qualified_ids_raise(catalogs: Catalogs, qualified_id: str) -> N
 
 
 def test_frameworks_are_keyed_by_their_qualified_id_prefix(catalogs: Catalogs) -> None:
-    assert set(catalogs.frameworks) == {"SOC2", "ISO27001", "GDPR"}
-    assert catalogs.frameworks["SOC2"] is catalogs.soc2
-    assert catalogs.frameworks["ISO27001"] is catalogs.iso27001
-    assert catalogs.frameworks["GDPR"] is catalogs.gdpr
+    assert list(catalogs.frameworks) == [
+        "SOC2",
+        "ISO27001",
+        "GDPR",
+        "HIPAA",
+        "PCI",
+        "EUAIACT",
+        "ISO42001",
+    ]
+    assert [spec.key for spec in FRAMEWORKS] == list(catalogs.frameworks)
     for key, framework in catalogs.frameworks.items():
+        assert framework.source.name == next(s.file for s in FRAMEWORKS if s.key == key)
         assert all(control.framework == key for control in framework.controls.values())
 
 
@@ -194,14 +321,41 @@ def test_crosswalk_relates_in_both_directions(catalogs: Catalogs) -> None:
 def test_crosswalk_covers_every_criterion_of_the_technical_series(
     catalogs: Catalogs, prefix: str
 ) -> None:
-    series = [c for c in catalogs.soc2.controls.values() if c.id.startswith(prefix)]
+    series = [c for c in catalogs.framework("SOC2").controls.values() if c.id.startswith(prefix)]
     assert series
     for control in series:
         assert catalogs.related(control.qualified_id), control.qualified_id
 
 
-def test_gdpr_articles_have_no_crosswalk(catalogs: Catalogs) -> None:
+def test_gdpr_articles_have_no_crosswalk_but_the_ai_acts(catalogs: Catalogs) -> None:
     assert catalogs.related("GDPR:Art.17") == frozenset()
+    assert catalogs.related("GDPR:Art.22") == {"EUAIACT:Art.86"}
+
+
+@pytest.mark.parametrize(
+    ("qualified_id", "related"),
+    [
+        ("HIPAA:164.312(b)", {"SOC2:CC7.2", "ISO27001:A.8.15"}),
+        ("PCI:10.2.1", {"SOC2:CC7.2", "ISO27001:A.8.15"}),
+        ("EUAIACT:Art.12", {"ISO42001:A.6.2.8", "SOC2:CC7.2", "ISO27001:A.8.15"}),
+        ("ISO42001:A.6.2.8", {"EUAIACT:Art.12", "EUAIACT:Art.19", "EUAIACT:Art.26"}),
+    ],
+)
+def test_crosswalks_relate_the_new_frameworks_to_soc2_and_iso27001(
+    catalogs: Catalogs, qualified_id: str, related: set[str]
+) -> None:
+    assert related <= catalogs.related(qualified_id)
+
+
+def test_every_hipaa_safeguard_and_pci_requirement_of_7_8_10_has_a_soc2_or_iso_relation(
+    catalogs: Catalogs,
+) -> None:
+    for key in ("HIPAA", "PCI"):
+        for control in catalogs.framework(key).controls.values():
+            assert {r.split(":")[0] for r in catalogs.related(control.qualified_id)} & {
+                "SOC2",
+                "ISO27001",
+            }, control.qualified_id
 
 
 def test_default_catalog_dir_is_the_repositorys(catalogs: Catalogs) -> None:
@@ -305,6 +459,125 @@ def test_invalid_entries_are_refused_at_their_line(
     assert caught.value.line in {line, line + 1}
 
 
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        (
+            HIPAA_FILE,
+            "{id: 164.312(b), safeguard: Technical, title: ",
+            "{id: 164.312(b), safeguard: Technical, headline: ",
+            "controls.14.title: required key is missing",
+        ),
+        (
+            HIPAA_FILE,
+            "{id: 164.312(d), safeguard: Technical,",
+            "{id: 164.312(d), safeguard: Administrative,",
+            "164.312(d) belongs to safeguard 'Technical', not 'Administrative'",
+        ),
+        (HIPAA_FILE, "{id: 164.312(b),", "{id: 164.312b,", "'164.312b' is not a HIPAA"),
+        (PCI_FILE, "{id: 10.5.1,", "{id: 10.5,", "(put the value in quotes)"),
+        (PCI_FILE, "{id: 10.5.1,", '{id: "10.5",', "'10.5' is not a PCI DSS requirement id"),
+        (
+            PCI_FILE,
+            '{id: 8.2.1, requirement: "8:',
+            '{id: 8.2.1, requirement: "7:',
+            "8.2.1 belongs to requirement '8: Identify users",
+        ),
+        (EUAIACT_FILE, "{id: Art.14,", "{id: Art.12,", "duplicate control id 'Art.12'"),
+        (EUAIACT_FILE, "framework: EUAIACT", "framework: EU-AI-ACT", "this file is the EUAIACT"),
+        (ISO42001_FILE, "{id: A.6.2.8,", "{id: A.11.1,", "'A.11.1' is not a ISO/IEC 42001"),
+        (
+            ISO42001_FILE,
+            "{id: A.9.4, objective: Use of AI systems,",
+            "{id: A.9.4, objective: AI policies,",
+            "A.9.4 belongs to objective 'Use of AI systems'",
+        ),
+    ],
+)
+def test_invalid_entries_of_the_new_catalogs_are_refused_at_their_line(
+    catalog_copy: Path, file: str, old: str, new: str, message: str
+) -> None:
+    line = _replace(catalog_copy / file, old, new)
+    with pytest.raises(CatalogError, match=re.escape(message)) as caught:
+        load_catalogs(catalog_copy)
+    assert caught.value.path.name == file
+    assert caught.value.line == line
+    assert f"{file}:{line}: " in str(caught.value)
+
+
+def test_an_entry_without_a_title_is_refused_at_its_line(catalog_copy: Path) -> None:
+    line = _replace(
+        catalog_copy / ISO42001_FILE,
+        "  - {id: A.2.3, objective: AI policies, title: The AI policy is aligned with the "
+        "organisation's other policies}",
+        "  - {id: A.2.3, objective: AI policies}",
+    )
+    with pytest.raises(CatalogError, match=re.escape("title: required key is missing")) as caught:
+        load_catalogs(catalog_copy)
+    assert (caught.value.path.name, caught.value.line) == (ISO42001_FILE, line)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        (CROSSWALK_HIPAA_FILE, "iso27001: [A.8.15]}", "iso27001: [A.8.35]}", "ISO27001:A.8.35"),
+        (CROSSWALK_HIPAA_FILE, "{hipaa: 164.312(d),", "{hipaa: 164.312(f),", "HIPAA:164.312(f)"),
+        (CROSSWALK_PCI_FILE, "{pci: 10.5.1, soc2: [CC7.2]", "{pci: 10.5.1, soc2: [CC7.9]", "CC7.9"),
+        (
+            CROSSWALK_EUAIACT_FILE,
+            "iso42001: [A.6.2.8], soc2",
+            "iso42001: [A.6.2.9], soc2",
+            "A.6.2.9",
+        ),
+        (CROSSWALK_EUAIACT_FILE, "gdpr: [Art.22]", "gdpr: [Art.99]", "GDPR:Art.99 is not in"),
+        (CROSSWALK_ISO42001_FILE, "{iso42001: A.10.4,", "{iso42001: A.10.5,", "ISO42001:A.10.5"),
+    ],
+)
+def test_a_crosswalk_to_an_unknown_id_is_refused_at_its_line(
+    catalog_copy: Path, file: str, old: str, new: str, message: str
+) -> None:
+    line = _replace(catalog_copy / file, old, new)
+    with pytest.raises(CatalogError, match=re.escape(message)) as caught:
+        load_catalogs(catalog_copy)
+    assert (caught.value.path.name, caught.value.line) == (file, line)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("targets: [SOC2, ISO27001]", "targets: [SOC2, NIST]", "'NIST' is not a framework key"),
+        ("targets: [SOC2, ISO27001]", "targets: [SOC2, PCI]", "iso27001: unknown key"),
+        ("targets: [SOC2, ISO27001]", "targets: [HIPAA]", "HIPAA is the source"),
+        (
+            "{hipaa: 164.312(b), soc2: [CC7.2], iso27001: [A.8.15]}",
+            "{hipaa: 164.312(b)}",
+            "relates to no control",
+        ),
+        ("{hipaa: 164.312(d),", "{hipaa: 164.312(b),", "164.312(b) is mapped twice"),
+        (
+            "soc2: [CC7.2], iso27001: [A.8.15]}",
+            "soc2: [CC7.2, CC7.2], iso27001: [A.8.15]}",
+            "listed twice",
+        ),
+    ],
+)
+def test_malformed_crosswalk_entries_are_refused(
+    catalog_copy: Path, old: str, new: str, message: str
+) -> None:
+    _replace(catalog_copy / CROSSWALK_HIPAA_FILE, old, new)
+    with pytest.raises(CatalogError, match=re.escape(message)) as caught:
+        load_catalogs(catalog_copy)
+    assert caught.value.path.name == CROSSWALK_HIPAA_FILE
+    assert caught.value.line is not None
+
+
+def test_a_yaml_file_that_is_no_known_catalog_is_refused(catalog_copy: Path) -> None:
+    (catalog_copy / "nist-800-53.yaml").write_text("framework: NIST\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="neither a catalog") as caught:
+        load_catalogs(catalog_copy)
+    assert caught.value.path.name == "nist-800-53.yaml"
+
+
 def test_missing_catalog_file_is_refused(catalog_copy: Path) -> None:
     (catalog_copy / GDPR_FILE).unlink()
     with pytest.raises(CatalogError, match="catalog file is missing") as caught:
@@ -351,6 +624,55 @@ def test_unknown_controls_in_rego_name_file_and_line(catalogs: Catalogs, tmp_pat
     unknown = unknown_controls_in_rego(catalogs, tmp_path)
     assert unknown == [ControlUse("SOC2:CC9.9", module, 11)]
     assert str(unknown[0]) == f"{module}:11: SOC2:CC9.9"
+
+
+_NEW_FRAMEWORKS_MODULE = """\
+# METADATA
+# title: Example
+package nexus.example
+
+# METADATA
+# title: Approval required
+# labels:
+#   controls:
+#     - EUAIACT:Art.14
+#     - HIPAA:164.312(b)
+#     - PCI:7.2.3
+#     - ISO42001:A.9.2
+#     - hipaa:164.312(b)
+#     - EUAIACT:Art.140
+#     - NIST:AC-3
+#     - HIPAA:164.312(z)
+deny contains "x" if input.bad
+"""
+
+
+def test_metadata_ids_of_the_new_frameworks_are_checked_whatever_their_form(
+    catalogs: Catalogs, tmp_path: Path
+) -> None:
+    module = tmp_path / "example.rego"
+    module.write_text(_NEW_FRAMEWORKS_MODULE, encoding="utf-8")
+    unknown = unknown_controls_in_rego(catalogs, tmp_path)
+    assert [(use.control_id, use.line) for use in unknown] == [
+        ("hipaa:164.312(b)", 13),
+        ("EUAIACT:Art.140", 14),
+        ("NIST:AC", 15),
+        ("NIST:AC-3", 15),
+        ("HIPAA:164.312(z)", 16),
+    ]
+    assert str(unknown[0]) == f"{module}:13: hipaa:164.312(b)"
+
+
+def test_metadata_that_is_not_yaml_is_refused_at_its_line(tmp_path: Path) -> None:
+    module = tmp_path / "example.rego"
+    module.write_text(
+        "package nexus.example\n\n# METADATA\n# title: [unclosed\n# labels: {}\nr := 1\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError, match="METADATA is not YAML") as caught:
+        controls_in_rego(tmp_path)
+    assert caught.value.path == module
+    assert caught.value.line in {4, 5}
 
 
 def test_every_control_cited_by_the_rego_library_is_catalogued(catalogs: Catalogs) -> None:

@@ -99,3 +99,30 @@ def test_suspending_a_tenant_narrows(base: dict[str, Any]) -> None:
     new["tenants"]["acme"]["status"] = "suspended"
     assert ("tenant", "status active → suspended", Effect.NARROWS) in effects(base, new)
     assert not diff_configs(base, new).widens
+
+
+def test_a_changed_rego_rule_needs_a_second_approver_unless_its_package_is_exempt() -> None:
+    from nexus_control.authoring.diff import BundleView, diff_bundles
+
+    old = b"package nexus.rollout\n\ndefault allow := false\n\nallow if input.x\n"
+    new = b"package nexus.rollout\n\ndefault allow := false\n\nallow if input.y\n\nextra := 1\n"
+    before = BundleView({}, {"nexus/rollout.rego": old}, ("nexus", "system/log"))
+    after = BundleView({}, {"nexus/rollout.rego": new}, ("nexus", "system/log"))
+    plain = diff_bundles(before, after)
+    (module,) = plain.modules
+    assert module.rules_changed == ("allow",) and module.rules_added == ("extra",)
+    assert plain.needs_second_approver and not plain.widens
+    exempt = diff_bundles(before, after, exempt_packages={"nexus.rollout"})
+    assert exempt.modules[0].exempt and not exempt.needs_second_approver
+
+
+def test_the_log_mask_and_the_roots_are_never_exempt() -> None:
+    from nexus_control.authoring.diff import BundleView, diff_bundles
+
+    mask = b'package system.log\n\nmask contains "/input/x"\n'
+    before = BundleView({}, {"system/log/mask.rego": mask}, ("nexus", "system/log"))
+    after = BundleView({}, {"system/log/mask.rego": b"package system.log\n"}, ("nexus",))
+    result = diff_bundles(before, after, exempt_packages={"system.log"})
+    assert result.needs_second_approver
+    assert not result.modules[0].exempt
+    assert any(c.area == "manifest" and c.effect.value == "widens" for c in result.changes)

@@ -1,0 +1,78 @@
+package extauthz
+
+import (
+	"fmt"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/open-policy-agent/opa/v1/util"
+)
+
+// PluginName is the key under `plugins` in OPA's configuration.
+const PluginName = "envoy_ext_authz_grpc"
+
+// Defaults, as upstream's.
+const (
+	defaultAddr           = ":9191"
+	defaultPath           = "envoy/authz/allow"
+	defaultMaxRecvMsgSize = 4 * 1024 * 1024
+)
+
+// Config is the plugin's configuration block.
+type Config struct {
+	Addr                 string `json:"addr"`
+	Path                 string `json:"path"`
+	DryRun               bool   `json:"dry-run"`
+	SkipRequestBodyParse bool   `json:"skip-request-body-parse"`
+	MaxRecvMsgSize       int    `json:"grpc-max-recv-msg-size"`
+	// MaxBodyDepth bounds the nesting of a JSON body; a deeper one is
+	// refused (body.go).
+	MaxBodyDepth int `json:"max-body-depth"`
+	// Admission bounds the Checks evaluated at once (admission.go).
+	Admission *AdmissionConfig `json:"admission"`
+
+	query     string
+	admission admission
+}
+
+func (c *Config) inputOptions() inputOptions {
+	return inputOptions{skipBodyParse: c.SkipRequestBodyParse, maxBodyDepth: c.MaxBodyDepth}
+}
+
+// Factory validates configuration and creates the plugin.
+type Factory struct{}
+
+// Validate parses the plugin's configuration and fills in defaults.
+func (Factory) Validate(_ *plugins.Manager, raw []byte) (any, error) {
+	cfg := Config{Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize, MaxBodyDepth: defaultMaxBodyDepth}
+	if err := util.Unmarshal(raw, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", PluginName, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", PluginName, err)
+	}
+	return &cfg, nil
+}
+
+func (c *Config) validate() error {
+	if c.Addr == "" {
+		return fmt.Errorf("addr must not be empty")
+	}
+	if c.MaxRecvMsgSize <= 0 {
+		return fmt.Errorf("grpc-max-recv-msg-size must be positive")
+	}
+	if c.MaxBodyDepth <= 0 {
+		return fmt.Errorf("max-body-depth must be positive")
+	}
+	admission, err := c.Admission.resolve()
+	if err != nil {
+		return err
+	}
+	c.admission = admission
+	ref, err := ast.PtrRef(ast.DefaultRootDocument, c.Path)
+	if err != nil || len(ref) < 2 {
+		return fmt.Errorf("path %q does not name a document under data", c.Path)
+	}
+	c.query = ref.String()
+	return nil
+}

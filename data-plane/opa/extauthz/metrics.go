@@ -1,0 +1,91 @@
+package extauthz
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcomes of a Check, the outcome label of nexus_extauthz_checks_total.
+const (
+	outcomeAllowed = "allowed" // the policy allowed it (or dry-run let it through)
+	outcomeDenied  = "denied"  // the policy refused it
+	outcomeRefused = "refused" // the plugin refused it: malformed path, query or body
+	outcomeShed    = "shed"    // admission control refused it
+	outcomeError   = "error"   // a gRPC error: Envoy refuses (failure_mode_allow false)
+)
+
+// checkMetrics are the plugin's Prometheus metrics, served on OPA's
+// /metrics with OPA's own.
+type checkMetrics struct {
+	inFlight   prometheus.Gauge
+	queueDelay prometheus.Histogram
+	shed       *prometheus.CounterVec
+	checks     *prometheus.CounterVec
+}
+
+// queueDelayBuckets span an immediate admission to Envoy's 250 ms timeout.
+var queueDelayBuckets = []float64{0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25}
+
+func newCheckMetrics() *checkMetrics {
+	m := &checkMetrics{
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nexus_extauthz_in_flight",
+			Help: "Checks admitted and not yet answered.",
+		}),
+		queueDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "nexus_extauthz_queue_delay_seconds",
+			Help:    "Time a Check waited for admission, admitted or shed.",
+			Buckets: queueDelayBuckets,
+		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nexus_extauthz_shed_total",
+			Help: "Checks refused by admission control, by reason (queue_timeout, deadline, cancelled).",
+		}, []string{"reason"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nexus_extauthz_checks_total",
+			Help: "Checks answered, by outcome (allowed, denied, refused, shed, error).",
+		}, []string{"outcome"}),
+	}
+	// Every series exists from the start, so a rate over it is defined
+	// before the first shed.
+	for _, reason := range []string{shedQueueTimeout, shedDeadline, shedCancelled} {
+		m.shed.WithLabelValues(reason)
+	}
+	for _, outcome := range []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError} {
+		m.checks.WithLabelValues(outcome)
+	}
+	return m
+}
+
+// register adds the metrics to OPA's registry (nil when OPA runs without
+// one, as in tests). A plugin created again (OPA reloading its plugins)
+// keeps counting in the collectors already registered.
+func (m *checkMetrics) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	var err error
+	m.inFlight, err = registered(reg, m.inFlight)
+	if err != nil {
+		return err
+	}
+	if m.queueDelay, err = registered(reg, m.queueDelay); err != nil {
+		return err
+	}
+	if m.shed, err = registered(reg, m.shed); err != nil {
+		return err
+	}
+	m.checks, err = registered(reg, m.checks)
+	return err
+}
+
+func registered[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
