@@ -72,7 +72,7 @@ def open_log(
         checkpoint_every_leaves=every_leaves,
         checkpoint_every_s=every_s,
         limits=IntakeLimits(max_bytes, max_events),
-        rules=rules or IntakeRules(max_age=timedelta(days=3650)),
+        rules=rules or IntakeRules(max_age=timedelta(days=3650), max_ahead=timedelta(days=3650)),
         facts=facts,
         witnesses=witnesses,
         clock=clock,

@@ -215,7 +215,9 @@ def stack(
     built = build_bundle(
         GATEWAY,
         opa,
-        BuildOptions(session_keys.signing, TEST_KEY_ID, session_keys.approval, tmp_path / "dist"),
+        BuildOptions(
+            session_keys.signing, TEST_KEY_ID, session_keys.approval_jwks, tmp_path / "dist"
+        ),
         overlays=[tmp_path / "credentials"],
     )
     log = make_log()
@@ -229,6 +231,7 @@ def stack(
                 "audit": {
                     "url": f"{server.url}/v1/opa",
                     "credentials": {"bearer": {"token": "enforcer-token"}},
+                    "headers": {"x-nexus-enforcer": "eu-west-1-a"},
                 }
             },
             "decision_logs": {
