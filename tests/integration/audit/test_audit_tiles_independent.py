@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import random
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -143,3 +145,16 @@ def test_proofs_computed_from_the_served_tiles_match_the_logs_own(
     assert merkle.root_hash(size, hasher) == log.checkpoint().checkpoint.root_hash
     beyond = parse_tile_path(f"tile/0/{size // TILE_WIDTH + 1:03d}")
     assert httpx.get(f"{url}/v1/audit/log/{beyond.path}", headers=headers).status_code == 404
+
+
+def test_the_go_verifier_is_gofmt_and_go_vet_clean() -> None:
+    source = Path(__file__).resolve().parents[2] / "tlogverify"
+    env = {**os.environ, "GOFLAGS": "-mod=readonly"}
+    unformatted = subprocess.run(
+        ["gofmt", "-l", "."], cwd=source, capture_output=True, text=True, check=True, env=env
+    ).stdout
+    assert unformatted == ""
+    vet = subprocess.run(
+        ["go", "vet", "./..."], cwd=source, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert vet.returncode == 0, vet.stderr
