@@ -107,7 +107,7 @@ class Pkcs11KeyWrapper:
         try:
             lib = pkcs11.lib(str(module))
             token = lib.get_token(token_label=token_label)
-            self._session: Any = token.open(user_pin=pin)
+            self._session: Any = _open(token, pin, rw=False)
             self._key: Any = self._session.get_key(
                 label=key_label, key_type=KeyType.AES, object_class=ObjectClass.SECRET_KEY
             )
@@ -127,7 +127,7 @@ class Pkcs11KeyWrapper:
         from pkcs11 import Attribute, KeyType, ObjectClass
 
         token = pkcs11.lib(str(module)).get_token(token_label=token_label)
-        with token.open(user_pin=pin, rw=True) as session:
+        with _open(token, pin, rw=True) as session:
             existing = list(
                 session.get_objects(
                     {Attribute.LABEL: key_label, Attribute.CLASS: ObjectClass.SECRET_KEY}
@@ -185,3 +185,14 @@ class Pkcs11KeyWrapper:
     def close(self) -> None:
         with self._lock:
             self._session.close()
+
+
+def _open(token: Any, pin: str, *, rw: bool) -> Any:
+    """A session on ``token``, logged in: a login holds for the whole process (every session
+    of one application shares it), so another user of the token may have done it already."""
+    import pkcs11
+
+    try:
+        return token.open(user_pin=pin, rw=rw)
+    except pkcs11.exceptions.UserAlreadyLoggedIn:
+        return token.open(rw=rw)

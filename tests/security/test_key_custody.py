@@ -41,8 +41,12 @@ def test_the_payload_master_key_never_leaves_the_pkcs11_token(
         log.close()
         wrapper.close()
 
-    library = pkcs11.lib(str(softhsm.module))
-    with library.get_token(token_label=softhsm.token_label).open(user_pin=softhsm.pin) as session:
+    token = pkcs11.lib(str(softhsm.module)).get_token(token_label=softhsm.token_label)
+    try:
+        opened = token.open(user_pin=softhsm.pin)
+    except pkcs11.exceptions.UserAlreadyLoggedIn:
+        opened = token.open()
+    with opened as session:
         key = session.get_key(
             label=label, key_type=KeyType.AES, object_class=ObjectClass.SECRET_KEY
         )
