@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from nexus_audit import merkle, storage
@@ -125,6 +125,24 @@ def parse_tile_path(path: str) -> Tile:
     return Tile(level, int(digits), width)
 
 
+_LEAVES = Leaf.__table__
+_NODES = Node.__table__
+_LEVEL0 = (
+    select(_LEAVES.c.leaf_index, _LEAVES.c.leaf_hash)
+    .where(_LEAVES.c.leaf_index >= bindparam("first"), _LEAVES.c.leaf_index < bindparam("end"))
+    .order_by(_LEAVES.c.leaf_index)
+)
+_LEVEL_N = (
+    select(_NODES.c.node_index, _NODES.c.hash)
+    .where(
+        _NODES.c.level == bindparam("level"),
+        _NODES.c.node_index >= bindparam("first"),
+        _NODES.c.node_index < bindparam("end"),
+    )
+    .order_by(_NODES.c.node_index)
+)
+
+
 def read_tile(session: Session, tile: Tile, tree_size: int) -> bytes:
     """The tile's bytes in a tree of ``tree_size`` (checkpointed) leaves; raises if beyond it."""
     span = 1 << tile.tree_level
@@ -137,21 +155,14 @@ def read_tile(session: Session, tile: Tile, tree_size: int) -> bytes:
     end = first + tile.width
     if tile.level is None:
         raise ValueError("use entry_bundle for entry tiles")
+    # Core statements on the session's connection: a tile is read on every proof
+    # from tiles, and the ORM's per-row machinery would cost more than the read.
+    connection = session.connection()
     if tile.level == 0:
-        rows = session.execute(
-            select(Leaf.leaf_index, Leaf.leaf_hash)
-            .where(Leaf.leaf_index >= first, Leaf.leaf_index < end)
-            .order_by(Leaf.leaf_index)
-        ).all()
+        rows = connection.execute(_LEVEL0, {"first": first, "end": end}).all()
     else:
-        rows = session.execute(
-            select(Node.node_index, Node.hash)
-            .where(
-                Node.level == tile.tree_level,
-                Node.node_index >= first,
-                Node.node_index < end,
-            )
-            .order_by(Node.node_index)
+        rows = connection.execute(
+            _LEVEL_N, {"level": tile.tree_level, "first": first, "end": end}
         ).all()
     if len(rows) != tile.width or any(row[0] != first + i for i, row in enumerate(rows)):
         raise storage.CorruptStorageError(
