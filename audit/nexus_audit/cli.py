@@ -1,9 +1,12 @@
 """``nexus-policy audit`` and ``nexus-policy evidence``: the audit log from the command line.
 
 Both work directly on the audit database (``NEXUS_AUDIT_DATABASE_URL``) and
-key files (`nexus_audit.settings.AuditSettings`); mount them into the main CLI
-with ``app.add_typer(audit_app, name="audit")`` and
-``app.add_typer(evidence_app, name="evidence")``.
+key files (`nexus_audit.settings.AuditSettings`, which honours
+``NEXUS_KEYS_DIR``); mount them into the main CLI with
+``app.add_typer(audit_app, name="audit")`` and
+``app.add_typer(evidence_app, name="evidence")``. Erasure is a two-person act
+between principals, so ``audit erase …`` goes through the audit API with the
+caller's token (``NEXUS_URL``, ``NEXUS_ADMIN_TOKEN``), never the database.
 
 Exit codes: 0 success; 1 verification failed (the log or an archive was
 altered); 2 usage or environment errors (missing keys, unknown framework).
@@ -27,11 +30,14 @@ from nexus_audit import evidence as evidence_archive
 from nexus_audit.catalog import FRAMEWORKS, CatalogError, UnknownControlError
 from nexus_audit.coverage import CoverageReport, UnknownFrameworkError, coverage
 from nexus_audit.database import AuditDatabase
-from nexus_audit.erasure import erase, purge_expired, retention_from_config
+from nexus_audit.envelope import Pkcs11KeyWrapper
+from nexus_audit.erasure import purge_expired, retention_from_config
+from nexus_audit.journal import CheckpointJournal
 from nexus_audit.keyfiles import KeyFileError, init_log_key, init_master_key, load_log_key
 from nexus_audit.note import MalformedKeyError, Verifier
+from nexus_audit.policy import PolicyError, TlogPolicy
 from nexus_audit.service import AuditError, AuditLog
-from nexus_audit.settings import AuditSettings
+from nexus_audit.settings import AuditSettings, MasterKeyProvider
 from nexus_audit.verify import LogVerificationError, verify_log
 
 __all__ = ["audit_app", "evidence_app"]
@@ -125,11 +131,21 @@ def init_keys(
     settings = AuditSettings()
     try:
         signer = init_log_key(settings.log_key_file, settings.origin, force=force)
-        init_master_key(settings.master_key_file, force=force)
-    except KeyFileError as exc:
+        if settings.master_key_provider is MasterKeyProvider.PKCS11:
+            if settings.pkcs11_module is None or settings.pkcs11_pin_file is None:
+                _fail("set NEXUS_AUDIT_PKCS11_MODULE and NEXUS_AUDIT_PKCS11_PIN_FILE")
+            pin = settings.pkcs11_pin_file.read_text(encoding="utf-8").strip()
+            Pkcs11KeyWrapper.create_key(
+                settings.pkcs11_module, settings.pkcs11_token, pin, settings.pkcs11_key_label
+            )
+            where = f"PKCS#11 {settings.pkcs11_token}/{settings.pkcs11_key_label} (not extractable)"
+        else:
+            init_master_key(settings.master_key_file, force=force)
+            where = str(settings.master_key_file)
+    except (KeyFileError, OSError) as exc:
         _fail(str(exc))
     out.print(f"log key    {settings.log_key_file}")
-    out.print(f"master key {settings.master_key_file}")
+    out.print(f"master key {where}")
     out.print(f"verifier   {signer.verifier}")
 
 
@@ -138,21 +154,39 @@ def verify(
     key: Annotated[
         str | None, typer.Option(help="Verifier key or key file; default: the log key's")
     ] = None,
+    trusted: Annotated[
+        list[Path] | None,
+        typer.Option(help="A checkpoint an outsider kept: the tree must extend it (repeatable)"),
+    ] = None,
 ) -> None:
-    """Recompute the whole log from its entries and check every node and checkpoint."""
+    """Recompute the whole log, and check every node, checkpoint and the checkpoint chain."""
     verifier = _verifier(key)
-    db = AuditDatabase(AuditSettings().database_url)
+    settings = AuditSettings()
+    notes = []
+    for path in trusted or ():
+        try:
+            notes.append(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            _fail(f"{path}: {exc}")
+    db = AuditDatabase(settings.database_url)
     try:
-        report = verify_log(db, verifier)
+        report = verify_log(
+            db, verifier, journal=CheckpointJournal(settings.checkpoint_journal), trusted=notes
+        )
     except LogVerificationError as exc:
         err.print(f"[red]FAILED[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         db.dispose()
+    extends = (
+        f"; extends the trusted checkpoint(s) of size {', '.join(map(str, report.trusted))}"
+        if report.trusted
+        else ""
+    )
     out.print(
-        f"[green]ok[/green] {report.size} leaves, {report.nodes} stored nodes and "
-        f"{report.checkpoints} checkpoints verified in {report.seconds:.2f} s; "
-        f"root {report.root_hash.hex()}"
+        f"[green]ok[/green] {report.size} leaves, {report.nodes} stored nodes, "
+        f"{report.checkpoints} checkpoints and {report.journal_checkpoints} journal "
+        f"checkpoints verified in {report.seconds:.2f} s; root {report.root_hash.hex()}{extends}"
     )
 
 
@@ -239,6 +273,34 @@ def coverage_table(report: CoverageReport) -> Table:
     return table
 
 
+def _api(url: str | None) -> tuple[str, dict[str, str]]:
+    base = url or os.environ.get("NEXUS_URL") or "http://127.0.0.1:8700"
+    token = os.environ.get("NEXUS_ADMIN_TOKEN")
+    if not token:
+        _fail("no token: set NEXUS_ADMIN_TOKEN to a compliance token")
+    return base.rstrip("/"), {"authorization": f"Bearer {token}"}
+
+
+def _call(method: str, url: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
+    import httpx
+
+    base, headers = _api(url)
+    try:
+        response = httpx.request(method, base + path, headers=headers, json=body, timeout=600)
+    except httpx.HTTPError as exc:
+        _fail(f"{base}: {exc}")
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        _fail(f"{response.status_code}: {message}", EXIT_FAILED)
+    return response.json()
+
+
+UrlOption = Annotated[str | None, typer.Option(help="The audit API (default NEXUS_URL)")]
+
+
 @audit_app.command("erase")
 def erase_cmd(
     tenant: Annotated[str, typer.Option(help="The tenant")],
@@ -248,30 +310,51 @@ def erase_cmd(
     reference: Annotated[
         str | None, typer.Option(help="Request or ticket id, logged (no personal data)")
     ] = None,
-    actor: ActorOption = "",
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    url: UrlOption = None,
 ) -> None:
-    """Crypto-shred a subject's (or a whole tenant's) payloads. Irreversible."""
-    what = f"subject {subject!r} of tenant {tenant!r}" if subject else f"ALL of tenant {tenant!r}"
-    if not yes and not typer.confirm(f"Destroy the payload keys of {what}?"):
-        raise typer.Exit(EXIT_FAILED)
-    log = _open_log()
-    try:
-        result = erase(
-            log,
-            tenant=tenant,
-            subject=subject,
-            actor=actor or _default_actor(),
-            reference=reference,
-        )
-    except ValueError as exc:
-        _fail(str(exc))
-    finally:
-        log.close()
+    """Request the crypto-shredding of a subject's (or tenant's) payloads; another approves."""
+    body: dict[str, Any] = {"tenant": tenant}
+    if subject:
+        body["subject"] = subject
+    if reference:
+        body["reference"] = reference
+    answer = _call("POST", url, "/v1/audit/erasure", body)
     out.print(
-        f"erased: {result.keys_destroyed} key(s) destroyed, {result.payloads_erased} payload(s) "
-        f"unreadable; logged as leaf {result.event_index} ({result.event_id})"
+        f"erasure {answer['id']} requested ({answer['scope']} of {answer['tenant']}); a second "
+        f"person approves it with `nexus-policy audit erase-approve {answer['id']}`"
     )
+
+
+@audit_app.command("erase-approve")
+def erase_approve(
+    request_id: Annotated[str, typer.Argument(help="The erasure request's id")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Approve (and run) an erasure another person requested. Irreversible."""
+    if not yes and not typer.confirm(f"Destroy the payload keys of erasure {request_id}?"):
+        raise typer.Exit(EXIT_FAILED)
+    result = _call("POST", url, f"/v1/audit/erasure/{request_id}/approve")
+    out.print(
+        f"erased: {result['keys_destroyed']} key(s) destroyed, {result['payloads_erased']} "
+        f"payload(s) deleted; logged as leaf {result['event_index']} ({result['event_id']})"
+    )
+
+
+@audit_app.command("erasures")
+def erasures(
+    url: UrlOption = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Erasure requests and their state."""
+    answer = _call("GET", url, "/v1/audit/erasure")
+    if as_json:
+        out.print_json(json.dumps(answer))
+        return
+    for item in answer["requests"]:
+        out.print(
+            f"{item['id']}  {item['state']:<9} {item['scope']:<8} {item['tenant']}  "
+            f"requested by {item['requested_by']}"
+        )
 
 
 @audit_app.command("purge")
@@ -337,9 +420,15 @@ def export(
     since: SinceOption,
     until: UntilOption,
     out_file: Annotated[Path, typer.Option("--out", help="Archive to write (.tar.gz)")],
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's records")] = None,
+    all_tenants: Annotated[
+        bool, typer.Option("--all-tenants", help="Every tenant's records (and payloads)")
+    ] = False,
     actor: ActorOption = "",
 ) -> None:
-    """Write one verifiable evidence archive for a control and period."""
+    """Write one verifiable evidence archive for a control, period and tenant."""
+    if (tenant is None) == (not all_tenants):
+        _fail("give --tenant, or --all-tenants to export every tenant's evidence")
     log = _open_log()
     try:
         summary = evidence_archive.export_archive(
@@ -350,15 +439,17 @@ def export(
             until=until,
             out=out_file,
             actor=actor or _default_actor(),
+            tenant=tenant,
         )
-    except (UnknownFrameworkError, UnknownControlError, ValueError) as exc:
+    except (UnknownFrameworkError, UnknownControlError, ValueError, AuditError) as exc:
         _fail(str(exc))
     finally:
         log.close()
     out.print(
         f"wrote {summary.path}: {summary.records} record(s) of {summary.framework}:"
-        f"{summary.control}, proven against checkpoint {summary.checkpoint_size}; "
-        f"sha256 {summary.sha256}"
+        f"{summary.control}, proven against checkpoint {summary.checkpoint_size}"
+        + (f" cosigned by {', '.join(summary.cosigners)}" if summary.cosigners else "")
+        + f"; sha256 {summary.sha256}"
     )
 
 
@@ -366,11 +457,30 @@ def export(
 def verify_archive(
     archive: Annotated[Path, typer.Argument(help="The evidence archive")],
     key: Annotated[str, typer.Option(help="The log's verifier key, or a file holding it")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own C2SP tlog-policy (witness keys, quorum); default the archive's"
+        ),
+    ] = None,
+    require_quorum: Annotated[
+        bool, typer.Option(help="Refuse an archive whose checkpoint has no witness policy")
+    ] = False,
 ) -> None:
-    """Check an evidence archive offline with nothing but it and the log's public key."""
+    """Check an evidence archive offline: records, proofs, checkpoint, and the witness quorum."""
     verifier = _verifier(key)
+    trusted_policy = None
+    if policy is not None:
+        try:
+            trusted_policy = TlogPolicy.parse(
+                policy.read_text(encoding="utf-8"), source=str(policy)
+            )
+        except (OSError, PolicyError) as exc:
+            _fail(f"{policy}: {exc}")
     try:
-        verified = evidence_archive.verify_archive(archive, verifier)
+        verified = evidence_archive.verify_archive(
+            archive, verifier, policy=trusted_policy, require_quorum=require_quorum
+        )
     except evidence_archive.EvidenceError as exc:
         err.print(f"[red]FAILED[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
@@ -380,4 +490,9 @@ def verify_archive(
         f"[green]ok[/green] {verified.records} record(s) of {verified.framework}:"
         f"{verified.control} from {verified.since} to {verified.until}, proven in "
         f"{verified.checkpoint.origin} at tree size {verified.checkpoint.size}"
+        + (
+            f"; witnessed by {', '.join(verified.cosigners)} (quorum: {verified.quorum})"
+            if verified.quorum
+            else "; no witness policy"
+        )
     )

@@ -15,7 +15,7 @@ decision
     payload_commitment}``
 event
     ``{v, kind: "event", event_id, type, actor, time, controls,
-    payload | payload_commitment}``
+    payload and/or payload_commitment}``
 
 ``payload_commitment`` is hex SHA-256(salt || canonical payload) with a
 random 16-byte salt: the leaf commits to the full payload without revealing
@@ -72,17 +72,33 @@ def decision_entry(
     controls: Iterable[str],
     payload_commitment: str,
     error: str | None = None,
+    tenant_hash: str | None = None,
+    claimed_time: datetime | None = None,
+    flags: Iterable[str] = (),
 ) -> bytes:
     """The canonical entry of one policy decision.
 
     ``error`` is OPA's error code when the evaluation failed (a cancelled
     evaluation, say): the request was refused (fail closed) with no result.
+    ``tenant_hash`` is the salted hash of a claimed tenant that is not one of
+    the policy's (``tenant`` is then ``unknown``); ``claimed_time`` the
+    enforcer's time of a decision stored with the receive time (``time``);
+    ``flags`` name what was unusual. Each is omitted when unset.
     """
     outcome: dict[str, Any] = {"allowed": allowed, "http_status": http_status}
     if error is not None:
         outcome["error"] = error
+    extra: dict[str, Any] = {}
+    if tenant_hash is not None:
+        extra["tenant_hash"] = tenant_hash
+    if claimed_time is not None:
+        extra["claimed_time"] = format_time(claimed_time)
+    flag_list = sorted(set(flags))
+    if flag_list:
+        extra["flags"] = flag_list
     return canonical_json(
         {
+            **extra,
             "v": ENTRY_VERSION,
             "kind": "decision",
             "decision_id": decision_id,
@@ -111,9 +127,13 @@ def event_entry(
     payload: Mapping[str, Any] | None = None,
     payload_commitment: str | None = None,
 ) -> bytes:
-    """The canonical entry of a control-plane or audit event: inline payload or commitment."""
-    if (payload is None) == (payload_commitment is None):
-        raise ValueError("give exactly one of payload and payload_commitment")
+    """The canonical entry of a control-plane or audit event.
+
+    ``payload`` is kept inline (forever: no personal data, no free text);
+    ``payload_commitment`` commits to the rest, stored encrypted. At least one.
+    """
+    if payload is None and payload_commitment is None:
+        raise ValueError("give payload, payload_commitment or both")
     body: dict[str, Any] = {
         "v": ENTRY_VERSION,
         "kind": "event",
@@ -125,6 +145,6 @@ def event_entry(
     }
     if payload is not None:
         body["payload"] = dict(payload)
-    else:
+    if payload_commitment is not None:
         body["payload_commitment"] = payload_commitment
     return canonical_json(body)

@@ -6,10 +6,13 @@ from the control plane's durable outbox with its row id; their event id is
 service's own events (erasure, retention purge, evidence export) get
 ``audit-<uuid>``.
 
-A payload of at most `INLINE_PAYLOAD_LIMIT` canonical bytes is written into
-the entry itself, so it is kept forever: it must hold no secrets and no
-personal data. A larger one is committed to and stored encrypted under the
-`CONTROL_PLANE_TENANT` key, like a decision's payload.
+A payload's plain facts (ids, revisions, counts: at most
+`INLINE_PAYLOAD_LIMIT` canonical bytes) are written into the entry itself and
+kept forever. Free text and personal data (`PRIVATE_FIELDS`: a subject, a
+reason, a comment, tool arguments) never are: they are committed to and
+stored encrypted under the key of the event's tenant (and subject), so they
+are erased with it; a payload too large to inline is sealed whole. Events
+without a tenant seal under the `CONTROL_PLANE_TENANT` key.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ __all__ = [
     "CONTROL_PLANE_TENANT",
     "EVENT_CONTROLS",
     "INLINE_PAYLOAD_LIMIT",
+    "PRIVATE_FIELDS",
+    "SECURITY_EVENT_PREFIX",
     "ControlEvent",
     "PreparedEvent",
     "controls_for",
@@ -44,6 +49,11 @@ CONTROL_PLANE_TENANT = "_control-plane"
 """Data-key scope of control-plane payloads too large to inline (not a valid tenant id)."""
 CONTROL_PLANE_EVENT_PREFIX = "cp-"
 AUDIT_EVENT_PREFIX = "audit-"
+SECURITY_EVENT_PREFIX = "security."
+PRIVATE_FIELDS = frozenset(
+    {"subject", "reason", "comment", "detail", "arguments", "message", "justification", "note"}
+)
+"""Payload keys whose values are free text or personal data: sealed, never inline."""
 
 _CHANGE_MANAGEMENT = ("ISO27001:A.8.32", "SOC2:CC8.1")
 
@@ -57,6 +67,9 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),
     "retention.purged": ("GDPR:Art.5", "ISO27001:A.8.10", "SOC2:C1.2"),
     "evidence.exported": ("ISO27001:A.5.28", "SOC2:CC4.1"),
+    "security.": ("ISO27001:A.8.16", "SOC2:CC7.2"),
+    "outbox.": ("ISO27001:A.8.15", "SOC2:CC7.2"),
+    "witness.": ("ISO27001:A.8.15", "SOC2:CC7.2"),
 }
 """Controls an event type is evidence for: an exact type, else its ``<prefix>.``."""
 
@@ -79,11 +92,13 @@ class ControlEvent(BaseModel):
 
 @dataclass(frozen=True)
 class PreparedEvent:
-    """An event's leaf, and its payload to seal when it was too large to inline."""
+    """An event's leaf, and the part of its payload to seal (under ``seal_scope``)."""
 
     leaf: NewLeaf
     payload: bytes | None
     salt: bytes | None
+    seal_tenant: str = CONTROL_PLANE_TENANT
+    seal_subject: str | None = None
 
 
 def controls_for(event_type: str) -> tuple[str, ...]:
@@ -105,33 +120,32 @@ def prepare_event(
 ) -> PreparedEvent:
     """Build an event leaf; ``event_id`` defaults to a fresh ``audit-<uuid>``.
 
-    ``tenant``, when the event concerns one, is kept beside the leaf for lookups.
+    ``tenant``, when the event concerns one, is kept beside the leaf for
+    lookups and is whose key seals the private part.
     """
     event_id = event_id or f"{AUDIT_EVENT_PREFIX}{uuid.uuid4()}"
     controls = controls_for(event_type)
-    canonical = canonical_json(dict(payload))
-    if len(canonical) <= INLINE_PAYLOAD_LIMIT:
-        entry = event_entry(
-            event_id=event_id,
-            event_type=event_type,
-            actor=actor,
-            time=time,
-            controls=controls,
-            payload=payload,
-        )
-        sealed: bytes | None = None
-        salt: bytes | None = None
-    else:
+    public = {k: v for k, v in payload.items() if k not in PRIVATE_FIELDS}
+    private = {k: v for k, v in payload.items() if k in PRIVATE_FIELDS and v is not None}
+    inline = canonical_json(public)
+    if len(inline) > INLINE_PAYLOAD_LIMIT:
+        public, private = {}, dict(payload)
+    sealed: bytes | None = None
+    salt: bytes | None = None
+    digest: str | None = None
+    if private:
         salt = os.urandom(SALT_SIZE)
-        sealed = canonical
-        entry = event_entry(
-            event_id=event_id,
-            event_type=event_type,
-            actor=actor,
-            time=time,
-            controls=controls,
-            payload_commitment=commitment(salt, canonical),
-        )
+        sealed = canonical_json(private)
+        digest = commitment(salt, sealed)
+    entry = event_entry(
+        event_id=event_id,
+        event_type=event_type,
+        actor=actor,
+        time=time,
+        controls=controls,
+        payload=public if public or digest is None else None,
+        payload_commitment=digest,
+    )
     leaf = NewLeaf(
         entry=entry,
         kind="event",
@@ -140,4 +154,6 @@ def prepare_event(
         tenant=tenant,
         controls=controls,
     )
-    return PreparedEvent(leaf, sealed, salt)
+    subject = private.get("subject")
+    seal_subject = subject if isinstance(subject, str) and subject and tenant else None
+    return PreparedEvent(leaf, sealed, salt, tenant or CONTROL_PLANE_TENANT, seal_subject)

@@ -51,6 +51,8 @@ __all__ = [
     "key_id",
     "open_note",
     "sign_note",
+    "signature_line",
+    "split_note",
 ]
 
 MAX_SIGNATURES = 100
@@ -292,6 +294,21 @@ def open_note(
             f"note is signed only by unknown keys {seen}; expected a signature by one of {wanted}"
         )
     return VerifiedNote(text, tuple(verified), tuple(unverified))
+
+
+def split_note(note: str | bytes, *, first_line: int = 1) -> tuple[str, tuple[Signature, ...]]:
+    """The text and the signature lines of ``note``, checking syntax only (nothing verified).
+
+    For callers that verify signatures of another kind (witness cosignatures)
+    over the same text; raises `MalformedNoteError`.
+    """
+    text, signed = _parse(note, first_line)
+    return text, tuple(signature for _, signature in signed)
+
+
+def signature_line(signature: Signature) -> str:
+    """The note signature line of ``signature``, newline included."""
+    return signature._line()
 
 
 def _parse(note: str | bytes, first_line: int) -> tuple[str, list[tuple[int, Signature]]]:

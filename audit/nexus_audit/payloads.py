@@ -198,8 +198,10 @@ class PayloadVault:
         """Destroy the live keys of a subject (or, with subject None, of the whole tenant).
 
         Returns the destroyed key ids and the number of payloads made unreadable.
-        The wrapped keys are overwritten with NULL and the payloads' salts
-        dropped. The caller must hold the sequencer lock.
+        The wrapped keys are overwritten with NULL and the payloads' nonces,
+        ciphertexts and salts deleted (the rows stay as tombstones, status
+        ERASED); the caller compacts the database afterwards so no old copy
+        survives. The caller must hold the sequencer lock.
         """
         query = select(DataKey.key_id).where(
             DataKey.tenant == tenant, DataKey.destroyed_at.is_(None)
@@ -215,7 +217,9 @@ class PayloadVault:
                 .values(wrapped_key=None, destroyed_at=now.astimezone(UTC))
             )
             result = session.execute(
-                update(Payload).where(Payload.key_id.in_(chunk)).values(salt=None)
+                update(Payload)
+                .where(Payload.key_id.in_(chunk))
+                .values(salt=None, nonce=b"", ciphertext=b"")
             )
             affected += result.rowcount  # type: ignore[attr-defined]
         storage.bump_keys_epoch(session)

@@ -1,41 +1,70 @@
-"""The audit log as one service: intake, events, checkpoints and proofs over one database.
+"""The audit log as one service: intake, events, checkpoints, witnesses and proofs.
 
 `AuditLog` owns the pieces (database, log key, key wrapper, catalogs,
-checkpoint signer) and is what the HTTP router, the CLI and the control plane's
-outbox drainer call. Erasure, retention, coverage and evidence export live in
-their own modules and work through it.
+checkpoint signer and journal, witnesses, the facts of the policy in force)
+and is what the HTTP router, the CLI and the control plane's outbox drainer
+call. Erasure, retention, coverage and evidence export live in their own
+modules and work through it.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_audit import storage
 from nexus_audit.catalog import Catalogs, load_catalogs
 from nexus_audit.database import AuditDatabase
-from nexus_audit.envelope import KeyWrapper, LocalKeyWrapper
-from nexus_audit.events import CONTROL_PLANE_TENANT, ControlEvent, PreparedEvent, prepare_event
+from nexus_audit.envelope import KeyWrapper, LocalKeyWrapper, Pkcs11KeyWrapper
+from nexus_audit.events import (
+    CONTROL_PLANE_EVENT_PREFIX,
+    SECURITY_EVENT_PREFIX,
+    ControlEvent,
+    PreparedEvent,
+    prepare_event,
+)
+from nexus_audit.facts import NoFacts, PolicyFacts
 from nexus_audit.gc_pause import cyclic_gc_paused
 from nexus_audit.intake import (
+    DecisionConflictError,
     DecisionEvent,
+    EnforcerMismatchError,
     IntakeLimits,
+    IntakeRules,
+    ParsedEvent,
     PreparedDecision,
-    decode_upload,
-    parse_events,
+    TimeSkewAction,
+    Uploader,
+    check_uploader,
     prepare_decisions,
+    read_events,
 )
-from nexus_audit.keyfiles import load_log_key, load_master_key
+from nexus_audit.journal import CheckpointJournal
+from nexus_audit.keyfiles import KeyFileError, load_log_key, load_master_key
+from nexus_audit.logsecret import CONTENT_MAC, TENANT_SALT, LogSecrets
+from nexus_audit.metrics import AuditMetrics
 from nexus_audit.note import Signer, Verifier
-from nexus_audit.payloads import OpenedPayload, PayloadToSeal, PayloadVault
+from nexus_audit.payloads import (
+    MAX_SUBJECT_LENGTH,
+    MAX_TENANT_LENGTH,
+    OpenedPayload,
+    PayloadToSeal,
+    PayloadVault,
+    scope_name,
+)
+from nexus_audit.policy import TlogPolicy
 from nexus_audit.proof import TlogProof
 from nexus_audit.search import (
     INDEX_BATCH,
@@ -54,8 +83,11 @@ from nexus_audit.search import (
     search_decisions,
     write_batch,
 )
-from nexus_audit.settings import AuditSettings
-from nexus_audit.signer import CheckpointSigner, SignedCheckpoint
+from nexus_audit.settings import AuditSettings, MasterKeyProvider
+from nexus_audit.signer import CheckpointChainError, CheckpointSigner, SignedCheckpoint
+from nexus_audit.tables import DeadLetter, Leaf
+from nexus_audit.uploads import UploadGate
+from nexus_audit.witness.client import Witnessed, WitnessPool
 from nexus_contract.errors import NexusError
 
 __all__ = [
@@ -66,9 +98,14 @@ __all__ = [
     "ConsistencyProof",
     "LeafNotFoundError",
     "LeafNotInCheckpointError",
+    "QuorumUnavailableError",
 ]
 
 log = logging.getLogger("nexus.audit")
+
+_CONFLICT_EVENT = SECURITY_EVENT_PREFIX + "decision_conflict"
+_MISMATCH_EVENT = SECURITY_EVENT_PREFIX + "enforcer_mismatch"
+_DEAD_LETTER_EVENT = "outbox.dead_lettered"
 
 
 class AuditError(NexusError):
@@ -87,6 +124,10 @@ class LeafNotInCheckpointError(AuditError):
     """The leaf was appended after the checkpoint asked for."""
 
 
+class QuorumUnavailableError(AuditError):
+    """The witnesses did not cosign the checkpoint to the policy's quorum."""
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """How many leaves a batch added, and how many it skipped as already logged."""
@@ -95,9 +136,16 @@ class AppendResult:
     duplicates: int
     size: int
     """The tree size after the batch."""
+    flagged: int = 0
+    """Decisions stored with a flag (time outside the window, unknown tenant)."""
 
     def as_dict(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "size": self.size}
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "size": self.size,
+            "flagged": self.flagged,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,6 +174,26 @@ class ConsistencyProof:
         }
 
 
+def wrapper_from_settings(settings: AuditSettings) -> KeyWrapper:
+    """The master key provider the settings name: a key file, or a PKCS#11 token."""
+    if settings.master_key_provider is MasterKeyProvider.FILE:
+        return LocalKeyWrapper(load_master_key(settings.master_key_file))
+    if settings.pkcs11_module is None or settings.pkcs11_pin_file is None:
+        raise AuditError(
+            "the pkcs11 master key provider needs NEXUS_AUDIT_PKCS11_MODULE and "
+            "NEXUS_AUDIT_PKCS11_PIN_FILE"
+        )
+    try:
+        pin = settings.pkcs11_pin_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise KeyFileError(
+            f"{settings.pkcs11_pin_file}: cannot read the token PIN: {exc}"
+        ) from None
+    return Pkcs11KeyWrapper(
+        settings.pkcs11_module, settings.pkcs11_token, pin, settings.pkcs11_key_label
+    )
+
+
 class AuditLog:
     """The audit service. Thread-safe: the database serialises appends."""
 
@@ -136,26 +204,45 @@ class AuditLog:
         wrapper: KeyWrapper,
         catalogs: Catalogs,
         *,
+        journal: CheckpointJournal,
         checkpoint_every_leaves: int,
         checkpoint_every_s: float,
         limits: IntakeLimits,
+        rules: IntakeRules | None = None,
+        witnesses: WitnessPool | None = None,
+        facts: PolicyFacts | None = None,
+        uploads: UploadGate | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
         self.catalogs = catalogs
         self.limits = limits
+        self.rules = rules or IntakeRules()
+        self.metrics = AuditMetrics()
+        self.facts: PolicyFacts = facts or NoFacts()
+        self.uploads = uploads or UploadGate()
+        self.witnesses = witnesses
+        self.wrapper = wrapper
         self.vault = PayloadVault(wrapper)
+        self.secrets = LogSecrets(db, wrapper)
         self.checkpoint_signer = CheckpointSigner(
             db,
             signer,
+            journal,
             every_leaves=checkpoint_every_leaves,
             every_s=checkpoint_every_s,
             clock=clock,
+            on_signed=self._signed,
+            on_chain_error=self._chain_broken,
         )
         self._verifier = signer.verifier
         self._clock = clock
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._witness_lock = threading.Lock()
+        self._to_witness: SignedCheckpoint | None = None
+        self._witness_wake = threading.Event()
+        self.last_witnessed: Witnessed | None = None
 
     @classmethod
     def from_settings(cls, settings: AuditSettings, *, migrate: bool = True) -> AuditLog:
@@ -166,18 +253,39 @@ class AuditLog:
                 f"{settings.log_key_file}: the log key is named {signer.name!r} but the "
                 f"origin is {settings.origin!r}; they must be equal"
             )
-        wrapper = LocalKeyWrapper(load_master_key(settings.master_key_file))
+        wrapper = wrapper_from_settings(settings)
         db = AuditDatabase(settings.database_url)
         if migrate:
             db.migrate()
+        witnesses = None
+        if settings.witness_policy_file is not None:
+            try:
+                text = settings.witness_policy_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise AuditError(f"{settings.witness_policy_file}: {exc}") from None
+            policy = TlogPolicy.parse(text, source=str(settings.witness_policy_file))
+            witnesses = WitnessPool(policy, db, timeout_s=settings.witness_timeout_s)
         return cls(
             db,
             signer,
             wrapper,
             load_catalogs(settings.catalogs_dir),
+            journal=CheckpointJournal(settings.checkpoint_journal),
             checkpoint_every_leaves=settings.checkpoint_every_leaves,
             checkpoint_every_s=settings.checkpoint_every_s,
-            limits=IntakeLimits(settings.max_batch_bytes, settings.max_batch_events),
+            limits=IntakeLimits(
+                settings.max_batch_bytes,
+                settings.max_batch_events,
+                max_inflated_bytes=settings.max_inflated_bytes,
+            ),
+            rules=IntakeRules(
+                max_age=timedelta(seconds=settings.decision_max_age_s),
+                max_ahead=timedelta(seconds=settings.decision_max_ahead_s),
+                time_skew=TimeSkewAction(settings.time_skew),
+                require_bound_credentials=settings.require_enforcer_tokens,
+            ),
+            witnesses=witnesses,
+            uploads=UploadGate(settings.max_uploads, settings.max_uploads_per_enforcer),
         )
 
     @property
@@ -189,54 +297,154 @@ class AuditLog:
     def origin(self) -> str:
         return self._verifier.name
 
+    @property
+    def journal(self) -> CheckpointJournal:
+        return self.checkpoint_signer.journal
+
     def now(self) -> datetime:
         return self._clock()
+
+    def use_facts(self, facts: PolicyFacts) -> None:
+        """Take tenants and legal holds from ``facts`` (the host's policy in force)."""
+        self.facts = facts
 
     # --- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Sign an initial checkpoint if there is none, and start the checkpoint timer."""
+        """Sign an initial checkpoint if there is none, and start the timer and witnessing."""
         if self.checkpoint_signer.latest() is None:
             self.checkpoint_signer.checkpoint()
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self.checkpoint_signer.run,
-                args=(self._stop,),
-                name="audit-checkpoint-signer",
-                daemon=True,
-            )
-            self._thread.start()
+        if self._threads:
+            return
+        self._stop.clear()
+        loops: list[tuple[str, Callable[[], None]]] = [
+            ("audit-checkpoint-signer", lambda: self.checkpoint_signer.run(self._stop))
+        ]
+        if self.witnesses is not None:
+            loops.append(("audit-witnessing", self._witness_loop))
+            latest = self.checkpoint_signer.latest()
+            if latest is not None and latest.cosigned_note is None:
+                self._signed(latest)
+        for name, target in loops:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._witness_wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads = []
 
     def close(self) -> None:
         self.stop()
+        if self.witnesses is not None:
+            self.witnesses.close()
         self.db.dispose()
+
+    # --- checkpoints and witnesses ---------------------------------------------
+
+    def _chain_broken(self, _: CheckpointChainError) -> None:
+        self.metrics.set("chain_broken", 1.0)
+
+    def _signed(self, signed: SignedCheckpoint) -> None:
+        self.metrics.set("chain_broken", 0.0)
+        if self.witnesses is None:
+            return
+        with self._witness_lock:
+            if self._to_witness is None or signed.size >= self._to_witness.size:
+                self._to_witness = signed
+        self._witness_wake.set()
+
+    def _witness_loop(self) -> None:
+        while not self._stop.is_set():
+            self._witness_wake.wait(1.0)
+            self._witness_wake.clear()
+            with self._witness_lock:
+                pending, self._to_witness = self._to_witness, None
+            if pending is None or self._stop.is_set():
+                continue
+            try:
+                self.witness(pending)
+            except Exception:
+                log.exception("witnessing failed; the next checkpoint tries again")
+
+    def witness(self, signed: SignedCheckpoint) -> Witnessed:
+        """Submit ``signed`` to the witnesses now; keep what they cosigned."""
+        if self.witnesses is None:
+            raise QuorumUnavailableError(
+                "no witnesses are configured (NEXUS_AUDIT_WITNESS_POLICY_FILE)"
+            )
+        result = self.witnesses.submit(signed.note, signed.size, self._prove)
+        for outcome in result.outcomes:
+            if outcome.line is not None:
+                self.metrics.count("cosignatures", outcome.witness)
+            else:
+                self.metrics.count("witness_failures", outcome.witness)
+        if result.cosigners:
+            self.checkpoint_signer.record_cosigned(signed, result.cosigned_note)
+        self.metrics.set("quorum_missed", 0.0 if result.quorum_met else 1.0)
+        self.last_witnessed = result
+        return result
+
+    def witnessed_checkpoint(self) -> SignedCheckpoint:
+        """A checkpoint of the tree as it is now, cosigned to the quorum (for evidence)."""
+        signed = self.checkpoint()
+        if self.witnesses is None:
+            return signed
+        if signed.cosigned_note is not None:
+            try:
+                self.witnesses.policy.verify(signed.cosigned_note)
+                return signed
+            except NexusError:
+                pass
+        result = self.witness(signed)
+        if not result.quorum_met:
+            problems = "; ".join(f"{o.witness}: {o.error}" for o in result.outcomes if o.error)
+            raise QuorumUnavailableError(
+                f"checkpoint {signed.size} is cosigned by {list(result.cosigners) or 'nobody'}, "
+                f"short of the quorum ({self.witnesses.policy.describe_quorum()}): {problems}"
+            )
+        found = self.checkpoint_signer.at(signed.size)
+        assert found is not None
+        return found
+
+    def _prove(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
+        with self.db.session() as session:
+            return storage.consistency_proof(session, old_size, new_size)
 
     # --- appending -----------------------------------------------------------
 
     def ingest_upload(
-        self,
-        body: bytes,
-        content_encoding: str | None,
-        *,
-        region: str | None = None,
-        enforcer: str | None = None,
+        self, body: bytes, content_encoding: str | None, uploader: Uploader | None = None
     ) -> AppendResult:
         """Take one decision_logs upload as OPA sends it; all or nothing.
 
-        Raises `nexus_audit.intake.IntakeError` subclasses for a refused batch.
+        ``uploader`` is who sends it (credential binding and header); omitted,
+        events are taken at their labels' word (tools and tests only). Raises
+        `nexus_audit.intake.IntakeError` subclasses for a refused batch; a
+        conflict or an enforcer speaking for another is also logged as a
+        security event.
         """
+        enforcer = None
+        region = None
+        if uploader is not None:
+            try:
+                enforcer = check_uploader(uploader, self.rules)
+            except EnforcerMismatchError as exc:
+                self._security_event(_MISMATCH_EVENT, uploader, exc)
+                raise
+            region = uploader.region
         with cyclic_gc_paused():
-            raw = decode_upload(body, content_encoding, self.limits)
-            events = parse_events(raw, self.limits)
-            prepared = prepare_decisions(events, self.catalogs, region=region, enforcer=enforcer)
-            return self._append_prepared_decisions(prepared)
+            parsed = read_events(body, content_encoding, self.limits)
+            try:
+                prepared = self._prepare(parsed, region=region, enforcer=enforcer)
+            except EnforcerMismatchError as exc:
+                if uploader is not None:
+                    self._security_event(_MISMATCH_EVENT, uploader, exc)
+                raise
+            return self._append_prepared_decisions(prepared, uploader)
 
     def append_decisions(
         self,
@@ -246,16 +454,85 @@ class AuditLog:
         enforcer: str | None = None,
     ) -> AppendResult:
         """Append validated decision events in one transaction, skipping logged decision ids."""
-        prepared = prepare_decisions(events, self.catalogs, region=region, enforcer=enforcer)
-        return self._append_prepared_decisions(prepared)
+        parsed = [ParsedEvent(event, _event_content(event)) for event in events]
+        prepared = self._prepare(parsed, region=region, enforcer=enforcer)
+        return self._append_prepared_decisions(prepared, None)
 
-    def _append_prepared_decisions(self, prepared: Sequence[PreparedDecision]) -> AppendResult:
-        with self.db.session() as session:
-            appended = self._append(session, prepared)
-        result = AppendResult(appended.accepted, appended.duplicates, appended.size)
+    def _prepare(
+        self, parsed: Sequence[ParsedEvent], *, region: str | None, enforcer: str | None
+    ) -> list[PreparedDecision]:
+        salt = self.secrets.get(TENANT_SALT)
+
+        def tenant_hash(claimed: str) -> str:
+            return hmac.new(salt, claimed.encode(), hashlib.sha256).hexdigest()[:32]
+
+        return prepare_decisions(
+            parsed,
+            self.catalogs,
+            region=region,
+            enforcer=enforcer,
+            now=self._clock(),
+            rules=self.rules,
+            known_tenants=self.facts.known_tenants(),
+            tenant_hash=tenant_hash,
+            content_mac=lambda content: self.secrets.mac(CONTENT_MAC, content),
+        )
+
+    def _append_prepared_decisions(
+        self, prepared: Sequence[PreparedDecision], uploader: Uploader | None
+    ) -> AppendResult:
+        try:
+            with self.db.session() as session:
+                appended = self._append(session, prepared)
+        except DecisionConflictError as exc:
+            self.metrics.count("security_events", "decision_conflict")
+            self._append_security(
+                _CONFLICT_EVENT,
+                {
+                    "decision_id": exc.decision_id,
+                    "enforcer": None if uploader is None else uploader.header,
+                    "region": None if uploader is None else uploader.region,
+                },
+            )
+            raise
+        flagged = sum(1 for item, index in zip(prepared, appended.indexes, strict=True)
+                      if index is not None and item.flags)  # fmt: skip
+        for item, index in zip(prepared, appended.indexes, strict=True):
+            if index is not None:
+                for flag in item.flags:
+                    self.metrics.count("decisions_flagged", flag)
+        result = AppendResult(appended.accepted, appended.duplicates, appended.size, flagged)
         log.info("decisions appended", extra=result.as_dict())
         self._after_append(appended.size)
         return result
+
+    def _security_event(self, event_type: str, uploader: Uploader, exc: Exception) -> None:
+        kind = event_type.removeprefix(SECURITY_EVENT_PREFIX)
+        self.metrics.count("security_events", kind)
+        claimed = getattr(exc, "claimed", None)
+        self._append_security(
+            event_type,
+            {
+                "credential_enforcer": uploader.enforcer_id,
+                "credential_region": uploader.region,
+                "header_enforcer": uploader.header,
+                "claimed_enforcer": claimed if isinstance(claimed, str) else None,
+            },
+        )
+
+    def _append_security(self, event_type: str, payload: dict[str, Any]) -> None:
+        try:
+            event = prepare_event(
+                event_type=event_type,
+                actor="audit-intake",
+                time=self._clock(),
+                payload={k: (v[:128] if isinstance(v, str) else v) for k, v in payload.items()},
+            )
+            with self.db.session() as session:
+                appended = self._append(session, [event])
+            self._after_append(appended.size)
+        except Exception:
+            log.exception("could not log a security event", extra={"event_type": event_type})
 
     def append_events(self, events: Iterable[ControlEvent]) -> AppendResult:
         """Append control-plane outbox events in one transaction; idempotent on their ids."""
@@ -277,6 +554,57 @@ class AuditLog:
         self._after_append(appended.size)
         return result
 
+    def dead_letter(self, source_id: int, record: dict[str, Any], error: str) -> None:
+        """Keep an outbox event that failed validation, and log that it was set aside.
+
+        The leaf (``outbox.dead_lettered``, event id ``cp-<id>``) names the
+        outbox id, type and the error's first line, never the payload; the
+        event itself waits in ``dead_letters`` for repair.
+        """
+        event_type = str(record.get("event_type") or record.get("type") or "?")[:64]
+        now = self._clock()
+        first_line = error.strip().splitlines()[0][:200] if error.strip() else "invalid"
+        event = prepare_event(
+            event_type=_DEAD_LETTER_EVENT,
+            actor="outbox-drain",
+            time=now,
+            payload={"outbox_id": source_id, "event_type": event_type, "error": first_line},
+            event_id=f"{CONTROL_PLANE_EVENT_PREFIX}{source_id}",
+        )
+        with self.db.session() as session:
+            exists = session.scalar(select(DeadLetter.id).where(DeadLetter.source_id == source_id))
+            if exists is None:
+                session.add(
+                    DeadLetter(
+                        source_id=source_id,
+                        event_type=event_type,
+                        error=error[:4000],
+                        record=orjson.dumps(record, default=str).decode(),
+                        created_at=now.astimezone(UTC),
+                    )
+                )
+            appended = self._append(session, [event])
+        self.metrics.count("dead_letters", event_type)
+        log.error(
+            "outbox event dead-lettered",
+            extra={"outbox_id": source_id, "event_type": event_type, "error": first_line},
+        )
+        self._after_append(appended.size)
+
+    def dead_letters(self) -> int:
+        with self.db.session() as session:
+            return len(session.scalars(select(DeadLetter.id)).all())
+
+    def append_event(self, event: PreparedEvent) -> int:
+        """Append one prepared event in a transaction of its own; return its leaf index."""
+        with self.db.session() as session:
+            appended = self._append(session, [event])
+        self._after_append(appended.size)
+        index = appended.indexes[0]
+        if index is None:
+            raise AuditError(f"event {event.leaf.event_id} is already logged")
+        return index
+
     def append_in(
         self, session: Session, items: Sequence[PreparedDecision | PreparedEvent]
     ) -> storage.Appended:
@@ -293,6 +621,7 @@ class AuditLog:
         self, session: Session, items: Sequence[PreparedDecision | PreparedEvent]
     ) -> storage.Appended:
         now = self._clock()
+        self._check_conflicts(session, items)
         appended = storage.append(session, [item.leaf for item in items], now=now)
         to_seal = []
         for item, index in zip(items, appended.indexes, strict=True):
@@ -305,17 +634,55 @@ class AuditLog:
                     )
                 )
             elif item.payload is not None and item.salt is not None:
+                tenant = scope_name(item.seal_tenant, MAX_TENANT_LENGTH)
+                subject = (
+                    None
+                    if item.seal_subject is None
+                    else scope_name(item.seal_subject, MAX_SUBJECT_LENGTH)
+                )
                 to_seal.append(
-                    PayloadToSeal(
-                        index, CONTROL_PLANE_TENANT, None, item.payload, item.salt, item.leaf.time
-                    )
+                    PayloadToSeal(index, tenant, subject, item.payload, item.salt, item.leaf.time)
                 )
         self.vault.seal(session, to_seal, now=now, keys_epoch=appended.keys_epoch)
         return appended
 
+    def _check_conflicts(
+        self, session: Session, items: Sequence[PreparedDecision | PreparedEvent]
+    ) -> None:
+        """Refuse a decision id already logged, or repeated in the batch, with other content."""
+        decisions = [i for i in items if isinstance(i, PreparedDecision) and i.content_mac]
+        if not decisions:
+            return
+        seen: dict[str, bytes] = {}
+        for item in decisions:
+            decision_id = item.leaf.decision_id
+            assert decision_id is not None
+            assert item.content_mac is not None
+            earlier = seen.setdefault(decision_id, item.content_mac)
+            if earlier != item.content_mac:
+                raise DecisionConflictError(
+                    decision_id,
+                    f"decision {decision_id} appears twice in the upload with different content",
+                )
+        ids = sorted(seen)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = session.execute(
+                select(Leaf.decision_id, Leaf.content_mac).where(Leaf.decision_id.in_(chunk))
+            ).all()
+            for decision_id, stored in rows:
+                if stored is not None and stored != seen[decision_id]:
+                    raise DecisionConflictError(
+                        decision_id,
+                        f"decision {decision_id} is already logged with other content; a "
+                        "logged decision cannot be restated",
+                    )
+
     def _after_append(self, size: int) -> None:
         try:
             self.checkpoint_signer.maybe_checkpoint(size)
+        except CheckpointChainError:
+            pass  # logged and counted by the signer; leaves are kept, nothing is signed
         except Exception:
             # The leaves are committed; the timer signs the checkpoint on its next tick.
             log.exception("checkpoint after append failed; the timer will retry")
@@ -343,6 +710,37 @@ class AuditLog:
             raise LeafNotFoundError(f"no leaf has index {resolved}")
         return found
 
+    def evidence_pages(
+        self,
+        control: str,
+        since: datetime,
+        until: datetime,
+        *,
+        tenant: str | None,
+        page: int = 500,
+    ) -> Iterator[tuple[int, list[tuple[storage.StoredLeaf, OpenedPayload | None]]]]:
+        """Leaves evidencing ``control`` in ``[since, until)`` for ``tenant`` (None: all), paged.
+
+        Yields (tree size when reading began, page of (leaf, payload or None
+        when the entry carries it inline)); payloads and salts are opened only
+        for the leaves in scope. Memory holds one page.
+        """
+        with self.db.session() as session:
+            size = storage.tree_size(session)
+            stream = storage.leaves_for_control(
+                session, control, since, until, below=size, tenant=tenant
+            )
+            while batch := list(itertools.islice(stream, page)):
+                sealed = [leaf.index for leaf in batch if b'"payload_commitment"' in leaf.entry]
+                with self.db.session() as own:
+                    opened = self.vault.open(own, sealed)
+                yield size, [(leaf, opened.get(leaf.index)) for leaf in batch]
+
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> dict[int, tuple[bytes, ...]]:
+        """Inclusion proofs of many leaves in the checkpointed tree ``size``, in one round."""
+        with self.db.session() as session:
+            return storage.inclusion_proofs(session, indexes, size)
+
     def payload(self, index: int) -> OpenedPayload:
         """The decrypted payload of leaf ``index``, or why it is gone."""
         with self.db.session() as session:
@@ -366,7 +764,7 @@ class AuditLog:
                 signed = self.checkpoint_signer.latest(session)
                 if signed is not None and resolved < signed.size:
                     hashes = storage.inclusion_proof(session, resolved, signed.size)
-                    return TlogProof(resolved, hashes, signed.note)
+                    return TlogProof(resolved, hashes, signed.published_note)
             else:
                 signed = self.checkpoint_signer.at(size, session)
                 if signed is None:
@@ -379,11 +777,11 @@ class AuditLog:
                         f"leaf {resolved} was appended after the checkpoint of size {signed.size}"
                     )
                 hashes = storage.inclusion_proof(session, resolved, signed.size)
-                return TlogProof(resolved, hashes, signed.note)
+                return TlogProof(resolved, hashes, signed.published_note)
         fresh = self.checkpoint_signer.checkpoint()
         with self.db.session() as session:
             hashes = storage.inclusion_proof(session, resolved, fresh.size)
-        return TlogProof(resolved, hashes, fresh.note)
+        return TlogProof(resolved, hashes, fresh.published_note)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
         """Proof that tree ``old_size`` is a prefix of the checkpointed tree ``new_size``.
@@ -497,3 +895,9 @@ class AuditLog:
 
 def _string_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _event_content(event: DecisionEvent) -> bytes:
+    from nexus_contract.canonical import canonical_json
+
+    return canonical_json(event.model_dump(mode="json", exclude_none=True))

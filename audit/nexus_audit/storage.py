@@ -23,7 +23,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import String, Table, any_, bindparam, insert, select, tuple_, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -39,6 +50,7 @@ from nexus_audit.tables import (
 from nexus_contract.errors import NexusError
 
 __all__ = [
+    "MAX_ENTRY_BYTES",
     "Appended",
     "CorruptStorageError",
     "NewLeaf",
@@ -52,6 +64,7 @@ __all__ = [
     "checkpoint_at",
     "consistency_proof",
     "inclusion_proof",
+    "inclusion_proofs",
     "latest_checkpoint",
     "leaf_at",
     "leaf_index_of_decision",
@@ -62,6 +75,9 @@ __all__ = [
     "tree_size",
 ]
 
+MAX_ENTRY_BYTES = 0xFFFF
+"""Every entry fits a C2SP tlog-tiles entry bundle (uint16 length prefix)."""
+
 _LOOKUP_CHUNK = 1000
 """Ids per ``IN (...)`` query: well under every driver's parameter limit."""
 
@@ -70,7 +86,7 @@ _PLACEHOLDER = bytes(merkle.HASH_SIZE)
 _LEAVES: Table = Leaf.__table__  # type: ignore[assignment]
 _LEAF_COLUMNS = (
     "leaf_index", "leaf_hash", "entry", "kind", "decision_id", "event_id", "tenant", "time",
-    "allowed", "appended_at",
+    "allowed", "appended_at", "content_mac",
 )  # fmt: skip
 _LEAF_CONTROLS: Table = LeafControl.__table__  # type: ignore[assignment]
 _LEAF_CONTROL_COLUMNS = ("control", "leaf_index", "kind", "time", "allowed")
@@ -100,10 +116,17 @@ class NewLeaf:
     tenant: str | None = None
     allowed: bool | None = None
     controls: tuple[str, ...] = ()
+    content_mac: bytes | None = None
+    """HMAC of what the enforcer sent (decisions): a restated decision id is told apart."""
 
     def __post_init__(self) -> None:
         if (self.decision_id is None) == (self.event_id is None):
             raise ValueError("a leaf has exactly one of decision_id and event_id")
+        if len(self.entry) > MAX_ENTRY_BYTES:
+            raise ValueError(
+                f"a log entry is at most {MAX_ENTRY_BYTES} bytes (tlog-tiles entry bundles "
+                f"prefix each with a uint16); this one is {len(self.entry)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -215,7 +238,7 @@ def append(session: Session, leaves: Sequence[NewLeaf], *, now: datetime) -> App
         time = leaf.time.astimezone(UTC)
         leaf_rows.append(
             (index, digest, leaf.entry, leaf.kind, leaf.decision_id, leaf.event_id, leaf.tenant,
-             time, leaf.allowed, utc_now)
+             time, leaf.allowed, utc_now, leaf.content_mac)
         )  # fmt: skip
         control_rows.extend(
             (control, index, leaf.kind, time, leaf.allowed) for control in set(leaf.controls)
@@ -383,9 +406,19 @@ def leaf_index_of_decision(session: Session, decision_id: str) -> int | None:
 
 
 def leaves_for_control(
-    session: Session, control: str, since: datetime, until: datetime, *, below: int
+    session: Session,
+    control: str,
+    since: datetime,
+    until: datetime,
+    *,
+    below: int,
+    tenant: str | None = None,
 ) -> Iterator[StoredLeaf]:
-    """Leaves evidencing ``control`` with ``since <= time < until`` and index < ``below``."""
+    """Leaves evidencing ``control`` with ``since <= time < until`` and index < ``below``.
+
+    With ``tenant``, only that tenant's decisions and events, and events of no
+    tenant (the control plane's changes); streamed in index order.
+    """
     query = (
         select(Leaf)
         .join(LeafControl, LeafControl.leaf_index == Leaf.leaf_index)
@@ -398,8 +431,36 @@ def leaves_for_control(
         .order_by(Leaf.leaf_index)
         .execution_options(yield_per=500)
     )
+    if tenant is not None:
+        query = query.where(
+            or_(Leaf.tenant == tenant, and_(Leaf.kind == "event", Leaf.tenant.is_(None)))
+        )
     for row in session.scalars(query):
         yield _stored(row)
+
+
+def inclusion_proofs(
+    session: Session, indexes: Sequence[int], size: int
+) -> dict[int, tuple[bytes, ...]]:
+    """Inclusion proofs of many leaves in tree ``size``: every subtree fetched in one round.
+
+    Proofs of nearby leaves share most of their hashes, so a sorted batch of
+    a few hundred costs one query of a few thousand distinct subtrees.
+    """
+    _check_within(session, size)
+    wanted: list[tuple[int, int]] = []
+
+    def record(start: int, end: int, /) -> bytes:
+        wanted.append((start, end))
+        return _PLACEHOLDER
+
+    for index in indexes:
+        merkle.inclusion_proof(index, size, record)
+    hashes = _read_subtrees(session, set(wanted))
+    return {
+        index: merkle.inclusion_proof(index, size, lambda s, e, /: hashes[(s, e)])
+        for index in indexes
+    }
 
 
 def _stored(row: Leaf) -> StoredLeaf:

@@ -40,14 +40,18 @@ __all__ = [
     "CheckpointRow",
     "ControlDay",
     "DataKey",
+    "DeadLetter",
     "DecisionFacet",
     "DecisionRule",
+    "ErasureRequest",
     "Leaf",
     "LeafControl",
+    "LogSecret",
     "LogState",
     "Node",
     "Payload",
     "SearchState",
+    "WitnessSize",
 ]
 
 SEQUENCER_ROW = 1
@@ -90,6 +94,9 @@ class Leaf(Base):
     """When the decision was made or the event happened (the entry's ``time``)."""
     allowed: Mapped[bool | None] = mapped_column(Boolean)
     appended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    content_mac: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """HMAC (under the log secret) of what the enforcer sent for a decision: a repeated
+    ``decision_id`` with other content is refused. Dropped when the tenant is erased."""
 
 
 class Node(Base):
@@ -126,9 +133,9 @@ class LeafControl(Base):
 class DataKey(Base):
     """An AES-256 data key for one tenant (subject NULL) or one subject in a tenant.
 
-    ``wrapped_key`` is the key wrapped by the master key (`nexus_audit.envelope`);
-    erasure sets it to NULL and ``destroyed_at``, after which every payload
-    under this key is unreadable.
+    ``wrapped_key`` is the key wrapped by the master key (`nexus_audit.envelope`).
+    Erasure deletes the row and every payload under it, then compacts the
+    database so no copy of either survives in free pages or the WAL.
     """
 
     __tablename__ = "data_keys"
@@ -147,8 +154,7 @@ class Payload(Base):
     """The full payload of a leaf, AES-GCM encrypted under ``key_id``.
 
     The plaintext is the canonical JSON the leaf's ``payload_commitment``
-    commits to with ``salt``. Erasure sets ``salt`` to NULL (the key is gone);
-    the retention job deletes the row.
+    commits to with ``salt``. Erasure and the retention job delete the row.
     """
 
     __tablename__ = "payloads"
@@ -178,6 +184,8 @@ class CheckpointRow(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cosigned_note: Mapped[str | None] = mapped_column(Text)
+    """The same note with the witnesses' ``cosignature/v1`` lines, once collected."""
 
 
 class DecisionFacet(Base):
@@ -243,3 +251,60 @@ class ControlDay(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(8), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
+
+
+class WitnessSize(Base):
+    """The latest tree size a witness cosigned for this log (the ``old`` it expects next)."""
+
+    __tablename__ = "witness_sizes"
+
+    witness: Mapped[str] = mapped_column(String(200), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LogSecret(Base):
+    """A secret of the log (e.g. the salt of tenant hashes), wrapped by the master key."""
+
+    __tablename__ = "log_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ErasureRequest(Base):
+    """A two-person erasure: requested by one principal, approved (and run) by another.
+
+    ``subject`` is needed until the erasure runs, then cleared.
+    """
+
+    __tablename__ = "erasure_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(160))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    scope: Mapped[str] = mapped_column(String(8))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(12))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requester_id: Mapped[str | None] = mapped_column(String(64))
+    """The requesting principal's id (its token), compared with the approver's."""
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    keys_destroyed: Mapped[int | None] = mapped_column(Integer)
+    payloads_erased: Mapped[int | None] = mapped_column(Integer)
+
+
+class DeadLetter(Base):
+    """A control-plane outbox event that failed validation, kept for repair (not a leaf)."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(_Index, primary_key=True, autoincrement=True)
+    source_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    event_type: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    record: Mapped[str] = mapped_column(Text)
+    """The outbox row as JSON, as it failed."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

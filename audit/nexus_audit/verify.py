@@ -7,6 +7,15 @@ log's key. It streams: leaves and nodes are read in index order, page by
 page, and the only tree state kept is the right edge of the tree so far (one
 hash per level), so memory is O(log n).
 
+Checkpoints come from three places, and every one must match the tree
+recomputed from the leaves at its size: the database's, the checkpoint
+journal's (the append-only copy outside the database, `nexus_audit.journal`:
+a tree rewritten with its database checkpoints deleted fails here), and any
+``trusted`` checkpoint an outsider kept (``audit verify --trusted FILE``:
+proves the current tree extends what they saw). Matching roots at every size
+from one leaf sequence is the chain: each checkpoint is consistent with every
+earlier one.
+
 The first problem raises a `LogVerificationError` subclass naming where it is:
 the first bad leaf (with its decision or event id), the node and the leaves
 it covers, or the checkpoint. A verifier never returns a flag.
@@ -16,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +36,7 @@ from nexus_audit import merkle
 from nexus_audit.checkpoint import Checkpoint, CheckpointError
 from nexus_audit.database import AuditDatabase
 from nexus_audit.gc_pause import cyclic_gc_paused
+from nexus_audit.journal import CheckpointJournal
 from nexus_audit.note import NoteError, Verifier
 from nexus_audit.tables import SEQUENCER_ROW, CheckpointRow, Leaf, LogState, Node
 from nexus_contract.errors import NexusError
@@ -111,29 +121,78 @@ class LogReport:
     nodes: int
     checkpoints: int
     seconds: float
+    journal_checkpoints: int = 0
+    trusted: tuple[int, ...] = ()
+    """Sizes of the outsiders' checkpoints the tree was proven to extend."""
 
 
-def verify_log(db: AuditDatabase, verifier: Verifier) -> LogReport:
+def verify_log(
+    db: AuditDatabase,
+    verifier: Verifier,
+    *,
+    journal: CheckpointJournal | None = None,
+    trusted: Sequence[str] = (),
+) -> LogReport:
     """Recompute the whole log and check it against every stored hash and checkpoint.
 
-    Returns a `LogReport`; raises a `LogVerificationError` subclass at the first problem.
+    ``journal`` adds the checkpoints kept outside the database; ``trusted``
+    notes are checkpoints an outsider saved, each of which the tree must
+    extend. Returns a `LogReport`; raises a `LogVerificationError` subclass at
+    the first problem.
     """
     started = time.perf_counter()
+    outside: list[tuple[int, str, bytes]] = []
+    journal_count = 0
+    if journal is not None:
+        roots: dict[int, bytes] = {}
+        for record in journal.records():
+            checkpoint = _open_outside(
+                record.note, verifier, f"{journal.path} (size {record.size})"
+            )
+            if checkpoint.size != record.size:
+                raise CheckpointMismatchError(
+                    record.size, f"{journal.path}: its note is of another size"
+                )
+            known = roots.setdefault(checkpoint.size, checkpoint.root_hash)
+            if known != checkpoint.root_hash:
+                raise CheckpointMismatchError(
+                    checkpoint.size,
+                    f"{journal.path} holds two checkpoints of this size with different roots: "
+                    "the log forked",
+                )
+        journal_count = len(roots)
+        outside.extend((size, f"journal {journal.path}", root) for size, root in roots.items())
+    trusted_sizes = []
+    for number, note in enumerate(trusted, start=1):
+        checkpoint = _open_outside(note, verifier, f"trusted checkpoint {number}")
+        outside.append((checkpoint.size, f"trusted checkpoint {number}", checkpoint.root_hash))
+        trusted_sizes.append(checkpoint.size)
     with cyclic_gc_paused(), db.engine.connect() as connection:
         if db.is_postgresql:
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
-            report = _verify(connection, verifier)
+            report = _verify(connection, verifier, sorted(outside))
     return LogReport(
         report.size,
         report.root_hash,
         report.nodes,
         report.checkpoints,
         time.perf_counter() - started,
+        journal_count,
+        tuple(trusted_sizes),
     )
 
 
-def _verify(connection: Connection, verifier: Verifier) -> LogReport:
+def _open_outside(note: str, verifier: Verifier, where: str) -> Checkpoint:
+    try:
+        return Checkpoint.open(note, verifier)
+    except (NoteError, CheckpointError) as exc:
+        raise LogVerificationError(f"{where}: does not open with the log key: {exc}") from None
+
+
+def _verify(
+    connection: Connection, verifier: Verifier, outside: Sequence[tuple[int, str, bytes]] = ()
+) -> LogReport:
     size = connection.scalar(select(LogState.size).where(LogState.id == SEQUENCER_ROW))
     if size is None:
         raise LogVerificationError("the log_state row is missing")
@@ -149,16 +208,35 @@ def _verify(connection: Connection, verifier: Verifier) -> LogReport:
             raise CheckpointMismatchError(
                 checkpoint_size, f"it is larger than the tree, which has {size} leaves"
             )
+    for checkpoint_size, source, _ in outside:
+        if checkpoint_size > size:
+            raise CheckpointMismatchError(
+                checkpoint_size,
+                f"{source} covers {checkpoint_size} leaves but the log holds only {size}: "
+                "leaves were deleted",
+            )
+    next_outside = 0
     levels = _LevelStreams(connection)
     stack: list[tuple[int, int, bytes]] = []
     next_checkpoint = 0
     nodes_checked = 0
 
     def check_checkpoints(tree_size: int) -> None:
-        nonlocal next_checkpoint
+        nonlocal next_checkpoint, next_outside
         while next_checkpoint < len(pending) and pending[next_checkpoint][0] == tree_size:
             _check_checkpoint(pending[next_checkpoint], _root(stack), verifier)
             next_checkpoint += 1
+        while next_outside < len(outside) and outside[next_outside][0] == tree_size:
+            _, source, root = outside[next_outside]
+            recomputed = _root(stack)
+            if root != recomputed:
+                raise CheckpointMismatchError(
+                    tree_size,
+                    f"{source} signs root {root.hex()}, but the tree recomputed from the "
+                    f"leaves has root {recomputed.hex()} at this size: the log was rewritten "
+                    "below this size (its database checkpoints deleted or replaced)",
+                )
+            next_outside += 1
 
     check_checkpoints(0)
     sha256 = hashlib.sha256

@@ -3,7 +3,8 @@
 The command modules are assembled here: the policy author's loop
 (`nexus_cli.authoring`), running and calling the service (`nexus_cli.service`),
 rollouts (`nexus_cli.rollout`), enforcers (`nexus_cli.dataplane`), the audit
-log and evidence (`nexus_audit.cli`), and the demo (`nexus_cli.demo`). Every
+log and evidence (`nexus_audit.cli`), the witness (`nexus_audit.witness.cli`),
+and the demo (`nexus_cli.demo`). Every
 `NexusError` a command raises is printed once and mapped to its exit code
 (`nexus_cli.errors`).
 """
@@ -15,6 +16,7 @@ import sys
 import typer
 
 from nexus_audit import cli as audit_cli
+from nexus_audit.witness import cli as witness_cli
 from nexus_cli import authoring, dataplane, rollout, service
 from nexus_cli.console import err
 from nexus_cli.errors import exit_code
@@ -46,6 +48,7 @@ for verb in ("approve", "promote", "pause", "resume", "rollback"):
 app.add_typer(dataplane.app, name="dataplane")
 app.add_typer(audit_cli.audit_app, name="audit")
 app.add_typer(audit_cli.evidence_app, name="evidence")
+app.add_typer(witness_cli.witness_app, name="witness")
 
 
 def main() -> None:

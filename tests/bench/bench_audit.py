@@ -32,6 +32,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -52,7 +53,9 @@ from nexus_audit.catalog import load_catalogs
 from nexus_audit.database import AuditDatabase
 from nexus_audit.entry import decision_entry
 from nexus_audit.envelope import LocalKeyWrapper
-from nexus_audit.intake import IntakeLimits
+from nexus_audit.facts import StaticFacts
+from nexus_audit.intake import IntakeLimits, Uploader
+from nexus_audit.journal import CheckpointJournal
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
 from nexus_dataplane.process import free_port, wait_for_port
@@ -67,6 +70,8 @@ CONTROL_SETS = (
     ("SOC2:CC6.1", "ISO27001:A.8.3"),
     ("SOC2:CC6.3", "ISO27001:A.5.15", "ISO27001:A.8.2"),
 )
+
+UPLOADER = Uploader("eu-west-1", "eu-west-1-a", "eu-west-1-a")
 
 console = Console(highlight=False, width=150 if not sys.stdout.isatty() else None)
 
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         verdict = f"[{style}]{row.verdict}[/{style}]" if style else row.verdict
         table.add_row(row.name, row.value, row.target, verdict, row.note)
     console.print(table)
+    from tests.bench import bench_audit_witness
+
+    bench_audit_witness.main(["--quick"] if args.quick else [])
 
 
 def run(
@@ -116,14 +124,17 @@ def run(
     db.migrate()
     signer = Signer.generate(ORIGIN)
     master_key = os.urandom(32)
+    journal = Path(tempfile.mkdtemp(prefix="nexus-bench-journal-")) / "checkpoints.jsonl"
     log = AuditLog(
         db,
         signer,
         LocalKeyWrapper(master_key),
         catalogs,
+        journal=CheckpointJournal(journal),
         checkpoint_every_leaves=1000,
         checkpoint_every_s=5.0,
         limits=IntakeLimits(32 * 1024 * 1024, 100_000),
+        facts=StaticFacts(frozenset(TENANTS), {}),
     )
     rows: list[Row] = []
     try:
@@ -134,7 +145,7 @@ def run(
 
         started = time.perf_counter()
         for body in direct:
-            log.ingest_upload(body, "gzip")
+            log.ingest_upload(body, "gzip", UPLOADER)
         elapsed = time.perf_counter() - started
         rate = len(direct) * batch_size / elapsed
         rows.append(
@@ -150,7 +161,7 @@ def run(
             )
         )
 
-        rate, latencies = _http_intake(url, signer, master_key, over_http, uploaders)
+        rate, latencies = _http_intake(url, signer, master_key, over_http, uploaders, journal)
         rows.append(
             _judged(
                 f"intake over HTTP, {uploaders} uploaders",
@@ -317,41 +328,57 @@ def _uploads(events: int, batch_size: int) -> list[bytes]:
 
 _SERVER_CHILD = """
 import os, sys
+from dataclasses import dataclass
+from pathlib import Path
 import uvicorn
-from fastapi import FastAPI, Request
-from nexus_audit.api import create_router
+from nexus_audit.api import create_audit_app
 from nexus_audit.catalog import load_catalogs
 from nexus_audit.database import AuditDatabase
-from nexus_audit.intake import IntakeLimits
 from nexus_audit.envelope import LocalKeyWrapper
+from nexus_audit.facts import StaticFacts
+from nexus_audit.intake import IntakeLimits
+from nexus_audit.journal import CheckpointJournal
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
+from nexus_audit.uploads import UploadGate
 
 log = AuditLog(
     AuditDatabase(os.environ["BENCH_AUDIT_URL"]),
     Signer.parse(os.environ["BENCH_AUDIT_SIGNER"]),
     LocalKeyWrapper(bytes.fromhex(os.environ["BENCH_AUDIT_MASTER"])),
     load_catalogs(),
+    journal=CheckpointJournal(Path(os.environ["BENCH_AUDIT_JOURNAL"])),
     checkpoint_every_leaves=1000,
     checkpoint_every_s=5.0,
     limits=IntakeLimits(32 * 1024 * 1024, 100_000),
+    facts=StaticFacts(frozenset(os.environ["BENCH_AUDIT_TENANTS"].split(",")), {}),
+    uploads=UploadGate(64, 64),
 )
 
 
-def require(*roles):
-    async def anyone(request: Request) -> str:
-        return "bench"
-    return anyone
+@dataclass(frozen=True)
+class Enforcer:
+    name: str = "bench"
+    region: str = "eu-west-1"
+    enforcer_id: str = "eu-west-1-a"
 
 
-app = FastAPI()
-app.include_router(create_router(log, require))
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+async def authorize(request, roles):
+    return Enforcer()
+
+
+uvicorn.run(create_audit_app(log, authorize), host="127.0.0.1", port=int(sys.argv[1]),
+            log_level="warning", access_log=False)
 """
 
 
 def _http_intake(
-    url: str, signer: Signer, master_key: bytes, bodies: list[bytes], uploaders: int
+    url: str,
+    signer: Signer,
+    master_key: bytes,
+    bodies: list[bytes],
+    uploaders: int,
+    journal: Path,
 ) -> tuple[float, list[float]]:
     """Upload ``bodies`` over HTTP to the audit router served by uvicorn in its own process.
 
@@ -364,6 +391,8 @@ def _http_intake(
         "BENCH_AUDIT_URL": url,
         "BENCH_AUDIT_SIGNER": signer.private_key_string(),
         "BENCH_AUDIT_MASTER": master_key.hex(),
+        "BENCH_AUDIT_JOURNAL": str(journal),
+        "BENCH_AUDIT_TENANTS": ",".join(TENANTS),
     }
     server = subprocess.Popen([sys.executable, "-c", _SERVER_CHILD, str(port)], env=env)
     latencies: list[float] = []
@@ -380,7 +409,9 @@ def _http_intake(
                     body = queue.pop()
                 began = time.perf_counter()
                 response = client.post(
-                    "/v1/opa/logs", content=body, headers={"content-encoding": "gzip"}
+                    "/v1/opa/logs",
+                    content=body,
+                    headers={"content-encoding": "gzip", "x-nexus-enforcer": "eu-west-1-a"},
                 )
                 response.raise_for_status()
                 with lock:

@@ -49,7 +49,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from nexus_audit.intake import IntakeError
+from nexus_audit.intake import IntakeError, Uploader
 from nexus_audit.service import AppendResult, AuditLog
 from nexus_audit.tables import Leaf
 from nexus_contract.wire import DECISION_ID_HEADER
@@ -260,14 +260,10 @@ class IntakeTally:
         original = audit.ingest_upload
 
         def ingest_upload(
-            body: bytes,
-            content_encoding: str | None,
-            *,
-            region: str | None = None,
-            enforcer: str | None = None,
+            body: bytes, content_encoding: str | None, uploader: Uploader | None = None
         ) -> AppendResult:
             try:
-                result = original(body, content_encoding, region=region, enforcer=enforcer)
+                result = original(body, content_encoding, uploader)
             except IntakeError as exc:
                 reason = f"{exc.code}: {EVENT_PREFIX.sub('', exc.message)}"[:120]
                 with self.lock:

@@ -16,6 +16,8 @@ __all__ = [
     "DecisionDetailAnswer",
     "DecisionPageAnswer",
     "ErasureAnswer",
+    "ErasureRequestAnswer",
+    "ErasureRequestsAnswer",
 ]
 
 
@@ -28,6 +30,8 @@ class AppendAnswer(_Answer):
     duplicates: int
     size: int
     """The tree size after the upload."""
+    flagged: int = 0
+    """Decisions stored flagged (time outside the window, unknown tenant)."""
 
 
 class ConsistencyProofAnswer(_Answer):
@@ -80,12 +84,32 @@ class CoverageAnswer(_Answer):
 
 
 class ErasureAnswer(_Answer):
+    request_id: str
     tenant: str
     scope: str
     keys_destroyed: int
     payloads_erased: int
+    requested_by: str
+    approved_by: str
     event_id: str
     event_index: int
+    compacted: bool
+
+
+class ErasureRequestAnswer(_Answer):
+    id: str
+    tenant: str
+    scope: str
+    state: str
+    requested_by: str
+    requested_at: datetime
+    reference: str | None
+    decided_by: str | None = None
+    event_index: int | None = None
+
+
+class ErasureRequestsAnswer(_Answer):
+    requests: list[ErasureRequestAnswer]
 
 
 class DecisionAnswer(_Answer):

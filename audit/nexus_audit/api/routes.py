@@ -1,16 +1,23 @@
 """The audit routes. Each parses, authorises, calls the log and answers; errors map by table.
 
-========  ==============================  ================================
-POST      /v1/opa/logs                    enforcer (OPA decision_logs: the
-                                          plugin appends /logs to the
-                                          service URL <base>/v1/opa)
-GET       /v1/audit/checkpoint            any role (text/plain signed note)
-GET       /v1/audit/proofs/inclusion      compliance, operator (tlog-proof)
-GET       /v1/audit/proofs/consistency    compliance, operator (JSON)
-GET       /v1/audit/coverage              compliance (JSON)
-POST      /v1/audit/erasure               compliance (JSON)
-GET       /v1/audit/evidence              compliance (application/gzip)
-========  ==============================  ================================
+========  ==================================  ================================
+POST      /v1/opa/logs                        enforcer (OPA decision_logs: the
+                                              plugin appends /logs to the
+                                              service URL <base>/v1/opa)
+GET       /v1/audit/checkpoint                any role (text/plain signed note)
+GET       /v1/audit/log/checkpoint            any role (C2SP tlog-tiles prefix
+GET       /v1/audit/log/tile/...              /v1/audit/log: checkpoint, tiles,
+                                              entry bundles; immutable)
+GET       /v1/audit/log/checkpoints           any role (the journal, JSON lines)
+GET       /v1/audit/proofs/inclusion          compliance, operator (tlog-proof)
+GET       /v1/audit/proofs/consistency        compliance, operator (JSON)
+GET       /v1/audit/coverage                  compliance (JSON)
+POST      /v1/audit/erasure                   compliance (a request, JSON)
+GET       /v1/audit/erasure                   compliance (the requests)
+POST      /v1/audit/erasure/{id}/approve      compliance, another principal
+GET       /v1/audit/evidence                  compliance (application/gzip)
+GET       /v1/audit/metrics                   operator (Prometheus text)
+========  ==================================  ================================
 """
 
 from __future__ import annotations
@@ -23,45 +30,83 @@ from pathlib import Path
 from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from nexus_audit import evidence
+from nexus_audit import evidence, tiles
 from nexus_audit.api.models import (
     AppendAnswer,
     ConsistencyProofAnswer,
     CoverageAnswer,
     ErasureAnswer,
+    ErasureRequestAnswer,
+    ErasureRequestsAnswer,
 )
 from nexus_audit.catalog import UnknownControlError
 from nexus_audit.coverage import UnknownFrameworkError, coverage
-from nexus_audit.erasure import MAX_REFERENCE_LENGTH, erase
+from nexus_audit.erasure import (
+    MAX_REFERENCE_LENGTH,
+    ErasureError,
+    ErasureNotFoundError,
+    LegalHoldError,
+    ReservedScopeError,
+    SamePersonError,
+    approve_erasure,
+    erasure_requests,
+    request_erasure,
+)
+from nexus_audit.evidence.export import EvidenceScopeError
 from nexus_audit.intake import (
     BatchTooLargeError,
+    DecisionConflictError,
     EnforcerMismatchError,
     IntakeError,
+    TimeOutsideWindowError,
     UnknownControlInEventError,
+    Uploader,
 )
 from nexus_audit.merkle import MerkleError
+from nexus_audit.metrics import AuditCollector
 from nexus_audit.search import InvalidQueryError
 from nexus_audit.service import (
     AuditLog,
     CheckpointNotFoundError,
     LeafNotFoundError,
     LeafNotInCheckpointError,
+    QuorumUnavailableError,
 )
+from nexus_audit.signer import CheckpointChainError
+from nexus_audit.uploads import UploadsBusyError
 from nexus_contract.errors import NexusError
-from nexus_contract.wire import OPA_API_PREFIX
+from nexus_contract.wire import ENFORCER_HEADER, OPA_API_PREFIX
 from nexus_runtime.http import ApiError, parse_body, read_body
 
-__all__ = ["ANY_ROLE", "ERROR_STATUS", "Authorize", "Caller", "require", "router"]
+__all__ = [
+    "ALL_TENANTS_ROLES",
+    "ANY_ROLE",
+    "ERROR_STATUS",
+    "TILES_PREFIX",
+    "Authorize",
+    "Caller",
+    "require",
+    "router",
+]
 
 ANY_ROLE = ("author", "approver", "operator", "compliance", "enforcer", "gateway")
 """Every role of the control plane: the checkpoint is for anyone with a token."""
+ALL_TENANTS_ROLES = frozenset({"compliance"})
+"""Roles whose callers may export evidence of every tenant at once (``all_tenants``)."""
 
 MAX_ERASURE_BODY = 16 * 1024
 TLOG_PROOF_MEDIA_TYPE = "text/plain; charset=utf-8"
+TILES_PREFIX = "/v1/audit/log"
+TILE_CACHE = "private, max-age=31536000, immutable"
+CHECKPOINT_CACHE = "no-cache, max-age=0"
 MAX_INDEX = 2**63 - 1
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_MAX_ENFORCER_ID = 128
 
 ERROR_STATUS: dict[type[NexusError], tuple[int, str | None]] = {
     LeafNotFoundError: (404, "not_found"),
@@ -72,9 +117,21 @@ ERROR_STATUS: dict[type[NexusError], tuple[int, str | None]] = {
     BatchTooLargeError: (413, None),
     UnknownControlInEventError: (422, None),
     EnforcerMismatchError: (403, None),
+    DecisionConflictError: (409, None),
+    TimeOutsideWindowError: (422, None),
     IntakeError: (400, None),
     MerkleError: (400, "invalid_request"),
     InvalidQueryError: (400, "invalid_query"),
+    LegalHoldError: (409, "legal_hold"),
+    ReservedScopeError: (422, "reserved_scope"),
+    SamePersonError: (403, "same_person"),
+    ErasureNotFoundError: (404, "not_found"),
+    ErasureError: (400, "invalid_request"),
+    EvidenceScopeError: (403, "forbidden"),
+    tiles.TileNotFoundError: (404, "not_found"),
+    tiles.TilePathError: (404, "not_found"),
+    QuorumUnavailableError: (503, "quorum_unavailable"),
+    CheckpointChainError: (503, "chain_broken"),
 }
 """How the audit log's errors answer over HTTP (the host installs the table).
 
@@ -121,6 +178,7 @@ EnforcerDep = Annotated[Caller, Depends(require("enforcer"))]
 AnyRoleDep = Annotated[Caller, Depends(require(*ANY_ROLE))]
 ProverDep = Annotated[Caller, Depends(require("compliance", "operator"))]
 ComplianceDep = Annotated[Caller, Depends(require("compliance"))]
+OperatorDep = Annotated[Caller, Depends(require("operator"))]
 Index = Annotated[int | None, Query(ge=0, le=MAX_INDEX)]
 
 router = APIRouter(tags=["audit"])
@@ -138,15 +196,38 @@ class ErasureRequest(BaseModel):
 
 @router.post(f"{OPA_API_PREFIX}/logs", response_model=AppendAnswer)
 async def opa_decision_logs(request: Request, log: LogDep, caller: EnforcerDep) -> AppendAnswer:
-    """OPA decision_logs upload: a gzip JSON array of events, appended all or nothing."""
-    body = await read_body(request, log.limits.max_bytes)
-    result = await asyncio.to_thread(
-        log.ingest_upload,
-        body,
-        request.headers.get("content-encoding"),
-        region=caller.region or None,
-        enforcer=caller.enforcer_id or None,
-    )
+    """OPA decision_logs upload: a gzip JSON array of events, appended all or nothing.
+
+    Admitted before the body is read: past the per-enforcer or total cap of
+    uploads in flight, 429 with Retry-After.
+    """
+    header = request.headers.get(ENFORCER_HEADER, "")
+    if not header or len(header) > _MAX_ENFORCER_ID or not set(header) <= _ID_CHARS:
+        raise ApiError(
+            400, "invalid_enforcer", f"header {ENFORCER_HEADER} must name the enforcer (lower case)"
+        )
+    try:
+        admitted = log.uploads.admit(header)
+        admitted.__enter__()
+    except UploadsBusyError as exc:
+        log.metrics.count("uploads_refused", "busy")
+        raise ApiError(
+            429, "busy", str(exc), headers={"retry-after": str(exc.retry_after_s)}
+        ) from None
+    try:
+        log.metrics.set("uploads_in_flight", log.uploads.in_flight)
+        body = await read_body(request, log.limits.max_bytes)
+        uploader = Uploader(caller.region or None, caller.enforcer_id or None, header)
+        try:
+            result = await asyncio.to_thread(
+                log.ingest_upload, body, request.headers.get("content-encoding"), uploader
+            )
+        except IntakeError as exc:
+            log.metrics.count("uploads_refused", exc.code)
+            raise
+    finally:
+        admitted.__exit__(None, None, None)
+        log.metrics.set("uploads_in_flight", log.uploads.in_flight)
     return AppendAnswer.model_validate(result)
 
 
@@ -156,11 +237,67 @@ async def opa_decision_logs(request: Request, log: LogDep, caller: EnforcerDep) 
     responses={200: {"content": {"text/plain": {}}, "description": "A C2SP signed checkpoint"}},
 )
 async def checkpoint(log: LogDep, _: AnyRoleDep) -> PlainTextResponse:
-    """The latest signed checkpoint (C2SP tlog-checkpoint note)."""
+    """The latest signed checkpoint (C2SP tlog-checkpoint note, with cosignatures)."""
     signed = await asyncio.to_thread(log.latest_checkpoint)
     if signed is None:
         raise ApiError(404, "no_checkpoint", "no checkpoint has been signed yet")
-    return PlainTextResponse(signed.note, media_type="text/plain; charset=utf-8")
+    return PlainTextResponse(
+        signed.published_note,
+        media_type="text/plain; charset=utf-8",
+        headers={"cache-control": CHECKPOINT_CACHE},
+    )
+
+
+@router.get(
+    f"{TILES_PREFIX}/checkpoint",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "tlog-tiles checkpoint"}},
+)
+async def tiles_checkpoint(log: LogDep, caller: AnyRoleDep) -> PlainTextResponse:
+    """The tiled log's ``checkpoint``: the latest signed checkpoint with its cosignatures."""
+    return await checkpoint(log, caller)
+
+
+@router.get(
+    f"{TILES_PREFIX}/checkpoints",
+    response_class=Response,
+    responses={200: {"content": {"application/jsonl": {}}, "description": "The journal"}},
+)
+async def checkpoint_journal(log: LogDep, _: AnyRoleDep) -> Response:
+    """Every signed checkpoint, as the journal outside the database holds it (JSON lines).
+
+    Mirror it, or keep any line: `audit verify --trusted` proves the log extends it.
+    """
+    journal = log.journal
+    if not journal.exists():
+        raise ApiError(404, "no_checkpoint", "no checkpoint has been signed yet")
+    return FileResponse(
+        journal.path, media_type="application/jsonl", headers={"cache-control": CHECKPOINT_CACHE}
+    )
+
+
+@router.get(
+    TILES_PREFIX + "/tile/{tile_path:path}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "A tile"}},
+)
+async def tile(tile_path: str, log: LogDep, _: AnyRoleDep) -> Response:
+    """``tile/<L>/<N>[.p/<W>]`` (hashes) or ``tile/entries/<N>[.p/<W>]`` (entry bundles)."""
+    parsed = tiles.parse_tile_path("tile/" + tile_path)
+
+    def read() -> bytes:
+        signed = log.latest_checkpoint()
+        if signed is None:
+            raise tiles.TileNotFoundError("no checkpoint has been signed yet")
+        with log.db.session() as session:
+            if parsed.level is None:
+                return tiles.entry_bundle(session, parsed, signed.size)
+            return tiles.read_tile(session, parsed, signed.size)
+
+    data = await asyncio.to_thread(read)
+    return Response(
+        data, media_type="application/octet-stream", headers={"cache-control": TILE_CACHE}
+    )
 
 
 @router.get(
@@ -208,7 +345,8 @@ async def coverage_report(request: Request, log: LogDep, _: ComplianceDep) -> Co
 
 @router.post(
     "/v1/audit/erasure",
-    response_model=ErasureAnswer,
+    response_model=ErasureRequestAnswer,
+    status_code=202,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -218,16 +356,45 @@ async def coverage_report(request: Request, log: LogDep, _: ComplianceDep) -> Co
         }
     },
 )
-async def erasure(request: Request, log: LogDep, caller: ComplianceDep) -> ErasureAnswer:
-    """Crypto-shred a subject's (or a tenant's) payloads; the erasure is logged."""
+async def erasure(request: Request, log: LogDep, caller: ComplianceDep) -> ErasureRequestAnswer:
+    """Request the erasure of a subject's (or a tenant's) payloads; a second person approves."""
     ask = parse_body(ErasureRequest, await read_body(request, MAX_ERASURE_BODY))
-    result = await asyncio.to_thread(
-        erase,
+    view = await asyncio.to_thread(
+        request_erasure,
         log,
         tenant=ask.tenant,
         subject=ask.subject,
-        actor=_actor(caller),
+        requested_by=_actor(caller),
+        requester_id=_principal_id(caller),
         reference=ask.reference,
+    )
+    return ErasureRequestAnswer.model_validate(view)
+
+
+@router.get("/v1/audit/erasure", response_model=ErasureRequestsAnswer)
+async def erasure_list(
+    log: LogDep,
+    _: ComplianceDep,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+) -> ErasureRequestsAnswer:
+    """Erasure requests (``state``: pending, executed, refused)."""
+    views = await asyncio.to_thread(erasure_requests, log, state=state)
+    return ErasureRequestsAnswer(
+        requests=[ErasureRequestAnswer.model_validate(view) for view in views]
+    )
+
+
+@router.post("/v1/audit/erasure/{request_id}/approve", response_model=ErasureAnswer)
+async def erasure_approve(
+    request_id: Annotated[str, PathParam(max_length=36)], log: LogDep, caller: ComplianceDep
+) -> ErasureAnswer:
+    """Approve and run an erasure someone else requested; irreversible."""
+    result = await asyncio.to_thread(
+        approve_erasure,
+        log,
+        request_id,
+        approved_by=_actor(caller),
+        approver_id=_principal_id(caller),
     )
     return ErasureAnswer.model_validate(result)
 
@@ -242,13 +409,23 @@ async def evidence_archive(
     log: LogDep,
     caller: ComplianceDep,
     control: Annotated[str | None, Query(max_length=200)] = None,
+    tenant: Annotated[str | None, Query(max_length=160)] = None,
+    all_tenants: bool = False,
 ) -> Response:
-    """The evidence archive (tar.gz) for one ``control`` of ``framework`` in a period."""
+    """The evidence archive (tar.gz) for one ``control`` of ``framework`` in a period.
+
+    Scoped to ``tenant`` (its decisions, and control-plane events); every
+    tenant only with ``all_tenants=true``, for the roles allowed to see them.
+    """
     framework, since, until = _scope(request)
     if not control:
         raise ApiError(400, "invalid_request", "control is required")
+    if (tenant is None) == (not all_tenants):
+        raise ApiError(400, "invalid_request", "give tenant, or all_tenants=true")
+    if all_tenants and _role(caller) not in ALL_TENANTS_ROLES:
+        raise ApiError(403, "forbidden", "this role may not export every tenant's evidence")
     archive = await asyncio.to_thread(
-        _export, log, framework, control, since, until, _actor(caller)
+        _export, log, framework, control, since, until, _actor(caller), tenant
     )
     name = f"evidence-{framework.lower()}-{control.replace(':', '_')}.tar.gz"
     return Response(
@@ -258,6 +435,18 @@ async def evidence_archive(
     )
 
 
+@router.get(
+    "/v1/audit/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def audit_metrics(log: LogDep, _: OperatorDep) -> Response:
+    """The audit service's counters (security events, dead letters, witnesses, uploads)."""
+    registry = CollectorRegistry()
+    registry.register(AuditCollector(log.metrics))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
 def _export(
     log: AuditLog,
     framework: str,
@@ -265,6 +454,7 @@ def _export(
     since: datetime,
     until: datetime,
     actor: str,
+    tenant: str | None,
 ) -> bytes:
     with tempfile.TemporaryDirectory(prefix="nexus-evidence-") as directory:
         out = Path(directory) / "evidence.tar.gz"
@@ -276,6 +466,7 @@ def _export(
             until=until,
             out=out,
             actor=actor,
+            tenant=tenant,
         )
         return out.read_bytes()
 
@@ -306,3 +497,13 @@ def _time(value: str | None, name: str) -> datetime:
 
 def _actor(caller: Caller) -> str:
     return caller.name or "unknown"
+
+
+def _role(caller: Caller) -> str:
+    role = getattr(caller, "role", None)
+    return str(getattr(role, "value", role) or "")
+
+
+def _principal_id(caller: Caller) -> str | None:
+    found = getattr(caller, "token_id", None)
+    return found if isinstance(found, str) else None

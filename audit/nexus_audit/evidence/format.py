@@ -10,10 +10,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,9 +34,11 @@ __all__ = [
     "LOG_KEY_FILE",
     "MANIFEST_FILE",
     "OSCAL_FILE",
+    "POLICY_FILE",
     "PROOFS_DIR",
     "RECORDS_FILE",
     "REPORT_FILE",
+    "ArchiveWriter",
     "EvidenceError",
     "RecordCounts",
     "json_file",
@@ -55,6 +59,8 @@ REPORT_FILE = "report.html"
 OSCAL_FILE = "assessment-results.json"
 EXPORT_EVENT_FILE = "export-event.json"
 MANIFEST_FILE = "manifest.json"
+POLICY_FILE = "witness-policy.txt"
+"""The C2SP tlog-policy (witnesses and quorum) the checkpoint is cosigned under."""
 PROOFS_DIR = "proofs/"
 
 CONTENT_FILES = (RECORDS_FILE, CONTROLS_FILE, REPORT_FILE, OSCAL_FILE)
@@ -106,7 +112,56 @@ def tar_gz(members: Iterable[tuple[str, bytes]]) -> bytes:
     return raw.getvalue()
 
 
-# --- the human-readable report -------------------------------------------------
+class ArchiveWriter:
+    """A reproducible tar.gz written member by member to a file, each member's SHA-256 returned.
+
+    Memory holds one member at a time (or a file's chunk): the archive of any
+    number of records streams to disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._raw = path.open("wb")
+        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
+        self._tar = tarfile.open(fileobj=self._gzip, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._tar.close()
+        self._gzip.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+
+    def add_bytes(self, name: str, data: bytes) -> str:
+        self._tar.addfile(_info(name, len(data)), io.BytesIO(data))
+        self._forget()
+        return sha256_hex(data)
+
+    def _forget(self) -> None:
+        # TarFile keeps every member's TarInfo for reading back; a writer needs none.
+        self._tar.members.clear()  # type: ignore[attr-defined]
+
+    def add_file(self, name: str, path: Path) -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        with path.open("rb") as handle:
+            self._tar.addfile(_info(name, path.stat().st_size), handle)
+        self._forget()
+        return digest.hexdigest()
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
 
 
 def read_archive(data: bytes, name: str) -> dict[str, bytes]:

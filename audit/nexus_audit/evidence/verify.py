@@ -1,5 +1,11 @@
 """Verifying an evidence archive offline, with nothing but the archive and the log's key.
 
+When the checkpoint was witnessed, the archive carries the C2SP tlog-policy it
+was cosigned under (``witness-policy.txt``, whose SHA-256 the export event
+recorded in the log) and the checkpoint carries the cosignatures: the quorum
+is enforced offline. An auditor who keeps the witnesses' keys themselves
+passes their own policy (``--policy``), which then replaces the archive's.
+
 Every failure raises `EvidenceError` naming the file (and the record) at
 fault; a verified archive returns what it proves.
 """
@@ -27,6 +33,7 @@ from nexus_audit.evidence.format import (
     LOG_KEY_FILE,
     MANIFEST_FILE,
     OSCAL_FILE,
+    POLICY_FILE,
     PROOFS_DIR,
     RECORDS_FILE,
     EvidenceError,
@@ -38,6 +45,7 @@ from nexus_audit.evidence.format import (
 from nexus_audit.merkle import MerkleError
 from nexus_audit.note import MalformedKeyError, NoteError, Verifier
 from nexus_audit.payloads import PayloadStatus
+from nexus_audit.policy import PolicyError, QuorumNotMetError, TlogPolicy
 from nexus_audit.proof import ProofError, TlogProof
 
 __all__ = ["VerifiedEvidence", "verify_archive"]
@@ -54,12 +62,25 @@ class VerifiedEvidence:
     records: int
     checkpoint: Checkpoint
     export_event_index: int
+    cosigners: tuple[str, ...] = ()
+    """Witnesses (policy names) whose cosignature on the checkpoint verified."""
+    quorum: str | None = None
+    """The quorum enforced, described; None when the archive has no policy and none was given."""
+    tenant: str | None = None
 
 
-def verify_archive(archive: Path | bytes, public_key: str | Verifier) -> VerifiedEvidence:
+def verify_archive(
+    archive: Path | bytes,
+    public_key: str | Verifier,
+    *,
+    policy: TlogPolicy | None = None,
+    require_quorum: bool = False,
+) -> VerifiedEvidence:
     """Check an evidence archive with nothing but the archive and the log's public key.
 
-    Raises `EvidenceError` naming the file (and record) at the first problem.
+    ``policy`` (the auditor's own) overrides the archive's ``witness-policy.txt``;
+    with ``require_quorum`` an archive with neither is refused. Raises
+    `EvidenceError` naming the file (and record) at the first problem.
     """
     verifier = public_key if isinstance(public_key, Verifier) else _parse_key(public_key)
     name = archive.name if isinstance(archive, Path) else "archive"
@@ -75,7 +96,12 @@ def verify_archive(archive: Path | bytes, public_key: str | Verifier) -> Verifie
     except (NoteError, CheckpointError) as exc:
         raise EvidenceError(CHECKPOINT_FILE, f"does not verify: {exc}") from None
     export_index, export = _check_export_event(files, verifier, note)
-    for content_name in CONTENT_FILES:
+    content_names = [*CONTENT_FILES, *((POLICY_FILE,) if POLICY_FILE in files else ())]
+    cosigners, quorum = _check_quorum(files, verifier, note, policy, require_quorum)
+    recorded_files = export["files"] if isinstance(export["files"], dict) else {}
+    if POLICY_FILE in recorded_files and POLICY_FILE not in files:
+        raise EvidenceError(POLICY_FILE, "the export recorded a witness policy; it is missing")
+    for content_name in content_names:
         recorded = export["files"].get(content_name) if isinstance(export["files"], dict) else None
         if recorded != sha256_hex(files[content_name]):
             raise EvidenceError(
@@ -108,7 +134,37 @@ def verify_archive(archive: Path | bytes, public_key: str | Verifier) -> Verifie
         records=counts.records,
         checkpoint=checkpoint,
         export_event_index=export_index,
+        cosigners=cosigners,
+        quorum=quorum,
+        tenant=None if export.get("tenant") in (None, "*") else str(export.get("tenant")),
     )
+
+
+def _check_quorum(
+    files: Mapping[str, bytes],
+    verifier: Verifier,
+    note: str,
+    policy: TlogPolicy | None,
+    require_quorum: bool,
+) -> tuple[tuple[str, ...], str | None]:
+    if policy is None and POLICY_FILE in files:
+        try:
+            policy = TlogPolicy.parse(files[POLICY_FILE], source=POLICY_FILE)
+        except PolicyError as exc:
+            raise EvidenceError(POLICY_FILE, str(exc)) from None
+    if policy is None:
+        if require_quorum:
+            raise EvidenceError(
+                CHECKPOINT_FILE, "no witness policy: the checkpoint's quorum cannot be checked"
+            )
+        return (), None
+    if not any(log_key == verifier for log_key, _ in policy.logs):
+        raise EvidenceError(POLICY_FILE, "the policy does not list the log key you trust")
+    try:
+        _, names = policy.verify(note)
+    except (PolicyError, QuorumNotMetError, NoteError, CheckpointError) as exc:
+        raise EvidenceError(CHECKPOINT_FILE, f"witness quorum not met: {exc}") from None
+    return tuple(sorted(names)), policy.describe_quorum()
 
 
 def _parse_key(text: str) -> Verifier:

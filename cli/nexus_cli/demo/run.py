@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -21,8 +22,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from nexus_audit.cosignature import Cosigner
 from nexus_audit.coverage import coverage
 from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
+from nexus_audit.keyfiles import load_log_key
 from nexus_audit.service import AuditLog, LeafNotFoundError
 from nexus_audit.settings import AuditSettings
 from nexus_audit.verify import verify_log
@@ -61,7 +64,8 @@ from nexus_control.rollout.states import RolloutState
 from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
-from nexus_dataplane.process import free_port
+from nexus_dataplane.process import ManagedProcess, free_port, wait_for_port
+from nexus_runtime.secretfile import write_secret
 from nexus_runtime.server import ServerThread
 from nexus_runtime.toolchain import find_envoy, find_opa
 
@@ -70,6 +74,8 @@ __all__ = ["run_demo"]
 REGION = "eu-west-1"
 BUNDLE_DIR = Path("bundles/gateway")
 WORKDIR = Path(".nexus/demo")
+WITNESSES = ("eu-witness/nexus.example", "us-witness/nexus.example")
+"""The demo's two witnesses (key names); both must cosign the evidence checkpoint."""
 CONTROL_PLANE_KEYS = WORKDIR / "control-plane-keys"
 """The control plane's own keys (its file key provider): no author ever reads them."""
 KEY_ID = "nexus-bundle-signing"
@@ -321,6 +327,7 @@ class DemoRun:
     server: ServerThread | None = None
     plane: ControlPlane | None = None
     audit: AuditLog | None = None
+    witnesses: list[ManagedProcess] = field(default_factory=list)
     stacks: list[EnforcerStack] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -330,7 +337,10 @@ class DemoRun:
 
     def start(self) -> None:
         self.plane = create_control_plane(self.settings, opa=self.opa)
-        self.audit = AuditLog.from_settings(_audit_settings(self.settings))
+        audit_settings = _audit_settings(self.settings)
+        audit_settings.witness_policy_file = self._start_witnesses(audit_settings)
+        self.audit = AuditLog.from_settings(audit_settings)
+        self.audit.start()
         with self.plane.db.session() as session:
             for role, name in (
                 (Role.AUTHOR, "alice"),
@@ -371,6 +381,38 @@ class DemoRun:
             stack.start(wait_for_bundles=False)
             self.stacks.append(stack)
 
+    def _start_witnesses(self, settings: AuditSettings) -> Path:
+        """Two witnesses, each its own process with its own key and storage (as if in
+        other regions, run by other operators); the log's tlog-policy needs both."""
+        log_key = load_log_key(settings.log_key_file).verifier
+        lines = [f"log {log_key}"]
+        for name in WITNESSES:
+            directory = WORKDIR / "witnesses" / name.split("/")[0]
+            cosigner = Cosigner.generate(name)
+            key_file = directory / "witness.key"
+            write_secret(key_file, (cosigner.private_key_string() + "\n").encode())
+            port = free_port()
+            process = ManagedProcess(
+                f"witness-{name.split('/')[0]}",
+                [
+                    sys.executable, "-m", "nexus_cli", "witness", "serve", "--log", str(log_key),
+                    "--key-file", str(key_file.resolve()),
+                    "--db-file", str((directory / "witness.db").resolve()),
+                    "--host", "127.0.0.1", "--port", str(port),
+                ],
+                directory,
+            )  # fmt: skip
+            process.start()
+            self.witnesses.append(process)
+            if not wait_for_port("127.0.0.1", port, 30):
+                raise RuntimeError(f"witness {name} did not start\n{process.log_tail()}")
+            lines.append(f"witness {name.split('/')[0]} {cosigner.key} http://127.0.0.1:{port}")
+        lines += [f"group regions all {' '.join(n.split('/')[0] for n in WITNESSES)}"]
+        lines += ["quorum regions"]
+        policy = WORKDIR / "witness-policy.txt"
+        policy.write_text("\n".join(lines) + "\n")
+        return policy
+
     def stop(self) -> None:
         for stack in self.stacks:
             stack.stop()
@@ -380,6 +422,8 @@ class DemoRun:
             self.plane.close()
         if self.audit is not None:
             self.audit.close()
+        for witness in self.witnesses:
+            witness.stop()
 
     def approval_jwks(self, path: Path) -> Path:
         """The control plane's public approval JWKS, as `nexus-policy keys jwks` writes it."""
@@ -487,10 +531,18 @@ def _show_audit(run: DemoRun, demo: Demo, out: Console) -> bool:
         "(publications, approvals, rollout steps) appended"
     )
 
-    report = verify_log(audit.db, audit.verifier)
+    report = verify_log(audit.db, audit.verifier, journal=audit.journal)
     out.print(
-        f"  audit verify: {report.size} leaves, {report.checkpoints} signed checkpoints, "
-        f"root {report.root_hash.hex()[:16]}… recomputed in {report.seconds:.2f} s"
+        f"  audit verify: {report.size} leaves, {report.checkpoints} signed checkpoints and "
+        f"{report.journal_checkpoints} in the journal outside the database, root "
+        f"{report.root_hash.hex()[:16]}… recomputed in {report.seconds:.2f} s"
+    )
+    witnessed = audit.witnessed_checkpoint()
+    assert audit.witnesses is not None
+    _, cosigners = audit.witnesses.policy.verify(witnessed.published_note)
+    out.print(
+        f"  checkpoint {witnessed.size} cosigned by {len(cosigners)} witnesses "
+        f"({', '.join(sorted(cosigners))}; quorum {audit.witnesses.policy.describe_quorum()})"
     )
     now = datetime.now(UTC)
     soc2 = coverage(audit, "soc2", now - timedelta(days=1), now + timedelta(minutes=1))
@@ -508,14 +560,19 @@ def _show_audit(run: DemoRun, demo: Demo, out: Console) -> bool:
         until=now + timedelta(minutes=1),
         out=archive,
         actor="carmen",
+        tenant="acme",
     )
     public_key = str(audit.verifier)
-    verified = verify_archive(archive, public_key)
+    verified = verify_archive(archive, public_key, require_quorum=True)
     out.print(
-        f"  evidence for SOC2:CC6.1 → {archive} ({summary.records} records); "
-        f"verified offline with the log key alone: {verified.records} records, "
-        "inclusion proofs and the signed checkpoint"
+        f"  evidence for SOC2:CC6.1 of acme → {archive} ({summary.records} records); "
+        f"verified offline with the log key alone: {verified.records} records, inclusion "
+        f"proofs, and the checkpoint cosigned by {', '.join(verified.cosigners)} "
+        f"(quorum {verified.quorum}, from the archive's tlog-policy)"
     )
+    if len(verified.cosigners) < 2:
+        out.print("  [red]the evidence checkpoint lacks two witnesses[/red]")
+        return False
     tampered = bytearray(archive.read_bytes())
     tampered[len(tampered) // 2] ^= 0x01
     try:

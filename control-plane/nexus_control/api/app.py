@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from nexus_audit.api import ERROR_STATUS as AUDIT_ERROR_STATUS
 from nexus_audit.api import decisions_router
 from nexus_audit.api import router as audit_router
 from nexus_audit.api.routes import ErasureRequest
+from nexus_audit.facts import ConfigFacts
 from nexus_audit.service import AuditLog
 from nexus_control import __version__
 from nexus_control.api import (
@@ -41,6 +42,7 @@ from nexus_control.budgets.usage import UsageReport
 from nexus_control.console import pages as console_pages
 from nexus_control.console import routes as console
 from nexus_control.plane import ControlPlane
+from nexus_control.rollout.rollouts import NoPolicyInForceError
 from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
 from nexus_control.store.database import control_database
@@ -86,6 +88,18 @@ def create_control_plane(
         opa or Opa(find_opa(settings.opa_bin)),
         spend or make_spend_store(settings.redis_url),
     )
+
+
+def _config_in_force(plane: ControlPlane) -> Callable[[], Mapping[str, Any] | None]:
+    """The compiled config in force for the audit log (tenants, legal holds), or None."""
+
+    def config() -> Mapping[str, Any] | None:
+        try:
+            return plane.rollouts.config_in_force()
+        except NoPolicyInForceError:
+            return None
+
+    return config
 
 
 def _openapi(app: FastAPI, routers: list[APIRouter]) -> None:
@@ -162,6 +176,7 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
     routers = [module.router for module in ROUTERS]
     if audit is not None:
         app.state.audit_log = audit
+        audit.use_facts(ConfigFacts(_config_in_force(plane)))
         routers += [audit_router, decisions_router]
     for router in routers:
         app.include_router(router)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +23,13 @@ def catalogs() -> Catalogs:
 
 
 @pytest.fixture
-def make_pg_log(pg_url: str, catalogs: Catalogs) -> Iterator[LogFactory]:
+def make_pg_log(pg_url: str, catalogs: Catalogs, tmp_path: Path) -> Iterator[LogFactory]:
     """Open audit logs on the test's fresh PostgreSQL database; closed after the test."""
     opened: list[AuditLog] = []
 
-    def factory(**options: float) -> AuditLog:
-        log = open_log(pg_url, catalogs, lambda: datetime.now(UTC), **options)  # type: ignore[arg-type]
+    def factory(**options: Any) -> AuditLog:
+        options.setdefault("journal", tmp_path / "checkpoints.jsonl")
+        log = open_log(pg_url, catalogs, lambda: datetime.now(UTC), **options)
         opened.append(log)
         return log
 
@@ -38,3 +41,11 @@ def make_pg_log(pg_url: str, catalogs: Catalogs) -> Iterator[LogFactory]:
 def psql(postgres: PostgresServer, database_url: str, sql: str) -> str:
     """Run ``sql`` with the psql client against the database of ``database_url``."""
     return postgres.psql(sql, database=database_url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def audit_log(tmp_path: Path, catalogs: Catalogs) -> Iterator[AuditLog]:
+    """An audit log on a SQLite file (for tests whose real peers are the witnesses, Go …)."""
+    log = open_log(f"sqlite:///{tmp_path}/audit.db", catalogs, lambda: datetime.now(UTC))
+    yield log
+    log.close()

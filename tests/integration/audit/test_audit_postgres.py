@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,12 +12,11 @@ from typer.testing import CliRunner
 
 from nexus_audit import merkle, storage
 from nexus_audit.cli import audit_app
-from nexus_audit.erasure import erase
 from nexus_audit.payloads import PayloadStatus
 from nexus_audit.verify import LeafHashMismatchError, verify_log
 from tests.fixtures.servers import PostgresServer
 from tests.integration.audit.conftest import LogFactory, psql
-from tests.unit.audit.harness import LOG_KEY
+from tests.unit.audit.harness import LOG_KEY, erase
 from tests.unit.audit.opa_events import events, gzip_batch
 
 pytestmark = pytest.mark.postgres
@@ -77,6 +77,7 @@ def test_a_row_altered_with_psql_is_caught_naming_the_leaf(
     postgres: PostgresServer,
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     log = make_pg_log()
     log.ingest_upload(gzip_batch(events(30)), "gzip")
@@ -95,6 +96,7 @@ def test_a_row_altered_with_psql_is_caught_naming_the_leaf(
     assert (caught.value.index, caught.value.record_id) == (13, f"decision {decision}")
 
     monkeypatch.setenv("NEXUS_AUDIT_DATABASE_URL", pg_url)
+    monkeypatch.setenv("NEXUS_AUDIT_CHECKPOINT_JOURNAL", str(tmp_path / "checkpoints.jsonl"))
     result = CliRunner().invoke(audit_app, ["verify", "--key", str(LOG_KEY.verifier)])
     assert result.exit_code == 1
     assert "leaf 13 (decision" in result.output
@@ -109,7 +111,9 @@ def test_erasure_on_postgresql_keeps_every_proof(make_pg_log: LogFactory) -> Non
 
     statuses = [log.payload(i).status for i in range(10)]
     assert statuses == [PayloadStatus.ERASED] * 6 + [PayloadStatus.PRESENT] * 4
-    assert verify_log(log.db, LOG_KEY.verifier).size == 11
+    assert (
+        verify_log(log.db, LOG_KEY.verifier).size == 13
+    )  # the decisions, and the erasure requested, done, compacted
 
 
 def test_the_audit_schema_can_share_the_control_planes_database(

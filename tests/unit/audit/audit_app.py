@@ -23,6 +23,7 @@ TOKENS = {
     "enforcer-token": Principal("enforcer eu-west-1-a", "enforcer", "eu-west-1", "eu-west-1-a"),
     "region-token": Principal("enforcers eu-west-1", "enforcer", "eu-west-1"),
     "compliance-token": Principal("dpo@nexus.example", "compliance"),
+    "compliance-2-token": Principal("second-dpo@nexus.example", "compliance"),
     "operator-token": Principal("sre@nexus.example", "operator"),
     "author-token": Principal("author@nexus.example", "author"),
 }

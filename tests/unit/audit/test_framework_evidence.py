@@ -231,6 +231,7 @@ def stack(
                 "audit": {
                     "url": f"{server.url}/v1/opa",
                     "credentials": {"bearer": {"token": "enforcer-token"}},
+                    "headers": {"x-nexus-enforcer": "eu-west-1-a"},
                 }
             },
             "decision_logs": {

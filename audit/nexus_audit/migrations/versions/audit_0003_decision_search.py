@@ -1,7 +1,7 @@
 """decision search: facets, rules, evidence per control and day, the indexer's position
 
 Revision ID: audit_0003
-Revises: audit_0001
+Revises: audit_0002
 Create Date: 2026-12-02 10:00:00
 
 Lookup tables only: every row is derived from a leaf's entry (and the rule
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "audit_0003"
-down_revision = "audit_0001"
+down_revision = "audit_0002"
 branch_labels = None
 depends_on = None
 
