@@ -25,6 +25,10 @@ class PolicyFacts(Protocol):
         """The data classes of ``tenant`` under legal hold (the ``*`` defaults included)."""
         ...
 
+    def known_tools(self) -> frozenset[str]:
+        """Tool ids of the policy's catalog: kept in leaf paths (an author's word, no one's data)."""
+        ...
+
 
 class NoFacts:
     """No policy in force: no tenant is known, nothing is held."""
@@ -35,6 +39,9 @@ class NoFacts:
     def legal_holds(self, tenant: str) -> tuple[str, ...]:
         return ()
 
+    def known_tools(self) -> frozenset[str]:
+        return frozenset()
+
 
 @dataclass(frozen=True)
 class StaticFacts:
@@ -42,9 +49,13 @@ class StaticFacts:
 
     tenants: frozenset[str]
     holds: Mapping[str, tuple[str, ...]]
+    tools: frozenset[str] = frozenset()
 
     def known_tenants(self) -> frozenset[str]:
         return self.tenants
+
+    def known_tools(self) -> frozenset[str]:
+        return self.tools
 
     def legal_holds(self, tenant: str) -> tuple[str, ...]:
         return tuple(self.holds.get(tenant, ())) + tuple(self.holds.get("*", ()))
@@ -67,7 +78,9 @@ class StaticFacts:
                     if held:
                         holds[str(scope)] = held
         names = frozenset(str(t) for t in tenants) if isinstance(tenants, Mapping) else frozenset()
-        return cls(names, holds)
+        catalog = config.get("tools")
+        tools = frozenset(str(t) for t in catalog) if isinstance(catalog, Mapping) else frozenset()
+        return cls(names, holds, tools)
 
 
 class ConfigFacts:
@@ -93,3 +106,6 @@ class ConfigFacts:
 
     def legal_holds(self, tenant: str) -> tuple[str, ...]:
         return self._facts().legal_holds(tenant)
+
+    def known_tools(self) -> frozenset[str]:
+        return self._facts().known_tools()

@@ -536,6 +536,7 @@ def prepare_decisions(
     now: datetime | None = None,
     rules: IntakeRules | None = None,
     known_tenants: frozenset[str] | None = None,
+    known_tools: frozenset[str] = frozenset(),
     tenant_hash: Callable[[str], str] | None = None,
     content_mac: Callable[[bytes], bytes] | None = None,
 ) -> list[PreparedDecision]:
@@ -611,7 +612,7 @@ def prepare_decisions(
             bundles={name: bundle.revision for name, bundle in event.bundles.items()},
             path=event.path,
             method=_method(http.get("method")),
-            http_path=leaf_path(_string(http.get("path"))),
+            http_path=leaf_path(_string(http.get("path")), known_tools),
             allowed=allowed,
             http_status=http_status,
             controls=controls,
@@ -662,8 +663,12 @@ def _tenant(
     return UNKNOWN_TENANT, digest, f"{UNKNOWN_TENANT}:{digest}"
 
 
-def leaf_path(path: str) -> str:
-    """The request path as a leaf keeps it: no query, decoded, ids replaced by ``{id}``."""
+def leaf_path(path: str, tools: frozenset[str] = frozenset()) -> str:
+    """The request path as a leaf keeps it: no query, decoded, ids replaced by ``{id}``.
+
+    A tool id of the policy's catalog (``tools``) is kept after ``tools``: it is
+    an author's word, and the console finds decisions by tool through it.
+    """
     raw = path.split("?", 1)[0].split("#", 1)[0]
     decoded = raw
     for _ in range(3):  # %252F decodes twice; stop once stable
@@ -677,7 +682,8 @@ def leaf_path(path: str) -> str:
             out.append(segment)
             continue
         name, colon, verb = segment.partition(":")
-        kept = name if name in LEAF_PATH_WORDS else "{id}"
+        after_tools = bool(out) and out[-1] == "tools"
+        kept = name if name in LEAF_PATH_WORDS or (after_tools and name in tools) else "{id}"
         if colon:
             kept += ":" + (verb if verb in LEAF_PATH_WORDS else "{id}")
         out.append(kept)

@@ -474,6 +474,7 @@ class AuditLog:
             now=self._clock(),
             rules=self.rules,
             known_tenants=self.facts.known_tenants(),
+            known_tools=self.facts.known_tools(),
             tenant_hash=tenant_hash,
             content_mac=lambda content: self.secrets.mac(CONTENT_MAC, content),
         )

@@ -22,7 +22,8 @@ LOG_KEY = Signer(ORIGIN, bytes(range(32)))
 MASTER_KEY = bytes(range(100, 132))
 TENANTS = frozenset({"acme", "hooli", "umbrella", "globex", "stark", "wayne", "initech"})
 """The tenants the harness's policy in force knows (bundles/gateway's, and more)."""
-FACTS = StaticFacts(TENANTS, {})
+TOOLS = frozenset({"web-search", "calculator", "code-exec", "payment-refund"})
+FACTS = StaticFacts(TENANTS, {}, TOOLS)
 
 
 class Clock:

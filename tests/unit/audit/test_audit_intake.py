@@ -329,3 +329,13 @@ def test_a_failed_evaluation_is_recorded_as_a_refusal_not_rejected(
         "http_status": None,
         "error": "eval_cancel_error",
     }
+
+
+def test_leaf_paths_keep_catalogued_tools_and_template_any_other_word() -> None:
+    from nexus_audit.intake import leaf_path
+
+    tools = frozenset({"web-search"})
+    assert leaf_path("/v1/tools/web-search:invoke", tools) == "/v1/tools/web-search:invoke"
+    assert leaf_path("/v1/tools/jane.doe@example.com:invoke", tools) == "/v1/tools/{id}:invoke"
+    assert leaf_path("/v1/chats/web-search", tools) == "/v1/chats/{id}"
+    assert leaf_path("/v1/tools/web-search%3Ainvoke?q=ssn", tools) == "/v1/tools/web-search:invoke"
