@@ -26,7 +26,7 @@ class PolicyFacts(Protocol):
         ...
 
     def known_tools(self) -> frozenset[str]:
-        """Tool ids of the policy's catalog: kept in leaf paths (an author's word, no one's data)."""
+        """Tool ids of the policy's catalog, kept in leaf paths: an author's word, no one's data."""
         ...
 
 
