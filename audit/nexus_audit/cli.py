@@ -28,6 +28,7 @@ from rich.table import Table
 
 from nexus_audit import evidence as evidence_archive
 from nexus_audit.catalog import FRAMEWORKS, CatalogError, UnknownControlError
+from nexus_audit.component import main as component_definition_main
 from nexus_audit.coverage import CoverageReport, UnknownFrameworkError, coverage
 from nexus_audit.database import AuditDatabase
 from nexus_audit.envelope import Pkcs11KeyWrapper
@@ -246,6 +247,23 @@ def coverage_cmd(
         f"{summary['with_evidence']} of {summary['controls']} controls have evidence "
         f"({summary['decisions']} decisions)."
     )
+
+
+@audit_app.command("components")
+def components_cmd(
+    output: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default: standard output)")
+    ] = None,
+    rego: Annotated[
+        Path | None, typer.Option(help="Rego library whose METADATA names controls")
+    ] = None,
+) -> None:
+    """The OSCAL component definition: every control this project implements, and by what."""
+    argv = [*(["--out", str(output)] if output else []), *(["--rego", str(rego)] if rego else [])]
+    try:
+        component_definition_main(argv)
+    except (CatalogError, OSError) as exc:
+        _fail(str(exc))
 
 
 def coverage_table(report: CoverageReport) -> Table:

@@ -55,21 +55,36 @@ PRIVATE_FIELDS = frozenset(
 )
 """Payload keys whose values are free text or personal data: sealed, never inline."""
 
-_CHANGE_MANAGEMENT = ("ISO27001:A.8.32", "SOC2:CC8.1")
+_CHANGE_MANAGEMENT = ("ISO27001:A.8.32", "SOC2:CC8.1", "PCI:6.5.1", "ISO42001:A.6.2.5")
+_LOG_INTEGRITY = (
+    "ISO27001:A.8.15",
+    "SOC2:CC7.2",
+    "PCI:10.3.2",
+    "PCI:10.3.3",
+    "HIPAA:164.312(c)(1)",
+    "EUAIACT:Art.12",
+)
 
 EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "bundle.": _CHANGE_MANAGEMENT,
     "approval.": _CHANGE_MANAGEMENT,
     "rollout.": _CHANGE_MANAGEMENT,
     "enforcer.": _CHANGE_MANAGEMENT,
-    "tool_approval.": ("ISO27001:A.8.2", "SOC2:CC6.3"),
+    "tool_approval.": (
+        "ISO27001:A.8.2",
+        "SOC2:CC6.3",
+        "EUAIACT:Art.14",
+        "HIPAA:164.308(a)(4)(ii)(B)",
+        "PCI:7.2.1",
+        "ISO42001:A.9.2",
+    ),
     "tenant.disabled": ("SOC2:A1.1",),
     "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),
     "retention.purged": ("GDPR:Art.5", "ISO27001:A.8.10", "SOC2:C1.2"),
-    "evidence.exported": ("ISO27001:A.5.28", "SOC2:CC4.1"),
-    "security.": ("ISO27001:A.8.16", "SOC2:CC7.2"),
-    "outbox.": ("ISO27001:A.8.15", "SOC2:CC7.2"),
-    "witness.": ("ISO27001:A.8.15", "SOC2:CC7.2"),
+    "evidence.exported": ("ISO27001:A.5.28", "SOC2:CC4.1", "HIPAA:164.308(a)(1)(ii)(D)"),
+    "security.": ("ISO27001:A.8.16", "SOC2:CC7.2", "PCI:10.4.1", "HIPAA:164.308(a)(5)(ii)(C)"),
+    "outbox.": _LOG_INTEGRITY,
+    "witness.": _LOG_INTEGRITY,
 }
 """Controls an event type is evidence for: an exact type, else its ``<prefix>.``."""
 

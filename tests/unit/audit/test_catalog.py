@@ -679,3 +679,20 @@ def test_every_control_cited_by_the_rego_library_is_catalogued(catalogs: Catalog
     assert controls_in_rego(REGO_DIR), "found no control ids in rego/; has the layout changed?"
     unknown = unknown_controls_in_rego(catalogs, REGO_DIR)
     assert not unknown, "unknown control ids:\n" + "\n".join(str(use) for use in unknown)
+
+
+def test_every_control_an_event_type_names_is_in_a_catalog() -> None:
+    from nexus_audit.events import EVENT_CONTROLS
+
+    catalogs = load_catalogs(CATALOG_DIR)
+    unknown = [
+        (event, control)
+        for event, controls in EVENT_CONTROLS.items()
+        for control in controls
+        if not catalogs.is_known(control)
+    ]
+    assert unknown == []
+    named = {
+        control.partition(":")[0] for controls in EVENT_CONTROLS.values() for control in controls
+    }
+    assert {framework.key for framework in FRAMEWORKS} <= named | {"GDPR"}

@@ -156,3 +156,21 @@ def test_main_writes_the_document(tmp_path: Path) -> None:
     assert main(["--rego", str(REGO), "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     assert not list(component_definition_validator().iter_errors(written))
+
+
+def test_audit_components_writes_a_definition_that_validates(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nexus_audit.cli import audit_app
+
+    target = tmp_path / "component-definition.json"
+    result = CliRunner().invoke(audit_app, ["components", "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(target.read_text(encoding="utf-8"))
+    assert not list(component_definition_validator().iter_errors(written))
+    (service,) = [
+        c for c in written["component-definition"]["components"] if c["type"] == "service"
+    ]
+    described = [ci["description"] for ci in service["control-implementations"]]
+    for name in ("HIPAA", "PCI DSS", "EU Artificial Intelligence Act", "ISO/IEC 42001"):
+        assert any(text.startswith(name) for text in described), name
