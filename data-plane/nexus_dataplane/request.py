@@ -36,6 +36,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _ESCAPED_BY_ENVOY = frozenset(' "<>`{}|^')
 """Characters Envoy's path normalisation percent-encodes (with control and non-ASCII ones)."""
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ESCAPED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
 
 
@@ -124,11 +125,16 @@ class GatewayRequest:
         The path is :func:`canonical_path` of ``self.path``, as the plugin
         receives it; :class:`RefusedRequestError` where Envoy would answer 400
         itself (and for a method not in upper case: HTTP methods are
-        case-sensitive and Envoy's HTTP/1 codec refuses "post").
+        case-sensitive and Envoy's HTTP/1 codec refuses "post"), or where the
+        plugin refuses the target (a malformed escape, a ";" in the query).
         """
         if not _METHOD.fullmatch(self.method):
             raise RefusedRequestError(f"{self.method!r}: a method is upper-case letters")
         target = canonical_path(self.path)
+        query = target.partition("?")[2]
+        if _MALFORMED_ESCAPE.search(target) or ";" in query:
+            # The plugin's refusal (400, nexus.request.target_invalid), before the policy.
+            raise RefusedRequestError(f"{self.path!r}: a malformed percent-escape or a ';'")
         split = urlsplit(target)
         forwards_body = any(split.path.startswith(prefix) for prefix, _ in body_limits)
         headers = self.header_map()

@@ -78,3 +78,11 @@ def test_empty_segments_are_kept_as_the_plugin_keeps_them() -> None:
 def test_a_method_not_in_upper_case_is_refused(method: str) -> None:
     with pytest.raises(RefusedRequestError):
         GatewayRequest(method, "/v1/chat/completions").to_opa_input()
+
+
+@pytest.mark.parametrize(
+    "target", ["/v1/chats/%zz", "/v1/chats/%", "/v1/chats/c1?a=%zz", "/v1/chats/c1?a=1;b=2"]
+)
+def test_what_the_plugin_refuses_is_refused(target: str) -> None:
+    with pytest.raises(RefusedRequestError):
+        GatewayRequest("GET", target).to_opa_input()
