@@ -38,8 +38,6 @@ _ESCAPED_BY_ENVOY = frozenset(' "<>`{}|^')
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ESCAPED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
-
-
 _METHOD = re.compile(r"[A-Z]+")
 
 
