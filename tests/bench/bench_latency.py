@@ -416,9 +416,12 @@ def _ratios(steps: dict[str, dict[int, Step]]) -> list[Figure]:
         envoy_ms = base.cpu_ms_per_request.get("envoy", 0.0)
         nop_ms = nop.cpu_ms_per_request.get("opa", 0.0)
         authz_ms = authz.cpu_ms_per_request.get("opa", 0.0)
+        comparable = base.result.sustained and nop.result.sustained and authz.result.sustained
         served = (
             f"sustained: envoy alone {base.result.sustained}, nop {nop.result.sustained}, "
             f"ext_authz {authz.result.sustained}"
+        ) + (
+            "" if comparable else "; NOT judged: a side that sheds or queues costs less per request"
         )
         at = f"@ {rate // 1000}k rps"
         figures.append(
@@ -427,7 +430,7 @@ def _ratios(steps: dict[str, dict[int, Step]]) -> list[Figure]:
                 f"OPA NOP CPU per Check / Envoy alone CPU per request {at}",
                 _ratio(nop_ms, envoy_ms),
                 "x",
-                target=("<=", NOP_CPU_TARGET),
+                target=("<=", NOP_CPU_TARGET) if comparable else None,
                 note=f"OPA NOP {nop_ms:.3f} ms, Envoy alone {envoy_ms:.3f} ms; NOP side's Envoy "
                 f"{nop.cpu_ms_per_request.get('envoy', 0.0):.3f} ms; {served}",
             )
@@ -438,7 +441,7 @@ def _ratios(steps: dict[str, dict[int, Step]]) -> list[Figure]:
                 f"OPA CPU per allowed chat decision / OPA NOP {at}",
                 _ratio(authz_ms, nop_ms),
                 "x",
-                target=("<=", AUTHZ_OVER_NOP_TARGET),
+                target=("<=", AUTHZ_OVER_NOP_TARGET) if comparable else None,
                 note=f"gateway policy {authz_ms:.3f} ms, NOP {nop_ms:.3f} ms; {served}",
             )
         )
@@ -448,7 +451,7 @@ def _ratios(steps: dict[str, dict[int, Step]]) -> list[Figure]:
                 f"OPA CPU per allowed chat decision / Envoy alone {at}",
                 _ratio(authz_ms, envoy_ms),
                 "x",
-                target=("<=", AUTHZ_OVER_ENVOY_TARGET),
+                target=("<=", AUTHZ_OVER_ENVOY_TARGET) if comparable else None,
                 note=f"gateway policy {authz_ms:.3f} ms, Envoy alone {envoy_ms:.3f} ms; {served}",
             )
         )
