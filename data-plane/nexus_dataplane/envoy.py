@@ -6,6 +6,9 @@ id from the plugin's dynamic metadata is added to the upstream request and to
 the response. The request body reaches OPA only on routes whose policy reads
 it (`EnforcerSpec.body_limits`, tool calls by default), up to each route's
 limit; any other body, a long chat context say, goes upstream unbuffered.
+The listener canonicalises the path first (`PATH_NORMALISATION`): ext_authz
+and the upstream see the same, normalised path, and a path that cannot be
+made canonical without changing its meaning is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from nexus_contract.wire import (
 from nexus_dataplane.process import ManagedProcess, http_ok
 from nexus_dataplane.spec import ConfigError, EnforcerSpec
 
-__all__ = ["EnvoyProxy", "envoy_config", "validate_envoy_config"]
+__all__ = ["PATH_NORMALISATION", "EnvoyProxy", "envoy_config", "validate_envoy_config"]
 
 EXT_AUTHZ_TIMEOUT_S = 0.25
 UPSTREAM_TIMEOUT = "30s"
@@ -38,6 +41,19 @@ HCM_TYPE = f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionM
 EXT_AUTHZ_TYPE = f"{_TYPES}.filters.http.ext_authz.v3.ExtAuthz"
 EXT_AUTHZ_PER_ROUTE_TYPE = f"{_TYPES}.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 ROUTER_TYPE = f"{_TYPES}.filters.http.router.v3.Router"
+PATH_NORMALISATION: dict[str, Any] = {
+    # RFC 3986 section 6: dot segments ("/./", "/../", and their %2e forms)
+    # resolved, escapes normalised, before routing and before ext_authz.
+    "normalize_path": True,
+    # "//" and longer runs become one "/", anywhere in the path.
+    "merge_slashes": True,
+    # An escaped slash or backslash (%2F, %2f, %5C, %5c) is a 400 from Envoy: the
+    # plugin decodes escapes before it splits the path, so a forwarded
+    # "/v1/chat%2Fcompletions" would be decided as one route and routed
+    # upstream as another. No gateway route has a slash inside a segment.
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+}
+"""How the listener canonicalises :path, so the policy decides on the path the upstream gets."""
 _DECISION_ID_FROM_METADATA = (
     f"%DYNAMIC_METADATA({EXT_AUTHZ_METADATA_NAMESPACE}:{DECISION_ID_METADATA_KEY})%"
 )
@@ -156,6 +172,7 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
             ],
         },
         "http_filters": http_filters,
+        **PATH_NORMALISATION,
     }
     listener = {
         "name": "gateway",

@@ -30,7 +30,9 @@ tool_id := id if {
 }
 
 # Conditions on input itself, not on helper rules, let OPA's rule index
-# pick the one matching definition instead of trying all five.
+# pick the one matching definition instead of trying all five. An id is
+# never empty: "/v1/chats/" (and "/v1/chats/." as Envoy normalises it) is
+# not a read of chat "", and an upstream would route it as another path.
 default route := ""
 
 route := "chat.completions" if {
@@ -46,17 +48,20 @@ route := "tools.invoke" if {
 
 route := "chats.read" if {
 	input.attributes.request.http.method == "GET"
-	input.parsed_path = ["v1", "chats", _]
+	input.parsed_path = ["v1", "chats", id]
+	id != ""
 }
 
 route := "chats.delete" if {
 	input.attributes.request.http.method == "DELETE"
-	input.parsed_path = ["v1", "chats", _]
+	input.parsed_path = ["v1", "chats", id]
+	id != ""
 }
 
 route := "subjects.erase" if {
 	input.attributes.request.http.method == "DELETE"
-	input.parsed_path = ["v1", "subjects", _]
+	input.parsed_path = ["v1", "subjects", id]
+	id != ""
 }
 
 default tenant := ""

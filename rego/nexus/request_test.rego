@@ -61,6 +61,23 @@ test_unknown_route_is_404 if {
 	r.controls == ["SOC2:CC6.1", "ISO27001:A.8.3", "HIPAA:164.312(a)(1)", "PCI:7.3.3"]
 }
 
+test_an_empty_id_is_not_a_route if {
+	every method_path in [
+		["GET", "/v1/chats/"],
+		["DELETE", "/v1/chats/"],
+		["DELETE", "/v1/subjects/"],
+		["POST", "/v1/tools/"],
+	] {
+		route_of(method_path[0], method_path[1]) == ""
+	}
+}
+
+test_a_trailing_slash_or_an_empty_segment_is_404 if {
+	every path in ["/v1/chat/completions/", "/v1//chat/completions", "/v1/chats/c-1001/"] {
+		rules(fx.http_request("POST", path, fx.acme_headers))["nexus.request.unknown_route"] == 404
+	}
+}
+
 test_missing_tenant_header_is_400 if {
 	rules(fx.http_request("POST", "/v1/chat/completions", {"authorization": "Bearer x"})) == {
 		"nexus.request.tenant_header_missing": 400,

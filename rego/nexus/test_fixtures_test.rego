@@ -265,7 +265,8 @@ state := {
 # An Envoy CheckRequest as the ext_authz plugin turns it into input.
 http_request(method, path, headers) := {
 	"attributes": {"request": {"http": {"method": method, "path": path, "headers": headers}}},
-	"parsed_path": [segment | some segment in split(split(path, "?")[0], "/"); segment != ""],
+	# As the plugin splits it: leading slashes trimmed, other empty segments kept.
+	"parsed_path": split(trim_left(split(path, "?")[0], "/"), "/"),
 	"parsed_query": {},
 	"truncated_body": false,
 }

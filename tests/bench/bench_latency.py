@@ -11,6 +11,14 @@ asyncio responder (the data plane's ThreadingHTTPServer stand-in cannot keep
 up: see ``--upstream``); with ``--upstream direct`` both Envoys answer with
 ``direct_response`` and no upstream cost at all.
 
+A third side is the architecture's floor, **OPA NOP**: the same Envoy
+configuration with ext_authz to a second OPA running our plugin with a
+policy that allows everything (no bundles). Both OPA sides log every
+decision (OPA's console decision logger into the process's log file: the
+event built, masked and encoded in OPA, no upload to share the CPUs with),
+so the ratios compare decision cost with decision cost: the NOP's OPA CPU
+per request against Envoy alone's, and the gateway policy's against both.
+
 Traffic: real gateway requests that OPA allows, ``POST /v1/chat/completions``
 with a tenant's API key, its tenant header, a model and a small JSON body,
 one tenant per generator process, sent open loop at constant rates over
@@ -35,10 +43,12 @@ from typing import Any
 
 import httpx
 
+from nexus_contract.wire import DECISION_PATH, EXT_AUTHZ_PLUGIN
 from nexus_dataplane.enforcer import enforcer_spec
 from nexus_dataplane.envoy import EnvoyProxy, envoy_config
 from nexus_dataplane.opa import OpaServer, opa_config
 from nexus_dataplane.process import ManagedProcess, free_port
+from nexus_dataplane.spec import EnforcerSpec
 from nexus_dataplane.upstream import Upstream
 from nexus_runtime.toolchain import find_envoy
 from tests.bench.common import (
@@ -74,7 +84,20 @@ COLLAPSE_FLOOR_MS = 10.0
 """No tail collapse at 3k: sustained, and p99 <= max(5 x its 1k p99, 10 ms)."""
 
 BASELINE = "envoy alone"
+NOP = "envoy + ext_authz + opa nop"
 AUTHZ = "envoy + ext_authz + opa"
+SIDES = (BASELINE, NOP, AUTHZ)
+NOP_POLICY = """package nexus.envoy.authz
+
+default decision := {"allowed": true, "http_status": 200, "headers": {}}
+"""
+"""Every request allowed, in the decision shape the plugin expects, nothing read from input."""
+DECISION_LOGS: dict[str, Any] = {"console": True}
+"""Decision logging of both OPA sides (where the enforcer's config has no audit service)."""
+NOP_CPU_TARGET = 1.5
+"""The NOP's OPA CPU per Check <= 1.5 x Envoy alone's CPU per request (issue 11)."""
+AUTHZ_OVER_NOP_TARGET = 2.0
+AUTHZ_OVER_ENVOY_TARGET = 3.0
 
 
 @dataclass
@@ -118,9 +141,9 @@ def _start_sides(
     """The enforcer (OPA + Envoy with ext_authz) and the baseline Envoy."""
     options = plane.stack_options(workdir, with_envoy=True)
     spec = enforcer_spec(options, f"{plane.region}-bench", upstream.port)
-    opa = OpaServer(
-        options.opa_bin, workdir / spec.enforcer_id, config=opa_config(spec), port=spec.opa_port
-    )
+    config = opa_config(spec)
+    config.setdefault("decision_logs", DECISION_LOGS)
+    opa = OpaServer(options.opa_bin, workdir / spec.enforcer_id, config=config, port=spec.opa_port)
     started.append(opa)
     opa.start_and_wait(bundles=True, timeout_s=180)
     envoy = EnvoyProxy(
@@ -145,15 +168,58 @@ def _start_sides(
     )
     started.append(baseline)
     baseline.start_and_wait()
+    nop_spec = dataclasses.replace(
+        spec,
+        enforcer_id=f"{spec.enforcer_id}-nop",
+        grpc_port=free_port(),
+        opa_port=free_port(),
+        envoy_port=free_port(),
+        envoy_admin_port=free_port(),
+    )
+    nop_opa, nop_envoy = _start_nop(ctx, options.opa_bin, workdir, nop_spec, started)
     behind: dict[str, ManagedProcess] = {} if ctx.upstream == "direct" else {"upstream": upstream}
     return [
         Side(BASELINE, f"http://127.0.0.1:{base.envoy_port}", {"envoy": baseline, **behind}),
+        Side(
+            NOP,
+            f"http://127.0.0.1:{nop_spec.envoy_port}",
+            {"opa": nop_opa, "envoy": nop_envoy, **behind},
+        ),
         Side(
             AUTHZ,
             f"http://127.0.0.1:{spec.envoy_port}",
             {"opa": opa, "envoy": envoy, **behind},
         ),
     ]
+
+
+def _start_nop(
+    ctx: Context, opa_bin: Path, workdir: Path, spec: EnforcerSpec, started: list[ManagedProcess]
+) -> tuple[OpaServer, EnvoyProxy]:
+    """OPA NOP: our plugin, the allow-everything policy, decision logs on; and its Envoy."""
+    home = workdir / spec.enforcer_id
+    policy = home / "policy"
+    policy.mkdir(parents=True, exist_ok=True)
+    (policy / "nop.rego").write_text(NOP_POLICY)
+    config = {
+        "labels": {"region": spec.region, "enforcer": spec.enforcer_id},
+        "plugins": {
+            EXT_AUTHZ_PLUGIN: {"addr": f"127.0.0.1:{spec.grpc_port}", "path": DECISION_PATH}
+        },
+        "decision_logs": DECISION_LOGS,
+    }
+    opa = OpaServer(opa_bin, home, config=config, args=[str(policy)], port=spec.opa_port)
+    started.append(opa)
+    opa.start_and_wait(bundles=False)
+    envoy = EnvoyProxy(
+        find_envoy(),
+        home,
+        _maybe_direct(ctx, envoy_config(spec)),
+        admin_port=spec.envoy_admin_port,
+    )
+    started.append(envoy)
+    envoy.start_and_wait()
+    return opa, envoy
 
 
 def _maybe_direct(ctx: Context, config: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +300,9 @@ def _measure(
     highest: dict[str, int | None] = {side.name: None for side in sides}
     climbing = {side.name for side in sides}
     for index, rate in enumerate(ladder):
-        order = sides if index % 2 == 0 else list(reversed(sides))
+        # Every side goes first in turn, so none always runs after the same one.
+        shift = index % len(sides)
+        order = sides[shift:] + sides[:shift]
         for side in order:
             if side.name not in climbing and rate not in MUST:
                 continue
@@ -260,7 +328,7 @@ def _measure(
 def _figures(steps: dict[str, dict[int, Step]], highest: dict[str, int | None]) -> list[Figure]:
     figures: list[Figure] = []
     for rate in MUST:
-        for name in (BASELINE, AUTHZ):
+        for name in SIDES:
             step = steps[name].get(rate)
             if step is None:
                 continue
@@ -304,6 +372,7 @@ def _figures(steps: dict[str, dict[int, Step]], highest: dict[str, int | None]) 
                 + f" ms (sum {sum(per_request.values()):.2f} ms; 2 CPUs at 1k rps give 2 ms)",
             )
         )
+    figures.extend(_ratios(steps))
     one, three = steps[AUTHZ].get(1_000), steps[AUTHZ].get(3_000)
     if one is not None and three is not None:
         p99_1k, r3 = one.result.service_ms.p99, three.result
@@ -320,7 +389,7 @@ def _figures(steps: dict[str, dict[int, Step]], highest: dict[str, int | None]) 
                 f"{r3.service_ms.max:.2f} ms; {r3.describe()}",
             )
         )
-    for name in (BASELINE, AUTHZ):
+    for name in SIDES:
         top = highest[name]
         step = steps[name].get(top) if top is not None else None
         tried = ", ".join(f"{k:,}" for k in sorted(steps[name]))
@@ -335,3 +404,59 @@ def _figures(steps: dict[str, dict[int, Step]], highest: dict[str, int | None]) 
             )
         )
     return figures
+
+
+def _ratios(steps: dict[str, dict[int, Step]]) -> list[Figure]:
+    """CPU per request of each OPA side against Envoy alone's and against the NOP, per rate."""
+    figures: list[Figure] = []
+    for rate in MUST:
+        base, nop, authz = (steps[name].get(rate) for name in SIDES)
+        if base is None or nop is None or authz is None:
+            continue
+        envoy_ms = base.cpu_ms_per_request.get("envoy", 0.0)
+        nop_ms = nop.cpu_ms_per_request.get("opa", 0.0)
+        authz_ms = authz.cpu_ms_per_request.get("opa", 0.0)
+        comparable = base.result.sustained and nop.result.sustained and authz.result.sustained
+        served = (
+            f"sustained: envoy alone {base.result.sustained}, nop {nop.result.sustained}, "
+            f"ext_authz {authz.result.sustained}"
+        ) + (
+            "" if comparable else "; NOT judged: a side that sheds or queues costs less per request"
+        )
+        at = f"@ {rate // 1000}k rps"
+        figures.append(
+            figure(
+                NAME,
+                f"OPA NOP CPU per Check / Envoy alone CPU per request {at}",
+                _ratio(nop_ms, envoy_ms),
+                "x",
+                target=("<=", NOP_CPU_TARGET) if comparable else None,
+                note=f"OPA NOP {nop_ms:.3f} ms, Envoy alone {envoy_ms:.3f} ms; NOP side's Envoy "
+                f"{nop.cpu_ms_per_request.get('envoy', 0.0):.3f} ms; {served}",
+            )
+        )
+        figures.append(
+            figure(
+                NAME,
+                f"OPA CPU per allowed chat decision / OPA NOP {at}",
+                _ratio(authz_ms, nop_ms),
+                "x",
+                target=("<=", AUTHZ_OVER_NOP_TARGET) if comparable else None,
+                note=f"gateway policy {authz_ms:.3f} ms, NOP {nop_ms:.3f} ms; {served}",
+            )
+        )
+        figures.append(
+            figure(
+                NAME,
+                f"OPA CPU per allowed chat decision / Envoy alone {at}",
+                _ratio(authz_ms, envoy_ms),
+                "x",
+                target=("<=", AUTHZ_OVER_ENVOY_TARGET) if comparable else None,
+                note=f"gateway policy {authz_ms:.3f} ms, Envoy alone {envoy_ms:.3f} ms; {served}",
+            )
+        )
+    return figures
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None

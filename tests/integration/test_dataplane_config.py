@@ -59,6 +59,20 @@ def test_envoy_config_fails_closed(tmp_path: Path) -> None:
     assert ext_authz["grpc_service"]["timeout"]
 
 
+@pytest.mark.parametrize("with_ext_authz", [True, False])
+def test_envoy_canonicalises_the_path_before_any_filter(
+    tmp_path: Path, with_ext_authz: bool
+) -> None:
+    """The policy and the upstream see one path (tests/e2e/test_path_variants.py)."""
+    config = envoy_config(spec(tmp_path), with_ext_authz=with_ext_authz)
+    http = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    assert http["normalize_path"] is True
+    assert http["merge_slashes"] is True
+    assert http["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+
+
 def test_render_writes_configs_that_envoy_and_opa_accept(tmp_path: Path, opa_bin: Path) -> None:
     from nexus_control.access.signing_keys import init_keys, load_signing_key, public_pem
 

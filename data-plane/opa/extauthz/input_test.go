@@ -201,6 +201,34 @@ func TestPathAndQueryAreParsedAsUpstreamParsesThem(t *testing.T) {
 	}
 }
 
+// The paths Envoy forwards once its listener has canonicalised them
+// (normalize_path, merge_slashes, escaped slashes refused: see
+// nexus_dataplane/envoy.py), split as the policy reads them: an empty
+// segment stays, so "/v1/chats/" is not a read of chat "" but no route, and
+// an escape Envoy leaves is decoded once, never twice.
+func TestEnvoysCanonicalPathsKeepTheirSegments(t *testing.T) {
+	cases := []struct{ path, want string }{
+		{"/v1/chats/", `["v1","chats",""]`},
+		{"/v1/", `["v1",""]`},
+		{"/v1/chats/c1/", `["v1","chats","c1",""]`},
+		{"/v1/chats/...", `["v1","chats","..."]`},
+		{"/v1/chats/a%25b", `["v1","chats","a%b"]`},
+		{"/v1/chats/a%252e%252e", `["v1","chats","a%2e%2e"]`},
+		{"/v1/chats/a%7Bb%7D%7Cc", `["v1","chats","a{b}|c"]`},
+		{"/v1/chats/c%20d", `["v1","chats","c d"]`},
+		{"/v1/chats/c1;x=1", `["v1","chats","c1;x=1"]`},
+		{"/v1/tools/web-search%3Ainvoke", `["v1","tools","web-search:invoke"]`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path, func(t *testing.T) {
+			input := buildTestInput(t, httpCheck("GET", tc.path, nil, ""), false)
+			if got := mustJSON(t, input["parsed_path"]); got != tc.want {
+				t.Errorf("parsed_path %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 // A path or query that cannot be decoded is refused with a 400, as
 // upstream refuses it, rather than decided on a guess.
 func TestAMalformedPathOrQueryIsRefused(t *testing.T) {
