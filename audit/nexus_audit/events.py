@@ -62,6 +62,7 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "approval.": _CHANGE_MANAGEMENT,
     "rollout.": _CHANGE_MANAGEMENT,
     "enforcer.": _CHANGE_MANAGEMENT,
+    "access.": ("ISO27001:A.5.18", "SOC2:CC6.2", "SOC2:CC6.3"),
     "tool_approval.": ("ISO27001:A.8.2", "SOC2:CC6.3"),
     "tenant.disabled": ("SOC2:A1.1",),
     "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),

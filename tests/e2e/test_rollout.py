@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -68,10 +70,6 @@ class FleetEnvironment(Environment):
             self.tokens["author-approver"], _ = create_token(
                 session, name="alice", role=Role.APPROVER
             )
-            for region, _, _ in REGIONS:
-                self.tokens[region], _ = create_token(
-                    session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
-                )
         self.start_control_plane()
         self.stacks = {}
         for region, _, _ in REGIONS:
@@ -79,7 +77,8 @@ class FleetEnvironment(Environment):
                 StackOptions(
                     region=region,
                     control_plane_url=self.url,
-                    token=self.tokens[region],
+                    token="",
+                    credentials=functools.partial(self.enrol, region=region),
                     key_id=KEY_ID,
                     verification_key_pem=public_pem(load_signing_key(self.keys.signing)),
                     workdir=self.workdir / "dataplane",

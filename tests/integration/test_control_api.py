@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import Role, create_token
+from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.bundle import BuiltBundle
 from nexus_control.authoring.opa import Opa
@@ -45,10 +46,12 @@ def tokens(plane: ControlPlane) -> dict[str, str]:
     out = {}
     with plane.db.session() as session:
         for role in Role:
-            region = "eu-west-1" if role is Role.ENFORCER else None
-            out[role.value], _ = create_token(
-                session, name=f"t-{role.value}", role=role, region=region
-            )
+            if role is Role.ENFORCER:
+                out[role.value] = enrol_enforcer(
+                    session, plane.fleet.declared, "eu-west-1-a", "eu-west-1", "test operator"
+                )
+                continue
+            out[role.value], _ = create_token(session, name=f"t-{role.value}", role=role)
     return out
 
 
@@ -220,8 +223,8 @@ def test_status_intake(client: TestClient, tokens: dict[str, str], plane: Contro
     [
         (b"{", {}, 400),
         (json.dumps({"bundles": {}}).encode(), {}, 400),
-        (json.dumps({"labels": {"region": "us-east-1"}}).encode(), {}, 400),
-        (json.dumps({"labels": {"enforcer": "someone-else"}}).encode(), {}, 400),
+        (json.dumps({"labels": {"region": "us-east-1"}}).encode(), {}, 403),
+        (json.dumps({"labels": {"enforcer": "someone-else"}}).encode(), {}, 403),
         (b"\x1f\x8b garbage", {"content-encoding": "gzip"}, 400),
         (gzip.compress(b"x" * 2_000_000), {"content-encoding": "gzip"}, 413),
         (json.dumps(status_report()).encode(), {"x-nexus-enforcer": ""}, 400),
