@@ -42,9 +42,8 @@ There are no targets for these figures in issue 4: they are information.
 
 from __future__ import annotations
 
-import functools
-
 import contextlib
+import functools
 import os
 import shutil
 import time

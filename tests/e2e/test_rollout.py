@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -268,7 +267,12 @@ def test_a_removed_enforcer_no_longer_blocks(fleet_env: FleetEnvironment) -> Non
     with fleet_env.api() as api:
         api.delete(f"/v1/fleet/{victim.id}")
     fleet_env.wait_state(rollout_id, "completed")
+    # The removal stands when the enforcer comes back, until an operator registers it again.
     stack.restart_opa(victim, wait_for_bundles=False)
+    assert victim.id not in {e["id"] for e in fleet_env.fleet()["enforcers"]}
+    with fleet_env.api() as api:
+        api.post("/v1/fleet", {"id": victim.id, "region": "eu-central-1"})
+    eventually(lambda: victim.id in {e["id"] for e in fleet_env.fleet()["enforcers"]}, 30)
 
 
 def test_a_widening_change_waits_for_a_second_approver(fleet_env: FleetEnvironment) -> None:

@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import Role, create_token
-from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.bundle import BuiltBundle
 from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
+from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
 from nexus_control.store.tables import BundleRevision, EnforcerBundle
 from tests.conftest import GATEWAY, TEST_KEY_ID

@@ -53,7 +53,6 @@ from nexus_contract.wire import (
 from nexus_control.access.keyring import KeyPurpose
 from nexus_control.access.signing_keys import KeyPaths, init_audit_keys, init_keys
 from nexus_control.access.tokens import Role, create_token
-from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.bundle import BuildOptions, build_bundle
 from nexus_control.authoring.credentials import throwaway_keys
@@ -62,6 +61,7 @@ from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.fleet import fleet_yaml
 from nexus_control.rollout.states import RolloutState
+from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
