@@ -397,4 +397,15 @@ def test_huge_rollout_id_is_a_client_error(
         json={} if method == "POST" else None,
         timeout=10,
     )
+    assert response.status_code == 400, response.text
+    assert "rollout_id" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("enforcer", ["nul%00byte", "x" * 300, "UPPER", "..%2F.."])
+def test_odd_enforcer_id_in_a_path_is_a_client_error(stack: Environment, enforcer: str) -> None:
+    response = httpx.delete(
+        f"{stack.url}/v1/fleet/{enforcer}",
+        headers={"authorization": f"Bearer {stack.tokens['operator']}"},
+        timeout=10,
+    )
     assert 400 <= response.status_code < 500, response.text

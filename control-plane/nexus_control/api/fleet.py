@@ -4,8 +4,9 @@ enforcers (besides the fleet file's) and remove them."""
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 
 from nexus_control.api.deps import FleetReaderDep, OperatorDep, PlaneDep
 from nexus_control.api.models import (
@@ -20,9 +21,14 @@ __all__ = ["get_fleet", "register_enforcer", "remove_enforcer", "router"]
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 
+EnforcerId = Annotated[str, Path(max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+RegionFilter = Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+
 
 @router.get("", response_model=EnforcerList)
-async def get_fleet(plane: PlaneDep, _: FleetReaderDep, region: str | None = None) -> EnforcerList:
+async def get_fleet(
+    plane: PlaneDep, _: FleetReaderDep, region: RegionFilter = None
+) -> EnforcerList:
     """Enforcers (optionally of one region) with held and active revisions per bundle."""
     views = await asyncio.to_thread(plane.serving.enforcers, region)
     return EnforcerList.model_validate({"enforcers": views})
@@ -41,7 +47,7 @@ async def register_enforcer(
 
 @router.delete("/{enforcer_id}", status_code=200, response_model=RemovedEnforcer)
 async def remove_enforcer(
-    enforcer_id: str, plane: PlaneDep, principal: OperatorDep
+    enforcer_id: EnforcerId, plane: PlaneDep, principal: OperatorDep
 ) -> RemovedEnforcer:
     """Take an enforcer out of the fleet: it is refused and expected by no rollout until an
     operator registers it again."""
