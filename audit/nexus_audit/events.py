@@ -70,6 +70,13 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "approval.": _CHANGE_MANAGEMENT,
     "rollout.": _CHANGE_MANAGEMENT,
     "enforcer.": _CHANGE_MANAGEMENT,
+    "access.": (
+        "ISO27001:A.5.18",
+        "SOC2:CC6.2",
+        "SOC2:CC6.3",
+        "PCI:8.2.4",
+        "HIPAA:164.308(a)(4)(ii)(C)",
+    ),
     "tool_approval.": (
         "ISO27001:A.8.2",
         "SOC2:CC6.3",

@@ -103,8 +103,9 @@ class AuditSettings(BaseSettings):
     """A decision this far ahead of the audit clock is outside the time window."""
     time_skew: str = "flag"
     """``flag``: store an out-of-window decision with the receive time, flagged; ``refuse``: 422."""
-    require_enforcer_tokens: bool = False
-    """Refuse decision uploads by region-wide tokens: every enforcer must use its own."""
+    require_enforcer_tokens: bool = True
+    """Refuse decision uploads by region-wide tokens: every enforcer must use its own (tokens are
+    bound per enforcer since 0008; `false` only while old region-wide tokens are replaced)."""
     catalogs_dir: Path | None = None
     """Control catalogs directory; default: compliance-mappings/ of the checkout."""
 

@@ -2,15 +2,19 @@
 
 Enforcers reach the control plane at NEXUS_DATAPLANE_CONTROL_PLANE_URL, by
 default the control plane's own URL (NEXUS_URL, else NEXUS_HOST/NEXUS_PORT).
-Without NEXUS_DATAPLANE_TOKEN, ``up`` creates an enforcer token for the region
-in the control plane's database, through the control plane's token service.
+Each enforcer speaks with its own token, bound to its id and region. Without
+NEXUS_DATAPLANE_TOKEN (one enforcer's token), ``up`` enrols every enforcer it
+starts in the control plane's database: it registers it in the region
+(audited) and mints its token there.
 """
 
 from __future__ import annotations
 
+import getpass
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +24,8 @@ from rich.table import Table
 
 from nexus_cli.client import ApiCallError, ControlPlaneClient
 from nexus_cli.console import err, out
-from nexus_control.access.tokens import Role, create_token
+from nexus_control.rollout.fleet import load_fleet
+from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
 from nexus_control.store.database import control_database
 from nexus_dataplane.enforcer import (
@@ -58,7 +63,11 @@ def trusted_bundle_keys(url: str, token: str) -> list[tuple[str, str, str]] | No
 
 
 def _options(
-    settings: DataPlaneSettings, control: ControlSettings, region: str, token: str
+    settings: DataPlaneSettings,
+    control: ControlSettings,
+    region: str,
+    token: str,
+    credentials: Callable[[str], str] | None = None,
 ) -> StackOptions:
     """Enforcers trust the control plane's bundle keys (every key of a rotation window),
     or, when it cannot be asked, the one verification key file."""
@@ -89,20 +98,38 @@ def _options(
         envoy_bin=find_envoy(),
         audit_url=settings.audit_url or control_plane_url,
         body_limits=tuple(sorted(settings.body_limits.items())),
+        credentials=credentials,
     )
 
 
-def _token(settings: DataPlaneSettings, control: ControlSettings, region: str) -> str:
+def _credentials(
+    settings: DataPlaneSettings, control: ControlSettings, region: str, count: int
+) -> Callable[[str], str]:
+    """Each enforcer's own token: NEXUS_DATAPLANE_TOKEN for a single enforcer, otherwise
+    enrolled (registered and minted) in the control plane's database as it starts."""
     if settings.token:
-        return settings.token
+        if count != 1:
+            err.print(
+                "error: NEXUS_DATAPLANE_TOKEN is one enforcer's token; unset it to enrol "
+                f"{count} enforcers, or run one enforcer per token"
+            )
+            raise typer.Exit(2)
+        given = settings.token
+        return lambda _: given
     db = control_database(control.database_url)
     db.migrate()
-    with db.session() as session:
-        token, principal = create_token(
-            session, name=f"dataplane-{region}", role=Role.ENFORCER, region=region
-        )
-    err.print(f"created enforcer token {principal.token_id} for region {region}")
-    return token
+    declared = load_fleet(control.fleet_file).declared if control.fleet_file else {}
+    actor = f"local:{getpass.getuser()}"
+    minted: dict[str, str] = {}
+
+    def token_of(enforcer_id: str) -> str:
+        if enforcer_id not in minted:
+            with db.session() as session:
+                minted[enforcer_id] = enrol_enforcer(session, declared, enforcer_id, region, actor)
+            err.print(f"enrolled enforcer {enforcer_id} in region {region} with its own token")
+        return minted[enforcer_id]
+
+    return token_of
 
 
 @app.command("render")
@@ -163,7 +190,10 @@ def up_cmd(
     """Start real OPA + Envoy enforcers and a stand-in upstream; supervise until Ctrl-C."""
     settings = DataPlaneSettings()
     control = ControlSettings()
-    options = _options(settings, control, region, _token(settings, control, region))
+    credentials = _credentials(settings, control, region, enforcers)
+    # The first enforcer's token also asks the control plane for its bundle keys.
+    first = credentials(f"{region}-1")
+    options = _options(settings, control, region, first, credentials)
     stack = EnforcerStack(options, enforcers)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

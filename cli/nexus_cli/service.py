@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from nexus_cli.client import ControlPlaneClient
 from nexus_cli.console import JsonFlag, OverlayOption, TokenOption, UrlOption, err, out
 from nexus_cli.errors import EXIT_ENVIRONMENT, EXIT_PROBLEMS
 from nexus_control.access.keyring import DEFAULT_ROTATION_WINDOW_S, KeyPurpose
-from nexus_control.access.tokens import Role, create_token, revoke_token
+from nexus_control.access.tokens import Role, TokenError, create_token, revoke_token
 from nexus_control.authoring.loader import SpecError
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.settings import ControlSettings
@@ -63,34 +64,69 @@ def serve() -> None:
     serve_forever(create_app(plane, audit), settings.host, settings.port)
 
 
+def local_actor() -> str:
+    """Who runs a command against the database directly: the local user (audited)."""
+    return f"local:{getpass.getuser()}"
+
+
 @tokens_app.command("create")
 def tokens_create(
     role: Annotated[Role, typer.Option(help="What the token may do")],
-    name: Annotated[str, typer.Option(help="Who holds it (the actor in audit events)")],
+    name: Annotated[
+        str,
+        typer.Option(
+            help="Who holds it: the principal's name (1-64 letters, digits, . _ @ - and single "
+            "inner spaces); the same name is the same principal"
+        ),
+    ],
     region: Annotated[str | None, typer.Option(help="Enforcer tokens: their region")] = None,
-    enforcer: Annotated[str | None, typer.Option(help="Bind to one enforcer id")] = None,
+    enforcer: Annotated[
+        str | None, typer.Option(help="Enforcer tokens: the one enforcer id it speaks for")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a token in the control plane's database and print it once."""
+    """Create a token in the control plane's database and print it once (audited)."""
     db = control_database(ControlSettings().database_url)
     db.migrate()
-    with db.session() as session:
-        plain, principal = create_token(
-            session, name=name, role=role, region=region, enforcer_id=enforcer
-        )
+    try:
+        with db.session() as session:
+            plain, principal = create_token(
+                session,
+                name=name,
+                role=role,
+                region=region,
+                enforcer_id=enforcer,
+                actor=local_actor(),
+            )
+    except TokenError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_PROBLEMS) from None
     if as_json:
-        out.print_json(json.dumps({"id": principal.token_id, "token": plain, "role": role.value}))
+        out.print_json(
+            json.dumps(
+                {
+                    "id": principal.token_id,
+                    "principal": principal.principal_id,
+                    "token": plain,
+                    "role": role.value,
+                }
+            )
+        )
     else:
         out.print(plain)
-        err.print(f"token {principal.token_id} for {name} ({role.value}); it is not shown again")
+        err.print(
+            f"token {principal.token_id} for {principal.name} (principal "
+            f"{principal.principal_id}, {role.value}); it is not shown again",
+            markup=False,
+        )
 
 
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id")]) -> None:
-    """Revoke a token by id."""
+    """Revoke a token by id (audited)."""
     db = control_database(ControlSettings().database_url)
     with db.session() as session:
-        if not revoke_token(session, token_id):
+        if not revoke_token(session, token_id, actor=local_actor()):
             err.print(f"error: no live token {token_id}")
             raise typer.Exit(EXIT_PROBLEMS)
     out.print(f"revoked {token_id}")

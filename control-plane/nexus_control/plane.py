@@ -104,7 +104,13 @@ class ControlPlane:
             self.notifier,
             on_change=lambda: self.budgets.mark_dirty(),
         )
-        self.serving = BundleServer(db, self.registry, self.notifier, on_status=self.rollouts.poke)
+        self.serving = BundleServer(
+            db,
+            self.registry,
+            self.notifier,
+            on_status=self.rollouts.poke,
+            declared=self.fleet.declared,
+        )
         self.budgets = Budgets(
             db,
             spend,

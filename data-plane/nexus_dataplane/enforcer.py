@@ -8,6 +8,7 @@ directory and logs under the stack's working directory.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,12 @@ class StackOptions:
     key_algorithm: str = "RS256"
     extra_keys: tuple[tuple[str, str, str], ...] = ()
     """More trusted bundle keys (key id, algorithm, PEM), e.g. during a key rotation."""
+    credentials: Callable[[str], str] | None = None
+    """The token of an enforcer id, minted as the stack adds it: each enforcer speaks with its
+    own credential, bound to its id and region. Without it, every enforcer uses ``token``."""
+
+    def token_of(self, enforcer_id: str) -> str:
+        return self.credentials(enforcer_id) if self.credentials is not None else self.token
 
 
 @dataclass
@@ -74,7 +81,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         region=options.region,
         enforcer_id=enforcer_id,
         control_plane_url=options.control_plane_url,
-        token=options.token,
+        token=options.token_of(enforcer_id),
         key_id=options.key_id,
         verification_key_pem=options.verification_key_pem,
         persistence_dir=(options.workdir / enforcer_id / "persist").resolve(),

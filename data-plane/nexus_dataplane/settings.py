@@ -19,7 +19,8 @@ class DataPlaneSettings(BaseSettings):
     audit_url: str | None = None
     """Where enforcers ship decision logs; default: the control plane URL."""
     token: str | None = None
-    """The enforcers' bearer token (a region token); `up` creates one when unset."""
+    """One enforcer's bearer token (bound to its id and region); `up` enrols each enforcer
+    with its own token when unset."""
     key_id: str = "nexus-bundle-signing"
     """The key id bundles are signed with (`signing.keyid`)."""
     verification_key_file: Path = Path(".nexus/keys/bundle-signing.pub.pem")

@@ -43,6 +43,7 @@ There are no targets for these figures in issue 4: they are information.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -165,10 +166,6 @@ class FleetPlane(Environment):
                 self.tokens[role.value], _ = create_token(
                     session, name=f"bench-{role.value}", role=role
                 )
-            for region, _, _ in REGIONS:
-                self.tokens[region], _ = create_token(
-                    session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
-                )
         self.start_control_plane()
         self._operator = ControlPlaneClient(self.url, self.tokens["operator"])
 
@@ -183,7 +180,8 @@ class FleetPlane(Environment):
                 StackOptions(
                     region=region,
                     control_plane_url=self.url,
-                    token=self.tokens[region],
+                    token="",
+                    credentials=functools.partial(self.enrol, region=region),
                     key_id=KEY_ID,
                     verification_key_pem=key_pem,
                     workdir=self.workdir / "dataplane",

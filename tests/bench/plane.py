@@ -53,7 +53,8 @@ class BenchPlane(Environment):
         return StackOptions(
             region=self.region,
             control_plane_url=self.url,
-            token=self.tokens["enforcer"],
+            token="",
+            credentials=self.enrol,
             key_id=KEY_ID,
             verification_key_pem=public_pem(load_signing_key(self.keys.signing)),
             workdir=workdir,

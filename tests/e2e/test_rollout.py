@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -68,10 +69,6 @@ class FleetEnvironment(Environment):
             self.tokens["author-approver"], _ = create_token(
                 session, name="alice", role=Role.APPROVER
             )
-            for region, _, _ in REGIONS:
-                self.tokens[region], _ = create_token(
-                    session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
-                )
         self.start_control_plane()
         self.stacks = {}
         for region, _, _ in REGIONS:
@@ -79,7 +76,8 @@ class FleetEnvironment(Environment):
                 StackOptions(
                     region=region,
                     control_plane_url=self.url,
-                    token=self.tokens[region],
+                    token="",
+                    credentials=functools.partial(self.enrol, region=region),
                     key_id=KEY_ID,
                     verification_key_pem=public_pem(load_signing_key(self.keys.signing)),
                     workdir=self.workdir / "dataplane",
@@ -269,7 +267,12 @@ def test_a_removed_enforcer_no_longer_blocks(fleet_env: FleetEnvironment) -> Non
     with fleet_env.api() as api:
         api.delete(f"/v1/fleet/{victim.id}")
     fleet_env.wait_state(rollout_id, "completed")
+    # The removal stands when the enforcer comes back, until an operator registers it again.
     stack.restart_opa(victim, wait_for_bundles=False)
+    assert victim.id not in {e["id"] for e in fleet_env.fleet()["enforcers"]}
+    with fleet_env.api() as api:
+        api.post("/v1/fleet", {"id": victim.id, "region": "eu-central-1"})
+    eventually(lambda: victim.id in {e["id"] for e in fleet_env.fleet()["enforcers"]}, 30)
 
 
 def test_a_widening_change_waits_for_a_second_approver(fleet_env: FleetEnvironment) -> None:

@@ -39,8 +39,12 @@ def setup(
     tokens = {}
     with plane.db.session() as session:
         for role in Role:
-            region = "eu-west-1" if role is Role.ENFORCER else None
-            tokens[role.value], _ = create_token(session, name=role.value, role=role, region=region)
+            binding = (
+                {"region": "eu-west-1", "enforcer_id": "eu-west-1-a"}
+                if role is Role.ENFORCER
+                else {}
+            )
+            tokens[role.value], _ = create_token(session, name=role.value, role=role, **binding)
     app = create_app(plane)
     with TestClient(app) as client:
         yield client, tokens, app.openapi()

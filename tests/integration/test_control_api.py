@@ -19,6 +19,7 @@ from nexus_control.authoring.bundle import BuiltBundle
 from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
+from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
 from nexus_control.store.tables import BundleRevision, EnforcerBundle
 from tests.conftest import GATEWAY, TEST_KEY_ID
@@ -45,10 +46,12 @@ def tokens(plane: ControlPlane) -> dict[str, str]:
     out = {}
     with plane.db.session() as session:
         for role in Role:
-            region = "eu-west-1" if role is Role.ENFORCER else None
-            out[role.value], _ = create_token(
-                session, name=f"t-{role.value}", role=role, region=region
-            )
+            if role is Role.ENFORCER:
+                out[role.value] = enrol_enforcer(
+                    session, plane.fleet.declared, "eu-west-1-a", "eu-west-1", "test operator"
+                )
+                continue
+            out[role.value], _ = create_token(session, name=f"t-{role.value}", role=role)
     return out
 
 
@@ -220,8 +223,8 @@ def test_status_intake(client: TestClient, tokens: dict[str, str], plane: Contro
     [
         (b"{", {}, 400),
         (json.dumps({"bundles": {}}).encode(), {}, 400),
-        (json.dumps({"labels": {"region": "us-east-1"}}).encode(), {}, 400),
-        (json.dumps({"labels": {"enforcer": "someone-else"}}).encode(), {}, 400),
+        (json.dumps({"labels": {"region": "us-east-1"}}).encode(), {}, 403),
+        (json.dumps({"labels": {"enforcer": "someone-else"}}).encode(), {}, 403),
         (b"\x1f\x8b garbage", {"content-encoding": "gzip"}, 400),
         (gzip.compress(b"x" * 2_000_000), {"content-encoding": "gzip"}, 413),
         (json.dumps(status_report()).encode(), {"x-nexus-enforcer": ""}, 400),

@@ -113,7 +113,8 @@ def test_author_session_cannot_approve_its_own_change(stack: Environment, pendin
 
 
 def test_machine_tokens_cannot_open_a_console_session(stack: Environment) -> None:
-    for role in ("enforcer", "gateway"):
+    assert stack.stack is not None
+    for role in (stack.stack.enforcers[0].id, "gateway"):
         with httpx.Client(base_url=stack.url, timeout=10) as client:
             form = client.get(f"{CONSOLE}/login")
             nonce = re.search(r'name="nonce" value="([^"]+)"', form.text)

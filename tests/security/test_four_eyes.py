@@ -65,7 +65,7 @@ def served_archive(env: Environment) -> httpx.Response:
     return httpx.get(
         f"{env.url}/v1/opa/bundles/{env.region}/nexus",
         headers={
-            "authorization": f"Bearer {env.tokens['enforcer']}",
+            "authorization": f"Bearer {env.tokens[enforcer_id(env)]}",
             "x-nexus-enforcer": enforcer_id(env),
         },
         timeout=10,

@@ -61,6 +61,7 @@ from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.fleet import fleet_yaml
 from nexus_control.rollout.states import RolloutState
+from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
@@ -352,10 +353,6 @@ class DemoRun:
             self.tokens["compliance"], _ = create_token(
                 session, name="carmen", role=Role.COMPLIANCE
             )
-            for region, _, _ in DEMO_REGIONS:
-                self.tokens[region], _ = create_token(
-                    session, name=f"{region}-enforcers", role=Role.ENFORCER, region=region
-                )
         self.server = ServerThread(create_app(self.plane, self.audit), "127.0.0.1", free_port())
         self.server.start()
         # Enforcers trust the control plane's bundle key: its public half, from the key ring.
@@ -365,7 +362,8 @@ class DemoRun:
                 StackOptions(
                     region=region,
                     control_plane_url=self.server.url,
-                    token=self.tokens[region],
+                    token="",
+                    credentials=self._enrol(region),
                     key_id=trusted.kid,
                     key_algorithm=trusted.algorithm.value,
                     verification_key_pem=trusted.public_pem,
@@ -380,6 +378,21 @@ class DemoRun:
             )
             stack.start(wait_for_bundles=False)
             self.stacks.append(stack)
+
+    def _enrol(self, region: str) -> Callable[[str], str]:
+        """Each enforcer is registered in its region and gets its own token as it starts."""
+        assert self.plane is not None
+        plane = self.plane
+
+        def token_of(enforcer_id: str) -> str:
+            with plane.db.session() as session:
+                token = enrol_enforcer(
+                    session, plane.fleet.declared, enforcer_id, region, "demo operator"
+                )
+            self.tokens[enforcer_id] = token
+            return token
+
+        return token_of
 
     def _start_witnesses(self, settings: AuditSettings) -> Path:
         """Two witnesses, each its own process with its own key and storage (as if in

@@ -3,12 +3,20 @@
 Roles scope what a token may do: authors publish, approvers approve,
 operators drive rollouts, compliance officers read evidence, enforcers poll
 bundles and report status, the gateway reports usage. An enforcer token is
-bound to a region and, optionally, to one enforcer id.
+bound to one enforcer id and its region: it speaks for that enforcer only.
+
+Every token belongs to a principal with an immutable id. A name is a
+principal's, unique by its folded form (case and inner runs of spaces do not
+make a new person), so a second token for the same name joins the same
+principal; separation of duties compares principal ids, never names.
+Creating a token (the grant of its role) and revoking one are control-plane
+events in the audit log.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,14 +27,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_contract.errors import NexusError
+from nexus_control.store import outbox
 from nexus_control.store.tables import ApiToken
+from nexus_control.store.tables import Principal as PrincipalRow
 
 __all__ = [
+    "MAX_NAME_LENGTH",
     "TOKEN_PREFIX",
     "Principal",
     "Role",
     "TokenError",
     "authenticate",
+    "check_name",
     "create_token",
     "principal_of_token_id",
     "revoke_token",
@@ -34,6 +46,10 @@ __all__ = [
 ]
 
 TOKEN_PREFIX = "nxp_"  # noqa: S105 - a prefix that marks our tokens in logs and scanners
+MAX_NAME_LENGTH = 64
+_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._@ -]{0,62}[A-Za-z0-9._@-])?$")
+_ENFORCER_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class Role(StrEnum):
@@ -51,17 +67,48 @@ class TokenError(NexusError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's id, its name (the actor in audit events) and its role."""
+    """Who is calling: the token's id, its name (the actor in audit events), its role, and
+    the immutable id of the principal holding it (what separation of duties compares)."""
 
     token_id: str
     name: str
     role: Role
     region: str | None
     enforcer_id: str | None
+    principal_id: str
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid principal name; raise `TokenError` saying what is wrong."""
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise TokenError(f"a name has 1 to {MAX_NAME_LENGTH} characters, not {len(name)}")
+    if name != name.strip():
+        raise TokenError(f"the name {name!r} starts or ends with white space")
+    if "  " in name or not _NAME.match(name):
+        raise TokenError(
+            f"the name {name!r} may hold only letters, digits, single spaces and . _ @ -, "
+            "and starts and ends with a letter, digit or one of . _ @ -"
+        )
+    return name
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
 
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _principal_row(session: Session, name: str, actor: str, now: datetime) -> PrincipalRow:
+    key = _name_key(name)
+    row = session.scalar(select(PrincipalRow).where(PrincipalRow.name_key == key))
+    if row is None:
+        row = PrincipalRow(id=str(uuid.uuid4()), name=name, name_key=key, created_at=now)
+        session.add(row)
+        session.flush()
+        outbox.record(session, "access.principal_created", actor, principal=row.id, name=name)
+    return row
 
 
 def create_token(
@@ -71,23 +118,55 @@ def create_token(
     role: Role,
     region: str | None = None,
     enforcer_id: str | None = None,
+    actor: str = "nexus-policy",
 ) -> tuple[str, Principal]:
-    """Create a token; return its plain text (shown once, never stored) and its principal."""
-    if role is Role.ENFORCER and not region:
-        raise TokenError("an enforcer token must be bound to a region")
+    """Create a token; return its plain text (shown once, never stored) and its principal.
+
+    ``name`` names the principal: an existing one (by folded name) gets another
+    token, otherwise a principal is made. ``actor`` is who creates it (audited).
+    """
+    check_name(name)
+    if role is Role.ENFORCER and not (region and enforcer_id):
+        raise TokenError(
+            "an enforcer token is bound to one enforcer id and its region (--enforcer and --region)"
+        )
     if role is not Role.ENFORCER and (region or enforcer_id):
         raise TokenError("only enforcer tokens are bound to a region or an enforcer")
+    if region is not None and not _REGION.match(region):
+        raise TokenError(f"region {region!r} is not a lower-case id")
+    if enforcer_id is not None and not _ENFORCER_ID.match(enforcer_id):
+        raise TokenError(f"enforcer id {enforcer_id!r} is not a lower-case id")
+    now = datetime.now(UTC)
+    holder = _principal_row(session, name, actor, now)
+    had_role = session.scalar(
+        select(ApiToken.id).where(ApiToken.principal_id == holder.id, ApiToken.role == role.value)
+    )
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         id=str(uuid.uuid4()),
-        name=name,
+        principal_id=holder.id,
+        name=holder.name,
         role=role.value,
         token_sha256=token_digest(plain),
         region=region,
         enforcer_id=enforcer_id,
-        created_at=datetime.now(UTC),
+        created_at=now,
     )
     session.add(row)
+    binding = {"region": region, "enforcer": enforcer_id}
+    if had_role is None:
+        outbox.record(
+            session, "access.role_granted", actor, principal=holder.id, role=role.value, **binding
+        )
+    outbox.record(
+        session,
+        "access.token_created",
+        actor,
+        token=row.id,
+        principal=holder.id,
+        role=role.value,
+        **binding,
+    )
     return plain, _principal(row)
 
 
@@ -107,13 +186,24 @@ def principal_of_token_id(session: Session, token_id: str) -> Principal | None:
     return _principal(row)
 
 
-def revoke_token(session: Session, token_id: str) -> bool:
+def revoke_token(session: Session, token_id: str, *, actor: str = "nexus-policy") -> bool:
+    """Revoke the live token ``token_id`` (audited); False if there is none."""
     row = session.get(ApiToken, token_id)
     if row is None or row.revoked_at is not None:
         return False
     row.revoked_at = datetime.now(UTC)
+    outbox.record(
+        session,
+        "access.token_revoked",
+        actor,
+        token=row.id,
+        principal=row.principal_id,
+        role=row.role,
+    )
     return True
 
 
 def _principal(row: ApiToken) -> Principal:
-    return Principal(row.id, row.name, Role(row.role), row.region, row.enforcer_id)
+    return Principal(
+        row.id, row.name, Role(row.role), row.region, row.enforcer_id, row.principal_id
+    )

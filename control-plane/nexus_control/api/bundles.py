@@ -43,7 +43,12 @@ async def publish(request: Request, plane: PlaneDep, principal: AuthorDep) -> Pu
     if not sources:
         raise ApiError(400, "empty_body", "send the bundle's sources as the request body")
     publication = await asyncio.to_thread(
-        plane.rollouts.publish, sources, principal.name, expected_revision=expected
+        lambda: plane.rollouts.publish(
+            sources,
+            principal.name,
+            author_id=principal.principal_id,
+            expected_revision=expected,
+        )
     )
     published = publication.published
     return PublishResult(

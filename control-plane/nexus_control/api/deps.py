@@ -117,12 +117,29 @@ BudgetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPL
 
 
 def enforcer_identity(request: Request, principal: Principal, region: str | None) -> str:
-    """The calling enforcer's id (its ``x-nexus-enforcer`` header), checked against its token."""
+    """The calling enforcer's id (its ``x-nexus-enforcer`` header), checked against its token.
+
+    An enforcer token speaks for its own enforcer id and region only; a
+    region-wide token (from before tokens were bound per enforcer) speaks for none.
+    """
     enforcer_id = request.headers.get(ENFORCER_HEADER, "")
     if not enforcer_id or len(enforcer_id) > MAX_ENFORCER_ID or not set(enforcer_id) <= _ID_CHARS:
         raise ApiError(400, "invalid_enforcer", f"header {ENFORCER_HEADER} must be a lower-case id")
-    if principal.enforcer_id is not None and principal.enforcer_id != enforcer_id:
-        raise ApiError(403, "forbidden", "this token belongs to another enforcer")
+    if principal.enforcer_id is None:
+        raise ApiError(
+            403,
+            "forbidden",
+            "region-wide enforcer tokens speak for no enforcer: mint one token per enforcer "
+            "(nexus-policy tokens create --role enforcer --enforcer ID --region REGION)",
+        )
+    if principal.enforcer_id != enforcer_id:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this token belongs to enforcer {principal.enforcer_id}, not {enforcer_id}",
+        )
     if region is not None and principal.region != region:
-        raise ApiError(403, "forbidden", f"this token is not valid for region {region}")
+        raise ApiError(
+            403, "forbidden", f"this token is for region {principal.region}, not {region}"
+        )
     return enforcer_id

@@ -21,7 +21,7 @@ from nexus_control.rollout.engine import (
     RolloutNotFoundError,
 )
 from nexus_control.rollout.rollouts import NoPolicyInForceError
-from nexus_control.serving.enforcers import StatusError
+from nexus_control.serving.enforcers import EnforcerRefusedError, RegistrationError, StatusError
 from nexus_control.serving.server import StaleStateError
 from nexus_runtime.http import ErrorTable
 from nexus_runtime.keys.provider import KeyNotFoundError, KeyProviderError
@@ -44,5 +44,7 @@ STATUS_OF: ErrorTable = {
     UnknownTenantError: (422, "unknown_tenant"),
     ApprovalError: (422, "invalid_request"),
     TokenError: (422, "invalid_request"),
-    StatusError: (400, "invalid_status"),
+    StatusError: (422, "invalid_status"),
+    EnforcerRefusedError: (403, "forbidden"),
+    RegistrationError: (409, "conflict"),
 }

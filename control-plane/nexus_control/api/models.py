@@ -35,6 +35,7 @@ __all__ = [
     "DailySpendView",
     "EnforcerBundleView",
     "EnforcerList",
+    "EnforcerRegistrationRequest",
     "EnforcerStatusView",
     "EnforcerView",
     "KeyActivation",
@@ -45,6 +46,7 @@ __all__ = [
     "PublishResult",
     "Reason",
     "RegionStatusView",
+    "RegisteredEnforcer",
     "RemovedEnforcer",
     "RolloutBrief",
     "RolloutDetail",
@@ -194,6 +196,20 @@ class EnforcerList(_Answer):
 
 class RemovedEnforcer(_Answer):
     removed: str
+
+
+class EnforcerRegistrationRequest(_Ask):
+    """An operator declares an enforcer (or declares it again after a removal)."""
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    region: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+
+
+class RegisteredEnforcer(_Answer):
+    id: str
+    region: str
+    changed: bool
+    """False: it was already declared there (nothing was recorded)."""
 
 
 # --- keys ----------------------------------------------------------------------------------

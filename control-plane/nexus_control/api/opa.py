@@ -68,11 +68,6 @@ async def post_status(request: Request, plane: PlaneDep, principal: EnforcerDep)
     enforcer = enforcer_identity(request, principal, None)
     body = await read_body(request, MAX_STATUS_BYTES, allow_gzip=True)
     report = parse_body(StatusReport, body, "invalid_status")
-    label_region = report.labels.get("region")
-    if label_region is not None and label_region != principal.region:
-        raise ApiError(
-            400, "invalid_status", f"labels.region {label_region!r} is not this token's region"
-        )
     assert principal.region is not None
     await asyncio.to_thread(plane.serving.record_status, enforcer, principal.region, report)
     return Response(status_code=204)

@@ -34,7 +34,9 @@ __all__ = [
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 
-MAX_ROLLOUT_ID = 2**63 - 1
+MAX_ROLLOUT_ID = 2**31 - 1
+"""Rollout ids are 32-bit integer keys (PostgreSQL's ``integer``); a larger id is a 400, not
+a database error."""
 RolloutId = Annotated[int, Path(ge=1, le=MAX_ROLLOUT_ID)]
 
 
@@ -63,7 +65,11 @@ async def approve(
     rollout_id: RolloutId, body: ApprovalRequest, plane: PlaneDep, principal: ApproverDep
 ) -> RolloutView:
     """Approve a publication waiting for a second person (never its author)."""
-    row = await asyncio.to_thread(plane.rollouts.approve, rollout_id, principal.name, body.comment)
+    row = await asyncio.to_thread(
+        lambda: plane.rollouts.approve(
+            rollout_id, principal.name, body.comment, approver_id=principal.principal_id
+        )
+    )
     return RolloutView.model_validate(row)
 
 

@@ -15,7 +15,12 @@ from sqlalchemy.orm import Session
 from nexus_contract.wire import POLICY_BUNDLE
 from nexus_control.rollout.fleet import Fleet
 from nexus_control.rollout.states import EnforcerState, EnforcerStatus, RegionState
-from nexus_control.store.tables import Enforcer, EnforcerBundle, RegionTarget
+from nexus_control.store.tables import (
+    Enforcer,
+    EnforcerBundle,
+    EnforcerRegistration,
+    RegionTarget,
+)
 
 __all__ = ["SIGNATURE_REFUSALS", "region_states"]
 
@@ -38,10 +43,16 @@ def region_states(
         want = revision or desired
         known = list(session.scalars(select(Enforcer).where(Enforcer.region == region_id)))
         seen = {e.id: e for e in known if e.removed_at is None}
-        removed = {e.id for e in known if e.removed_at is not None}
-        listed = list(config.enforcers) if config and config.enforcers else sorted(seen)
-        # An operator's removal stands until the enforcer shows up again.
-        expected = [enforcer_id for enforcer_id in listed if enforcer_id not in removed]
+        removed = set(session.scalars(select(Enforcer.id).where(Enforcer.removed_at.is_not(None))))
+        registrations = {r.id: r.region for r in session.scalars(select(EnforcerRegistration))}
+        listed = {
+            e
+            for e in (config.enforcers if config else [])
+            if registrations.get(e, region_id) == region_id
+        } | {e for e, r in registrations.items() if r == region_id}
+        # Only declared enforcers are expected; an operator's removal stands until the
+        # enforcer is registered again.
+        expected = sorted(listed - removed)
         enforcers = []
         for enforcer_id in expected:
             enforcer = seen.get(enforcer_id)

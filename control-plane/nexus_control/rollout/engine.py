@@ -139,6 +139,7 @@ def start(
     revision: str,
     *,
     author: str,
+    author_id: str,
     diff: dict[str, Any],
     needs_approval: bool,
 ) -> tuple[Rollout, list[str]]:
@@ -162,6 +163,7 @@ def start(
         needs_approval=needs_approval,
         diff=diff,
         created_by=author,
+        created_by_principal=author_id,
         created_at=now,
         updated_at=now,
         reason=None,
@@ -207,22 +209,45 @@ def approve(
     rollout_id: int,
     *,
     approver: str,
+    approver_id: str,
     comment: str | None = None,
     sign: Callable[[str], object] = lambda _: None,
 ) -> tuple[Rollout, list[str]]:
-    """A second person's approval: ``sign`` signs the revision before any region gets it."""
+    """A second person's approval: ``sign`` signs the revision before any region gets it.
+
+    The author is recognised by principal id, whatever name either token
+    carries (a rollout from before principals existed: by its folded name).
+    """
     rollout = get(session, rollout_id)
     if rollout.state is not RolloutState.PENDING_APPROVAL:
         raise RolloutError(f"rollout {rollout_id} is {rollout.state}, not waiting for approval")
-    if approver == rollout.created_by:
+    author_id = rollout.created_by_principal
+    same = (
+        approver_id == author_id
+        if author_id is not None
+        else _folded(approver) == _folded(rollout.created_by)
+    )
+    if same:
         raise ApprovalForbiddenError(
-            "the author of a change cannot approve it; a second person must"
+            "the author of a change cannot approve it, under any name; a second person must"
         )
     sign(rollout.revision)
-    session.add(Approval(rollout_id=rollout.id, approver=approver, comment=comment, at=_now()))
+    session.add(
+        Approval(
+            rollout_id=rollout.id,
+            approver=approver,
+            approver_principal=approver_id,
+            comment=comment,
+            at=_now(),
+        )
+    )
     rollout.state = RolloutState.ROLLING
     _event(session, rollout, approver, RolloutAction.APPROVED, detail=comment)
     return rollout, _start_wave(session, fleet, rollout, rollout.wave, approver)
+
+
+def _folded(name: str) -> str:
+    return " ".join(name.split()).casefold()
 
 
 def pause(session: Session, rollout_id: int, *, actor: str, reason: str | None) -> Rollout:

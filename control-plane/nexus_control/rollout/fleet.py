@@ -1,7 +1,8 @@
 """Regions and their fleets, as operators configure them (``deploy/fleet.yaml``).
 
 Each region has a jurisdiction, a rollout wave (0 is the canary) and the ids
-of the enforcers it is expected to run. The rollout engine reads this; a
+of the enforcers declared in it (operators may register more through the
+API; no other enforcer is heard). The rollout engine reads this; a
 region missing here receives no bundle. Loaded with the same strict,
 position-keeping loader as the specs, so a mistake is reported as
 ``file:line:column: message``.
@@ -40,7 +41,7 @@ class RegionConfig(_Strict):
     jurisdiction: Identifier
     wave: Annotated[int, Field(ge=0, le=100)]
     enforcers: list[Identifier] = Field(default_factory=list)
-    """Enforcer ids expected in the region; empty: every enforcer seen there."""
+    """Enforcer ids declared in the region (with those operators register, all it expects)."""
 
 
 class FleetSpec(_Strict):
@@ -79,6 +80,11 @@ class Fleet:
 
     def wave(self, number: int) -> list[RegionConfig]:
         return [r for r in self.regions if r.wave == number]
+
+    @property
+    def declared(self) -> dict[str, str]:
+        """The fleet file's enforcer ids, each with its region."""
+        return {e: r.id for r in self.regions for e in r.enforcers}
 
     def region(self, region_id: str) -> RegionConfig | None:
         return next((r for r in self.regions if r.id == region_id), None)

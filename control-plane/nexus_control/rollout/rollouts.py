@@ -80,9 +80,17 @@ class Rollouts:
     # -- what people do ---------------------------------------------------------
 
     def publish(
-        self, sources: bytes, author: str, *, expected_revision: str | None = None
+        self,
+        sources: bytes,
+        author: str,
+        *,
+        author_id: str,
+        expected_revision: str | None = None,
     ) -> Publication:
         """Build ``sources`` here, store the revision, open its rollout.
+
+        ``author`` is the publisher's name (the actor in events), ``author_id``
+        their principal id (what separation of duties compares).
 
         The whole bundle is diffed against what the canary runs (data, Rego
         modules, roots); a change that needs a second approver waits unsigned,
@@ -108,6 +116,7 @@ class Rollouts:
                 self.fleet,
                 published.revision,
                 author=author,
+                author_id=author_id,
                 diff=change.model_dump(mode="json"),
                 needs_approval=needs_approval,
             )
@@ -115,14 +124,20 @@ class Rollouts:
         self._on_change()
         return Publication(published, opened, change)
 
-    def approve(self, rollout_id: int, approver: str, comment: str | None) -> Rollout:
-        """A second person approves: the revision is signed, then its first wave starts."""
+    def approve(
+        self, rollout_id: int, approver: str, comment: str | None, *, approver_id: str
+    ) -> Rollout:
+        """A second person approves: the revision is signed, then its first wave starts.
+
+        ``approver_id`` is the approver's principal id; the author's is refused.
+        """
         with self.db.session() as session:
             rollout, changed = engine.approve(
                 session,
                 self.fleet,
                 rollout_id,
                 approver=approver,
+                approver_id=approver_id,
                 comment=comment,
                 sign=lambda revision: self.registry.sign(session, revision, approver),
             )

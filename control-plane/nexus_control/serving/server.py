@@ -8,7 +8,7 @@ rollout engine, which is what moves a rollout on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -41,8 +41,11 @@ class BundleServer:
         notifier: RevisionNotifier,
         *,
         on_status: Callable[[], None],
+        declared: Mapping[str, str] | None = None,
     ) -> None:
+        """``declared``: the fleet file's enforcer ids and their regions."""
         self.db = db
+        self.declared: Mapping[str, str] = dict(declared or {})
         self.registry = registry
         self.notifier = notifier
         self._on_status = on_status
@@ -89,26 +92,31 @@ class BundleServer:
     def record_poll(self, enforcer_id: str, region: str, bundle: str, held: str | None) -> bool:
         """Record what the enforcer holds; True if its last status for ``bundle`` was an error."""
         with self.db.session() as session:
-            return enforcers.record_poll(session, enforcer_id, region, bundle, held)
+            return enforcers.record_poll(session, self.declared, enforcer_id, region, bundle, held)
 
     def touch(self, enforcer_id: str, region: str) -> None:
         """The enforcer is alive (its held long poll just ended)."""
         with self.db.session() as session:
-            enforcers.touch(session, enforcer_id, region)
+            enforcers.touch(session, self.declared, enforcer_id, region)
 
     def record_status(self, enforcer_id: str, region: str, report: StatusReport) -> None:
         with self.db.session() as session:
-            enforcers.record_status(session, enforcer_id, region, report)
+            enforcers.record_status(session, self.declared, enforcer_id, region, report)
         self._on_status()
 
     def enforcers(self, region: str | None = None) -> list[EnforcerView]:
         with self.db.session() as session:
             return enforcers.enforcer_views(session, region)
 
-    def remove_enforcer(self, enforcer_id: str, actor: str) -> bool:
-        """Take an enforcer out of the fleet; False if it is not in it."""
+    def register_enforcer(self, enforcer_id: str, region: str, actor: str) -> bool:
+        """Declare an enforcer in ``region`` (or again after a removal); False if it was."""
         with self.db.session() as session:
-            removed = enforcers.remove_enforcer(session, enforcer_id)
+            return enforcers.register_enforcer(session, self.declared, enforcer_id, region, actor)
+
+    def remove_enforcer(self, enforcer_id: str, actor: str) -> bool:
+        """Take an enforcer out of the fleet until re-registered; False if it is not in it."""
+        with self.db.session() as session:
+            removed = enforcers.remove_enforcer(session, self.declared, enforcer_id)
             if removed:
                 outbox.record(session, "enforcer.removed", actor, enforcer=enforcer_id)
             return removed

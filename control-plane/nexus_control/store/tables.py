@@ -36,8 +36,10 @@ __all__ = [
     "DisabledTenant",
     "Enforcer",
     "EnforcerBundle",
+    "EnforcerRegistration",
     "KeyRecord",
     "OutboxEvent",
+    "Principal",
     "RegionTarget",
     "Rollout",
     "RolloutEvent",
@@ -152,12 +154,24 @@ class StateBundle(Base):
     built_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class Principal(Base):
+    """Who holds tokens: an immutable id, and a name unique by its folded form."""
+
+    __tablename__ = "principals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class ApiToken(Base):
     """A bearer credential: its SHA-256, its role, and what it is bound to."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(32))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
@@ -177,6 +191,17 @@ class Enforcer(Base):
     first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
     removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class EnforcerRegistration(Base):
+    """An operator's declaration of an enforcer in a region (besides the fleet file's)."""
+
+    __tablename__ = "enforcer_registrations"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    registered_by: Mapped[str] = mapped_column(String(200))
 
 
 class EnforcerBundle(Base):
@@ -249,6 +274,8 @@ class Rollout(Base):
     needs_approval: Mapped[bool]
     diff: Mapped[dict[str, Any]]
     created_by: Mapped[str] = mapped_column(String(200))
+    created_by_principal: Mapped[str | None] = mapped_column(String(36))
+    """The author's principal id: separation of duties compares this, never the name."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     reason: Mapped[str | None] = mapped_column(Text)
@@ -276,6 +303,7 @@ class Approval(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
     approver: Mapped[str] = mapped_column(String(200))
+    approver_principal: Mapped[str | None] = mapped_column(String(36))
     comment: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -49,7 +49,7 @@ def test_control_plane_events_are_logged_once_per_outbox_id(audit_log: AuditLog)
         "type": "bundle.published",
         "actor": "alice@nexus.example",
         "time": "2026-11-20T10:30:00.000000Z",
-        "controls": ["ISO27001:A.8.32", "SOC2:CC8.1"],
+        "controls": ["ISO27001:A.8.32", "ISO42001:A.6.2.5", "PCI:6.5.1", "SOC2:CC8.1"],
         "payload": {"bundle": "gateway", "revision": "r1"},
     }
 
