@@ -91,7 +91,13 @@ class Budgets:
                 decision_id=decision_id,
             )
         if use.first_use:
-            self.mark_dirty()
+            # Not debounced: every enforcer should refuse the approval as soon
+            # as possible. A failed rebuild leaves it to the background loop.
+            try:
+                self.rebuild()
+            except Exception:
+                log.exception("state bundle rebuild after an approval use failed; will retry")
+                self.mark_dirty()
         return use
 
     def record_usage(self, report: UsageReport) -> UsageOutcome:
