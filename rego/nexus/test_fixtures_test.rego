@@ -194,7 +194,10 @@ config := {
 			"jwks": jwks([keys.idp_ec.public]),
 		},
 	},
-	"approval": {"issuer": "nexus-control-plane", "audience": "nexus-gateway", "jwks": jwks([keys.approval_ec.public])},
+	"approval": {
+		"issuer": "nexus-control-plane", "audience": "nexus-gateway", "jwks": jwks([keys.approval_ec.public]),
+		"max_ttl_s": {"low": 3600, "medium": 3600, "high": 1800, "critical": 900},
+	},
 	"tools": {
 		"web-search": {
 			"risk": "low", "permission": "tools:web-search", "approval_required": false,
@@ -260,6 +263,7 @@ state := {
 		"umbrella": {"ratio": 0.1, "models": {"gpt-4.1": 0.2}, "features": {}},
 	},
 	"disabled": {"hooli": {"reason": "monthly hard cap reached", "since": "2026-11-20T10:00:00Z"}},
+	"approvals": {"used": {"jti-used-once": now_s + 120}},
 }
 
 # An Envoy CheckRequest as the ext_authz plugin turns it into input.
@@ -293,7 +297,10 @@ alice_claims := {
 alice_token := sign(keys.idp_rsa, alice_claims)
 
 approval_claims(claims) := object.union(
-	{"iss": "nexus-control-plane", "aud": "nexus-gateway", "iat": now_s, "exp": now_s + 300},
+	{
+		"iss": "nexus-control-plane", "aud": "nexus-gateway", "iat": now_s, "exp": now_s + 300,
+		"jti": "jti-fresh", "subject": "apikey:acme-prod-1",
+	},
 	claims,
 )
 

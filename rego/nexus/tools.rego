@@ -2,8 +2,9 @@
 # title: Tools
 # description: |
 #   A tool call must name a catalogued tool, carry arguments that match the
-#   tool's JSON Schema and, for a tool that needs approval, a control-plane
-#   approval token bound to this tenant, tool, argument digest and caller.
+#   tool's JSON Schema and, for a tool that needs approval, an unused,
+#   short-lived control-plane approval token bound to this tenant, tool,
+#   argument digest and caller.
 package nexus.tools
 
 import data.nexus.identity
@@ -34,8 +35,7 @@ schema_errors := concat("; ", sort([e.error | some e in schema_match[1]])) if {
 approval_token := request.headers["x-nexus-approval"] if tool.approval_required == true
 
 # Pinned to ES256 so that a token signed with another algorithm is refused
-# even if the key set were ever to hold a key that accepts it; "exp" is
-# required because an approval is meant to be short-lived.
+# even if the key set were ever to hold a key that accepts it.
 approval_claims := claims if {
 	approval := data.nexus.config.approval
 	[valid, _, claims] := io.jwt.decode_verify(approval_token, {
@@ -46,7 +46,6 @@ approval_claims := claims if {
 		"time": time.now_ns(),
 	})
 	valid
-	is_number(claims.exp)
 }
 
 # The approver must hash the very same bytes: json.marshal sorts object
@@ -54,9 +53,41 @@ approval_claims := claims if {
 # escapes <, > and & the way Go does (\u003c, \u003e, \u0026).
 arguments_sha256 := crypto.sha256(json.marshal(arguments))
 
-# An approval without a subject may be used by anyone in the tenant who
-# holds the tool's permission.
-approval_subject_matches if object.get(approval_claims, "subject", identity.subject) == identity.subject
+# An approval is for one call: it names its issue time, expiry, a unique id
+# (jti, at most 128 characters) and the one caller it is for.
+approval_well_formed if {
+	is_number(approval_claims.iat)
+	is_number(approval_claims.exp)
+	is_string(approval_claims.jti)
+	count(approval_claims.jti) > 0
+	count(approval_claims.jti) <= 128
+	is_string(approval_claims.subject)
+	approval_claims.subject != ""
+}
+
+# The longest an approval may live for this tool's risk level (the policy's
+# tools spec, approvalTtlSeconds). No cap configured for the level: no approval.
+approval_max_ttl_s := data.nexus.config.approval.max_ttl_s[tool.risk]
+
+approval_ttl_s := approval_claims.exp - approval_claims.iat
+
+# Clock skew tolerated on iat: an approval "issued" in the future would
+# otherwise live exp - now, beyond the cap.
+approval_clock_skew_s := 60
+
+approval_lifetime_ok if {
+	approval_ttl_s > 0
+	approval_ttl_s <= approval_max_ttl_s
+	approval_claims.iat * 1000000000 <= time.now_ns() + (approval_clock_skew_s * 1000000000)
+}
+
+# Used approvals come from the state bundle (data.nexus_state.approvals.used,
+# jti -> exp), which the control plane republishes when the gateway reports a
+# use. An enforcer that has no such state cannot tell a replay from a first
+# use, so it honours no approval at all (fail closed).
+approval_use_known if is_object(data.nexus_state.approvals.used)
+
+approval_used if data.nexus_state.approvals.used[approval_claims.jti]
 
 default approval_verified := false
 
@@ -64,9 +95,10 @@ default approval_verified := false
 # scope: rule
 # title: Tool call approved
 # description: |
-#   A verified approval token covers this tenant, tool, argument digest and,
-#   when it names one, this caller. Recorded in the decision log's
-#   rule_labels on every approved call.
+#   A verified approval token covers this tenant, tool, argument digest and
+#   caller, lives no longer than the cap for the tool's risk level, and its
+#   jti has not been used. Recorded in the decision log's rule_labels on
+#   every approved call.
 # labels:
 #   controls:
 #     - SOC2:CC6.3
@@ -77,22 +109,39 @@ default approval_verified := false
 #     - PCI:7.2.3
 #     - ISO42001:A.9.2
 approval_verified if {
+	approval_well_formed
+	approval_lifetime_ok
 	approval_claims.tenant == request.tenant
 	approval_claims.tool == request.tool_id
 	approval_claims.args_sha256 == arguments_sha256
-	approval_subject_matches
+	approval_claims.subject == identity.subject
+	approval_use_known
+	not approval_used
 }
 
-default approval_problem := "it was issued to another subject"
+default approval_problem := "it was already used"
 
 approval_problem := "it failed ES256 verification of its signature, issuer, audience or expiry" if {
 	not approval_claims
+} else := "it lacks iat, exp, jti (1-128 characters) or subject" if {
+	not approval_well_formed
+} else := sprintf("no approval lifetime is configured for %s risk tools", [object.get(tool, "risk", "unrated")]) if {
+	not approval_max_ttl_s
+} else := sprintf(
+	"it lives %v s (exp - iat), more than the %v s allowed for %s risk tools, or was issued in the future",
+	[approval_ttl_s, approval_max_ttl_s, tool.risk],
+) if {
+	not approval_lifetime_ok
 } else := "it was issued for another tenant" if {
 	not approval_claims.tenant == request.tenant
 } else := "it was issued for another tool" if {
 	not approval_claims.tool == request.tool_id
 } else := "it covers other arguments" if {
 	not approval_claims.args_sha256 == arguments_sha256
+} else := "it was issued to another subject" if {
+	not approval_claims.subject == identity.subject
+} else := "this enforcer has not loaded which approvals are used (state bundle missing)" if {
+	not approval_use_known
 }
 
 # METADATA
@@ -191,8 +240,9 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 # METADATA
 # title: Approval invalid
 # description: |
-#   The x-nexus-approval token is not a valid control-plane approval for
-#   this tenant, tool, argument digest and caller.
+#   The x-nexus-approval token is not a valid, unused control-plane approval
+#   for this tenant, tool, argument digest and caller, within the lifetime
+#   allowed for the tool's risk level.
 # custom:
 #   id: nexus.tools.approval_invalid
 #   status: 403

@@ -11,12 +11,32 @@ invoke(tool, headers, body) := fx.with_body(
 refund(headers, arguments) := invoke("payments-refund", headers, {"arguments": arguments})
 
 reasons(req) := {[r.rule, r.status, r.message] | some r in rs} if {
-	rs := tools.deny with input as req with data.nexus.config as fx.config with time.now_ns as fx.now_ns
+	rs := tools.deny with input as req with data.nexus.config as fx.config with data.nexus_state as fx.state
+		with time.now_ns as fx.now_ns
 }
 
 verified(req) := v if {
-	v := tools.approval_verified with input as req with data.nexus.config as fx.config with time.now_ns as fx.now_ns
+	v := tools.approval_verified with input as req with data.nexus.config as fx.config
+		with data.nexus_state as fx.state with time.now_ns as fx.now_ns
 }
+
+refund_token(claims) := fx.approval_token(object.union(
+	{
+		"tenant": "acme", "tool": "payments-refund",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	},
+	claims,
+))
+
+without_claim(name) := fx.sign(fx.keys.approval_ec, object.remove(
+	fx.approval_claims({
+		"tenant": "acme", "tool": "payments-refund",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	}),
+	[name],
+))
+
+malformed := "it lacks iat, exp, jti (1-128 characters) or subject"
 
 unverified := "it failed ES256 verification of its signature, issuer, audience or expiry"
 
@@ -91,11 +111,94 @@ test_approved_high_risk_call_is_allowed if {
 }
 
 test_approval_for_the_caller_is_allowed if {
-	token := fx.approval_token({
-		"tenant": "acme", "tool": "payments-refund", "subject": "apikey:acme-prod-1",
-		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
-	})
+	token := refund_token({"subject": "apikey:acme-prod-1"})
 	verified(refund({"x-nexus-approval": token}, fx.refund_arguments))
+}
+
+test_approval_without_a_subject_is_403 if {
+	token := without_claim("subject")
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure(malformed)
+}
+
+test_approval_with_an_empty_subject_is_403 if {
+	token := refund_token({"subject": ""})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure(malformed)
+}
+
+test_approval_without_a_jti_is_403 if {
+	reasons(refund({"x-nexus-approval": without_claim("jti")}, fx.refund_arguments)) == approval_failure(malformed)
+}
+
+test_approval_with_a_non_string_or_huge_jti_is_403 if {
+	numeric := refund_token({"jti": 7})
+	reasons(refund({"x-nexus-approval": numeric}, fx.refund_arguments)) == approval_failure(malformed)
+	huge := refund_token({"jti": concat("", [x | some _ in numbers.range(1, 129); x := "a"])})
+	reasons(refund({"x-nexus-approval": huge}, fx.refund_arguments)) == approval_failure(malformed)
+}
+
+test_approval_without_iat_is_403 if {
+	reasons(refund({"x-nexus-approval": without_claim("iat")}, fx.refund_arguments)) == approval_failure(malformed)
+}
+
+test_approval_with_a_string_iat_is_403 if {
+	token := refund_token({"iat": "yesterday"})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure(malformed)
+}
+
+test_approval_living_longer_than_its_risk_cap_is_403 if {
+	# payments-refund is high risk: 1800 s at most in the fixture's config.
+	token := refund_token({"exp": fx.now_s + 1801})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure(concat("", [
+		"it lives 1801 s (exp - iat), more than the 1800 s allowed for high risk tools, ",
+		"or was issued in the future",
+	]))
+	verified(refund({"x-nexus-approval": refund_token({"exp": fx.now_s + 1800})}, fx.refund_arguments))
+}
+
+test_critical_tools_use_their_own_cap if {
+	config := json.patch(fx.config, [{"op": "replace", "path": "/tools/payments-refund/risk", "value": "critical"}])
+	long := refund({"x-nexus-approval": refund_token({"exp": fx.now_s + 901})}, fx.refund_arguments)
+	not tools.approval_verified with input as long with data.nexus.config as config
+		with data.nexus_state as fx.state with time.now_ns as fx.now_ns
+	short := refund({"x-nexus-approval": refund_token({"exp": fx.now_s + 900})}, fx.refund_arguments)
+	tools.approval_verified with input as short with data.nexus.config as config
+		with data.nexus_state as fx.state with time.now_ns as fx.now_ns
+}
+
+test_approval_issued_in_the_future_is_403 if {
+	# Short on paper (exp - iat = 300 s) but valid for a year from now.
+	year := (365 * 24) * 3600
+	token := refund_token({"iat": fx.now_s + year, "nbf": fx.now_s, "exp": (fx.now_s + year) + 300})
+	not verified(refund({"x-nexus-approval": token}, fx.refund_arguments))
+	skewed := refund_token({"iat": fx.now_s + 30, "exp": fx.now_s + 330})
+	verified(refund({"x-nexus-approval": skewed}, fx.refund_arguments))
+}
+
+test_risk_level_without_a_cap_refuses_approvals if {
+	config := json.patch(fx.config, [{"op": "remove", "path": "/approval/max_ttl_s/high"}])
+	rs := tools.deny with input as refund({"x-nexus-approval": fx.refund_approval}, fx.refund_arguments)
+		with data.nexus.config as config with data.nexus_state as fx.state with time.now_ns as fx.now_ns
+	{r.message | some r in rs} == {concat("", [
+		`the approval for tool "payments-refund" is not valid: `,
+		"no approval lifetime is configured for high risk tools",
+	])}
+}
+
+test_used_approval_is_403 if {
+	token := refund_token({"jti": "jti-used-once"})
+	reasons(refund({"x-nexus-approval": token}, fx.refund_arguments)) == approval_failure("it was already used")
+}
+
+test_approval_is_refused_until_the_state_bundle_is_loaded if {
+	req := refund({"x-nexus-approval": fx.refund_approval}, fx.refund_arguments)
+	rs := tools.deny with input as req with data.nexus.config as fx.config with time.now_ns as fx.now_ns
+	{r.message | some r in rs} == {concat("", [
+		`the approval for tool "payments-refund" is not valid: `,
+		"this enforcer has not loaded which approvals are used (state bundle missing)",
+	])}
+	without_used := json.patch(fx.state, [{"op": "remove", "path": "/approvals"}])
+	not tools.approval_verified with input as req with data.nexus.config as fx.config
+		with data.nexus_state as without_used with time.now_ns as fx.now_ns
 }
 
 test_missing_approval_is_403 if {

@@ -289,7 +289,7 @@ def write_state_bundle(directory: Path, bundle: GeneratedBundle) -> Path:
         f"t{n:06d}": {"ratio": round((n % 60) / 100, 2), "models": {}, "features": {}}
         for n in range(1, bundle.tenants + 1)
     }
-    document = {"period": "2026-11", "spend": spend, "disabled": {}}
+    document = {"period": "2026-11", "spend": spend, "disabled": {}, "approvals": {"used": {}}}
     (data_dir / "data.json").write_bytes(orjson.dumps(document))
     (directory / ".manifest").write_bytes(
         orjson.dumps({"revision": "bench-state", "roots": ["nexus_state"]})

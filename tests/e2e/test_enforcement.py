@@ -135,6 +135,8 @@ def test_approved_high_risk_tool_call_runs_and_the_token_binds_its_arguments(
         tool="code-exec",
         arguments=arguments,
         approver="carol@acme.example",
+        subject="apikey:acme-agent",
+        max_ttl_s=900,
     )
     path = "/v1/tools/code-exec:invoke"
     ok = env.call(
@@ -389,6 +391,7 @@ def test_an_approver_issues_a_tool_approval_through_the_api(env: Environment) ->
                 "tenant": "acme",
                 "tool": "payment-refund",
                 "arguments": arguments,
+                "subject": "apikey:acme-agent",
                 "ttl_seconds": 60,
                 "reason": "customer complaint",
             },
@@ -396,7 +399,12 @@ def test_an_approver_issues_a_tool_approval_through_the_api(env: Environment) ->
         with pytest.raises(ApiCallError) as needless:
             api.post(
                 "/v1/approvals/tools",
-                {"tenant": "acme", "tool": "web-search", "arguments": {"query": "x"}},
+                {
+                    "tenant": "acme",
+                    "tool": "web-search",
+                    "arguments": {"query": "x"},
+                    "subject": "apikey:acme-agent",
+                },
             )
         assert needless.value.status == 422
     ok = env.call(

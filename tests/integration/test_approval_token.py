@@ -65,6 +65,7 @@ def test_token_carries_the_bound_claims(session_keys: KeyPaths) -> None:
         arguments=ARGUMENTS[0],
         approver="bob",
         subject="service:support-agent",
+        max_ttl_s=900,
         ttl_s=60,
         now=1_700_000_000,
     )
@@ -80,17 +81,47 @@ def test_token_carries_the_bound_claims(session_keys: KeyPaths) -> None:
     assert claims["args_sha256"] == arguments_digest(ARGUMENTS[0])
     assert claims["exp"] - claims["iat"] == 60
     assert claims["subject"] == "service:support-agent"
+    assert isinstance(claims["jti"], str) and claims["jti"] == approval.token_id
     assert jwt.get_unverified_header(approval.token)["alg"] == "ES256"
 
 
-@pytest.mark.parametrize("ttl", [0, 3601])
-def test_ttl_is_bounded(session_keys: KeyPaths, ttl: int) -> None:
-    with pytest.raises(ApprovalError):
+@pytest.mark.parametrize(("ttl", "cap"), [(0, 900), (3601, 3600), (901, 900), (1801, 1800)])
+def test_ttl_is_capped_by_the_risk_level(session_keys: KeyPaths, ttl: int, cap: int) -> None:
+    with pytest.raises(ApprovalError, match=f"between 1 and {cap} seconds for critical"):
         issue_approval(
             load_approval_key(session_keys.approval),
             tenant="a",
             tool="t",
             arguments={},
             approver="b",
+            subject="apikey:a",
+            max_ttl_s=cap,
+            risk="critical",
             ttl_s=ttl,
+        )
+
+
+def test_default_ttl_never_exceeds_the_cap(session_keys: KeyPaths) -> None:
+    key = load_approval_key(session_keys.approval)
+    short = issue_approval(
+        key, tenant="a", tool="t", arguments={}, approver="b", subject="apikey:a", max_ttl_s=60
+    )
+    assert short.expires_at - short.issued_at == 60
+    usual = issue_approval(
+        key, tenant="a", tool="t", arguments={}, approver="b", subject="apikey:a", max_ttl_s=900
+    )
+    assert usual.expires_at - usual.issued_at == 300
+
+
+@pytest.mark.parametrize("subject", ["", "   ", "x" * 301])
+def test_an_approval_names_its_caller(session_keys: KeyPaths, subject: str) -> None:
+    with pytest.raises(ApprovalError, match="subject"):
+        issue_approval(
+            load_approval_key(session_keys.approval),
+            tenant="a",
+            tool="t",
+            arguments={},
+            approver="b",
+            subject=subject,
+            max_ttl_s=900,
         )

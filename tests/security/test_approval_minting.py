@@ -74,6 +74,7 @@ def test_builder_cannot_mint_tool_approvals(
         "tool": "db-write",
         "args_sha256": arguments_digest(ARGUMENTS),
         "approver": "bob",
+        "subject": "apikey:acme-agent",
     }
     minted = sign_compact(forger, kid, json.dumps(claims).encode())
     refused = stack.call(
@@ -90,7 +91,13 @@ def test_builder_cannot_mint_tool_approvals(
     with ControlPlaneClient(stack.url, stack.tokens["approver"]) as api:
         issued = api.post(
             "/v1/approvals/tools",
-            {"tenant": "acme", "tool": "db-write", "arguments": ARGUMENTS, "ttl_seconds": 60},
+            {
+                "tenant": "acme",
+                "tool": "db-write",
+                "arguments": ARGUMENTS,
+                "subject": "apikey:acme-agent",
+                "ttl_seconds": 60,
+            },
         )
     honoured = stack.call(
         "acme-agent",

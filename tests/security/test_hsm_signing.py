@@ -97,7 +97,13 @@ def test_approvals_signed_on_the_token_are_honoured(hsm_env: HsmEnvironment) -> 
     with ControlPlaneClient(hsm_env.url, hsm_env.tokens["approver"]) as api:
         issued = api.post(
             "/v1/approvals/tools",
-            {"tenant": "acme", "tool": "db-write", "arguments": ARGUMENTS, "ttl_seconds": 60},
+            {
+                "tenant": "acme",
+                "tool": "db-write",
+                "arguments": ARGUMENTS,
+                "subject": "apikey:acme-agent",
+                "ttl_seconds": 60,
+            },
         )
     call = hsm_env.call(
         "acme-agent",

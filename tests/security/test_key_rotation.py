@@ -27,7 +27,12 @@ from tests.security.opa_verdict import opa_verdict
 
 pytestmark = [pytest.mark.opa]
 
-DOCUMENT: StateDocument = {"period": "2026-12", "spend": {}, "disabled": {}}
+DOCUMENT: StateDocument = {
+    "period": "2026-12",
+    "spend": {},
+    "disabled": {},
+    "approvals": {"used": {}},
+}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

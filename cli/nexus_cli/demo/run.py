@@ -453,6 +453,7 @@ class DemoRun:
                     "tenant": ask.tenant,
                     "tool": ask.tool,
                     "arguments": dict(ask.arguments),
+                    "subject": ask.subject,
                     "ttl_seconds": ask.ttl_s,
                 },
             )

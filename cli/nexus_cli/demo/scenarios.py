@@ -45,6 +45,8 @@ class Approval:
     tenant: str
     tool: str
     arguments: Mapping[str, Any]
+    subject: str = "apikey:demo-acme-agent"
+    """The one caller the approval is for, as the policy names it."""
     approver: str = "carol@acme.example"
     ttl_s: int = 120
 

@@ -1,8 +1,11 @@
 """Tool-invocation approvals: short-lived ES256 tokens the Rego policy verifies.
 
 An approval binds one approver's decision to one tenant, one tool and the
-exact arguments of one call (by the SHA-256 of their canonical JSON), so a
-token cannot be replayed for a different call. The Rego side
+exact arguments of one call (by the SHA-256 of their canonical JSON) and to
+one caller (``subject``), so a token cannot be replayed for a different call
+or by someone else; it lives no longer than the policy allows for the tool's
+risk level, and its ``jti`` is spent on first use (see :mod:`.approval_uses`).
+The Rego side
 (``nexus.tools``) recomputes the hash with ``json.marshal``; :func:`canonical_arguments`
 produces the same bytes for JSON that arrives with integers, strings, booleans,
 nulls, arrays and objects (floats must be written in their shortest form).
@@ -26,6 +29,7 @@ from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
     "DEFAULT_TTL_S",
+    "MAX_SUBJECT_CHARS",
     "MAX_TTL_S",
     "Approval",
     "ApprovalError",
@@ -36,6 +40,7 @@ __all__ = [
 
 DEFAULT_TTL_S = 300
 MAX_TTL_S = 3600
+MAX_SUBJECT_CHARS = 300
 
 # Go's encoding/json (which OPA's json.marshal uses) escapes these; Python's does not.
 _GO_ESCAPES = {
@@ -59,7 +64,8 @@ class Approval:
     tool: str
     args_sha256: str
     approver: str
-    subject: str | None
+    subject: str
+    issued_at: int
     expires_at: int
 
 
@@ -82,21 +88,35 @@ def issue_approval(
     tool: str,
     arguments: dict[str, Any],
     approver: str,
-    subject: str | None = None,
-    ttl_s: int = DEFAULT_TTL_S,
+    subject: str,
+    max_ttl_s: int,
+    risk: str = "this",
+    ttl_s: int | None = None,
     now: float | None = None,
 ) -> Approval:
-    """Sign an approval for one call of ``tool`` with exactly ``arguments``.
+    """Sign an approval for one call of ``tool`` by ``subject`` with exactly ``arguments``.
 
     ``key`` is the control plane's approval key (ES256), held by its key
-    provider; the token's ``kid`` is that key's thumbprint.
+    provider; the token's ``kid`` is that key's thumbprint. ``max_ttl_s`` is
+    the policy's cap for the tool's ``risk`` level (``approval.max_ttl_s``);
+    ``ttl_s`` defaults to the shorter of five minutes and that cap.
     """
     if key.algorithm is not Algorithm.ES256:
         raise ApprovalError(f"approvals are signed with ES256, not {key.algorithm}")
     if not isinstance(arguments, dict):
         raise ApprovalError("arguments must be a JSON object")
-    if not 1 <= ttl_s <= MAX_TTL_S:
-        raise ApprovalError(f"ttl must be between 1 and {MAX_TTL_S} seconds")
+    if not isinstance(subject, str) or not subject.strip() or len(subject) > MAX_SUBJECT_CHARS:
+        raise ApprovalError(
+            f"an approval names the one caller it is for: subject must be 1-{MAX_SUBJECT_CHARS} "
+            "characters (e.g. apikey:acme-agent or service:support-agent)"
+        )
+    cap = min(max_ttl_s, MAX_TTL_S)
+    if ttl_s is None:
+        ttl_s = min(DEFAULT_TTL_S, cap)
+    if not 1 <= ttl_s <= cap:
+        raise ApprovalError(
+            f"ttl must be between 1 and {cap} seconds for {risk} risk tools (the policy's cap)"
+        )
     issued = int(now if now is not None else time.time())
     digest = arguments_digest(arguments)
     token_id = str(uuid.uuid4())
@@ -111,9 +131,10 @@ def issue_approval(
         "tool": tool,
         "args_sha256": digest,
         "approver": approver,
+        "subject": subject,
     }
-    if subject is not None:
-        claims["subject"] = subject
     payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
     token = sign_compact(key, approval_key_id(key), payload)
-    return Approval(token, token_id, tenant, tool, digest, approver, subject, issued + ttl_s)
+    return Approval(
+        token, token_id, tenant, tool, digest, approver, subject, issued, issued + ttl_s
+    )

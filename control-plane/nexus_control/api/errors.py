@@ -7,6 +7,7 @@ router lets them propagate and this table answers them
 
 from __future__ import annotations
 
+from nexus_control.access.approval_uses import UnknownApprovalError
 from nexus_control.access.approvals import ApprovalError
 from nexus_control.access.keyring import KeyringError
 from nexus_control.access.tokens import TokenError
@@ -31,6 +32,7 @@ __all__ = ["STATUS_OF"]
 STATUS_OF: ErrorTable = {
     RolloutNotFoundError: (404, "not_found"),
     RevisionNotFoundError: (404, "not_found"),
+    UnknownApprovalError: (404, "unknown_approval"),
     StaleStateError: (404, "not_found"),
     ApprovalForbiddenError: (403, "forbidden"),
     RolloutError: (409, "conflict"),

@@ -334,6 +334,16 @@ class ToolApprovalIssued(_Answer):
     expires_at: datetime
 
 
+class ApprovalUseRecorded(_Answer):
+    approval_id: str
+    tenant: str
+    tool: str
+    first_use: bool
+    """False when the approval had been reported used already (a replay, audited)."""
+    used_at: datetime
+    expires_at: datetime
+
+
 class ControlEventView(_Answer):
     id: int
     type: str = Field(validation_alias="event_type")

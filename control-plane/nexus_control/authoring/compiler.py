@@ -79,6 +79,7 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
             "issuer": APPROVAL_ISSUER,
             "audience": APPROVAL_AUDIENCE,
             "jwks": approval_jwks,
+            "max_ttl_s": {risk.value: ttl for risk, ttl in sorted(policy.approval_ttl_s.items())},
         },
         "tools": {
             t.id: {

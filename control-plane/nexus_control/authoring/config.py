@@ -71,6 +71,8 @@ class ApprovalConfig(TypedDict):
     issuer: str
     audience: str
     jwks: str
+    max_ttl_s: dict[str, int]
+    """Per risk level (low, medium, high, critical): the longest exp - iat the policy accepts."""
 
 
 class ToolConfig(TypedDict):

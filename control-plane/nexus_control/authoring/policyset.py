@@ -20,7 +20,9 @@ from jsonschema.validators import validator_for
 
 from nexus_control.authoring.loader import BundleSources, Problem, SpecDocument, SpecError
 from nexus_control.authoring.spec import (
+    DEFAULT_APPROVAL_TTL_S,
     ROUTE_PERMISSIONS,
+    ApprovalTtlSpec,
     Binding,
     DataClass,
     Flag,
@@ -74,6 +76,8 @@ class PolicySet:
     issuers: dict[str, tuple[Issuer, str]]
     """By issuer URL: the issuer and its JWKS as compact JSON."""
     tools: dict[str, Tool]
+    approval_ttl_s: dict[RiskLevel, int]
+    """Per risk level, the longest an approval may live (exp - iat)."""
     prompts: dict[str, Prompt]
     data_classes: dict[str, DataClass]
     retention_defaults: dict[str, RetentionRule]
@@ -110,6 +114,7 @@ class _Resolver:
             )
         self._check_tenants(tenants, regions, models)
         self._check_tools(tools)
+        approval_ttl_s = self._approval_ttl()
         self._check_roles(tools)
         bindings, api_keys = self._check_bindings(tenants, roles)
         issuers = self._check_issuers(tenants)
@@ -130,6 +135,7 @@ class _Resolver:
             api_keys=api_keys,
             issuers=issuers,
             tools={k: v for k, (_, v) in tools.items()},
+            approval_ttl_s=approval_ttl_s,
             prompts={k: v for k, (_, v) in prompts.items()},
             data_classes={k: v for k, (_, v) in classes.items()},
             retention_defaults=defaults,
@@ -222,6 +228,24 @@ class _Resolver:
                         "perFeature",
                         feature,
                     )
+
+    def _approval_ttl(self) -> dict[RiskLevel, int]:
+        """The approval lifetimes per risk level: defaults, or the one Tools spec that sets them."""
+        found: list[tuple[SpecDocument, ApprovalTtlSpec]] = [
+            (doc, spec.approval_ttl_seconds)
+            for doc, spec in self.sources.of_kind(ToolsSpec)
+            if spec.approval_ttl_seconds is not None
+        ]
+        for doc, _ in found[1:]:
+            file, line, _ = found[0][0].at("approvalTtlSeconds")
+            self.report(
+                doc,
+                f"approvalTtlSeconds is set in two Tools documents (first at {file}:{line})",
+                "approvalTtlSeconds",
+            )
+        if not found:
+            return dict(DEFAULT_APPROVAL_TTL_S)
+        return found[0][1].resolved()
 
     def _check_tools(self, tools: dict[str, tuple[SpecDocument, Tool]]) -> None:
         for doc, tool in tools.values():

@@ -18,10 +18,12 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_APPROVAL_TTL_S",
     "ROUTE_PERMISSIONS",
     "SPEC_KINDS",
     "AnySpec",
     "ApiKey",
+    "ApprovalTtlSpec",
     "Binding",
     "Budget",
     "BundleSpec",
@@ -270,10 +272,38 @@ class Tool(_Strict):
         return self.requires_approval
 
 
+ApprovalTtl = Annotated[int, Field(ge=1, le=3600)]
+
+DEFAULT_APPROVAL_TTL_S: dict[RiskLevel, int] = {
+    RiskLevel.LOW: 3600,
+    RiskLevel.MEDIUM: 3600,
+    RiskLevel.HIGH: 1800,
+    RiskLevel.CRITICAL: 900,
+}
+"""The longest an approval may live (exp - iat) per risk level, unless a Tools spec says less."""
+
+
+class ApprovalTtlSpec(_Strict):
+    """``approvalTtlSeconds``: per risk level, the longest an approval may live (1-3600 s)."""
+
+    low: ApprovalTtl | None = None
+    medium: ApprovalTtl | None = None
+    high: ApprovalTtl | None = None
+    critical: ApprovalTtl | None = None
+
+    def resolved(self) -> dict[RiskLevel, int]:
+        return {
+            risk: getattr(self, risk.value) or default
+            for risk, default in DEFAULT_APPROVAL_TTL_S.items()
+        }
+
+
 class ToolsSpec(_Strict):
     api_version: Literal["policy.nexus.ai/v1"]
     kind: Literal["Tools"]
     tools: list[Tool] = Field(min_length=1)
+    approval_ttl_seconds: ApprovalTtlSpec | None = None
+    """At most one Tools document of a bundle sets it; the defaults fill what it leaves out."""
 
 
 # --- Prompts -----------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Budgets as a service: usage in, a signed state bundle out, rebuilt when spend changes.
 
 Usage reports are counted against the caps in force (what the canary wave runs
-as good). The state bundle is rebuilt, debounced, whenever a report was counted
-or the month turned, and only republished when its content changed; every
-region's pollers are woken then.
+as good). The state bundle is rebuilt, debounced, whenever a report was counted,
+an approval was reported used, a used approval expired or the month turned,
+and only republished when its content changed; every region's pollers are
+woken then.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nexus_contract.wire import STATE_BUNDLE
+from nexus_control.access import approval_uses
+from nexus_control.access.approval_uses import ApprovalUse
 from nexus_control.access.keyring import KeyPurpose, Keyring
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.budgets import state, usage
@@ -71,6 +75,30 @@ class Budgets:
         self._dirty = threading.Event()
         self._lock = threading.Lock()
         self._period = period_of(datetime.now(UTC))
+        self._next_expiry: float | None = None
+        """When the first listed used approval leaves the state bundle (Unix seconds)."""
+
+    def record_approval_use(
+        self, *, approval_id: str, tenant: str, reporter: str, decision_id: str | None
+    ) -> ApprovalUse:
+        """Mark an approval used; on first use, republish the state bundle at once."""
+        with self.db.session() as session:
+            use = approval_uses.record_use(
+                session,
+                approval_id=approval_id,
+                tenant=tenant,
+                reporter=reporter,
+                decision_id=decision_id,
+            )
+        if use.first_use:
+            # Not debounced: every enforcer should refuse the approval as soon
+            # as possible. A failed rebuild leaves it to the background loop.
+            try:
+                self.rebuild()
+            except Exception:
+                log.exception("state bundle rebuild after an approval use failed; will retry")
+                self.mark_dirty()
+        return use
 
     def record_usage(self, report: UsageReport) -> UsageOutcome:
         """Count ``report`` once (idempotent on its request id)."""
@@ -107,6 +135,8 @@ class Budgets:
             period = period_of(datetime.now(UTC))
             with self.db.session() as session:
                 document = usage.state_document(session, self.spend, config, period)
+                used = document["approvals"]["used"].values()
+                self._next_expiry = min(used) + approval_uses.CLOCK_GRACE_S + 1 if used else None
                 current = state.current_state(session)
                 kid = self.signer.key_id()
                 if current is not None and current.revision == state.state_revision(document, kid):
@@ -123,10 +153,12 @@ class Budgets:
         """Rebuild the state bundle when spend changes (debounced) and when the month turns."""
         while not stop.is_set():
             turned = period_of(datetime.now(UTC)) != self._period
-            if not self._dirty.is_set() and not turned:
+            expired = self._next_expiry is not None and time.time() >= self._next_expiry
+            if not self._dirty.is_set() and not turned and not expired:
                 await asyncio.sleep(IDLE_POLL_S)
                 continue
             self._period = period_of(datetime.now(UTC))
+            self._next_expiry = None
             await asyncio.sleep(self._debounce_s)
             try:
                 await asyncio.to_thread(self.rebuild)

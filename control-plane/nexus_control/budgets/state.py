@@ -1,4 +1,4 @@
-"""The signed state bundle ``nexus-state``: live spend ratios and disabled tenants.
+"""The signed state bundle ``nexus-state``: spend ratios, disabled tenants, used approvals.
 
 Signed like the policy bundle, with the key ring's active bundle key through
 its key provider (`nexus_control.authoring.signatures` writes OPA's
@@ -24,6 +24,7 @@ from nexus_control.store.tables import StateBundle
 from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
+    "ApprovalsState",
     "DisabledEntry",
     "SignedState",
     "SpendRatios",
@@ -48,12 +49,18 @@ class DisabledEntry(TypedDict):
     since: str
 
 
+class ApprovalsState(TypedDict):
+    used: dict[str, int]
+    """``jti`` → ``exp`` of every approval already spent, until it expires."""
+
+
 class StateDocument(TypedDict):
     """``data.nexus_state``, the state bundle's one document (see rego/README.md)."""
 
     period: str
     spend: dict[str, SpendRatios]
     disabled: dict[str, DisabledEntry]
+    approvals: ApprovalsState
 
 
 @dataclass(frozen=True)

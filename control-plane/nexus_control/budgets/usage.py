@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_contract.errors import NexusError
+from nexus_control.access import approval_uses
 from nexus_control.authoring.config import BudgetConfig, CompiledConfig
 from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
@@ -128,11 +129,16 @@ def _disable(session: Session, tenant: str, period: str, ratio: float) -> bool:
 
 
 def state_document(
-    session: Session, store: SpendStore, config: CompiledConfig | None, period: str
+    session: Session,
+    store: SpendStore,
+    config: CompiledConfig | None,
+    period: str,
+    now: datetime | None = None,
 ) -> StateDocument:
     """The ``data.nexus_state`` document for ``period`` (see rego/README.md).
 
-    Without a policy in force no cap is known, so no spend is published.
+    Without a policy in force no cap is known, so no spend is published. Used
+    approvals are listed until they expire, whatever the policy.
     """
     tenants = config["tenants"] if config is not None else {}
     spend = {
@@ -148,4 +154,5 @@ def state_document(
             .order_by(DisabledTenant.tenant)
         )
     }
-    return {"period": period, "spend": spend, "disabled": disabled}
+    used = approval_uses.used_approvals(session, now)
+    return {"period": period, "spend": spend, "disabled": disabled, "approvals": {"used": used}}

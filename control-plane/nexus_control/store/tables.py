@@ -165,6 +165,28 @@ class Principal(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class ToolApproval(Base):
+    """An approval the control plane issued, and its one use once the gateway reports it.
+
+    Rows live until their approval expires (plus the clock-skew grace); the
+    used ones are what the state bundle lists as spent.
+    """
+
+    __tablename__ = "tool_approvals"
+
+    token_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(300))
+    args_sha256: Mapped[str] = mapped_column(String(64))
+    approver: Mapped[str] = mapped_column(String(200))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    used_by: Mapped[str | None] = mapped_column(String(200))
+    decision_id: Mapped[str | None] = mapped_column(String(128))
+
+
 class ApiToken(Base):
     """A bearer credential: its SHA-256, its role, and what it is bound to."""
 

@@ -97,6 +97,15 @@ upstream_headers["x-nexus-route-model"] := rollout.model if request.route == "ch
 
 upstream_headers["x-nexus-prompt-version"] := rollout.prompt_version if request.headers["x-nexus-prompt"]
 
+# The approval a tool call spent, so the gateway can report its use (POST
+# /v1/approvals/used). Always set on tool calls, overwriting whatever the
+# client sent under that name.
+upstream_headers["x-nexus-approval-id"] := approval_id if request.route == "tools.invoke"
+
+default approval_id := "none"
+
+approval_id := tools.approval_claims.jti if tools.approval_verified
+
 response_headers["x-nexus-budget-warning"] := budget.warning if budget.warning != ""
 
 # The credential and the approval token stop here: the upstream gateway

@@ -256,7 +256,13 @@ tool_call(tool, headers, arguments) := fx.with_body(
 test_low_risk_tool_call_is_allowed if {
 	d := decide_without_state(tool_call("web-search", {"x-nexus-tool": "web-search"}, {"query": "opa"}))
 	allowed(d)
-	d.headers == {}
+	d.headers == {"x-nexus-approval-id": "none"}
+}
+
+test_client_cannot_name_the_approval_the_gateway_reports if {
+	d := decide(tool_call("web-search", {"x-nexus-approval-id": "someone-elses-jti"}, {"query": "opa"}))
+	allowed(d)
+	d.headers["x-nexus-approval-id"] == "none"
 }
 
 test_unknown_tool_is_404 if {
@@ -288,6 +294,21 @@ test_high_risk_tool_with_approval_is_allowed if {
 	d := decide(tool_call("payments-refund", {"x-nexus-approval": fx.refund_approval}, fx.refund_arguments))
 	allowed(d)
 	d.response_headers_to_add == {"x-nexus-budget-warning": "tenant=85%"}
+	d.headers["x-nexus-approval-id"] == "jti-fresh"
+}
+
+test_used_approval_is_403 if {
+	used := fx.approval_token({
+		"tenant": "acme", "tool": "payments-refund", "jti": "jti-used-once",
+		"args_sha256": crypto.sha256(json.marshal(fx.refund_arguments)),
+	})
+	d := decide(tool_call("payments-refund", {"x-nexus-approval": used}, fx.refund_arguments))
+	denied(d, 403, {"nexus.tools.approval_invalid"})
+}
+
+test_approval_is_refused_without_the_state_bundle if {
+	d := decide_without_state(tool_call("payments-refund", {"x-nexus-approval": fx.refund_approval}, fx.refund_arguments))
+	denied(d, 403, {"nexus.tools.approval_invalid"})
 }
 
 test_approval_for_other_arguments_is_403 if {

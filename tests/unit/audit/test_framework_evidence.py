@@ -25,9 +25,10 @@ from nexus_audit.metadata import rego_annotations
 from nexus_audit.oscal import NEXUS_NAMESPACE, control_token
 from nexus_audit.service import AuditLog
 from nexus_control.access.approvals import issue_approval
-from nexus_control.access.signing_keys import KeyPaths, load_approval_key
+from nexus_control.access.signing_keys import KeyPaths, load_approval_key, load_signing_key
 from nexus_control.authoring.bundle import BuildOptions, build_bundle
 from nexus_control.authoring.opa import Opa
+from nexus_control.budgets.state import build_state_bundle
 from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.process import free_port
 from nexus_dataplane.request import GatewayRequest
@@ -220,6 +221,15 @@ def stack(
         ),
         overlays=[tmp_path / "credentials"],
     )
+    # The state bundle: without it the enforcer cannot tell a used approval
+    # from a fresh one, and honours none.
+    state = build_state_bundle(
+        {"period": "2026-12", "spend": {}, "disabled": {}, "approvals": {"used": {}}},
+        key=load_signing_key(session_keys.signing),
+        key_id=TEST_KEY_ID,
+    )
+    state_path = tmp_path / "state.tar.gz"
+    state_path.write_bytes(state.archive)
     log = make_log()
     server = ServerThread(create_app(log), "127.0.0.1", free_port())
     server.start()
@@ -242,6 +252,7 @@ def stack(
         },
         args=[
             "--bundle", str(built.path),
+            "--bundle", str(state_path),
             "--verification-key", str(signing_public_pem),
             "--verification-key-id", TEST_KEY_ID,
         ],
@@ -283,6 +294,8 @@ def test_real_decisions_evidence_the_new_frameworks_and_export_for_art_12_verifi
         tool="code-exec",
         arguments=arguments,
         approver="carol@acme.example",
+        subject="apikey:acme-agent",
+        max_ttl_s=900,
     )
 
     def call(

@@ -8,6 +8,7 @@ import pytest
 
 from nexus_control.authoring.loader import SpecError, load_bundle
 from nexus_control.authoring.policyset import resolve
+from nexus_control.authoring.spec import RiskLevel
 from tests.conftest import BundleFactory
 
 HEADER = "apiVersion: policy.nexus.ai/v1\n"
@@ -154,3 +155,33 @@ def test_issuer_tenants_must_exist_and_jwks_must_be_public(make_bundle: BundleFa
     text = problems_of(make_bundle(**{"identity.yaml": identity}))
     assert "identity.yaml:6:21: unknown tenant 'ghost'" in text
     assert "contains private or symmetric key material" in text
+
+
+def test_approval_lifetimes_default_per_risk_level(make_bundle: BundleFactory) -> None:
+    policy = resolve(load_bundle(make_bundle()))
+    assert {r.value: s for r, s in policy.approval_ttl_s.items()} == {
+        "low": 3600,
+        "medium": 3600,
+        "high": 1800,
+        "critical": 900,
+    }
+
+
+def test_approval_lifetimes_are_set_once_and_bounded(make_bundle: BundleFactory) -> None:
+    tools = HEADER + (
+        "kind: Tools\napprovalTtlSeconds: {critical: 300}\ntools:\n"
+        "  - id: teleport\n    risk: low\n    permission: tools:web-search\n"
+        "    arguments: {type: object}\n"
+    )
+    policy = resolve(load_bundle(make_bundle(**{"tools-extra.yaml": tools})))
+    assert policy.approval_ttl_s[RiskLevel.CRITICAL] == 300
+    assert policy.approval_ttl_s[RiskLevel.HIGH] == 1800
+    again = tools.replace("teleport", "beam")
+    text = problems_of(make_bundle(**{"tools-extra.yaml": tools, "tools-more.yaml": again}))
+    assert "approvalTtlSeconds is set in two Tools documents (first at " in text
+    with pytest.raises(SpecError) as info:
+        load_bundle(make_bundle(**{"tools-extra.yaml": tools.replace("300", "86400")}))
+    assert (
+        "tools-extra.yaml:3:32: approvalTtlSeconds.critical: Input should be less than or equal "
+        "to 3600" in "\n".join(str(p) for p in info.value.problems)
+    )
