@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
-import socket
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +17,11 @@ import httpx
 import pytest
 
 from nexus_contract.wire import SOURCES_CONTENT_TYPE
-from tests.fixtures.plane_process import ServeProcess, rss_high_water_bytes
+from tests.fixtures.plane_process import ServeProcess, push_body, rss_high_water_bytes
 
 MiB = 1024 * 1024
 HUGE = 300 * MiB
 SLACK = 50 * MiB
-CHUNK = b"\0" * MiB
 
 
 @pytest.fixture(scope="module")
@@ -46,47 +43,6 @@ def _bound(server: ServeProcess) -> int:
     return 2 * rss_high_water_bytes(server.pid) + SLACK
 
 
-def _push(
-    server: ServeProcess, path: str, headers: dict[str, str], size: int, *, chunked: bool
-) -> tuple[int, bytes]:
-    """Send a ``size``-byte body as a client that does not wait; the status and the answer.
-
-    The headers and a first MiB go out, then the answer is read, then the rest
-    is pushed for as long as the server lets it in: a server that answers
-    without reading closes the connection and the pushing stops.
-    """
-    lines = [f"POST {path} HTTP/1.1", f"host: 127.0.0.1:{server.port}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines.append("transfer-encoding: chunked" if chunked else f"content-length: {size}")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    frame = (b"%x\r\n" % len(CHUNK)) + CHUNK + b"\r\n" if chunked else CHUNK
-    answer = bytearray()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
-        sock.sendall(head + frame)
-
-        def rest() -> None:
-            try:
-                for _ in range(size // MiB - 1):
-                    sock.sendall(frame)
-            except OSError:
-                return  # the server closed: it refused the body unread
-
-        pusher = threading.Thread(target=rest, daemon=True)
-        pusher.start()
-        try:
-            while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                answer += data
-        except ConnectionResetError:
-            pass
-        pusher.join(timeout=120)
-    status_line = bytes(answer).split(b"\r\n", 1)[0]
-    assert status_line.startswith(b"HTTP/1.1 "), f"no answer: {bytes(answer)[:200]!r}"
-    return int(status_line.split()[1]), bytes(answer).split(b"\r\n\r\n", 1)[1]
-
-
 @pytest.mark.parametrize(
     ("headers", "chunked"),
     [
@@ -101,7 +57,7 @@ def test_unauthenticated_huge_body_costs_bounded_memory(
     served: ServeProcess, headers: dict[str, str], chunked: bool
 ) -> None:
     bound = _bound(served)
-    status, body = _push(
+    status, body = push_body(
         served,
         "/v1/bundles",
         {**headers, "content-type": SOURCES_CONTENT_TYPE},
@@ -123,7 +79,7 @@ def test_authenticated_body_past_the_server_limit_is_cut_while_streaming(
         "authorization": f"Bearer {served.tokens['author']}",
         "content-type": SOURCES_CONTENT_TYPE,
     }
-    status, body = _push(served, "/v1/bundles", headers, HUGE, chunked=True)
+    status, body = push_body(served, "/v1/bundles", headers, HUGE, chunked=True)
     assert status == 413, body
     assert b"too_large" in body
     assert served.pid is not None
