@@ -15,10 +15,19 @@ from pathlib import Path
 import yaml
 
 from nexus_dataplane.envoy import EnvoyProxy, envoy_config, validate_envoy_config
-from nexus_dataplane.opa import OpaServer, opa_config, validate_opa_config
+from nexus_dataplane.opa import (
+    OPA_API_TOKEN_FILE,
+    OPA_AUTHZ_FILE,
+    OpaServer,
+    admin_policy,
+    new_api_token,
+    opa_config,
+    validate_opa_config,
+)
 from nexus_dataplane.process import free_port, http_ok
 from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec
 from nexus_dataplane.upstream import Upstream
+from nexus_runtime.secretfile import write_secret
 
 __all__ = ["Enforcer", "EnforcerHealth", "EnforcerStack", "StackOptions", "enforcer_spec", "render"]
 
@@ -67,6 +76,11 @@ class Enforcer:
     def opa_url(self) -> str:
         return self.opa.url
 
+    @property
+    def opa_headers(self) -> dict[str, str]:
+        """The bearer header OPA's REST API asks of this enforcer's own callers."""
+        return self.opa.api_headers
+
 
 @dataclass(frozen=True)
 class EnforcerHealth:
@@ -106,8 +120,13 @@ def render(spec: EnforcerSpec, out: Path, *, opa_bin: Path, envoy_bin: Path) -> 
     opa_path = out / "opa-config.yaml"
     envoy_path = out / "envoy.yaml"
     opa_doc = opa_config(spec)
-    opa_path.write_text(yaml.safe_dump(opa_doc, sort_keys=False))
-    opa_path.chmod(0o600)
+    write_secret(opa_path, yaml.safe_dump(opa_doc, sort_keys=False).encode())
+    # OPA's REST API answers only to this token (run OPA with --authentication=token
+    # --authorization=basic and the policy file); a token rendered before is kept.
+    token_path = out / OPA_API_TOKEN_FILE
+    api_token = token_path.read_text().strip() if token_path.exists() else new_api_token()
+    write_secret(token_path, (api_token + "\n").encode())
+    write_secret(out / OPA_AUTHZ_FILE, admin_policy(api_token).encode())
     envoy_path.write_text(yaml.safe_dump(envoy_config(spec), sort_keys=False))
     validate_envoy_config(envoy_bin, envoy_path)
     validate_opa_config(opa_bin, opa_doc, out / ".validate")
@@ -144,7 +163,12 @@ class EnforcerStack:
         spec = enforcer_spec(self.options, enforcer_id, upstream_port)
         workdir = self.options.workdir / enforcer_id
         opa = OpaServer(
-            self.options.opa_bin, workdir, config=opa_config(spec), port=spec.opa_port, name="opa"
+            self.options.opa_bin,
+            workdir,
+            config=opa_config(spec),
+            port=spec.opa_port,
+            name="opa",
+            api_token=new_api_token(),
         )
         envoy = None
         if self.options.with_envoy:
@@ -173,6 +197,7 @@ class EnforcerStack:
             config=opa_config(enforcer.spec),
             port=enforcer.spec.opa_port,
             name="opa",
+            api_token=enforcer.opa.api_token,
         )
         enforcer.opa.start_and_wait(bundles=wait_for_bundles, timeout_s=timeout_s)
 

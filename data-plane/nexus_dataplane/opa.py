@@ -9,7 +9,9 @@ so nothing is dropped at the target load; stable labels; the ext_authz plugin.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,18 @@ from nexus_contract.wire import (
 )
 from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, http_ok
 from nexus_dataplane.spec import ConfigError, EnforcerSpec
+from nexus_runtime.secretfile import write_secret
 
-__all__ = ["OPA_GOGC", "OpaServer", "opa_config", "validate_opa_config"]
+__all__ = [
+    "OPA_API_TOKEN_FILE",
+    "OPA_AUTHZ_FILE",
+    "OPA_GOGC",
+    "OpaServer",
+    "admin_policy",
+    "new_api_token",
+    "opa_config",
+    "validate_opa_config",
+]
 
 MIN_POLL_DELAY_S = 1
 MAX_POLL_DELAY_S = 5
@@ -111,8 +123,48 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
     return config
 
 
+OPA_API_TOKEN_FILE = "opa-api.token"  # noqa: S105 (a file name, not a secret)
+"""Beside an enforcer's OPA config: the bearer token its REST API answers to (mode 0600)."""
+OPA_AUTHZ_FILE = "opa-authz.rego"
+
+_ADMIN_POLICY = """package system.authz
+
+# OPA's REST API answers only its own callers: health checks without a token,
+# reads and queries with the enforcer's API token, and no writes from anyone
+# (bundles arrive signed through the bundle plugin, never through the API).
+
+default allow := false
+
+allow if {
+	input.method == "GET"
+	input.path == ["health"]
+}
+
+allow if {
+	crypto.sha256(input.identity) == "%s"
+	input.method in {"GET", "POST"}
+}
+"""
+
+
+def new_api_token() -> str:
+    """A fresh bearer token for one OPA's REST API."""
+    return secrets.token_urlsafe(32)
+
+
+def admin_policy(api_token: str) -> str:
+    """OPA's ``system.authz`` policy admitting ``api_token`` (only its SHA-256 is written)."""
+    return _ADMIN_POLICY % hashlib.sha256(api_token.encode()).hexdigest()
+
+
 class OpaServer(ManagedProcess):
-    """``opa run --server`` on a free loopback port, with an optional config file."""
+    """``opa run --server`` on a free loopback port, with an optional config file.
+
+    With ``api_token``, the REST API is authenticated (``--authentication=token
+    --authorization=basic`` and `admin_policy`): a local process without the
+    token can neither read decisions nor PUT policies or data. The config file
+    may hold bearer tokens, so it is written 0600, atomically.
+    """
 
     def __init__(
         self,
@@ -123,10 +175,13 @@ class OpaServer(ManagedProcess):
         args: Sequence[str] = (),
         name: str = "opa",
         port: int | None = None,
+        api_token: str | None = None,
     ) -> None:
         workdir = workdir.resolve()
         self.port = port or free_port()
+        self.api_token = api_token
         self.config_path = workdir / f"{name}-config.yaml"
+        self.authz_path = workdir / f"{name}-{OPA_AUTHZ_FILE}"
         argv = [
             str(opa_bin),
             "run",
@@ -140,6 +195,8 @@ class OpaServer(ManagedProcess):
         ]
         if config is not None:
             argv += ["--config-file", str(self.config_path)]
+        if api_token is not None:
+            argv += ["--authentication=token", "--authorization=basic", str(self.authz_path)]
         argv += list(args)
         env = dict(os.environ)
         env.setdefault("GOGC", OPA_GOGC)
@@ -150,10 +207,18 @@ class OpaServer(ManagedProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """What a caller of the REST API sends (empty when the API is open)."""
+        return {"authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+
     def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         if self.config is not None:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+            write_secret(self.config_path, yaml.safe_dump(self.config, sort_keys=False).encode())
+        if self.api_token is not None:
+            write_secret(self.authz_path, admin_policy(self.api_token).encode())
+            write_secret(self.workdir / OPA_API_TOKEN_FILE, (self.api_token + "\n").encode())
         super().start()
 
     def start_and_wait(

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from nexus_contract.errors import NexusError
 
@@ -102,11 +103,15 @@ async def read_body(request: Request, limit: int, *, allow_gzip: bool = False) -
         raise too_large
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client left, or the admission middleware already answered 413.
+        raise ApiError(400, "disconnected", "the client closed the request mid-body") from None
     body = b"".join(chunks)
     if allow_gzip and request.headers.get("content-encoding", "").lower() == "gzip":
         body = gunzip_limited(body, limit)

@@ -40,7 +40,7 @@ from nexus_control.authoring.opa import Opa
 from nexus_runtime.toolchain import find_opa
 from tests.bench.common import Context, Figure, machine, summary
 
-BENCHMARKS = ("build", "latency", "propagation", "budget", "rollout", "audit_ratio")
+BENCHMARKS = ("build", "latency", "propagation", "budget", "rollout", "audit_ratio", "uploads")
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)
 AUDIT_FILE = Path(__file__).with_name("bench_audit.py")

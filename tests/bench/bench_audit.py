@@ -367,7 +367,11 @@ async def authorize(request, roles):
     return Enforcer()
 
 
-uvicorn.run(create_audit_app(log, authorize), host="127.0.0.1", port=int(sys.argv[1]),
+async def authenticate(token):
+    return Enforcer()
+
+
+uvicorn.run(create_audit_app(log, authorize, authenticate), host="127.0.0.1", port=int(sys.argv[1]),
             log_level="warning", access_log=False)
 """
 

@@ -116,6 +116,7 @@ def _series(
     ctx: Context, plane: BenchPlane, stack: EnforcerStack, series: Series, started: float
 ) -> list[Sample]:
     opa_urls = [e.opa_url for e in stack.enforcers]
+    OPA_HEADERS.update({e.opa_url: e.opa_headers for e in stack.enforcers})
     pids = [e.opa.pid for e in stack.enforcers]
     current = plane.fleet_view()
     first = series.bundles[0]
@@ -153,9 +154,16 @@ def _active(enforcer: dict[str, object], revision: str) -> bool:
     return isinstance(nexus, dict) and nexus.get("active_revision") == revision
 
 
+OPA_HEADERS: dict[str, dict[str, str]] = {}
+"""Each enforcer OPA's REST API token header, by URL (the API is authenticated)."""
+
+
 def _revision_of(client: httpx.Client, opa_url: str) -> str | None:
     try:
-        response = client.get(f"{opa_url}/v1/data/system/bundles/nexus/manifest/revision")
+        response = client.get(
+            f"{opa_url}/v1/data/system/bundles/nexus/manifest/revision",
+            headers=OPA_HEADERS.get(opa_url, {}),
+        )
         value = response.json().get("result")
     except (httpx.HTTPError, ValueError):
         return None

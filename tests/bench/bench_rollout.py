@@ -683,9 +683,12 @@ def _opas_hold(fleet: FleetPlane, good: str, bad: str) -> bool:
         for region, stack in fleet.stacks.items():
             for enforcer in stack.enforcers:
                 try:
-                    held = client.get(f"{enforcer.opa_url}/v1/data/system/bundles").text
+                    held = client.get(
+                        f"{enforcer.opa_url}/v1/data/system/bundles", headers=enforcer.opa_headers
+                    ).text
                     revision = client.get(
-                        f"{enforcer.opa_url}/v1/data/system/bundles/nexus/manifest/revision"
+                        f"{enforcer.opa_url}/v1/data/system/bundles/nexus/manifest/revision",
+                        headers=enforcer.opa_headers,
                     ).json()
                 except (httpx.HTTPError, ValueError):
                     return False

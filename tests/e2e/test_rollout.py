@@ -231,7 +231,11 @@ def test_a_revision_opa_refuses_halts_in_the_canary_and_rolls_back_there(
     assert eventually(canary_clean, 10) < 10, "the activation error clears soon after the rollback"
     for stack_region in ("eu-central-1", "us-east-1"):
         for enforcer in fleet_env.stacks[stack_region].enforcers:
-            held = httpx.get(f"{enforcer.opa_url}/v1/data/system/bundles", timeout=5).json()
+            held = httpx.get(
+                f"{enforcer.opa_url}/v1/data/system/bundles",
+                headers=enforcer.opa_headers,
+                timeout=5,
+            ).json()
             assert bad not in json.dumps(held)
 
 

@@ -34,7 +34,7 @@ from nexus_control.api import (
 )
 from nexus_control.api import opa as opa_protocol
 from nexus_control.api.approvals import ToolApprovalRequest
-from nexus_control.api.deps import authorize, route_roles
+from nexus_control.api.deps import ReaderDep, authenticate_token, authorize, route_roles
 from nexus_control.api.errors import STATUS_OF
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.spend import SpendStore, make_spend_store
@@ -46,6 +46,7 @@ from nexus_control.rollout.rollouts import NoPolicyInForceError
 from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
 from nexus_control.store.database import control_database
+from nexus_runtime.admission import Admission
 from nexus_runtime.http import ERROR_RESPONSES, install_domain_errors, install_error_handlers
 from nexus_runtime.toolchain import find_opa
 
@@ -167,9 +168,17 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # The document is served below, to a bearer of any role; no unauthenticated UI.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.control_plane = plane
     app.state.authorize = authorize
+    # Outermost of the app's own middleware: no body is read before the token is checked.
+    app.add_middleware(
+        Admission, authenticate=authenticate_token(plane), open_prefixes=(console.CONSOLE_PREFIX,)
+    )
     install_error_handlers(app)
     errors = {**STATUS_OF, **AUDIT_ERROR_STATUS}
     install_domain_errors(app, errors)
@@ -182,6 +191,11 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
         app.include_router(router)
     _openapi(app, routers)
     console.install(app, plane, errors, routers)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(_: ReaderDep) -> JSONResponse:
+        """The OpenAPI document, to people's tokens only: it maps every admin route."""
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

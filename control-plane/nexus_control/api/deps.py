@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from nexus_contract.wire import ENFORCER_HEADER
 from nexus_control.access.tokens import Principal, Role, authenticate
 from nexus_control.plane import ControlPlane
+from nexus_runtime.admission import PRINCIPAL_STATE_KEY
 from nexus_runtime.http import ApiError
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "OperatorDep",
     "PlaneDep",
     "ReaderDep",
+    "authenticate_token",
     "authorize",
     "enforcer_identity",
     "require",
@@ -56,16 +58,31 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+def authenticate_token(plane: ControlPlane) -> Callable[[str], Awaitable[Principal | None]]:
+    """The admission middleware's check: a bearer token → its live principal, or None."""
+
+    async def check(token: str) -> Principal | None:
+        def lookup() -> Principal | None:
+            with plane.db.session() as session:
+                return authenticate(session, token)
+
+        return await asyncio.to_thread(lookup)
+
+    return check
+
+
 async def authorize(request: Request, roles: frozenset[str]) -> Principal:
-    """The caller's principal if its token is live and its role is one of ``roles``."""
+    """The caller's principal if its token is live and its role is one of ``roles``.
+
+    A request with a body was authenticated by the admission middleware
+    before its body was read; its principal is reused, not looked up again.
+    """
     token = _bearer(request)
-    plane = control_plane(request)
-
-    def lookup() -> Principal | None:
-        with plane.db.session() as session:
-            return authenticate(session, token)
-
-    principal = await asyncio.to_thread(lookup)
+    admitted = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if isinstance(admitted, Principal):
+        principal: Principal | None = admitted
+    else:
+        principal = await authenticate_token(control_plane(request))(token)
     if principal is None:
         raise ApiError(401, "unauthenticated", "unknown or revoked token")
     if principal.role.value not in roles:

@@ -43,5 +43,9 @@ async def authorize(request: Request, roles: frozenset[str]) -> Principal:
     return principal
 
 
+async def authenticate(token: str) -> Principal | None:
+    return TOKENS.get(token)
+
+
 def create_app(log: AuditLog) -> FastAPI:
-    return create_audit_app(log, authorize)
+    return create_audit_app(log, authorize, authenticate)
