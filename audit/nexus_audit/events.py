@@ -61,6 +61,7 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "bundle.": _CHANGE_MANAGEMENT,
     "approval.": _CHANGE_MANAGEMENT,
     "rollout.": _CHANGE_MANAGEMENT,
+    "replay.": _CHANGE_MANAGEMENT,
     "enforcer.": _CHANGE_MANAGEMENT,
     "tool_approval.": ("ISO27001:A.8.2", "SOC2:CC6.3"),
     "tenant.disabled": ("SOC2:A1.1",),
