@@ -23,10 +23,10 @@ bearer_token := token if {
 # treated as an API key.
 is_jwt if count(split(bearer_token, ".")) == 3
 
-# The plugin hashes the credential into input.credential_sha256, which the
-# decision log keeps while masking replaces the token itself: replay then
-# identifies an API key exactly as the live decision did.
-key_hash := input.credential_sha256 if is_string(input.credential_sha256)
+# The plugin hashes the credential into input.nexus.credential_sha256, which
+# the decision log keeps while masking replaces the token itself: replay
+# then identifies an API key exactly as the live decision did.
+key_hash := input.nexus.credential_sha256 if is_string(input.nexus.credential_sha256)
 
 else := crypto.sha256(bearer_token)
 

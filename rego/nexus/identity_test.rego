@@ -185,7 +185,7 @@ test_missing_tenant_header_is_left_to_the_request_stage if {
 test_api_key_is_identified_by_the_plugins_hash_after_masking if {
 	masked := object.union(
 		chat_request({"authorization": "Bearer sha256:0011223344556677", "x-nexus-tenant": "acme"}),
-		{"credential_sha256": crypto.sha256(fx.acme_api_key)},
+		{"nexus": {"credential_sha256": crypto.sha256(fx.acme_api_key)}},
 	)
 	c := identity.credential with input as masked with data.nexus.config as fx.config
 	c == {"method": "api_key", "tenant": "acme", "subject": "apikey:acme-prod-1"}

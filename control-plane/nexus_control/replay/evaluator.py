@@ -3,8 +3,8 @@
 One ``opa run --server`` per revision, with the bundle's signature verified
 by OPA itself (``--verification-key``), on a loopback port. A small module
 outside the bundle's roots (`REPLAY_MODULE`) evaluates a whole batch in one
-request, each input with its recorded ``time.now_ns`` fed back through
-``with``; results come back keyed by position, so an undefined decision is
+request, each input with its recorded ``time.now_ns`` and its region (as
+``opa.runtime()``'s label) fed back through ``with``; results come back keyed by position, so an undefined decision is
 seen as such rather than shifting the others. A batch that fails as a whole
 (one input's runtime error) is evaluated again one input at a time, so only
 the input at fault is an error.
@@ -53,7 +53,9 @@ _REPLAY_PACKAGE = "nexus_replay"
 REPLAY_MODULE = f"""package {_REPLAY_PACKAGE}
 
 one(b) := d if {{
-	d := {DECISION_QUERY} with input as b.input with time.now_ns as b.now
+	d := {DECISION_QUERY} with input as b.input
+		with time.now_ns as b.now
+		with opa.runtime as {{"config": {{"labels": {{"region": b.region}}}}}}
 }}
 
 results := {{i: one(b) | some i, b in input.batch}}
@@ -172,14 +174,14 @@ class OpaEvaluator:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def evaluate(self, items: Sequence[tuple[Any, int]]) -> list[Evaluation]:
-        """Each ``(input, now_ns)`` evaluated; in order, one `Evaluation` each."""
+    def evaluate(self, items: Sequence[tuple[Any, int, str]]) -> list[Evaluation]:
+        """Each ``(input, now_ns, region)`` evaluated; in order, one `Evaluation` each."""
         out: list[Evaluation] = []
         for start in range(0, len(items), BATCH_SIZE):
             out.extend(self._batch(items[start : start + BATCH_SIZE]))
         return out
 
-    def _batch(self, items: Sequence[tuple[Any, int]]) -> list[Evaluation]:
+    def _batch(self, items: Sequence[tuple[Any, int, str]]) -> list[Evaluation]:
         status, body = self._post(items)
         if status != 200:
             if len(items) == 1:
@@ -198,10 +200,12 @@ class OpaEvaluator:
                 evaluations.append(Evaluation(None, "undefined_decision", per_decision))
         return evaluations
 
-    def _post(self, items: Sequence[tuple[Any, int]]) -> tuple[int, dict[str, Any]]:
+    def _post(self, items: Sequence[tuple[Any, int, str]]) -> tuple[int, dict[str, Any]]:
         if self._client is None:
             raise EvaluatorError("the evaluator is not started")
-        body = orjson.dumps({"input": {"batch": [{"input": i, "now": n} for i, n in items]}})
+        body = orjson.dumps(
+            {"input": {"batch": [{"input": i, "now": n, "region": r} for i, n, r in items]}}
+        )
         try:
             response = self._client.post(
                 f"/v1/data/{_REPLAY_PACKAGE}/results",

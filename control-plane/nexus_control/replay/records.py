@@ -12,8 +12,8 @@ Masking is judged by what ``system.log.mask`` lists in the event's
 ``erased`` / ``masked`` paths: every path is blind unless it is one the
 policy never reads (`POLICY_UNREAD_PATHS`), so a new mask rule makes records
 not replayable rather than silently different. The bearer token, replaced by
-its fingerprint, is no loss when the plugin's ``credential_sha256`` is in the
-input: the identity rules look API keys up by it.
+its fingerprint (given back as ``Bearer <fingerprint>``), is no loss when the plugin's ``nexus.credential_sha256`` is in
+the input: the identity rules look API keys up by it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "AUTHORIZATION_PATH",
     "POLICY_UNREAD_PATHS",
     "REPLAYED_BUILTINS",
+    "REPLAY_SUBSTITUTED_PATHS",
     "NotReplayable",
     "ReplayRecord",
     "record_of",
@@ -57,8 +58,14 @@ POLICY_UNREAD_PATHS = frozenset(
 )
 """Mask paths the policy never reads (it reads ``parsed_path``, and a body only on tool calls,
 where masking keeps it): their removal costs replay nothing."""
-REPLAYED_BUILTINS = frozenset({"time.now_ns"})
-"""Non-deterministic built-ins whose recorded answer replay feeds back (``with``)."""
+REPLAY_SUBSTITUTED_PATHS = frozenset(
+    {"/nd_builtin_cache/opa.runtime", "/nd_builtin_cache/json.match_schema"}
+)
+"""Cache entries masking removes that replay does without: ``json.match_schema`` is a pure
+function of its arguments, and of ``opa.runtime()`` the policy reads only
+``config.labels.region``, which replay gives from the leaf's (checked) region."""
+REPLAYED_BUILTINS = frozenset({"time.now_ns", "opa.runtime", "json.match_schema"})
+"""Built-ins replay answers: ``time.now_ns`` with the recorded value, the others as above."""
 
 
 class NotReplayable(StrEnum):
@@ -80,6 +87,7 @@ class ReplayRecord:
     decision_id: str
     time: datetime
     tenant: str
+    region: str
     route: str
     tool: str | None
     revision: str | None
@@ -115,6 +123,7 @@ def record_of(leaf: StoredLeaf, opened: OpenedPayload, *, bundle: str = "nexus")
         decision_id=str(entry["decision_id"]),
         time=leaf.time,
         tenant=str(entry.get("tenant", "")),
+        region=str(entry.get("region", "")),
         route=route,
         tool=tool_of_route(route),
         revision=str(revision) if revision else None,
@@ -134,12 +143,34 @@ def record_of(leaf: StoredLeaf, opened: OpenedPayload, *, bundle: str = "nexus")
     blocked, detail, now_ns = _replayability(payload, outcome, time_ns)
     return replace(
         base,
-        input=payload.get("input"),
+        input=_with_bearer(payload.get("input")) if blocked is None else payload.get("input"),
         result=result if isinstance(result, dict) else None,
         now_ns=now_ns,
         blocked=blocked,
         detail=detail,
     )
+
+
+def _with_bearer(input_: Any) -> Any:
+    """The input with its fingerprinted credential read as a bearer token again.
+
+    Masking writes the fingerprint without the ``Bearer`` scheme; put back, the
+    identity rules see a credential (not a JWT) and find the API key by the
+    plugin's hash, as the live decision did.
+    """
+    if not isinstance(input_, dict):
+        return input_
+    try:
+        headers = input_["attributes"]["request"]["http"]["headers"]
+    except (KeyError, TypeError):
+        return input_
+    value = headers.get("authorization") if isinstance(headers, dict) else None
+    if not isinstance(value, str) or value.lower().startswith("bearer "):
+        return input_
+    http = {**input_["attributes"]["request"]["http"],
+            "headers": {**headers, "authorization": f"Bearer {value}"}}  # fmt: skip
+    request = {**input_["attributes"]["request"], "http": http}
+    return {**input_, "attributes": {**input_["attributes"], "request": request}}
 
 
 def _replayability(
@@ -148,10 +179,13 @@ def _replayability(
     if "error" in payload or outcome.get("error") is not None:
         return NotReplayable.RECORDED_ERROR, "the recorded evaluation failed", time_ns
     input_ = payload.get("input")
-    has_hash = isinstance(input_, dict) and isinstance(input_.get("credential_sha256"), str)
+    facts = input_.get("nexus") if isinstance(input_, dict) else None
+    has_hash = isinstance(facts, dict) and isinstance(facts.get("credential_sha256"), str)
     for path in [*(payload.get("erased") or ()), *(payload.get("masked") or ())]:
         text = str(path)
-        if text in POLICY_UNREAD_PATHS or (text == AUTHORIZATION_PATH and has_hash):
+        if text in POLICY_UNREAD_PATHS or text in REPLAY_SUBSTITUTED_PATHS:
+            continue
+        if text == AUTHORIZATION_PATH and has_hash:
             continue
         return NotReplayable.MASKED_FIELD, text, time_ns
     cache = payload.get("nd_builtin_cache")

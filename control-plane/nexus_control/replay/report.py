@@ -87,6 +87,8 @@ class ReplayOutcome:
     after: Mapping[str, Any] | None
     why: str | None = None
     """The not-replayable reason or the error code."""
+    detail: str | None = None
+    """What made it so (the masked path, the built-in, the revision)."""
     before_ns: int | None = None
     after_ns: int | None = None
     baseline_revision: str | None = None
@@ -208,13 +210,14 @@ def build_report(
         if change is Change.DENY_TO_ALLOW and record.tool is not None:
             risky[record.tool] += 1
         rules, controls = _keys(outcome)
-        groups["tenant"][record.tenant][change] += 1
-        groups["route"][record.route][change] += 1
+        bucket = change.value
+        groups["tenant"][record.tenant][bucket] += 1
+        groups["route"][record.route][bucket] += 1
         for rule in rules:
-            groups["rule"][rule][change] += 1
+            groups["rule"][rule][bucket] += 1
         for control in controls:
-            groups["control"][control][change] += 1
-        if len(samples[change]) < SAMPLES_PER_BUCKET:
+            groups["control"][control][bucket] += 1
+        if len(samples[bucket]) < SAMPLES_PER_BUCKET:
             sample: dict[str, Any] = {
                 "decision_id": record.decision_id,
                 "tenant": record.tenant,
@@ -226,7 +229,9 @@ def build_report(
             }
             if outcome.why is not None:
                 sample["why"] = outcome.why
-            samples[change].append(sample)
+            if outcome.detail is not None:
+                sample["detail"] = outcome.detail
+            samples[bucket].append(sample)
         if outcome.before_ns is not None:
             before_ns.append(outcome.before_ns)
         if outcome.after_ns is not None:

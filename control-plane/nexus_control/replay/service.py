@@ -185,7 +185,7 @@ class Replayer:
                     outcomes.append(_blocked(record, NotReplayable.MISSING_REVISION, revision))
         with _evaluator(self.opa.binary, candidate) as after_side:
             for revision, group in sorted(by_revision.items()):
-                items = [(record.input, record.now_ns) for record in group]
+                items = [(record.input, record.now_ns, record.region) for record in group]
                 after = after_side.evaluate(items)
                 if revision == candidate.revision:
                     before = after
@@ -260,7 +260,7 @@ def _evaluator(binary: Path, bundle: SignedBundle) -> OpaEvaluator:
 
 
 def _blocked(record: ReplayRecord, why: NotReplayable, detail: str | None) -> ReplayOutcome:
-    return ReplayOutcome(record, Change.NOT_REPLAYABLE, None, None, why=why.value)
+    return ReplayOutcome(record, Change.NOT_REPLAYABLE, None, None, why=why.value, detail=detail)
 
 
 def _judged(

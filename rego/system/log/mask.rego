@@ -80,7 +80,6 @@ mask contains {
 # runtime's environment variables.
 mask contains path if {
 	some builtin in ["io.jwt.decode_verify", "json.match_schema", "opa.runtime"]
-	input.nd_builtin_cache[builtin]
 	path := concat("/", ["/nd_builtin_cache", builtin])
 }
 
