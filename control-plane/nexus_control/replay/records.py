@@ -12,8 +12,9 @@ Masking is judged by what ``system.log.mask`` lists in the event's
 ``erased`` / ``masked`` paths: every path is blind unless it is one the
 policy never reads (`POLICY_UNREAD_PATHS`), so a new mask rule makes records
 not replayable rather than silently different. The bearer token, replaced by
-its fingerprint (given back as ``Bearer <fingerprint>``), is no loss when the plugin's ``nexus.credential_sha256`` is in
-the input: the identity rules look API keys up by it.
+its fingerprint (given back as ``Bearer <fingerprint>``), is no loss when the
+plugin's ``nexus.credential_sha256`` is in the input: the identity rules look
+API keys up by it.
 """
 
 from __future__ import annotations
