@@ -5,9 +5,10 @@ by OPA itself (``--verification-key``), on a loopback port. A small module
 outside the bundle's roots (`REPLAY_MODULE`) evaluates a whole batch in one
 request, each input with its recorded ``time.now_ns`` and its region (as
 ``opa.runtime()``'s label) fed back through ``with``; results come back
-keyed by position, so an undefined decision is seen as such rather than shifting the others. A batch that fails as a whole
-(one input's runtime error) is evaluated again one input at a time, so only
-the input at fault is an error.
+keyed by position, so an undefined decision is seen as such rather than
+shifting the others. A batch that fails as a whole (one input's runtime
+error) is evaluated again one input at a time, so only the input at fault is
+an error.
 
 Timing: OPA's own ``timer_rego_query_eval_ns`` per batch, divided by the
 batch size, is each decision's evaluation time (both sides run the same
