@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from nexus_control.authoring.spec import RiskLevel, _Strict
+from nexus_control.authoring.spec import Risk, RiskLevel, _Strict
 from nexus_control.replay.report import Change, ReplayReport
 
 __all__ = [
@@ -35,7 +35,7 @@ class ReplayGates(_Strict):
     window_hours: Annotated[int, Field(ge=1, le=24 * 90)] = DEFAULT_WINDOW_HOURS
     """Publish replays the decisions of the last ``window_hours``."""
     deny_to_allow_max: Annotated[int, Field(ge=0)] | None = 0
-    deny_to_allow_min_risk: RiskLevel = RiskLevel.HIGH
+    deny_to_allow_min_risk: Risk = RiskLevel.HIGH
     """Only tools at this risk or above count against ``deny_to_allow_max``."""
     allow_to_deny_max_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     not_replayable_max_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
