@@ -15,6 +15,9 @@ from nexus_control.authoring.loader import SpecError
 from nexus_control.budgets.usage import UnknownTenantError
 from nexus_control.registry.registry import RevisionNotFoundError
 from nexus_control.registry.revisions import PublishError
+from nexus_control.replay.candidate import CandidateError
+from nexus_control.replay.evaluator import EvaluatorError
+from nexus_control.replay.service import EmptyWindowError, InvalidWindowError
 from nexus_control.rollout.engine import (
     ApprovalForbiddenError,
     RolloutError,
@@ -45,4 +48,8 @@ STATUS_OF: ErrorTable = {
     ApprovalError: (422, "invalid_request"),
     TokenError: (422, "invalid_request"),
     StatusError: (400, "invalid_status"),
+    CandidateError: (422, "invalid_candidate"),
+    EvaluatorError: (422, "invalid_candidate"),
+    InvalidWindowError: (400, "invalid_window"),
+    EmptyWindowError: (422, "empty_window"),
 }
