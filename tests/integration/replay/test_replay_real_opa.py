@@ -12,14 +12,19 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import orjson
 import pytest
 
+from nexus_audit.events import controls_for
 from nexus_audit.payloads import PayloadStatus
+from nexus_control.access.keyring import KeyPurpose
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
 from nexus_control.replay.candidate import CandidateError, load_revision
 from nexus_control.replay.service import EmptyWindowError, Replayer, ReplayWindow
+from nexus_control.store import outbox
+from nexus_runtime.keys.jws import verify_compact
 from tests.fixtures.environment import Environment, credentials_overlay, eventually, write_overlay
 
 SEARCH = "/v1/tools/web-search:invoke"
@@ -165,3 +170,34 @@ def test_an_empty_window_is_a_clear_error(
     past = datetime(2020, 1, 1, tzinfo=UTC)
     with pytest.raises(EmptyWindowError, match="no recorded decision"):
         _replayer(env).replay(candidate, ReplayWindow(since=past, until=past + timedelta(days=1)))
+
+
+def test_a_replay_through_the_api_is_signed_evidence_in_the_audit_log(
+    env: Environment, recorded: dict[str, str], widened: str
+) -> None:
+    assert env.plane is not None and env.audit is not None
+    now = datetime.now(UTC)
+    body = {
+        "candidate_revision": widened,
+        "since": (now - timedelta(hours=1)).isoformat(),
+        "until": (now + timedelta(minutes=5)).isoformat(),
+        "tenant": "acme",
+    }
+    headers = {"authorization": f"Bearer {env.tokens['approver']}"}
+    first = httpx.post(f"{env.url}/v1/replays", json=body, headers=headers, timeout=120)
+    assert first.status_code == 200, first.text
+    second = httpx.post(f"{env.url}/v1/replays", json=body, headers=headers, timeout=120)
+    assert second.json()["report"] == first.json()["report"]
+    result = first.json()
+    _, signed = verify_compact(
+        result["signature"], env.plane.keyring.trusted_for_verification(KeyPurpose.BUNDLE)
+    )
+    assert signed == result["report"].encode()
+    with env.plane.db.session() as session:
+        reported = [e for e in outbox.events(session, "replay.reported")
+                    if e.payload["digest"] == result["digest"]]  # fmt: skip
+    assert reported and reported[0].payload["candidate"] == widened
+    assert reported[0].payload["filters"] == {"tenant": "acme"}
+    assert {"SOC2:CC8.1", "ISO27001:A.8.32"} <= set(controls_for("replay.reported"))
+    anonymous = httpx.post(f"{env.url}/v1/replays", json=body, timeout=30)
+    assert anonymous.status_code == 401
