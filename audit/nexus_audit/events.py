@@ -69,6 +69,7 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "bundle.": _CHANGE_MANAGEMENT,
     "approval.": _CHANGE_MANAGEMENT,
     "rollout.": _CHANGE_MANAGEMENT,
+    "replay.": _CHANGE_MANAGEMENT,
     "enforcer.": _CHANGE_MANAGEMENT,
     "access.": (
         "ISO27001:A.5.18",

@@ -263,6 +263,12 @@ class DecisionEvent(_Lenient):
     """Set instead of ``result`` when OPA's evaluation failed (e.g. eval_cancel_error)."""
     timestamp: AwareDatetime
     rule_labels: list[RuleLabels] | None = None
+    nd_builtin_cache: dict[str, Any] | None = None
+    """OPA's non-deterministic built-in results (``decision_logs.nd_builtin_cache``), masked."""
+    erased: list[StrictStr] | None = Field(default=None, max_length=256)
+    """Paths ``system.log.mask`` removed from the event."""
+    masked: list[StrictStr] | None = Field(default=None, max_length=256)
+    """Paths ``system.log.mask`` replaced in the event."""
 
 
 class Reason(_Lenient):
@@ -593,11 +599,7 @@ def prepare_decisions(
         if subject is not None:
             subject = scope_name(subject, MAX_SUBJECT_LENGTH)
         try:
-            payload = canonical_json(
-                {"input": event.input, "result": event.result, "error": event.error}
-                if event.error is not None
-                else {"input": event.input, "result": event.result}
-            )
+            payload = canonical_json(_payload_of(event))
         except CanonicalJsonError as exc:
             raise InvalidEventError(index, "input", str(exc), event.decision_id) from None
         salt = salts[index * SALT_SIZE : (index + 1) * SALT_SIZE]
@@ -642,6 +644,20 @@ def prepare_decisions(
         )
         prepared.append(PreparedDecision(leaf, scope, subject, payload, salt, mac, tuple(flags)))
     return prepared
+
+
+def _payload_of(event: DecisionEvent) -> dict[str, Any]:
+    """What replay needs besides the input: the built-in cache and what masking took out."""
+    payload: dict[str, Any] = {"input": event.input, "result": event.result}
+    if event.error is not None:
+        payload["error"] = event.error
+    if event.nd_builtin_cache is not None:
+        payload["nd_builtin_cache"] = event.nd_builtin_cache
+    if event.erased:
+        payload["erased"] = event.erased
+    if event.masked:
+        payload["masked"] = event.masked
+    return payload
 
 
 def _tenant(

@@ -737,6 +737,28 @@ class AuditLog:
                     opened = self.vault.open(own, sealed)
                 yield size, [(leaf, opened.get(leaf.index)) for leaf in batch]
 
+    def recorded_decisions(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        tenant: str | None = None,
+        page: int = 500,
+    ) -> Iterator[list[tuple[storage.StoredLeaf, OpenedPayload]]]:
+        """Decision leaves in ``[since, until)`` (of ``tenant``; None: all) with their payloads.
+
+        Pages in leaf order over the tree as it stood when reading began, so
+        the same window read twice gives the same records while the log grows.
+        A payload is PRESENT, ERASED or PURGED; memory holds one page.
+        """
+        with self.db.session() as session:
+            size = storage.tree_size(session)
+            stream = storage.decision_leaves(session, since, until, below=size, tenant=tenant)
+            while batch := list(itertools.islice(stream, page)):
+                with self.db.session() as own:
+                    opened = self.vault.open(own, [leaf.index for leaf in batch])
+                yield [(leaf, opened[leaf.index]) for leaf in batch]
+
     def inclusion_proofs(self, indexes: Sequence[int], size: int) -> dict[int, tuple[bytes, ...]]:
         """Inclusion proofs of many leaves in the checkpointed tree ``size``, in one round."""
         with self.db.session() as session:

@@ -63,6 +63,7 @@ __all__ = [
     "bump_keys_epoch",
     "checkpoint_at",
     "consistency_proof",
+    "decision_leaves",
     "inclusion_proof",
     "inclusion_proofs",
     "latest_checkpoint",
@@ -554,3 +555,29 @@ def _copy_types(table: Table, columns: tuple[str, ...]) -> list[str]:
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(values), _LOOKUP_CHUNK):
         yield values[start : start + _LOOKUP_CHUNK]
+
+
+def decision_leaves(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    below: int,
+    tenant: str | None = None,
+) -> Iterator[StoredLeaf]:
+    """Decision leaves with ``since <= time < until`` and index < ``below``, in index order."""
+    query = (
+        select(Leaf)
+        .where(
+            Leaf.kind == "decision",
+            Leaf.time >= since.astimezone(UTC),
+            Leaf.time < until.astimezone(UTC),
+            Leaf.leaf_index < below,
+        )
+        .order_by(Leaf.leaf_index)
+        .execution_options(yield_per=500)
+    )
+    if tenant is not None:
+        query = query.where(Leaf.tenant == tenant)
+    for row in session.scalars(query):
+        yield _stored(row)

@@ -17,7 +17,7 @@ import typer
 
 from nexus_audit import cli as audit_cli
 from nexus_audit.witness import cli as witness_cli
-from nexus_cli import authoring, dataplane, rollout, service
+from nexus_cli import authoring, dataplane, replay, rollout, service
 from nexus_cli.console import err
 from nexus_cli.errors import exit_code
 from nexus_contract.errors import NexusError
@@ -41,6 +41,7 @@ app.add_typer(authoring.keys_app, name="keys")
 app.command("serve")(service.serve)
 app.command("publish")(service.publish)
 app.command("fleet")(service.fleet)
+app.command("replay")(replay.replay)
 app.add_typer(service.tokens_app, name="tokens")
 app.add_typer(rollout.rollout_app, name="rollout")
 for verb in ("approve", "promote", "pause", "resume", "rollback"):

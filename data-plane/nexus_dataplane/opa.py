@@ -112,6 +112,8 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
         }
         config["decision_logs"] = {
             "service": "audit",
+            # Replay re-evaluates a decision with the built-ins' recorded answers.
+            "nd_builtin_cache": True,
             "reporting": {
                 "min_delay_seconds": LOG_MIN_DELAY_S,
                 "max_delay_seconds": LOG_MAX_DELAY_S,

@@ -23,7 +23,14 @@ bearer_token := token if {
 # treated as an API key.
 is_jwt if count(split(bearer_token, ".")) == 3
 
-api_key := data.nexus.config.api_keys[crypto.sha256(bearer_token)] if not is_jwt
+# The plugin hashes the credential into input.nexus.credential_sha256, which
+# the decision log keeps while masking replaces the token itself: replay
+# then identifies an API key exactly as the live decision did.
+key_hash := input.nexus.credential_sha256 if is_string(input.nexus.credential_sha256)
+
+else := crypto.sha256(bearer_token)
+
+api_key := data.nexus.config.api_keys[key_hash] if not is_jwt
 
 # Decoding without verification only tells us which issuer's keys to
 # verify with; no claim is trusted until decode_verify accepts the token.

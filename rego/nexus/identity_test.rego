@@ -179,3 +179,14 @@ test_jwt_of_another_tenant_is_403 if {
 test_missing_tenant_header_is_left_to_the_request_stage if {
 	count(reasons_of({"authorization": fx.bearer(fx.acme_api_key)})) == 0
 }
+
+# A decision log replaces the token by its fingerprint but keeps the
+# plugin's hash, so a replayed decision names the same key.
+test_api_key_is_identified_by_the_plugins_hash_after_masking if {
+	masked := object.union(
+		chat_request({"authorization": "Bearer sha256:0011223344556677", "x-nexus-tenant": "acme"}),
+		{"nexus": {"credential_sha256": crypto.sha256(fx.acme_api_key)}},
+	)
+	c := identity.credential with input as masked with data.nexus.config as fx.config
+	c == {"method": "api_key", "tenant": "acme", "subject": "apikey:acme-prod-1"}
+}

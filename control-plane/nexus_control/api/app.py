@@ -29,6 +29,7 @@ from nexus_control.api import (
     fleet,
     keys,
     metrics,
+    replays,
     rollouts,
     usage,
 )
@@ -36,6 +37,7 @@ from nexus_control.api import opa as opa_protocol
 from nexus_control.api.approvals import ToolApprovalRequest
 from nexus_control.api.deps import ReaderDep, authenticate_token, authorize, route_roles
 from nexus_control.api.errors import STATUS_OF
+from nexus_control.api.models import ReplayRequest
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.spend import SpendStore, make_spend_store
 from nexus_control.budgets.usage import UsageReport
@@ -63,9 +65,11 @@ ROUTERS = (
     keys,
     events,
     metrics,
+    replays,
 )
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,
+    ReplayRequest,
     ToolApprovalRequest,
     StatusReport,
     ErasureRequest,

@@ -16,6 +16,9 @@ from nexus_control.authoring.loader import SpecError
 from nexus_control.budgets.usage import UnknownTenantError
 from nexus_control.registry.registry import RevisionNotFoundError
 from nexus_control.registry.revisions import PublishError
+from nexus_control.replay.candidate import CandidateError
+from nexus_control.replay.evaluator import EvaluatorError
+from nexus_control.replay.service import EmptyWindowError, InvalidWindowError
 from nexus_control.rollout.engine import (
     ApprovalForbiddenError,
     RolloutError,
@@ -49,4 +52,8 @@ STATUS_OF: ErrorTable = {
     StatusError: (422, "invalid_status"),
     EnforcerRefusedError: (403, "forbidden"),
     RegistrationError: (409, "conflict"),
+    CandidateError: (422, "invalid_candidate"),
+    EvaluatorError: (422, "invalid_candidate"),
+    InvalidWindowError: (400, "invalid_window"),
+    EmptyWindowError: (422, "empty_window"),
 }

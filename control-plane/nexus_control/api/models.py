@@ -355,3 +355,60 @@ class ControlEventView(_Answer):
 
 class ControlEventList(_Answer):
     events: list[ControlEventView]
+
+
+# --- replay ---------------------------------------------------------------------------
+
+MAX_REPLAY_ARCHIVE_B64 = 48 * 1024 * 1024
+"""Largest base64 candidate archive a replay request carries."""
+
+
+class ReplayRequest(BaseModel):
+    """A candidate (a published revision, or a built archive in base64) and what to replay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate_revision: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+    candidate_archive: str | None = Field(default=None, max_length=MAX_REPLAY_ARCHIVE_B64)
+    baseline: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+    """A named baseline revision; unset: each decision's own revision."""
+    since: datetime | None = None
+    """Default: the fleet's gate window (or 24 h) before ``until``."""
+    until: datetime | None = None
+    """Default: now."""
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
+    route: str | None = Field(default=None, min_length=1, max_length=512)
+    tool: str | None = Field(default=None, min_length=1, max_length=128)
+    sample: float | None = Field(default=None, gt=0, le=1)
+    limit: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class ReplaySideTiming(BaseModel):
+    p50_ns: int | None
+    p99_ns: int | None
+
+
+class ReplayTiming(BaseModel):
+    baseline: ReplaySideTiming
+    candidate: ReplaySideTiming
+    wall_s: float
+    decisions_per_s: float
+
+
+class GateResultModel(BaseModel):
+    gate: str
+    passed: bool
+    observed: float
+    limit: float
+
+
+class ReplayResult(BaseModel):
+    """The signed report (``report`` is its exact canonical JSON), timing and gate verdict."""
+
+    report: str
+    digest: str
+    signature: str
+    timing: ReplayTiming
+    gates_passed: bool | None
+    """None: the fleet file declares no gates."""
+    gates: list[GateResultModel]

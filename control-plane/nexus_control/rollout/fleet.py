@@ -18,6 +18,7 @@ from pydantic import Field
 
 from nexus_control.authoring.loader import Problem, SpecError, load_document
 from nexus_control.authoring.spec import Identifier, _Strict
+from nexus_control.replay.gates import ReplayGates
 
 __all__ = [
     "DEFAULT_ACTIVATION_DEADLINE_S",
@@ -63,6 +64,8 @@ class FleetSpec(_Strict):
     )
     """Rego packages whose code changes need no second approver (widening data still does;
     ``system.*`` can never be exempted)."""
+    replay_gates: ReplayGates | None = None
+    """Limits on what a candidate does to recorded decisions (``nexus-policy replay``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Fleet:
     stale_after_s: int
     second_approver: str
     exempt_packages: frozenset[str] = frozenset()
+    replay_gates: ReplayGates | None = None
 
     @property
     def waves(self) -> list[int]:
@@ -162,4 +166,5 @@ def load_fleet(path: Path) -> Fleet:
         spec.stale_after_seconds,
         spec.second_approver,
         frozenset(spec.second_approver_exempt_packages),
+        spec.replay_gates,
     )

@@ -43,6 +43,10 @@ tool_call if {
 #     - ISO42001:A.6.2.8
 mask contains path if {
 	some header in ["x-nexus-approval", "cookie", "x-api-key"]
+
+	# Listed only when the header was sent, so the event's "erased" list
+	# says exactly what replay cannot see.
+	http_request.headers[header]
 	path := concat("/", [request_path, "headers", header])
 }
 

@@ -19,9 +19,6 @@ event(headers) := {
 }
 
 removals := {
-	"/input/attributes/request/http/headers/x-nexus-approval",
-	"/input/attributes/request/http/headers/cookie",
-	"/input/attributes/request/http/headers/x-api-key",
 	"/input/attributes/request/http/body",
 	"/input/attributes/request/http/raw_body",
 	"/input/attributes/request/http/rawBody",
@@ -31,6 +28,20 @@ removals := {
 	"/nd_builtin_cache/io.jwt.decode_verify",
 	"/nd_builtin_cache/json.match_schema",
 	"/nd_builtin_cache/opa.runtime",
+}
+
+secret_headers := {
+	"authorization": "Bearer nx-acme-prod-1-0f3c9a",
+	"x-nexus-approval": "eyJ.approval.token",
+	"cookie": "session=1",
+	"x-api-key": "nx-stray",
+}
+
+cached_builtins := {
+	"io.jwt.decode_verify": {"[\"t\"]": [true, {}, {}]},
+	"json.match_schema": {},
+	"opa.runtime": {"[]": {"env": {}}},
+	"time.now_ns": {"[]": 1},
 }
 
 upserts(masks) := {m | some m in masks; is_object(m)}
@@ -88,6 +99,15 @@ test_query_strings_are_removed if {
 		"path": "/input/attributes/request/http/path",
 		"value": "/v1/chat/completions",
 	} in masks
+}
+
+test_secret_headers_are_removed_when_present if {
+	masks := log.mask with input as object.union(event(secret_headers), {"nd_builtin_cache": cached_builtins})
+	{m | some m in masks; is_string(m)} == removals | {
+		"/input/attributes/request/http/headers/x-nexus-approval",
+		"/input/attributes/request/http/headers/cookie",
+		"/input/attributes/request/http/headers/x-api-key",
+	}
 }
 
 test_no_authorization_header_needs_no_upsert if {

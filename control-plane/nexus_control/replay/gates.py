@@ -1,0 +1,108 @@
+"""Gates on a replay report, as the fleet file declares them, and their verdict.
+
+A gate is a limit on what a candidate would do to recorded traffic:
+deny→allow decisions on tools of at least a given risk (a count, usually 0),
+allow→deny and not-replayable decisions (fractions of the records), and a
+minimum number of records below which the replay proves too little to pass.
+Every gate is judged and reported, passed or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from nexus_control.authoring.spec import Risk, RiskLevel, _Strict
+from nexus_control.replay.report import Change, ReplayReport
+
+__all__ = [
+    "DEFAULT_WINDOW_HOURS",
+    "GateResult",
+    "GateVerdict",
+    "ReplayGates",
+    "judge",
+]
+
+DEFAULT_WINDOW_HOURS = 24
+
+
+class ReplayGates(_Strict):
+    """``replay_gates`` in the fleet file; an unset limit is no gate."""
+
+    window_hours: Annotated[int, Field(ge=1, le=24 * 90)] = DEFAULT_WINDOW_HOURS
+    """Publish replays the decisions of the last ``window_hours``."""
+    deny_to_allow_max: Annotated[int, Field(ge=0)] | None = 0
+    deny_to_allow_min_risk: Risk = RiskLevel.HIGH
+    """Only tools at this risk or above count against ``deny_to_allow_max``."""
+    allow_to_deny_max_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
+    not_replayable_max_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
+    min_sample: Annotated[int, Field(ge=0)] | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    passed: bool
+    observed: float
+    limit: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "passed": self.passed,
+            "observed": self.observed,
+            "limit": self.limit,
+        }
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    results: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(result.gate for result in self.results if not result.passed)
+
+
+def judge(
+    gates: ReplayGates, report: ReplayReport, risk_of: Callable[[str], RiskLevel | None]
+) -> GateVerdict:
+    """Every configured gate judged against ``report``; tools' risk from ``risk_of``."""
+    results: list[GateResult] = []
+    if gates.deny_to_allow_max is not None:
+        floor = gates.deny_to_allow_min_risk.rank
+        risky = sum(
+            count
+            for tool, count in report.deny_to_allow_by_tool.items()
+            if (risk := risk_of(tool)) is not None and risk.rank >= floor
+        )
+        results.append(
+            GateResult(
+                f"deny_to_allow[risk>={gates.deny_to_allow_min_risk.value}]",
+                risky <= gates.deny_to_allow_max,
+                float(risky),
+                float(gates.deny_to_allow_max),
+            )
+        )
+    fractions: Mapping[str, tuple[float | None, Change]] = {
+        "allow_to_deny_fraction": (gates.allow_to_deny_max_fraction, Change.ALLOW_TO_DENY),
+        "not_replayable_fraction": (gates.not_replayable_max_fraction, Change.NOT_REPLAYABLE),
+    }
+    for name, (limit, change) in fractions.items():
+        if limit is not None:
+            observed = report.fraction(change)
+            results.append(GateResult(name, observed <= limit, round(observed, 6), limit))
+    if gates.min_sample is not None:
+        replayed = report.total - report.counts.get(Change.NOT_REPLAYABLE, 0)
+        results.append(
+            GateResult("min_sample", replayed >= gates.min_sample, float(replayed),
+                       float(gates.min_sample))
+        )  # fmt: skip
+    return GateVerdict(tuple(results))
