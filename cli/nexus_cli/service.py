@@ -13,7 +13,7 @@ from nexus_cli.client import ControlPlaneClient
 from nexus_cli.console import JsonFlag, OverlayOption, TokenOption, UrlOption, err, out
 from nexus_cli.errors import EXIT_ENVIRONMENT, EXIT_PROBLEMS
 from nexus_control.access.keyring import DEFAULT_ROTATION_WINDOW_S, KeyPurpose
-from nexus_control.access.tokens import Role, create_token, revoke_token
+from nexus_control.access.tokens import Role, TokenError, create_token, revoke_token
 from nexus_control.authoring.loader import SpecError
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.settings import ControlSettings
@@ -69,15 +69,28 @@ def tokens_create(
     name: Annotated[str, typer.Option(help="Who holds it (the actor in audit events)")],
     region: Annotated[str | None, typer.Option(help="Enforcer tokens: their region")] = None,
     enforcer: Annotated[str | None, typer.Option(help="Bind to one enforcer id")] = None,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(help="Gateway tokens: a tenant it may report usage for (repeat; required)"),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a token in the control plane's database and print it once."""
     db = control_database(ControlSettings().database_url)
     db.migrate()
-    with db.session() as session:
-        plain, principal = create_token(
-            session, name=name, role=role, region=region, enforcer_id=enforcer
-        )
+    try:
+        with db.session() as session:
+            plain, principal = create_token(
+                session,
+                name=name,
+                role=role,
+                region=region,
+                enforcer_id=enforcer,
+                tenants=tuple(tenant or ()),
+            )
+    except TokenError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_PROBLEMS) from exc
     if as_json:
         out.print_json(json.dumps({"id": principal.token_id, "token": plain, "role": role.value}))
     else:

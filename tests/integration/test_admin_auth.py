@@ -20,6 +20,7 @@ from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.opa import Opa
 from nexus_control.settings import ControlSettings
 from tests.conftest import TEST_KEY_ID
+from tests.fixtures.environment import scope
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,9 @@ def setup(
     with plane.db.session() as session:
         for role in Role:
             region = "eu-west-1" if role is Role.ENFORCER else None
-            tokens[role.value], _ = create_token(session, name=role.value, role=role, region=region)
+            tokens[role.value], _ = create_token(
+                session, name=role.value, role=role, region=region, tenants=scope(role)
+            )
     app = create_app(plane)
     with TestClient(app) as client:
         yield client, tokens, app.openapi()

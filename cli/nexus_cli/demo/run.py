@@ -84,6 +84,8 @@ REFUSAL_DEADLINE_S = 10.0
 DEMO_WIDTH = 200
 USAGE_FEATURE = "support-chat"
 USAGE_TOKENS = 1_200
+DEMO_TENANTS = ("acme", "globex", "hooli", "initech", "stark", "umbrella", "wayne")
+"""The example bundle's tenants: the demo gateway token reports for these alone."""
 DEMO_REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
 DEMO_SOAK_S = 1
 FINISHED = (RolloutState.COMPLETED, RolloutState.HALTED, RolloutState.ROLLED_BACK)
@@ -348,7 +350,12 @@ class DemoRun:
                 (Role.OPERATOR, "olivia"),
                 (Role.GATEWAY, "gateway"),
             ):
-                self.tokens[role.value], _ = create_token(session, name=name, role=role)
+                self.tokens[role.value], _ = create_token(
+                    session,
+                    name=name,
+                    role=role,
+                    tenants=DEMO_TENANTS if role is Role.GATEWAY else (),
+                )
             self.tokens["compliance"], _ = create_token(
                 session, name="carmen", role=Role.COMPLIANCE
             )

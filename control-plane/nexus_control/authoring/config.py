@@ -9,7 +9,7 @@ a decision costs constant-time lookups.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "ApiKeyEntry",
@@ -57,6 +57,8 @@ class RoleConfig(TypedDict):
 class ApiKeyEntry(TypedDict):
     tenant: str
     subject: str
+    feature: NotRequired[str]
+    """The product feature the key's spend is booked to (per-feature caps read it)."""
 
 
 class IssuerConfig(TypedDict):

@@ -56,6 +56,7 @@ class ApiKeyGrant:
     key_id: str
     sha256: str
     tenant: str
+    feature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -327,13 +328,14 @@ class _Resolver:
                     _, line, _ = doc.at("bindings", i, field, j)
                     granted[key] = f"{file}:{line}"
             for j, api_key in enumerate(binding.api_keys):
-                grant = ApiKeyGrant(api_key.id, api_key.sha256, binding.tenant)
+                grant = ApiKeyGrant(api_key.id, api_key.sha256, binding.tenant, api_key.feature)
                 other = keys_by_hash.get(api_key.sha256) or keys_by_id.get(api_key.id)
                 if other is not None and other != grant:
                     self.report(
                         doc,
                         f"API key {api_key.id!r} conflicts with key {other.key_id!r} of tenant "
-                        f"{other.tenant!r}: a key has one id, one hash and one tenant",
+                        f"{other.tenant!r}: a key has one id, one hash, one tenant and one "
+                        "feature",
                         "bindings",
                         i,
                         "apiKeys",

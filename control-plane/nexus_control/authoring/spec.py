@@ -198,6 +198,9 @@ class ApiKey(_Strict):
 
     id: Identifier
     sha256: Sha256Hex
+    feature: Identifier | None = None
+    """The product feature this key serves: its spend is booked to it and per-feature caps
+    apply (a client cannot choose another by header)."""
 
 
 class Binding(_Strict):
