@@ -27,6 +27,11 @@ umbrella_api_key := "nx-umbrella-1-c4f1"
 
 hooli_api_key := "nx-hooli-1-98aa"
 
+# Keys bound to a product feature in the RBAC spec: their spend is booked to it.
+acme_chat_api_key := "nx-acme-chat-31d0"
+
+acme_batch_api_key := "nx-acme-batch-e71c"
+
 # JWKs: "private" signs in tests, "public" is what the config trusts.
 keys := {
 	"idp_rsa": {
@@ -165,6 +170,8 @@ config := {
 				"tools:payments-refund": true,
 			},
 			"service:batch": {"chat:completions": true},
+			"apikey:acme-chat": {"chat:completions": true},
+			"apikey:acme-batch": {"chat:completions": true},
 		},
 		"globex": {
 			"apikey:globex-ci": {
@@ -183,6 +190,8 @@ config := {
 		crypto.sha256(initech_api_key): {"tenant": "initech", "subject": "apikey:initech-1"},
 		crypto.sha256(umbrella_api_key): {"tenant": "umbrella", "subject": "apikey:umbrella-1"},
 		crypto.sha256(hooli_api_key): {"tenant": "hooli", "subject": "apikey:hooli-1"},
+		crypto.sha256(acme_chat_api_key): {"tenant": "acme", "subject": "apikey:acme-chat", "feature": "chat"},
+		crypto.sha256(acme_batch_api_key): {"tenant": "acme", "subject": "apikey:acme-batch", "feature": "batch"},
 	},
 	"issuers": {
 		acme_issuer: {
@@ -261,6 +270,9 @@ state := {
 	},
 	"disabled": {"hooli": {"reason": "monthly hard cap reached", "since": "2026-11-20T10:00:00Z"}},
 }
+
+# A state bundle with no spend yet (the start of a period).
+empty_state := {"period": "2026-11", "spend": {}, "disabled": {}}
 
 # An Envoy CheckRequest as the ext_authz plugin turns it into input.
 http_request(method, path, headers) := {

@@ -50,6 +50,7 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
                     "per_feature": dict(sorted(t.budget.per_feature.items())),
                     "soft_cap_ratio": t.budget.soft_cap_percent / 100,
                     "on_hard_cap": t.budget.on_hard_cap,
+                    "before_state": t.budget.before_state,
                 },
             }
             for t in _by_id(policy.tenants)

@@ -35,6 +35,7 @@ class BudgetConfig(TypedDict):
     per_feature: dict[str, float]
     soft_cap_ratio: float
     on_hard_cap: Literal["refuse", "disable"]
+    before_state: Literal["refuse", "allow"]
 
 
 class TenantConfig(TypedDict):

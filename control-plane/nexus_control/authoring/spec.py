@@ -144,6 +144,8 @@ class Budget(_Strict):
     monthly_cap_usd: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
     soft_cap_percent: Annotated[int, Field(ge=1, le=100)] = 80
     on_hard_cap: Literal["refuse", "disable"] = "refuse"
+    before_state: Literal["refuse", "allow"] = "refuse"
+    """What metered routes get while an enforcer has no state bundle (spend unknown)."""
     per_model: dict[Identifier, Annotated[float, Field(gt=0, strict=False)]] = Field(
         default_factory=dict
     )

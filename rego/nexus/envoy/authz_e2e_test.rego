@@ -15,6 +15,14 @@ decide_in(req, runtime) := d if {
 		with opa.runtime as runtime
 }
 
+decide_without_spend(req) := d if {
+	d := authz.decision with input as req
+		with data.nexus.config as fx.config
+		with data.nexus_state as fx.empty_state
+		with time.now_ns as fx.now_ns
+		with opa.runtime as fx.runtime_eu
+}
+
 decide_without_state(req) := d if {
 	d := authz.decision with input as req
 		with data.nexus.config as fx.config
@@ -68,8 +76,8 @@ test_chat_completion_is_allowed_with_routing_headers if {
 	d.response_headers_to_add == {"x-nexus-budget-warning": "tenant=85%"}
 }
 
-test_chat_completion_without_prompt_or_state if {
-	d := decide_without_state(alice("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
+test_chat_completion_without_prompt_or_spend if {
+	d := decide_without_spend(alice("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
 	allowed(d)
 	d.headers == {"x-nexus-route-model": "gpt-4.1"}
 	d.response_headers_to_add == {}
@@ -168,7 +176,7 @@ test_erasure_by_a_dpo_is_allowed if {
 # Models and rollout
 
 test_model_outside_the_plan_is_403 if {
-	d := decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
+	d := decide_without_spend(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
 	denied(d, 403, {"nexus.models.model_not_entitled"})
 	d.reasons[0].controls == ["SOC2:CC6.3", "ISO27001:A.5.15", "ISO42001:A.9.4"]
 }
@@ -177,6 +185,7 @@ test_canary_routes_to_a_model_the_plan_lacks if {
 	# in the canary, globex's variant slot 605d5bce picks gpt-4.1, an enterprise model
 	d := authz.decision with input as globex("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"})
 		with data.nexus.config as fx.everyone_in_canary
+		with data.nexus_state as fx.empty_state
 		with time.now_ns as fx.now_ns
 		with opa.runtime as fx.runtime_eu
 	denied(d, 403, {"nexus.models.model_not_entitled"})
@@ -219,8 +228,13 @@ test_tenant_over_its_cap_is_429 if {
 	d.reasons[0].controls == ["SOC2:A1.1", "ISO27001:A.8.6", "ISO42001:A.4.5"]
 }
 
-test_tenant_over_its_cap_is_served_without_state if {
-	allowed(decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"})))
+test_metered_route_is_503_before_state_loads if {
+	d := decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"}))
+	denied(d, 503, {"nexus.budget.state_unknown"})
+}
+
+test_unmetered_route_is_served_before_state_loads if {
+	allowed(decide_without_state(acme("GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(3)})))
 }
 
 test_model_over_its_cap_is_429 if {
@@ -229,7 +243,7 @@ test_model_over_its_cap_is_429 if {
 }
 
 test_feature_soft_cap_adds_to_the_warning if {
-	d := decide(acme("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o", "x-nexus-feature": "chat"}))
+	d := decide(request_for("acme", fx.acme_chat_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"}))
 	allowed(d)
 	d.response_headers_to_add == {"x-nexus-budget-warning": "feature:chat=91%, tenant=85%"}
 }
@@ -254,7 +268,7 @@ tool_call(tool, headers, arguments) := fx.with_body(
 )
 
 test_low_risk_tool_call_is_allowed if {
-	d := decide_without_state(tool_call("web-search", {"x-nexus-tool": "web-search"}, {"query": "opa"}))
+	d := decide_without_spend(tool_call("web-search", {"x-nexus-tool": "web-search"}, {"query": "opa"}))
 	allowed(d)
 	d.headers == {}
 }
@@ -331,9 +345,10 @@ test_eu_tenant_on_a_us_enforcer_is_403 if {
 }
 
 test_unbound_tenant_on_any_enforcer_is_allowed if {
-	# globex is over its cap, so without the state bundle
+	# globex is over its cap, so without any spend
 	d := authz.decision with input as globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"})
 		with data.nexus.config as fx.config
+		with data.nexus_state as fx.empty_state
 		with opa.runtime as fx.runtime_us
 	allowed(d)
 }
