@@ -74,6 +74,15 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
             }
             for url, (issuer, jwks) in sorted(policy.issuers.items())
         },
+        "record_signers": {
+            url: {
+                "audience": signer.audience,
+                "tenants": dict.fromkeys(sorted(signer.tenants), True),
+                "max_ttl_s": signer.max_ttl_seconds,
+                "jwks": jwks,
+            }
+            for url, (signer, jwks) in sorted(policy.record_signers.items())
+        },
         "approval": {
             "issuer": APPROVAL_ISSUER,
             "audience": APPROVAL_AUDIENCE,

@@ -20,6 +20,7 @@ __all__ = [
     "IssuerConfig",
     "ModelConfig",
     "PromptConfig",
+    "RecordSignerConfig",
     "RetentionEntry",
     "RoleConfig",
     "RolloutsConfig",
@@ -68,6 +69,14 @@ class IssuerConfig(TypedDict):
     tenants: dict[str, bool]
     jwks: str
     """The issuer's JWKS as compact JSON text (what ``io.jwt.decode_verify`` takes)."""
+
+
+class RecordSignerConfig(TypedDict):
+    audience: str
+    tenants: dict[str, bool]
+    max_ttl_s: int
+    jwks: str
+    """The record store's JWKS as compact JSON text."""
 
 
 class ApprovalConfig(TypedDict):
@@ -148,6 +157,8 @@ class CompiledConfig(TypedDict):
     api_keys: dict[str, ApiKeyEntry]
     """By SHA-256 (hex) of the key."""
     issuers: dict[str, IssuerConfig]
+    record_signers: dict[str, RecordSignerConfig]
+    """By issuer: the stores whose record tokens state a record's tenant, class and age."""
     approval: ApprovalConfig
     tools: dict[str, ToolConfig]
     prompts: dict[str, PromptConfig]

@@ -40,6 +40,7 @@ __all__ = [
     "PromptVersion",
     "PromptsSpec",
     "RbacSpec",
+    "RecordSigner",
     "Region",
     "RegionsSpec",
     "RetentionRule",
@@ -249,10 +250,29 @@ class Issuer(_Strict):
     """Path of a JWKS file, relative to the spec file."""
 
 
+class RecordSigner(_Strict):
+    """A record store (the chat store) whose short-lived tokens state a record's facts.
+
+    The policy trusts a record's tenant, data class and creation time only from
+    such a token (``x-nexus-record-token``), never from a client's header.
+    """
+
+    issuer: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
+    audience: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
+    tenants: list[Identifier] = Field(min_length=1)
+    """The tenants whose records this store may speak for."""
+    max_ttl_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
+    """The longest lifetime (exp - iat) a record token may have."""
+    jwks: dict[str, Any] | None = None
+    jwks_file: str | None = None
+    """Path of a JWKS file, relative to the spec file."""
+
+
 class IdentitySpec(_Strict):
     api_version: Literal["policy.nexus.ai/v1"]
     kind: Literal["Identity"]
     issuers: list[Issuer] = Field(default_factory=list)
+    record_signers: list[RecordSigner] = Field(default_factory=list)
 
 
 # --- Tools -------------------------------------------------------------------

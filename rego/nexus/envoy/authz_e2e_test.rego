@@ -44,7 +44,8 @@ alice(method, path, headers) := fx.http_request(
 	object.union({"authorization": fx.bearer(fx.alice_token), "x-nexus-tenant": "acme"}, headers),
 )
 
-days_ago(days) := time.format([fx.now_ns - (days * fx.day_ns), "UTC", "2006-01-02T15:04:05Z07:00"])
+# Chat c-1 of ``tenant`` created ``days`` ago, as the chat store signs it.
+chat_record(tenant, days) := fx.record_headers(tenant, "c-1", "chat-history", days)
 
 rules(d) := [r.rule | some r in d.reasons]
 
@@ -234,7 +235,7 @@ test_metered_route_is_503_before_state_loads if {
 }
 
 test_unmetered_route_is_served_before_state_loads if {
-	allowed(decide_without_state(acme("GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(3)})))
+	allowed(decide_without_state(acme("GET", "/v1/chats/c-1", chat_record("acme", 3))))
 }
 
 test_model_over_its_cap_is_429 if {
@@ -249,7 +250,7 @@ test_feature_soft_cap_adds_to_the_warning if {
 }
 
 test_disabled_tenant_is_403_even_on_reads if {
-	d := decide(request_for("hooli", fx.hooli_api_key, "GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(1)}))
+	d := decide(request_for("hooli", fx.hooli_api_key, "GET", "/v1/chats/c-1", chat_record("hooli", 1)))
 	denied(d, 403, {"nexus.budget.tenant_disabled"})
 }
 
@@ -313,21 +314,21 @@ test_approval_for_other_arguments_is_403 if {
 # Retention
 
 test_recent_chat_is_readable if {
-	allowed(decide(acme("GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(3)})))
+	allowed(decide(acme("GET", "/v1/chats/c-1", chat_record("acme", 3))))
 }
 
 test_chat_past_retention_is_410 if {
-	d := decide(acme("GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(45)}))
+	d := decide(acme("GET", "/v1/chats/c-1", chat_record("acme", 45)))
 	denied(d, 410, {"nexus.retention.retention_expired"})
 	d.reasons[0].controls == ["GDPR:Art.5", "ISO27001:A.5.33", "ISO27001:A.8.10", "SOC2:C1.2"]
 }
 
-test_chat_read_without_creation_time_is_400 if {
-	denied(decide(acme("GET", "/v1/chats/c-1", {})), 400, {"nexus.retention.record_created_invalid"})
+test_chat_read_without_a_record_token_is_400 if {
+	denied(decide(acme("GET", "/v1/chats/c-1", {})), 400, {"nexus.retention.record_token_invalid"})
 }
 
 test_deletion_is_allowed_without_legal_hold if {
-	allowed(decide(acme("DELETE", "/v1/chats/c-1", {})))
+	allowed(decide(acme("DELETE", "/v1/chats/c-1", chat_record("acme", 1))))
 }
 
 test_erasure_under_legal_hold_is_403 if {
