@@ -37,6 +37,12 @@ from nexus_control.authoring.loader import Problem, SpecError, load_bundle
 from nexus_control.authoring.opa import Opa, OpaError
 from nexus_control.authoring.policyset import resolve
 from nexus_control.settings import ControlSettings
+from nexus_dataplane.records import (
+    DEV_RECORD_ISSUER,
+    RECORD_KEY_FILE,
+    RECORD_OVERLAY_FILE,
+    create_dev_record_signer,
+)
 from nexus_runtime.toolchain import doctor as tool_statuses
 from nexus_runtime.toolchain import find_opa, required_missing
 
@@ -364,7 +370,8 @@ def dev_keys(
     ] = Path(".nexus/dev-keys"),
     fmt: FormatOption = OutputFormat.TEXT,
 ) -> None:
-    """Throwaway API keys for every (tenant, role) the bundle binds, as an overlay.
+    """Throwaway API keys for every (tenant, role) the bundle binds, as an overlay,
+    and a development record store (its key 0600) that the overlay trusts.
 
     Build or publish with ``--overlay DIR`` and call the gateway with the keys
     printed here: they are shown once and never written down.
@@ -372,12 +379,22 @@ def dev_keys(
     policy = resolve(load_bundle(bundle_dir))
     grants = grants_for_every_binding(policy)
     plain = throwaway_keys(grants, out_dir)
+    create_dev_record_signer(out_dir, sorted(policy.tenants))
+    record_key = out_dir / RECORD_KEY_FILE
     if fmt is OutputFormat.JSON:
         keys = [
             {"id": g.key_id, "tenant": g.tenant, "roles": list(g.roles), "key": plain[g.key_id]}
             for g in grants
         ]
-        out.print_json(json.dumps({"overlay": str(out_dir / OVERLAY_FILE), "keys": keys}))
+        out.print_json(
+            json.dumps(
+                {
+                    "overlay": str(out_dir / OVERLAY_FILE),
+                    "keys": keys,
+                    "record_signer": {"issuer": DEV_RECORD_ISSUER, "key": str(record_key)},
+                }
+            )
+        )
         return
     table = Table(title=f"Throwaway API keys for {policy.name} (shown once)")
     for column in ("key id", "tenant", "role", "key"):
@@ -388,6 +405,11 @@ def dev_keys(
     err.print(
         f"wrote {out_dir / OVERLAY_FILE} (hashes only); build or publish with "
         f"--overlay {out_dir}, then send Authorization: Bearer <key> and x-nexus-tenant"
+    )
+    err.print(
+        f"wrote a dev chat store key {record_key} (0600; issuer {DEV_RECORD_ISSUER}) and "
+        f"{out_dir / RECORD_OVERLAY_FILE} trusting it: sign x-nexus-record-token with "
+        "nexus_dataplane.records.RecordSigner"
     )
 
 

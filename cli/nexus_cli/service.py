@@ -83,6 +83,10 @@ def tokens_create(
     enforcer: Annotated[
         str | None, typer.Option(help="Enforcer tokens: the one enforcer id it speaks for")
     ] = None,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(help="Gateway tokens: a tenant it may report usage for (repeat; required)"),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a token in the control plane's database and print it once (audited)."""
@@ -96,6 +100,7 @@ def tokens_create(
                 role=role,
                 region=region,
                 enforcer_id=enforcer,
+                tenants=tuple(tenant or ()),
                 actor=local_actor(),
             )
     except TokenError as exc:

@@ -29,12 +29,14 @@ __all__ = [
     "PROMPT_HEADER",
     "PROMPT_VERSION_HEADER",
     "RECORD_CREATED_HEADER",
+    "RECORD_TOKEN_HEADER",
     "ROUTE_MODEL_HEADER",
     "SOURCES_CONTENT_TYPE",
     "STATE_BUNDLE",
     "STATE_ROOTS",
     "SUBJECT_HEADER",
     "TENANT_HEADER",
+    "UNTRUSTED_FACT_HEADERS",
     "bundle_resource",
 ]
 
@@ -82,12 +84,31 @@ SUBJECT_HEADER = "x-nexus-subject"
 MODEL_HEADER = "x-nexus-model"
 PROMPT_HEADER = "x-nexus-prompt"
 FEATURE_HEADER = "x-nexus-feature"
+"""Never trusted: the feature comes from the credential (key binding or JWT claim)."""
 APPROVAL_HEADER = "x-nexus-approval"
 DATA_CLASS_HEADER = "x-nexus-data-class"
+"""Never trusted: the data class comes from the record token."""
 RECORD_CREATED_HEADER = "x-nexus-record-created"
+"""Never trusted: the creation time comes from the record token."""
+RECORD_TOKEN_HEADER = "x-nexus-record-token"  # noqa: S105 - a header name, not a secret
+"""A short-lived ES256 JWS from the record's store: tenant, record id, data class, created_at."""
 ROUTE_MODEL_HEADER = "x-nexus-route-model"
 PROMPT_VERSION_HEADER = "x-nexus-prompt-version"
 BUDGET_WARNING_HEADER = "x-nexus-budget-warning"
+UNTRUSTED_FACT_HEADERS = (
+    FEATURE_HEADER,
+    DATA_CLASS_HEADER,
+    RECORD_CREATED_HEADER,
+    "x-nexus-record-class",
+    "x-nexus-record-tenant",
+    "x-nexus-record-id",
+    ROUTE_MODEL_HEADER,
+    PROMPT_VERSION_HEADER,
+)
+"""Headers a client may send that would claim a fact (or a decision's output): Envoy strips
+them before ext_authz and the upstream see the request. The policy decides on the credential,
+compiled data, the state bundle and signed tokens only (README, "Which facts the policy trusts").
+"""
 EXPECTED_REVISION_HEADER = "x-nexus-expected-revision"
 """Sent with published sources: the revision the author's build computed (refused if it differs)."""
 SOURCES_CONTENT_TYPE = "application/vnd.nexus.sources+gzip"

@@ -1,6 +1,8 @@
 """Envoy for one enforcer: its bootstrap, and the real ``envoy`` process.
 
-One listener whose HTTP filters are ext_authz (gRPC to this enforcer's OPA,
+One listener whose HTTP filters are a header mutation that strips every
+client-sent header claiming a fact (`UNTRUSTED_FACT_HEADERS`), ext_authz
+(gRPC to this enforcer's OPA,
 ``failure_mode_allow: false``, a short timeout) and the router; the decision
 id from the plugin's dynamic metadata is added to the upstream request and to
 the response. The request body reaches OPA only on routes whose policy reads
@@ -23,6 +25,7 @@ from nexus_contract.wire import (
     DECISION_ID_HEADER,
     DECISION_ID_METADATA_KEY,
     EXT_AUTHZ_METADATA_NAMESPACE,
+    UNTRUSTED_FACT_HEADERS,
 )
 from nexus_dataplane.process import ManagedProcess, http_ok
 from nexus_dataplane.spec import ConfigError, EnforcerSpec
@@ -54,6 +57,8 @@ PATH_NORMALISATION: dict[str, Any] = {
     "path_with_escaped_slashes_action": "REJECT_REQUEST",
 }
 """How the listener canonicalises :path, so the policy decides on the path the upstream gets."""
+HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
+HEADER_MUTATION_TYPE = f"{_TYPES}.filters.http.header_mutation.v3.HeaderMutation"
 _DECISION_ID_FROM_METADATA = (
     f"%DYNAMIC_METADATA({EXT_AUTHZ_METADATA_NAMESPACE}:{DECISION_ID_METADATA_KEY})%"
 )
@@ -96,6 +101,23 @@ def _decision_id_header() -> dict[str, Any]:
             "value": _DECISION_ID_FROM_METADATA,
         },
         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+
+
+def _strip_fact_headers_filter() -> dict[str, Any]:
+    """Remove every client-sent header that would claim a fact, before ext_authz sees it.
+
+    The policy never reads them (it decides on the credential, bundle data, the
+    state bundle and signed tokens), and stripping keeps them from the upstream too.
+    """
+    return {
+        "name": HEADER_MUTATION_FILTER,
+        "typed_config": {
+            "@type": HEADER_MUTATION_TYPE,
+            "mutations": {
+                "request_mutations": [{"remove": name} for name in UNTRUSTED_FACT_HEADERS]
+            },
+        },
     }
 
 
@@ -151,7 +173,9 @@ def _routes(spec: EnforcerSpec, *, with_ext_authz: bool) -> list[dict[str, Any]]
 
 def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str, Any]:
     """Envoy's bootstrap; ``with_ext_authz=False`` gives the same proxy without OPA (benchmarks)."""
-    http_filters = [_ext_authz_filter()] if with_ext_authz else []
+    http_filters = [_strip_fact_headers_filter()]
+    if with_ext_authz:
+        http_filters.append(_ext_authz_filter())
     http_filters.append(
         {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
     )

@@ -4,9 +4,11 @@
 #   Monthly spend caps from the state bundle (data.nexus_state): a disabled
 #   tenant is refused everywhere, a reached cap refuses metered routes, and
 #   a soft cap adds a warning header. Until the state bundle has been
-#   loaded no spend is known, and nothing is refused on its account.
+#   loaded no spend is known: metered routes are refused (fail closed),
+#   unless the tenant's budget says before_state = allow.
 package nexus.budget
 
+import data.nexus.identity
 import data.nexus.reason
 import data.nexus.request
 import data.nexus.rollout
@@ -18,7 +20,14 @@ metered if metered_routes[request.route]
 
 spend := data.nexus_state.spend[request.tenant]
 
-feature := request.headers["x-nexus-feature"]
+# The credential's feature (identity.feature), never a client's header.
+feature := identity.feature if identity.feature != ""
+
+# Every state document names its period; before the state bundle is
+# activated data.nexus_state holds nothing.
+state_loaded if is_string(data.nexus_state.period)
+
+fails_open if data.nexus.config.tenants[request.tenant].budget.before_state == "allow"
 
 soft_cap_ratio := data.nexus.config.tenants[request.tenant].budget.soft_cap_ratio
 
@@ -49,6 +58,30 @@ percent(ratio) := sprintf("%v%%", [round(ratio * 100)])
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	data.nexus_state.disabled[request.tenant]
 	msg := sprintf("tenant %q is disabled: %s", [request.tenant, disabled_reason])
+}
+
+# METADATA
+# title: Spend not known yet
+# description: |
+#   The enforcer has not loaded the state bundle, so the tenant's spend is
+#   unknown; metered routes are refused until it is (unless the tenant's
+#   budget allows serving before state).
+# custom:
+#   id: nexus.budget.state_unknown
+#   status: 503
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	metered
+	not state_loaded
+	not fails_open
+	msg := sprintf(
+		"the spend of tenant %q is not known yet (no state bundle loaded); metered routes wait for it",
+		[request.tenant],
+	)
 }
 
 # METADATA
@@ -88,7 +121,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 
 # METADATA
 # title: Feature budget exhausted
-# description: The tenant's spend booked to the x-nexus-feature has reached its cap for the period.
+# description: The tenant's spend booked to the credential's feature has reached its cap for the period.
 # custom:
 #   id: nexus.budget.feature_cap_reached
 #   status: 429

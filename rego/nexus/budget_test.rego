@@ -23,16 +23,49 @@ test_tenant_without_spend_is_quiet if {
 	outcome(chat_for("initech", {"x-nexus-model": "gpt-4o"})) == {"reasons": set(), "warning": ""}
 }
 
-test_missing_state_bundle_refuses_nothing if {
-	every tenant in ["acme", "globex", "hooli"] {
-		req := chat_for(tenant, {"x-nexus-model": "gpt-4.1", "x-nexus-feature": "batch"})
-		count(budget.deny) == 0 with input as req with data.nexus.config as fx.config
-		budget.warning == "" with input as req with data.nexus.config as fx.config
+keyed(api_key, headers) := fx.http_request(
+	"POST", "/v1/chat/completions",
+	object.union(fx.api_key_headers("acme", api_key), headers),
+)
+
+test_missing_state_bundle_refuses_metered_routes if {
+	every tenant in ["acme", "globex", "umbrella"] {
+		rs := budget.deny with input as chat_for(tenant, {"x-nexus-model": "gpt-4o"}) with data.nexus.config as fx.config
+		{[r.rule, r.status] | some r in rs} == {["nexus.budget.state_unknown", 503]}
 	}
 }
 
+test_missing_state_bundle_refuses_no_read if {
+	read := request_for("acme", "GET", "/v1/chats/c-1", {})
+	count(budget.deny) == 0 with input as read with data.nexus.config as fx.config
+}
+
+test_tenant_may_choose_to_be_served_before_state_loads if {
+	config := json.patch(fx.config, [{"op": "add", "path": "/tenants/acme/budget/before_state", "value": "allow"}])
+	count(budget.deny) == 0 with input as chat_for("acme", {"x-nexus-model": "gpt-4o"}) with data.nexus.config as config
+}
+
+test_feature_header_cannot_dodge_a_feature_cap if {
+	# the key is bound to "batch" (120 % of its cap); the header claims "chat"
+	o := outcome(keyed(fx.acme_batch_api_key, {"x-nexus-model": "gpt-4o", "x-nexus-feature": "chat"}))
+	{r[0] | some r in o.reasons} == {"nexus.budget.feature_cap_reached"}
+}
+
+test_feature_comes_from_a_verified_jwt_claim if {
+	token := fx.sign(fx.keys.idp_rsa, {
+		"iss": fx.acme_issuer, "aud": "nexus-gateway", "sub": "alice", "nexus_tenant": "acme",
+		"nexus_feature": "batch", "iat": fx.now_s, "exp": fx.now_s + 300,
+	})
+	req := fx.http_request("POST", "/v1/chat/completions", {
+		"authorization": fx.bearer(token), "x-nexus-tenant": "acme", "x-nexus-model": "gpt-4o",
+	})
+	rs := budget.deny with input as req with data.nexus.config as fx.config
+		with data.nexus_state as fx.state with time.now_ns as fx.now_ns
+	{r.rule | some r in rs} == {"nexus.budget.feature_cap_reached"}
+}
+
 test_soft_cap_warns if {
-	o := outcome(chat_for("acme", {"x-nexus-model": "gpt-4o", "x-nexus-feature": "chat"}))
+	o := outcome(keyed(fx.acme_chat_api_key, {"x-nexus-model": "gpt-4o"}))
 	o.reasons == set()
 	o.warning == "feature:chat=91%, tenant=85%"
 }
@@ -93,7 +126,7 @@ test_model_cap_follows_rollout_routing if {
 }
 
 test_feature_cap_is_429 if {
-	outcome(chat_for("acme", {"x-nexus-model": "gpt-4o", "x-nexus-feature": "batch"})).reasons == {[
+	outcome(keyed(fx.acme_batch_api_key, {"x-nexus-model": "gpt-4o"})).reasons == {[
 		"nexus.budget.feature_cap_reached", 429,
 		`tenant "acme" has used 120% of its budget for feature "batch"`,
 	]}

@@ -77,6 +77,21 @@ default tenant := ""
 
 tenant := credential.tenant
 
+# The product feature the caller's spend is booked to: bound to the API key
+# in the RBAC spec, or a nexus_feature claim of a verified JWT. Never a
+# header: a client choosing its feature could dodge a per-feature cap.
+default feature := ""
+
+feature := api_key.feature if {
+	credential.method == "api_key"
+	is_string(api_key.feature)
+}
+
+feature := jwt_claims.nexus_feature if {
+	credential.method == "jwt"
+	is_string(jwt_claims.nexus_feature)
+}
+
 default subject := ""
 
 subject := credential.subject

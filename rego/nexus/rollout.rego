@@ -76,14 +76,26 @@ prompt_id := prompt_parts[0] if {
 
 prompt := data.nexus.config.prompts[prompt_id]
 
-# A pinned version bypasses the rollout flag: the caller asked for it.
+# A pinned version bypasses the rollout's canary and overrides (the caller
+# asked for it), but never its kill switch: a killed prompt serves its
+# baseline to everyone, pinned or not.
 pinned_version := prompt_parts[1] if prompt_id
+
+prompt_killed if data.nexus.config.rollouts.prompts[prompt_id].kill_switch == true
 
 default prompt_version := ""
 
-prompt_version := pinned_version if pinned_version
+prompt_version := pinned_version if {
+	pinned_version
+	not prompt_killed
+}
 
 prompt_version := choice(data.nexus.config.rollouts.prompts[prompt_id]) if not pinned_version
+
+prompt_version := data.nexus.config.rollouts.prompts[prompt_id].baseline if {
+	pinned_version
+	prompt_killed
+}
 
 prompt_version := prompt.default_version if {
 	not pinned_version

@@ -116,6 +116,19 @@ test_pinned_prompt_version_bypasses_the_rollout if {
 	resolved(chat_as("globex", {"x-nexus-prompt": "support-agent@3"})) == {"version": "3", "reasons": set()}
 }
 
+killed_prompts := json.patch(fx.config, [{
+	"op": "replace",
+	"path": "/rollouts/prompts/support-agent/kill_switch",
+	"value": true,
+}])
+
+test_pinned_prompt_version_cannot_bypass_a_kill_switch if {
+	every pin in ["support-agent@4", "support-agent@3"] {
+		rollout.prompt_version == "3" with input as chat_as("globex", {"x-nexus-prompt": pin})
+			with data.nexus.config as killed_prompts
+	}
+}
+
 test_no_prompt_header_resolves_nothing if {
 	resolved(chat({})) == {"version": "", "reasons": set()}
 }

@@ -15,6 +15,8 @@ runtime_us := {"config": {"labels": {"region": "us-east-1"}}}
 
 acme_issuer := "https://login.acme.example"
 
+record_issuer := "https://chat-store.test"
+
 globex_issuer := "https://login.globex.example"
 
 acme_api_key := "nx-acme-prod-1-0f3c9a"
@@ -26,6 +28,11 @@ initech_api_key := "nx-initech-1-5d2e"
 umbrella_api_key := "nx-umbrella-1-c4f1"
 
 hooli_api_key := "nx-hooli-1-98aa"
+
+# Keys bound to a product feature in the RBAC spec: their spend is booked to it.
+acme_chat_api_key := "nx-acme-chat-31d0"
+
+acme_batch_api_key := "nx-acme-batch-e71c"
 
 # JWKs: "private" signs in tests, "public" is what the config trusts.
 keys := {
@@ -72,6 +79,27 @@ keys := {
 			"use": "sig",
 			"x": "oU4_rw5-aiXectiKlyye2LtxhENVF5RJyIs0qGiBmB4",
 			"y": "oOdr-ZFlwhYG35SkBQKORNfdg4zUKRkZZ20kOaPSzCo",
+		},
+	},
+	"record_ec": {
+		"private": {
+			"kty": "EC",
+			"crv": "P-256",
+			"kid": "chat-store-test",
+			"alg": "ES256",
+			"use": "sig",
+			"x": "sVg2yZ1YxUM-smKELQaz3PVKkONPIqcN7V0zZmam0jQ",
+			"y": "-JJViROTHzK3DOaCvNrySOt6mxmLRxNCTQ4ZzvHQhfQ",
+			"d": "cUF7s9a6NGZukcWAzvv1c-1JEmHGaRCDtVpEgEU29P8",
+		},
+		"public": {
+			"kty": "EC",
+			"crv": "P-256",
+			"kid": "chat-store-test",
+			"alg": "ES256",
+			"use": "sig",
+			"x": "sVg2yZ1YxUM-smKELQaz3PVKkONPIqcN7V0zZmam0jQ",
+			"y": "-JJViROTHzK3DOaCvNrySOt6mxmLRxNCTQ4ZzvHQhfQ",
 		},
 	},
 	"approval_ec": {
@@ -165,6 +193,8 @@ config := {
 				"tools:payments-refund": true,
 			},
 			"service:batch": {"chat:completions": true},
+			"apikey:acme-chat": {"chat:completions": true},
+			"apikey:acme-batch": {"chat:completions": true},
 		},
 		"globex": {
 			"apikey:globex-ci": {
@@ -183,6 +213,8 @@ config := {
 		crypto.sha256(initech_api_key): {"tenant": "initech", "subject": "apikey:initech-1"},
 		crypto.sha256(umbrella_api_key): {"tenant": "umbrella", "subject": "apikey:umbrella-1"},
 		crypto.sha256(hooli_api_key): {"tenant": "hooli", "subject": "apikey:hooli-1"},
+		crypto.sha256(acme_chat_api_key): {"tenant": "acme", "subject": "apikey:acme-chat", "feature": "chat"},
+		crypto.sha256(acme_batch_api_key): {"tenant": "acme", "subject": "apikey:acme-batch", "feature": "batch"},
 	},
 	"issuers": {
 		acme_issuer: {
@@ -194,6 +226,12 @@ config := {
 			"jwks": jwks([keys.idp_ec.public]),
 		},
 	},
+	"record_signers": {record_issuer: {
+		"audience": "nexus-gateway",
+		"tenants": {"acme": true, "globex": true, "hooli": true, "umbrella": true},
+		"max_ttl_s": 300,
+		"jwks": jwks([keys.record_ec.public]),
+	}},
 	"approval": {
 		"issuer": "nexus-control-plane", "audience": "nexus-gateway", "jwks": jwks([keys.approval_ec.public]),
 		"max_ttl_s": {"low": 3600, "medium": 3600, "high": 1800, "critical": 900},
@@ -266,6 +304,9 @@ state := {
 	"approvals": {"used": {"jti-used-once": now_s + 120}},
 }
 
+# A state bundle with no spend yet (the start of a period).
+empty_state := {"period": "2026-11", "spend": {}, "disabled": {}}
+
 # An Envoy CheckRequest as the ext_authz plugin turns it into input.
 http_request(method, path, headers) := {
 	"attributes": {"request": {"http": {"method": method, "path": path, "headers": headers}}},
@@ -312,3 +353,21 @@ refund_approval := approval_token({
 	"tenant": "acme", "tool": "payments-refund",
 	"args_sha256": crypto.sha256(json.marshal(refund_arguments)),
 })
+
+# A record token as the chat store signs it: the record's tenant, id, data
+# class and creation time, valid for a minute from now_s.
+record_claims(tenant, record_id, data_class, created_s) := {
+	"iss": record_issuer, "aud": "nexus-gateway", "iat": now_s, "exp": now_s + 60,
+	"sub": record_id, "nexus_tenant": tenant, "data_class": data_class, "created_at": created_s,
+}
+
+record_token(tenant, record_id, data_class, created_s) := sign(
+	keys.record_ec,
+	record_claims(tenant, record_id, data_class, created_s),
+)
+
+# The header of a record of ``tenant`` with id ``record_id`` created ``days`` ago.
+record_headers(tenant, record_id, data_class, days) := {"x-nexus-record-token": record_token(
+	tenant, record_id, data_class,
+	now_s - (days * 86400),
+)}

@@ -26,6 +26,7 @@ from tests.fixtures.environment import (
     Sources,
     credentials_overlay,
     eventually,
+    scope,
     write_overlay,
 )
 
@@ -63,7 +64,10 @@ class FleetEnvironment(Environment):
         with self.plane.db.session() as session:
             for role in (Role.AUTHOR, Role.OPERATOR, Role.GATEWAY):
                 self.tokens[role.value], _ = create_token(
-                    session, name="alice" if role is Role.AUTHOR else role.value, role=role
+                    session,
+                    name="alice" if role is Role.AUTHOR else role.value,
+                    role=role,
+                    tenants=scope(role),
                 )
             self.tokens["approver"], _ = create_token(session, name="bob", role=Role.APPROVER)
             self.tokens["author-approver"], _ = create_token(

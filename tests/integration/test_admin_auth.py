@@ -20,6 +20,7 @@ from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.opa import Opa
 from nexus_control.settings import ControlSettings
 from tests.conftest import TEST_KEY_ID
+from tests.fixtures.environment import scope
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def setup(
                 if role is Role.ENFORCER
                 else {}
             )
-            tokens[role.value], _ = create_token(session, name=role.value, role=role, **binding)
+            tokens[role.value], _ = create_token(
+                session, name=role.value, role=role, tenants=scope(role), **binding
+            )
     app = create_app(plane)
     with TestClient(app) as client:
         yield client, tokens, app.openapi()

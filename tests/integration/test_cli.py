@@ -8,13 +8,16 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from nexus_control.authoring.opa import Opa
 from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.process import ManagedProcess, free_port, http_ok
+from nexus_dataplane.records import DEV_RECORD_ISSUER, RecordFacts, RecordSigner
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import GATEWAY, REGO
@@ -81,6 +84,8 @@ def test_dev_keys_let_a_newcomer_call_every_example_role(
     assert keys and all(k["key"] not in written for k in keys), "only hashes reach the overlay"
     roles = {(k["tenant"], k["roles"][0]) for k in keys}
     assert ("acme", "chat-user") in roles and ("acme", "dpo") in roles
+    signer_file = Path(json.loads(made.stdout)["record_signer"]["key"])
+    assert oct(signer_file.stat().st_mode & 0o777) == "0o600", "the store's key is the owner's"
     assert nexus("check", str(bundle), "--overlay", str(overlay), env=env).returncode == 0
     nexus("keys", "init", env=env)
     built = nexus("build", str(bundle), "--overlay", str(overlay), "--format", "json", env=env)
@@ -111,9 +116,24 @@ def test_dev_keys_let_a_newcomer_call_every_example_role(
         ],
     )
     server.start_and_wait(bundles=False)
+    # no control plane here: a state document with no spend stands in for the state bundle
+    empty_state = {"period": "2026-01", "spend": {}, "disabled": {}}
+    httpx.put(f"{server.url}/v1/data/nexus_state", json=empty_state, timeout=5).raise_for_status()
+    signer = RecordSigner.from_file(signer_file, issuer=DEV_RECORD_ISSUER, kid="chat-store-dev")
+    facts = RecordFacts("c-1", "acme", "chat-history", datetime.now(UTC) - timedelta(days=2))
+    read = GatewayRequest(
+        "GET",
+        "/v1/chats/c-1",
+        {
+            "authorization": f"Bearer {chat_key}",
+            "x-nexus-tenant": "acme",
+            "x-nexus-record-token": signer.token(facts),
+        },
+    )
     try:
         with OpaClient(ClientOptions(server.url)) as client:
             assert client.decide(request).allowed is True
+            assert client.decide(read).allowed is True
     finally:
         server.stop()
 

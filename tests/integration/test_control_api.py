@@ -23,6 +23,7 @@ from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
 from nexus_control.store.tables import BundleRevision, EnforcerBundle
 from tests.conftest import GATEWAY, TEST_KEY_ID
+from tests.fixtures.environment import scope
 
 pytestmark = pytest.mark.opa
 
@@ -51,7 +52,9 @@ def tokens(plane: ControlPlane) -> dict[str, str]:
                     session, plane.fleet.declared, "eu-west-1-a", "eu-west-1", "test operator"
                 )
                 continue
-            out[role.value], _ = create_token(session, name=f"t-{role.value}", role=role)
+            out[role.value], _ = create_token(
+                session, name=f"t-{role.value}", role=role, tenants=scope(role)
+            )
     return out
 
 
@@ -115,7 +118,7 @@ def test_publish_refuses_a_built_archive_and_garbage(
 
 
 def test_usage_bad_input(
-    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
+    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle, plane: ControlPlane
 ) -> None:
     published = publish(client, tokens, gateway_sources())
     gateway = auth(tokens["gateway"])
@@ -128,7 +131,12 @@ def test_usage_bad_input(
     assert malformed.status_code == 400
     assert "cost_usd" in malformed.json()["error"]["message"]
     assert client.post("/v1/usage", json=usage(extra=1), headers=gateway).status_code == 400
-    assert client.post("/v1/usage", json=usage(tenant="nobody"), headers=gateway).status_code == 422
+    outside = client.post("/v1/usage", json=usage(tenant="nobody"), headers=gateway)
+    assert outside.status_code == 403, "a tenant outside the token's scope"
+    with plane.db.session() as session:
+        nobodys, _ = create_token(session, name="t-nobody", role=Role.GATEWAY, tenants=["nobody"])
+    unknown = client.post("/v1/usage", json=usage(tenant="nobody"), headers=auth(nobodys))
+    assert unknown.status_code == 422 and "unknown tenant" in unknown.json()["error"]["message"]
     big = client.post("/v1/usage", content=b"x" * 20_000, headers=gateway)
     assert big.status_code == 413
     assert client.post("/v1/usage", json=usage(), headers=auth("nxp_wrong")).status_code == 401

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 
@@ -16,11 +17,12 @@ from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.bundle import BuildOptions, build_bundle
 from nexus_control.authoring.opa import Opa
 from nexus_dataplane.opa import OpaServer
+from nexus_dataplane.records import RecordSigner
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import GATEWAY, TEST_KEY_ID
-from tests.fixtures.cases import CASES
-from tests.fixtures.environment import credentials_overlay
+from tests.fixtures.cases import CASES, sign_records
+from tests.fixtures.environment import credentials_overlay, record_signer
 
 pytestmark = pytest.mark.opa
 
@@ -31,7 +33,7 @@ def enforcer(
     opa: Opa,
     session_keys: KeyPaths,
     signing_public_pem: Path,
-) -> Iterator[tuple[OpaClient, dict[str, str]]]:
+) -> Iterator[tuple[OpaClient, dict[str, str], RecordSigner]]:
     workdir = tmp_path_factory.mktemp("rest")
     plain = credentials_overlay(workdir / "credentials")
     built = build_bundle(
@@ -57,9 +59,13 @@ def enforcer(
         ],
     )
     server.start_and_wait(bundles=False)
+    # No state bundle here: a state document with no spend stands in for it (metered routes
+    # fail closed without one). nexus_state is outside the policy bundle's roots.
+    empty_state = {"period": "2026-01", "spend": {}, "disabled": {}}
+    httpx.put(f"{server.url}/v1/data/nexus_state", json=empty_state, timeout=5).raise_for_status()
     client = OpaClient(ClientOptions(server.url))
     try:
-        yield client, plain
+        yield client, plain, record_signer(workdir / "credentials")
     finally:
         client.close()
         server.stop()
@@ -71,7 +77,7 @@ def enforcer(
     ids=[case[0] for case in CASES],
 )
 def test_decision_table(
-    enforcer: tuple[OpaClient, dict[str, str]],
+    enforcer: tuple[OpaClient, dict[str, str], RecordSigner],
     credential: str | None,
     tenant: str,
     method: str,
@@ -81,8 +87,8 @@ def test_decision_table(
     status: int,
     rule: str | None,
 ) -> None:
-    client, plain = enforcer
-    sent = {"x-nexus-tenant": tenant, **headers}
+    client, plain, records = enforcer
+    sent = {"x-nexus-tenant": tenant, **sign_records(headers, tenant, path, records)}
     if credential is not None:
         sent["authorization"] = f"Bearer {plain[credential]}"
     decision = client.decide(GatewayRequest(method, path, sent, body))

@@ -46,7 +46,7 @@ from nexus_contract.wire import (
     DECISION_ID_HEADER,
     MODEL_HEADER,
     PROMPT_VERSION_HEADER,
-    RECORD_CREATED_HEADER,
+    RECORD_TOKEN_HEADER,
     ROUTE_MODEL_HEADER,
     TENANT_HEADER,
 )
@@ -66,6 +66,7 @@ from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
 from nexus_dataplane.process import ManagedProcess, free_port, wait_for_port
+from nexus_dataplane.records import RecordFacts, RecordSigner, create_dev_record_signer
 from nexus_runtime.secretfile import write_secret
 from nexus_runtime.server import ServerThread
 from nexus_runtime.toolchain import find_envoy, find_opa
@@ -83,8 +84,9 @@ KEY_ID = "nexus-bundle-signing"
 DEV_KEY_ID = "nexus-dev-signing"
 REFUSAL_DEADLINE_S = 10.0
 DEMO_WIDTH = 200
-USAGE_FEATURE = "support-chat"
 USAGE_TOKENS = 1_200
+DEMO_TENANTS = ("acme", "globex", "hooli", "initech", "stark", "umbrella", "wayne")
+"""The example bundle's tenants: the demo gateway token reports for these alone."""
 DEMO_REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
 DEMO_SOAK_S = 1
 FINISHED = (RolloutState.COMPLETED, RolloutState.HALTED, RolloutState.ROLLED_BACK)
@@ -112,6 +114,8 @@ class Demo:
     keys: dict[str, str]
     approve: Callable[[Approval], str]
     """Asks the control plane (as an approver) for a tool approval; the token."""
+    records: RecordSigner
+    """The demo chat store: signs each read or delete's record facts."""
     outcomes: list[Outcome] = field(default_factory=list)
     decisions: set[str] = field(default_factory=set)
 
@@ -127,9 +131,15 @@ class Demo:
         sent = {TENANT_HEADER: scenario.tenant, **scenario.headers}
         if scenario.key is not None:
             sent["authorization"] = f"Bearer {self.keys[scenario.key]}"
-        if scenario.record_age_days is not None:
-            created = datetime.now(UTC) - timedelta(days=scenario.record_age_days)
-            sent[RECORD_CREATED_HEADER] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if scenario.record is not None:
+            data_class, days = scenario.record
+            facts = RecordFacts(
+                record_id=scenario.path.rsplit("/", 1)[-1],
+                tenant=scenario.tenant,
+                data_class=data_class,
+                created_at=datetime.now(UTC) - timedelta(days=days),
+            )
+            sent[RECORD_TOKEN_HEADER] = self.records.token(facts)
         if scenario.approval is not None:
             sent[APPROVAL_HEADER] = self.approve(scenario.approval)
         response = httpx.request(
@@ -188,7 +198,7 @@ def _report_usage(
     model: str,
     *,
     request_id: str | None = None,
-    feature: str | None = USAGE_FEATURE,
+    feature: str | None = None,
 ) -> dict[str, Any]:
     report: dict[str, Any] = {
         "request_id": request_id or f"demo-{uuid.uuid4()}",
@@ -243,7 +253,7 @@ def _budget_step(demo: Demo, usage: httpx.Client, step: BudgetStep) -> str:
     crossing = time.monotonic()
     for cost in reports:
         crossing = time.monotonic()
-        result = _report_usage(usage, step.tenant, cost, step.model)
+        result = _report_usage(usage, step.tenant, cost, step.model, feature=step.feature)
     checks: dict[str, Callable[[], bool]] = {
         "warning": lambda: BUDGET_WARNING_HEADER in probe().headers,
         "refusal": lambda: probe().status_code == httpx.codes.TOO_MANY_REQUESTS,
@@ -349,7 +359,12 @@ class DemoRun:
                 (Role.OPERATOR, "olivia"),
                 (Role.GATEWAY, "gateway"),
             ):
-                self.tokens[role.value], _ = create_token(session, name=name, role=role)
+                self.tokens[role.value], _ = create_token(
+                    session,
+                    name=name,
+                    role=role,
+                    tenants=DEMO_TENANTS if role is Role.GATEWAY else (),
+                )
             self.tokens["compliance"], _ = create_token(
                 session, name="carmen", role=Role.COMPLIANCE
             )
@@ -632,6 +647,7 @@ def run_demo(out: Console, err: Console) -> int:
     )
     dev = init_keys(ControlSettings().keys_dir)
     plain = throwaway_keys(DEMO_KEYS, WORKDIR / "credentials")
+    records = create_dev_record_signer(WORKDIR / "credentials", DEMO_TENANTS)
     credentials = [WORKDIR / "credentials"]
     out.print(
         f"[bold]1[/bold] the control plane's keys in {CONTROL_PLANE_KEYS} (its file key "
@@ -662,7 +678,7 @@ def run_demo(out: Console, err: Console) -> int:
         run.follow(first["rollout"]["id"])
         gateway = run.stacks[0].enforcers[0].gateway_url
         out.print(f"[bold]5[/bold] gateway requests through Envoy {gateway} in {REGION}")
-        demo = Demo(out, gateway, plain, run.issue_approval)
+        demo = Demo(out, gateway, plain, run.issue_approval, records)
         for scenario in SCENARIOS:
             demo.send(scenario)
         with httpx.Client(

@@ -64,8 +64,9 @@ class Scenario:
     body: Mapping[str, Any] | None = None
     approval: Approval | None = None
     """Issue this approval and send it (``x-nexus-approval``)."""
-    record_age_days: int | None = None
-    """Send ``x-nexus-record-created`` this many days in the past."""
+    record: tuple[str, int] | None = None
+    """The path's record as the chat store states it (data class, age in days): sent as
+    its signed x-nexus-record-token, the only source of those facts the policy trusts."""
 
 
 def _chat(model: str, **extra: str) -> dict[str, str]:
@@ -105,17 +106,21 @@ SCENARIOS: tuple[Scenario, ...] = (
              403, body={"arguments": {**REFUND_ARGUMENTS, "amountCents": 99999}},
              approval=_REFUND_APPROVAL),
     Scenario("read a 10-day-old chat", "demo-acme-chat", "acme", "GET", "/v1/chats/c-1001", 200,
-             record_age_days=10),
+             record=("chat-history", 10)),
     Scenario("read past acme's 30-day retention", "demo-acme-chat", "acme", "GET",
-             "/v1/chats/c-0007", 410, record_age_days=45),
+             "/v1/chats/c-0007", 410, record=("chat-history", 45)),
+    Scenario("a client's header cannot make an old chat fresh", "demo-acme-chat", "acme", "GET",
+             "/v1/chats/c-0008", 410, {"x-nexus-record-created": "2026-01-01T00:00:00Z",
+                                       "x-nexus-data-class": "tool-outputs"},
+             record=("chat-history", 45)),
     Scenario("DPO erases a data subject", "demo-acme-dpo", "acme", "DELETE", "/v1/subjects/subj-42",
              200),
     Scenario("chat user may not erase", "demo-hooli-chat", "hooli", "DELETE",
              "/v1/subjects/subj-42", 403),
     Scenario("delete a file under a legal hold", "demo-stark-agent", "stark", "DELETE",
-             "/v1/chats/c-77", 403, {"x-nexus-data-class": "uploaded-files"}),
+             "/v1/chats/c-77", 403, record=("uploaded-files", 3)),
     Scenario("delete a chat: its class is not held", "demo-stark-agent", "stark", "DELETE",
-             "/v1/chats/c-78", 200, {"x-nexus-data-class": "chat-history"}),
+             "/v1/chats/c-78", 200, record=("chat-history", 3)),
     Scenario("unknown route", "demo-acme-chat", "acme", "GET", "/v1/admin", 404),
 )
 # fmt: on
@@ -135,12 +140,14 @@ class BudgetStep:
     """What to wait for after the reports: ``warning`` (the header), ``refusal``, ``disabled``."""
     repeat_first: bool = False
     """Send the first report twice with one request id: it must count once."""
+    feature: str | None = None
+    """The feature the usage is booked to (one the tenant caps or binds to a key)."""
 
 
 # fmt: off
 BUDGET_STEPS: tuple[BudgetStep, ...] = (
     BudgetStep("over the soft cap: warned, allowed", "demo-acme-chat", "acme", "gpt-4o",
-               (41_000.0,), 200, "warning"),
+               (41_000.0,), 200, "warning", feature="support-chat"),
     BudgetStep("over the hard cap: refused", "demo-hooli-chat", "hooli", "gpt-4o",
                (7_900.0, 150.0), 429, "refusal"),
     BudgetStep("tenant disabled at its hard cap", "demo-umbrella-chat", "umbrella", "gpt-4o-mini",

@@ -3,7 +3,10 @@
 Roles scope what a token may do: authors publish, approvers approve,
 operators drive rollouts, compliance officers read evidence, enforcers poll
 bundles and report status, the gateway reports usage. An enforcer token is
-bound to one enforcer id and its region: it speaks for that enforcer only.
+bound to one enforcer id and its region: it speaks for that enforcer only; a
+gateway token lists the tenants it may report usage for (at least one, at
+most ``MAX_GATEWAY_TENANTS``), so a leaked or misused gateway token cannot
+spend or disable any other tenant.
 
 Every token belongs to a principal with an immutable id. A name is a
 principal's, unique by its folded form (case and inner runs of spaces do not
@@ -19,6 +22,7 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,6 +36,7 @@ from nexus_control.store.tables import ApiToken
 from nexus_control.store.tables import Principal as PrincipalRow
 
 __all__ = [
+    "MAX_GATEWAY_TENANTS",
     "MAX_NAME_LENGTH",
     "TOKEN_PREFIX",
     "Principal",
@@ -50,6 +55,8 @@ MAX_NAME_LENGTH = 64
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._@ -]{0,62}[A-Za-z0-9._@-])?$")
 _ENFORCER_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MAX_GATEWAY_TENANTS = 1000
+_TENANT_ID = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
 class Role(StrEnum):
@@ -76,6 +83,11 @@ class Principal:
     region: str | None
     enforcer_id: str | None
     principal_id: str
+    tenants: tuple[str, ...] = ()
+    """A gateway token's scope: the tenants it may report usage for (empty otherwise)."""
+
+    def may_report_for(self, tenant: str) -> bool:
+        return self.role is Role.GATEWAY and tenant in self.tenants
 
 
 def check_name(name: str) -> str:
@@ -118,6 +130,7 @@ def create_token(
     role: Role,
     region: str | None = None,
     enforcer_id: str | None = None,
+    tenants: Sequence[str] = (),
     actor: str = "nexus-policy",
 ) -> tuple[str, Principal]:
     """Create a token; return its plain text (shown once, never stored) and its principal.
@@ -136,6 +149,7 @@ def create_token(
         raise TokenError(f"region {region!r} is not a lower-case id")
     if enforcer_id is not None and not _ENFORCER_ID.match(enforcer_id):
         raise TokenError(f"enforcer id {enforcer_id!r} is not a lower-case id")
+    scope = _gateway_scope(role, tenants)
     now = datetime.now(UTC)
     holder = _principal_row(session, name, actor, now)
     had_role = session.scalar(
@@ -150,10 +164,13 @@ def create_token(
         token_sha256=token_digest(plain),
         region=region,
         enforcer_id=enforcer_id,
+        tenants=list(scope) if role is Role.GATEWAY else None,
         created_at=now,
     )
     session.add(row)
-    binding = {"region": region, "enforcer": enforcer_id}
+    binding: dict[str, object] = {"region": region, "enforcer": enforcer_id}
+    if scope:
+        binding["tenants"] = list(scope)
     if had_role is None:
         outbox.record(
             session, "access.role_granted", actor, principal=holder.id, role=role.value, **binding
@@ -203,7 +220,27 @@ def revoke_token(session: Session, token_id: str, *, actor: str = "nexus-policy"
     return True
 
 
+def _gateway_scope(role: Role, tenants: Sequence[str]) -> tuple[str, ...]:
+    """The sorted, de-duplicated tenants of a gateway token; TokenError when malformed."""
+    if role is not Role.GATEWAY:
+        if tenants:
+            raise TokenError("only gateway tokens are scoped to tenants")
+        return ()
+    if isinstance(tenants, str):
+        raise TokenError("a gateway token's tenants are a list of tenant ids")
+    scope = tuple(sorted(set(tenants)))
+    if not scope:
+        raise TokenError("a gateway token must name the tenants it may report usage for")
+    if len(scope) > MAX_GATEWAY_TENANTS:
+        raise TokenError(f"a gateway token may name at most {MAX_GATEWAY_TENANTS} tenants")
+    for tenant in scope:
+        if not isinstance(tenant, str) or not _TENANT_ID.match(tenant):
+            raise TokenError(f"{tenant!r} is not a tenant id")
+    return scope
+
+
 def _principal(row: ApiToken) -> Principal:
+    tenants = tuple(row.tenants or ()) if row.role == Role.GATEWAY.value else ()
     return Principal(
-        row.id, row.name, Role(row.role), row.region, row.enforcer_id, row.principal_id
+        row.id, row.name, Role(row.role), row.region, row.enforcer_id, row.principal_id, tenants
     )

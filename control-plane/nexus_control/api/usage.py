@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from nexus_control.api.deps import GatewayDep, PlaneDep
 from nexus_control.api.models import UsageResult
-from nexus_control.budgets.usage import UsageReport
+from nexus_control.budgets.usage import GatewayScopeError, UsageReport
 from nexus_runtime.http import parse_body, read_body
 
 __all__ = ["MAX_USAGE_BYTES", "post_usage", "router"]
@@ -31,8 +31,16 @@ router = APIRouter(tags=["gateway"])
         }
     },
 )
-async def post_usage(request: Request, plane: PlaneDep, _: GatewayDep) -> UsageResult:
-    """Count one request's spend (idempotent on request_id); may refuse the tenant from now on."""
+async def post_usage(request: Request, plane: PlaneDep, gateway: GatewayDep) -> UsageResult:
+    """Count one request's spend (idempotent on request_id); may refuse the tenant from now on.
+
+    The token speaks only for the tenants it was scoped to (403 otherwise); usage in the
+    future or for an unknown model or feature is refused with 422.
+    """
     report = parse_body(UsageReport, await read_body(request, MAX_USAGE_BYTES), "invalid_usage")
+    if not gateway.may_report_for(report.tenant):
+        raise GatewayScopeError(
+            f"this gateway token may not report usage for tenant {report.tenant!r}"
+        )
     outcome = await asyncio.to_thread(plane.budgets.record_usage, report)
     return UsageResult.model_validate(outcome)

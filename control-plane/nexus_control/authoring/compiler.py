@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from nexus_control.authoring.config import (
+    ApiKeyEntry,
     CompiledConfig,
     FlagConfig,
     RetentionEntry,
     SlottedVariant,
 )
-from nexus_control.authoring.policyset import PolicySet
+from nexus_control.authoring.policyset import ApiKeyGrant, PolicySet
 from nexus_control.authoring.spec import Flag
 
 __all__ = ["APPROVAL_AUDIENCE", "APPROVAL_ISSUER", "compile_data", "slot_bound"]
@@ -49,6 +50,7 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
                     "per_feature": dict(sorted(t.budget.per_feature.items())),
                     "soft_cap_ratio": t.budget.soft_cap_percent / 100,
                     "on_hard_cap": t.budget.on_hard_cap,
+                    "before_state": t.budget.before_state,
                 },
             }
             for t in _by_id(policy.tenants)
@@ -62,10 +64,7 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
             for r in _by_id(policy.roles)
         },
         "grants": _grants(policy),
-        "api_keys": {
-            digest: {"tenant": grant.tenant, "subject": f"apikey:{grant.key_id}"}
-            for digest, grant in sorted(policy.api_keys.items())
-        },
+        "api_keys": {digest: _api_key(grant) for digest, grant in sorted(policy.api_keys.items())},
         "issuers": {
             url: {
                 "audience": issuer.audience,
@@ -74,6 +73,15 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
                 "jwks": jwks,
             }
             for url, (issuer, jwks) in sorted(policy.issuers.items())
+        },
+        "record_signers": {
+            url: {
+                "audience": signer.audience,
+                "tenants": dict.fromkeys(sorted(signer.tenants), True),
+                "max_ttl_s": signer.max_ttl_seconds,
+                "jwks": jwks,
+            }
+            for url, (signer, jwks) in sorted(policy.record_signers.items())
         },
         "approval": {
             "issuer": APPROVAL_ISSUER,
@@ -105,6 +113,13 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
             "prompts": {f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "prompt"},
         },
     }
+
+
+def _api_key(grant: ApiKeyGrant) -> ApiKeyEntry:
+    entry: ApiKeyEntry = {"tenant": grant.tenant, "subject": f"apikey:{grant.key_id}"}
+    if grant.feature is not None:
+        entry["feature"] = grant.feature
+    return entry
 
 
 def _by_id(items: dict[str, Any]) -> list[Any]:

@@ -9,7 +9,7 @@ a decision costs constant-time lookups.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "ApiKeyEntry",
@@ -20,6 +20,7 @@ __all__ = [
     "IssuerConfig",
     "ModelConfig",
     "PromptConfig",
+    "RecordSignerConfig",
     "RetentionEntry",
     "RoleConfig",
     "RolloutsConfig",
@@ -35,6 +36,7 @@ class BudgetConfig(TypedDict):
     per_feature: dict[str, float]
     soft_cap_ratio: float
     on_hard_cap: Literal["refuse", "disable"]
+    before_state: Literal["refuse", "allow"]
 
 
 class TenantConfig(TypedDict):
@@ -57,6 +59,8 @@ class RoleConfig(TypedDict):
 class ApiKeyEntry(TypedDict):
     tenant: str
     subject: str
+    feature: NotRequired[str]
+    """The product feature the key's spend is booked to (per-feature caps read it)."""
 
 
 class IssuerConfig(TypedDict):
@@ -65,6 +69,14 @@ class IssuerConfig(TypedDict):
     tenants: dict[str, bool]
     jwks: str
     """The issuer's JWKS as compact JSON text (what ``io.jwt.decode_verify`` takes)."""
+
+
+class RecordSignerConfig(TypedDict):
+    audience: str
+    tenants: dict[str, bool]
+    max_ttl_s: int
+    jwks: str
+    """The record store's JWKS as compact JSON text."""
 
 
 class ApprovalConfig(TypedDict):
@@ -147,6 +159,8 @@ class CompiledConfig(TypedDict):
     api_keys: dict[str, ApiKeyEntry]
     """By SHA-256 (hex) of the key."""
     issuers: dict[str, IssuerConfig]
+    record_signers: dict[str, RecordSignerConfig]
+    """By issuer: the stores whose record tokens state a record's tenant, class and age."""
     approval: ApprovalConfig
     tools: dict[str, ToolConfig]
     prompts: dict[str, PromptConfig]

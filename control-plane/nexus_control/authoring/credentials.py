@@ -36,6 +36,8 @@ class KeyGrant:
     key_id: str
     tenant: str
     roles: tuple[str, ...]
+    feature: str | None = None
+    """The product feature the key's spend is booked to (per-feature caps), if any."""
 
 
 def grants_for_every_binding(policy: PolicySet) -> list[KeyGrant]:
@@ -72,4 +74,6 @@ def write_key_overlay(
                 f"      - id: {grant.key_id}",
                 f"        sha256: {digest}",
             ]
+            if grant.feature is not None:
+                lines.append(f"        feature: {grant.feature}")
     (directory / OVERLAY_FILE).write_text("\n".join(lines) + "\n")

@@ -136,6 +136,7 @@ def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
         _grants,
         _api_keys,
         _issuers,
+        _record_signers,
         _roles,
         _models,
         _tools,
@@ -245,6 +246,15 @@ def _budgets(old: Config, new: Config) -> Iterator[Change]:
                 detail=f"on hard cap: {a.get('on_hard_cap')} → {b.get('on_hard_cap')}",
                 effect=Effect.WIDENS if b.get("on_hard_cap") == "refuse" else Effect.NARROWS,
             )
+        # An older revision without the field behaved as "allow" (budgets failed open).
+        state_a, state_b = a.get("before_state", "allow"), b.get("before_state", "allow")
+        if state_a != state_b:
+            yield Change(
+                area="budget",
+                subject=tid,
+                detail=f"before the state bundle: {state_a} → {state_b}",
+                effect=Effect.WIDENS if state_b == "allow" else Effect.NARROWS,
+            )
         if a.get("soft_cap_ratio") != b.get("soft_cap_ratio"):
             yield Change(
                 area="budget",
@@ -310,6 +320,21 @@ def _issuers(old: Config, new: Config) -> Iterator[Change]:
             if before[url].get(field) != after[url].get(field):
                 yield Change(
                     area="issuer", subject=url, detail=f"{field} changed", effect=Effect.WIDENS
+                )
+
+
+def _record_signers(old: Config, new: Config) -> Iterator[Change]:
+    """A record store states records' class and age: trusting a new or changed one widens."""
+    before, after = _section(old, "record_signers"), _section(new, "record_signers")
+    yield from _added_removed("record signer", before, after, Effect.WIDENS, Effect.NARROWS)
+    for url in sorted(before.keys() & after.keys()):
+        for field in ("audience", "tenants", "max_ttl_s", "jwks"):
+            if before[url].get(field) != after[url].get(field):
+                yield Change(
+                    area="record signer",
+                    subject=url,
+                    detail=f"{field} changed",
+                    effect=Effect.WIDENS,
                 )
 
 

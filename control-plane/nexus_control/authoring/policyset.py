@@ -10,7 +10,7 @@ does not check again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from nexus_control.authoring.spec import (
     Prompt,
     PromptsSpec,
     RbacSpec,
+    RecordSigner,
     Region,
     RegionsSpec,
     RetentionRule,
@@ -58,6 +59,7 @@ class ApiKeyGrant:
     key_id: str
     sha256: str
     tenant: str
+    feature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class PolicySet:
     api_keys: dict[str, ApiKeyGrant]
     """By SHA-256 of the key."""
     issuers: dict[str, tuple[Issuer, str]]
+    record_signers: dict[str, tuple[RecordSigner, str]]
     """By issuer URL: the issuer and its JWKS as compact JSON."""
     tools: dict[str, Tool]
     approval_ttl_s: dict[RiskLevel, int]
@@ -118,6 +121,7 @@ class _Resolver:
         self._check_roles(tools)
         bindings, api_keys = self._check_bindings(tenants, roles)
         issuers = self._check_issuers(tenants)
+        record_signers = self._check_record_signers(tenants)
         self._check_prompts()
         defaults, retention = self._check_retention(tenants, classes)
         self._check_flags(tenants, models, prompts)
@@ -134,6 +138,7 @@ class _Resolver:
             bindings=tuple(bindings),
             api_keys=api_keys,
             issuers=issuers,
+            record_signers=record_signers,
             tools={k: v for k, (_, v) in tools.items()},
             approval_ttl_s=approval_ttl_s,
             prompts={k: v for k, (_, v) in prompts.items()},
@@ -351,13 +356,14 @@ class _Resolver:
                     _, line, _ = doc.at("bindings", i, field, j)
                     granted[key] = f"{file}:{line}"
             for j, api_key in enumerate(binding.api_keys):
-                grant = ApiKeyGrant(api_key.id, api_key.sha256, binding.tenant)
+                grant = ApiKeyGrant(api_key.id, api_key.sha256, binding.tenant, api_key.feature)
                 other = keys_by_hash.get(api_key.sha256) or keys_by_id.get(api_key.id)
                 if other is not None and other != grant:
                     self.report(
                         doc,
                         f"API key {api_key.id!r} conflicts with key {other.key_id!r} of tenant "
-                        f"{other.tenant!r}: a key has one id, one hash and one tenant",
+                        f"{other.tenant!r}: a key has one id, one hash, one tenant and one "
+                        "feature",
                         "bindings",
                         i,
                         "apiKeys",
@@ -376,30 +382,52 @@ class _Resolver:
     ) -> dict[str, tuple[Issuer, str]]:
         out: dict[str, tuple[Issuer, str]] = {}
         for doc, i, issuer in self._located(IdentitySpec, "issuers"):
-            for j, tenant in enumerate(issuer.tenants):
-                if tenant not in tenants:
-                    self.report(doc, f"unknown tenant {tenant!r}", "issuers", i, "tenants", j)
-            if issuer.issuer in out:
-                self.report(doc, f"duplicate issuer {issuer.issuer!r}", "issuers", i, "issuer")
-                continue
-            if (issuer.jwks is None) == (issuer.jwks_file is None):
-                self.report(doc, "an issuer needs exactly one of jwks and jwksFile", "issuers", i)
-                continue
-            jwks = issuer.jwks
-            field = "jwks"
-            if issuer.jwks_file is not None:
-                field = "jwksFile"
-                jwks = self._read_jwks(
-                    doc, doc.path.parent / issuer.jwks_file, ("issuers", i, field)
-                )
-                if jwks is None:
-                    continue
-            error = _jwks_problem(jwks)
-            if error:
-                self.report(doc, f"issuer {issuer.issuer!r}: {error}", "issuers", i, field)
-                continue
-            out[issuer.issuer] = (issuer, json.dumps(jwks, sort_keys=True, separators=(",", ":")))
+            jwks = self._check_signer(doc, i, "issuers", issuer, tenants, out)
+            if jwks is not None:
+                out[issuer.issuer] = (issuer, jwks)
         return out
+
+    def _check_record_signers(
+        self, tenants: dict[str, tuple[SpecDocument, Tenant]]
+    ) -> dict[str, tuple[RecordSigner, str]]:
+        out: dict[str, tuple[RecordSigner, str]] = {}
+        for doc, i, signer in self._located(IdentitySpec, "record_signers"):
+            jwks = self._check_signer(doc, i, "recordSigners", signer, tenants, out)
+            if jwks is not None:
+                out[signer.issuer] = (signer, jwks)
+        return out
+
+    def _check_signer(
+        self,
+        doc: SpecDocument,
+        i: int,
+        section: str,
+        signer: Issuer | RecordSigner,
+        tenants: dict[str, tuple[SpecDocument, Tenant]],
+        seen: Mapping[str, object],
+    ) -> str | None:
+        """The signer's JWKS as compact JSON, or None after reporting what is wrong."""
+        for j, tenant in enumerate(signer.tenants):
+            if tenant not in tenants:
+                self.report(doc, f"unknown tenant {tenant!r}", section, i, "tenants", j)
+        if signer.issuer in seen:
+            self.report(doc, f"duplicate issuer {signer.issuer!r}", section, i, "issuer")
+            return None
+        if (signer.jwks is None) == (signer.jwks_file is None):
+            self.report(doc, "an issuer needs exactly one of jwks and jwksFile", section, i)
+            return None
+        jwks = signer.jwks
+        field = "jwks"
+        if signer.jwks_file is not None:
+            field = "jwksFile"
+            jwks = self._read_jwks(doc, doc.path.parent / signer.jwks_file, (section, i, field))
+            if jwks is None:
+                return None
+        error = _jwks_problem(jwks)
+        if error:
+            self.report(doc, f"issuer {signer.issuer!r}: {error}", section, i, field)
+            return None
+        return json.dumps(jwks, sort_keys=True, separators=(",", ":"))
 
     def _read_jwks(
         self, doc: SpecDocument, path: Path, key: tuple[str | int, ...]

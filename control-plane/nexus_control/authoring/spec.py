@@ -42,6 +42,7 @@ __all__ = [
     "PromptVersion",
     "PromptsSpec",
     "RbacSpec",
+    "RecordSigner",
     "Region",
     "RegionsSpec",
     "RetentionRule",
@@ -146,6 +147,8 @@ class Budget(_Strict):
     monthly_cap_usd: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
     soft_cap_percent: Annotated[int, Field(ge=1, le=100)] = 80
     on_hard_cap: Literal["refuse", "disable"] = "refuse"
+    before_state: Literal["refuse", "allow"] = "refuse"
+    """What metered routes get while an enforcer has no state bundle (spend unknown)."""
     per_model: dict[Identifier, Annotated[float, Field(gt=0, strict=False)]] = Field(
         default_factory=dict
     )
@@ -200,6 +203,9 @@ class ApiKey(_Strict):
 
     id: Identifier
     sha256: Sha256Hex
+    feature: Identifier | None = None
+    """The product feature this key serves: its spend is booked to it and per-feature caps
+    apply (a client cannot choose another by header)."""
 
 
 class Binding(_Strict):
@@ -246,10 +252,29 @@ class Issuer(_Strict):
     """Path of a JWKS file, relative to the spec file."""
 
 
+class RecordSigner(_Strict):
+    """A record store (the chat store) whose short-lived tokens state a record's facts.
+
+    The policy trusts a record's tenant, data class and creation time only from
+    such a token (``x-nexus-record-token``), never from a client's header.
+    """
+
+    issuer: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
+    audience: Annotated[str, StringConstraints(min_length=1, max_length=300, strict=True)]
+    tenants: list[Identifier] = Field(min_length=1)
+    """The tenants whose records this store may speak for."""
+    max_ttl_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
+    """The longest lifetime (exp - iat) a record token may have."""
+    jwks: dict[str, Any] | None = None
+    jwks_file: str | None = None
+    """Path of a JWKS file, relative to the spec file."""
+
+
 class IdentitySpec(_Strict):
     api_version: Literal["policy.nexus.ai/v1"]
     kind: Literal["Identity"]
     issuers: list[Issuer] = Field(default_factory=list)
+    record_signers: list[RecordSigner] = Field(default_factory=list)
 
 
 # --- Tools -------------------------------------------------------------------

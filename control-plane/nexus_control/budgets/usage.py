@@ -9,7 +9,7 @@ enforcers long-poll: a tenant over its cap is refused within seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -25,8 +25,11 @@ from nexus_control.store import outbox
 from nexus_control.store.tables import DisabledTenant
 
 __all__ = [
+    "MAX_CLOCK_SKEW",
+    "GatewayScopeError",
     "UnknownTenantError",
     "UsageOutcome",
+    "UsageRefusedError",
     "UsageReport",
     "ratios",
     "record_usage",
@@ -55,8 +58,52 @@ class UsageReport(BaseModel):
     occurred_at: datetime | None = Field(default=None, strict=False)
 
 
+MAX_CLOCK_SKEW = timedelta(seconds=60)
+"""How far ahead of the control plane's clock a gateway's ``occurred_at`` may be."""
+
+
 class UnknownTenantError(NexusError):
     """Usage for a tenant the published policy does not know."""
+
+
+class UsageRefusedError(NexusError):
+    """Usage that cannot be counted as reported (in the future, unknown model or feature)."""
+
+
+class GatewayScopeError(NexusError):
+    """A gateway token reporting for a tenant outside its scope."""
+
+
+def known_features(config: CompiledConfig, tenant: str) -> frozenset[str]:
+    """Features ``tenant``'s spend may be booked to: its capped ones and its keys' bindings."""
+    entry = config.get("tenants", {}).get(tenant)
+    capped = frozenset(entry["budget"].get("per_feature", {})) if entry is not None else frozenset()
+    bound = {
+        entry["feature"]
+        for entry in config.get("api_keys", {}).values()
+        if entry["tenant"] == tenant and "feature" in entry
+    }
+    return capped | frozenset(bound)
+
+
+def check_report(config: CompiledConfig, report: UsageReport, now: datetime) -> None:
+    """Refuse (UsageRefusedError) a report that would count what cannot have happened."""
+    if report.occurred_at is not None:
+        when = report.occurred_at
+        if when.tzinfo is None:
+            raise UsageRefusedError("occurred_at needs a time zone (RFC 3339, e.g. ...Z)")
+        if when - now > MAX_CLOCK_SKEW:
+            raise UsageRefusedError(
+                f"occurred_at {when.isoformat()} is in the future (the control plane's clock "
+                f"says {now.isoformat()}; at most {MAX_CLOCK_SKEW.seconds} s of skew is accepted)"
+            )
+    if report.model not in config.get("models", {}):
+        raise UsageRefusedError(f"unknown model {report.model!r}: not in the policy in force")
+    if report.feature is not None and report.feature not in known_features(config, report.tenant):
+        raise UsageRefusedError(
+            f"unknown feature {report.feature!r} for tenant {report.tenant!r}: neither capped "
+            "nor bound to one of its keys in the policy in force"
+        )
 
 
 @dataclass(frozen=True)
@@ -92,7 +139,10 @@ def record_usage(
     tenant = config.get("tenants", {}).get(report.tenant)
     if tenant is None:
         raise UnknownTenantError(f"unknown tenant {report.tenant!r}")
-    when = report.occurred_at or datetime.now(UTC)
+    now = datetime.now(UTC)
+    check_report(config, report, now)
+    # Within the skew, a report slightly ahead counts now: the period is the control plane's.
+    when = min(report.occurred_at, now) if report.occurred_at is not None else now
     period = period_of(when)
     totals = store.record(
         Usage(

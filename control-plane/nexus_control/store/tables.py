@@ -199,6 +199,8 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     region: Mapped[str | None] = mapped_column(String(64))
     enforcer_id: Mapped[str | None] = mapped_column(String(128))
+    tenants: Mapped[list[str] | None] = mapped_column(JSON)
+    """A gateway token's scope: the tenants it may report usage for."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 

@@ -28,8 +28,9 @@ import data.nexus.tenants
 import data.nexus.tools
 
 # Most important first, so the status names what the client must fix
-# first; a spend cap (429) is the answer only when nothing else is wrong.
-status_precedence := [401, 404, 400, 403, 410, 429]
+# first; a spend cap (429) is the answer only when nothing else is wrong,
+# and "spend not known yet" (503) only when nothing else refuses.
+status_precedence := [401, 404, 400, 403, 410, 429, 503]
 
 concern_reasons contains r if some r in tenants.deny
 

@@ -15,6 +15,14 @@ decide_in(req, runtime) := d if {
 		with opa.runtime as runtime
 }
 
+decide_without_spend(req) := d if {
+	d := authz.decision with input as req
+		with data.nexus.config as fx.config
+		with data.nexus_state as fx.empty_state
+		with time.now_ns as fx.now_ns
+		with opa.runtime as fx.runtime_eu
+}
+
 decide_without_state(req) := d if {
 	d := authz.decision with input as req
 		with data.nexus.config as fx.config
@@ -36,7 +44,8 @@ alice(method, path, headers) := fx.http_request(
 	object.union({"authorization": fx.bearer(fx.alice_token), "x-nexus-tenant": "acme"}, headers),
 )
 
-days_ago(days) := time.format([fx.now_ns - (days * fx.day_ns), "UTC", "2006-01-02T15:04:05Z07:00"])
+# Chat c-1 of ``tenant`` created ``days`` ago, as the chat store signs it.
+chat_record(tenant, days) := fx.record_headers(tenant, "c-1", "chat-history", days)
 
 rules(d) := [r.rule | some r in d.reasons]
 
@@ -68,8 +77,8 @@ test_chat_completion_is_allowed_with_routing_headers if {
 	d.response_headers_to_add == {"x-nexus-budget-warning": "tenant=85%"}
 }
 
-test_chat_completion_without_prompt_or_state if {
-	d := decide_without_state(alice("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
+test_chat_completion_without_prompt_or_spend if {
+	d := decide_without_spend(alice("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
 	allowed(d)
 	d.headers == {"x-nexus-route-model": "gpt-4.1"}
 	d.response_headers_to_add == {}
@@ -168,7 +177,7 @@ test_erasure_by_a_dpo_is_allowed if {
 # Models and rollout
 
 test_model_outside_the_plan_is_403 if {
-	d := decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
+	d := decide_without_spend(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4.1"}))
 	denied(d, 403, {"nexus.models.model_not_entitled"})
 	d.reasons[0].controls == ["SOC2:CC6.3", "ISO27001:A.5.15", "ISO42001:A.9.4"]
 }
@@ -177,6 +186,7 @@ test_canary_routes_to_a_model_the_plan_lacks if {
 	# in the canary, globex's variant slot 605d5bce picks gpt-4.1, an enterprise model
 	d := authz.decision with input as globex("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"})
 		with data.nexus.config as fx.everyone_in_canary
+		with data.nexus_state as fx.empty_state
 		with time.now_ns as fx.now_ns
 		with opa.runtime as fx.runtime_eu
 	denied(d, 403, {"nexus.models.model_not_entitled"})
@@ -219,8 +229,13 @@ test_tenant_over_its_cap_is_429 if {
 	d.reasons[0].controls == ["SOC2:A1.1", "ISO27001:A.8.6", "ISO42001:A.4.5"]
 }
 
-test_tenant_over_its_cap_is_served_without_state if {
-	allowed(decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"})))
+test_metered_route_is_503_before_state_loads if {
+	d := decide_without_state(globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"}))
+	denied(d, 503, {"nexus.budget.state_unknown"})
+}
+
+test_unmetered_route_is_served_before_state_loads if {
+	allowed(decide_without_state(acme("GET", "/v1/chats/c-1", chat_record("acme", 3))))
 }
 
 test_model_over_its_cap_is_429 if {
@@ -229,13 +244,13 @@ test_model_over_its_cap_is_429 if {
 }
 
 test_feature_soft_cap_adds_to_the_warning if {
-	d := decide(acme("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o", "x-nexus-feature": "chat"}))
+	d := decide(request_for("acme", fx.acme_chat_api_key, "POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"}))
 	allowed(d)
 	d.response_headers_to_add == {"x-nexus-budget-warning": "feature:chat=91%, tenant=85%"}
 }
 
 test_disabled_tenant_is_403_even_on_reads if {
-	d := decide(request_for("hooli", fx.hooli_api_key, "GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(1)}))
+	d := decide(request_for("hooli", fx.hooli_api_key, "GET", "/v1/chats/c-1", chat_record("hooli", 1)))
 	denied(d, 403, {"nexus.budget.tenant_disabled"})
 }
 
@@ -254,7 +269,7 @@ tool_call(tool, headers, arguments) := fx.with_body(
 )
 
 test_low_risk_tool_call_is_allowed if {
-	d := decide_without_state(tool_call("web-search", {"x-nexus-tool": "web-search"}, {"query": "opa"}))
+	d := decide_without_spend(tool_call("web-search", {"x-nexus-tool": "web-search"}, {"query": "opa"}))
 	allowed(d)
 	d.headers == {"x-nexus-approval-id": "none"}
 }
@@ -308,7 +323,10 @@ test_used_approval_is_403 if {
 
 test_approval_is_refused_without_the_state_bundle if {
 	d := decide_without_state(tool_call("payments-refund", {"x-nexus-approval": fx.refund_approval}, fx.refund_arguments))
-	denied(d, 403, {"nexus.tools.approval_invalid"})
+
+	# Both refusals hold without state: the approval (no spent-id list) and the budget
+	# (unknown spend); the 403 outranks the 503.
+	denied(d, 403, {"nexus.tools.approval_invalid", "nexus.budget.state_unknown"})
 }
 
 test_approval_for_other_arguments_is_403 if {
@@ -320,21 +338,21 @@ test_approval_for_other_arguments_is_403 if {
 # Retention
 
 test_recent_chat_is_readable if {
-	allowed(decide(acme("GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(3)})))
+	allowed(decide(acme("GET", "/v1/chats/c-1", chat_record("acme", 3))))
 }
 
 test_chat_past_retention_is_410 if {
-	d := decide(acme("GET", "/v1/chats/c-1", {"x-nexus-record-created": days_ago(45)}))
+	d := decide(acme("GET", "/v1/chats/c-1", chat_record("acme", 45)))
 	denied(d, 410, {"nexus.retention.retention_expired"})
 	d.reasons[0].controls == ["GDPR:Art.5", "ISO27001:A.5.33", "ISO27001:A.8.10", "SOC2:C1.2"]
 }
 
-test_chat_read_without_creation_time_is_400 if {
-	denied(decide(acme("GET", "/v1/chats/c-1", {})), 400, {"nexus.retention.record_created_invalid"})
+test_chat_read_without_a_record_token_is_400 if {
+	denied(decide(acme("GET", "/v1/chats/c-1", {})), 400, {"nexus.retention.record_token_invalid"})
 }
 
 test_deletion_is_allowed_without_legal_hold if {
-	allowed(decide(acme("DELETE", "/v1/chats/c-1", {})))
+	allowed(decide(acme("DELETE", "/v1/chats/c-1", chat_record("acme", 1))))
 }
 
 test_erasure_under_legal_hold_is_403 if {
@@ -352,9 +370,10 @@ test_eu_tenant_on_a_us_enforcer_is_403 if {
 }
 
 test_unbound_tenant_on_any_enforcer_is_allowed if {
-	# globex is over its cap, so without the state bundle
+	# globex is over its cap, so without any spend
 	d := authz.decision with input as globex("POST", "/v1/chat/completions", {"x-nexus-model": "gpt-4o"})
 		with data.nexus.config as fx.config
+		with data.nexus_state as fx.empty_state
 		with opa.runtime as fx.runtime_us
 	allowed(d)
 }

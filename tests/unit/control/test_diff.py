@@ -126,3 +126,22 @@ def test_the_log_mask_and_the_roots_are_never_exempt() -> None:
     assert result.needs_second_approver
     assert not result.modules[0].exempt
     assert any(c.area == "manifest" and c.effect.value == "widens" for c in result.changes)
+
+
+def test_trusting_a_new_record_signer_or_serving_before_state_widens(
+    base: dict[str, Any],
+) -> None:
+    new = copy.deepcopy(base)
+    new["record_signers"] = {
+        "https://my-own-store.example": {
+            "audience": "nexus-gateway",
+            "tenants": {"acme": True},
+            "max_ttl_s": 300,
+            "jwks": '{"keys":[]}',
+        }
+    }
+    new["tenants"]["acme"]["budget"]["before_state"] = "allow"
+    found = effects(base, new)
+    assert ("record signer", "added", Effect.WIDENS) in found
+    assert ("budget", "before the state bundle: refuse → allow", Effect.WIDENS) in found
+    assert diff_configs(base, new).needs_second_approver
