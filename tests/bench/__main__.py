@@ -40,7 +40,16 @@ from nexus_control.authoring.opa import Opa
 from nexus_runtime.toolchain import find_opa
 from tests.bench.common import Context, Figure, machine, summary
 
-BENCHMARKS = ("build", "latency", "propagation", "budget", "rollout", "audit_ratio", "uploads")
+BENCHMARKS = (
+    "build",
+    "latency",
+    "propagation",
+    "budget",
+    "rollout",
+    "audit_ratio",
+    "uploads",
+    "approval_replay",
+)
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)
 AUDIT_FILE = Path(__file__).with_name("bench_audit.py")
