@@ -14,15 +14,13 @@ import pytest
 
 from nexus_contract.decision import DecisionResult, decision_schema
 from nexus_control.access.signing_keys import KeyPaths
-from nexus_control.authoring.bundle import BuildOptions, build_bundle
 from nexus_control.authoring.opa import Opa
-from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.records import RecordSigner
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
-from tests.conftest import GATEWAY, TEST_KEY_ID
 from tests.fixtures.cases import CASES, sign_records
-from tests.fixtures.environment import credentials_overlay, record_signer
+from tests.fixtures.environment import record_signer
+from tests.fixtures.gateway_opa import start_gateway_opa
 
 pytestmark = pytest.mark.opa
 
@@ -35,30 +33,7 @@ def enforcer(
     signing_public_pem: Path,
 ) -> Iterator[tuple[OpaClient, dict[str, str], RecordSigner]]:
     workdir = tmp_path_factory.mktemp("rest")
-    plain = credentials_overlay(workdir / "credentials")
-    built = build_bundle(
-        GATEWAY,
-        opa,
-        BuildOptions(
-            session_keys.signing, TEST_KEY_ID, session_keys.approval_jwks, workdir / "dist"
-        ),
-        overlays=[workdir / "credentials"],
-    )
-    server = OpaServer(
-        opa.binary,
-        workdir,
-        args=[
-            "--bundle",
-            str(built.path),
-            "--verification-key",
-            str(signing_public_pem),
-            "--verification-key-id",
-            TEST_KEY_ID,
-            "--set",
-            "labels.region=eu-west-1",
-        ],
-    )
-    server.start_and_wait(bundles=False)
+    server, plain = start_gateway_opa(workdir, opa, session_keys, signing_public_pem)
     # No state bundle here: a state document with no spend stands in for it (metered routes
     # fail closed without one). nexus_state is outside the policy bundle's roots.
     empty_state = {"period": "2026-01", "spend": {}, "disabled": {}}

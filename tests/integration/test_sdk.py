@@ -19,7 +19,7 @@ from nexus_dataplane.sdk import (
     OpaClientError,
     UndefinedDecisionError,
 )
-from tests.conftest import TEST_KEY_ID
+from tests.fixtures.gateway_opa import signed_bundle_args
 
 pytestmark = pytest.mark.opa
 
@@ -34,16 +34,7 @@ def opa_server(
     server = OpaServer(
         opa_bin,
         tmp_path_factory.mktemp("sdk"),
-        args=[
-            "--bundle",
-            str(built_gateway.path),
-            "--verification-key",
-            str(signing_public_pem),
-            "--verification-key-id",
-            TEST_KEY_ID,
-            "--set",
-            "labels.region=eu-west-1",
-        ],
+        args=signed_bundle_args(built_gateway.path, signing_public_pem),
     )
     server.start_and_wait(bundles=False)
     yield server

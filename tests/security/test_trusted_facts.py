@@ -24,17 +24,16 @@ from sqlalchemy import select
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import Role, create_token
-from nexus_control.authoring.bundle import BuildOptions, build_bundle
 from nexus_control.authoring.opa import Opa
 from nexus_control.store.tables import DisabledTenant
-from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.records import DEV_RECORD_ISSUER, RecordFacts, RecordSigner
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from nexus_runtime.keys.algorithms import Algorithm
 from nexus_runtime.keys.files import FileKey
-from tests.conftest import GATEWAY, TEST_KEY_ID
-from tests.fixtures.environment import Environment, credentials_overlay, eventually
+from tests.conftest import GATEWAY
+from tests.fixtures.environment import Environment, eventually
+from tests.fixtures.gateway_opa import start_gateway_opa
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -245,30 +244,7 @@ def stateless_opa(
 ) -> Iterator[tuple[OpaClient, dict[str, str]]]:
     """A real OPA holding the policy bundle, whose state bundle never arrived."""
     workdir = tmp_path_factory.mktemp("stateless")
-    plain = credentials_overlay(workdir / "credentials")
-    built = build_bundle(
-        GATEWAY,
-        opa,
-        BuildOptions(
-            session_keys.signing, TEST_KEY_ID, session_keys.approval_jwks, workdir / "dist"
-        ),
-        overlays=[workdir / "credentials"],
-    )
-    server = OpaServer(
-        opa.binary,
-        workdir,
-        args=[
-            "--bundle",
-            str(built.path),
-            "--verification-key",
-            str(signing_public_pem),
-            "--verification-key-id",
-            TEST_KEY_ID,
-            "--set",
-            "labels.region=eu-west-1",
-        ],
-    )
-    server.start_and_wait(bundles=False)
+    server, plain = start_gateway_opa(workdir, opa, session_keys, signing_public_pem)
     client = OpaClient(ClientOptions(server.url))
     try:
         yield client, plain
