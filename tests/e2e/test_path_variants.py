@@ -12,7 +12,6 @@ upstream received exactly the path the policy decided on, and the SDK's
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -47,13 +46,13 @@ def stack(
         yield running
 
 
-def _headers(method: str) -> dict[str, str]:
+def _headers(stack: GatewayStack, method: str, target: str) -> dict[str, str]:
     headers = {"x-nexus-tenant": "acme"}
     if method.upper() == "POST":
         headers["x-nexus-model"] = "gpt-4o"
     else:
-        created = datetime.now(UTC) - timedelta(days=3)
-        headers["x-nexus-record-created"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        # The store vouches for the chat the variant names once canonical.
+        headers.update(stack.record_headers_for(target))
     return headers
 
 
@@ -113,9 +112,13 @@ def test_each_path_variant_is_normalised_or_refused(
     stack: GatewayStack, method: str, target: str, status: int, forwarded: str | None
 ) -> None:
     body = b"{}" if method.upper() == "POST" else b""
-    answer = stack.send(method, target, key="acme-chat", headers=_headers(method), body=body)
+    answer = stack.send(
+        method, target, key="acme-chat", headers=_headers(stack, method, target), body=body
+    )
     assert answer.status == status, answer.body[:300]
-    sdk = GatewayRequest(method, target, {"authorization": "Bearer x", **_headers(method)})
+    sdk = GatewayRequest(
+        method, target, {"authorization": "Bearer x", **_headers(stack, method, target)}
+    )
 
     if answer.decision_id is None:
         # Refused by Envoy itself: no decision, and the SDK refuses it too.

@@ -272,7 +272,7 @@ def test_dataplane_render_and_up_against_the_served_control_plane(
         "dataplane", "up", "--region", "eu-west-1", "--enforcers", "1", "--seconds", "8", env=plane
     )
     assert up.returncode == 0, up.stderr
-    assert "created enforcer token" in up.stderr
+    assert "enrolled enforcer eu-west-1-1 in region eu-west-1 with its own token" in up.stderr
     assert "eu-west-1-1" in up.stdout
     # Each enforcer's addresses are printed as soon as it is up, not when it stops.
     ready = next(line for line in up.stderr.splitlines() if line.startswith("eu-west-1-1: gateway"))

@@ -54,7 +54,11 @@ def test_envoy_config_fails_closed(tmp_path: Path) -> None:
     http = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]
-    ext_authz = http["http_filters"][0]["typed_config"]
+    (ext_authz,) = [
+        f["typed_config"]
+        for f in http["http_filters"]
+        if f["name"] == "envoy.filters.http.ext_authz"
+    ]
     assert ext_authz["failure_mode_allow"] is False
     assert ext_authz["grpc_service"]["timeout"]
 

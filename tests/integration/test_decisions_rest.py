@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 
@@ -20,7 +19,7 @@ from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.fixtures.cases import CASES, sign_records
 from tests.fixtures.environment import record_signer
-from tests.fixtures.gateway_opa import start_gateway_opa
+from tests.fixtures.gateway_opa import put_empty_state, start_gateway_opa
 
 pytestmark = pytest.mark.opa
 
@@ -34,10 +33,7 @@ def enforcer(
 ) -> Iterator[tuple[OpaClient, dict[str, str], RecordSigner]]:
     workdir = tmp_path_factory.mktemp("rest")
     server, plain = start_gateway_opa(workdir, opa, session_keys, signing_public_pem)
-    # No state bundle here: a state document with no spend stands in for it (metered routes
-    # fail closed without one). nexus_state is outside the policy bundle's roots.
-    empty_state = {"period": "2026-01", "spend": {}, "disabled": {}}
-    httpx.put(f"{server.url}/v1/data/nexus_state", json=empty_state, timeout=5).raise_for_status()
+    put_empty_state(server.url)
     client = OpaClient(ClientOptions(server.url))
     try:
         yield client, plain, record_signer(workdir / "credentials")

@@ -51,6 +51,17 @@ STARTUP_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 120.0
 _REPLAY_PACKAGE = "nexus_replay"
 
+REPLAY_STATE: dict[str, object] = {
+    "period": "replay",
+    "spend": {},
+    "disabled": {},
+    "approvals": {"used": {}},
+}
+"""The state document both sides are replayed under: no spend, no disabled tenant, no spent
+approval. Decisions record no state, so a budget or replay refusal is not reproduced by the
+baseline and is counted as not replayable, never as a difference; without a state at all
+every metered route would fail closed and hide what the policy change does."""
+
 REPLAY_MODULE = f"""package {_REPLAY_PACKAGE}
 
 one(b) := d if {{
@@ -141,6 +152,10 @@ class OpaEvaluator:
         if put.status_code != 200:
             self.stop()
             raise EvaluatorError(f"OPA refused the replay module: {put.text[:500]}")
+        state = self._client.put("/v1/data/nexus_state", json=REPLAY_STATE)
+        if state.status_code != 204:
+            self.stop()
+            raise EvaluatorError(f"OPA refused the replay state: {state.text[:500]}")
 
     def _wait_ready(self, log: Path) -> None:
         assert self._process is not None

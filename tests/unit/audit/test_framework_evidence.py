@@ -222,7 +222,7 @@ def stack(
         overlays=[tmp_path / "credentials"],
     )
     # The state bundle: without it the enforcer cannot tell a used approval
-    # from a fresh one, and honours none.
+    # from a fresh one, and honours none; and metered routes fail closed.
     state = build_state_bundle(
         {"period": "2026-12", "spend": {}, "disabled": {}, "approvals": {"used": {}}},
         key=load_signing_key(session_keys.signing),
@@ -259,12 +259,6 @@ def stack(
     )  # fmt: skip
     try:
         enforcer.start_and_wait(bundles=False, timeout_s=30)
-        # No control plane: a state document with no spend stands in for the state bundle
-        # (metered routes fail closed without one).
-        empty_state = {"period": "2026-01", "spend": {}, "disabled": {}}
-        httpx.put(
-            f"{enforcer.url}/v1/data/nexus_state", json=empty_state, timeout=5
-        ).raise_for_status()
         yield Stack(log, enforcer, plain)
     finally:
         enforcer.stop()
