@@ -11,20 +11,17 @@ upstream received exactly the path the policy decided on, and the SDK's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from nexus_control.access.signing_keys import KeyPaths
-from nexus_control.authoring.opa import Opa
 from nexus_dataplane.request import (
     GatewayRequest,
     RefusedRequestError,
     canonical_path,
     parsed_path,
 )
-from tests.fixtures.gateway_stack import GatewayStack, gateway_stack
+from tests.fixtures.gateway_stack import GatewayStack, path_stack
+
+__all__ = ["path_stack"]
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -33,26 +30,13 @@ ENVOY_REFUSES = 400
 UNKNOWN_ROUTE = "nexus.request.unknown_route"
 
 
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    opa: Opa,
-    session_keys: KeyPaths,
-    signing_public_pem: Path,
-) -> Iterator[GatewayStack]:
-    with gateway_stack(
-        tmp_path_factory.mktemp("paths"), opa, session_keys, signing_public_pem
-    ) as running:
-        yield running
-
-
-def _headers(stack: GatewayStack, method: str, target: str) -> dict[str, str]:
+def _headers(path_stack: GatewayStack, method: str, target: str) -> dict[str, str]:
     headers = {"x-nexus-tenant": "acme"}
     if method.upper() == "POST":
         headers["x-nexus-model"] = "gpt-4o"
     else:
         # The store vouches for the chat the variant names once canonical.
-        headers.update(stack.record_headers_for(target))
+        headers.update(path_stack.record_headers_for(target))
     return headers
 
 
@@ -109,15 +93,15 @@ VARIANTS = [
     ids=[v[0] for v in VARIANTS],
 )
 def test_each_path_variant_is_normalised_or_refused(
-    stack: GatewayStack, method: str, target: str, status: int, forwarded: str | None
+    path_stack: GatewayStack, method: str, target: str, status: int, forwarded: str | None
 ) -> None:
     body = b"{}" if method.upper() == "POST" else b""
-    answer = stack.send(
-        method, target, key="acme-chat", headers=_headers(stack, method, target), body=body
+    answer = path_stack.send(
+        method, target, key="acme-chat", headers=_headers(path_stack, method, target), body=body
     )
     assert answer.status == status, answer.body[:300]
     sdk = GatewayRequest(
-        method, target, {"authorization": "Bearer x", **_headers(stack, method, target)}
+        method, target, {"authorization": "Bearer x", **_headers(path_stack, method, target)}
     )
 
     if answer.decision_id is None:
@@ -128,7 +112,7 @@ def test_each_path_variant_is_normalised_or_refused(
         return
 
     # The decision log keeps the path without its query (masked: it may carry secrets).
-    decided = stack.logged_input(answer.decision_id)
+    decided = path_stack.logged_input(answer.decision_id)
     decided_path = decided["attributes"]["request"]["http"]["path"]
     if status == 200:
         assert answer.upstream_path == forwarded

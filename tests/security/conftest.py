@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,33 @@ def _database(request: pytest.FixtureRequest, name: str, workdir: object) -> str
     return f"sqlite:///{workdir}/{name}.db"
 
 
+@contextmanager
+def running_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    opa: Opa,
+    session_keys: KeyPaths,
+    *,
+    name: str,
+    enforcers: int = 1,
+) -> Iterator[Environment]:
+    """The control plane on ``request.param`` storage and ``enforcers`` real enforcers."""
+    workdir = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    env = Environment(
+        workdir=workdir,
+        keys=session_keys,
+        opa=opa,
+        database_url=_database(request, "cp", workdir),
+        plain=credentials_overlay(workdir / "credentials"),
+        enforcers=enforcers,
+    )
+    try:
+        env.start()
+        yield env
+    finally:
+        env.stop()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(
     request: pytest.FixtureRequest,
@@ -49,19 +77,8 @@ def stack(
     session_keys: KeyPaths,
 ) -> Iterator[Environment]:
     """A running stack on ``request.param`` storage, with the example bundle in force."""
-    workdir = tmp_path_factory.mktemp(f"security-{request.param}")
-    env = Environment(
-        workdir=workdir,
-        keys=session_keys,
-        opa=opa,
-        database_url=_database(request, "cp", workdir),
-        plain=credentials_overlay(workdir / "credentials"),
-    )
-    try:
-        env.start()
+    with running_stack(request, tmp_path_factory, opa, session_keys, name="security") as env:
         yield env
-    finally:
-        env.stop()
 
 
 DATABASES = ("sqlite", "postgresql")

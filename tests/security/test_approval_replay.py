@@ -26,8 +26,8 @@ from nexus_control.access.signing_keys import KeyPaths, load_approval_key
 from nexus_control.authoring.opa import Opa
 from nexus_control.store import outbox
 from nexus_control.store.tables import ToolApproval
-from tests.fixtures.environment import Environment, credentials_overlay, eventually
-from tests.security.conftest import _database
+from tests.fixtures.environment import Environment, eventually
+from tests.security.conftest import running_stack
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -53,20 +53,10 @@ def region(
     session_keys: KeyPaths,
 ) -> Iterator[Environment]:
     """Two enforcers (OPA + Envoy each) in eu-west-1, on ``request.param`` storage."""
-    workdir = tmp_path_factory.mktemp(f"replay-{request.param}")
-    env = Environment(
-        workdir=workdir,
-        keys=session_keys,
-        opa=opa,
-        database_url=_database(request, "cp", workdir),
-        plain=credentials_overlay(workdir / "credentials"),
-        enforcers=2,
-    )
-    try:
-        env.start()
+    with running_stack(
+        request, tmp_path_factory, opa, session_keys, name="replay", enforcers=2
+    ) as env:
         yield env
-    finally:
-        env.stop()
 
 
 def approve(env: Environment, body: dict[str, Any]) -> dict[str, Any]:

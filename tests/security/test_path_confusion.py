@@ -13,15 +13,12 @@ that path names is the route the policy decided.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from nexus_control.access.signing_keys import KeyPaths
-from nexus_control.authoring.opa import Opa
 from nexus_dataplane.request import canonical_path, parsed_path
-from tests.fixtures.gateway_stack import GatewayStack, gateway_stack
+from tests.fixtures.gateway_stack import GatewayStack, path_stack
+
+__all__ = ["path_stack"]
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -62,33 +59,20 @@ def _route(method: str, segments: list[str]) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    opa: Opa,
-    session_keys: KeyPaths,
-    signing_public_pem: Path,
-) -> Iterator[GatewayStack]:
-    with gateway_stack(
-        tmp_path_factory.mktemp("confusion"), opa, session_keys, signing_public_pem
-    ) as running:
-        yield running
-
-
-def test_client_cannot_reach_a_route_the_policy_did_not_decide(stack: GatewayStack) -> None:
+def test_client_cannot_reach_a_route_the_policy_did_not_decide(path_stack: GatewayStack) -> None:
     allowed = 0
     for method in ("GET", "DELETE"):
         for target in ATTACKS:
             # The store vouches for whichever chat the target names once canonical, so no
             # attack is refused only for want of a record token.
-            headers = {"x-nexus-tenant": "acme", **stack.record_headers_for(target)}
-            answer = stack.send(method, target, key="acme-chat", headers=headers)
+            headers = {"x-nexus-tenant": "acme", **path_stack.record_headers_for(target)}
+            answer = path_stack.send(method, target, key="acme-chat", headers=headers)
             if answer.status != 200:
                 continue
             allowed += 1
             served = answer.upstream_path
             assert served is not None and answer.decision_id is not None
-            decided = stack.logged_input(answer.decision_id)
+            decided = path_stack.logged_input(answer.decision_id)
             decided_path = decided["attributes"]["request"]["http"]["path"]
             served_path = served.partition("?")[0]
             assert served_path == decided_path, f"{method} {target}: served {served}"
@@ -98,6 +82,6 @@ def test_client_cannot_reach_a_route_the_policy_did_not_decide(stack: GatewaySta
             assert upstream_route == _route(method, decided["parsed_path"])
             assert upstream_route == "chats.read", f"{method} {target} reached {upstream_route}"
     # The attacks are not all refused for an unrelated reason: the key does read chats.
-    headers = {"x-nexus-tenant": "acme", **stack.record_headers("c-1001")}
-    answer = stack.send("GET", "/v1/chats/c-1001", key="acme-chat", headers=headers)
+    headers = {"x-nexus-tenant": "acme", **path_stack.record_headers("c-1001")}
+    answer = path_stack.send("GET", "/v1/chats/c-1001", key="acme-chat", headers=headers)
     assert answer.status == 200
