@@ -9,23 +9,17 @@ connection's addresses, Envoy's request id and timing headers) is listed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 
-from nexus_contract.wire import DECISION_ID_HEADER, DECISION_PATH, EXT_AUTHZ_PLUGIN
+from nexus_contract.wire import DECISION_ID_HEADER
 from nexus_control.authoring.opa import Opa
-from nexus_dataplane.envoy import EnvoyProxy, envoy_config
 from nexus_dataplane.opa import OpaServer
-from nexus_dataplane.process import free_port
 from nexus_dataplane.request import GatewayRequest
-from nexus_dataplane.spec import EnforcerSpec
-from nexus_dataplane.upstream import Upstream
-from nexus_runtime.toolchain import find_envoy
+from tests.fixtures.gateway_stack import console_logged_input, ext_authz_proxy
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -64,55 +58,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, opa: Opa) -> Iterator[Stack]
     policy = workdir / "policy"
     policy.mkdir()
     (policy / "allow.rego").write_text(ALLOW_ALL)
-    upstream = Upstream(workdir / "upstream")
-    upstream.start_and_wait()
-    spec = EnforcerSpec(
-        region="eu-west-1",
-        enforcer_id="parity-1",
-        control_plane_url="http://127.0.0.1:9",
-        token="unused",
-        key_id="unused",
-        verification_key_pem="",
-        persistence_dir=workdir / "persist",
-        grpc_port=free_port(),
-        opa_port=free_port(),
-        envoy_port=free_port(),
-        envoy_admin_port=free_port(),
-        upstream_host="127.0.0.1",
-        upstream_port=upstream.port,
-    )
-    server = OpaServer(
-        opa.binary,
-        workdir,
-        config={
-            "plugins": {
-                EXT_AUTHZ_PLUGIN: {"addr": f"127.0.0.1:{spec.grpc_port}", "path": DECISION_PATH}
-            },
-            "decision_logs": {"console": True},
-        },
-        args=[str(policy)],
-        port=spec.opa_port,
-    )
-    envoy = EnvoyProxy(find_envoy(), workdir, envoy_config(spec), admin_port=spec.envoy_admin_port)
-    try:
-        server.start_and_wait(bundles=False)
-        envoy.start_and_wait()
-        yield Stack(f"http://127.0.0.1:{spec.envoy_port}", server)
-    finally:
-        envoy.stop()
-        server.stop()
-        upstream.stop()
-
-
-def _logged_input(server: OpaServer, decision_id: str) -> dict[str, Any]:
-    for line in reversed(server.log_path.read_text(encoding="utf-8").splitlines()):
-        if decision_id not in line:
-            continue
-        entry = json.loads(line)
-        if entry.get("decision_id") == decision_id:
-            logged: dict[str, Any] = entry["input"]
-            return logged
-    raise AssertionError(f"decision {decision_id} is not in OPA's console decision log")
+    with ext_authz_proxy(workdir, opa, [str(policy)], enforcer_id="parity-1") as (port, server):
+        yield Stack(f"http://127.0.0.1:{port}", server)
 
 
 def _send(stack: Stack, request: GatewayRequest) -> str:
@@ -166,7 +113,7 @@ def test_the_plugin_and_the_sdk_build_the_same_input(
     stack: Stack, request_: GatewayRequest
 ) -> None:
     decision_id = _send(stack, request_)
-    envoy_input = _logged_input(stack.opa, decision_id)
+    envoy_input = console_logged_input(stack.opa, decision_id)
     sdk_input = request_.to_opa_input()
 
     for key in sorted(sdk_input.keys() - {"attributes"}):
@@ -189,7 +136,7 @@ def test_the_plugin_and_the_sdk_build_the_same_input(
 def test_the_parity_test_sees_a_real_difference(stack: Stack) -> None:
     """The comparison is not vacuous: another path gives another parsed_path."""
     sent = GatewayRequest("GET", "/v1/chats/c-1", {"x-nexus-tenant": "acme"})
-    envoy_input = _logged_input(stack.opa, _send(stack, sent))
+    envoy_input = console_logged_input(stack.opa, _send(stack, sent))
     other = GatewayRequest("GET", "/v1/chats/c-2", {"x-nexus-tenant": "acme"}).to_opa_input()
     assert envoy_input["parsed_path"] != other["parsed_path"]
 
@@ -197,5 +144,5 @@ def test_the_parity_test_sees_a_real_difference(stack: Stack) -> None:
 def test_logged_input_is_found_by_decision_id(stack: Stack) -> None:
     first = _send(stack, GatewayRequest("GET", "/v1/chats/a", {"x-nexus-tenant": "acme"}))
     second = _send(stack, GatewayRequest("GET", "/v1/chats/b", {"x-nexus-tenant": "acme"}))
-    assert _logged_input(stack.opa, first)["parsed_path"][-1] == "a"
-    assert _logged_input(stack.opa, second)["parsed_path"][-1] == "b"
+    assert console_logged_input(stack.opa, first)["parsed_path"][-1] == "a"
+    assert console_logged_input(stack.opa, second)["parsed_path"][-1] == "b"
