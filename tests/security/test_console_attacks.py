@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -21,13 +20,11 @@ from nexus_cli.client import ControlPlaneClient
 from nexus_control.access.tokens import Role, create_token, revoke_token
 from nexus_control.console.sessions import CSRF_FIELD, csrf_token
 from nexus_control.store.tables import ConsoleSession
+from tests.fixtures.console import CONSOLE, SESSION_COOKIE, cookie_of, signed_in
 from tests.fixtures.environment import Environment
 from tests.security.test_four_eyes import BACKDOOR, restore, with_library_change
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
-
-CONSOLE = "/console"
-SESSION_COOKIE = "nexus_console"
 
 
 @pytest.fixture(scope="module")
@@ -44,25 +41,6 @@ def pending(stack: Environment) -> Iterator[int]:
 def state(env: Environment, rollout_id: int) -> str:
     with ControlPlaneClient(env.url, env.tokens["operator"]) as api:
         return str(api.get(f"/v1/rollouts/{rollout_id}")["state"])
-
-
-@contextmanager
-def signed_in(env: Environment, token: str) -> Iterator[httpx.Client]:
-    """A browser's cookie jar after signing in with ``token`` through the sign-in form."""
-    with httpx.Client(base_url=env.url, timeout=10) as client:
-        form = client.get(f"{CONSOLE}/login")
-        nonce = re.search(r'name="nonce" value="([^"]+)"', form.text)
-        assert nonce is not None, form.text
-        answer = client.post(f"{CONSOLE}/login", data={"token": token, "nonce": nonce.group(1)})
-        assert answer.status_code == 303, answer.text
-        assert client.cookies.get(SESSION_COOKIE)
-        yield client
-
-
-def cookie_of(client: httpx.Client) -> str:
-    value = client.cookies.get(SESSION_COOKIE)
-    assert value is not None
-    return value
 
 
 def approve(client: httpx.Client, rollout_id: int, csrf: str | None) -> httpx.Response:

@@ -34,6 +34,8 @@ from nexus_audit.service import AuditLog
 from nexus_audit.verify import LogReport, verify_log
 from nexus_contract.errors import NexusError
 from nexus_control.access.tokens import Principal
+from nexus_control.store import outbox
+from nexus_runtime.database import Database
 
 __all__ = [
     "EXPORT_TTL_S",
@@ -43,12 +45,14 @@ __all__ = [
     "FullVerifier",
     "LogHealth",
     "Period",
+    "ReplaySummary",
     "StoredExport",
     "Verification",
     "control_rows",
     "index_loop",
     "log_health",
     "period_of",
+    "replays_of",
     "resolve_control",
     "verify_offline",
 ]
@@ -358,3 +362,60 @@ def log_health(audit: AuditLog, verifier: FullVerifier) -> LogHealth:
         witnesses=witnesses,
         last_full=verifier.last,
     )
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """A signed replay report of a revision, as its audit event recorded it."""
+
+    at: datetime
+    actor: str
+    baseline: str
+    since: str
+    until: str
+    total: int
+    counts: dict[str, int]
+    digest: str
+    kid: str
+    passed: bool | None
+    """The gates' verdict on this report; None when the fleet declares no gates."""
+    gates: tuple[dict[str, object], ...]
+
+
+def replays_of(db: Database, revision: str) -> list[ReplaySummary]:
+    """Every replay report (and its gate verdict) with ``revision`` as the candidate, newest first.
+
+    Read from the outbox, where each report was recorded in the same transaction as its
+    signature; the audit log holds the same events as leaves.
+    """
+    with db.session() as session:
+        reports = [
+            e
+            for e in outbox.events(session, "replay.reported")
+            if e.payload.get("candidate") == revision
+        ]
+        verdicts = {
+            e.payload.get("digest"): e.payload
+            for e in outbox.events(session, "replay.gate_verdict")
+            if e.payload.get("candidate") == revision
+        }
+    summaries = []
+    for event in reversed(reports):
+        payload = event.payload
+        verdict = verdicts.get(payload.get("digest"))
+        summaries.append(
+            ReplaySummary(
+                at=event.created_at,
+                actor=event.actor,
+                baseline=str(payload.get("baseline") or "recorded"),
+                since=str(payload.get("since", "")),
+                until=str(payload.get("until", "")),
+                total=int(payload.get("total", 0)),
+                counts={str(k): int(v) for k, v in dict(payload.get("counts", {})).items()},
+                digest=str(payload.get("digest", "")),
+                kid=str(payload.get("kid", "")),
+                passed=None if verdict is None else bool(verdict.get("passed")),
+                gates=tuple(verdict.get("gates", ())) if verdict is not None else (),
+            )
+        )
+    return summaries

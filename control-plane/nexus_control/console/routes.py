@@ -639,6 +639,7 @@ def _rollout_context(plane: ControlPlane, rollout_id: int) -> dict[str, Any]:
         "live": live,
         "waves": sorted(waves.items()),
         "diff": row.diff,
+        "replays": pages.replays_of(plane.db, row.revision),
     }
 
 

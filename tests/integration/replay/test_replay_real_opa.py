@@ -18,6 +18,7 @@ import pytest
 
 from nexus_audit.events import controls_for
 from nexus_audit.payloads import PayloadStatus
+from nexus_cli.client import ControlPlaneClient
 from nexus_control.access.keyring import KeyPurpose
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
@@ -25,6 +26,7 @@ from nexus_control.replay.candidate import CandidateError, load_revision
 from nexus_control.replay.service import EmptyWindowError, Replayer, ReplayWindow
 from nexus_control.store import outbox
 from nexus_runtime.keys.jws import verify_compact
+from tests.fixtures.console import CONSOLE, signed_in
 from tests.fixtures.environment import Environment, credentials_overlay, eventually, write_overlay
 
 SEARCH = "/v1/tools/web-search:invoke"
@@ -201,3 +203,29 @@ def test_a_replay_through_the_api_is_signed_evidence_in_the_audit_log(
     assert {"SOC2:CC8.1", "ISO27001:A.8.32"} <= set(controls_for("replay.reported"))
     anonymous = httpx.post(f"{env.url}/v1/replays", json=body, timeout=30)
     assert anonymous.status_code == 401
+
+
+def test_the_rollout_page_shows_the_signed_replay_report_of_its_revision(
+    env: Environment, recorded: dict[str, str], widened: str
+) -> None:
+    """The approver deciding on a rollout sees what its revision did to recorded traffic."""
+    assert env.plane is not None
+    now = datetime.now(UTC)
+    body = {
+        "candidate_revision": widened,
+        "since": (now - timedelta(hours=1)).isoformat(),
+        "until": (now + timedelta(minutes=5)).isoformat(),
+        "tenant": "acme",
+    }
+    headers = {"authorization": f"Bearer {env.tokens['approver']}"}
+    replayed = httpx.post(f"{env.url}/v1/replays", json=body, headers=headers, timeout=120)
+    assert replayed.status_code == 200, replayed.text
+    with ControlPlaneClient(env.url, env.tokens["operator"]) as api:
+        rollouts = api.get("/v1/rollouts")["rollouts"]
+    rollout_id = next(r["id"] for r in rollouts if r["revision"] == widened)
+    with signed_in(env, env.tokens["approver"]) as browser:
+        page = browser.get(f"{CONSOLE}/rollouts/{rollout_id}")
+    assert page.status_code == 200, page.text
+    section = page.text[page.text.index('id="replays"') :]
+    assert replayed.json()["digest"][:16] in section
+    assert "deny_to_allow 1" in section
