@@ -46,11 +46,14 @@ from nexus_audit.tables import (
     LeafControl,
     LogState,
     Node,
+    StoredTile,
 )
 from nexus_contract.errors import NexusError
 
 __all__ = [
     "MAX_ENTRY_BYTES",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
     "Appended",
     "CorruptStorageError",
     "NewLeaf",
@@ -73,6 +76,7 @@ __all__ = [
     "lock_sequencer",
     "root_hash",
     "save_checkpoint",
+    "stored_tile",
     "tree_size",
 ]
 
@@ -93,6 +97,12 @@ _LEAF_CONTROLS: Table = LeafControl.__table__  # type: ignore[assignment]
 _LEAF_CONTROL_COLUMNS = ("control", "leaf_index", "kind", "time", "allowed")
 _NODES: Table = Node.__table__  # type: ignore[assignment]
 _NODE_COLUMNS = ("level", "node_index", "hash")
+_TILES: Table = StoredTile.__table__  # type: ignore[assignment]
+_TILE_COLUMNS = ("level", "tile_index", "hashes")
+
+TILE_HEIGHT = 8
+"""C2SP tlog-tiles: a tile holds 2**8 hashes of one tree level, 8 levels apart."""
+TILE_WIDTH = 1 << TILE_HEIGHT
 
 _T = TypeVar("_T")
 
@@ -247,6 +257,7 @@ def append(session: Session, leaves: Sequence[NewLeaf], *, now: datetime) -> App
     bulk_insert(session, _LEAVES, _LEAF_COLUMNS, leaf_rows)
     bulk_insert(session, _LEAF_CONTROLS, _LEAF_CONTROL_COLUMNS, control_rows)
     bulk_insert(session, _NODES, _NODE_COLUMNS, nodes)
+    bulk_insert(session, _TILES, _TILE_COLUMNS, _full_tiles(session, old_size, leaf_hashes, nodes))
     new_size = old_size + len(fresh)
     session.execute(update(LogState).where(LogState.id == SEQUENCER_ROW).values(size=new_size))
     return Appended(old_size, new_size, tuple(indexes), sequencer.keys_epoch)
@@ -303,6 +314,64 @@ def _completed_nodes(
             completed.append((level, index, value))
         stack.append((level, index, value))
     return completed
+
+
+def _full_tiles(
+    session: Session,
+    old_size: int,
+    leaf_hashes: Sequence[bytes],
+    nodes: Sequence[tuple[int, int, bytes]],
+) -> list[tuple[int, int, bytes]]:
+    """(level, index, hashes) of every tile the new leaves complete, for `stored_tile`.
+
+    Tile ``i`` of level ``L`` is complete when the node of tree level ``8L + 8``
+    and index ``i`` is. Its hashes come from this batch where it has them (so an
+    intake of 256 leaves reads nothing back) and from the tables otherwise.
+    """
+    completed = [
+        (level // TILE_HEIGHT - 1, index) for level, index, _ in nodes if level % TILE_HEIGHT == 0
+    ]
+    if not completed:
+        return []
+    fresh = {(0, old_size + offset): digest for offset, digest in enumerate(leaf_hashes)} | {
+        (level, index): digest for level, index, digest in nodes if level % TILE_HEIGHT == 0
+    }
+    tiles = []
+    for tile_level, tile_index in completed:
+        tree_level = tile_level * TILE_HEIGHT
+        first = tile_index * TILE_WIDTH
+        held = [fresh.get((tree_level, first + i)) for i in range(TILE_WIDTH)]
+        missing = [first + i for i, digest in enumerate(held) if digest is None]
+        if missing:
+            stored = dict(_hashes_at(session, tree_level, missing[0], missing[-1] + 1))
+            held = [d if d is not None else stored.get(first + i) for i, d in enumerate(held)]
+        if any(digest is None for digest in held):
+            raise CorruptStorageError(
+                f"tile {tile_level}/{tile_index}: stored hashes are missing; "
+                "run `nexus-policy audit verify`"
+            )
+        tiles.append((tile_level, tile_index, b"".join(d for d in held if d is not None)))
+    return tiles
+
+
+def _hashes_at(session: Session, level: int, first: int, end: int) -> list[tuple[int, bytes]]:
+    """(index, hash) of tree level ``level`` over ``[first, end)``: leaves or stored nodes."""
+    if level == 0:
+        query = select(Leaf.leaf_index, Leaf.leaf_hash).where(
+            Leaf.leaf_index >= first, Leaf.leaf_index < end
+        )
+    else:
+        query = select(Node.node_index, Node.hash).where(
+            Node.level == level, Node.node_index >= first, Node.node_index < end
+        )
+    return [(index, digest) for index, digest in session.execute(query).tuples()]
+
+
+def stored_tile(session: Session, level: int, index: int) -> bytes | None:
+    """The full tile ``index`` of tile level ``level`` if it was stored whole, else None."""
+    return session.scalar(
+        select(StoredTile.hashes).where(StoredTile.level == level, StoredTile.tile_index == index)
+    )
 
 
 def _right_edge(session: Session, size: int) -> list[tuple[int, int, bytes]]:

@@ -51,6 +51,7 @@ __all__ = [
     "Node",
     "Payload",
     "SearchState",
+    "StoredTile",
     "WitnessSize",
 ]
 
@@ -111,6 +112,22 @@ class Node(Base):
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     node_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StoredTile(Base):
+    """A full C2SP tile, kept whole: 256 hashes of tree level 8 * level, ``hashes`` 8,192 bytes.
+
+    Derived from ``leaves`` (level 0) or ``nodes`` in the transaction whose leaf completes the
+    tile, never changed, and checked by `nexus_audit.verify`. A tile is served (and a proof
+    from tiles computed) with one row read instead of 256; a log written before these rows
+    existed falls back to the hashes it is made of. Partial tiles are never stored.
+    """
+
+    __tablename__ = "tiles"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    tile_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hashes: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class LeafControl(Base):

@@ -52,8 +52,8 @@ __all__ = [
     "split_entry_bundle",
 ]
 
-TILE_HEIGHT = 8
-TILE_WIDTH = 1 << TILE_HEIGHT
+TILE_HEIGHT = storage.TILE_HEIGHT
+TILE_WIDTH = storage.TILE_WIDTH
 MAX_ENTRY_SIZE = 0xFFFF
 """Entries are uint16 length-prefixed in entry bundles: at most 65,535 bytes each."""
 _MAX_LEVEL = 63
@@ -155,6 +155,10 @@ def read_tile(session: Session, tile: Tile, tree_size: int) -> bytes:
     end = first + tile.width
     if tile.level is None:
         raise ValueError("use entry_bundle for entry tiles")
+    if tile.width == TILE_WIDTH:
+        whole = storage.stored_tile(session, tile.level, tile.index)
+        if whole is not None:
+            return whole
     # Core statements on the session's connection: a tile is read on every proof
     # from tiles, and the ORM's per-row machinery would cost more than the read.
     connection = session.connection()

@@ -38,7 +38,8 @@ from nexus_audit.database import AuditDatabase
 from nexus_audit.gc_pause import cyclic_gc_paused
 from nexus_audit.journal import CheckpointJournal
 from nexus_audit.note import NoteError, Verifier
-from nexus_audit.tables import SEQUENCER_ROW, CheckpointRow, Leaf, LogState, Node
+from nexus_audit.storage import TILE_HEIGHT, TILE_WIDTH
+from nexus_audit.tables import SEQUENCER_ROW, CheckpointRow, Leaf, LogState, Node, StoredTile
 from nexus_contract.errors import NexusError
 
 __all__ = [
@@ -49,10 +50,13 @@ __all__ = [
     "LogReport",
     "LogVerificationError",
     "NodeMismatchError",
+    "TileMismatchError",
     "verify_log",
 ]
 
 _PAGE = 10_000
+_TILE_PAGE = 256
+"""Whole tiles per query while verifying: 2 MiB of hashes."""
 
 
 class LogVerificationError(NexusError):
@@ -102,6 +106,19 @@ class NodeMismatchError(LogVerificationError):
         self.level = level
         self.node_index = node_index
         self.first_leaf = first
+
+
+class TileMismatchError(LogVerificationError):
+    """A stored whole tile differs from the hashes it is made of, or the tree has no such tile."""
+
+    def __init__(self, level: int, tile_index: int, problem: str) -> None:
+        first = tile_index << (TILE_HEIGHT * (level + 1))
+        super().__init__(
+            f"stored tile {level}/{tile_index} (from leaf {first}): {problem}; proofs from the "
+            "served tiles would not match the signed checkpoints"
+        )
+        self.level = level
+        self.tile_index = tile_index
 
 
 class CheckpointMismatchError(LogVerificationError):
@@ -217,6 +234,7 @@ def _verify(
             )
     next_outside = 0
     levels = _LevelStreams(connection)
+    tiles = _TileChecks(connection)
     stack: list[tuple[int, int, bytes]] = []
     next_checkpoint = 0
     nodes_checked = 0
@@ -251,11 +269,14 @@ def _verify(
         if computed != stored_hash:
             raise LeafHashMismatchError(index, record_id, computed, stored_hash)
         _check_columns(index, record_id, entry, kind, decision_id, event_id)
+        tiles.add(0, computed)
         level, node_index, value = 0, index, computed
         while stack and stack[-1][0] == level:
             _, left_index, left = stack.pop()
             level, node_index, value = level + 1, left_index >> 1, node_hash(left, value)
             levels.expect(level, node_index, value)
+            if level % TILE_HEIGHT == 0:
+                tiles.add(level // TILE_HEIGHT, value)
             nodes_checked += 1
         stack.append((level, node_index, value))
         checked = expected + 1
@@ -263,6 +284,7 @@ def _verify(
     if checked != size:
         raise LeafMissingError(checked, size)
     levels.expect_exhausted()
+    tiles.expect_exhausted()
     return LogReport(size, _root(stack), nodes_checked, len(pending), 0.0)
 
 
@@ -404,6 +426,75 @@ class _LevelStreams:
                 continue
             yield from page
             start += _PAGE
+
+
+class _TileChecks:
+    """Each stored whole tile against the recomputed hashes of its level, in index order.
+
+    Hashes of tree level ``8L`` arrive in index order; every 256 make tile ``L/N``,
+    which is compared with the stored row when there is one (a log written before
+    whole tiles were stored has none for its older tiles).
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._filling: dict[int, list[bytes]] = {}
+        self._done: dict[int, int] = {}
+        self._stored: dict[int, Iterator[tuple[int, bytes]]] = {}
+        self._next: dict[int, tuple[int, bytes] | None] = {}
+
+    def add(self, level: int, value: bytes) -> None:
+        filling = self._filling.setdefault(level, [])
+        filling.append(value)
+        if len(filling) < TILE_WIDTH:
+            return
+        tile_index = self._done.get(level, 0)
+        self._done[level] = tile_index + 1
+        self._check(level, tile_index, b"".join(filling))
+        filling.clear()
+
+    def expect_exhausted(self) -> None:
+        levels = self._connection.scalars(select(StoredTile.level).distinct()).all()
+        for level in sorted(levels):
+            extra = self._peek(level)
+            if extra is not None:
+                raise TileMismatchError(level, extra[0], "the tree has no such tile")
+
+    def _check(self, level: int, tile_index: int, hashes: bytes) -> None:
+        stored = self._peek(level)
+        if stored is None or stored[0] > tile_index:
+            return
+        if stored[0] < tile_index:
+            raise TileMismatchError(level, stored[0], "the tree has no such tile")
+        self._next[level] = next(self._stored[level], None)
+        if stored[1] != hashes:
+            raise TileMismatchError(
+                level, tile_index, "its hashes differ from the recomputed tree's"
+            )
+
+    def _peek(self, level: int) -> tuple[int, bytes] | None:
+        if level not in self._stored:
+            self._stored[level] = self._read(level)
+            self._next[level] = next(self._stored[level], None)
+        return self._next[level]
+
+    def _read(self, level: int) -> Iterator[tuple[int, bytes]]:
+        start = 0
+        while True:
+            page = (
+                self._connection.execute(
+                    select(StoredTile.tile_index, StoredTile.hashes)
+                    .where(StoredTile.level == level, StoredTile.tile_index >= start)
+                    .order_by(StoredTile.tile_index)
+                    .limit(_TILE_PAGE)
+                )
+                .tuples()
+                .all()
+            )
+            if not page:
+                return
+            yield from page
+            start = page[-1][0] + 1
 
 
 def _record_label(decision_id: str | None, event_id: str | None) -> str | None:

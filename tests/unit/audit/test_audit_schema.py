@@ -19,7 +19,7 @@ def test_the_migrations_create_exactly_the_declared_tables(tmp_path: Path) -> No
     with db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == "audit_0003"
+        assert context.get_current_revision() == "audit_0004"
         tables = set(inspect(connection).get_table_names())
     db.dispose()
     assert tables == {*Base.metadata.tables, VERSION_TABLE}

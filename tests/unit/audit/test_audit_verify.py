@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from nexus_audit import merkle
+from nexus_audit import merkle, storage, tiles
 from nexus_audit.note import Signer
 from nexus_audit.service import AuditLog
 from nexus_audit.verify import (
@@ -15,6 +15,7 @@ from nexus_audit.verify import (
     LeafHashMismatchError,
     LeafMissingError,
     NodeMismatchError,
+    TileMismatchError,
     verify_log,
 )
 from tests.unit.audit.harness import LOG_KEY
@@ -134,3 +135,46 @@ def test_a_checkpoint_over_a_rewritten_history_is_named(filled: AuditLog) -> Non
                 )
     with pytest.raises(CheckpointMismatchError, match="checkpoint of tree size 11"):
         verify_log(filled.db, LOG_KEY.verifier)
+
+
+def _tiled(log: AuditLog) -> AuditLog:
+    """600 leaves in batches of 70, so each full tile is completed by a batch that straddles it."""
+    for round_ in range(600 // 70 + 1):
+        log.ingest_upload(gzip_batch(events(70, subject=f"t{round_}")), "gzip")
+    log.checkpoint()
+    return log
+
+
+def test_full_tiles_are_stored_whole_and_equal_the_hashes_they_are_made_of(
+    audit_log: AuditLog,
+) -> None:
+    log = _tiled(audit_log)
+    size = log.size()
+    with log.db.session() as session:
+        stored = [storage.stored_tile(session, 0, n) for n in range(3)]
+        assert stored[2] is None, "a partial tile is never stored"
+        for n in (0, 1):
+            hashes = b"".join(log.leaf(index=i).leaf_hash for i in range(n * 256, (n + 1) * 256))
+            assert stored[n] == hashes
+            assert tiles.read_tile(session, tiles.Tile(0, n, 256), size) == hashes
+    assert verify_log(log.db, LOG_KEY.verifier).size == size
+
+
+def test_a_rewritten_stored_tile_is_named(audit_log: AuditLog) -> None:
+    """A tile altered in the database would make proofs from served tiles fail: verify says so."""
+    log = _tiled(audit_log)
+    forged = hashlib.sha256(b"forged").digest() * 256
+    _sql(log, "UPDATE tiles SET hashes = ? WHERE level = 0 AND tile_index = 1", (forged,))
+    with pytest.raises(TileMismatchError, match=r"stored tile 0/1 \(from leaf 256\)"):
+        verify_log(log.db, LOG_KEY.verifier)
+
+
+def test_a_stored_tile_the_tree_does_not_have_is_named(audit_log: AuditLog) -> None:
+    log = _tiled(audit_log)
+    _sql(
+        log,
+        "INSERT INTO tiles (level, tile_index, hashes) VALUES (0, 7, ?)",
+        (bytes(32 * 256),),
+    )
+    with pytest.raises(TileMismatchError, match="no such tile"):
+        verify_log(log.db, LOG_KEY.verifier)
