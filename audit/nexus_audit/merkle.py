@@ -46,6 +46,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "MAX_TREE_SIZE",
+    "NODE_PREFIX",
     "HashLengthError",
     "InMemoryTree",
     "IndexOutOfRangeError",
@@ -73,7 +74,8 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 """Root hash of the tree with no leaves (RFC 9162 section 2.1.1)."""
 
 _LEAF_PREFIX = b"\x00"
-_NODE_PREFIX = b"\x01"
+NODE_PREFIX = b"\x01"
+"""RFC 9162: an interior node hashes 0x01 || left || right."""
 
 
 class MerkleError(NexusError):
@@ -118,7 +120,7 @@ def leaf_hash(entry: bytes) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """Return SHA-256(0x01 || left || right), the hash of an interior node."""
-    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
 def root_hash(size: int, subtree_hash: SubtreeHasher) -> bytes:

@@ -367,11 +367,21 @@ def _hashes_at(session: Session, level: int, first: int, end: int) -> list[tuple
     return [(index, digest) for index, digest in session.execute(query).tuples()]
 
 
+_STORED_TILE = select(_TILES.c.hashes).where(
+    _TILES.c.level == bindparam("level"), _TILES.c.tile_index == bindparam("index")
+)
+
+
 def stored_tile(session: Session, level: int, index: int) -> bytes | None:
-    """The full tile ``index`` of tile level ``level`` if it was stored whole, else None."""
-    return session.scalar(
-        select(StoredTile.hashes).where(StoredTile.level == level, StoredTile.tile_index == index)
+    """The full tile ``index`` of tile level ``level`` if it was stored whole, else None.
+
+    A Core statement on the session's connection: it runs for every tile a proof
+    from tiles reads, where the ORM's per-call machinery costs more than the read.
+    """
+    hashes: bytes | None = (
+        session.connection().execute(_STORED_TILE, {"level": level, "index": index}).scalar()
     )
+    return hashes
 
 
 def _right_edge(session: Session, size: int) -> list[tuple[int, int, bytes]]:
