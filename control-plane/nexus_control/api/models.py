@@ -177,8 +177,9 @@ class ApprovalRequest(_Ask):
 
 
 class GateOverride(_Ask):
-    reason: str = Field(min_length=1, max_length=1000, pattern=r"\S")
-    """Why the approver releases a rollout its failing replay gate holds (kept as evidence)."""
+    reason: str | None = Field(default=None, max_length=1000)
+    """Why the approver releases a rollout its failing replay gate holds (kept as evidence;
+    required: an override without one is refused, 422)."""
 
 
 # --- fleet ---------------------------------------------------------------------------------

@@ -721,7 +721,6 @@ async def rollout_action(request: Request, rollout_id: int, action: str) -> Resp
             request, rollout_id, ApprovalRequest(comment=reason), plane, principal
         )
     elif action == "override":
-        assert reason is not None
         await rollouts_api.override(rollout_id, GateOverride(reason=reason), plane, principal)
     elif action == "promote":
         force = fields.get("force") == "yes"

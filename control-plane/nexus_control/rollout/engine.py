@@ -37,6 +37,7 @@ __all__ = [
     "ENGINE",
     "GATE_PENDING",
     "ApprovalForbiddenError",
+    "OverrideReasonError",
     "RolloutError",
     "RolloutNotFoundError",
     "approve",
@@ -71,6 +72,10 @@ class RolloutNotFoundError(RolloutError):
 
 class ApprovalForbiddenError(RolloutError):
     """The caller may not approve this rollout (its author, say)."""
+
+
+class OverrideReasonError(RolloutError):
+    """An override without a reason: the reason is the evidence, so none is no override."""
 
 
 def _now() -> datetime:
@@ -307,7 +312,7 @@ def override(
     *,
     approver: str,
     approver_id: str,
-    reason: str,
+    reason: str | None,
 ) -> tuple[Rollout, list[str]]:
     """An approver releases a rollout a failing replay gate holds, for a recorded reason.
 
@@ -315,6 +320,11 @@ def override(
     still needs its second approver goes on waiting for that approval.
     """
     rollout = get(session, rollout_id)
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise OverrideReasonError(
+            f"rollout {rollout_id}: an override needs a reason (why the failing gate is accepted)"
+        )
     if rollout.state is not RolloutState.HELD:
         raise RolloutError(
             f"rollout {rollout_id} is {rollout.state}; only a held one is overridden"

@@ -167,7 +167,9 @@ class Rollouts:
             rollout = self._judge(rollout, gate, approver)
         return rollout
 
-    def override(self, rollout_id: int, approver: str, reason: str, *, approver_id: str) -> Rollout:
+    def override(
+        self, rollout_id: int, approver: str, reason: str | None, *, approver_id: str
+    ) -> Rollout:
         """An approver (never the author) releases a rollout its failing replay gate holds."""
         with self.db.session() as session:
             rollout, changed = engine.override(
