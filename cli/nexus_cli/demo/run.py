@@ -515,7 +515,7 @@ class DemoRun:
                 history = api.get(f"/v1/rollouts/{rollout['id']}")["history"]
             passed = [h["detail"] for h in history if h["action"] == "gate_passed"]
             if passed:
-                self.out.print(f"  replay gate passed ({escape(str(passed[-1]))}): it rolls out")
+                self.out.print(f"  replay gate: {escape(str(passed[-1]))}; it rolls out")
         return published
 
     def follow(self, rollout_id: int, timeout_s: float = 60) -> dict[str, Any]:
