@@ -19,6 +19,8 @@ from sqlalchemy import select
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import Role, create_token, token_digest
 from nexus_control.authoring.opa import Opa
+from nexus_control.rollout import engine
+from nexus_control.rollout.states import RolloutState
 from nexus_control.store import outbox
 from nexus_control.store.tables import ApiToken
 from tests.fixtures.environment import Environment
@@ -113,3 +115,31 @@ def test_an_override_replayed_twice_releases_once(env: Environment, held: int) -
     assert again.status_code == 409, again.text
     assert "only a held one is overridden" in again.json()["error"]["message"]
     assert _overrides(env) == 1
+
+
+def test_an_override_before_the_gate_has_a_verdict_is_refused(env: Environment) -> None:
+    """An approver cannot race the replay: a gate still running is no failing gate to accept."""
+    assert env.plane is not None
+    plane = env.plane
+    revision = plane.rollouts.base_revision()
+    assert revision is not None
+    with plane.db.session() as session:
+        running, _ = engine.start(
+            session, plane.fleet, revision, author="e2e-author", author_id="someone",
+            diff={}, needs_approval=False, gated=True,
+        )  # fmt: skip
+    assert running.state is RolloutState.HELD and running.reason == engine.GATE_PENDING
+    before = _overrides(env)
+    response = _override(env, running.id, env.tokens["approver"], {"reason": "cannot wait"})
+    assert response.status_code == 409, response.text
+    assert "still running" in response.json()["error"]["message"]
+    assert _overrides(env) == before
+    # A verdict arriving for a rollout a newer publication superseded changes nothing.
+    with plane.db.session() as session:
+        engine.start(session, plane.fleet, revision, author="e2e-author", author_id="someone",
+                     diff={}, needs_approval=False)  # fmt: skip
+    with plane.db.session() as session:
+        late, changed = engine.gate_judged(
+            session, plane.fleet, running.id, passed=True, detail="late", actor="test"
+        )
+        assert late.state is RolloutState.SUPERSEDED and changed == []
