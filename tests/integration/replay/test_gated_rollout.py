@@ -8,6 +8,9 @@ real OPA, before any wave starts.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,14 +91,17 @@ def test_a_deny_to_allow_on_a_high_risk_tool_is_held_until_an_approver_overrides
                       body={"arguments": {"path": "/tmp/x"}})  # fmt: skip
     assert denied.status_code == 403
 
-    with ControlPlaneClient(env.url, env.tokens["approver"]) as api:
-        released = api.post(
-            f"/v1/rollouts/{rollout_id}/override",
-            {"reason": "file-delete is sandboxed per tenant now (SEC-123)"},
-        )
+    reason = "file-delete is sandboxed per tenant now (SEC-123)"
+    cli = subprocess.run(
+        [sys.executable, "-m", "nexus_cli", "override", str(rollout_id), "--reason", reason,
+         "--url", env.url, "--token", env.tokens["approver"], "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    released = json.loads(cli.stdout)
     assert released["state"] == "rolling" and released["reason"] is None
     (overridden,) = _events(env, "replay.gate_overridden", rollout_id)
-    assert overridden["reason"] == "file-delete is sandboxed per tenant now (SEC-123)"
+    assert overridden["reason"] == reason
     assert overridden["approver_principal"] and "replay gate failed" in overridden["held_for"]
     with ControlPlaneClient(env.url, env.tokens["operator"]) as api:
         actions = [h["action"] for h in api.get(f"/v1/rollouts/{rollout_id}")["history"]]
