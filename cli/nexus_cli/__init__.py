@@ -44,7 +44,7 @@ app.command("fleet")(service.fleet)
 app.command("replay")(replay.replay)
 app.add_typer(service.tokens_app, name="tokens")
 app.add_typer(rollout.rollout_app, name="rollout")
-for verb in ("approve", "promote", "pause", "resume", "rollback"):
+for verb in ("approve", "override", "promote", "pause", "resume", "rollback"):
     app.command(verb)(getattr(rollout, verb))
 app.add_typer(dataplane.app, name="dataplane")
 app.add_typer(audit_cli.audit_app, name="audit")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
@@ -21,6 +22,7 @@ __all__ = [
     "ReasonOption",
     "RolloutId",
     "approve",
+    "override",
     "pause",
     "promote",
     "resume",
@@ -50,6 +52,7 @@ _STATE_STYLE: dict[str, str] = {
     RolloutState.HALTED: "bold red",
     RolloutState.ROLLED_BACK: "magenta",
     RolloutState.PENDING_APPROVAL: "yellow",
+    RolloutState.HELD: "bold yellow",
     RolloutState.SUPERSEDED: "dim",
 }
 
@@ -83,6 +86,7 @@ def _action(
         out.print(
             f"rollout {result['id']} ({_short(result['revision'])}): {_styled(result['state'])}"
             f", wave {result['wave']}"
+            + (f" — {escape(result['reason'])}" if result.get("reason") else "")
         )
 
 
@@ -95,6 +99,19 @@ def approve(
 ) -> None:
     """Approve a publication that waits for a second person."""
     _action("approve", rollout_id, {"comment": comment}, url, token, as_json)
+
+
+def override(
+    rollout_id: RolloutId,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the failing gate is accepted (kept as evidence)")
+    ],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Release a rollout its failing replay gate holds (an approver, never the author)."""
+    _action("override", rollout_id, {"reason": reason}, url, token, as_json)
 
 
 def promote(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nexus_cli.client import ControlPlaneClient
@@ -171,6 +172,12 @@ def publish(
         )
     if rollout["state"] == "pending_approval":
         out.print(f"  rollout {rollout['id']} waits for a second approver (unsigned until then)")
+    elif rollout["state"] == "held":
+        held = escape(str(rollout.get("reason")))
+        out.print(
+            f"  [bold yellow]rollout {rollout['id']} is held[/bold yellow]: {held} (an approver"
+            f" may `nexus-policy override {rollout['id']} --reason ...`, or publish a fix)"
+        )
 
 
 def fleet(

@@ -8,6 +8,7 @@ expected one, the bad revision was contained, and the audit trail is whole.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nexus_audit.cosignature import Cosigner
@@ -29,7 +31,7 @@ from nexus_audit.keyfiles import load_log_key
 from nexus_audit.service import AuditLog, LeafNotFoundError
 from nexus_audit.settings import AuditSettings
 from nexus_audit.verify import verify_log
-from nexus_cli.client import ControlPlaneClient
+from nexus_cli.client import ApiCallError, ControlPlaneClient
 from nexus_cli.demo.faults import rotate_before_trust, undo_rotation
 from nexus_cli.demo.scenarios import (
     BUDGET_STEPS,
@@ -89,6 +91,12 @@ DEMO_TENANTS = ("acme", "globex", "hooli", "initech", "stark", "umbrella", "wayn
 """The example bundle's tenants: the demo gateway token reports for these alone."""
 DEMO_REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
 DEMO_SOAK_S = 1
+DEMO_GATES = """replayGates:
+  windowHours: 1
+  denyToAllowMax: 0
+  denyToAllowMinRisk: high
+"""
+"""The demo fleet's replay gates: no refusal of a high-risk tool call may become an allow."""
 FINISHED = (RolloutState.COMPLETED, RolloutState.HALTED, RolloutState.ROLLED_BACK)
 
 
@@ -323,6 +331,7 @@ def _fleet_file(path: Path) -> Path:
             activation_deadline_s=30,
             stale_after_s=20,
         )
+        + DEMO_GATES
     )
     return path
 
@@ -493,11 +502,20 @@ class DemoRun:
         )
         if rollout["state"] == RolloutState.PENDING_APPROVAL:
             with self.api("approver") as api:
-                api.post(f"/v1/rollouts/{rollout['id']}/approve", {"comment": "reviewed"})
+                rollout = api.post(f"/v1/rollouts/{rollout['id']}/approve", {"comment": "reviewed"})
+            published["rollout"] = rollout
             self.out.print(
                 "  it needs a second person (widening or policy code), so it waited unsigned: "
                 "bob approved it, and the control plane signed it"
             )
+        if rollout["state"] == RolloutState.HELD:
+            self.out.print(f"  [bold yellow]held[/bold yellow]: {escape(str(rollout['reason']))}")
+        elif rollout["state"] == RolloutState.ROLLING:
+            with self.api("operator") as api:
+                history = api.get(f"/v1/rollouts/{rollout['id']}")["history"]
+            passed = [h["detail"] for h in history if h["action"] == "gate_passed"]
+            if passed:
+                self.out.print(f"  replay gate: {escape(str(passed[-1]))}; it rolls out")
         return published
 
     def follow(self, rollout_id: int, timeout_s: float = 60) -> dict[str, Any]:
@@ -613,6 +631,23 @@ def _show_audit(run: DemoRun, demo: Demo, out: Console) -> bool:
     return count == len(demo.decisions) and pending == 0
 
 
+def _lowered_risk(tool: str) -> Path:
+    """The example bundle with ``tool``'s risk lowered to low (it no longer needs an approval)."""
+    target = WORKDIR / f"gateway-{tool}-low"
+    shutil.copytree(BUNDLE_DIR, target)
+    (target / "bundle.yaml").write_text(
+        (target / "bundle.yaml").read_text().replace("../../rego", str(Path("rego").resolve()))
+    )
+    tools = target / "tools.yaml"
+    head, tail = tools.read_text().split(f"  - id: {tool}\n", 1)
+    block, rest = tail.split("  - id:", 1) if "  - id:" in tail else (tail, None)
+    block = re.sub(r"risk: \w+", "risk: low", block, count=1)
+    tools.write_text(
+        head + f"  - id: {tool}\n" + block + ("" if rest is None else "  - id:" + rest)
+    )
+    return target
+
+
 def _narrower(days: int) -> Path:
     """The example bundle with chat history kept ``days`` instead of 365 (a routine change)."""
     target = WORKDIR / f"gateway-{days}"
@@ -697,7 +732,27 @@ def run_demo(out: Console, err: Console) -> int:
         second = run.publish(_narrower(300), credentials)
         run.follow(second["rollout"]["id"])
         out.print(
-            "[bold]7[/bold] a revision OPA refuses to activate: olivia rotates the bundle-signing "
+            "[bold]7[/bold] a change its replay gate holds: payment-refund's risk lowered to low"
+        )
+        held = run.publish(_lowered_risk("payment-refund"), credentials)["rollout"]
+        with run.api("author") as api:
+            try:
+                api.post(f"/v1/rollouts/{held['id']}/override", {"reason": "mine is fine"})
+            except ApiCallError as refused:
+                out.print(f"  alice may not override her own change's gate ({refused.status})")
+            else:
+                raise RuntimeError("the author overrode the gate of her own change")
+        with run.api("approver") as api:
+            released = api.post(
+                f"/v1/rollouts/{held['id']}/override",
+                {"reason": "refunds are capped upstream now (demo)"},
+            )
+        out.print(
+            f"  bob overrides it with a recorded reason: {released['state']}; "
+            "the verdict and the override are audit events (the next publication supersedes it)"
+        )
+        out.print(
+            "[bold]8[/bold] a revision OPA refuses to activate: olivia rotates the bundle-signing "
             "key and activates the new one before any enforcer was told to trust it"
         )
         with run.api("operator") as operator:
@@ -720,7 +775,7 @@ def run_demo(out: Console, err: Console) -> int:
             f"retires {rotation.premature}; every key change is an audit event"
         )
 
-        out.print("[bold]8[/bold] the audit trail")
+        out.print("[bold]9[/bold] the audit trail")
         audited = _show_audit(run, demo, out)
 
         failed = [o for o in demo.outcomes if not o.ok]

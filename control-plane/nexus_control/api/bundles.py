@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from nexus_contract.wire import EXPECTED_REVISION_HEADER, SOURCES_CONTENT_TYPE
 from nexus_control.api.deps import AuthorDep, PlaneDep, ReaderDep
 from nexus_control.api.models import BundleDetail, BundleList, PublishResult, RolloutBrief
+from nexus_control.api.replays import gate_of
 from nexus_control.authoring.sources import MAX_SOURCES_BYTES
 from nexus_runtime.http import ApiError, read_body
 
@@ -35,6 +36,8 @@ async def publish(request: Request, plane: PlaneDep, principal: AuthorDep) -> Pu
     The body is the sources tarball ``nexus-policy publish`` packs; the
     optional ``x-nexus-expected-revision`` header is the revision the
     author's build computed, refused (422) if the control plane's differs.
+    With replay gates declared, the answer comes after the gate's verdict:
+    the rollout is ``held`` when a gate failed.
     """
     expected = request.headers.get(EXPECTED_REVISION_HEADER)
     if expected is not None and (len(expected) != 64 or not set(expected) <= _HEX):
@@ -48,6 +51,7 @@ async def publish(request: Request, plane: PlaneDep, principal: AuthorDep) -> Pu
             principal.name,
             author_id=principal.principal_id,
             expected_revision=expected,
+            gate=gate_of(request, plane),
         )
     )
     published = publication.published

@@ -21,6 +21,7 @@ from nexus_control.replay.evaluator import EvaluatorError
 from nexus_control.replay.service import EmptyWindowError, InvalidWindowError
 from nexus_control.rollout.engine import (
     ApprovalForbiddenError,
+    OverrideReasonError,
     RolloutError,
     RolloutNotFoundError,
 )
@@ -38,6 +39,7 @@ STATUS_OF: ErrorTable = {
     UnknownApprovalError: (404, "unknown_approval"),
     StaleStateError: (404, "not_found"),
     ApprovalForbiddenError: (403, "forbidden"),
+    OverrideReasonError: (422, "reason_required"),
     RolloutError: (409, "conflict"),
     NoPolicyInForceError: (409, "no_policy"),
     PublishError: (422, "invalid_bundle"),

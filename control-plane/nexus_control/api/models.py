@@ -38,6 +38,7 @@ __all__ = [
     "EnforcerRegistrationRequest",
     "EnforcerStatusView",
     "EnforcerView",
+    "GateOverride",
     "KeyActivation",
     "KeyList",
     "KeyRotation",
@@ -94,6 +95,8 @@ class RolloutBrief(_Answer):
     id: int
     state: RolloutState
     needs_approval: bool
+    reason: str | None = None
+    """Why the rollout is held (its replay gate's failed gates), when it is."""
 
 
 class PublishResult(_Answer):
@@ -171,6 +174,12 @@ class Promotion(_Ask):
 
 class ApprovalRequest(_Ask):
     comment: str | None = Field(default=None, max_length=1000)
+
+
+class GateOverride(_Ask):
+    reason: str | None = Field(default=None, max_length=1000)
+    """Why the approver releases a rollout its failing replay gate holds (kept as evidence;
+    required: an override without one is refused, 422)."""
 
 
 # --- fleet ---------------------------------------------------------------------------------
@@ -400,6 +409,7 @@ class GateResultModel(BaseModel):
     passed: bool
     observed: float
     limit: float
+    note: str | None = None
 
 
 class ReplayResult(BaseModel):

@@ -18,14 +18,15 @@ from nexus_control.api.models import (
     ReplaySideTiming,
     ReplayTiming,
 )
-from nexus_control.authoring.spec import RiskLevel
 from nexus_control.plane import ControlPlane
 from nexus_control.replay.candidate import SignedBundle, load_archive, load_revision
+from nexus_control.replay.gatekeeper import Gatekeeper, GateOutcome, risk_judge
 from nexus_control.replay.gates import DEFAULT_WINDOW_HOURS, judge
 from nexus_control.replay.service import Replayer, ReplayWindow
+from nexus_control.rollout.rollouts import Gate
 from nexus_runtime.http import ApiError, parse_body, read_body
 
-__all__ = ["MAX_REPLAY_BODY", "replay", "router"]
+__all__ = ["MAX_REPLAY_BODY", "gate_of", "replay", "router"]
 
 router = APIRouter(prefix="/v1/replays", tags=["replay"])
 MAX_REPLAY_BODY = 64 * 1024 * 1024
@@ -60,14 +61,7 @@ def _run(plane: ControlPlane, audit: AuditLog, body: ReplayRequest, actor: str) 
         if base is not None and base != candidate.revision
         else None
     )
-
-    def risk_of(tool: str) -> RiskLevel | None:
-        """The higher of the candidate's and the running revision's risk for ``tool``."""
-        levels = [b.risk_of(tool) for b in (candidate, current) if b is not None]
-        known = [level for level in levels if level is not None]
-        return max(known, key=lambda level: level.rank) if known else None
-
-    verdict = judge(gates, report, risk_of) if gates is not None else None
+    verdict = judge(gates, report, risk_judge(candidate, current)) if gates is not None else None
     signature = replayer.record(report, actor, verdict=verdict)
     timing = report.timing
     return ReplayResult(
@@ -85,6 +79,29 @@ def _run(plane: ControlPlane, audit: AuditLog, body: ReplayRequest, actor: str) 
         gates_passed=verdict.passed if verdict is not None else None,
         gates=[GateResultModel(**r.as_dict()) for r in verdict.results] if verdict else [],
     )
+
+
+def gate_of(request: Request, plane: ControlPlane) -> Gate | None:
+    """The replay gate a rollout waits for, when the fleet declares gates.
+
+    Fail closed: gates declared but no audit log served with the plane hold
+    every rollout, with the reason.
+    """
+    gates = plane.fleet.replay_gates
+    if gates is None:
+        return None
+    audit = getattr(request.app.state, "audit_log", None)
+    if not isinstance(audit, AuditLog):
+
+        def no_log(revision: str, rollout_id: int, actor: str) -> GateOutcome:
+            return GateOutcome(False, "replay gates need the audit log served with the plane")
+
+        return no_log
+    keeper = Gatekeeper(
+        plane.db, audit, plane.registry, plane.keyring, plane.opa, gates,
+        base_revision=plane.rollouts.base_revision,
+    )  # fmt: skip
+    return keeper.judge_revision
 
 
 @router.post("", response_model=ReplayResult)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from nexus_control.api.deps import ApproverDep, OperatorDep, PlaneDep, ReaderDep
 from nexus_control.api.models import (
     ApprovalRequest,
+    GateOverride,
     Promotion,
     Reason,
     RolloutDetail,
@@ -17,6 +18,7 @@ from nexus_control.api.models import (
     RolloutStatusView,
     RolloutView,
 )
+from nexus_control.api.replays import gate_of
 
 __all__ = [
     "MAX_ROLLOUT_ID",
@@ -24,6 +26,7 @@ __all__ = [
     "approve",
     "get_rollout",
     "list_rollouts",
+    "override",
     "pause",
     "promote",
     "resume",
@@ -62,12 +65,37 @@ async def get_rollout(rollout_id: RolloutId, plane: PlaneDep, _: ReaderDep) -> R
 
 @router.post("/{rollout_id}/approve", response_model=RolloutView)
 async def approve(
-    rollout_id: RolloutId, body: ApprovalRequest, plane: PlaneDep, principal: ApproverDep
+    request: Request,
+    rollout_id: RolloutId,
+    body: ApprovalRequest,
+    plane: PlaneDep,
+    principal: ApproverDep,
 ) -> RolloutView:
-    """Approve a publication waiting for a second person (never its author)."""
+    """Approve a publication waiting for a second person (never its author).
+
+    With replay gates declared, the answer comes after the gate's verdict.
+    """
+    gate = gate_of(request, plane)
     row = await asyncio.to_thread(
         lambda: plane.rollouts.approve(
-            rollout_id, principal.name, body.comment, approver_id=principal.principal_id
+            rollout_id,
+            principal.name,
+            body.comment,
+            approver_id=principal.principal_id,
+            gate=gate,
+        )
+    )
+    return RolloutView.model_validate(row)
+
+
+@router.post("/{rollout_id}/override", response_model=RolloutView)
+async def override(
+    rollout_id: RolloutId, body: GateOverride, plane: PlaneDep, principal: ApproverDep
+) -> RolloutView:
+    """Release a rollout a failing replay gate holds, for a recorded reason (never its author)."""
+    row = await asyncio.to_thread(
+        lambda: plane.rollouts.override(
+            rollout_id, principal.name, body.reason, approver_id=principal.principal_id
         )
     )
     return RolloutView.model_validate(row)

@@ -45,7 +45,7 @@ from nexus_control.api import budgets as budgets_api
 from nexus_control.api import fleet as fleet_api
 from nexus_control.api import rollouts as rollouts_api
 from nexus_control.api.deps import route_roles
-from nexus_control.api.models import ApprovalRequest, Promotion, Reason
+from nexus_control.api.models import ApprovalRequest, GateOverride, Promotion, Reason
 from nexus_control.console import pages, sessions
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.states import RolloutState
@@ -100,12 +100,13 @@ NAV: tuple[tuple[str, str, Callable[..., Any]], ...] = (
 
 ACTIONS: Mapping[str, Callable[..., Any]] = {
     "approve": rollouts_api.approve,
+    "override": rollouts_api.override,
     "promote": rollouts_api.promote,
     "pause": rollouts_api.pause,
     "resume": rollouts_api.resume,
     "rollback": rollouts_api.rollback,
 }
-REASON_TAKEN = {"approve", "pause", "rollback"}
+REASON_TAKEN = {"approve", "override", "pause", "rollback"}
 """Actions whose API call carries the reason (approve's is its comment)."""
 
 
@@ -688,6 +689,8 @@ def _check_id(rollout_id: int) -> None:
 def _possible(state: RolloutState, needs_approval: bool) -> list[str]:
     if state is RolloutState.PENDING_APPROVAL:
         return ["approve", "rollback"]
+    if state is RolloutState.HELD:
+        return ["override"]
     if state is RolloutState.ROLLING:
         return ["promote", "pause", "rollback"]
     if state is RolloutState.PAUSED:
@@ -715,7 +718,11 @@ async def rollout_action(request: Request, rollout_id: int, action: str) -> Resp
         raise Refusal(400, "Bad request", "a reason is at most 1000 characters")
     plane, principal = _plane(request), viewer.principal
     if action == "approve":
-        await rollouts_api.approve(rollout_id, ApprovalRequest(comment=reason), plane, principal)
+        await rollouts_api.approve(
+            request, rollout_id, ApprovalRequest(comment=reason), plane, principal
+        )
+    elif action == "override":
+        await rollouts_api.override(rollout_id, GateOverride(reason=reason), plane, principal)
     elif action == "promote":
         force = fields.get("force") == "yes"
         await rollouts_api.promote(rollout_id, Promotion(force=force), plane, principal)

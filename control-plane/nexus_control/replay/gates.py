@@ -3,8 +3,14 @@
 A gate is a limit on what a candidate would do to recorded traffic:
 deny→allow decisions on tools of at least a given risk (a count, usually 0),
 allow→deny and not-replayable decisions (fractions of the records), and a
-minimum number of records below which the replay proves too little to pass.
+minimum number of records below which the replay proves too little to pass,
+and the candidate's p99 evaluation time against the baseline's.
 Every gate is judged and reported, passed or not.
+
+The p99 gate is the one verdict that is not a function of the report alone:
+it reads the evaluation times measured beside the report (same machine, same
+run, both sides), which the deterministic report leaves out. Replaying the
+same window twice gives the same report, and may give a different p99 verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from nexus_control.authoring.spec import Risk, RiskLevel, _Strict
-from nexus_control.replay.report import Change, ReplayReport
+from nexus_control.replay.report import Change, ReplayReport, Timing
 
 __all__ = [
     "DEFAULT_WINDOW_HOURS",
@@ -40,6 +46,8 @@ class ReplayGates(_Strict):
     allow_to_deny_max_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     not_replayable_max_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     min_sample: Annotated[int, Field(ge=0)] | None = None
+    p99_inflation_max: Annotated[float, Field(ge=0, le=100)] | None = None
+    """Most the candidate's p99 evaluation time may exceed the baseline's (0.2: by 20 %)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class GateResult:
     passed: bool
     observed: float
     limit: float
+    note: str | None = None
+    """Why a gate could not be measured (it then fails)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +65,7 @@ class GateResult:
             "passed": self.passed,
             "observed": self.observed,
             "limit": self.limit,
+            "note": self.note,
         }
 
 
@@ -72,9 +83,15 @@ class GateVerdict:
 
 
 def judge(
-    gates: ReplayGates, report: ReplayReport, risk_of: Callable[[str], RiskLevel | None]
+    gates: ReplayGates,
+    report: ReplayReport,
+    risk_of: Callable[[str], RiskLevel | None],
+    timing: Timing | None = None,
 ) -> GateVerdict:
-    """Every configured gate judged against ``report``; tools' risk from ``risk_of``."""
+    """Every configured gate judged against ``report``; tools' risk from ``risk_of``.
+
+    ``timing`` (default: the report's own measurements) feeds the p99 gate.
+    """
     results: list[GateResult] = []
     if gates.deny_to_allow_max is not None:
         floor = gates.deny_to_allow_min_risk.rank
@@ -105,4 +122,15 @@ def judge(
             GateResult("min_sample", replayed >= gates.min_sample, float(replayed),
                        float(gates.min_sample))
         )  # fmt: skip
+    if gates.p99_inflation_max is not None:
+        results.append(_p99_inflation(gates.p99_inflation_max, timing or report.timing))
     return GateVerdict(tuple(results))
+
+
+def _p99_inflation(limit: float, timing: Timing) -> GateResult:
+    before, after = timing.baseline_p99_ns, timing.candidate_p99_ns
+    if before is None or after is None or before <= 0:
+        unmeasured = "no decision was evaluated on both sides: nothing measured"
+        return GateResult("p99_inflation", False, 0.0, limit, note=unmeasured)
+    inflation = round(after / before - 1, 6)
+    return GateResult("p99_inflation", inflation <= limit, inflation, limit)

@@ -11,7 +11,9 @@ Invariants:
   an enforcer that is down blocks promotion (it is no failure) until it
   returns or an operator removes it;
 - every step is a :class:`RolloutEvent` and an outbox event in the same
-  transaction as the change.
+  transaction as the change;
+- with replay gates, no wave starts before the gate's verdict passed or an
+  approver (never the author, by principal) overrode a failing one.
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ from nexus_control.store.tables import Approval, BundleRevision, RegionTarget, R
 
 __all__ = [
     "ENGINE",
+    "GATE_PENDING",
     "ApprovalForbiddenError",
+    "OverrideReasonError",
     "RolloutError",
     "RolloutNotFoundError",
     "approve",
     "current_base",
+    "gate_judged",
     "get",
     "history",
     "latest_active",
+    "override",
     "pause",
     "promote",
     "recent",
@@ -52,6 +58,8 @@ __all__ = [
 
 ENGINE = "rollout-engine"
 """The actor of the steps the engine takes by itself."""
+GATE_PENDING = "replay gate running"
+"""The reason of a rollout held while its replay gate runs (no verdict yet)."""
 
 
 class RolloutError(NexusError):
@@ -64,6 +72,10 @@ class RolloutNotFoundError(RolloutError):
 
 class ApprovalForbiddenError(RolloutError):
     """The caller may not approve this rollout (its author, say)."""
+
+
+class OverrideReasonError(RolloutError):
+    """An override without a reason: the reason is the evidence, so none is no override."""
 
 
 def _now() -> datetime:
@@ -142,8 +154,14 @@ def start(
     author_id: str,
     diff: dict[str, Any],
     needs_approval: bool,
+    gated: bool = False,
 ) -> tuple[Rollout, list[str]]:
-    """Open a rollout for ``revision``; returns it and the regions whose target changed."""
+    """Open a rollout for ``revision``; returns it and the regions whose target changed.
+
+    ``gated``: replay gates are declared, so a rollout that needs no approval
+    is held (no wave) until `gate_judged`; one that needs approval is gated
+    when approved.
+    """
     if session.get(BundleRevision, revision) is None:
         raise RolloutNotFoundError(f"no revision {revision}")
     changed: list[str] = []
@@ -177,9 +195,20 @@ def start(
         RolloutAction.CREATED,
         detail="waiting for a second approver" if needs_approval else None,
     )
-    if not needs_approval:
-        changed += _start_wave(session, fleet, rollout, rollout.wave, ENGINE)
+    if needs_approval:
+        return rollout, changed
+    if gated:
+        _hold(session, rollout, author, GATE_PENDING)
+        return rollout, changed
+    changed += _start_wave(session, fleet, rollout, rollout.wave, ENGINE)
     return rollout, changed
+
+
+def _hold(session: Session, rollout: Rollout, actor: str, reason: str) -> None:
+    rollout.state = RolloutState.HELD
+    rollout.reason = reason
+    rollout.updated_at = _now()
+    _event(session, rollout, actor, RolloutAction.HELD, detail=reason)
 
 
 def _start_wave(
@@ -212,22 +241,18 @@ def approve(
     approver_id: str,
     comment: str | None = None,
     sign: Callable[[str], object] = lambda _: None,
+    gated: bool = False,
 ) -> tuple[Rollout, list[str]]:
     """A second person's approval: ``sign`` signs the revision before any region gets it.
 
     The author is recognised by principal id, whatever name either token
     carries (a rollout from before principals existed: by its folded name).
+    ``gated``: the rollout is held for its replay gate instead of starting.
     """
     rollout = get(session, rollout_id)
     if rollout.state is not RolloutState.PENDING_APPROVAL:
         raise RolloutError(f"rollout {rollout_id} is {rollout.state}, not waiting for approval")
-    author_id = rollout.created_by_principal
-    same = (
-        approver_id == author_id
-        if author_id is not None
-        else _folded(approver) == _folded(rollout.created_by)
-    )
-    if same:
+    if _is_author(rollout, approver, approver_id):
         raise ApprovalForbiddenError(
             "the author of a change cannot approve it, under any name; a second person must"
         )
@@ -243,11 +268,93 @@ def approve(
     )
     rollout.state = RolloutState.ROLLING
     _event(session, rollout, approver, RolloutAction.APPROVED, detail=comment)
+    if gated:
+        _hold(session, rollout, approver, GATE_PENDING)
+        return rollout, []
     return rollout, _start_wave(session, fleet, rollout, rollout.wave, approver)
+
+
+def _is_author(rollout: Rollout, name: str, principal_id: str) -> bool:
+    author_id = rollout.created_by_principal
+    if author_id is not None:
+        return principal_id == author_id
+    return _folded(name) == _folded(rollout.created_by)
 
 
 def _folded(name: str) -> str:
     return " ".join(name.split()).casefold()
+
+
+def gate_judged(
+    session: Session, fleet: Fleet, rollout_id: int, *, passed: bool, detail: str, actor: str
+) -> tuple[Rollout, list[str]]:
+    """The replay gate's verdict on a held rollout: a pass starts its first wave.
+
+    A rollout no longer waiting for this verdict (superseded by a newer
+    publication meanwhile) is left as it is; the verdict is evidence all the same.
+    """
+    rollout = get(session, rollout_id)
+    if rollout.state is not RolloutState.HELD or rollout.reason != GATE_PENDING:
+        return rollout, []
+    if not passed:
+        _hold(session, rollout, actor, f"replay gate failed: {detail}")
+        return rollout, []
+    rollout.state = RolloutState.ROLLING
+    rollout.reason = None
+    _event(session, rollout, actor, RolloutAction.GATE_PASSED, detail=detail)
+    return rollout, _start_wave(session, fleet, rollout, rollout.wave, ENGINE)
+
+
+def override(
+    session: Session,
+    fleet: Fleet,
+    rollout_id: int,
+    *,
+    approver: str,
+    approver_id: str,
+    reason: str | None,
+) -> tuple[Rollout, list[str]]:
+    """An approver releases a rollout a failing replay gate holds, for a recorded reason.
+
+    Never the change's author (by principal, like an approval). A change that
+    still needs its second approver goes on waiting for that approval.
+    """
+    rollout = get(session, rollout_id)
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise OverrideReasonError(
+            f"rollout {rollout_id}: an override needs a reason (why the failing gate is accepted)"
+        )
+    if rollout.state is not RolloutState.HELD:
+        raise RolloutError(
+            f"rollout {rollout_id} is {rollout.state}; only a held one is overridden"
+        )
+    if rollout.reason == GATE_PENDING:
+        raise RolloutError(f"rollout {rollout_id}: its replay gate is still running; wait for it")
+    if _is_author(rollout, approver, approver_id):
+        raise ApprovalForbiddenError(
+            "the author of a change cannot override its failing gate, under any name; "
+            "a second person must, or publish a fix"
+        )
+    outbox.record(
+        session,
+        "replay.gate_overridden",
+        approver,
+        rollout=rollout.id,
+        revision=rollout.revision,
+        approver_principal=approver_id,
+        held_for=rollout.reason,
+        reason=reason,
+    )
+    _event(session, rollout, approver, RolloutAction.OVERRIDDEN, detail=reason)
+    rollout.reason = None
+    rollout.updated_at = _now()
+    approved = session.scalar(select(Approval.id).where(Approval.rollout_id == rollout.id))
+    if rollout.needs_approval and approved is None:
+        rollout.state = RolloutState.PENDING_APPROVAL
+        return rollout, []
+    rollout.state = RolloutState.ROLLING
+    return rollout, _start_wave(session, fleet, rollout, rollout.wave, approver)
 
 
 def pause(session: Session, rollout_id: int, *, actor: str, reason: str | None) -> Rollout:
@@ -275,6 +382,11 @@ def promote(
 ) -> tuple[Rollout, list[str]]:
     """Move to the next wave now, skipping the soak (and, with ``force``, convergence)."""
     rollout = get(session, rollout_id)
+    if rollout.state is RolloutState.HELD:
+        raise RolloutError(
+            f"rollout {rollout_id} is held by its replay gate ({rollout.reason}); "
+            "an approver may override it, or publish a fix"
+        )
     if rollout.state not in (RolloutState.ROLLING, RolloutState.PAUSED):
         raise RolloutError(f"rollout {rollout_id} is {rollout.state}; nothing to promote")
     states = region_states(

@@ -1,7 +1,10 @@
 """Rollouts as a service: what publishing, approving and operating a rollout does.
 
 Each action is one transaction over the engine (`nexus_control.rollout.engine`)
-and wakes the long polls of every region whose target it changed. The engine
+and wakes the long polls of every region whose target it changed. With a
+``gate`` (the fleet declares replay gates), the rollout is held in one
+transaction, the gate replays the signed revision outside any transaction,
+and its verdict starts the first wave or keeps the rollout held in another. The engine
 steps every `ROLLOUT_TICK_S`, and at once when a status report arrives.
 """
 
@@ -21,6 +24,7 @@ from nexus_control.authoring.config import CompiledConfig
 from nexus_control.authoring.diff import PolicyDiff, diff_bundles
 from nexus_control.registry.registry import Registry
 from nexus_control.registry.revisions import Published
+from nexus_control.replay.gatekeeper import GateOutcome
 from nexus_control.rollout import engine
 from nexus_control.rollout.convergence import region_states
 from nexus_control.rollout.fleet import Fleet
@@ -29,7 +33,7 @@ from nexus_control.serving.notifier import RevisionNotifier, bundle_key
 from nexus_control.store.tables import Rollout, RolloutEvent
 from nexus_runtime.database import Database
 
-__all__ = ["NoPolicyInForceError", "Publication", "RolloutStatus", "Rollouts"]
+__all__ = ["Gate", "NoPolicyInForceError", "Publication", "RolloutStatus", "Rollouts"]
 
 log = logging.getLogger("nexus.control.rollout")
 
@@ -37,6 +41,10 @@ ROLLOUT_TICK_S = 1.0
 """The engine steps at least this often while a rollout moves."""
 TICK_POLL_S = 0.02
 """How quickly a waiting engine notices it was poked by a status report."""
+
+
+Gate = Callable[[str, int, str], GateOutcome]
+"""Judges (revision, rollout id, actor) on recorded traffic and records the verdict."""
 
 
 class NoPolicyInForceError(NexusError):
@@ -86,6 +94,7 @@ class Rollouts:
         *,
         author_id: str,
         expected_revision: str | None = None,
+        gate: Gate | None = None,
     ) -> Publication:
         """Build ``sources`` here, store the revision, open its rollout.
 
@@ -94,8 +103,9 @@ class Rollouts:
 
         The whole bundle is diffed against what the canary runs (data, Rego
         modules, roots); a change that needs a second approver waits unsigned,
-        any other is signed with the active bundle key at once. Publishing the
-        revision the latest rollout already carries changes nothing.
+        any other is signed with the active bundle key at once, and, with a
+        ``gate``, held until the gate's verdict. Publishing the revision the
+        latest rollout already carries changes nothing.
         """
         staged = self.registry.build(sources, expected_revision=expected_revision)
         with self.db.session() as session:
@@ -119,17 +129,27 @@ class Rollouts:
                 author_id=author_id,
                 diff=change.model_dump(mode="json"),
                 needs_approval=needs_approval,
+                gated=gate is not None,
             )
         self._notify(changed)
         self._on_change()
+        if gate is not None and not needs_approval:
+            opened = self._judge(opened, gate, author)
         return Publication(published, opened, change)
 
     def approve(
-        self, rollout_id: int, approver: str, comment: str | None, *, approver_id: str
+        self,
+        rollout_id: int,
+        approver: str,
+        comment: str | None,
+        *,
+        approver_id: str,
+        gate: Gate | None = None,
     ) -> Rollout:
         """A second person approves: the revision is signed, then its first wave starts.
 
         ``approver_id`` is the approver's principal id; the author's is refused.
+        With a ``gate``, the signed revision is judged before any wave starts.
         """
         with self.db.session() as session:
             rollout, changed = engine.approve(
@@ -140,9 +160,42 @@ class Rollouts:
                 approver_id=approver_id,
                 comment=comment,
                 sign=lambda revision: self.registry.sign(session, revision, approver),
+                gated=gate is not None,
+            )
+        self._notify(changed)
+        if gate is not None:
+            rollout = self._judge(rollout, gate, approver)
+        return rollout
+
+    def override(
+        self, rollout_id: int, approver: str, reason: str | None, *, approver_id: str
+    ) -> Rollout:
+        """An approver (never the author) releases a rollout its failing replay gate holds."""
+        with self.db.session() as session:
+            rollout, changed = engine.override(
+                session,
+                self.fleet,
+                rollout_id,
+                approver=approver,
+                approver_id=approver_id,
+                reason=reason,
             )
         self._notify(changed)
         return rollout
+
+    def _judge(self, rollout: Rollout, gate: Gate, actor: str) -> Rollout:
+        outcome = gate(rollout.revision, rollout.id, actor)
+        with self.db.session() as session:
+            judged, changed = engine.gate_judged(
+                session,
+                self.fleet,
+                rollout.id,
+                passed=outcome.passed,
+                detail=outcome.detail,
+                actor=actor,
+            )
+        self._notify(changed)
+        return judged
 
     def promote(self, rollout_id: int, actor: str, *, force: bool) -> Rollout:
         with self.db.session() as session:

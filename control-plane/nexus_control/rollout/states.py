@@ -1,6 +1,9 @@
 """The states a rollout, a wave and an enforcer can be in, and how they are read.
 
-A rollout: ``pending_approval`` → ``rolling`` ⇄ ``paused`` → ``completed``; or
+A rollout: ``pending_approval`` → ``rolling`` ⇄ ``paused`` → ``completed``; with
+replay gates declared, ``held`` before its first wave starts (while the gate
+replays the candidate, and after a failing verdict until an approver overrides
+it or a new publication supersedes it); or
 ``halted`` (an activation error or a missed deadline rolled its regions back),
 ``rolled_back`` (by an operator) and ``superseded`` (a newer publication took
 over). An enforcer, for the revision its region should run: ``active``
@@ -32,13 +35,20 @@ class RolloutState(StrEnum):
     PENDING_APPROVAL = "pending_approval"
     ROLLING = "rolling"
     PAUSED = "paused"
+    HELD = "held"
+    """A replay gate runs or failed: no wave starts until an approver overrides it."""
     COMPLETED = "completed"
     HALTED = "halted"
     ROLLED_BACK = "rolled_back"
     SUPERSEDED = "superseded"
 
 
-ACTIVE_STATES = (RolloutState.PENDING_APPROVAL, RolloutState.ROLLING, RolloutState.PAUSED)
+ACTIVE_STATES = (
+    RolloutState.PENDING_APPROVAL,
+    RolloutState.HELD,
+    RolloutState.ROLLING,
+    RolloutState.PAUSED,
+)
 """A rollout in one of these may still change what a region runs."""
 TERMINAL_STATES = (
     RolloutState.COMPLETED,
@@ -66,6 +76,11 @@ class RolloutAction(StrEnum):
 
     CREATED = "created"
     APPROVED = "approved"
+    HELD = "held"
+    """A replay gate started, or its verdict failed (the detail names the failed gates)."""
+    GATE_PASSED = "gate_passed"
+    OVERRIDDEN = "overridden"
+    """An approver released a held rollout; the detail is their reason."""
     WAVE_STARTED = "wave_started"
     WAVE_CONVERGED = "wave_converged"
     WAVE_COMPLETED = "wave_completed"

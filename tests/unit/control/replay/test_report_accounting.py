@@ -17,6 +17,7 @@ from nexus_control.replay.report import (
     Change,
     ReplayOutcome,
     ReplayScope,
+    Timing,
     build_report,
     compare,
     percentile,
@@ -151,3 +152,22 @@ def test_gates_hold_a_high_risk_deny_to_allow_and_pass_a_low_one() -> None:
         ReplayGates.model_validate({"minSample": 5}), report_for("/v1/chat/completions"), risks.get
     )
     assert few.failed == ("min_sample",)
+
+
+def test_p99_inflation_gate_reads_the_measured_times_beside_the_report() -> None:
+    record = _record(1)
+    report = build_report(SCOPE, [_outcome(record, _result(True), _result(True))], wall_s=1.0)
+    gates = ReplayGates.model_validate({"denyToAllowMax": None, "p99InflationMax": 0.2})
+
+    def timed(before: int | None, after: int | None) -> Timing:
+        return Timing(before, before, after, after, wall_s=1.0, decisions_per_s=1.0)
+
+    within = judge(gates, report, lambda _: None, timed(1000, 1150))
+    assert within.passed and within.results[0].observed == 0.15
+    inflated = judge(gates, report, lambda _: None, timed(1000, 1300))
+    assert inflated.failed == ("p99_inflation",) and inflated.results[0].observed == 0.3
+    unmeasured = judge(gates, report, lambda _: None, timed(None, None))
+    assert unmeasured.failed == ("p99_inflation",) and unmeasured.results[0].note
+    # The report's own measurements are the default; they never enter its (deterministic) body.
+    assert judge(gates, report, lambda _: None).results[0].observed == 1.0
+    assert b"p99" not in report.body and b"_ns" not in report.body
