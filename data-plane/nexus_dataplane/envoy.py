@@ -34,7 +34,6 @@ from nexus_dataplane.ratelimit import (
     local_ratelimit_filter,
     refusal_access_log,
     refusal_reply_config,
-    route_rate_limits,
 )
 from nexus_dataplane.spec import ConfigError, EnforcerSpec
 
@@ -160,15 +159,11 @@ def _with_body(limit: int) -> dict[str, Any]:
 
 def _routes(spec: EnforcerSpec, *, with_ext_authz: bool) -> list[dict[str, Any]]:
     """One route per path prefix whose policy reads the body, then every other path."""
-    rate_limits = route_rate_limits(spec.rate_limits) if spec.rate_limits and with_ext_authz else []
 
     def route(prefix: str, per_filter: dict[str, Any] | None) -> dict[str, Any]:
-        action: dict[str, Any] = {"cluster": "upstream", "timeout": UPSTREAM_TIMEOUT}
-        if rate_limits:
-            action["rate_limits"] = rate_limits
         entry: dict[str, Any] = {
             "match": {"prefix": prefix},
-            "route": action,
+            "route": {"cluster": "upstream", "timeout": UPSTREAM_TIMEOUT},
             "request_headers_to_add": [_decision_id_header()],
             "response_headers_to_add": [_decision_id_header()],
         }
@@ -194,7 +189,7 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
     if limits is not None and limits.shared:
         if spec.ratelimit_port is None:
             raise ConfigError("shared rate limits need the ratelimit service (ratelimit_port)")
-        http_filters.append(global_ratelimit_filter())
+        http_filters.append(global_ratelimit_filter(limits))
     http_filters.append(
         {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
     )
@@ -220,7 +215,7 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
         **PATH_NORMALISATION,
     }
     if limits is not None and limits.rules:
-        connection_manager["local_reply_config"] = refusal_reply_config()
+        connection_manager["local_reply_config"] = refusal_reply_config(limits)
         connection_manager["access_log"] = [
             refusal_access_log(spec.refusal_log_dir or spec.persistence_dir)
         ]

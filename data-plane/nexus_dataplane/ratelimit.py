@@ -8,8 +8,8 @@ bucket}); nothing a client sends chooses a bucket. From the compiled limits
 - for ``scope: region`` limits, Envoy's local rate limit filter: one token
   bucket per (limit, bucket) in each Envoy (``burst`` tokens, ``rate`` added
   each ``unit``);
-- for ``scope: shared`` limits, the route's rate limit actions that Envoy's
-  global rate limit filter sends to envoyproxy/ratelimit (Redis-backed, one
+- for ``scope: shared`` limits, the descriptors Envoy's global rate limit
+  filter sends to envoyproxy/ratelimit (Redis-backed, one
   counter per (limit, bucket) for every enforcer that shares the Redis), and
   that service's config (a fixed window of ``rate`` per ``unit``);
 - for ``counts: tokens`` limits, a check-only descriptor on the request (over
@@ -55,7 +55,7 @@ __all__ = [
     "read_refusals",
     "refusal_access_log",
     "refusal_reply_config",
-    "route_rate_limits",
+    "shared_rate_limits",
 ]
 
 UNIT_SECONDS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -127,9 +127,8 @@ class RateLimitPlan:
         return cls(tuple(rules))
 
     @classmethod
-    def from_bundle_data(cls, data: Mapping[str, Any]) -> RateLimitPlan:
-        """From a bundle's whole ``data.json`` (no limits: an empty plan)."""
-        config = data.get("nexus", {}).get("config", {})
+    def from_compiled(cls, config: Mapping[str, Any]) -> RateLimitPlan:
+        """From the policy bundle's ``nexus/config/data.json`` (no limits: an empty plan)."""
         return cls.from_config(config.get("rate_limits", {}))
 
     @property
@@ -159,8 +158,8 @@ def _actions(rule: RateLimitRule) -> list[dict[str, Any]]:
     ]
 
 
-def route_rate_limits(plan: RateLimitPlan) -> list[dict[str, Any]]:
-    """The route's ``rate_limits``: what the global filter asks the ratelimit service."""
+def shared_rate_limits(plan: RateLimitPlan) -> list[dict[str, Any]]:
+    """The global filter's ``rate_limits``: what it asks the ratelimit service."""
     out: list[dict[str, Any]] = []
     for rule in plan.shared:
         if rule.counts == "requests":
@@ -206,14 +205,16 @@ def local_ratelimit_filter(plan: RateLimitPlan) -> dict[str, Any]:
     }
 
 
-def global_ratelimit_filter() -> dict[str, Any]:
+def global_ratelimit_filter(plan: RateLimitPlan) -> dict[str, Any]:
     """Envoy's global rate limit filter, failing closed when the service cannot answer."""
     return {
         "name": "envoy.filters.http.ratelimit",
         "typed_config": {
             "@type": GLOBAL_RATELIMIT_TYPE,
             "domain": RATELIMIT_DOMAIN,
+            "rate_limits": shared_rate_limits(plan),
             "failure_mode_deny": True,
+            "status_on_error": {"code": 503},
             "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
             "rate_limit_service": {
                 "transport_api_version": "V3",
@@ -229,38 +230,64 @@ def global_ratelimit_filter() -> dict[str, Any]:
 _DECISION_ID = f"%DYNAMIC_METADATA({EXT_AUTHZ_METADATA_NAMESPACE}:{DECISION_ID_METADATA_KEY})%"
 _BUCKETS = f"%DYNAMIC_METADATA({EXT_AUTHZ_METADATA_NAMESPACE}:{RATELIMIT_METADATA_KEY})%"
 _RATE_LIMITED = {"response_flag_filter": {"flags": ["RL"]}}
+_NO_KEY = "nexus_unset"
 
 
-def refusal_reply_config() -> dict[str, Any]:
-    """The HCM's local reply for a rate limited request (either filter): 429 as JSON."""
+def _refusal_mapper(filter_: dict[str, Any], retry_after: str) -> dict[str, Any]:
     return {
-        "mappers": [
+        "filter": filter_,
+        "headers_to_add": [
             {
-                "filter": _RATE_LIMITED,
-                "headers_to_add": [
+                "header": {"key": "retry-after", "value": retry_after},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "body_format_override": {
+            "json_format": {
+                "error": "rate_limited",
+                "decision_id": _DECISION_ID,
+                "reasons": [
                     {
-                        "header": {"key": "retry-after", "value": "%RESP(x-ratelimit-reset)%"},
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        "rule": RATELIMIT_RULE,
+                        "message": "the caller's rate limit is exhausted; retry after the "
+                        "number of seconds in retry-after",
+                        "controls": list(RATELIMIT_CONTROLS),
                     }
                 ],
-                "body_format_override": {
-                    "json_format": {
-                        "error": "rate_limited",
-                        "decision_id": _DECISION_ID,
-                        "reasons": [
-                            {
-                                "rule": RATELIMIT_RULE,
-                                "message": "the caller's rate limit is exhausted; retry after "
-                                "the number of seconds in retry-after",
-                                "controls": list(RATELIMIT_CONTROLS),
-                            }
-                        ],
-                    },
-                    "content_type": "application/json",
-                },
-            }
-        ]
+            },
+            "content_type": "application/json",
+        },
     }
+
+
+def refusal_reply_config(plan: RateLimitPlan) -> dict[str, Any]:
+    """The HCM's local reply for a rate limited request (either filter): 429 as JSON.
+
+    Mappers are tried in order. The policy's own refusals (a spend cap's 429
+    among them) keep their answer: a mapper without changes leaves a reply as
+    it is. The global filter flags its refusal (RL) before replying and has
+    already set ``x-ratelimit-reset``, the seconds until its window resets,
+    which ``retry-after`` repeats. The local filter flags and adds its headers
+    only after the reply is rewritten, so its 429 is matched by status, and
+    ``retry-after`` is the soonest any local bucket refills
+    (``x-ratelimit-reset`` still gives that bucket's own figure).
+    """
+    mappers: list[dict[str, Any]] = [
+        {"filter": {"response_flag_filter": {"flags": ["UAEX"]}}},
+        _refusal_mapper(_RATE_LIMITED, "%RESP(x-ratelimit-reset)%"),
+    ]
+    if plan.local:
+        soonest = min(rule.unit_seconds for rule in plan.local)
+        too_many = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": 429, "runtime_key": _NO_KEY},
+                }
+            }
+        }
+        mappers.append(_refusal_mapper(too_many, str(soonest)))
+    return {"mappers": mappers}
 
 
 def refusal_access_log(workdir: Path) -> dict[str, Any]:
@@ -327,6 +354,8 @@ class RateLimitService(ManagedProcess):
         self.plan = plan
         env = {
             "USE_STATSD": "false",
+            # Without statsd its stats go to a logging sink that floods the log every second.
+            "DISABLE_STATS": "true",
             "REDIS_SOCKET_TYPE": "tcp",
             "REDIS_URL": redis_url.removeprefix("redis://").split("/")[0],
             "RUNTIME_ROOT": str(self.runtime_root),
