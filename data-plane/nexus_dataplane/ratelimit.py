@@ -39,16 +39,18 @@ from nexus_contract.wire import (
     RATELIMIT_METADATA_KEY,
     USAGE_TOKENS_HEADER,
 )
-from nexus_dataplane.process import ManagedProcess, free_port, http_ok
+from nexus_dataplane.process import ManagedProcess, free_port, http_ok, wait_for_port
 
 __all__ = [
     "RATELIMIT_CONTROLS",
     "RATELIMIT_RULE",
     "REFUSAL_LOG",
+    "RateLimitBackend",
     "RateLimitConfigError",
     "RateLimitPlan",
     "RateLimitRule",
     "RateLimitService",
+    "RedisProcess",
     "global_ratelimit_filter",
     "local_ratelimit_filter",
     "ratelimit_service_config",
@@ -341,6 +343,65 @@ def read_refusals(workdir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RedisProcess(ManagedProcess):
+    """A throwaway redis-server on a free loopback port (no persistence) for the counters."""
+
+    def __init__(self, binary: Path, workdir: Path) -> None:
+        self.port = free_port()
+        argv = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(workdir.resolve())]
+        super().__init__("redis", argv, workdir)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start_and_wait(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        self.start()
+        self.wait_ready(lambda: _listening(self.port), timeout_s)
+
+
+def _listening(port: int) -> bool:
+    return wait_for_port("127.0.0.1", port, 0.2)
+
+
+class RateLimitBackend:
+    """What shared limits need beside Envoy: Redis (``redis_url``, or one started here) and
+    the ratelimit service reading it. Nothing starts for a plan without shared limits."""
+
+    def __init__(
+        self, plan: RateLimitPlan, workdir: Path, *, ratelimit_bin: Path, redis_bin: Path | None,
+        redis_url: str | None,
+    ) -> None:  # fmt: skip
+        self.plan = plan
+        self.redis = (
+            RedisProcess(redis_bin, workdir / "redis")
+            if redis_url is None and redis_bin is not None and plan.shared
+            else None
+        )
+        url = redis_url or (self.redis.url if self.redis else "")
+        self.service = (
+            RateLimitService(ratelimit_bin, workdir / "ratelimit", plan, url)
+            if plan.shared
+            else None
+        )
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.service.grpc_port if self.service else None
+
+    def start(self) -> None:
+        if self.redis is not None:
+            self.redis.start_and_wait()
+        if self.service is not None:
+            self.service.start_and_wait()
+
+    def stop(self) -> None:
+        for process in (self.service, self.redis):
+            if process is not None:
+                process.stop()
 
 
 class RateLimitService(ManagedProcess):
