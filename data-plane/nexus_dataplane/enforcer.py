@@ -135,6 +135,9 @@ def render(spec: EnforcerSpec, out: Path, *, opa_bin: Path, envoy_bin: Path) -> 
     api_token = token_path.read_text().strip() if token_path.exists() else new_api_token()
     write_secret(token_path, (api_token + "\n").encode())
     write_secret(out / OPA_AUTHZ_FILE, admin_policy(api_token).encode())
+    if spec.rate_limits is not None:
+        # Envoy opens its refusal log at start (and when validating): the directory must exist.
+        (spec.refusal_log_dir or spec.persistence_dir).mkdir(parents=True, exist_ok=True)
     envoy_path.write_text(yaml.safe_dump(envoy_config(spec), sort_keys=False))
     validate_envoy_config(envoy_bin, envoy_path)
     validate_opa_config(opa_bin, opa_doc, out / ".validate")
