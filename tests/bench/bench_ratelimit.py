@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 
 from nexus_control.access.signing_keys import load_signing_key, public_pem
-from tests.bench.common import Context, Figure, figure
+from tests.bench.common import Context, Figure, figure, judged
 from tests.bench.loadgen import LoadResult, constant_rate
 from tests.fixtures.ratelimit_stack import CHAT, RateLimitStack, rate_limit_stack
 
 __all__ = ["run"]
 
 BENCH = "ratelimit"
-LIMIT_RPS = 100
+LIMIT_RPS = 50
 OFFERED_FACTOR = 2
 WINDOW_S = 30.0
 QUICK_WINDOW_S = 10.0
@@ -114,6 +114,29 @@ def run(ctx: Context) -> list[Figure]:
                 f"{r.service_ms.text()}; {r.describe()}"
             )
     error = abs(admitted - LIMIT_RPS) / LIMIT_RPS
+    # A p99 of the few requests that got through an overloaded stack means nothing.
+    unsustained = [r for r in (*free, *checked) if not r.sustained]
+    added = checked_p99 - free_p99
+    cost = (
+        judged(
+            BENCH,
+            "added p99 of the shared rate-limit check",
+            None,
+            "ms",
+            f"{COST_RPS} rps sustained with and without",
+            False,
+            note=f"{len(unsustained)} of 4 runs not sustained: "
+            + "; ".join(r.describe() for r in unsustained),
+        )
+        if unsustained
+        else figure(
+            BENCH,
+            "added p99 of the shared rate-limit check",
+            added,
+            "ms",
+            note="same Envoy and OPA, runs interleaved; best p99 of two runs each",
+        )
+    )
     return [
         figure(
             BENCH,
@@ -131,11 +154,5 @@ def run(ctx: Context) -> list[Figure]:
         ),
         figure(BENCH, f"p99 at {COST_RPS} rps without a rate-limit check", free_p99, "ms"),
         figure(BENCH, f"p99 at {COST_RPS} rps with the shared check", checked_p99, "ms"),
-        figure(
-            BENCH,
-            "added p99 of the shared rate-limit check",
-            checked_p99 - free_p99,
-            "ms",
-            note="same Envoy and OPA, runs interleaved; best p99 of two runs each",
-        ),
+        cost,
     ]
