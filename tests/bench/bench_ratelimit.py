@@ -34,6 +34,7 @@ COST_RPS = 500
 COST_WINDOW_S = 20.0
 QUICK_COST_WINDOW_S = 8.0
 ACCURACY_TOLERANCE = 0.05
+MAX_UNSERVED = 0.01
 LIMITED, CHECKED, FREE = "rb-limited", "rb-checked", "rb-free"
 RATE_LIMITS = f"""\
 apiVersion: policy.nexus.ai/v1
@@ -114,6 +115,30 @@ def run(ctx: Context) -> list[Figure]:
                 f"{r.service_ms.text()}; {r.describe()}"
             )
     error = abs(admitted - LIMIT_RPS) / LIMIT_RPS
+    # Answers that are neither admitted nor rate limited (503: the enforcer itself could not
+    # keep up) never reached the limiter: past 1 % of the offered load, no verdict on it.
+    other = sum(n for status, n in offered.statuses.items() if status not in (200, 429))
+    offered_total = sum(offered.statuses.values())
+    accuracy = (
+        judged(
+            BENCH,
+            "admitted rate's distance from the limit",
+            None,
+            "%",
+            f"<= {ACCURACY_TOLERANCE * 100:.1f} % with the offered load served",
+            False,
+            note=f"{other} of {offered_total} answers were neither 200 nor 429: "
+            f"{dict(sorted(offered.statuses.items()))}",
+        )
+        if other > MAX_UNSERVED * offered_total
+        else figure(
+            BENCH,
+            "admitted rate's distance from the limit",
+            error * 100,
+            "%",
+            target=("<=", ACCURACY_TOLERANCE * 100),
+        )
+    )
     # A p99 of the few requests that got through an overloaded stack means nothing.
     unsustained = [r for r in (*free, *checked) if not r.sustained]
     added = checked_p99 - free_p99
@@ -145,13 +170,7 @@ def run(ctx: Context) -> list[Figure]:
             "rps",
             note=f"{window:.0f} s window, {refused} refused with 429",
         ),
-        figure(
-            BENCH,
-            "admitted rate's distance from the limit",
-            error * 100,
-            "%",
-            target=("<=", ACCURACY_TOLERANCE * 100),
-        ),
+        accuracy,
         figure(BENCH, f"p99 at {COST_RPS} rps without a rate-limit check", free_p99, "ms"),
         figure(BENCH, f"p99 at {COST_RPS} rps with the shared check", checked_p99, "ms"),
         cost,
