@@ -20,6 +20,9 @@ from nexus_runtime.toolchain import find_opa
 from tests.fixtures.servers import PostgresServer, RedisServer
 from tests.fixtures.softhsm import SoftHsm, make_softhsm
 
+# Session fixtures more than one test package shares (one stack each per session).
+pytest_plugins = ["tests.fixtures.ratelimit_stack"]
+
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"
 REGO = REPO / "rego"

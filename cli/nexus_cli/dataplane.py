@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,9 @@ from rich.table import Table
 
 from nexus_cli.client import ApiCallError, ControlPlaneClient
 from nexus_cli.console import err, out
+from nexus_control.authoring.loader import SpecError, load_bundle
+from nexus_control.authoring.policyset import resolve
+from nexus_control.authoring.ratelimits import compile_rate_limits
 from nexus_control.rollout.fleet import load_fleet
 from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
@@ -35,8 +39,9 @@ from nexus_dataplane.enforcer import (
     enforcer_spec,
     render,
 )
+from nexus_dataplane.ratelimit import RateLimitBackend, RateLimitPlan
 from nexus_dataplane.settings import DataPlaneSettings
-from nexus_runtime.toolchain import find_envoy, find_opa
+from nexus_runtime.toolchain import find_envoy, find_opa, find_ratelimit, find_redis_server
 
 __all__ = ["app"]
 
@@ -99,6 +104,34 @@ def _options(
         audit_url=settings.audit_url or control_plane_url,
         body_limits=tuple(sorted(settings.body_limits.items())),
         credentials=credentials,
+    )
+
+
+def rate_limit_plan(bundle_dir: Path | None) -> RateLimitPlan | None:
+    """The RateLimits of ``bundle_dir`` as Envoy enforces them (None without any)."""
+    if bundle_dir is None:
+        return None
+    try:
+        policy = resolve(load_bundle(bundle_dir))
+    except SpecError as exc:
+        err.print(f"error: {bundle_dir}: the rate limits cannot be read:\n{exc}", markup=False)
+        raise typer.Exit(2) from None
+    if not policy.rate_limits:
+        return None
+    return RateLimitPlan.from_config(compile_rate_limits(policy.rate_limits))
+
+
+def _rate_limit_backend(
+    settings: DataPlaneSettings, plan: RateLimitPlan | None, region: str
+) -> RateLimitBackend | None:
+    if plan is None or not plan.shared:
+        return None
+    return RateLimitBackend(
+        plan,
+        settings.workdir / region,
+        ratelimit_bin=find_ratelimit(settings.ratelimit_bin),
+        redis_bin=None if settings.redis_url else find_redis_server(),
+        redis_url=settings.redis_url,
     )
 
 
@@ -193,11 +226,23 @@ def up_cmd(
     credentials = _credentials(settings, control, region, enforcers)
     # The first enforcer's token also asks the control plane for its bundle keys.
     first = credentials(f"{region}-1")
+    plan = rate_limit_plan(settings.rate_limits_bundle)
+    backend = _rate_limit_backend(settings, plan, region)
     options = _options(settings, control, region, first, credentials)
+    options = replace(
+        options, rate_limits=plan, ratelimit_port=backend.grpc_port if backend else None
+    )
     stack = EnforcerStack(options, enforcers)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
+        if backend is not None:
+            backend.start()
+            err.print(
+                f"ratelimit service 127.0.0.1:{backend.grpc_port} for "
+                f"{len(plan.shared) if plan else 0} shared limit(s)",
+                markup=False,
+            )
         stack.start(wait_for_bundles=False)
         for enforcer in stack.enforcers:
             # One plain line per enforcer as soon as it is up, for scripts and people alike.
@@ -216,4 +261,6 @@ def up_cmd(
         pass
     finally:
         stack.stop()
+        if backend is not None:
+            backend.stop()
         err.print("enforcers stopped")

@@ -28,6 +28,8 @@ __all__ = [
     "POLICY_ROOTS",
     "PROMPT_HEADER",
     "PROMPT_VERSION_HEADER",
+    "RATELIMIT_DOMAIN",
+    "RATELIMIT_METADATA_KEY",
     "RECORD_CREATED_HEADER",
     "RECORD_TOKEN_HEADER",
     "ROUTE_MODEL_HEADER",
@@ -37,6 +39,7 @@ __all__ = [
     "SUBJECT_HEADER",
     "TENANT_HEADER",
     "UNTRUSTED_FACT_HEADERS",
+    "USAGE_TOKENS_HEADER",
     "bundle_resource",
 ]
 
@@ -72,6 +75,14 @@ EXT_AUTHZ_PLUGIN = "envoy_ext_authz_grpc"
 EXT_AUTHZ_METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
 DECISION_ID_METADATA_KEY = "decision_id"
 """Where the plugin puts each decision's id in Envoy's dynamic metadata."""
+RATELIMIT_METADATA_KEY = "ratelimit"
+"""Beside the decision id: {limit id: bucket} for every rate limit an allowed request counts
+against (``nexus.ratelimit.buckets``); Envoy's rate limit filters read it."""
+RATELIMIT_DOMAIN = "nexus"
+"""The envoyproxy/ratelimit domain the shared limits live in."""
+USAGE_TOKENS_HEADER = "x-nexus-usage-tokens"
+"""Set by the gateway on a chat completion's response: the LLM tokens the call used, which
+Envoy adds to the caller's tokens-per-minute buckets once the response is done."""
 
 # --- headers ----------------------------------------------------------------------
 

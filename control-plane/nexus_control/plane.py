@@ -14,6 +14,7 @@ import logging
 from nexus_audit.service import AuditLog
 from nexus_control.access.keyring import KeyPurpose, Keyring, TrustedKey
 from nexus_control.authoring.opa import Opa
+from nexus_control.budgets.backpressure import UsageGate
 from nexus_control.budgets.budgets import Budgets, StateSigner
 from nexus_control.budgets.spend import SpendStore
 from nexus_control.registry.registry import Registry
@@ -120,6 +121,7 @@ class ControlPlane:
             regions=self.known_regions,
             debounce_s=settings.state_debounce_s,
         )
+        self.usage_gate = UsageGate(settings.usage_max_in_flight, settings.usage_retry_after_s)
 
     def activate_key(self, kid: str, actor: str, window_s: int) -> TrustedKey:
         """Activate ``kid``; a new bundle key re-signs what is in force and the state bundle."""

@@ -83,6 +83,10 @@ class ControlSettings(BaseSettings):
     """Run the audit service (decision-log intake, Merkle log) in the control plane's process."""
     state_debounce_s: float = 0.2
     """Usage reports arriving within this window rebuild the state bundle once."""
+    usage_max_in_flight: int = Field(default=64, ge=1, le=10_000)
+    """Usage reports processed at once; the next one is answered 429 with retry-after."""
+    usage_retry_after_s: int = Field(default=1, ge=1, le=300)
+    """The retry-after of a usage report refused as busy."""
     console_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
     """A console session ends this long after sign-in, however active."""
     console_idle_s: int = Field(default=30 * 60, ge=30, le=24 * 3600)

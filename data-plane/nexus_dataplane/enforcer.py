@@ -25,6 +25,7 @@ from nexus_dataplane.opa import (
     validate_opa_config,
 )
 from nexus_dataplane.process import free_port, http_ok
+from nexus_dataplane.ratelimit import RateLimitPlan
 from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec
 from nexus_dataplane.upstream import Upstream
 from nexus_runtime.secretfile import write_secret
@@ -50,6 +51,10 @@ class StackOptions:
     key_algorithm: str = "RS256"
     extra_keys: tuple[tuple[str, str, str], ...] = ()
     """More trusted bundle keys (key id, algorithm, PEM), e.g. during a key rotation."""
+    rate_limits: RateLimitPlan | None = None
+    """The bundle's rate limits, enforced by every Envoy of the stack."""
+    ratelimit_port: int | None = None
+    """gRPC port of the ratelimit service the shared limits go through."""
     credentials: Callable[[str], str] | None = None
     """The token of an enforcer id, minted as the stack adds it: each enforcer speaks with its
     own credential, bound to its id and region. Without it, every enforcer uses ``token``."""
@@ -111,6 +116,9 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         body_limits=options.body_limits,
         key_algorithm=options.key_algorithm,
         extra_keys=options.extra_keys,
+        rate_limits=options.rate_limits,
+        ratelimit_port=options.ratelimit_port,
+        refusal_log_dir=(options.workdir / enforcer_id).resolve(),
     )
 
 
@@ -127,6 +135,9 @@ def render(spec: EnforcerSpec, out: Path, *, opa_bin: Path, envoy_bin: Path) -> 
     api_token = token_path.read_text().strip() if token_path.exists() else new_api_token()
     write_secret(token_path, (api_token + "\n").encode())
     write_secret(out / OPA_AUTHZ_FILE, admin_policy(api_token).encode())
+    if spec.rate_limits is not None:
+        # Envoy opens its refusal log at start (and when validating): the directory must exist.
+        (spec.refusal_log_dir or spec.persistence_dir).mkdir(parents=True, exist_ok=True)
     envoy_path.write_text(yaml.safe_dump(envoy_config(spec), sort_keys=False))
     validate_envoy_config(envoy_bin, envoy_path)
     validate_opa_config(opa_bin, opa_doc, out / ".validate")

@@ -28,6 +28,13 @@ from nexus_contract.wire import (
     UNTRUSTED_FACT_HEADERS,
 )
 from nexus_dataplane.process import ManagedProcess, http_ok
+from nexus_dataplane.ratelimit import (
+    RATELIMIT_CLUSTER,
+    global_ratelimit_filter,
+    local_ratelimit_filter,
+    refusal_access_log,
+    refusal_reply_config,
+)
 from nexus_dataplane.spec import ConfigError, EnforcerSpec
 
 __all__ = ["PATH_NORMALISATION", "EnvoyProxy", "envoy_config", "validate_envoy_config"]
@@ -176,13 +183,22 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
     http_filters = [_strip_fact_headers_filter()]
     if with_ext_authz:
         http_filters.append(_ext_authz_filter())
+    limits = spec.rate_limits if with_ext_authz else None
+    if limits is not None and limits.local:
+        http_filters.append(local_ratelimit_filter(limits))
+    if limits is not None and limits.shared:
+        if spec.ratelimit_port is None:
+            raise ConfigError("shared rate limits need the ratelimit service (ratelimit_port)")
+        http_filters.append(global_ratelimit_filter(limits))
     http_filters.append(
         {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
     )
     clusters = [_cluster("upstream", spec.upstream_host, spec.upstream_port, http2=False)]
     if with_ext_authz:
         clusters.append(_cluster("opa", "127.0.0.1", spec.grpc_port, http2=True))
-    connection_manager = {
+    if limits is not None and limits.shared and spec.ratelimit_port is not None:
+        clusters.append(_cluster(RATELIMIT_CLUSTER, "127.0.0.1", spec.ratelimit_port, http2=True))
+    connection_manager: dict[str, Any] = {
         "@type": HCM_TYPE,
         "stat_prefix": "gateway",
         "route_config": {
@@ -198,6 +214,11 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
         "http_filters": http_filters,
         **PATH_NORMALISATION,
     }
+    if limits is not None and limits.rules:
+        connection_manager["local_reply_config"] = refusal_reply_config(limits)
+        connection_manager["access_log"] = [
+            refusal_access_log(spec.refusal_log_dir or spec.persistence_dir)
+        ]
     listener = {
         "name": "gateway",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_port}},

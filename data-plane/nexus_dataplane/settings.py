@@ -27,5 +27,12 @@ class DataPlaneSettings(BaseSettings):
     """PEM public key enforcers verify bundles with."""
     workdir: Path = Path(".nexus/dataplane")
     """Configs, logs and persisted bundles of local enforcers."""
+    rate_limits_bundle: Path | None = None
+    """Bundle directory whose RateLimits specs the enforcers' Envoys enforce (none: no limits);
+    with shared limits, `up` also starts envoyproxy/ratelimit (and Redis unless ``redis_url``)."""
+    redis_url: str | None = None
+    """Redis the ratelimit service counts shared limits in; default: one `up` starts."""
+    ratelimit_bin: Path | None = None
+    """envoyproxy/ratelimit binary; default: the one ``scripts/tool ratelimit`` built."""
     body_limits: dict[str, int] = dict(DEFAULT_BODY_LIMITS)
     """Path prefix → most request-body bytes Envoy forwards to OPA there (JSON); others: none."""

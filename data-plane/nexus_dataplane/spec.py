@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nexus_contract.errors import NexusError
+from nexus_dataplane.ratelimit import RateLimitPlan
 
 __all__ = ["DEFAULT_BODY_LIMITS", "LONG_POLL_TIMEOUT_S", "ConfigError", "EnforcerSpec"]
 
@@ -51,3 +52,9 @@ class EnforcerSpec:
     """Algorithm of ``key_id``'s key (RS256, PS256, ES256, EdDSA)."""
     extra_keys: tuple[tuple[str, str, str], ...] = ()
     """Further trusted bundle keys as (key id, algorithm, PEM): the keys of a rotation window."""
+    rate_limits: RateLimitPlan | None = None
+    """The bundle's rate limits: Envoy gets the local and global rate limit filters."""
+    ratelimit_port: int | None = None
+    """gRPC port of the envoyproxy/ratelimit service the shared limits need."""
+    refusal_log_dir: Path | None = None
+    """Where Envoy writes its rate limit refusals (default: ``persistence_dir``)."""

@@ -3,6 +3,9 @@
 It answers every request with 200 and a JSON echo of what reached it: the
 method, the path and the headers, so tests can see what Envoy forwarded
 (the routed model, the decision id, that the credential was removed).
+Like an LLM that writes every token it may, it reports a chat request's
+``max_tokens`` as the tokens it used (``x-nexus-usage-tokens``), which is what
+settles a tokens-per-minute bucket.
 Run as ``python -m nexus_dataplane.upstream --port N``.
 """
 
@@ -14,6 +17,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from nexus_contract.wire import USAGE_TOKENS_HEADER
 from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, wait_for_port
 
 __all__ = ["MAX_BODY_BYTES", "Upstream", "main", "serve"]
@@ -30,8 +34,8 @@ class _Echo(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
-        if 0 < length <= MAX_BODY_BYTES:
-            self.rfile.read(length)
+        raw = self.rfile.read(length) if 0 < length <= MAX_BODY_BYTES else b""
+        used = _max_tokens(raw)
         body = json.dumps(
             {
                 "method": self.command,
@@ -42,6 +46,8 @@ class _Echo(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
+        if used is not None:
+            self.send_header(USAGE_TOKENS_HEADER, str(used))
         self.end_headers()
         self.wfile.write(body)
 
@@ -53,6 +59,14 @@ class _Echo(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         return
+
+
+def _max_tokens(raw: bytes) -> int | None:
+    try:
+        value = json.loads(raw).get("max_tokens") if raw else None
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def serve(host: str, port: int) -> None:

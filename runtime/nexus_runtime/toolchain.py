@@ -31,6 +31,7 @@ __all__ = [
     "find_envoy",
     "find_opa",
     "find_postgres_bin",
+    "find_ratelimit",
     "find_redis_server",
     "maven_repository",
     "required_missing",
@@ -127,6 +128,18 @@ def find_postgres_bin() -> Path:
     if not candidates:
         raise ToolMissingError("PostgreSQL is not installed; run `apt-get install postgresql`")
     return Path(candidates[0]).parent
+
+
+def find_ratelimit(configured: Path | None = None) -> Path:
+    """envoyproxy/ratelimit: ``configured``, else the build ``scripts/tool ratelimit`` cached."""
+    if configured is not None:
+        if not configured.exists():
+            raise ToolMissingError(f"{configured} does not exist")
+        return configured
+    built = sorted((cache_dir() / "tools" / "ratelimit").glob("*/ratelimit"))
+    if not built:
+        raise ToolMissingError("envoyproxy/ratelimit is not built; run `scripts/tool ratelimit`")
+    return built[-1]
 
 
 def find_redis_server() -> Path:

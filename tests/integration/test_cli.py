@@ -21,6 +21,7 @@ from nexus_dataplane.records import DEV_RECORD_ISSUER, RecordFacts, RecordSigner
 from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import GATEWAY, REGO
+from tests.fixtures.gotools import ratelimit_binary
 
 pytestmark = pytest.mark.opa
 CLI = [sys.executable, "-m", "nexus_cli"]
@@ -240,6 +241,12 @@ def test_dataplane_render_and_up_against_the_served_control_plane(
     served: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     bundle, env = served
+    # With a RateLimits spec, `up` also starts Redis and the ratelimit service.
+    (bundle / "ratelimits.yaml").write_text(
+        "apiVersion: policy.nexus.ai/v1\nkind: RateLimits\nlimits:\n"
+        "  - {id: per-tenant, scope: shared, unit: minute, rate: 600}\n"
+        "  - {id: per-enforcer, scope: region, unit: second, rate: 50, burst: 100}\n"
+    )
     author = token(env, "author", "alice")
     approver = token(env, "approver", "bob")
     result = json.loads(
@@ -251,6 +258,8 @@ def test_dataplane_render_and_up_against_the_served_control_plane(
         **env,
         "NEXUS_DATAPLANE_VERIFICATION_KEY_FILE": str(tmp_path / "keys" / "bundle-signing.pub.pem"),
         "NEXUS_DATAPLANE_WORKDIR": str(tmp_path / "dataplane"),
+        "NEXUS_DATAPLANE_RATE_LIMITS_BUNDLE": str(bundle),
+        "NEXUS_DATAPLANE_RATELIMIT_BIN": str(ratelimit_binary()),
     }
     rendered = nexus(
         "dataplane",
@@ -279,6 +288,11 @@ def test_dataplane_render_and_up_against_the_served_control_plane(
     assert "http://127.0.0.1:" in ready and "ext_authz 127.0.0.1:" in ready
     assert env["NEXUS_URL"] in ready
     assert up.stderr.index(ready) < up.stderr.index("enforcers stopped")
+    assert "ratelimit service 127.0.0.1:" in up.stderr
+    (envoy_yaml,) = (tmp_path / "dataplane").rglob("envoy.yaml")
+    rendered_envoy = envoy_yaml.read_text()
+    assert "envoy.filters.http.ratelimit" in rendered_envoy
+    assert "envoy.filters.http.local_ratelimit" in rendered_envoy
     operator = token(env, "operator", "olivia")
     fleet = json.loads(nexus("fleet", "--json", env={**env, "NEXUS_ADMIN_TOKEN": operator}).stdout)
     nexus_bundle = fleet["enforcers"][0]["bundles"]["nexus"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import json
@@ -279,3 +280,33 @@ def test_bundle_endpoint_checks_the_enforcer_and_its_region(
         client.get("/v1/opa/bundles/eu-west-1/nexus", headers=auth(tokens["gateway"])).status_code
         == 403
     )
+
+
+def test_usage_reports_past_the_intake_threshold_get_429_and_nothing_accepted_is_lost(
+    client: TestClient, tokens: dict[str, str], plane: ControlPlane
+) -> None:
+    published = publish(client, tokens, gateway_sources())
+    rollout = published.json()["rollout"]  # type: ignore[attr-defined]
+    client.post(f"/v1/rollouts/{rollout['id']}/approve", json={}, headers=auth(tokens["approver"]))
+    gateway = auth(tokens["gateway"])
+    gate = plane.usage_gate
+    accepted = [client.post("/v1/usage", json=usage(cost_usd=2.0), headers=gateway)]
+    with contextlib.ExitStack() as held:
+        # The intake is busy with as many reports as it takes at once.
+        for _ in range(gate.max_in_flight):
+            held.enter_context(gate.admit())
+        busy = client.post("/v1/usage", json=usage(cost_usd=100.0), headers=gateway)
+        assert busy.status_code == 429
+        assert busy.headers["retry-after"] == str(gate.retry_after_s)
+        assert busy.json()["error"]["code"] == "busy"
+        scraped = client.get("/metrics", headers=auth(tokens["operator"])).text
+        assert f"nexus_usage_reports_in_flight {float(gate.max_in_flight)}" in scraped
+        assert "nexus_usage_reports_refused_total 1.0" in scraped
+    # Retried once the intake has room, as a gateway does after retry-after.
+    accepted.append(client.post("/v1/usage", json=usage(cost_usd=3.0), headers=gateway))
+    assert [r.status_code for r in accepted] == [202, 202]
+    assert all(r.json()["counted"] for r in accepted)
+    assert gate.in_flight == 0
+    # Exactly the accepted reports are counted; the refused one left no trace.
+    totals = plane.budgets.spend.totals(accepted[0].json()["period"])
+    assert totals["acme"].total == pytest.approx(5.0)

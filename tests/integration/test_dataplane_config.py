@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,13 @@ import yaml
 from nexus_dataplane.enforcer import render
 from nexus_dataplane.envoy import envoy_config, validate_envoy_config
 from nexus_dataplane.opa import opa_config, validate_opa_config
+from nexus_dataplane.ratelimit import (
+    RateLimitConfigError,
+    RateLimitPlan,
+    ratelimit_service_config,
+)
 from nexus_dataplane.spec import ConfigError, EnforcerSpec
-from nexus_runtime.toolchain import find_envoy
+from nexus_runtime.toolchain import find_envoy, find_opa
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -105,3 +111,45 @@ def test_opa_refuses_a_broken_config(tmp_path: Path, opa_bin: Path) -> None:
     broken["bundles"]["nexus"]["service"] = "no-such-service"
     with pytest.raises(ConfigError, match="OPA refused"):
         validate_opa_config(opa_bin, broken, tmp_path)
+
+
+def test_rate_limit_filters_follow_ext_authz_and_envoy_accepts_them(tmp_path: Path) -> None:
+    plan = RateLimitPlan.from_config(
+        {
+            "shared": {"scope": "shared", "counts": "requests", "unit": "minute",
+                       "rate": 60, "burst": 60},
+            "tokens": {"scope": "shared", "counts": "tokens", "unit": "minute",
+                       "rate": 1000, "burst": 1000},
+            "local": {"scope": "region", "counts": "requests", "unit": "second",
+                      "rate": 5, "burst": 20},
+        }
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="ratelimit service"):
+        envoy_config(replace(spec(tmp_path), rate_limits=plan))
+    limited = replace(spec(tmp_path), rate_limits=plan, ratelimit_port=18081)
+    config = envoy_config(limited)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    names = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    assert (
+        names.index("envoy.filters.http.ext_authz")
+        < names.index("envoy.filters.http.local_ratelimit")
+        < names.index("envoy.filters.http.ratelimit")
+        < names.index("envoy.filters.http.router")
+    )
+    global_filter = hcm["typed_config"]["http_filters"][names.index("envoy.filters.http.ratelimit")]
+    assert global_filter["typed_config"]["failure_mode_deny"] is True
+    # Two descriptors for the tokens limit (check before, settle after), one for the other.
+    assert len(global_filter["typed_config"]["rate_limits"]) == 3
+    service = ratelimit_service_config(plan)
+    assert [d["value"] for d in service["descriptors"]] == ["shared", "tokens"]
+    # render() writes and validates it (Envoy opens the refusal log's directory).
+    render(limited, tmp_path / "cfg", opa_bin=find_opa(), envoy_bin=find_envoy())
+    assert limited.persistence_dir.is_dir()
+
+
+def test_rate_limits_cannot_be_built_from_malformed_data() -> None:
+    with pytest.raises(RateLimitConfigError):
+        RateLimitPlan.from_config({"x": {"scope": "galactic", "counts": "requests",
+                                         "unit": "minute", "rate": 1, "burst": 1}})  # fmt: skip
+    with pytest.raises(RateLimitConfigError):
+        RateLimitPlan.from_config({"x": {"scope": "shared"}})

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nexus_control.api.deps import OperatorDep, PlaneDep
@@ -23,7 +23,7 @@ class FleetCollector(Collector):
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         convergence = GaugeMetricFamily(
             "nexus_region_convergence_ratio",
             "Share of a region's expected enforcers running its desired revision error-free",
@@ -49,6 +49,24 @@ class FleetCollector(Collector):
         yield convergence
         yield enforcers
         yield active
+        yield from _usage_intake(self.plane)
+
+
+def _usage_intake(plane: ControlPlane) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    gate = plane.usage_gate
+    yield GaugeMetricFamily(
+        "nexus_usage_reports_in_flight", "Usage reports being processed", value=gate.in_flight
+    )
+    yield GaugeMetricFamily(
+        "nexus_usage_reports_max_in_flight",
+        "The usage intake's threshold (NEXUS_USAGE_MAX_IN_FLIGHT)",
+        value=gate.max_in_flight,
+    )
+    yield CounterMetricFamily(
+        "nexus_usage_reports_refused",
+        "Usage reports refused with 429 because the intake was at its threshold",
+        value=gate.refused,
+    )
 
 
 @router.get(

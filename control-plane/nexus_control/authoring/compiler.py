@@ -19,6 +19,7 @@ from nexus_control.authoring.config import (
     SlottedVariant,
 )
 from nexus_control.authoring.policyset import ApiKeyGrant, PolicySet
+from nexus_control.authoring.ratelimits import compile_rate_limits
 from nexus_control.authoring.spec import Flag
 
 __all__ = ["APPROVAL_AUDIENCE", "APPROVAL_ISSUER", "compile_data", "slot_bound"]
@@ -35,6 +36,13 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
     ``approval_jwks`` is the control plane's public JWKS (compact JSON) that
     verifies tool-approval tokens.
     """
+    config = _compile_core(policy, approval_jwks)
+    if policy.rate_limits:
+        config["rate_limits"] = compile_rate_limits(policy.rate_limits)
+    return config
+
+
+def _compile_core(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
     return {
         "bundle": {"name": policy.name},
         "regions": {r.id: {"jurisdiction": r.jurisdiction} for r in _by_id(policy.regions)},

@@ -20,6 +20,7 @@ __all__ = [
     "IssuerConfig",
     "ModelConfig",
     "PromptConfig",
+    "RateLimitConfig",
     "RecordSignerConfig",
     "RetentionEntry",
     "RoleConfig",
@@ -140,6 +141,21 @@ class RolloutsConfig(TypedDict):
     prompts: dict[str, FlagConfig]
 
 
+class RateLimitConfig(TypedDict):
+    """One token bucket (see `nexus_control.authoring.ratelimits`); empty selectors match all."""
+
+    scope: Literal["shared", "region"]
+    key: Literal["tenant", "credential"]
+    counts: Literal["requests", "tokens"]
+    unit: Literal["second", "minute", "hour", "day"]
+    rate: int
+    burst: int
+    tenants: dict[str, bool]
+    plans: dict[str, bool]
+    routes: dict[str, bool]
+    tools: dict[str, bool]
+
+
 class BundleInfo(TypedDict):
     name: str
 
@@ -167,3 +183,5 @@ class CompiledConfig(TypedDict):
     retention: dict[str, dict[str, RetentionEntry]]
     """Per tenant (``*``: the defaults), per data class."""
     rollouts: RolloutsConfig
+    rate_limits: NotRequired[dict[str, RateLimitConfig]]
+    """By limit id; present only when the bundle has RateLimits specs."""

@@ -19,6 +19,7 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from nexus_control.authoring.loader import BundleSources, Problem, SpecDocument, SpecError
+from nexus_control.authoring.ratelimits import check_rate_limits
 from nexus_control.authoring.spec import (
     DEFAULT_APPROVAL_TTL_S,
     ROUTE_PERMISSIONS,
@@ -32,6 +33,7 @@ from nexus_control.authoring.spec import (
     ModelsSpec,
     Prompt,
     PromptsSpec,
+    RateLimit,
     RbacSpec,
     RecordSigner,
     Region,
@@ -86,6 +88,8 @@ class PolicySet:
     retention_defaults: dict[str, RetentionRule]
     retention: dict[tuple[str, str], TenantRetention]
     flags: dict[str, Flag]
+    rate_limits: tuple[RateLimit, ...] = ()
+    """Sorted by id."""
 
 
 def resolve(sources: BundleSources) -> PolicySet:
@@ -125,6 +129,7 @@ class _Resolver:
         self._check_prompts()
         defaults, retention = self._check_retention(tenants, classes)
         self._check_flags(tenants, models, prompts)
+        rate_limits = check_rate_limits(self.sources, tenants, tools, self.problems)
 
         if self.problems:
             raise SpecError(self.problems)
@@ -146,6 +151,7 @@ class _Resolver:
             retention_defaults=defaults,
             retention=retention,
             flags={k: v for k, (_, v) in flags.items()},
+            rate_limits=rate_limits,
         )
 
     # -- ids ---------------------------------------------------------------------

@@ -19,6 +19,9 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "API_VERSION",
     "DEFAULT_APPROVAL_TTL_S",
+    "LIMITED_ROUTES",
+    "MAX_RATE",
+    "RATE_UNIT_SECONDS",
     "ROUTE_PERMISSIONS",
     "SPEC_KINDS",
     "AnySpec",
@@ -41,6 +44,8 @@ __all__ = [
     "Prompt",
     "PromptVersion",
     "PromptsSpec",
+    "RateLimit",
+    "RateLimitsSpec",
     "RbacSpec",
     "RecordSigner",
     "Region",
@@ -412,6 +417,57 @@ class RolloutsSpec(_Strict):
     flags: list[Flag] = Field(min_length=1)
 
 
+# --- Rate limits ---------------------------------------------------------------
+
+LIMITED_ROUTES: frozenset[str] = frozenset(
+    {"chat.completions", "tools.invoke", "chats.read", "chats.delete", "subjects.erase"}
+)
+"""The route names a rate limit may select (``nexus.request.route``)."""
+
+RATE_UNIT_SECONDS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+"""The windows envoyproxy/ratelimit counts in; local buckets refill once per unit."""
+
+MAX_RATE = 10_000_000
+
+
+class RateLimit(_Strict):
+    """One token bucket: ``rate`` per ``unit``, holding at most ``burst``.
+
+    ``key`` says what one bucket counts (each tenant, or each credential); the
+    selectors (``tenants``, ``plans``, ``routes``, ``tools``) say which requests
+    it applies to, and an empty selector means all of them. ``scope: shared``
+    is one bucket for every enforcer (envoyproxy/ratelimit over Redis);
+    ``scope: region`` is one bucket per enforcer (Envoy's local rate limit).
+    """
+
+    id: Identifier
+    description: Text | None = None
+    scope: Literal["shared", "region"]
+    key: Literal["tenant", "credential"] = "tenant"
+    counts: Literal["requests", "tokens"] = "requests"
+    """``tokens``: LLM tokens (chat completions only, shared only), settled after the call."""
+    unit: Literal["second", "minute", "hour", "day"]
+    rate: Annotated[int, Field(ge=1, le=MAX_RATE)]
+    burst: Annotated[int, Field(ge=1, le=MAX_RATE)] | None = None
+    """Defaults to ``rate``; may not be less than it."""
+    tenants: list[Identifier] = Field(default_factory=list)
+    plans: list[PlanName] = Field(default_factory=list)
+    routes: list[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
+        default_factory=list
+    )
+    tools: list[Identifier] = Field(default_factory=list)
+
+    @property
+    def bucket(self) -> int:
+        return self.rate if self.burst is None else self.burst
+
+
+class RateLimitsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["RateLimits"]
+    limits: list[RateLimit] = Field(min_length=1)
+
+
 SPEC_KINDS: dict[str, type[_Strict]] = {
     "Bundle": BundleSpec,
     "Regions": RegionsSpec,
@@ -423,6 +479,7 @@ SPEC_KINDS: dict[str, type[_Strict]] = {
     "Prompts": PromptsSpec,
     "Retention": RetentionSpec,
     "Rollouts": RolloutsSpec,
+    "RateLimits": RateLimitsSpec,
 }
 """Every kind a bundle directory may hold, by its ``kind`` value."""
 
@@ -437,4 +494,5 @@ AnySpec = (
     | PromptsSpec
     | RetentionSpec
     | RolloutsSpec
+    | RateLimitsSpec
 )

@@ -19,6 +19,7 @@ package nexus.envoy.authz
 import data.nexus.budget
 import data.nexus.identity
 import data.nexus.models
+import data.nexus.ratelimit
 import data.nexus.rbac
 import data.nexus.request
 import data.nexus.residency
@@ -113,6 +114,14 @@ response_headers["x-nexus-budget-warning"] := budget.warning if budget.warning !
 # gets the decision, never the secrets it was made from.
 removed_request_headers := ["authorization", "x-nexus-approval"]
 
+# The buckets an allowed request counts against reach Envoy as dynamic
+# metadata (namespace envoy.filters.http.ext_authz, key "ratelimit"),
+# where its rate limit filters read them; a bundle without rate limits
+# adds nothing.
+with_rate_limits(d) := object.union(d, {"dynamic_metadata": {"ratelimit": ratelimit.buckets}}) if {
+	count(ratelimit.buckets) > 0
+} else := d
+
 # METADATA
 # title: Gateway decision
 # description: |
@@ -136,7 +145,7 @@ default decision := {
 	}],
 }
 
-decision := {
+decision := with_rate_limits({
 	"allowed": true,
 	"http_status": 200,
 	"headers": upstream_headers,
@@ -144,7 +153,7 @@ decision := {
 	"request_headers_to_remove": removed_request_headers,
 	"body": "",
 	"reasons": [],
-} if {
+}) if {
 	allowed == true
 }
 
