@@ -27,21 +27,10 @@ sticky_value(flag) := sticky_subject if {
 	flag.sticky == "subject"
 } else := request.tenant
 
-# A flag at 100 % needs no hash: every slot is below "g".
-in_canary(flag, _) if flag.canary_below == "g"
-
-in_canary(flag, key) if {
-	flag.canary_below != "g"
-	slot(concat("", [flag.id, ":", key])) < flag.canary_below
-}
-
-canary_variant(flag, key) := variant.name if {
-	position := slot(concat("", [flag.id, ":variant:", key]))
-	some variant in flag.variants
-	variant.from <= position
-	position < variant.to
-}
-
+# One function call per flag, with the canary test and the variant pick
+# written inline: every call and rule OPA evaluates costs allocations on
+# each request, and this runs on every chat completion and prompt.
+# "g" sorts after every hex slot, so a flag at 100 % needs no special case.
 choice(flag) := flag.baseline if {
 	flag.kill_switch == true
 } else := flag.overrides[request.tenant] if {
@@ -49,8 +38,12 @@ choice(flag) := flag.baseline if {
 } else := name if {
 	flag.canary_percent > 0
 	key := sticky_value(flag)
-	in_canary(flag, key)
-	name := canary_variant(flag, key)
+	slot(concat("", [flag.id, ":", key])) < flag.canary_below
+	position := slot(concat("", [flag.id, ":variant:", key]))
+	some variant in flag.variants
+	variant.from <= position
+	position < variant.to
+	name := variant.name
 } else := flag.baseline
 
 requested_model := request.headers["x-nexus-model"]
