@@ -45,6 +45,7 @@ BENCHMARKS = (
     "decision",
     "latency",
     "propagation",
+    "activation",
     "budget",
     "rollout",
     "audit_ratio",

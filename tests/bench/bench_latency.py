@@ -62,7 +62,7 @@ from tests.bench.common import (
     report,
 )
 from tests.bench.generate import GeneratedBundle
-from tests.bench.loadgen import LoadResult, constant_rate
+from tests.bench.loadgen import LoadResult, constant_rate, openloop_binary
 from tests.bench.plane import BenchPlane, bench_upstream, running_plane
 from tests.bench.profile import PROFILE_RATE, PROFILE_SECONDS, profile_under_load
 from tests.bench.upstream import BODY
@@ -242,6 +242,7 @@ def _profile(
     ctx: Context, directory: Path, sides: list[Side], clients: list[dict[str, str]], work: Path
 ) -> None:
     """Each OPA side's CPU and allocation profile at ``PROFILE_RATE`` (``--profile``)."""
+    openloop_binary()  # built on first use: not inside the first side's profile window
     for side in sides:
         opa = side.processes.get("opa")
         if not isinstance(opa, OpaServer):
