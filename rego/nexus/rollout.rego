@@ -50,9 +50,12 @@ requested_model := request.headers["x-nexus-model"]
 
 default model := ""
 
-model := choice(data.nexus.config.rollouts.models[requested_model])
-
-model := requested_model if {
+# The definitions of model and prompt_version exclude each other, so each
+# is one else-chain: evaluation stops at the branch that applies instead of
+# trying every definition on every request.
+model := chosen if {
+	chosen := choice(data.nexus.config.rollouts.models[requested_model])
+} else := requested_model if {
 	requested_model
 	not data.nexus.config.rollouts.models[requested_model]
 }
@@ -81,18 +84,17 @@ default prompt_version := ""
 prompt_version := pinned_version if {
 	pinned_version
 	not prompt_killed
-}
-
-prompt_version := choice(data.nexus.config.rollouts.prompts[prompt_id]) if not pinned_version
-
-prompt_version := data.nexus.config.rollouts.prompts[prompt_id].baseline if {
+} else := version if {
+	not pinned_version
+	version := choice(data.nexus.config.rollouts.prompts[prompt_id])
+} else := version if {
 	pinned_version
 	prompt_killed
-}
-
-prompt_version := prompt.default_version if {
+	version := data.nexus.config.rollouts.prompts[prompt_id].baseline
+} else := version if {
 	not pinned_version
 	not data.nexus.config.rollouts.prompts[prompt_id]
+	version := prompt.default_version
 }
 
 # METADATA
