@@ -58,9 +58,11 @@ jwt_claims := claims if {
 
 default credential := {}
 
-credential := {"method": "api_key", "tenant": api_key.tenant, "subject": api_key.subject}
-
-credential := {"method": "jwt", "tenant": claimed_tenant, "subject": sprintf("%s:%s", [kind, jwt_claims.sub])} if {
+# An API key and a JWT exclude each other (is_jwt), so the definitions are
+# one else-chain: an API-key request never evaluates the JWT branch.
+credential := {"method": "api_key", "tenant": api_key.tenant, "subject": api_key.subject} if {
+	api_key
+} else := {"method": "jwt", "tenant": claimed_tenant, "subject": sprintf("%s:%s", [kind, jwt_claims.sub])} if {
 	claimed_tenant := jwt_claims[issuer.tenant_claim]
 	is_string(claimed_tenant)
 	claimed_tenant != ""
@@ -85,9 +87,7 @@ default feature := ""
 feature := api_key.feature if {
 	credential.method == "api_key"
 	is_string(api_key.feature)
-}
-
-feature := jwt_claims.nexus_feature if {
+} else := jwt_claims.nexus_feature if {
 	credential.method == "jwt"
 	is_string(jwt_claims.nexus_feature)
 }

@@ -27,21 +27,10 @@ sticky_value(flag) := sticky_subject if {
 	flag.sticky == "subject"
 } else := request.tenant
 
-# A flag at 100 % needs no hash: every slot is below "g".
-in_canary(flag, _) if flag.canary_below == "g"
-
-in_canary(flag, key) if {
-	flag.canary_below != "g"
-	slot(concat("", [flag.id, ":", key])) < flag.canary_below
-}
-
-canary_variant(flag, key) := variant.name if {
-	position := slot(concat("", [flag.id, ":variant:", key]))
-	some variant in flag.variants
-	variant.from <= position
-	position < variant.to
-}
-
+# One function call per flag, with the canary test and the variant pick
+# written inline: every call and rule OPA evaluates costs allocations on
+# each request, and this runs on every chat completion and prompt.
+# "g" sorts after every hex slot, so a flag at 100 % needs no special case.
 choice(flag) := flag.baseline if {
 	flag.kill_switch == true
 } else := flag.overrides[request.tenant] if {
@@ -49,17 +38,24 @@ choice(flag) := flag.baseline if {
 } else := name if {
 	flag.canary_percent > 0
 	key := sticky_value(flag)
-	in_canary(flag, key)
-	name := canary_variant(flag, key)
+	slot(concat("", [flag.id, ":", key])) < flag.canary_below
+	position := slot(concat("", [flag.id, ":variant:", key]))
+	some variant in flag.variants
+	variant.from <= position
+	position < variant.to
+	name := variant.name
 } else := flag.baseline
 
 requested_model := request.headers["x-nexus-model"]
 
 default model := ""
 
-model := choice(data.nexus.config.rollouts.models[requested_model])
-
-model := requested_model if {
+# The definitions of model and prompt_version exclude each other, so each
+# is one else-chain: evaluation stops at the branch that applies instead of
+# trying every definition on every request.
+model := chosen if {
+	chosen := choice(data.nexus.config.rollouts.models[requested_model])
+} else := requested_model if {
 	requested_model
 	not data.nexus.config.rollouts.models[requested_model]
 }
@@ -88,18 +84,17 @@ default prompt_version := ""
 prompt_version := pinned_version if {
 	pinned_version
 	not prompt_killed
-}
-
-prompt_version := choice(data.nexus.config.rollouts.prompts[prompt_id]) if not pinned_version
-
-prompt_version := data.nexus.config.rollouts.prompts[prompt_id].baseline if {
+} else := version if {
+	not pinned_version
+	version := choice(data.nexus.config.rollouts.prompts[prompt_id])
+} else := version if {
 	pinned_version
 	prompt_killed
-}
-
-prompt_version := prompt.default_version if {
+	version := data.nexus.config.rollouts.prompts[prompt_id].baseline
+} else := version if {
 	not pinned_version
 	not data.nexus.config.rollouts.prompts[prompt_id]
+	version := prompt.default_version
 }
 
 # METADATA

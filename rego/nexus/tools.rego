@@ -11,6 +11,11 @@ import data.nexus.identity
 import data.nexus.reason
 import data.nexus.request
 
+# Every deny rule below needs a tool call, so the entry point asks for
+# this module's reasons on these routes only (authz_test proves the others
+# get none).
+routes := {"tools.invoke"}
+
 tool := data.nexus.config.tools[request.tool_id] if request.route == "tools.invoke"
 
 # A cut-short body can still parse while missing what Envoy never

@@ -42,8 +42,10 @@ from tests.bench.common import Context, Figure, machine, summary
 
 BENCHMARKS = (
     "build",
+    "decision",
     "latency",
     "propagation",
+    "activation",
     "budget",
     "rollout",
     "audit_ratio",
@@ -97,6 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="fast",
         help="latency: behind Envoy, the benchmark's asyncio responder (fast, default), "
         "the data plane's stand-in (stock), or Envoy's direct_response (direct)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="latency: instead of the rate ladder, record OPA's CPU and allocation profiles "
+        "(--pprof) of each OPA side at 500 rps into DIR (see tests/bench/profile.py)",
     )
     return parser.parse_args(argv)
 
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             postgres=args.postgres,
             upstream=args.upstream,
+            profile_dir=args.profile,
         )
         for name in names:
             console.rule(f"[bold]{name}")

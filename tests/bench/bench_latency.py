@@ -62,8 +62,9 @@ from tests.bench.common import (
     report,
 )
 from tests.bench.generate import GeneratedBundle
-from tests.bench.loadgen import LoadResult, constant_rate
+from tests.bench.loadgen import LoadResult, constant_rate, openloop_binary
 from tests.bench.plane import BenchPlane, bench_upstream, running_plane
+from tests.bench.profile import PROFILE_RATE, PROFILE_SECONDS, profile_under_load
 from tests.bench.upstream import BODY
 
 NAME = "latency"
@@ -123,6 +124,9 @@ def run(ctx: Context) -> list[Figure]:
         try:
             sides = _start_sides(ctx, plane, workdir, upstream, started)
             clients = _clients(generated, sides, QUICK_CLIENTS if ctx.quick else CLIENTS)
+            if ctx.profile_dir is not None:
+                _profile(ctx, ctx.profile_dir, sides, clients, workdir)
+                return []
             figures = _measure(ctx, sides, clients, workdir, generated)
         finally:
             for proc in reversed(started):
@@ -143,7 +147,13 @@ def _start_sides(
     spec = enforcer_spec(options, f"{plane.region}-bench", upstream.port)
     config = opa_config(spec)
     config.setdefault("decision_logs", DECISION_LOGS)
-    opa = OpaServer(options.opa_bin, workdir / spec.enforcer_id, config=config, port=spec.opa_port)
+    opa = OpaServer(
+        options.opa_bin,
+        workdir / spec.enforcer_id,
+        config=config,
+        port=spec.opa_port,
+        args=_pprof(ctx),
+    )
     started.append(opa)
     opa.start_and_wait(bundles=True, timeout_s=180)
     envoy = EnvoyProxy(
@@ -208,7 +218,9 @@ def _start_nop(
         },
         "decision_logs": DECISION_LOGS,
     }
-    opa = OpaServer(opa_bin, home, config=config, args=[str(policy)], port=spec.opa_port)
+    opa = OpaServer(
+        opa_bin, home, config=config, args=[*_pprof(ctx), str(policy)], port=spec.opa_port
+    )
     started.append(opa)
     opa.start_and_wait(bundles=False)
     envoy = EnvoyProxy(
@@ -220,6 +232,41 @@ def _start_nop(
     started.append(envoy)
     envoy.start_and_wait()
     return opa, envoy
+
+
+def _pprof(ctx: Context) -> list[str]:
+    return ["--pprof"] if ctx.profile_dir is not None else []
+
+
+def _profile(
+    ctx: Context, directory: Path, sides: list[Side], clients: list[dict[str, str]], work: Path
+) -> None:
+    """Each OPA side's CPU and allocation profile at ``PROFILE_RATE`` (``--profile``)."""
+    openloop_binary()  # built on first use: not inside the first side's profile window
+    for side in sides:
+        opa = side.processes.get("opa")
+        if not isinstance(opa, OpaServer):
+            continue
+
+        def load(seconds: float, side: Side = side) -> LoadResult:
+            return constant_rate(
+                side.url + PATH,
+                clients,
+                rate=PROFILE_RATE,
+                window_s=seconds,
+                warmup_s=0.0,
+                workdir=work / "profile" / side.name.replace(" ", "_").replace("+", ""),
+                body=REQUEST_BODY,
+            )
+
+        before = cpu_seconds(opa.pid)
+        summary = profile_under_load(opa.url, side.name, directory, load)
+        used = cpu_seconds(opa.pid) - before
+        ctx.console.print(
+            f"  {side.name}: {PROFILE_RATE} rps for {PROFILE_SECONDS + 2} s, OPA CPU "
+            f"{used * 1000 / (PROFILE_RATE * (PROFILE_SECONDS + 2)):.3f} ms/request; "
+            f"profiles and top tables in {summary}"
+        )
 
 
 def _maybe_direct(ctx: Context, config: dict[str, Any]) -> dict[str, Any]:

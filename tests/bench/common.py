@@ -276,6 +276,8 @@ class Context:
     quick: bool = False
     postgres: bool = False
     upstream: str = "fast"
+    profile_dir: Path | None = None
+    """With ``--profile``: where the latency benchmark writes OPA's Go profiles."""
     _generated: dict[tuple[int, int], GeneratedBundle] = field(default_factory=dict)
     _built: dict[tuple[int, int], BuiltBundle] = field(default_factory=dict)
 

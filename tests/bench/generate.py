@@ -336,11 +336,14 @@ def generate(target: Path, tenants: int, *, seed: int = 1, variant: int = 0) -> 
 
 
 def _identity(tenants: int) -> str:
-    """The example's identity providers; any tenant list names generated tenants instead."""
+    """The example's identity providers and record signers; tenant lists name generated ones."""
     example = yaml.safe_load((EXAMPLE / "identity.yaml").read_text())
     for n, issuer in enumerate(example.get("issuers", []), start=1):
         if "tenants" in issuer:
             issuer["tenants"] = [tenant_id(min(n, tenants))]
+    for signer in example.get("recordSigners", []):
+        count = min(len(signer.get("tenants", [])), tenants)
+        signer["tenants"] = [tenant_id(n) for n in range(1, count + 1)]
     return "# The example's identity providers.\n" + yaml.safe_dump(example, sort_keys=False)
 
 

@@ -41,9 +41,15 @@ concern_reasons contains r if some r in models.deny
 
 concern_reasons contains r if some r in budget.deny
 
-concern_reasons contains r if some r in tools.deny
+concern_reasons contains r if {
+	tools.routes[request.route]
+	some r in tools.deny
+}
 
-concern_reasons contains r if some r in retention.deny
+concern_reasons contains r if {
+	retention.routes[request.route]
+	some r in retention.deny
+}
 
 concern_reasons contains r if some r in rollout.deny
 

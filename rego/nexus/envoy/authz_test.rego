@@ -77,3 +77,54 @@ test_undecidable_allowed_falls_back_to_the_default_refusal if {
 	}]
 	json.unmarshal(d.body) == {"error": "denied", "reasons": d.reasons}
 }
+
+# The entry point asks tools and retention for reasons only on their own
+# routes (tools.routes, retention.routes). These prove that nothing is lost
+# by that: on every other route, with every header and body those modules
+# read (an approval token, a record token of a held class, tool arguments,
+# a tool-shaped path segment), their deny sets are empty.
+provocative_headers := object.union_n([
+	fx.acme_headers,
+	{"x-nexus-approval": fx.refund_approval},
+	fx.record_headers("acme", "c-1", "chat-history", 10000),
+])
+
+every_route_request := [fx.with_body(req, {"arguments": fx.refund_arguments}) |
+	some [method, path] in [
+		["POST", "/v1/chat/completions"],
+		["GET", "/v1/chats/c-1"],
+		["DELETE", "/v1/chats/c-1"],
+		["DELETE", "/v1/subjects/s-1"],
+		["POST", "/v1/tools/refund:invoke"],
+		["GET", "/v1/tools/refund:invoke"],
+		["PUT", "/v1/admin"],
+		["DELETE", "/v1/chats/c-1:invoke"],
+	]
+	req := fx.http_request(method, path, provocative_headers)
+]
+
+concern_deny(concern, req) := rs if {
+	rs := data.nexus[concern].deny with input as req
+		with data.nexus.config as fx.config
+		with data.nexus_state as fx.state
+		with opa.runtime as fx.runtime_eu
+		with time.now_ns as fx.now_ns
+}
+
+concern_route(req) := r if {
+	r := data.nexus.request.route with input as req
+}
+
+outside_routes(concern) := [req |
+	some req in every_route_request
+	not data.nexus[concern].routes[concern_route(req)]
+]
+
+test_tools_and_retention_deny_nothing_outside_their_routes if {
+	every concern in ["tools", "retention"] {
+		count(outside_routes(concern)) >= 4
+		every req in outside_routes(concern) {
+			concern_deny(concern, req) == set()
+		}
+	}
+}
