@@ -101,7 +101,9 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}
 
 	if logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx)); logErr != nil {
-		return nil, newCheckError(codes.Internal, CodeDecisionLog, "the decision log refused the decision", logErr)
+		// Unavailable (Envoy answers 503): the enforcer cannot record, so
+		// it does not decide; the cause (e.g. a full disk) is in the message.
+		return nil, newCheckError(codes.Unavailable, CodeDecisionLog, "the decision log could not record the decision: "+logErr.Error(), logErr)
 	}
 	if ev.err != nil {
 		return nil, ev.err
