@@ -12,9 +12,16 @@ from pathlib import Path
 
 from nexus_contract.errors import NexusError
 
-__all__ = ["DEFAULT_BODY_LIMITS", "LONG_POLL_TIMEOUT_S", "ConfigError", "EnforcerSpec"]
+__all__ = [
+    "DECISION_LOG_DIR",
+    "DEFAULT_BODY_LIMITS",
+    "LONG_POLL_TIMEOUT_S",
+    "ConfigError",
+    "EnforcerSpec",
+]
 
 LONG_POLL_TIMEOUT_S = 30
+DECISION_LOG_DIR = "decision-log"
 DEFAULT_BODY_LIMITS: tuple[tuple[str, int], ...] = (("/v1/tools/", 64 * 1024),)
 """Path prefixes whose policy reads the request body, and the most bytes forwarded to OPA.
 
@@ -51,3 +58,16 @@ class EnforcerSpec:
     """Algorithm of ``key_id``'s key (RS256, PS256, ES256, EdDSA)."""
     extra_keys: tuple[tuple[str, str, str], ...] = ()
     """Further trusted bundle keys as (key id, algorithm, PEM): the keys of a rotation window."""
+    decision_log_dir: Path | None = None
+    """The durable decision log's segments (0700); default ``decision-log`` beside
+    ``persistence_dir``, i.e. in the enforcer's state dir."""
+    durable_log: bool = True
+    """Decision events go through the durable log; off, OPA's in-memory uploader
+    ships them (benchmarks compare the two; a crash then loses its buffer)."""
+    wait_for_commit: bool = True
+    """The ext_authz answer waits until its decision event is fsynced."""
+
+    @property
+    def segment_dir(self) -> Path:
+        """Where the durable decision log keeps its segments."""
+        return self.decision_log_dir or self.persistence_dir.parent / DECISION_LOG_DIR
