@@ -96,6 +96,13 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			resp, ev.err = buildResponse(ev.result, ev.decisionID, p.cfg.DryRun)
 		}
 	}
+	if ev.refused == nil && ctx.Err() != nil {
+		// Envoy gave up while the policy ran (its ext_authz timeout): no
+		// answer reaches the client, so the log records the request as
+		// abandoned (a shed outcome), not as a decision made.
+		ev.refused, ev.err = gate.shedRefusal(shedAbandoned), nil
+		p.metrics.shed.WithLabelValues(shedAbandoned).Inc()
+	}
 	if ev.refused != nil {
 		resp = ev.refused.response(ev.decisionID, p.cfg.DryRun)
 	}
