@@ -138,16 +138,17 @@ func (j *journal) collect(group []appendReq) []appendReq {
 // the segment sealed, so a later group starts a fresh file).
 func (j *journal) commit(group []appendReq) {
 	err := j.write(group)
-	for _, r := range group {
-		r.done <- err
-	}
+	// Counted before the callers hear: a scrape after an answer sees it.
 	if err != nil {
 		j.metrics.refused.WithLabelValues(refusedWrite).Add(float64(len(group)))
 		j.logger.Error("%s: %d decision events not recorded, so refused: %v", PluginName, len(group), err)
-		return
+	} else {
+		j.metrics.buffered.Add(float64(len(group)))
 	}
-	j.metrics.buffered.Add(float64(len(group)))
-	if j.size >= j.maxSize {
+	for _, r := range group {
+		r.done <- err
+	}
+	if err == nil && j.size >= j.maxSize {
 		j.seal()
 	}
 }
