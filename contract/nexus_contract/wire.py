@@ -17,6 +17,7 @@ __all__ = [
     "DECISION_ID_METADATA_KEY",
     "DECISION_PATH",
     "DECISION_QUERY",
+    "DURABLE_LOG_PLUGIN",
     "ENFORCER_HEADER",
     "EXPECTED_REVISION_HEADER",
     "EXT_AUTHZ_METADATA_NAMESPACE",
@@ -72,6 +73,9 @@ DECISION_PATH = "nexus/envoy/authz/decision"
 DECISION_QUERY = "data." + DECISION_PATH.replace("/", ".")
 EXT_AUTHZ_PLUGIN = "envoy_ext_authz_grpc"
 """The plugin's key under ``plugins`` in OPA's config (upstream opa-envoy-plugin's key)."""
+DURABLE_LOG_PLUGIN = "nexus_durable_log"
+"""Our OPA build's durable decision-log plugin: its key under ``plugins`` and the
+``decision_logs.plugin`` that routes decision events to it."""
 EXT_AUTHZ_METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
 DECISION_ID_METADATA_KEY = "decision_id"
 """Where the plugin puts each decision's id in Envoy's dynamic metadata."""

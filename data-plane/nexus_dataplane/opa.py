@@ -3,8 +3,9 @@
 The config: two signed bundles (``nexus`` and ``nexus-state``) long-polled
 from the control plane with the enforcer's bearer token and its stable id in a
 header; ``persist: true`` so a restart keeps the last good bundle; the status
-plugin; decision logs to the audit service with short delays and a buffer sized
-so nothing is dropped at the target load; stable labels; the ext_authz plugin.
+plugin; decision logs through our durable decision-log plugin (each event
+fsynced in the enforcer's state dir before the ext_authz answer, then shipped
+to the audit service); stable labels; the ext_authz plugin.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 from nexus_contract.wire import (
     BUNDLES,
     DECISION_PATH,
+    DURABLE_LOG_PLUGIN,
     ENFORCER_HEADER,
     EXT_AUTHZ_PLUGIN,
     OPA_API_PREFIX,
@@ -110,18 +112,29 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
             "credentials": {"bearer": {"token": spec.audit_token or spec.token}},
             "headers": headers,
         }
-        config["decision_logs"] = {
-            "service": "audit",
-            # Replay re-evaluates a decision with the built-ins' recorded answers.
-            "nd_builtin_cache": True,
-            "reporting": {
-                "min_delay_seconds": LOG_MIN_DELAY_S,
-                "max_delay_seconds": LOG_MAX_DELAY_S,
-                "buffer_type": "event",
-                "buffer_size_limit_events": LOG_BUFFER_EVENTS,
-                "upload_size_limit_bytes": LOG_UPLOAD_LIMIT_BYTES,
-            },
-        }
+        if spec.durable_log:
+            config["plugins"][DURABLE_LOG_PLUGIN] = {
+                "dir": str(spec.segment_dir),
+                "service": "audit",
+                "wait_for_commit": spec.wait_for_commit,
+            }
+            config["decision_logs"] = {
+                "plugin": DURABLE_LOG_PLUGIN,
+                # Replay re-evaluates a decision with the built-ins' recorded answers.
+                "nd_builtin_cache": True,
+            }
+        else:
+            config["decision_logs"] = {
+                "service": "audit",
+                "nd_builtin_cache": True,
+                "reporting": {
+                    "min_delay_seconds": LOG_MIN_DELAY_S,
+                    "max_delay_seconds": LOG_MAX_DELAY_S,
+                    "buffer_type": "event",
+                    "buffer_size_limit_events": LOG_BUFFER_EVENTS,
+                    "upload_size_limit_bytes": LOG_UPLOAD_LIMIT_BYTES,
+                },
+            }
     return config
 
 
@@ -245,7 +258,12 @@ def validate_opa_config(opa_bin: Path, config: dict[str, Any], workdir: Path) ->
             **plugins[EXT_AUTHZ_PLUGIN],
             "addr": f"127.0.0.1:{free_port()}",
         }
-        probe["plugins"] = plugins
+    if DURABLE_LOG_PLUGIN in plugins:
+        plugins[DURABLE_LOG_PLUGIN] = {
+            **plugins[DURABLE_LOG_PLUGIN],
+            "dir": str((workdir / "validate-decision-log").resolve()),
+        }
+    probe["plugins"] = plugins
     probe["persistence_directory"] = str(workdir / "validate-persist")
     server = OpaServer(opa_bin, workdir, config=probe, name="opa-validate")
     try:

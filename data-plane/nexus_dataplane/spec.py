@@ -13,9 +13,16 @@ from pathlib import Path
 from nexus_contract.errors import NexusError
 from nexus_dataplane.ratelimit import RateLimitPlan
 
-__all__ = ["DEFAULT_BODY_LIMITS", "LONG_POLL_TIMEOUT_S", "ConfigError", "EnforcerSpec"]
+__all__ = [
+    "DECISION_LOG_DIR",
+    "DEFAULT_BODY_LIMITS",
+    "LONG_POLL_TIMEOUT_S",
+    "ConfigError",
+    "EnforcerSpec",
+]
 
 LONG_POLL_TIMEOUT_S = 30
+DECISION_LOG_DIR = "decision-log"
 DEFAULT_BODY_LIMITS: tuple[tuple[str, int], ...] = (("/v1/tools/", 64 * 1024),)
 """Path prefixes whose policy reads the request body, and the most bytes forwarded to OPA.
 
@@ -58,3 +65,16 @@ class EnforcerSpec:
     """gRPC port of the envoyproxy/ratelimit service the shared limits need."""
     refusal_log_dir: Path | None = None
     """Where Envoy writes its rate limit refusals (default: ``persistence_dir``)."""
+    decision_log_dir: Path | None = None
+    """The durable decision log's segments (0700); default ``decision-log`` beside
+    ``persistence_dir``, i.e. in the enforcer's state dir."""
+    durable_log: bool = True
+    """Decision events go through the durable log; off, OPA's in-memory uploader
+    ships them (benchmarks compare the two; a crash then loses its buffer)."""
+    wait_for_commit: bool = True
+    """The ext_authz answer waits until its decision event is fsynced."""
+
+    @property
+    def segment_dir(self) -> Path:
+        """Where the durable decision log keeps its segments."""
+        return self.decision_log_dir or self.persistence_dir.parent / DECISION_LOG_DIR

@@ -2,7 +2,8 @@
 //
 // Every OPA subcommand (run, check, test, fmt, build, bench, ...) works as in
 // upstream OPA; `opa run --server` additionally accepts the
-// `plugins.envoy_ext_authz_grpc` configuration key.
+// `plugins.envoy_ext_authz_grpc` configuration key and the durable decision
+// log `plugins.nexus_durable_log` (named by `decision_logs.plugin`).
 package main
 
 import (
@@ -12,11 +13,13 @@ import (
 	"github.com/open-policy-agent/opa/cmd"
 	"github.com/open-policy-agent/opa/v1/runtime"
 
+	"nexus.local/opa-enforcer/durablelog"
 	"nexus.local/opa-enforcer/extauthz"
 )
 
 func main() {
 	runtime.RegisterPlugin(extauthz.PluginName, extauthz.Factory{})
+	runtime.RegisterPlugin(durablelog.PluginName, durablelog.Factory{})
 
 	exit := 0
 	if err := cmd.RootCommand.Execute(); err != nil {

@@ -79,6 +79,8 @@ from tests.bench.upstream import FastUpstream
 
 NAME = "audit_ratio"
 TITLE = "Decisions recorded / decisions made, through Envoy at a constant rate"
+DURABLE_BUFFERED = "nexus_decision_log_buffered_events"
+"""The durable decision log's events on the enforcer's disk, not yet acknowledged."""
 
 PATH = "/v1/chat/completions"
 REQUEST_BODY = b'{"messages":[{"role":"user","content":"Summarise the Q3 support tickets."}]}'
@@ -359,7 +361,9 @@ def _measure(
         },
         opa_failures=_upload_failures(enforcer.opa.log_path, opa_log_offset),
         opa_uploads=_count(enforcer.opa.log_path, opa_log_offset, "Logs uploaded successfully"),
-        buffer_left=metrics_after.get("decision_logs_buffer_size_events", float("nan")),
+        buffer_left=metrics_after.get(
+            DURABLE_BUFFERED, metrics_after.get("decision_logs_buffer_size_events", float("nan"))
+        ),
     )
     outcome = Outcome(
         made=made,
@@ -460,7 +464,9 @@ def _sample(size: Any, opa_url: str, growth: Growth, stop: threading.Event, t0: 
             growth.sizes.append((time.monotonic() - t0, int(size())))
             with contextlib.suppress(httpx.HTTPError):
                 text = client.get(f"{opa_url}/metrics").text
-                value = _metric(text, "decision_logs_buffer_size_events")
+                value = _metric(text, DURABLE_BUFFERED)
+                if value is None:
+                    value = _metric(text, "decision_logs_buffer_size_events")
                 if value is not None:
                     growth.buffer_max = max(growth.buffer_max, value)
             stop.wait(SAMPLE_S)
@@ -481,7 +487,9 @@ def _opa_metrics(opa_url: str) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("#") or ("decision_logs" not in line and "enc_log" not in line):
+        if line.startswith("#") or not any(
+            part in line for part in ("decision_logs", "enc_log", "nexus_decision_log")
+        ):
             continue
         name, _, value = line.rpartition(" ")
         with contextlib.suppress(ValueError):

@@ -52,7 +52,13 @@ def test_opa_config_has_signed_persisted_long_polled_bundles(tmp_path: Path) -> 
     assert config["services"]["control-plane"]["headers"] == {"x-nexus-enforcer": "eu-west-1-7"}
     assert config["labels"] == {"region": "eu-west-1", "enforcer": "eu-west-1-7"}
     assert config["plugins"]["envoy_ext_authz_grpc"]["path"] == "nexus/envoy/authz/decision"
-    assert config["decision_logs"]["reporting"]["max_delay_seconds"] <= 5
+    assert config["decision_logs"] == {"plugin": "nexus_durable_log", "nd_builtin_cache": True}
+    durable = config["plugins"]["nexus_durable_log"]
+    assert durable == {
+        "dir": str(tmp_path / "decision-log"),
+        "service": "audit",
+        "wait_for_commit": True,
+    }
 
 
 def test_envoy_config_fails_closed(tmp_path: Path) -> None:

@@ -81,6 +81,10 @@ def test_enforcer_credentials_are_not_world_readable(enforcer: Enforcer, tmp_pat
         for path in directory.rglob("*"):
             if path.is_file() and ENFORCER_TOKEN.encode() in path.read_bytes():
                 assert _mode(path) == 0o600, f"{path} holds the token at {oct(_mode(path))}"
+    # Decision events (inputs, results) wait on the enforcer's disk: its own eyes only.
+    segments = enforcer.spec.segment_dir
+    assert segments.parent == enforcer.spec.persistence_dir.parent
+    assert _mode(segments) == 0o700, f"{segments} is {oct(_mode(segments))}"
 
 
 def test_local_process_cannot_rewrite_enforcer_policy_via_opa_api(enforcer: Enforcer) -> None:

@@ -119,6 +119,7 @@ const (
 	shedQueueTimeout = "queue_timeout" // no slot within max-queue-wait-ms
 	shedDeadline     = "deadline"      // its deadline passed first
 	shedCancelled    = "cancelled"     // Envoy cancelled it first
+	shedAbandoned    = "abandoned"     // Envoy gave up while it was evaluated
 )
 
 // admit lets the Check in, or says why not. An admitted Check must call
@@ -186,6 +187,8 @@ func (l *limiter) shedRefusal(reason string) *refusal {
 		}
 	case shedDeadline:
 		message = "the request's deadline passed before it could be evaluated"
+	case shedAbandoned:
+		message = "the caller gave up while the request was evaluated: no answer reached it"
 	default:
 		message = "the request was cancelled before it could be evaluated"
 	}

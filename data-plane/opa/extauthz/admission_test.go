@@ -269,3 +269,35 @@ func TestConcurrentChecksAreEachAdmittedOrShedAndAllLogged(t *testing.T) {
 		t.Errorf("in_flight = %v", got)
 	}
 }
+
+// slowPolicy takes far longer than the Check's deadline.
+const slowPolicy = `package nexus.slow
+
+decision := {"allowed": true} if count([x | some x in numbers.range(1, 50000000)]) > 0
+`
+
+func TestADecisionEnvoyGaveUpOnIsLoggedAsAbandonedNotMade(t *testing.T) {
+	setup := testSetup()
+	setup.modules["/nexus/slow.rego"] = slowPolicy
+	opa := newOPA(t, setup)
+	p := opa.plugin(t, `{"addr": "127.0.0.1:0", "path": "nexus/slow/decision"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+
+	resp, err := p.Check(ctx, acmeCheck())
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if resp.GetStatus().GetCode() == 0 {
+		t.Fatal("allowed a request whose caller had given up")
+	}
+	event := opa.log.only(t)
+	decision := (*event.Result).(map[string]any)
+	if decision["allowed"] != false || decision["shed"] != true {
+		t.Fatalf("logged %v, want a shed refusal", decision)
+	}
+	reasons := decision["reasons"].([]any)
+	if msg := reasons[0].(map[string]any)["message"].(string); !strings.Contains(msg, "gave up") {
+		t.Errorf("reason %q", msg)
+	}
+}

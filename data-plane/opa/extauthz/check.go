@@ -96,12 +96,21 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			resp, ev.err = buildResponse(ev.result, ev.decisionID, p.cfg.DryRun)
 		}
 	}
+	if ev.refused == nil && ctx.Err() != nil {
+		// Envoy gave up while the policy ran (its ext_authz timeout): no
+		// answer reaches the client, so the log records the request as
+		// abandoned (a shed outcome), not as a decision made.
+		ev.refused, ev.err = gate.shedRefusal(shedAbandoned), nil
+		p.metrics.shed.WithLabelValues(shedAbandoned).Inc()
+	}
 	if ev.refused != nil {
 		resp = ev.refused.response(ev.decisionID, p.cfg.DryRun)
 	}
 
 	if logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx)); logErr != nil {
-		return nil, newCheckError(codes.Internal, CodeDecisionLog, "the decision log refused the decision", logErr)
+		// Unavailable (Envoy answers 503): the enforcer cannot record, so
+		// it does not decide; the cause (e.g. a full disk) is in the message.
+		return nil, newCheckError(codes.Unavailable, CodeDecisionLog, "the decision log could not record the decision: "+logErr.Error(), logErr)
 	}
 	if ev.err != nil {
 		return nil, ev.err

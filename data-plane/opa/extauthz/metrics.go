@@ -40,7 +40,7 @@ func newCheckMetrics() *checkMetrics {
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_extauthz_shed_total",
-			Help: "Checks refused by admission control, by reason (queue_timeout, deadline, cancelled).",
+			Help: "Checks refused by admission control, by reason (queue_timeout, deadline, cancelled, abandoned).",
 		}, []string{"reason"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_extauthz_checks_total",
@@ -49,7 +49,7 @@ func newCheckMetrics() *checkMetrics {
 	}
 	// Every series exists from the start, so a rate over it is defined
 	// before the first shed.
-	for _, reason := range []string{shedQueueTimeout, shedDeadline, shedCancelled} {
+	for _, reason := range []string{shedQueueTimeout, shedDeadline, shedCancelled, shedAbandoned} {
 		m.shed.WithLabelValues(reason)
 	}
 	for _, outcome := range []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError} {

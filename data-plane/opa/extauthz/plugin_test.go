@@ -188,7 +188,7 @@ func TestADecisionTheLogRefusesIsNotMade(t *testing.T) {
 		t.Fatalf("answered %s although the decision log refused it", protojson.Format(resp))
 	}
 	ce := assertCheckError(t, err, CodeDecisionLog)
-	if ce.status != codes.Internal {
+	if ce.status != codes.Unavailable {
 		t.Errorf("gRPC code %v", ce.status)
 	}
 }
