@@ -25,7 +25,7 @@ from nexus_dataplane.opa import (
     validate_opa_config,
 )
 from nexus_dataplane.process import free_port, http_ok
-from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec
+from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec, TracingSpec
 from nexus_dataplane.upstream import Upstream
 from nexus_runtime.secretfile import write_secret
 
@@ -50,6 +50,8 @@ class StackOptions:
     key_algorithm: str = "RS256"
     extra_keys: tuple[tuple[str, str, str], ...] = ()
     """More trusted bundle keys (key id, algorithm, PEM), e.g. during a key rotation."""
+    tracing: TracingSpec | None = None
+    """Send Envoy's, OPA's and the upstream's spans to this OTLP collector."""
     credentials: Callable[[str], str] | None = None
     """The token of an enforcer id, minted as the stack adds it: each enforcer speaks with its
     own credential, bound to its id and region. Without it, every enforcer uses ``token``."""
@@ -111,6 +113,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         body_limits=options.body_limits,
         key_algorithm=options.key_algorithm,
         extra_keys=options.extra_keys,
+        tracing=options.tracing,
     )
 
 
@@ -145,7 +148,11 @@ class EnforcerStack:
     def start(self, *, wait_for_bundles: bool = True, timeout_s: float = 60.0) -> None:
         """Start the upstream (unless shared), then every OPA and Envoy; wait until ready."""
         if self.upstream is None and self.options.with_envoy:
-            self.upstream = Upstream(self.options.workdir / "upstream")
+            tracing = self.options.tracing
+            self.upstream = Upstream(
+                self.options.workdir / "upstream",
+                otlp_endpoint=tracing.http_endpoint if tracing else None,
+            )
             self.upstream.start_and_wait()
             self._own_upstream = True
         try:

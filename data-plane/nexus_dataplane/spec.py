@@ -12,7 +12,13 @@ from pathlib import Path
 
 from nexus_contract.errors import NexusError
 
-__all__ = ["DEFAULT_BODY_LIMITS", "LONG_POLL_TIMEOUT_S", "ConfigError", "EnforcerSpec"]
+__all__ = [
+    "DEFAULT_BODY_LIMITS",
+    "LONG_POLL_TIMEOUT_S",
+    "ConfigError",
+    "EnforcerSpec",
+    "TracingSpec",
+]
 
 LONG_POLL_TIMEOUT_S = 30
 DEFAULT_BODY_LIMITS: tuple[tuple[str, int], ...] = (("/v1/tools/", 64 * 1024),)
@@ -24,6 +30,24 @@ it; every other body reaches the upstream without being buffered for the policy.
 
 class ConfigError(NexusError):
     """A rendered configuration was refused by the program it is for."""
+
+
+@dataclass(frozen=True)
+class TracingSpec:
+    """Where an enforcer's Envoy and OPA send spans (OTLP over gRPC), and how many.
+
+    Envoy makes the sampling decision (``sample_percent`` of requests); OPA's
+    sampler is parent-based, so the Check span follows Envoy's decision."""
+
+    otlp_host: str
+    otlp_grpc_port: int
+    otlp_http_port: int
+    sample_percent: float = 100.0
+
+    @property
+    def http_endpoint(self) -> str:
+        """The OTLP/HTTP base URL, for our Python processes (the upstream)."""
+        return f"http://{self.otlp_host}:{self.otlp_http_port}"
 
 
 @dataclass(frozen=True)
@@ -51,3 +75,5 @@ class EnforcerSpec:
     """Algorithm of ``key_id``'s key (RS256, PS256, ES256, EdDSA)."""
     extra_keys: tuple[tuple[str, str, str], ...] = ()
     """Further trusted bundle keys as (key id, algorithm, PEM): the keys of a rotation window."""
+    tracing: TracingSpec | None = None
+    """Traces to an OTLP collector; None: no tracer in Envoy, no span in OPA."""
