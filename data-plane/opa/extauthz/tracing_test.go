@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -111,5 +112,25 @@ func TestWithoutDistributedTracingACheckStartsNoSpan(t *testing.T) {
 	ctx, span := p.startCheckSpan(context.Background(), acmeCheck())
 	if span != nil || trace.SpanFromContext(ctx).SpanContext().IsValid() {
 		t.Fatalf("a span was started with no tracer provider")
+	}
+}
+
+func TestAMalformedTraceparentStartsANewTraceAndTheCheckIsStillDecided(t *testing.T) {
+	opa, exporter := tracedOPA(t)
+	p := opa.plugin(t, decisionPlugin)
+	req := acmeCheck()
+	req.Attributes.Request.Http.Headers["traceparent"] = "00-" + strings.Repeat("z", 4096) + "-01"
+	ctx := grpcmd.NewIncomingContext(context.Background(), grpcmd.Pairs("traceparent", "garbage"))
+
+	resp, err := p.Check(ctx, req)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	span := onlySpan(t, exporter)
+	if span.Parent.IsValid() {
+		t.Errorf("span has parent %v from a malformed traceparent", span.Parent)
+	}
+	if got := attrs(span)[attrDecisionID].AsString(); got != decisionIDOf(t, resp) {
+		t.Errorf("decision id %q, Envoy got %q", got, decisionIDOf(t, resp))
 	}
 }
