@@ -49,6 +49,7 @@ BENCHMARKS = (
     "audit_ratio",
     "uploads",
     "approval_replay",
+    "tracing",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)
