@@ -341,6 +341,11 @@ def _identity(tenants: int) -> str:
     for n, issuer in enumerate(example.get("issuers", []), start=1):
         if "tenants" in issuer:
             issuer["tenants"] = [tenant_id(min(n, tenants))]
+    for signer in example.get("recordSigners", []):
+        if "tenants" in signer:
+            signer["tenants"] = [
+                tenant_id(n) for n in range(1, min(len(signer["tenants"]), tenants) + 1)
+            ]
     return "# The example's identity providers.\n" + yaml.safe_dump(example, sort_keys=False)
 
 
