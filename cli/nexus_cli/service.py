@@ -53,8 +53,11 @@ def serve() -> None:
     from nexus_audit.settings import AuditSettings
     from nexus_control.access.signing_keys import audit_settings_in
     from nexus_control.api.app import create_app, create_control_plane
-    from nexus_runtime.server import serve_forever
+    from nexus_runtime.server import instrument_app, serve_forever
+    from nexus_runtime.tracing import configure_tracing
 
+    # Before the engines and clients exist: the instrumentations patch them.
+    configure_tracing("nexus-control-plane")
     settings = ControlSettings()
     plane = create_control_plane(settings)
     audit = (
@@ -62,7 +65,9 @@ def serve() -> None:
         if settings.colocate_audit
         else None
     )
-    serve_forever(create_app(plane, audit), settings.host, settings.port)
+    app = create_app(plane, audit)
+    instrument_app(app)
+    serve_forever(app, settings.host, settings.port)
 
 
 def local_actor() -> str:

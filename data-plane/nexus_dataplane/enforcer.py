@@ -26,7 +26,7 @@ from nexus_dataplane.opa import (
 )
 from nexus_dataplane.process import free_port, http_ok
 from nexus_dataplane.ratelimit import RateLimitPlan
-from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec
+from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec, TracingSpec
 from nexus_dataplane.upstream import Upstream
 from nexus_runtime.secretfile import write_secret
 
@@ -55,6 +55,8 @@ class StackOptions:
     """The bundle's rate limits, enforced by every Envoy of the stack."""
     ratelimit_port: int | None = None
     """gRPC port of the ratelimit service the shared limits go through."""
+    tracing: TracingSpec | None = None
+    """Send Envoy's, OPA's and the upstream's spans to this OTLP collector."""
     credentials: Callable[[str], str] | None = None
     """The token of an enforcer id, minted as the stack adds it: each enforcer speaks with its
     own credential, bound to its id and region. Without it, every enforcer uses ``token``."""
@@ -119,6 +121,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         rate_limits=options.rate_limits,
         ratelimit_port=options.ratelimit_port,
         refusal_log_dir=(options.workdir / enforcer_id).resolve(),
+        tracing=options.tracing,
     )
 
 
@@ -156,7 +159,11 @@ class EnforcerStack:
     def start(self, *, wait_for_bundles: bool = True, timeout_s: float = 60.0) -> None:
         """Start the upstream (unless shared), then every OPA and Envoy; wait until ready."""
         if self.upstream is None and self.options.with_envoy:
-            self.upstream = Upstream(self.options.workdir / "upstream")
+            tracing = self.options.tracing
+            self.upstream = Upstream(
+                self.options.workdir / "upstream",
+                otlp_endpoint=tracing.http_endpoint if tracing else None,
+            )
             self.upstream.start_and_wait()
             self._own_upstream = True
         try:

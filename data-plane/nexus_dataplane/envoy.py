@@ -35,7 +35,7 @@ from nexus_dataplane.ratelimit import (
     refusal_access_log,
     refusal_reply_config,
 )
-from nexus_dataplane.spec import ConfigError, EnforcerSpec
+from nexus_dataplane.spec import ConfigError, EnforcerSpec, TracingSpec
 
 __all__ = ["PATH_NORMALISATION", "EnvoyProxy", "envoy_config", "validate_envoy_config"]
 
@@ -64,6 +64,10 @@ PATH_NORMALISATION: dict[str, Any] = {
     "path_with_escaped_slashes_action": "REJECT_REQUEST",
 }
 """How the listener canonicalises :path, so the policy decides on the path the upstream gets."""
+OTEL_TRACER = "envoy.tracers.opentelemetry"
+OTEL_CONFIG_TYPE = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
+OTLP_CLUSTER = "otlp"
+OTLP_TIMEOUT = "1s"
 HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
 HEADER_MUTATION_TYPE = f"{_TYPES}.filters.http.header_mutation.v3.HeaderMutation"
 _DECISION_ID_FROM_METADATA = (
@@ -178,6 +182,28 @@ def _routes(spec: EnforcerSpec, *, with_ext_authz: bool) -> list[dict[str, Any]]
     return [*bodies, route("/", None)]
 
 
+def _tracing(tracing: TracingSpec, enforcer_id: str) -> dict[str, Any]:
+    """Envoy's OpenTelemetry tracer: W3C trace context in and out, spans over OTLP gRPC.
+
+    A request is sampled at ``sample_percent`` unless its ``traceparent`` already
+    says; the ext_authz call is a child span whose context reaches OPA as gRPC
+    metadata, and the router forwards the context to the upstream."""
+    return {
+        "random_sampling": {"value": tracing.sample_percent},
+        "provider": {
+            "name": OTEL_TRACER,
+            "typed_config": {
+                "@type": OTEL_CONFIG_TYPE,
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": OTLP_CLUSTER},
+                    "timeout": OTLP_TIMEOUT,
+                },
+                "service_name": f"nexus-envoy-{enforcer_id}",
+            },
+        },
+    }
+
+
 def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str, Any]:
     """Envoy's bootstrap; ``with_ext_authz=False`` gives the same proxy without OPA (benchmarks)."""
     http_filters = [_strip_fact_headers_filter()]
@@ -198,6 +224,10 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
         clusters.append(_cluster("opa", "127.0.0.1", spec.grpc_port, http2=True))
     if limits is not None and limits.shared and spec.ratelimit_port is not None:
         clusters.append(_cluster(RATELIMIT_CLUSTER, "127.0.0.1", spec.ratelimit_port, http2=True))
+    if spec.tracing:
+        clusters.append(
+            _cluster(OTLP_CLUSTER, spec.tracing.otlp_host, spec.tracing.otlp_grpc_port, http2=True)
+        )
     connection_manager: dict[str, Any] = {
         "@type": HCM_TYPE,
         "stat_prefix": "gateway",
@@ -219,6 +249,8 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
         connection_manager["access_log"] = [
             refusal_access_log(spec.refusal_log_dir or spec.persistence_dir)
         ]
+    if spec.tracing:
+        connection_manager["tracing"] = _tracing(spec.tracing, spec.enforcer_id)
     listener = {
         "name": "gateway",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.envoy_port}},

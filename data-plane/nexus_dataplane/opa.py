@@ -59,6 +59,10 @@ and collecting four times less often cut opa bench's p99 from 0.93 to 0.58 ms
 (p50 unchanged) for a few MB more heap."""
 
 
+TRACE_BATCH_TIMEOUT_MS = 1000
+"""How long OPA holds finished spans before an OTLP export (its default is 5 s)."""
+
+
 def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
     """OPA's configuration for the enforcer ``spec`` describes."""
     headers = {ENFORCER_HEADER: spec.enforcer_id}
@@ -106,6 +110,14 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
             }
         },
     }
+    if spec.tracing:
+        config["distributed_tracing"] = {
+            "type": "grpc",
+            "address": f"{spec.tracing.otlp_host}:{spec.tracing.otlp_grpc_port}",
+            "service_name": f"nexus-opa-{spec.enforcer_id}",
+            "sample_percentage": spec.tracing.sample_percent,
+            "batch_span_processor_options": {"batch_timeout_ms": TRACE_BATCH_TIMEOUT_MS},
+        }
     if spec.audit_url:
         services["audit"] = {
             "url": spec.audit_url.rstrip("/") + OPA_API_PREFIX,

@@ -19,6 +19,7 @@ __all__ = [
     "LONG_POLL_TIMEOUT_S",
     "ConfigError",
     "EnforcerSpec",
+    "TracingSpec",
 ]
 
 LONG_POLL_TIMEOUT_S = 30
@@ -32,6 +33,24 @@ it; every other body reaches the upstream without being buffered for the policy.
 
 class ConfigError(NexusError):
     """A rendered configuration was refused by the program it is for."""
+
+
+@dataclass(frozen=True)
+class TracingSpec:
+    """Where an enforcer's Envoy and OPA send spans (OTLP over gRPC), and how many.
+
+    Envoy makes the sampling decision (``sample_percent`` of requests); OPA's
+    sampler is parent-based, so the Check span follows Envoy's decision."""
+
+    otlp_host: str
+    otlp_grpc_port: int
+    otlp_http_port: int
+    sample_percent: float = 100.0
+
+    @property
+    def http_endpoint(self) -> str:
+        """The OTLP/HTTP base URL, for our Python processes (the upstream)."""
+        return f"http://{self.otlp_host}:{self.otlp_http_port}"
 
 
 @dataclass(frozen=True)
@@ -78,3 +97,6 @@ class EnforcerSpec:
     def segment_dir(self) -> Path:
         """Where the durable decision log keeps its segments."""
         return self.decision_log_dir or self.persistence_dir.parent / DECISION_LOG_DIR
+
+    tracing: TracingSpec | None = None
+    """Traces to an OTLP collector; None: no tracer in Envoy, no span in OPA."""

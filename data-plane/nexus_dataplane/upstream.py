@@ -6,7 +6,9 @@ method, the path and the headers, so tests can see what Envoy forwarded
 Like an LLM that writes every token it may, it reports a chat request's
 ``max_tokens`` as the tokens it used (``x-nexus-usage-tokens``), which is what
 settles a tokens-per-minute bucket.
-Run as ``python -m nexus_dataplane.upstream --port N``.
+With ``--otlp-endpoint`` each request is a server span, child of the
+``traceparent`` Envoy forwarded, carrying the decision id it was given.
+Run as ``python -m nexus_dataplane.upstream --port N [--otlp-endpoint URL]``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from nexus_contract.wire import USAGE_TOKENS_HEADER
+from nexus_contract.wire import DECISION_ID_HEADER, USAGE_TOKENS_HEADER
 from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, wait_for_port
+from nexus_runtime.tracing import TracingSettings, configure_tracing
 
 __all__ = ["MAX_BODY_BYTES", "Upstream", "main", "serve"]
 
@@ -32,7 +37,33 @@ class _Echo(BaseHTTPRequestHandler):
     # the body waits for the peer's delayed ACK (~40 ms per response).
     disable_nagle_algorithm = True
 
+    tracing = False
+
+    def _span(self) -> AbstractContextManager[Any]:
+        if not self.tracing:
+            return nullcontext()
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        parent = TraceContextTextMapPropagator().extract(
+            {k.lower(): v for k, v in self.headers.items()}
+        )
+        return trace.get_tracer(__name__).start_as_current_span(
+            f"upstream {self.command}",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "http.request.method": self.command,
+                "url.path": self.path.split("?", 1)[0],
+                "nexus.decision_id": self.headers.get(DECISION_ID_HEADER) or "",
+            },
+        )
+
     def _answer(self) -> None:
+        with self._span():
+            self._echo()
+
+    def _echo(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if 0 < length <= MAX_BODY_BYTES else b""
         used = _max_tokens(raw)
@@ -69,7 +100,10 @@ def _max_tokens(raw: bytes) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, *, otlp_endpoint: str | None = None) -> None:
+    _Echo.tracing = configure_tracing(
+        "nexus-upstream", TracingSettings(otlp_endpoint=otlp_endpoint)
+    )
     server = ThreadingHTTPServer((host, port), _Echo)
     server.daemon_threads = True
     try:
@@ -82,16 +116,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--otlp-endpoint", help="OTLP/HTTP collector base URL: trace requests")
     args = parser.parse_args()
-    serve(args.host, args.port)
+    serve(args.host, args.port, otlp_endpoint=args.otlp_endpoint)
 
 
 class Upstream(ManagedProcess):
     """The stand-in LLM gateway (nexus_dataplane.upstream) in its own process."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, name: str = "upstream") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        name: str = "upstream",
+        otlp_endpoint: str | None = None,
+    ) -> None:
         self.port = port or free_port()
         argv = [sys.executable, "-m", "nexus_dataplane.upstream", "--port", str(self.port)]
+        if otlp_endpoint:
+            argv += ["--otlp-endpoint", otlp_endpoint]
         super().__init__(name, argv, workdir)
 
     def start_and_wait(self, timeout_s: float = 15.0) -> None:

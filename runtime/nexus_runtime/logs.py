@@ -1,7 +1,8 @@
 """Structured (JSON) logs for the control plane's processes.
 
 One object per line with time, level, logger and message, plus whatever a
-caller passes in ``extra`` (``decision_id``, ``rollout``, ``enforcer``...).
+caller passes in ``extra`` (``decision_id``, ``rollout``, ``enforcer``...), and
+the current span's ``trace_id`` and ``span_id`` when tracing is on.
 Tokens and keys are never passed to a logger: credentials are logged only as
 the token's id or a key's fingerprint.
 """
@@ -13,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from nexus_runtime.tracing import current_ids
 
 __all__ = ["JsonFormatter", "uvicorn_log_config"]
 
@@ -26,6 +29,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **current_ids(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):

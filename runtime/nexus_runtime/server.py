@@ -10,10 +10,21 @@ from fastapi import FastAPI
 
 from nexus_contract.errors import NexusError
 from nexus_runtime.logs import uvicorn_log_config
+from nexus_runtime.tracing import active_provider
 
-__all__ = ["STARTUP_TIMEOUT_S", "ServerError", "ServerThread", "serve_forever"]
+__all__ = ["STARTUP_TIMEOUT_S", "ServerError", "ServerThread", "instrument_app", "serve_forever"]
 
 STARTUP_TIMEOUT_S = 30.0
+
+
+def instrument_app(app: FastAPI) -> None:
+    """A server span per request, child of the caller's ``traceparent``; no-op when off."""
+    provider = active_provider()
+    if provider is None:
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
 
 
 class ServerError(NexusError):

@@ -52,6 +52,7 @@ BENCHMARKS = (
     "uploads",
     "approval_replay",
     "ratelimit",
+    "tracing",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)

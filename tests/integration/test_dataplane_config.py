@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from nexus_dataplane.ratelimit import (
     RateLimitPlan,
     ratelimit_service_config,
 )
-from nexus_dataplane.spec import ConfigError, EnforcerSpec
+from nexus_dataplane.spec import ConfigError, EnforcerSpec, TracingSpec
 from nexus_runtime.toolchain import find_envoy, find_opa
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
@@ -159,3 +160,30 @@ def test_rate_limits_cannot_be_built_from_malformed_data() -> None:
                                          "unit": "minute", "rate": 1, "burst": 1}})  # fmt: skip
     with pytest.raises(RateLimitConfigError):
         RateLimitPlan.from_config({"x": {"scope": "shared"}})
+
+
+def test_a_traced_enforcer_renders_configs_envoy_and_opa_accept(
+    tmp_path: Path, opa_bin: Path
+) -> None:
+    from nexus_control.access.signing_keys import init_keys, load_signing_key, public_pem
+
+    keys = init_keys(tmp_path / "keys")
+    traced = dataclasses.replace(
+        spec(tmp_path),
+        verification_key_pem=public_pem(load_signing_key(keys.signing)),
+        tracing=TracingSpec("127.0.0.1", 14317, 14318, sample_percent=1.0),
+    )
+    opa_path, envoy_path = render(traced, tmp_path / "out", opa_bin=opa_bin, envoy_bin=find_envoy())
+    tracing = yaml.safe_load(opa_path.read_text())["distributed_tracing"]
+    assert tracing["address"] == "127.0.0.1:14317"
+    assert tracing["sample_percentage"] == 1.0
+    envoy = yaml.safe_load(envoy_path.read_text())
+    (hcm,) = [
+        f["typed_config"]
+        for listener in envoy["static_resources"]["listeners"]
+        for chain in listener["filter_chains"]
+        for f in chain["filters"]
+    ]
+    assert hcm["tracing"]["random_sampling"] == {"value": 1.0}
+    assert "otlp" in {c["name"] for c in envoy["static_resources"]["clusters"]}
+    assert "tracing" not in str(envoy_config(spec(tmp_path))), "untraced: no tracer at all"

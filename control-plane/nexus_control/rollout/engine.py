@@ -32,6 +32,7 @@ from nexus_control.rollout.fleet import Fleet
 from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState, RolloutAction, RolloutState
 from nexus_control.store import outbox
 from nexus_control.store.tables import Approval, BundleRevision, RegionTarget, Rollout, RolloutEvent
+from nexus_runtime.tracing import tracer
 
 __all__ = [
     "ENGINE",
@@ -76,6 +77,9 @@ class ApprovalForbiddenError(RolloutError):
 
 class OverrideReasonError(RolloutError):
     """An override without a reason: the reason is the evidence, so none is no override."""
+
+
+_tracer = tracer(__name__)
 
 
 def _now() -> datetime:
@@ -491,7 +495,16 @@ def tick(session: Session, fleet: Fleet) -> list[str]:
     changed: list[str] = []
     moving = select(Rollout).where(Rollout.state.in_((RolloutState.ROLLING, RolloutState.PAUSED)))
     for rollout in session.scalars(moving):
-        changed += _step(session, fleet, rollout)
+        # A span per rollout step (a no-op without tracing), so a stalled
+        # wave shows up in the trace of the tick that judged it.
+        with _tracer.start_as_current_span("rollout.step") as span:
+            span.set_attribute("nexus.rollout", rollout.id)
+            span.set_attribute("nexus.revision", rollout.revision)
+            span.set_attribute("nexus.wave", rollout.wave)
+            moved = _step(session, fleet, rollout)
+            span.set_attribute("nexus.rollout_state", str(rollout.state))
+            span.set_attribute("nexus.regions_changed", moved)
+        changed += moved
     return changed
 
 

@@ -51,6 +51,8 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		ndbCache:   builtins.NDBCache{},
 	}
 	defer func() { p.metrics.checks.WithLabelValues(outcome(ev, resp, err)).Inc() }()
+	ctx, span := p.startCheckSpan(ctx, req)
+	defer func() { endCheckSpan(span, ev, resp, err) }()
 
 	gate := p.limiter.Load()
 	release, waited, shed := gate.admit(ctx)

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"errors"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"sync"
 	"testing"
 
@@ -125,6 +126,7 @@ type opaSetup struct {
 	roots    []string
 	noLog    bool
 	registry prometheus.Registerer
+	tracer   *sdktrace.TracerProvider
 }
 
 // newTestOPA holds testPolicy and testMask, and logs decisions.
@@ -157,6 +159,7 @@ func newOPA(t testing.TB, setup opaSetup) *testOPA {
 		plugins.Logger(logging.NewNoOpLogger()),
 		plugins.ConsoleLogger(logging.NewNoOpLogger()),
 		plugins.WithPrometheusRegister(setup.registry),
+		plugins.WithTracerProvider(setup.tracer),
 	)
 	if err != nil {
 		t.Fatal(err)
