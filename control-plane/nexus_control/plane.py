@@ -20,6 +20,7 @@ from nexus_control.registry.registry import Registry
 from nexus_control.rollout.fleet import Fleet, load_fleet
 from nexus_control.rollout.rollouts import Rollouts
 from nexus_control.serving.notifier import RevisionNotifier
+from nexus_control.serving.pg_notify import PostgresRelay
 from nexus_control.serving.server import BundleServer
 from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
@@ -141,11 +142,24 @@ class ControlPlane:
     async def run(self, stop: asyncio.Event, audit: AuditLog | None = None) -> None:
         """Run the background loops (state bundle, rollout engine, outbox) until ``stop``."""
         self.notifier.bind(asyncio.get_running_loop())
+        relay = (
+            PostgresRelay(self.db.url, self.notifier.notify_local)
+            if self.db.is_postgresql
+            else None
+        )
+        if relay is not None:
+            relay.start()
+            self.notifier.relay = relay.send
         self.budgets.mark_dirty()
         loops = [self.budgets.run(stop), self.rollouts.run(stop)]
         if audit is not None:
             loops.append(self._drain_loop(stop, audit))
-        await asyncio.gather(*loops)
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            if relay is not None:
+                self.notifier.relay = None
+                await asyncio.to_thread(relay.stop)
 
     async def _drain_loop(self, stop: asyncio.Event, audit: AuditLog) -> None:
         while not stop.is_set():
