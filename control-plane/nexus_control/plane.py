@@ -24,6 +24,7 @@ from nexus_control.serving.pg_notify import PostgresRelay
 from nexus_control.serving.server import BundleServer
 from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
+from nexus_control.store.lease import AdvisoryLease, run_while_leader
 from nexus_runtime.database import Database
 from nexus_runtime.keys.algorithms import Algorithm
 from nexus_runtime.keys.factory import open_provider
@@ -34,6 +35,8 @@ __all__ = ["OUTBOX_DRAIN_S", "PKCS11_INITIAL_REFERENCES", "ControlPlane", "make_
 log = logging.getLogger("nexus.control")
 
 OUTBOX_DRAIN_S = 0.5
+ROLLOUT_LEASE = "nexus-rollout-engine"
+"""The lease naming the one replica whose rollout engine steps (PostgreSQL only)."""
 """How often pending control-plane events are appended to a co-located audit log."""
 
 
@@ -151,7 +154,12 @@ class ControlPlane:
             relay.start()
             self.notifier.relay = relay.send
         self.budgets.mark_dirty()
-        loops = [self.budgets.run(stop), self.rollouts.run(stop)]
+        engine = (
+            run_while_leader(AdvisoryLease(self.db.url, ROLLOUT_LEASE), stop, self.rollouts.run)
+            if self.db.is_postgresql
+            else self.rollouts.run(stop)
+        )
+        loops = [self.budgets.run(stop), engine]
         if audit is not None:
             loops.append(self._drain_loop(stop, audit))
         try:
