@@ -49,6 +49,7 @@ BENCHMARKS = (
     "audit_ratio",
     "uploads",
     "approval_replay",
+    "replicas",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)

@@ -86,9 +86,10 @@ class PostgresRelay:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     while not self._stop.is_set():
-                        keys = [n.payload for n in conn.notifies(timeout=LISTEN_IDLE_S)]
-                        if keys:
-                            self._deliver(keys)
+                        # Each notification is delivered as it arrives; the generator ends
+                        # after LISTEN_IDLE_S without one, so the stop flag is seen.
+                        for notification in conn.notifies(timeout=LISTEN_IDLE_S):
+                            self._deliver([notification.payload])
             except psycopg.Error:
                 self._listening.clear()
                 log.warning("LISTEN %s connection lost; reconnecting", CHANNEL)
