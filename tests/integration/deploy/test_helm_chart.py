@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from nexus_control.rollout.fleet import load_fleet
 from tests.fixtures.gotools import manifest_checker_binary, pinned_tool
 from tests.fixtures.kube import KubeApiServer, kube_apiserver, resource_path
 
@@ -80,6 +81,14 @@ def test_chart_lints_renders_and_every_object_decodes_strictly(helm: Path, tmp_p
     assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
     for o in default:
         assert o["kind"] != "Secret", "the chart references Secrets; it never holds one"
+    # The fleet file the chart mounts is one the control plane loads (default and production).
+    for name in ("default", "production"):
+        rendered = objects((tmp_path / f"{name}.yaml").read_text())
+        config = next(o for o in rendered if o["kind"] == "ConfigMap" and "fleet.yaml" in o["data"])
+        fleet_file = tmp_path / "fleets" / f"{name}.yaml"
+        fleet_file.parent.mkdir(exist_ok=True)
+        fleet_file.write_text(config["data"]["fleet.yaml"])
+        assert load_fleet(fleet_file).regions, name
     checked = subprocess.run(
         [str(manifest_checker_binary()), *sorted(map(str, tmp_path.glob("*.yaml")))],
         capture_output=True, text=True, timeout=120, check=False,
