@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -63,6 +64,8 @@ class AdvisoryLease:
                     keepalives_interval=2,
                     keepalives_count=3,
                     connect_timeout=5,
+                    # Operators (and tests) see who holds a lease in pg_stat_activity.
+                    application_name=f"nexus-lease {self.name} pid {os.getpid()}"[:63],
                 )
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         except psycopg.Error:
