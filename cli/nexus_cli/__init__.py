@@ -39,6 +39,7 @@ for verb in ("list", "jwks", "rotate", "activate", "retire"):
     authoring.keys_app.command(verb)(getattr(service, f"keys_{verb}"))
 app.add_typer(authoring.keys_app, name="keys")
 app.command("serve")(service.serve)
+app.command("migrate")(service.migrate)
 app.command("publish")(service.publish)
 app.command("fleet")(service.fleet)
 app.command("replay")(replay.replay)

@@ -13,6 +13,7 @@ from nexus_audit.service import AuditError
 from nexus_cli.client import ApiCallError
 from nexus_contract.errors import NexusError
 from nexus_control.access.signing_keys import SigningKeyError
+from nexus_runtime.replicas import SingleProcessError
 from nexus_runtime.server import ServerError
 from nexus_runtime.toolchain import ToolMissingError
 
@@ -28,6 +29,7 @@ _ENVIRONMENT: tuple[type[NexusError], ...] = (
     KeyFileError,
     AuditError,
     ServerError,
+    SingleProcessError,
 )
 _API_ENVIRONMENT_STATUSES = frozenset({0, 401, 403})
 """Unreachable, unauthenticated, forbidden: the caller's setup, not the request, is at fault."""

@@ -21,6 +21,7 @@ from nexus_control.authoring.sources import pack_sources
 from nexus_control.settings import ControlSettings
 from nexus_control.store.database import control_database
 from nexus_runtime.keys.algorithms import Algorithm
+from nexus_runtime.replicas import SqliteServeLock
 
 __all__ = [
     "client",
@@ -30,6 +31,7 @@ __all__ = [
     "keys_list",
     "keys_retire",
     "keys_rotate",
+    "migrate",
     "publish",
     "serve",
     "tokens_app",
@@ -59,15 +61,36 @@ def serve() -> None:
     # Before the engines and clients exist: the instrumentations patch them.
     configure_tracing("nexus-control-plane")
     settings = ControlSettings()
-    plane = create_control_plane(settings)
-    audit = (
-        AuditLog.from_settings(audit_settings_in(settings.keys_dir, AuditSettings()))
-        if settings.colocate_audit
-        else None
-    )
-    app = create_app(plane, audit)
-    instrument_app(app)
-    serve_forever(app, settings.host, settings.port)
+    audit_settings = audit_settings_in(settings.keys_dir, AuditSettings())
+    databases = [settings.database_url]
+    if settings.colocate_audit:
+        databases.append(audit_settings.database_url)
+    with SqliteServeLock(databases):
+        plane = create_control_plane(settings)
+        audit = AuditLog.from_settings(audit_settings) if settings.colocate_audit else None
+        app = create_app(plane, audit)
+        instrument_app(app)
+        serve_forever(app, settings.host, settings.port)
+
+
+def migrate() -> None:
+    """Bring the control plane's and the audit log's schemas to the newest revision.
+
+    Idempotent; the Helm chart runs it as a pre-install/pre-upgrade Job so replicas
+    never race each other through a migration.
+    """
+    from nexus_audit.database import AuditDatabase
+    from nexus_audit.settings import AuditSettings
+
+    settings = ControlSettings()
+    control = control_database(settings.database_url)
+    control.migrate()
+    control.dispose()
+    audit_url = AuditSettings().database_url
+    audit = AuditDatabase(audit_url)
+    audit.migrate()
+    audit.dispose()
+    err.print("migrated the control plane's and the audit log's schemas", markup=False)
 
 
 def local_actor() -> str:

@@ -21,9 +21,11 @@ from nexus_control.registry.registry import Registry
 from nexus_control.rollout.fleet import Fleet, load_fleet
 from nexus_control.rollout.rollouts import Rollouts
 from nexus_control.serving.notifier import RevisionNotifier
+from nexus_control.serving.pg_notify import PostgresRelay
 from nexus_control.serving.server import BundleServer
 from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
+from nexus_control.store.lease import AdvisoryLease, run_while_leader
 from nexus_runtime.database import Database
 from nexus_runtime.keys.algorithms import Algorithm
 from nexus_runtime.keys.factory import open_provider
@@ -34,6 +36,8 @@ __all__ = ["OUTBOX_DRAIN_S", "PKCS11_INITIAL_REFERENCES", "ControlPlane", "make_
 log = logging.getLogger("nexus.control")
 
 OUTBOX_DRAIN_S = 0.5
+ROLLOUT_LEASE = "nexus-rollout-engine"
+"""The lease naming the one replica whose rollout engine steps (PostgreSQL only)."""
 """How often pending control-plane events are appended to a co-located audit log."""
 
 
@@ -143,11 +147,29 @@ class ControlPlane:
     async def run(self, stop: asyncio.Event, audit: AuditLog | None = None) -> None:
         """Run the background loops (state bundle, rollout engine, outbox) until ``stop``."""
         self.notifier.bind(asyncio.get_running_loop())
+        relay = (
+            PostgresRelay(self.db.url, self.notifier.notify_local)
+            if self.db.is_postgresql
+            else None
+        )
+        if relay is not None:
+            relay.start()
+            self.notifier.relay = relay.send
         self.budgets.mark_dirty()
-        loops = [self.budgets.run(stop), self.rollouts.run(stop)]
+        engine = (
+            run_while_leader(AdvisoryLease(self.db.url, ROLLOUT_LEASE), stop, self.rollouts.run)
+            if self.db.is_postgresql
+            else self.rollouts.run(stop)
+        )
+        loops = [self.budgets.run(stop), engine]
         if audit is not None:
             loops.append(self._drain_loop(stop, audit))
-        await asyncio.gather(*loops)
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            if relay is not None:
+                self.notifier.relay = None
+                await asyncio.to_thread(relay.stop)
 
     async def _drain_loop(self, stop: asyncio.Event, audit: AuditLog) -> None:
         while not stop.is_set():

@@ -53,6 +53,7 @@ BENCHMARKS = (
     "approval_replay",
     "ratelimit",
     "tracing",
+    "replicas",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)

@@ -13,6 +13,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from nexus_audit.api import ERROR_STATUS as AUDIT_ERROR_STATUS
 from nexus_audit.api import decisions_router
@@ -49,6 +51,7 @@ from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
 from nexus_control.store.database import control_database
 from nexus_runtime.admission import Admission
+from nexus_runtime.database import Database
 from nexus_runtime.http import ERROR_RESPONSES, install_domain_errors, install_error_handlers
 from nexus_runtime.toolchain import find_opa
 
@@ -206,4 +209,29 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
         """Liveness for load balancers: no token, no data."""
         return JSONResponse({"status": "ok"})
 
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        """Readiness: every database this process writes to answers a query (no token, no data).
+
+        A replica that cannot reach its database is taken out of the load balancer rather
+        than accepting polls, status and decision logs it could not record.
+        """
+        databases = [plane.db] + ([audit.db] if audit is not None else [])
+        unreachable = await asyncio.to_thread(_unreachable, databases)
+        if unreachable:
+            return JSONResponse({"status": "unavailable", "unreachable": unreachable}, 503)
+        return JSONResponse({"status": "ready"})
+
     return app
+
+
+def _unreachable(databases: list[Database]) -> list[str]:
+    """The schemas (by version table) whose database does not answer ``SELECT 1``."""
+    failed = []
+    for db in databases:
+        try:
+            with db.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            failed.append(db.version_table)
+    return failed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["RevisionNotifier", "bundle_key"]
 
@@ -25,6 +25,8 @@ class RevisionNotifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
+        self.relay: Callable[[list[str]], None] | None = None
+        """Also tells other replicas (PostgreSQL LISTEN/NOTIFY); None on one process."""
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve waiters on ``loop``; events of an earlier loop (a restart) are dropped."""
@@ -37,12 +39,22 @@ class RevisionNotifier:
             event = self._events[key] = asyncio.Event()
         return event
 
-    async def wait(self, key: str, timeout_s: float) -> None:
-        """Return when ``key`` is notified or ``timeout_s`` passes."""
+    async def wait(self, key: str, timeout_s: float) -> bool:
+        """Return True when ``key`` is notified, False when ``timeout_s`` passes first."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event(key).wait(), timeout_s)
+            return True
+        return False
 
     def notify(self, keys: Iterable[str]) -> None:
+        """Wake this process's waiters on ``keys``, and every other replica's through the relay."""
+        keys = list(keys)
+        self.notify_local(keys)
+        if self.relay is not None and keys:
+            self.relay(keys)
+
+    def notify_local(self, keys: Iterable[str]) -> None:
+        """Wake this process's waiters only (what a relay delivers from other replicas)."""
         if self._loop is None:
             return
         for key in keys:
