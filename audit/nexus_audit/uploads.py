@@ -8,12 +8,7 @@ burst of uploads can never hold more than ``total`` bodies in memory.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections import Counter
-from collections.abc import Iterator
-
-from nexus_contract.errors import NexusError
+from nexus_runtime.inflight import BusyError, InFlightGate
 
 __all__ = [
     "DEFAULT_MAX_UPLOADS",
@@ -28,16 +23,16 @@ DEFAULT_MAX_UPLOADS_PER_ENFORCER = 2
 DEFAULT_RETRY_AFTER_S = 1
 
 
-class UploadsBusyError(NexusError):
+class UploadsBusyError(BusyError):
     """Too many uploads in flight (for this enforcer, or in total); retry after a while."""
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
+class UploadGate(InFlightGate):
+    """Uploads in flight, in total and per enforcer (admission happens on the event loop)."""
 
-class UploadGate:
-    """Counts uploads in flight; thread-safe (admission happens on the event loop)."""
+    busy = UploadsBusyError
+    what = "uploads"
+    key_name = "enforcer"
 
     def __init__(
         self,
@@ -45,40 +40,5 @@ class UploadGate:
         per_enforcer: int = DEFAULT_MAX_UPLOADS_PER_ENFORCER,
         retry_after_s: int = DEFAULT_RETRY_AFTER_S,
     ) -> None:
-        if total < 1 or per_enforcer < 1:
-            raise ValueError("upload caps must be positive")
-        self.total = total
+        super().__init__(total, per_key=per_enforcer, retry_after_s=retry_after_s)
         self.per_enforcer = per_enforcer
-        self.retry_after_s = retry_after_s
-        self._lock = threading.Lock()
-        self._in_flight: Counter[str] = Counter()
-        self._count = 0
-
-    @property
-    def in_flight(self) -> int:
-        return self._count
-
-    @contextlib.contextmanager
-    def admit(self, enforcer: str) -> Iterator[None]:
-        with self._lock:
-            if self._count >= self.total:
-                raise UploadsBusyError(
-                    f"{self._count} uploads are in flight, the most the intake takes at once",
-                    self.retry_after_s,
-                )
-            if self._in_flight[enforcer] >= self.per_enforcer:
-                raise UploadsBusyError(
-                    f"enforcer {enforcer!r} already has {self._in_flight[enforcer]} uploads "
-                    "in flight",
-                    self.retry_after_s,
-                )
-            self._count += 1
-            self._in_flight[enforcer] += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._count -= 1
-                self._in_flight[enforcer] -= 1
-                if not self._in_flight[enforcer]:
-                    del self._in_flight[enforcer]
