@@ -88,17 +88,20 @@ def _replayer(env: Environment) -> Replayer:
     return Replayer(env.plane.db, env.audit, env.plane.registry, env.plane.keyring, env.opa)
 
 
-def _replay_through_api(
-    env: Environment, candidate: str, *, token: str | None = "approver"
-) -> httpx.Response:
-    """``POST /v1/replays`` of ``candidate`` over acme's last hour, as ``token``'s role."""
+def _replay_body(candidate: str) -> dict[str, str]:
+    """A replay of ``candidate`` over acme's last hour, as ``POST /v1/replays`` takes it."""
     now = datetime.now(UTC)
-    body = {
+    return {
         "candidate_revision": candidate,
         "since": (now - timedelta(hours=1)).isoformat(),
         "until": (now + timedelta(minutes=5)).isoformat(),
         "tenant": "acme",
     }
+
+
+def _post_replay(
+    env: Environment, body: dict[str, str], *, token: str | None = "approver"
+) -> httpx.Response:
     headers = {} if token is None else {"authorization": f"Bearer {env.tokens[token]}"}
     return httpx.post(f"{env.url}/v1/replays", json=body, headers=headers, timeout=120)
 
@@ -193,9 +196,10 @@ def test_a_replay_through_the_api_is_signed_evidence_in_the_audit_log(
     env: Environment, recorded: dict[str, str], widened: str
 ) -> None:
     assert env.plane is not None and env.audit is not None
-    first = _replay_through_api(env, widened)
+    body = _replay_body(widened)
+    first = _post_replay(env, body)
     assert first.status_code == 200, first.text
-    second = _replay_through_api(env, widened)
+    second = _post_replay(env, body)
     assert second.json()["report"] == first.json()["report"]
     result = first.json()
     _, signed = verify_compact(
@@ -208,7 +212,7 @@ def test_a_replay_through_the_api_is_signed_evidence_in_the_audit_log(
     assert reported and reported[0].payload["candidate"] == widened
     assert reported[0].payload["filters"] == {"tenant": "acme"}
     assert {"SOC2:CC8.1", "ISO27001:A.8.32"} <= set(controls_for("replay.reported"))
-    anonymous = _replay_through_api(env, widened, token=None)
+    anonymous = _post_replay(env, body, token=None)
     assert anonymous.status_code == 401
 
 
@@ -217,7 +221,7 @@ def test_the_rollout_page_shows_the_signed_replay_report_of_its_revision(
 ) -> None:
     """The approver deciding on a rollout sees what its revision did to recorded traffic."""
     assert env.plane is not None
-    replayed = _replay_through_api(env, widened)
+    replayed = _post_replay(env, _replay_body(widened))
     assert replayed.status_code == 200, replayed.text
     with ControlPlaneClient(env.url, env.tokens["operator"]) as api:
         rollouts = api.get("/v1/rollouts")["rollouts"]
