@@ -234,7 +234,7 @@ def test_the_leaf_entry_is_compact_canonical_and_holds_no_secret_or_id(
     audit_log: AuditLog,
 ) -> None:
     event = decision_event(
-        subject="alice", allowed=False, method="GET", path="/v1/chats/c-42?token=abc"
+        subject="alice", allowed=False, method="GET", path="/v1/chats/chat-of-jane-42?token=abc"
     )
     audit_log.ingest_upload(gzip_batch([event]), "gzip")
     leaf = audit_log.leaf(decision_id=event["decision_id"])
@@ -258,7 +258,7 @@ def test_the_leaf_entry_is_compact_canonical_and_holds_no_secret_or_id(
         "controls": ["ISO27001:A.5.15", "SOC2:CC6.1"],
         "payload_commitment": entry["payload_commitment"],
     }
-    for secret in (b"alice", b"c-42", b"token", b"sha256:"):
+    for secret in (b"alice", b"chat-of-jane-42", b"token", b"sha256:"):
         assert secret not in leaf.entry
 
 
