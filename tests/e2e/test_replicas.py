@@ -43,8 +43,9 @@ from tests.unit.audit.opa_events import decision_event, gzip_batch
 pytestmark = pytest.mark.postgres
 
 TAKEOVER_TIMEOUT_S = 60.0
-BATCH = 30
-"""Decisions per upload; one upload every `PACE_S` aims at 300 decisions/s."""
+BATCH = 40
+"""Decisions per upload; one upload every `PACE_S` paces at most 400 decisions/s
+(the issue asks for 300/s; the rate reached is printed, never asserted)."""
 PACE_S = 0.1
 FLOW_BEFORE_KILL_S = 2.0
 FLOW_AFTER_TAKEOVER_S = 2.0
@@ -82,6 +83,7 @@ class DecisionFlow(threading.Thread):
         self.accepted: list[str] = []
         self.retried = 0
         self.failure: str | None = None
+        self.seconds = 0.0
         self._turn = 0
 
     def _post(self, port: int, body: bytes) -> bool:
@@ -103,6 +105,13 @@ class DecisionFlow(threading.Thread):
             return False
 
     def run(self) -> None:
+        began = time.monotonic()
+        try:
+            self._flow()
+        finally:
+            self.seconds = time.monotonic() - began
+
+    def _flow(self) -> None:
         while not self.stop.is_set():
             started = time.monotonic()
             now = datetime.now(UTC)
@@ -218,7 +227,8 @@ def test_one_signer_and_one_rollout_engine_among_three_replicas_with_takeovers_a
         assert after[0].size in before and after[0].note == before[after[0].size]
         assert max(r.size for r in after) == report.size
         print(
-            f"decisions accepted {len(flow.accepted)}, uploads retried {flow.retried}, "
+            f"decisions accepted {len(flow.accepted)} in {flow.seconds:.1f} s "
+            f"({len(flow.accepted) / flow.seconds:.0f}/s), uploads retried {flow.retried}, "
             f"leaves {report.size}, checkpoints {report.checkpoints}"
         )
 
