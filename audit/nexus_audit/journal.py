@@ -90,6 +90,16 @@ class CheckpointJournal:
                 self._loaded = True
             return self._latest
 
+    def reload(self) -> None:
+        """Forget the cached newest record: the next `latest` reads the file again.
+
+        A replica taking the signer over calls this, since the file may have been
+        appended to (or restored) while it was not the signer.
+        """
+        with self._lock:
+            self._latest = None
+            self._loaded = False
+
     def exists(self) -> bool:
         return self.path.exists()
 

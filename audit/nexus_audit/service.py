@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -89,8 +90,10 @@ from nexus_audit.tables import DeadLetter, Leaf
 from nexus_audit.uploads import UploadGate
 from nexus_audit.witness.client import Witnessed, WitnessPool
 from nexus_contract.errors import NexusError
+from nexus_runtime.lease import AdvisoryLease, hold_while_leader
 
 __all__ = [
+    "SIGNER_LEASE",
     "AppendResult",
     "AuditError",
     "AuditLog",
@@ -102,6 +105,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("nexus.audit")
+
+SIGNER_LEASE = "nexus-audit-signer"
+"""The lease naming the one replica that signs checkpoints (PostgreSQL only)."""
 
 _CONFLICT_EVENT = SECURITY_EVENT_PREFIX + "decision_conflict"
 _MISMATCH_EVENT = SECURITY_EVENT_PREFIX + "enforcer_mismatch"
@@ -311,24 +317,52 @@ class AuditLog:
     # --- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Sign an initial checkpoint if there is none, and start the timer and witnessing."""
-        if self.checkpoint_signer.latest() is None:
-            self.checkpoint_signer.checkpoint()
+        """Sign an initial checkpoint if there is none, and start the timer and witnessing.
+
+        On PostgreSQL (possibly several replicas) the signer runs only while this
+        process holds the `SIGNER_LEASE`; until then it stands by (`_sign_while_leader`).
+        """
         if self._threads:
             return
+        leased = self.db.is_postgresql
+        if not leased and self.checkpoint_signer.latest() is None:
+            self.checkpoint_signer.checkpoint()
         self._stop.clear()
-        loops: list[tuple[str, Callable[[], None]]] = [
-            ("audit-checkpoint-signer", lambda: self.checkpoint_signer.run(self._stop))
-        ]
+        signer_loop: Callable[[], None]
+        if leased:
+            self.checkpoint_signer.stand_by()
+            lease = AdvisoryLease(self.db.url, SIGNER_LEASE)
+            signer_loop = partial(hold_while_leader, lease, self._stop, self._sign_while_leader)
+        else:
+            signer_loop = partial(self.checkpoint_signer.run, self._stop)
+        loops: list[tuple[str, Callable[[], None]]] = [("audit-checkpoint-signer", signer_loop)]
         if self.witnesses is not None:
             loops.append(("audit-witnessing", self._witness_loop))
-            latest = self.checkpoint_signer.latest()
+            latest = None if leased else self.checkpoint_signer.latest()
             if latest is not None and latest.cosigned_note is None:
                 self._signed(latest)
         for name, target in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _sign_while_leader(self, stop: threading.Event) -> None:
+        """The signer lease's holder: take the chain over, then sign until ``stop``."""
+        self.metrics.set("signer_leader", 1.0)
+        try:
+            latest = self.checkpoint_signer.take_over()
+        except CheckpointChainError:
+            latest = None  # logged and counted; the timer keeps refusing until restored
+        except Exception:
+            log.exception("taking the checkpoint signer over failed; the timer will retry")
+            latest = None
+        try:
+            if self.witnesses is not None and latest is not None and latest.cosigned_note is None:
+                self._signed(latest)
+            self.checkpoint_signer.run(stop)
+        finally:
+            self.checkpoint_signer.stand_by()
+            self.metrics.set("signer_leader", 0.0)
 
     def stop(self) -> None:
         self._stop.set()

@@ -9,6 +9,15 @@ does. A tree rewritten with database access alone (leaves changed, ``nodes``
 rebuilt, the covering checkpoints deleted) fails that proof, and the log
 refuses to sign anything until the tree is restored: `CheckpointChainError`.
 
+With several replicas on one PostgreSQL database, exactly one signs: the
+holder of the signer lease (`nexus_audit.service`, `nexus_runtime.lease`).
+The others `stand_by`: they append leaves but never sign, and an on-demand
+`checkpoint` there waits for the holder's next one (`SignerUnavailableError`
+if none comes). A replica that takes the lease over (`take_over`) re-reads its
+journal and proves the database's newest checkpoint, signed by the previous
+holder, extends the journal's newest before it appends that checkpoint to its
+journal and signs on: each journal is one chain with the database's.
+
 Each checkpoint is stored (keyed by tree size) and served verbatim; signing
 the same size twice yields the same note, because Ed25519 signatures are
 deterministic. Witness cosignatures, once collected (`nexus_audit.witnessing`),
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,16 +44,30 @@ from nexus_audit.note import NoteError, Signer, Verifier
 from nexus_audit.tables import CheckpointRow
 from nexus_contract.errors import NexusError
 
-__all__ = ["CheckpointChainError", "CheckpointSigner", "SignedCheckpoint"]
+__all__ = [
+    "CheckpointChainError",
+    "CheckpointSigner",
+    "SignedCheckpoint",
+    "SignerUnavailableError",
+]
 
 log = logging.getLogger("nexus.audit")
 
 _MIN_TICK_S = 0.05
 _OPENED_CACHE_SIZE = 256
+_STANDBY_POLL_S = 0.05
+STANDBY_WAIT_MIN_S = 5.0
+STANDBY_WAIT_MAX_S = 30.0
+"""How long a standby replica's on-demand `CheckpointSigner.checkpoint` waits for the
+holder to sign one covering the tree: twice the time rule, within these bounds."""
 
 
 class CheckpointChainError(NexusError):
     """The tree does not extend the last checkpoint on record: the log was rewritten or cut."""
+
+
+class SignerUnavailableError(NexusError):
+    """This replica does not sign and the replica that does signed nothing in time."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,31 @@ class CheckpointSigner:
         self._latest: SignedCheckpoint | None = None
         self._opened: dict[int, SignedCheckpoint] = {}
         self._loaded = False
+        self._standby = False
+
+    @property
+    def signing(self) -> bool:
+        """False while another replica holds the signer lease (this one stands by)."""
+        return not self._standby
+
+    def stand_by(self) -> None:
+        """Stop signing: another replica (the lease holder) signs; `take_over` resumes."""
+        with self._lock:
+            self._standby = True
+
+    def take_over(self) -> SignedCheckpoint:
+        """Become the signer: re-read the journal, prove the chain, sign the tree as it is.
+
+        Raises `CheckpointChainError` if the database's newest checkpoint does not
+        extend this replica's journal (the signer then keeps refusing, as on one host).
+        """
+        with self._lock:
+            self.journal.reload()
+            self._latest = None
+            self._loaded = False
+            self._opened.clear()
+            self._standby = False
+            return self._sign_current()
 
     @property
     def origin(self) -> str:
@@ -145,15 +194,40 @@ class CheckpointSigner:
         return signed
 
     def checkpoint(self) -> SignedCheckpoint:
-        """Sign the tree as it is now, unless the latest checkpoint already covers it."""
+        """Sign the tree as it is now, unless the latest checkpoint already covers it.
+
+        On a standby replica: wait for the signer's checkpoint covering the tree.
+        """
         with self._lock:
-            return self._sign_current()
+            if not self._standby:
+                return self._sign_current()
+        return self._await_signed()
+
+    def _await_signed(self) -> SignedCheckpoint:
+        with self._db.session() as session:
+            size = storage.tree_size(session)
+        wait_s = min(max(2 * self._every_s, STANDBY_WAIT_MIN_S), STANDBY_WAIT_MAX_S)
+        deadline = time.monotonic() + wait_s
+        while True:
+            latest = self.latest()
+            if latest is not None and latest.size >= size:
+                return latest
+            if time.monotonic() >= deadline:
+                raise SignerUnavailableError(
+                    f"no checkpoint covering {size} leaves was signed within {wait_s:g} s; "
+                    "this replica does not hold the signer lease and the holder did not sign"
+                )
+            time.sleep(_STANDBY_POLL_S)
 
     def maybe_checkpoint(self, size: int | None = None) -> SignedCheckpoint | None:
         """Sign if the tree grew by `every_leaves` or `every_s` passed since the last one."""
+        if self._standby:
+            return None
         if not self._loaded:
             self.latest()
         with self._lock:
+            if self._standby:
+                return None
             if size is None:
                 with self._db.session() as session:
                     size = storage.tree_size(session)

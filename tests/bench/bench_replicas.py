@@ -6,6 +6,12 @@ Takeover: a replica process holds the rollout engine's lease (the advisory lock 
 attempt every `RETRY_S`); the holder is killed with SIGKILL and the clock runs until the
 contender holds the lease. Target p99 < 10 s.
 
+Signer takeover: a replica process runs the audit log on PostgreSQL and holds the checkpoint
+signer's lease (`nexus_audit.service.SIGNER_LEASE`); a second audit log (this process) stands
+by with decisions appended through it; the holder is killed with SIGKILL and the clock runs
+until the standby has taken the chain over and a checkpoint covering every leaf is stored.
+Same target as the rollout lease's takeover.
+
 Wake-up: two replicas' notifiers, each with its `PostgresRelay`; a poll is held on replica B
 (for far longer than the 1 s recheck) and replica A notifies the change; the clock runs from
 the notify to B's poll waking. Side by side, in the same run, the same wait without a relay,
@@ -21,19 +27,28 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
+from nexus_audit import storage
+from nexus_audit.catalog import load_catalogs
 from nexus_control.serving.notifier import RevisionNotifier, bundle_key
 from nexus_control.serving.pg_notify import PostgresRelay
 from nexus_control.serving.protocol import RECHECK_S
 from nexus_control.store.lease import RETRY_S, AdvisoryLease
 from tests.bench.common import Context, Figure, figure, median, percentile, report
 from tests.fixtures.servers import PostgresServer
+from tests.unit.audit.harness import open_log
+from tests.unit.audit.opa_events import events, gzip_batch
 
 NAME = "replicas"
 TITLE = "Replicas on one PostgreSQL: lease takeover after kill -9, cross-replica wake-up"
 TAKEOVER_TARGET_S = 10.0
 WAKEUP_TARGET_S = 1.0
 TAKEOVER_ROUNDS = 20
+SIGNER_ROUNDS = 5
+REPO = Path(__file__).resolve().parents[2]
 WAKEUP_ROUNDS = 200
 GIVE_UP_S = 60.0
 HOLDER = """
@@ -45,6 +60,66 @@ while not lease.try_acquire():
 print("held", flush=True)
 time.sleep(3600)
 """
+
+SIGNER_HOLDER = """
+import sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from nexus_audit.catalog import load_catalogs
+from tests.unit.audit.harness import open_log
+log = open_log(sys.argv[1], load_catalogs(), lambda: datetime.now(UTC), journal=Path(sys.argv[2]),
+               every_s=0.2)
+log.start()
+while not log.checkpoint_signer.signing:
+    time.sleep(0.02)
+print("held", flush=True)
+time.sleep(3600)
+"""
+
+
+def _signer_takeover(server: PostgresServer, workdir: Path, n: int) -> float:
+    name = f"signer_{n}_{uuid.uuid4().hex[:8]}"
+    server.psql(f"CREATE DATABASE {name}")
+    url = server.url.rsplit("/", 1)[0] + f"/{name}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SIGNER_HOLDER, url, str(workdir / f"{name}-a.jsonl")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    standby = None
+    try:
+        assert holder.stdout is not None
+        if holder.stdout.readline().strip() != "held":
+            raise RuntimeError("the holder never took the signer lease")
+        standby = open_log(
+            url,
+            load_catalogs(),
+            lambda: datetime.now(UTC),
+            journal=workdir / f"{name}-b.jsonl",
+            every_s=0.2,
+        )
+        standby.start()
+        standby.ingest_upload(gzip_batch(events(20, start=datetime.now(UTC))), "gzip")
+        if standby.checkpoint_signer.signing:
+            raise RuntimeError("two signers")
+        time.sleep(RETRY_S * (n % 10) / 10)
+        killed = time.monotonic()
+        os.kill(holder.pid, signal.SIGKILL)
+        while True:
+            with standby.db.session() as session:
+                latest = storage.latest_checkpoint(session)
+                covered = latest is not None and latest.size == storage.tree_size(session)
+            if standby.checkpoint_signer.signing and covered:
+                return time.monotonic() - killed
+            if time.monotonic() - killed > GIVE_UP_S:
+                raise RuntimeError(f"no signer takeover after {GIVE_UP_S} s")
+            time.sleep(0.01)
+    finally:
+        if standby is not None:
+            standby.close()
+        holder.kill()
+        holder.wait()
 
 
 def _takeover(url: str, n: int) -> float:
@@ -122,6 +197,10 @@ def run(ctx: Context) -> list[Figure]:
         rounds = 20 if ctx.quick else WAKEUP_ROUNDS
         relayed = asyncio.run(_wakeups(server.url, rounds, relayed=True))
         recheck = asyncio.run(_wakeups(server.url, max(10, rounds // 10), relayed=False))
+        signers = [
+            _signer_takeover(server, ctx.workdir, n)
+            for n in range(2 if ctx.quick else SIGNER_ROUNDS)
+        ]
     finally:
         server.stop()
     figures = [
@@ -130,6 +209,14 @@ def run(ctx: Context) -> list[Figure]:
             NAME,
             f"takeover after kill -9, p99 of {len(takeovers)}",
             percentile(takeovers, 99),
+            "s",
+            target=("<", TAKEOVER_TARGET_S),
+        ),
+        figure(NAME, "signer takeover after kill -9, median", median(signers), "s"),
+        figure(
+            NAME,
+            f"signer takeover after kill -9, max of {len(signers)}",
+            max(signers),
             "s",
             target=("<", TAKEOVER_TARGET_S),
         ),

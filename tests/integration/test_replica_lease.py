@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from nexus_control.store.lease import AdvisoryLease, run_while_leader
+from nexus_runtime.lease import hold_while_leader
 
 pytestmark = pytest.mark.postgres
 
@@ -98,5 +100,52 @@ def test_the_loop_runs_only_while_the_lease_is_held(pg_url: str) -> None:
     first = starts[0].split()[1]
     # The cut-off holder stopped its loop; the other replica's loop took over. (The old
     # holder's step in flight may overlap the first step of the new: steps are idempotent.)
+    assert f"stop {first}" in runs, runs
+    assert len({s.split()[1] for s in starts}) == 2, runs
+
+
+def test_the_threaded_runner_hands_the_lease_over_when_the_holders_session_is_cut(
+    pg_url: str,
+) -> None:
+    """The audit signer's runner (threads, not asyncio): one body at a time, and a takeover."""
+    runs: list[str] = []
+    started = threading.Event()
+    leases = [AdvisoryLease(pg_url, "test-threads"), AdvisoryLease(pg_url, "test-threads")]
+    stop = threading.Event()
+
+    def body_of(name: str) -> Callable[[threading.Event], None]:
+        def body(inner: threading.Event) -> None:
+            runs.append(f"start {name}")
+            started.set()
+            inner.wait()
+            runs.append(f"stop {name}")
+
+        return body
+
+    loops = [
+        threading.Thread(target=hold_while_leader, args=(lease, stop, body_of(f"r{i}")))
+        for i, lease in enumerate(leases)
+    ]
+    for loop in loops:
+        loop.start()
+    try:
+        assert started.wait(TAKEOVER_TIMEOUT_S)
+        first = runs[0].split()[1]
+        holder = leases[int(first[1])]
+        assert holder._conn is not None
+        pid = holder._conn.info.backend_pid
+        admin = AdvisoryLease(pg_url, "admin")
+        assert admin.try_acquire() and admin._conn is not None
+        admin._conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.release()
+        deadline = time.monotonic() + TAKEOVER_TIMEOUT_S
+        while not any(r.startswith("start") and first not in r for r in runs):
+            assert time.monotonic() < deadline, runs
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for loop in loops:
+            loop.join(timeout=30)
+    starts = [r for r in runs if r.startswith("start")]
     assert f"stop {first}" in runs, runs
     assert len({s.split()[1] for s in starts}) == 2, runs

@@ -150,3 +150,29 @@ def test_the_checkpoint_journal_is_served_for_outsiders_to_keep(api: Api) -> Non
     assert len(notes) >= 6
     note = json.loads(notes[-1])["note"]
     verify_log(api.log.db, LOG_KEY.verifier, trusted=[note])
+
+
+def test_a_replica_taking_the_signer_over_refuses_a_history_rewritten_while_it_stood_by(
+    open_audit: AuditFactory, database_url: str, tmp_path: Path
+) -> None:
+    """Replicas keep their own journals: the one taking the signer over proves the database's
+    tree against its own journal first, so a rewrite made while it stood by is not signed."""
+    first = open_audit(journal=tmp_path / "replica-a" / "checkpoints.jsonl")
+    second = open_audit(journal=tmp_path / "replica-b" / "checkpoints.jsonl")
+    _thirty_decisions_in_six_checkpoints(first)
+    carried = second.checkpoint_signer.take_over()
+    assert carried.size == 30
+    kept = second.journal.latest()
+    assert kept is not None and kept.size == 30, "the takeover carried the chain into its journal"
+    second.checkpoint_signer.stand_by()
+    first.ingest_upload(gzip_batch([decision_event(time=T0 + timedelta(hours=1))]), "gzip")
+    assert first.checkpoint().size == 31
+
+    rewrite_leaf(database_url, 16, _flip)
+    assert delete_checkpoints_above(database_url, 16) == 4
+    first.checkpoint_signer.stand_by()  # the first replica dies; the second takes over
+    with pytest.raises(CheckpointChainError, match="does not extend the last signed checkpoint"):
+        second.checkpoint_signer.take_over()
+    assert second.metrics.gauge("chain_broken") == 1.0
+    latest = second.latest_checkpoint()
+    assert latest is not None and latest.size == 15, "nothing was signed over the rewrite"

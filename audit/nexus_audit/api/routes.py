@@ -77,7 +77,7 @@ from nexus_audit.service import (
     LeafNotInCheckpointError,
     QuorumUnavailableError,
 )
-from nexus_audit.signer import CheckpointChainError
+from nexus_audit.signer import CheckpointChainError, SignerUnavailableError
 from nexus_audit.uploads import UploadsBusyError
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import ENFORCER_HEADER, OPA_API_PREFIX
@@ -132,6 +132,7 @@ ERROR_STATUS: dict[type[NexusError], tuple[int, str | None]] = {
     tiles.TilePathError: (404, "not_found"),
     QuorumUnavailableError: (503, "quorum_unavailable"),
     CheckpointChainError: (503, "chain_broken"),
+    SignerUnavailableError: (503, "signer_unavailable"),
 }
 """How the audit log's errors answer over HTTP (the host installs the table).
 

@@ -17,7 +17,8 @@ import threading
 from collections.abc import Callable, Iterable
 
 import psycopg
-from sqlalchemy.engine import make_url
+
+from nexus_runtime.lease import libpq_url
 
 __all__ = ["CHANNEL", "PostgresRelay", "libpq_url"]
 
@@ -32,12 +33,6 @@ MAX_QUEUED = 10_000
 """Keys waiting to be sent; past this, the oldest news is dropped (the recheck covers it)."""
 MAX_KEY_BYTES = 1_000
 """A payload far below PostgreSQL's 8000-byte limit: keys are region/bundle names."""
-
-
-def libpq_url(sqlalchemy_url: str) -> str:
-    """The libpq connection string of a ``postgresql+psycopg://`` SQLAlchemy URL."""
-    url = make_url(sqlalchemy_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 class PostgresRelay:

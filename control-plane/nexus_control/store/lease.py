@@ -1,99 +1,24 @@
-"""One replica at a time runs a singleton loop: a PostgreSQL session advisory lock.
+"""One replica at a time runs the rollout engine: `nexus_runtime.lease` under asyncio.
 
 The rollout engine must step on exactly one replica, or two could promote a
-wave twice. The lease is `pg_try_advisory_lock` on a connection of its own:
-PostgreSQL releases it when that session ends, and a holder killed with
-``kill -9`` ends its session as the kernel closes its socket, so another
-replica takes over at its next attempt (`RETRY_S`). TCP keepalives bound how
-long a holder cut off by the network keeps it. A holder checks its session
-every `CHECK_S` and stops the loop as soon as the session is gone; a step
-already running when the session drops may still finish (the engine's steps
-are idempotent, and the takeover's first step re-reads everything).
+wave twice. `run_while_leader` runs it whenever this process holds an
+`AdvisoryLease` (a PostgreSQL session advisory lock; see `nexus_runtime.lease`
+for how a ``kill -9``-ed holder's lease is freed and taken over).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import psycopg
+from nexus_runtime.lease import CHECK_S, KEEPALIVE_IDLE_S, RETRY_S, AdvisoryLease
 
-from nexus_control.serving.pg_notify import libpq_url
-
-__all__ = ["AdvisoryLease", "run_while_leader"]
+__all__ = ["CHECK_S", "KEEPALIVE_IDLE_S", "RETRY_S", "AdvisoryLease", "run_while_leader"]
 
 log = logging.getLogger(__name__)
-
-RETRY_S = 1.0
-"""How often a replica without the lease tries to take it."""
-CHECK_S = 1.0
-"""How often the holder checks that its session (and so the lease) is still there."""
-KEEPALIVE_IDLE_S = 5
-"""TCP keepalives on the lease's connection: a holder cut off by the network is noticed by
-PostgreSQL (which then frees the lock) and by the holder within ~11 s (5 + 3 x 2)."""
-
-
-def _lock_key(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key for ``name``."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
-class AdvisoryLease:
-    """The lease ``name`` on the PostgreSQL database at ``url`` (a SQLAlchemy URL)."""
-
-    def __init__(self, url: str, name: str) -> None:
-        self.name = name
-        self._conninfo = libpq_url(url)
-        self._key = _lock_key(name)
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-
-    def try_acquire(self) -> bool:
-        """Take the lease if nobody holds it; False if another session does or the DB is down."""
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    keepalives=1,
-                    keepalives_idle=KEEPALIVE_IDLE_S,
-                    keepalives_interval=2,
-                    keepalives_count=3,
-                    connect_timeout=5,
-                    # Operators (and tests) see who holds a lease in pg_stat_activity.
-                    application_name=f"nexus-lease {self.name} pid {os.getpid()}"[:63],
-                )
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
-        except psycopg.Error:
-            self._drop()
-            return False
-        return bool(row and row[0])
-
-    def still_held(self) -> bool:
-        """True while the session holding the lease is alive."""
-        if self._conn is None or self._conn.closed:
-            return False
-        try:
-            # The lock belongs to this session and is never unlocked while held: the
-            # session answering is the lease being held.
-            row = self._conn.execute("SELECT 1").fetchone()
-        except psycopg.Error:
-            self._drop()
-            return False
-        return bool(row and row[0])
-
-    def release(self) -> None:
-        self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-        self._conn = None
 
 
 async def run_while_leader(
