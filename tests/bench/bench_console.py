@@ -146,7 +146,7 @@ def run(ctx: Context) -> list[Figure]:
                     f"{indexed / index_s:,.0f} leaves/s",
                 )
             )
-            figures += _pages(plane, signed.size, names)
+            figures += _pages(plane, signed.size, names, ctx.console.print)
         finally:
             plane.stop()
     report(ctx.console, TITLE, figures)
@@ -331,7 +331,9 @@ def _sample_ids(log: AuditLog, size: int, count: int) -> list[str]:
         ]
 
 
-def _pages(plane: BenchPlane, size: int, tenants: list[str]) -> list[Figure]:
+def _pages(
+    plane: BenchPlane, size: int, tenants: list[str], say: Callable[[str], None]
+) -> list[Figure]:
     assert plane.audit is not None
     rng = random.Random(5)
     ids = _sample_ids(plane.audit, size, REQUESTS + WARMUP)
@@ -402,7 +404,9 @@ def _pages(plane: BenchPlane, size: int, tenants: list[str]) -> list[Figure]:
     for role, pages in (("compliance", compliance_pages), ("operator", operator_pages)):
         with _sign_in(plane.url, plane.tokens[role]) as client:
             for name, (make, target) in pages.items():
-                figures += _time_page(client, name, make, target, role)
+                timed = _time_page(client, name, make, target, role)
+                say(f"  {timed.name}: {timed.value:.1f} ms ({timed.note.split(';')[0]})")
+                figures.append(timed)
     return figures
 
 
@@ -418,7 +422,7 @@ def _time_page(
     make: Callable[[], tuple[str, dict[str, str]]],
     target: float,
     role: str,
-) -> list[Figure]:
+) -> Figure:
     latencies: list[float] = []
     sizes: list[int] = []
     for n in range(WARMUP + REQUESTS):
@@ -435,17 +439,15 @@ def _time_page(
             latencies.append(elapsed)
             sizes.append(len(answer.content))
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    return [
-        figure(
-            "console",
-            f"{name} p99",
-            p99,
-            "ms",
-            target=("<", target),
-            note=f"p50 {p50:.1f} ms, max {max(latencies):.1f} ms; {REQUESTS} GETs as {role}, "
-            f"~{sum(sizes) // len(sizes) // 1024} KiB each",
-        )
-    ]
+    return figure(
+        "console",
+        f"{name} p99",
+        p99,
+        "ms",
+        target=("<", target),
+        note=f"p50 {p50:.1f} ms, max {max(latencies):.1f} ms; {REQUESTS} GETs as {role}, "
+        f"~{sum(sizes) // len(sizes) // 1024} KiB each",
+    )
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
