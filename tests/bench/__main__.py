@@ -54,6 +54,7 @@ BENCHMARKS = (
     "ratelimit",
     "tracing",
     "replicas",
+    "console",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)

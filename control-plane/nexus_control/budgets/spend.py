@@ -110,7 +110,8 @@ class InProcessSpendStore:
         self._lock = threading.Lock()
         self._seen: set[str] = set()
         self._totals: dict[tuple[str, str], SpendTotals] = {}
-        self._days: dict[tuple[str, str], SpendTotals] = {}
+        self._days: dict[str, dict[str, SpendTotals]] = {}
+        """Scope (a tenant, or ALL_TENANTS) → day → totals: one scope's days without a scan."""
 
     def record(self, usage: Usage) -> SpendTotals | None:
         with self._lock:
@@ -120,7 +121,8 @@ class InProcessSpendStore:
             totals = self._totals.setdefault((usage.period, usage.tenant), SpendTotals())
             totals.add(usage)
             for scope in (usage.tenant, ALL_TENANTS):
-                self._days.setdefault((usage.day_or_first, scope), SpendTotals()).add(usage)
+                days = self._days.setdefault(scope, {})
+                days.setdefault(usage.day_or_first, SpendTotals()).add(usage)
             return totals.copy()
 
     def totals(self, period: str) -> dict[str, SpendTotals]:
@@ -131,8 +133,8 @@ class InProcessSpendStore:
         with self._lock:
             return {
                 day: t.copy()
-                for (day, scope), t in sorted(self._days.items())
-                if scope == tenant and day.startswith(f"{period}-")
+                for day, t in sorted(self._days.get(tenant, {}).items())
+                if day.startswith(f"{period}-")
             }
 
     def ping(self) -> bool:

@@ -609,7 +609,7 @@ async def decision(request: Request, decision_id: str) -> Response:
 
 
 def _rollouts_of(plane: ControlPlane, revision: str) -> list[int]:
-    return [r.id for r in plane.rollouts.recent(100) if r.revision == revision]
+    return [r.id for r in plane.rollouts.recent(100, diff=False) if r.revision == revision]
 
 
 # --- rollouts and fleet ---------------------------------------------------------------------
@@ -622,7 +622,8 @@ async def rollouts(request: Request) -> Response:
     _require(viewer, rollouts_api.list_rollouts, "read rollouts")
     plane = _plane(request)
     recent, status = await asyncio.gather(
-        asyncio.to_thread(plane.rollouts.recent), asyncio.to_thread(plane.rollouts.status)
+        asyncio.to_thread(plane.rollouts.recent, diff=False),
+        asyncio.to_thread(plane.rollouts.status),
     )
     return _render(request, "rollouts.html", viewer, rollouts=recent, status=status)
 

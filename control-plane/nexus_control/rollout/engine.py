@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_BUNDLE
@@ -570,8 +570,13 @@ def history(session: Session, rollout_id: int) -> list[RolloutEvent]:
     )
 
 
-def recent(session: Session, limit: int = 20) -> list[Rollout]:
-    return list(session.scalars(select(Rollout).order_by(Rollout.id.desc()).limit(limit)))
+def recent(session: Session, limit: int = 20, *, diff: bool = True) -> list[Rollout]:
+    """The newest ``limit`` rollouts; without their ``diff`` (megabytes for a big first
+    publication; reading it then raises) when ``diff`` is False."""
+    query = select(Rollout).order_by(Rollout.id.desc()).limit(limit)
+    if not diff:
+        query = query.options(defer(Rollout.diff, raiseload=True))
+    return list(session.scalars(query))
 
 
 def latest_active(session: Session) -> Rollout | None:

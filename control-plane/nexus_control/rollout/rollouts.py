@@ -232,9 +232,9 @@ class Rollouts:
                 current = recent[0] if recent else None
         return RolloutStatus(current, regions)
 
-    def recent(self, limit: int = 20) -> list[Rollout]:
+    def recent(self, limit: int = 20, *, diff: bool = True) -> list[Rollout]:
         with self.db.session() as session:
-            return engine.recent(session, limit)
+            return engine.recent(session, limit, diff=diff)
 
     def get(self, rollout_id: int) -> tuple[Rollout, list[RolloutEvent]]:
         """A rollout and its history, oldest step first."""
