@@ -1,10 +1,11 @@
 package durablelog
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"nexus.local/opa-enforcer/internal/promreg"
 )
 
 // Reasons an event is counted as refused.
@@ -77,31 +78,21 @@ func (m *logMetrics) register(reg prometheus.Registerer) error {
 		return nil
 	}
 	var err error
-	if m.buffered, err = registered(reg, m.buffered); err != nil {
+	if m.buffered, err = promreg.Registered(reg, m.buffered); err != nil {
 		return err
 	}
-	if m.shipped, err = registered(reg, m.shipped); err != nil {
+	if m.shipped, err = promreg.Registered(reg, m.shipped); err != nil {
 		return err
 	}
-	if m.refused, err = registered(reg, m.refused); err != nil {
+	if m.refused, err = promreg.Registered(reg, m.refused); err != nil {
 		return err
 	}
-	if m.retries, err = registered(reg, m.retries); err != nil {
+	if m.retries, err = promreg.Registered(reg, m.retries); err != nil {
 		return err
 	}
-	if m.fsync, err = registered(reg, m.fsync); err != nil {
+	if m.fsync, err = promreg.Registered(reg, m.fsync); err != nil {
 		return err
 	}
 	reg.Unregister(m.oldest)
 	return reg.Register(m.oldest)
-}
-
-func registered[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }

@@ -1,9 +1,9 @@
 package extauthz
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"nexus.local/opa-enforcer/internal/promreg"
 )
 
 // Outcomes of a Check, the outcome label of nexus_extauthz_checks_total.
@@ -66,26 +66,16 @@ func (m *checkMetrics) register(reg prometheus.Registerer) error {
 		return nil
 	}
 	var err error
-	m.inFlight, err = registered(reg, m.inFlight)
+	m.inFlight, err = promreg.Registered(reg, m.inFlight)
 	if err != nil {
 		return err
 	}
-	if m.queueDelay, err = registered(reg, m.queueDelay); err != nil {
+	if m.queueDelay, err = promreg.Registered(reg, m.queueDelay); err != nil {
 		return err
 	}
-	if m.shed, err = registered(reg, m.shed); err != nil {
+	if m.shed, err = promreg.Registered(reg, m.shed); err != nil {
 		return err
 	}
-	m.checks, err = registered(reg, m.checks)
+	m.checks, err = promreg.Registered(reg, m.checks)
 	return err
-}
-
-func registered[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
