@@ -67,6 +67,7 @@ __all__ = [
     "checkpoint_at",
     "consistency_proof",
     "decision_leaves",
+    "hashes_at",
     "inclusion_proof",
     "inclusion_proofs",
     "latest_checkpoint",
@@ -343,7 +344,7 @@ def _full_tiles(
         held = [fresh.get((tree_level, first + i)) for i in range(TILE_WIDTH)]
         missing = [first + i for i, digest in enumerate(held) if digest is None]
         if missing:
-            stored = dict(_hashes_at(session, tree_level, missing[0], missing[-1] + 1))
+            stored = dict(hashes_at(session, tree_level, missing[0], missing[-1] + 1))
             held = [d if d is not None else stored.get(first + i) for i, d in enumerate(held)]
         if any(digest is None for digest in held):
             raise CorruptStorageError(
@@ -354,17 +355,35 @@ def _full_tiles(
     return tiles
 
 
-def _hashes_at(session: Session, level: int, first: int, end: int) -> list[tuple[int, bytes]]:
-    """(index, hash) of tree level ``level`` over ``[first, end)``: leaves or stored nodes."""
+_LEVEL0 = (
+    select(_LEAVES.c.leaf_index, _LEAVES.c.leaf_hash)
+    .where(_LEAVES.c.leaf_index >= bindparam("first"), _LEAVES.c.leaf_index < bindparam("end"))
+    .order_by(_LEAVES.c.leaf_index)
+)
+_LEVEL_N = (
+    select(_NODES.c.node_index, _NODES.c.hash)
+    .where(
+        _NODES.c.level == bindparam("level"),
+        _NODES.c.node_index >= bindparam("first"),
+        _NODES.c.node_index < bindparam("end"),
+    )
+    .order_by(_NODES.c.node_index)
+)
+
+
+def hashes_at(session: Session, level: int, first: int, end: int) -> list[tuple[int, bytes]]:
+    """(index, hash) of tree level ``level`` over ``[first, end)`` in index order: leaf hashes
+    at level 0, stored nodes above.
+
+    Core statements on the session's connection: tiles are read on every proof from
+    tiles, and the ORM's per-row machinery would cost more than the read.
+    """
+    connection = session.connection()
     if level == 0:
-        query = select(Leaf.leaf_index, Leaf.leaf_hash).where(
-            Leaf.leaf_index >= first, Leaf.leaf_index < end
-        )
+        rows = connection.execute(_LEVEL0, {"first": first, "end": end})
     else:
-        query = select(Node.node_index, Node.hash).where(
-            Node.level == level, Node.node_index >= first, Node.node_index < end
-        )
-    return [(index, digest) for index, digest in session.execute(query).tuples()]
+        rows = connection.execute(_LEVEL_N, {"level": level, "first": first, "end": end})
+    return [(index, digest) for index, digest in rows.tuples()]
 
 
 _STORED_TILE = select(_TILES.c.hashes).where(

@@ -30,11 +30,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_audit import merkle, storage
-from nexus_audit.tables import Leaf, Node
+from nexus_audit.tables import Leaf
 from nexus_contract.errors import NexusError
 
 __all__ = [
@@ -126,24 +126,6 @@ def parse_tile_path(path: str) -> Tile:
     return Tile(level, int(digits), width)
 
 
-_LEAVES = Leaf.__table__
-_NODES = Node.__table__
-_LEVEL0 = (
-    select(_LEAVES.c.leaf_index, _LEAVES.c.leaf_hash)
-    .where(_LEAVES.c.leaf_index >= bindparam("first"), _LEAVES.c.leaf_index < bindparam("end"))
-    .order_by(_LEAVES.c.leaf_index)
-)
-_LEVEL_N = (
-    select(_NODES.c.node_index, _NODES.c.hash)
-    .where(
-        _NODES.c.level == bindparam("level"),
-        _NODES.c.node_index >= bindparam("first"),
-        _NODES.c.node_index < bindparam("end"),
-    )
-    .order_by(_NODES.c.node_index)
-)
-
-
 def read_tile(session: Session, tile: Tile, tree_size: int) -> bytes:
     """The tile's bytes in a tree of ``tree_size`` (checkpointed) leaves; raises if beyond it."""
     span = 1 << tile.tree_level
@@ -160,15 +142,7 @@ def read_tile(session: Session, tile: Tile, tree_size: int) -> bytes:
         whole = storage.stored_tile(session, tile.level, tile.index)
         if whole is not None:
             return whole
-    # Core statements on the session's connection: a tile is read on every proof
-    # from tiles, and the ORM's per-row machinery would cost more than the read.
-    connection = session.connection()
-    if tile.level == 0:
-        rows = connection.execute(_LEVEL0, {"first": first, "end": end}).all()
-    else:
-        rows = connection.execute(
-            _LEVEL_N, {"level": tile.tree_level, "first": first, "end": end}
-        ).all()
+    rows = storage.hashes_at(session, tile.tree_level, first, end)
     if len(rows) != tile.width or any(row[0] != first + i for i, row in enumerate(rows)):
         raise storage.CorruptStorageError(
             f"{tile.path}: stored hashes are missing; run `nexus-policy audit verify`"
