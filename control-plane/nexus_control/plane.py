@@ -18,8 +18,9 @@ from nexus_control.budgets.backpressure import UsageGate
 from nexus_control.budgets.budgets import Budgets, StateSigner
 from nexus_control.budgets.spend import SpendStore
 from nexus_control.registry.registry import Registry
+from nexus_control.replay.gatekeeper import Gatekeeper, GateOutcome
 from nexus_control.rollout.fleet import Fleet, load_fleet
-from nexus_control.rollout.rollouts import Rollouts
+from nexus_control.rollout.rollouts import Gate, Rollouts
 from nexus_control.serving.notifier import RevisionNotifier
 from nexus_control.serving.pg_notify import PostgresRelay
 from nexus_control.serving.server import BundleServer
@@ -36,9 +37,9 @@ __all__ = ["OUTBOX_DRAIN_S", "PKCS11_INITIAL_REFERENCES", "ControlPlane", "make_
 log = logging.getLogger("nexus.control")
 
 OUTBOX_DRAIN_S = 0.5
+"""How often pending control-plane events are appended to a co-located audit log."""
 ROLLOUT_LEASE = "nexus-rollout-engine"
 """The lease naming the one replica whose rollout engine steps (PostgreSQL only)."""
-"""How often pending control-plane events are appended to a co-located audit log."""
 
 
 PKCS11_INITIAL_REFERENCES = {
@@ -136,6 +137,27 @@ class ControlPlane:
             self.budgets.mark_dirty()
         return activated
 
+    def replay_gate(self, audit: AuditLog | None) -> Gate | None:
+        """The replay gate rollouts wait for, when the fleet declares gates.
+
+        Fail closed: gates declared but no audit log served with the plane hold
+        every rollout, with the reason.
+        """
+        gates = self.fleet.replay_gates
+        if gates is None:
+            return None
+        if audit is None:
+
+            def no_log(revision: str, rollout_id: int, actor: str) -> GateOutcome:
+                return GateOutcome(False, "replay gates need the audit log served with the plane")
+
+            return no_log
+        keeper = Gatekeeper(
+            self.db, audit, self.registry, self.keyring, self.opa, gates,
+            base_revision=self.rollouts.base_revision,
+        )  # fmt: skip
+        return keeper.judge_revision
+
     def known_regions(self) -> list[str]:
         """The fleet's regions and every region a revision was ever assigned to."""
         return sorted(set(self.serving.known_regions()) | {r.id for r in self.fleet.regions})
@@ -164,6 +186,9 @@ class ControlPlane:
         loops = [self.budgets.run(stop), engine]
         if audit is not None:
             loops.append(self._drain_loop(stop, audit))
+        gate = self.replay_gate(audit)
+        if gate is not None:
+            loops.append(self.rollouts.run_gate_recovery(stop, gate))
         try:
             await asyncio.gather(*loops)
         finally:

@@ -20,7 +20,7 @@ from nexus_control.api.models import (
 )
 from nexus_control.plane import ControlPlane
 from nexus_control.replay.candidate import SignedBundle, load_archive, load_revision
-from nexus_control.replay.gatekeeper import Gatekeeper, GateOutcome, risk_judge
+from nexus_control.replay.gatekeeper import risk_judge
 from nexus_control.replay.gates import DEFAULT_WINDOW_HOURS, judge
 from nexus_control.replay.service import Replayer, ReplayWindow
 from nexus_control.rollout.rollouts import Gate
@@ -82,26 +82,9 @@ def _run(plane: ControlPlane, audit: AuditLog, body: ReplayRequest, actor: str) 
 
 
 def gate_of(request: Request, plane: ControlPlane) -> Gate | None:
-    """The replay gate a rollout waits for, when the fleet declares gates.
-
-    Fail closed: gates declared but no audit log served with the plane hold
-    every rollout, with the reason.
-    """
-    gates = plane.fleet.replay_gates
-    if gates is None:
-        return None
+    """The replay gate a rollout waits for (`ControlPlane.replay_gate`), over the served log."""
     audit = getattr(request.app.state, "audit_log", None)
-    if not isinstance(audit, AuditLog):
-
-        def no_log(revision: str, rollout_id: int, actor: str) -> GateOutcome:
-            return GateOutcome(False, "replay gates need the audit log served with the plane")
-
-        return no_log
-    keeper = Gatekeeper(
-        plane.db, audit, plane.registry, plane.keyring, plane.opa, gates,
-        base_revision=plane.rollouts.base_revision,
-    )  # fmt: skip
-    return keeper.judge_revision
+    return plane.replay_gate(audit if isinstance(audit, AuditLog) else None)
 
 
 @router.post("", response_model=ReplayResult)

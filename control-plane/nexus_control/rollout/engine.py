@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from nexus_contract.errors import NexusError
@@ -583,3 +583,49 @@ def latest_active(session: Session) -> Rollout | None:
     return session.scalar(
         select(Rollout).where(Rollout.state.in_(ACTIVE_STATES)).order_by(Rollout.id.desc()).limit(1)
     )
+
+
+def claim_stale_gates(session: Session, silent_since: datetime) -> list[Rollout]:
+    """Rollouts held for a replay gate that has given no verdict since ``silent_since``.
+
+    The process that ran the gate stopped before recording a verdict (a
+    restart, a crash, a replica killed), so nothing will ever release the
+    rollout. Each one is claimed by a conditional update of its ``updated_at``:
+    of several replicas looking at once exactly one wins, and it re-runs the
+    gate. The restart is a history entry (and an audit event) like any hold.
+    """
+    stale = session.scalars(
+        select(Rollout.id).where(
+            Rollout.state == RolloutState.HELD,
+            Rollout.reason == GATE_PENDING,
+            Rollout.updated_at < silent_since,
+        )
+    ).all()
+    claimed: list[Rollout] = []
+    for rollout_id in stale:
+        won = session.scalar(
+            update(Rollout)
+            .where(
+                Rollout.id == rollout_id,
+                Rollout.state == RolloutState.HELD,
+                Rollout.reason == GATE_PENDING,
+                Rollout.updated_at < silent_since,
+            )
+            .values(updated_at=_now())
+            .returning(Rollout.id)
+            .execution_options(synchronize_session=False)
+        )
+        if won is None:
+            continue
+        rollout = session.get(Rollout, rollout_id, populate_existing=True)
+        if rollout is None:
+            continue
+        _event(
+            session,
+            rollout,
+            ENGINE,
+            RolloutAction.HELD,
+            detail="replay gate restarted: the process running it gave no verdict",
+        )
+        claimed.append(rollout)
+    return claimed

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_BUNDLE
@@ -33,7 +34,14 @@ from nexus_control.serving.notifier import RevisionNotifier, bundle_key
 from nexus_control.store.tables import Rollout, RolloutEvent
 from nexus_runtime.database import Database
 
-__all__ = ["Gate", "NoPolicyInForceError", "Publication", "RolloutStatus", "Rollouts"]
+__all__ = [
+    "GATE_SILENCE_S",
+    "Gate",
+    "NoPolicyInForceError",
+    "Publication",
+    "RolloutStatus",
+    "Rollouts",
+]
 
 log = logging.getLogger("nexus.control.rollout")
 
@@ -41,6 +49,11 @@ ROLLOUT_TICK_S = 1.0
 """The engine steps at least this often while a rollout moves."""
 TICK_POLL_S = 0.02
 """How quickly a waiting engine notices it was poked by a status report."""
+GATE_SILENCE_S = 900.0
+"""A replay gate with no verdict after this long is taken to have lost its process and is
+re-run (`Rollouts.recover_gates`): longer than a replay of the gate window takes."""
+GATE_CHECK_S = 30.0
+"""How often a serving process looks for such gates."""
 
 
 Gate = Callable[[str, int, str], GateOutcome]
@@ -196,6 +209,31 @@ class Rollouts:
             )
         self._notify(changed)
         return judged
+
+    def recover_gates(self, gate: Gate, *, silent_for_s: float = GATE_SILENCE_S) -> list[Rollout]:
+        """Re-run every replay gate that has given no verdict for ``silent_for_s``.
+
+        A gate runs in the request that published or approved; when that process
+        dies first, the rollout would stay held with no verdict for ever. Held
+        stays fail-closed meanwhile: no wave starts without a verdict.
+        """
+        silent_since = datetime.now(UTC) - timedelta(seconds=silent_for_s)
+        with self.db.session() as session:
+            claimed = engine.claim_stale_gates(session, silent_since)
+        for rollout in claimed:
+            log.warning("rollout %s: its replay gate gave no verdict; running it again", rollout.id)
+        return [self._judge(rollout, gate, engine.ENGINE) for rollout in claimed]
+
+    async def run_gate_recovery(self, stop: asyncio.Event, gate: Gate) -> None:
+        """`recover_gates` every GATE_CHECK_S until ``stop`` (on every replica: claims are
+        atomic, so one of them re-runs each gate)."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.recover_gates, gate)
+            except Exception:
+                log.exception("replay gate recovery failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), GATE_CHECK_S)
 
     def promote(self, rollout_id: int, actor: str, *, force: bool) -> Rollout:
         with self.db.session() as session:

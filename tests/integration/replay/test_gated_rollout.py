@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ import pytest
 from nexus_cli.client import ApiCallError, ControlPlaneClient
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
+from nexus_control.rollout import engine
+from nexus_control.rollout.rollouts import GATE_SILENCE_S
 from nexus_control.store import outbox
 from tests.fixtures.environment import Environment, eventually
 from tests.fixtures.gated import (
@@ -64,6 +67,35 @@ def test_the_authors_fix_supersedes_a_held_rollout_and_passes_its_gate(env: Envi
     (verdict,) = _events(env, "replay.gate_verdict", fixed["id"])
     assert verdict["passed"] is True and verdict["digest"].startswith("sha256:")
     assert _desired(env) == running
+
+
+def test_a_gate_whose_process_died_is_run_again_once_and_its_verdict_holds(
+    env: Environment,
+) -> None:
+    """The process judging a held rollout dies before its verdict: another run judges it."""
+    assert env.plane is not None and env.audit is not None
+    held = publish_gated(env, lowered_risk(env))
+    assert held["state"] == "held", held
+    rollout_id = held["id"]
+    gate = env.plane.replay_gate(env.audit)
+    assert gate is not None
+    # What a crash mid-gate leaves: the hold committed, no verdict since.
+    with env.plane.db.session() as session:
+        row = engine.get(session, rollout_id)
+        row.reason = engine.GATE_PENDING
+        row.updated_at = datetime.now(UTC) - timedelta(seconds=GATE_SILENCE_S + 60)
+    assert env.plane.rollouts.recover_gates(gate, silent_for_s=GATE_SILENCE_S * 2) == []
+
+    env.plane.rollouts.recover_gates(gate)  # the serving loop may claim it first: either runs it
+    eventually(lambda: len(_events(env, "replay.gate_verdict", rollout_id)) == 2, timeout_s=60)
+    with ControlPlaneClient(env.url, env.tokens["operator"]) as api:
+        judged = api.get(f"/v1/rollouts/{rollout_id}")
+    restarts = [h for h in judged["history"] if "restarted" in (h["detail"] or "")]
+    assert len(restarts) == 1 and restarts[0]["actor"] == engine.ENGINE
+    assert judged["state"] == "held" and "deny_to_allow[risk>=high]" in judged["reason"]
+    assert env.plane.rollouts.recover_gates(gate) == []
+    assert len(_events(env, "replay.gate_verdict", rollout_id)) == 2
+    assert publish_gated(env, env.build())["state"] == "rolling"  # the fix supersedes it
 
 
 def test_a_deny_to_allow_on_a_high_risk_tool_is_held_until_an_approver_overrides_it(
