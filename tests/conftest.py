@@ -126,6 +126,14 @@ def pg_url(postgres: PostgresServer) -> str:
 
 
 @pytest.fixture
+def audit_pg_url(postgres: PostgresServer) -> str:
+    """A second fresh database on the session's PostgreSQL, for an audit log beside ``pg_url``."""
+    name = f"a_{uuid.uuid4().hex[:12]}"
+    postgres.psql(f"CREATE DATABASE {name}")
+    return postgres.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     server.start()

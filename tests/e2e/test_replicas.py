@@ -10,7 +10,6 @@ lease's holder is killed and another replica takes that over too, the survivors 
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 import urllib.error
@@ -20,7 +19,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import select
 
@@ -34,10 +32,8 @@ from nexus_audit.tables import Leaf
 from nexus_audit.verify import verify_log
 from nexus_contract.wire import ENFORCER_HEADER, OPA_API_PREFIX
 from nexus_control.plane import ROLLOUT_LEASE
-from nexus_dataplane.process import ManagedProcess, free_port, http_ok
-from nexus_runtime.lease import libpq_url
-from tests.fixtures.plane_process import READY_TIMEOUT_S, ServeProcess
-from tests.fixtures.servers import PostgresServer
+from nexus_dataplane.process import http_ok
+from tests.fixtures.replicas import Replicas, lease_holders, wait_for
 from tests.unit.audit.opa_events import decision_event, gzip_batch
 
 pytestmark = pytest.mark.postgres
@@ -51,24 +47,6 @@ FLOW_BEFORE_KILL_S = 2.0
 FLOW_AFTER_TAKEOVER_S = 2.0
 MAX_ATTEMPTS = 50
 """An upload no live replica accepts after this many tries fails the test."""
-
-
-def lease_holders(url: str, lease: str) -> list[int]:
-    """The pids (from application_name) of the sessions holding ``lease``."""
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE %s",
-            (f"nexus-lease {lease} pid %",),
-        ).fetchall()
-    return sorted(int(str(row[0]).rsplit(" ", 1)[1]) for row in rows)
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 class DecisionFlow(threading.Thread):
@@ -135,44 +113,21 @@ class DecisionFlow(threading.Thread):
 
 
 def test_one_signer_and_one_rollout_engine_among_three_replicas_with_takeovers_after_kill_9(
-    postgres: PostgresServer, pg_url: str, tmp_path: Path
+    pg_url: str, audit_pg_url: str, tmp_path: Path
 ) -> None:
-    audit_db_name = f"a_{uuid.uuid4().hex[:12]}"
-    postgres.psql(f"CREATE DATABASE {audit_db_name}")
-    audit_url = postgres.url.rsplit("/", 1)[0] + f"/{audit_db_name}"
-    first = ServeProcess(tmp_path / "r0", database_url=pg_url)
-    keys_dir = Path((first.env or {})["NEXUS_KEYS_DIR"])
-    replicas: list[ManagedProcess] = []
-    ports: list[int] = []
-    journals: list[Path] = []
-    for i in range(3):
-        workdir = tmp_path / f"r{i}"
-        workdir.mkdir(exist_ok=True)
-        port = first.port if i == 0 else free_port()
-        journal = workdir / "audit-checkpoints.jsonl"
-        env = {
-            **(first.env or {}),
-            "NEXUS_PORT": str(port),
-            "NEXUS_AUDIT_DATABASE_URL": audit_url,
-            "NEXUS_AUDIT_CHECKPOINT_JOURNAL": str(journal),
-            "NEXUS_AUDIT_CHECKPOINT_EVERY_S": "0.5",
-            "NEXUS_AUDIT_CHECKPOINT_EVERY_LEAVES": "100",
-        }
-        replicas.append(ManagedProcess(f"serve-{i}", first.argv, workdir, env=env))
-        ports.append(port)
-        journals.append(journal)
-    killed: set[int] = set()
-    flow = DecisionFlow(
-        lambda: [p for i, p in enumerate(ports) if i not in killed], first.tokens["enforcer"]
+    audit_url = audit_pg_url
+    replicas = Replicas(
+        tmp_path,
+        pg_url,
+        audit_url,
+        env={"NEXUS_AUDIT_CHECKPOINT_EVERY_S": "0.5", "NEXUS_AUDIT_CHECKPOINT_EVERY_LEAVES": "100"},
     )
+    keys_dir, journals, killed = replicas.keys_dir, replicas.journals, replicas.killed
+    flow = DecisionFlow(replicas.live_ports, replicas.tokens["enforcer"])
     audit_db = AuditDatabase(audit_url)
     try:
-        for replica, port in zip(replicas, ports, strict=True):
-            replica.start()
-            replica.wait_ready(
-                lambda p=port: http_ok(f"http://127.0.0.1:{p}/readyz"), READY_TIMEOUT_S
-            )
-        pids = [r.pid for r in replicas]
+        replicas.start()
+        pids = replicas.pids
 
         # --- the signer: one holder; kill -9 it while decisions flow -------------
         wait_for(lambda: len(lease_holders(audit_url, SIGNER_LEASE)) == 1, 30, "no signer")
@@ -180,9 +135,7 @@ def test_one_signer_and_one_rollout_engine_among_three_replicas_with_takeovers_a
         assert signer in pids
         flow.start()
         time.sleep(FLOW_BEFORE_KILL_S)
-        victim = pids.index(signer)
-        replicas[victim].signal(signal.SIGKILL)
-        killed.add(victim)
+        replicas.kill(pids.index(signer))
         wait_for(
             lambda: (h := lease_holders(audit_url, SIGNER_LEASE)) and h[0] != signer,
             TAKEOVER_TIMEOUT_S,
@@ -236,8 +189,7 @@ def test_one_signer_and_one_rollout_engine_among_three_replicas_with_takeovers_a
         wait_for(lambda: len(lease_holders(pg_url, ROLLOUT_LEASE)) == 1, 30, "no engine")
         (holder,) = lease_holders(pg_url, ROLLOUT_LEASE)
         assert holder in pids and pids.index(holder) not in killed
-        replicas[pids.index(holder)].signal(signal.SIGKILL)
-        killed.add(pids.index(holder))
+        replicas.kill(pids.index(holder))
         wait_for(
             lambda: (h := lease_holders(pg_url, ROLLOUT_LEASE)) and h[0] != holder,
             TAKEOVER_TIMEOUT_S,
@@ -245,11 +197,9 @@ def test_one_signer_and_one_rollout_engine_among_three_replicas_with_takeovers_a
         )
         (engine,) = lease_holders(pg_url, ROLLOUT_LEASE)
         assert engine in pids and pids.index(engine) not in killed
-        for i, port in enumerate(ports):
-            if i not in killed:
-                assert http_ok(f"http://127.0.0.1:{port}/readyz")
+        for port in replicas.live_ports():
+            assert http_ok(f"http://127.0.0.1:{port}/readyz")
     finally:
         flow.stop.set()
         audit_db.dispose()
-        for replica in replicas:
-            replica.stop()
+        replicas.stop()
