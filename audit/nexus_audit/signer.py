@@ -298,6 +298,7 @@ class CheckpointSigner:
 
     def _sign_checked(self) -> tuple[SignedCheckpoint, bool]:
         with self._db.session() as session:
+            storage.lock_for_writing_first(session)
             size = storage.tree_size(session)
             previous = self._previous(session)
             root = storage.root_hash(session, size)

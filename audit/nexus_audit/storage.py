@@ -74,6 +74,7 @@ __all__ = [
     "leaf_at",
     "leaf_index_of_decision",
     "leaves_for_control",
+    "lock_for_writing_first",
     "lock_sequencer",
     "root_hash",
     "save_checkpoint",
@@ -208,6 +209,21 @@ def bump_keys_epoch(session: Session) -> None:
         .where(LogState.id == SEQUENCER_ROW)
         .values(keys_epoch=LogState.keys_epoch + 1)
     )
+
+
+def lock_for_writing_first(session: Session) -> None:
+    """On SQLite, take the database's write lock before the transaction's first read.
+
+    A deferred SQLite transaction that reads, then writes after another writer
+    committed, fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT:
+    its snapshot is stale) rather than waiting on the busy timeout. SQLite has
+    one writer at a time anyway, so a read-then-write transaction gives nothing
+    up by queueing for the lock first, as the appenders do (`lock_sequencer`).
+    PostgreSQL reads under MVCC without it.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        lock_sequencer(session)
 
 
 def tree_size(session: Session) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
 from nexus_audit import merkle, storage
 from nexus_audit.service import AuditLog
@@ -160,3 +162,48 @@ def test_leaves_keep_their_entry_bytes_and_hash(audit_log: AuditLog) -> None:
     assert row is not None
     assert row.entry == b'{"n":0}'
     assert row.leaf_hash == merkle.leaf_hash(b'{"n":0}')
+
+
+def _append_in_thread(log: AuditLog, n: int) -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+
+    def run() -> None:
+        _append(log, [_leaf(n)])
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_on_sqlite_a_stale_read_then_write_fails_at_once_rather_than_waiting(
+    audit_log: AuditLog,
+) -> None:
+    """Why the signer locks first: the busy timeout does not cover a stale snapshot."""
+    _append(audit_log, [_leaf(0)])
+    with audit_log.db.session() as session:
+        size = storage.tree_size(session)
+        root = storage.root_hash(session, size)
+        thread, done = _append_in_thread(audit_log, 1)
+        thread.join(10)
+        assert done.is_set()
+        with pytest.raises(OperationalError, match="database is locked"):
+            storage.save_checkpoint(session, size, root, "n", now=_T)
+        session.rollback()
+
+
+def test_a_read_then_write_transaction_locked_first_makes_appenders_wait_not_fail(
+    audit_log: AuditLog,
+) -> None:
+    _append(audit_log, [_leaf(0)])
+    with audit_log.db.session() as session:
+        storage.lock_for_writing_first(session)
+        size = storage.tree_size(session)
+        thread, done = _append_in_thread(audit_log, 1)
+        assert not done.wait(0.3), "an append committed inside a locked transaction"
+        storage.save_checkpoint(session, size, storage.root_hash(session, size), "n", now=_T)
+    thread.join(10)
+    assert done.is_set()
+    with audit_log.db.session() as session:
+        assert storage.tree_size(session) == 2
+        assert storage.checkpoint_at(session, 1) is not None
