@@ -11,7 +11,7 @@ Two kinds of entry (``v`` is the entry format version):
 decision
     ``{v, kind: "decision", decision_id, time, tenant, region, enforcer,
     bundles: {name: revision}, path, method, http_path,
-    outcome: {allowed, http_status}, controls: [sorted qualified ids],
+    outcome: {allowed, http_status[, error][, shed]}, controls: [sorted qualified ids],
     payload_commitment}``
 event
     ``{v, kind: "event", event_id, type, actor, time, controls,
@@ -72,6 +72,7 @@ def decision_entry(
     controls: Iterable[str],
     payload_commitment: str,
     error: str | None = None,
+    shed: str | None = None,
     tenant_hash: str | None = None,
     claimed_time: datetime | None = None,
     flags: Iterable[str] = (),
@@ -80,6 +81,10 @@ def decision_entry(
 
     ``error`` is OPA's error code when the evaluation failed (a cancelled
     evaluation, say): the request was refused (fail closed) with no result.
+    ``shed`` is why the enforcer refused without asking the policy (one of
+    `nexus_contract.wire.SHED_REASONS`); for the reasons in ``SHED_UNANSWERED``
+    the refusal never reached the client, so the leaf records a request Envoy
+    asked about, not a decision anyone received.
     ``tenant_hash`` is the salted hash of a claimed tenant that is not one of
     the policy's (``tenant`` is then ``unknown``); ``claimed_time`` the
     enforcer's time of a decision stored with the receive time (``time``);
@@ -88,6 +93,8 @@ def decision_entry(
     outcome: dict[str, Any] = {"allowed": allowed, "http_status": http_status}
     if error is not None:
         outcome["error"] = error
+    if shed is not None:
+        outcome["shed"] = shed
     extra: dict[str, Any] = {}
     if tenant_hash is not None:
         extra["tenant_hash"] = tenant_hash

@@ -56,6 +56,7 @@ from pydantic import (
     StrictBool,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -67,7 +68,7 @@ from nexus_audit.storage import NewLeaf
 from nexus_audit.tiles import MAX_ENTRY_SIZE
 from nexus_contract.canonical import CanonicalJsonError, canonical_json
 from nexus_contract.errors import NexusError
-from nexus_contract.wire import SUBJECT_HEADER, TENANT_HEADER
+from nexus_contract.wire import SHED_REASONS, SUBJECT_HEADER, TENANT_HEADER
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -96,6 +97,8 @@ __all__ = [
     "read_events",
 ]
 
+SHED_UNSPECIFIED = "unspecified"
+"""The leaf's shed reason when an older enforcer logged only that it shed (``shed: true``)."""
 UNKNOWN_TENANT = "unknown"
 """The leaf's tenant when the claimed tenant is not one of the policy in force."""
 
@@ -282,6 +285,26 @@ class DecisionResult(_Lenient):
     allowed: StrictBool
     http_status: int | None = Field(default=None, ge=100, le=599)
     reasons: list[Reason] = []
+    shed: StrictStr | StrictBool | None = None
+    """Set by the ext_authz plugin when it refused without asking the policy: the reason
+    (`SHED_REASONS`). ``true`` is what enforcers built before the reason was logged sent;
+    it is kept as ``unspecified``, so a rolling upgrade refuses none of their decisions."""
+
+    @model_validator(mode="after")
+    def _shed_is_a_refusal(self) -> DecisionResult:
+        if self.shed is None or self.shed is False:
+            return self
+        if self.shed is not True and self.shed not in SHED_REASONS:
+            raise ValueError(f"shed must be one of {', '.join(SHED_REASONS)}")
+        if self.allowed:
+            raise ValueError("a shed request cannot be allowed")
+        return self
+
+    @property
+    def shed_reason(self) -> str | None:
+        if self.shed is None or self.shed is False:
+            return None
+        return SHED_UNSPECIFIED if self.shed is True else str(self.shed)
 
 
 @dataclass(frozen=True)
@@ -605,6 +628,7 @@ def prepare_decisions(
         salt = salts[index * SALT_SIZE : (index + 1) * SALT_SIZE]
         allowed = result if isinstance(result, bool) else result.allowed
         http_status = None if isinstance(result, bool) else result.http_status
+        shed = None if isinstance(result, bool) else result.shed_reason
         entry = build_decision_entry(
             decision_id=event.decision_id,
             time=time,
@@ -620,6 +644,7 @@ def prepare_decisions(
             controls=controls,
             payload_commitment=commitment(salt, payload),
             error=_error_code(event),
+            shed=shed,
             tenant_hash=tenant_digest,
             claimed_time=claimed_time,
             flags=tuple(flags),

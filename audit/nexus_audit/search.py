@@ -42,6 +42,7 @@ from nexus_audit.tables import (
     SearchState,
 )
 from nexus_contract.errors import NexusError
+from nexus_contract.wire import SHED_UNANSWERED
 
 __all__ = [
     "BREAKDOWN_SAMPLE",
@@ -154,6 +155,14 @@ class DecisionHit:
     controls: tuple[str, ...]
     bundles: Mapping[str, str]
     error: str | None
+    shed: str | None = None
+    """Why the enforcer refused without asking the policy (`nexus_contract.wire.SHED_REASONS`)."""
+
+    @property
+    def answered(self) -> bool:
+        """Whether the enforcer's answer reached the client (a shed Check Envoy had given up
+        on did not: the leaf records a request, not a decision anyone received)."""
+        return self.shed not in SHED_UNANSWERED
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,7 @@ def hit_of(index: int, entry_bytes: bytes) -> DecisionHit:
         controls=tuple(entry.get("controls") or ()),
         bundles=dict(entry.get("bundles") or {}),
         error=outcome.get("error"),
+        shed=outcome.get("shed"),
     )
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "RECORD_CREATED_HEADER",
     "RECORD_TOKEN_HEADER",
     "ROUTE_MODEL_HEADER",
+    "SHED_REASONS",
+    "SHED_UNANSWERED",
     "SOURCES_CONTENT_TYPE",
     "STATE_BUNDLE",
     "STATE_ROOTS",
@@ -87,6 +89,15 @@ RATELIMIT_DOMAIN = "nexus"
 USAGE_TOKENS_HEADER = "x-nexus-usage-tokens"
 """Set by the gateway on a chat completion's response: the LLM tokens the call used, which
 Envoy adds to the caller's tokens-per-minute buckets once the response is done."""
+
+SHED_REASONS = ("queue_timeout", "deadline", "cancelled", "abandoned")
+"""Why the ext_authz plugin shed a Check without a policy answer (its decision log's
+``result.shed``): no evaluation slot in time; the gRPC deadline passed first; Envoy
+cancelled first; Envoy gave up while the policy ran."""
+SHED_UNANSWERED = frozenset({"deadline", "cancelled", "abandoned"})
+"""The shed reasons whose refusal never reached the client: Envoy had answered (its
+ext_authz timeout) or gone before the enforcer did. Such a leaf is a request Envoy asked
+about, not a decision anyone received."""
 
 # --- headers ----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Decisions recorded / decisions made, through Envoy at 1k requests/s for 60 s (issue 5, item 10).
+"""Decisions recorded / decisions made, through Envoy at constant offered rates (issue 10).
 
 Set-up: the control plane on a thread with the co-located audit service (as
 in the e2e harness: ``create_app(plane, audit)``; the audit log on SQLite, or
@@ -12,7 +12,7 @@ plugin gets ``prometheus: true`` (without it OPA's ``/metrics`` has no
 decision-log counters at all), and Envoy writes an access log line per
 request with its status and the decision id it returned.
 
-Traffic: ``POST /v1/chat/completions`` open loop at a constant 1k requests/s
+Traffic: ``POST /v1/chat/completions`` open loop at each of `RATES` in turn (60 s each)
 (the Go generator of ``loadgen``), from five generator processes: four
 tenants whose requests are allowed and one sending a wrong API key (denied
 by OPA: a decision too).
@@ -31,6 +31,11 @@ the intake's own view (``AuditLog.ingest_upload`` is wrapped to count
 accepted and duplicate events and each refusal with its reason, then return
 or raise what it did), the intake throughput seen (tree growth per second),
 the time to drain after the load, and CPU per request of every process.
+
+Leaves no client received: past capacity the enforcer sheds Checks, and a Check Envoy gave
+up on (its ext_authz timeout) is still logged, as is its duty; such a leaf must carry the
+shed reason that says no answer reached the client (``SHED_UNANSWERED``), so the log never
+counts it as a decision made. Every leaf whose id no client got is classified by that mark.
 """
 
 from __future__ import annotations
@@ -47,12 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy import select
 
 from nexus_audit.intake import IntakeError, Uploader
 from nexus_audit.service import AppendResult, AuditLog
 from nexus_audit.tables import Leaf
-from nexus_contract.wire import DECISION_ID_HEADER
+from nexus_contract.wire import DECISION_ID_HEADER, SHED_UNANSWERED
 from nexus_control.authoring.bundle import BuiltBundle
 from nexus_dataplane.enforcer import enforcer_spec
 from nexus_dataplane.envoy import EnvoyProxy
@@ -84,7 +90,9 @@ DURABLE_BUFFERED = "nexus_decision_log_buffered_events"
 
 PATH = "/v1/chat/completions"
 REQUEST_BODY = b'{"messages":[{"role":"user","content":"Summarise the Q3 support tickets."}]}'
-RATE = 1_000
+RATES, QUICK_RATES = (300, 1_000, 3_000), (1_000,)
+"""Offered rates, one measurement each on the same enforcer: below, at about 3x and at about
+10x what one enforcer answers on the 2-CPU test machine (~300/s with the 10k-tenant bundle)."""
 DURATION_S, QUICK_DURATION_S = 60.0, 10.0
 ALLOWED_CLIENTS = 4
 DENIED_CLIENTS = 1
@@ -134,7 +142,12 @@ def run(ctx: Context) -> list[Figure]:
             assert plane.audit is not None
             tally = IntakeTally(plane.audit)
             clients, probes = _clients(generated, enforcer.url)
-            figures = _measure(ctx, plane, enforcer, clients, probes, tally, workdir, generated)
+            figures = []
+            for rate in QUICK_RATES if ctx.quick else RATES:
+                ctx.console.print(f"offered {rate:,} rps")
+                figures += _measure(
+                    ctx, plane, enforcer, clients, probes, tally, workdir, generated, rate
+                )
         finally:
             for proc in reversed(started):
                 proc.stop()
@@ -293,6 +306,7 @@ def _measure(
     tally: IntakeTally,
     workdir: Path,
     generated: GeneratedBundle,
+    rate: int,
 ) -> list[Figure]:
     audit = plane.audit
     assert audit is not None
@@ -323,10 +337,10 @@ def _measure(
     result = constant_rate(
         enforcer.url + PATH,
         clients,
-        rate=RATE,
+        rate=rate,
         window_s=duration,
         warmup_s=0.0,
-        workdir=workdir / "load",
+        workdir=workdir / f"load-{rate}",
         body=REQUEST_BODY,
     )
     load_s = time.monotonic() - load_start
@@ -342,7 +356,7 @@ def _measure(
     answered = sum(n for status, n in result.statuses.items() if 200 <= status < 500)
     lines = _access_lines(enforcer.access_log, access_offset, result.expected)
     made, no_id = _decision_ids(lines)
-    recorded_ids, duplicates = _recorded(plane, base_size)
+    recorded_ids, shed, duplicates = _recorded(plane, base_size)
     metrics_after = _opa_metrics(enforcer.opa.url)
     counters = {
         k: metrics_after.get(k, 0.0) - metrics_before.get(k, 0.0)
@@ -370,6 +384,8 @@ def _measure(
         recorded=made & recorded_ids,
         missing=made - recorded_ids,
         extra=recorded_ids - made,
+        extra_shed=_by_reason(recorded_ids - made, shed),
+        made_unanswered=len({i for i in made if shed.get(i) in SHED_UNANSWERED}),
         duplicate_leaves=duplicates,
         answered=answered,
         no_id=no_id,
@@ -381,7 +397,8 @@ def _measure(
     )
     ctx.console.print(
         f"  decisions made {len(made):,}; recorded {len(outcome.recorded):,}; missing "
-        f"{len(outcome.missing):,}; in the log, not returned {len(outcome.extra):,}; duplicate "
+        f"{len(outcome.missing):,}; in the log, not returned {len(outcome.extra):,} "
+        f"(by shed mark: {outcome.extra_shed or 'none'}); duplicate "
         f"leaves {duplicates}; log settled {_s(drained_after)} after the load"
     )
     ctx.console.print(
@@ -394,7 +411,7 @@ def _measure(
     if outcome.missing:
         ctx.console.print(f"  e.g. missing: {', '.join(sorted(outcome.missing)[:3])}")
     setup = (
-        f"{generated.tenants:,}-tenant bundle; {RATE:,} rps for {duration:.0f} s from "
+        f"{generated.tenants:,}-tenant bundle; {rate:,} rps for {duration:.0f} s from "
         f"{len(clients)} generator processes ({ALLOWED_CLIENTS} allowed tenants, "
         f"{DENIED_CLIENTS} wrong key); audit on {'PostgreSQL' if ctx.postgres else 'SQLite'}"
     )
@@ -409,6 +426,7 @@ def _measure(
         buffer_max=growth.buffer_max,
         cpu=cpu,
         setup=setup,
+        rate=rate,
     )
 
 
@@ -418,6 +436,10 @@ class Outcome:
     recorded: set[str]
     missing: set[str]
     extra: set[str]
+    extra_shed: dict[str, int]
+    """The leaves no client got a decision id from, by the shed reason they carry ("none")."""
+    made_unanswered: int
+    """Decision ids a client got whose leaf says no answer reached it (should be 0)."""
     duplicate_leaves: int
     answered: int
     no_id: int
@@ -525,19 +547,33 @@ def _decision_ids(lines: list[str]) -> tuple[set[str], int]:
     return made, no_id
 
 
-def _recorded(plane: BenchPlane, base_size: int) -> tuple[set[str], int]:
-    """Decision ids of the leaves appended since ``base_size``, and how many repeat."""
+def _recorded(plane: BenchPlane, base_size: int) -> tuple[set[str], dict[str, str], int]:
+    """Decision ids of the leaves appended since ``base_size``, the shed reason of those that
+    carry one, and how many ids repeat."""
     assert plane.audit is not None
     with plane.audit.db.session() as session:
-        ids = list(
-            session.scalars(
-                select(Leaf.decision_id).where(
+        rows = list(
+            session.execute(
+                select(Leaf.decision_id, Leaf.entry).where(
                     Leaf.leaf_index >= base_size, Leaf.kind == "decision"
                 )
             )
         )
-    found = {i for i in ids if i is not None}
-    return found, len(ids) - len(found)
+    found = {i for i, _ in rows if i is not None}
+    shed: dict[str, str] = {}
+    for decision_id, entry in rows:
+        reason = orjson.loads(entry).get("outcome", {}).get("shed")
+        if decision_id is not None and reason is not None:
+            shed[decision_id] = str(reason)
+    return found, shed, len(rows) - len(found)
+
+
+def _by_reason(ids: set[str], shed: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for decision_id in ids:
+        reason = shed.get(decision_id, "none")
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _upload_failures(path: Path, offset: int) -> dict[str, int]:
@@ -588,8 +624,10 @@ def _figures(
     buffer_max: float,
     cpu: dict[str, float],
     setup: str,
+    rate: int,
 ) -> list[Figure]:
     made = outcome.made
+    unmarked = sum(n for reason, n in outcome.extra_shed.items() if reason not in SHED_UNANSWERED)
     ratio = 100.0 * len(outcome.recorded) / len(made) if made else None
     complete = bool(made) and not outcome.missing and drained_after is not None
     dropped = sum(v for k, v in counters.items() if "dropped" in k)
@@ -601,7 +639,7 @@ def _figures(
     return [
         judged(
             NAME,
-            "decisions recorded / decisions made",
+            f"@ {rate:,} rps: decisions recorded / decisions made",
             ratio,
             "%",
             "100 %",
@@ -614,7 +652,19 @@ def _figures(
         ),
         judged(
             NAME,
-            "OPA decision-log events dropped",
+            f"@ {rate:,} rps: leaves no client received, not marked unanswered",
+            float(unmarked),
+            "count",
+            "0",
+            unmarked == 0 and outcome.made_unanswered == 0,
+            note=f"{len(outcome.extra):,} leaves whose decision id no client got, by the shed "
+            f"reason they carry: {outcome.extra_shed or 'none'} (unanswered: "
+            f"{', '.join(sorted(SHED_UNANSWERED))}); decision ids a client got whose leaf is "
+            f"marked unanswered: {outcome.made_unanswered:,}",
+        ),
+        judged(
+            NAME,
+            f"@ {rate:,} rps: OPA decision-log events dropped",
             dropped,
             "count",
             "0",
@@ -628,7 +678,7 @@ def _figures(
         ),
         figure(
             NAME,
-            "decision-log uploads refused by the intake",
+            f"@ {rate:,} rps: decision-log uploads refused by the intake",
             float(sum(intake.refused.values())),
             "count",
             note=f"server side: {intake.refused or 'none'}; OPA's log: {failed} failed "
@@ -638,7 +688,7 @@ def _figures(
         ),
         figure(
             NAME,
-            "intake throughput seen",
+            f"@ {rate:,} rps: intake throughput seen",
             rates[0],
             "decisions/s",
             note=f"tree growth from the last sample before the first new leaf to the first at "
@@ -646,7 +696,7 @@ def _figures(
         ),
         figure(
             NAME,
-            "log settled after the load",
+            f"@ {rate:,} rps: log settled after the load",
             drained_after,
             "s",
             note=f"from the end of the load to the last leaf appended (then {QUIET_S:.0f} s "
@@ -654,10 +704,10 @@ def _figures(
         ),
         figure(
             NAME,
-            "requests answered by a decision",
+            f"@ {rate:,} rps: requests answered by a decision",
             outcome.answered / result.window_s if result.window_s else None,
             "rps",
-            note=f"of {RATE:,} rps sent; generator: {result.describe()} (its rate counts 2xx "
+            note=f"of {rate:,} rps sent; generator: {result.describe()} (its rate counts 2xx "
             f"only; 'lost' counts denials too); 2xx service p50/p90/p99/max "
             f"{result.service_ms.text()}; CPU ms/request: {per_request}",
         ),

@@ -18,7 +18,7 @@ import (
 // evaluated. Past capacity the enforcer then serves what it can within the
 // wait bound and refuses the rest cheaply, instead of evaluating every
 // request only to answer it after Envoy has given up (its ext_authz
-// timeout). A shed Check is still a logged decision (result.shed: true),
+// timeout). A shed Check is still a logged decision (result.shed: its reason),
 // so the audit log holds every request Envoy asked about; its body is not
 // parsed (it was not read), which keeps the refusal cheap.
 //
@@ -192,7 +192,7 @@ func (l *limiter) shedRefusal(reason string) *refusal {
 	default:
 		message = "the request was cancelled before it could be evaluated"
 	}
-	r := &refusal{status: l.cfg.status, rule: ruleAdmission, message: message, controls: capacityControls, shed: true}
+	r := &refusal{status: l.cfg.status, rule: ruleAdmission, message: message, controls: capacityControls, shed: reason}
 	if l.cfg.retryAfter > 0 {
 		r.headers = []*corev3.HeaderValueOption{
 			headerOption("retry-after", strconv.Itoa(l.cfg.retryAfter), corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),

@@ -148,7 +148,7 @@ func TestAdmissionConfiguration(t *testing.T) {
 
 // Past max-in-flight a Check is answered at once with the configured
 // status, retry-after and reason, without the policy being evaluated, and
-// is logged as a decision (shed: true); the metrics count it.
+// is logged as a decision (shed: its reason); the metrics count it.
 func TestAShedCheckIsAnsweredAtOnceAndLoggedAsADecision(t *testing.T) {
 	registry := prometheus.NewRegistry()
 	setup := testSetup()
@@ -184,7 +184,7 @@ func TestAShedCheckIsAnsweredAtOnceAndLoggedAsADecision(t *testing.T) {
 		t.Error("logged under another decision id")
 	}
 	wantResult := `{"allowed":false,"http_status":429,"reasons":[{"controls":["SOC2:A1.1","ISO27001:A.8.6"],` +
-		`"message":"the enforcer is over capacity: every evaluation slot is taken","rule":"nexus.admission"}],"shed":true}`
+		`"message":"the enforcer is over capacity: every evaluation slot is taken","rule":"nexus.admission"}],"shed":"queue_timeout"}`
 	if got := mustJSON(t, *event.Result); got != wantResult {
 		t.Errorf("logged result %s\nwant %s", got, wantResult)
 	}
@@ -293,8 +293,8 @@ func TestADecisionEnvoyGaveUpOnIsLoggedAsAbandonedNotMade(t *testing.T) {
 	}
 	event := opa.log.only(t)
 	decision := (*event.Result).(map[string]any)
-	if decision["allowed"] != false || decision["shed"] != true {
-		t.Fatalf("logged %v, want a shed refusal", decision)
+	if decision["allowed"] != false || decision["shed"] != shedAbandoned {
+		t.Fatalf("logged %v, want a refusal shed as %q", decision, shedAbandoned)
 	}
 	reasons := decision["reasons"].([]any)
 	if msg := reasons[0].(map[string]any)["message"].(string); !strings.Contains(msg, "gave up") {

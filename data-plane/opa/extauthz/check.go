@@ -124,7 +124,7 @@ func outcome(ev *evaluation, resp *authv3.CheckResponse, err error) string {
 	switch {
 	case err != nil:
 		return outcomeError
-	case ev.refused != nil && ev.refused.shed:
+	case ev.refused != nil && ev.refused.shed != "":
 		return outcomeShed
 	case ev.refused != nil:
 		return outcomeRefused

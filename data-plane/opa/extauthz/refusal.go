@@ -24,7 +24,7 @@ type refusal struct {
 	message  string
 	controls []string
 	headers  []*corev3.HeaderValueOption
-	shed     bool
+	shed     string // why it was shed (admission.go's shed reasons); "" when not
 	cause    error
 }
 
@@ -69,8 +69,8 @@ func (r *refusal) decision() any {
 		"http_status": json.Number(strconv.Itoa(r.status)),
 		"reasons":     []any{r.reason()},
 	}
-	if r.shed {
-		d["shed"] = true
+	if r.shed != "" {
+		d["shed"] = r.shed
 	}
 	return d
 }
