@@ -656,6 +656,9 @@ class AuditLog:
         self, session: Session, items: Sequence[PreparedDecision | PreparedEvent]
     ) -> storage.Appended:
         now = self._clock()
+        # The conflict check reads before `storage.append` locks the sequencer: on SQLite
+        # that read must not open a snapshot another writer can make stale.
+        storage.lock_for_writing_first(session)
         self._check_conflicts(session, items)
         appended = storage.append(session, [item.leaf for item in items], now=now)
         to_seal = []

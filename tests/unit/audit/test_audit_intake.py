@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 from typing import Any
 
 import orjson
@@ -405,3 +406,36 @@ def test_a_shed_mark_the_plugin_never_writes_is_refused_naming_it(
     message = _refused(client, audit_log, gzip_batch([*events(2), bad]), 400, "invalid_event")
     assert message.startswith(f"event 2 (decision {bad['decision_id']}): result"), message
     assert problem in message, message
+
+
+def test_uploads_appended_at_once_on_sqlite_queue_for_the_lock_instead_of_failing(
+    audit_log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intake's conflict check reads before the append: a second upload committing in
+    between made the first fail with "database is locked" (a stale SQLite snapshot)."""
+    check = audit_log._check_conflicts
+    second = gzip_batch(events(3))
+    outcome: dict[str, Any] = {}
+
+    def upload_second() -> None:
+        try:
+            outcome["second"] = audit_log.ingest_upload(second, "gzip")
+        except Exception as exc:  # reported by the assertion below
+            outcome["second"] = exc
+
+    def check_while_another_upload_runs(session: Any, items: Any) -> None:
+        monkeypatch.setattr(audit_log, "_check_conflicts", check)
+        thread = threading.Thread(target=upload_second, daemon=True)
+        thread.start()
+        thread.join(0.3)
+        outcome["queued"] = thread.is_alive()
+        outcome["thread"] = thread
+        check(session, items)
+
+    monkeypatch.setattr(audit_log, "_check_conflicts", check_while_another_upload_runs)
+    first = audit_log.ingest_upload(gzip_batch(events(2)), "gzip")
+    outcome["thread"].join(10)
+    assert first.accepted == 2
+    assert outcome["queued"], "the second upload committed inside the first's transaction"
+    assert getattr(outcome["second"], "accepted", outcome["second"]) == 3
+    assert audit_log.size() == 5
