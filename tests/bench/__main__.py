@@ -49,6 +49,7 @@ BENCHMARKS = (
     "budget",
     "rollout",
     "audit_ratio",
+    "audit_chaos",
     "uploads",
     "approval_replay",
     "ratelimit",

@@ -352,7 +352,9 @@ def test_envoy_fails_closed_when_opa_is_unreachable(env: Environment) -> None:
 def test_decisions_of_a_healthy_enforcer_are_leaves_exactly_once(env: Environment) -> None:
     """Decisions of a healthy enforcer reach the audit log, each exactly once.
 
-    (A killed OPA loses what it had not shipped yet; this test makes its own.)
+    (It counts the decisions it makes itself; that a killed OPA loses none is
+    `tests/security/test_kill_enforcer_loses_no_decision.py`, and under load with the
+    intake down, `make bench BENCH_ARGS="--only audit_chaos"`.)
     """
     from sqlalchemy import func, select
 
