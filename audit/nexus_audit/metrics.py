@@ -59,7 +59,7 @@ _GAUGES = {
     "chain_broken": "1 while the tree does not extend the last signed checkpoint",
     "quorum_missed": "1 while the latest checkpoint lacks its witness quorum",
     "uploads_in_flight": "Decision-log uploads being processed",
-    "signer_leader": "1 while this replica holds the checkpoint signer lease (PostgreSQL)",
+    "signer_leader": "1 while this process signs checkpoints (PostgreSQL: holds the lease)",
 }
 
 

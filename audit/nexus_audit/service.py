@@ -334,6 +334,9 @@ class AuditLog:
             lease = AdvisoryLease(self.db.url, SIGNER_LEASE)
             signer_loop = partial(hold_while_leader, lease, self._stop, self._sign_while_leader)
         else:
+            # The only process on this database signs: the gauge says so, so "no replica
+            # signs" (sum of signer_leader < 1) alerts alike on SQLite and PostgreSQL.
+            self.metrics.set("signer_leader", 1.0)
             signer_loop = partial(self.checkpoint_signer.run, self._stop)
         loops: list[tuple[str, Callable[[], None]]] = [("audit-checkpoint-signer", signer_loop)]
         if self.witnesses is not None:
