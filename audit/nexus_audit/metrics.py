@@ -55,6 +55,12 @@ _COUNTERS = {
     "cosignatures": ("nexus_audit_cosignatures", "Cosignatures collected", "witness"),
     "witness_failures": ("nexus_audit_witness_failures", "Witness submissions failed", "witness"),
 }
+_KNOWN_LABELS = {
+    "security_events": ("decision_conflict", "enforcer_mismatch"),
+    "uploads_refused": ("busy",),
+}
+"""Label values exported at 0 before their first count: a counter that appears already at 1
+shows Prometheus no increase, and an alert on ``increase(...)`` would miss the first event."""
 _GAUGES = {
     "chain_broken": "1 while the tree does not extend the last signed checkpoint",
     "quorum_missed": "1 while the latest checkpoint lacks its witness quorum",
@@ -71,9 +77,12 @@ class AuditCollector(Collector):
         counts, gauges = self.metrics.snapshot()
         for key, (name, help_text, label) in _COUNTERS.items():
             family = CounterMetricFamily(name, help_text, labels=[label])
-            for (counter, value_label), value in sorted(counts.items()):
+            values = dict.fromkeys(_KNOWN_LABELS.get(key, ()), 0)
+            for (counter, value_label), value in counts.items():
                 if counter == key:
-                    family.add_metric([value_label], value)
+                    values[value_label] = value
+            for value_label, value in sorted(values.items()):
+                family.add_metric([value_label], value)
             yield family
         for key, help_text in _GAUGES.items():
             yield GaugeMetricFamily(f"nexus_audit_{key}", help_text, value=gauges.get(key, 0.0))
