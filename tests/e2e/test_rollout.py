@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.opa]
 REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
 PER_REGION = 2
 SOAK_S = 1
+ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy/helm/nexus-policy/files/alerts.yml"
 
 
 def fleet_file(path: Path) -> Path:
@@ -344,3 +345,60 @@ def test_operator_rolls_back_and_pauses(fleet_env: FleetEnvironment) -> None:
     assert fleet_env.desired()["eu-west-1"] == previous
     actions = [e["action"] for e in events(fleet_env, rollout_id)]
     assert actions.index("paused") < actions.index("rolled_back")
+
+
+def test_an_enforcer_down_mid_rollout_pauses_it_through_prometheus_and_alertmanager(
+    fleet_env: FleetEnvironment, tmp_path: Path
+) -> None:
+    """The alert's real expression, scraped and evaluated by a real Prometheus, sent by a
+    real Alertmanager to the control plane's webhook, pauses the rollout in its name.
+
+    The rule is the shipped NexusEnforcerDown with its ``for`` set to 0 s (promtool tests
+    the ``for``); everything else is as shipped."""
+    import time
+
+    import yaml
+
+    from tests.fixtures.prometheus import Alertmanager, Prometheus, ScrapeTarget
+
+    shipped = yaml.safe_load(ALERT_RULES.read_text())
+    (rule,) = [
+        r for g in shipped["groups"] for r in g["rules"] if r["alert"] == "NexusEnforcerDown"
+    ]
+    assert rule["labels"]["remediation"] == "pause_rollout"
+    rule["for"] = "0s"
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "under-test", "rules": [rule]}]}))
+
+    alertmanager = Alertmanager(
+        tmp_path / "alertmanager",
+        f"{fleet_env.url}/v1/alerts/webhook",
+        fleet_env.tokens["operator"],
+    )
+    target = ScrapeTarget("control-plane", fleet_env.url.removeprefix("http://"),
+                          fleet_env.tokens["operator"])  # fmt: skip
+    prometheus = Prometheus(
+        tmp_path / "prometheus", [target], (rules,), alertmanagers=(alertmanager.address,)
+    )
+    stack = fleet_env.stacks["us-east-1"]
+    victim = stack.enforcers[0]
+    try:
+        alertmanager.start_and_wait()
+        prometheus.start_and_wait()
+        victim.opa.kill()
+        published = fleet_env.publish_rollout(narrowing(fleet_env, "enforcer down"))
+        rollout_id = published["rollout"]["id"]
+        paused = fleet_env.wait_state(rollout_id, "paused", timeout_s=90)
+        pause = next(e for e in paused["history"] if e["action"] == "paused")
+        assert pause["actor"] == "operator", pause
+        assert "NexusEnforcerDown" in (pause["detail"] or ""), pause
+        # It stays paused: the enforcer returning does not let it go on by itself.
+    finally:
+        prometheus.stop()
+        alertmanager.stop()
+        stack.restart_opa(victim, wait_for_bundles=False)
+    time.sleep(SOAK_S + 2)
+    assert fleet_env.rollout(rollout_id)["state"] == "paused"
+    with fleet_env.api() as api:
+        api.post(f"/v1/rollouts/{rollout_id}/resume", {})
+    fleet_env.wait_state(rollout_id, "completed", timeout_s=90)

@@ -24,6 +24,7 @@ from nexus_audit.facts import ConfigFacts
 from nexus_audit.service import AuditLog
 from nexus_control import __version__
 from nexus_control.api import (
+    alerts,
     approvals,
     budgets,
     bundles,
@@ -69,6 +70,7 @@ ROUTERS = (
     events,
     metrics,
     replays,
+    alerts,
 )
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,

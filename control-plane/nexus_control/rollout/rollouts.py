@@ -247,6 +247,18 @@ class Rollouts:
         with self.db.session() as session:
             return engine.pause(session, rollout_id, actor=actor, reason=reason)
 
+    def pause_rolling(self, actor: str, reason: str) -> int | None:
+        """Pause the rollout in progress if it is rolling; its id, or None if none was.
+
+        What an alert's remediation calls: a rollout already paused, held or awaiting
+        approval moves no further anyway, so it is left as it is.
+        """
+        with self.db.session() as session:
+            current = engine.latest_active(session)
+            if current is None or current.state is not RolloutState.ROLLING:
+                return None
+            return engine.pause(session, current.id, actor=actor, reason=reason).id
+
     def resume(self, rollout_id: int, actor: str) -> Rollout:
         with self.db.session() as session:
             return engine.resume(session, rollout_id, actor=actor)
