@@ -56,6 +56,7 @@ from pydantic import (
     StrictBool,
     StrictStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -285,26 +286,27 @@ class DecisionResult(_Lenient):
     allowed: StrictBool
     http_status: int | None = Field(default=None, ge=100, le=599)
     reasons: list[Reason] = []
-    shed: StrictStr | StrictBool | None = None
+    shed: StrictStr | None = None
     """Set by the ext_authz plugin when it refused without asking the policy: the reason
     (`SHED_REASONS`). ``true`` is what enforcers built before the reason was logged sent;
-    it is kept as ``unspecified``, so a rolling upgrade refuses none of their decisions."""
+    it is read as ``unspecified``, so a rolling upgrade refuses none of their decisions."""
+
+    @field_validator("shed", mode="before")
+    @classmethod
+    def _shed_reason(cls, value: Any) -> Any:
+        if value is False:
+            return None
+        if value is True:
+            return SHED_UNSPECIFIED
+        if isinstance(value, str) and value not in SHED_REASONS:
+            raise ValueError(f"shed must be one of {', '.join(SHED_REASONS)}")
+        return value
 
     @model_validator(mode="after")
     def _shed_is_a_refusal(self) -> DecisionResult:
-        if self.shed is None or self.shed is False:
-            return self
-        if self.shed is not True and self.shed not in SHED_REASONS:
-            raise ValueError(f"shed must be one of {', '.join(SHED_REASONS)}")
-        if self.allowed:
+        if self.shed is not None and self.allowed:
             raise ValueError("a shed request cannot be allowed")
         return self
-
-    @property
-    def shed_reason(self) -> str | None:
-        if self.shed is None or self.shed is False:
-            return None
-        return SHED_UNSPECIFIED if self.shed is True else str(self.shed)
 
 
 @dataclass(frozen=True)
@@ -628,7 +630,7 @@ def prepare_decisions(
         salt = salts[index * SALT_SIZE : (index + 1) * SALT_SIZE]
         allowed = result if isinstance(result, bool) else result.allowed
         http_status = None if isinstance(result, bool) else result.http_status
-        shed = None if isinstance(result, bool) else result.shed_reason
+        shed = None if isinstance(result, bool) else result.shed
         entry = build_decision_entry(
             decision_id=event.decision_id,
             time=time,

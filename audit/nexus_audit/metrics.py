@@ -15,7 +15,20 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["AuditCollector", "AuditMetrics"]
+__all__ = [
+    "DECISION_CONFLICT",
+    "ENFORCER_MISMATCH",
+    "REFUSED_BUSY",
+    "AuditCollector",
+    "AuditMetrics",
+]
+
+DECISION_CONFLICT = "decision_conflict"
+"""Security-event kind: a decision id sent again with other content."""
+ENFORCER_MISMATCH = "enforcer_mismatch"
+"""Security-event kind: an upload whose credential, labels and header name other enforcers."""
+REFUSED_BUSY = "busy"
+"""Upload refusal reason: too many uploads in flight (429)."""
 
 
 class AuditMetrics:
@@ -56,8 +69,8 @@ _COUNTERS = {
     "witness_failures": ("nexus_audit_witness_failures", "Witness submissions failed", "witness"),
 }
 _KNOWN_LABELS = {
-    "security_events": ("decision_conflict", "enforcer_mismatch"),
-    "uploads_refused": ("busy",),
+    "security_events": (DECISION_CONFLICT, ENFORCER_MISMATCH),
+    "uploads_refused": (REFUSED_BUSY,),
 }
 """Label values exported at 0 before their first count: a counter that appears already at 1
 shows Prometheus no increase, and an alert on ``increase(...)`` would miss the first event."""

@@ -55,7 +55,7 @@ from nexus_audit.intake import (
 from nexus_audit.journal import CheckpointJournal
 from nexus_audit.keyfiles import KeyFileError, load_log_key, load_master_key
 from nexus_audit.logsecret import CONTENT_MAC, TENANT_SALT, LogSecrets
-from nexus_audit.metrics import AuditMetrics
+from nexus_audit.metrics import DECISION_CONFLICT, ENFORCER_MISMATCH, AuditMetrics
 from nexus_audit.note import Signer, Verifier
 from nexus_audit.payloads import (
     MAX_SUBJECT_LENGTH,
@@ -109,8 +109,8 @@ log = logging.getLogger("nexus.audit")
 SIGNER_LEASE = "nexus-audit-signer"
 """The lease naming the one replica that signs checkpoints (PostgreSQL only)."""
 
-_CONFLICT_EVENT = SECURITY_EVENT_PREFIX + "decision_conflict"
-_MISMATCH_EVENT = SECURITY_EVENT_PREFIX + "enforcer_mismatch"
+_CONFLICT_EVENT = SECURITY_EVENT_PREFIX + DECISION_CONFLICT
+_MISMATCH_EVENT = SECURITY_EVENT_PREFIX + ENFORCER_MISMATCH
 _DEAD_LETTER_EVENT = "outbox.dead_lettered"
 
 
@@ -523,7 +523,7 @@ class AuditLog:
             with self.db.session() as session:
                 appended = self._append(session, prepared)
         except DecisionConflictError as exc:
-            self.metrics.count("security_events", "decision_conflict")
+            self.metrics.count("security_events", DECISION_CONFLICT)
             self._append_security(
                 _CONFLICT_EVENT,
                 {
@@ -661,9 +661,9 @@ class AuditLog:
         now = self._clock()
         # The conflict check reads before `storage.append` locks the sequencer: on SQLite
         # that read must not open a snapshot another writer can make stale.
-        storage.lock_for_writing_first(session)
+        locked = storage.lock_for_writing_first(session)
         self._check_conflicts(session, items)
-        appended = storage.append(session, [item.leaf for item in items], now=now)
+        appended = storage.append(session, [item.leaf for item in items], now=now, locked=locked)
         to_seal = []
         for item, index in zip(items, appended.indexes, strict=True):
             if index is None:

@@ -211,7 +211,7 @@ def bump_keys_epoch(session: Session) -> None:
     )
 
 
-def lock_for_writing_first(session: Session) -> None:
+def lock_for_writing_first(session: Session) -> Sequencer | None:
     """On SQLite, take the database's write lock before the transaction's first read.
 
     A deferred SQLite transaction that reads, then writes after another writer
@@ -219,11 +219,13 @@ def lock_for_writing_first(session: Session) -> None:
     its snapshot is stale) rather than waiting on the busy timeout. SQLite has
     one writer at a time anyway, so a read-then-write transaction gives nothing
     up by queueing for the lock first, as the appenders do (`lock_sequencer`).
-    PostgreSQL reads under MVCC without it.
+    PostgreSQL reads under MVCC without it. Returns the sequencer row it locked (None on
+    PostgreSQL), for `append` to use instead of locking again.
     """
     bind = session.get_bind()
     if bind.dialect.name == "sqlite":
-        lock_sequencer(session)
+        return lock_sequencer(session)
+    return None
 
 
 def tree_size(session: Session) -> int:
@@ -234,13 +236,21 @@ def tree_size(session: Session) -> int:
     return size
 
 
-def append(session: Session, leaves: Sequence[NewLeaf], *, now: datetime) -> Appended:
+def append(
+    session: Session,
+    leaves: Sequence[NewLeaf],
+    *,
+    now: datetime,
+    locked: Sequencer | None = None,
+) -> Appended:
     """Append ``leaves`` in order, skipping any whose decision or event id is already logged.
 
     Runs in the caller's transaction (which then holds the sequencer lock), so
     the caller can write rows that refer to the new indexes before committing.
+    ``locked`` is the sequencer row when the transaction already holds its lock
+    (`lock_for_writing_first`).
     """
-    sequencer = lock_sequencer(session)
+    sequencer = locked if locked is not None else lock_sequencer(session)
     old_size = sequencer.size
     seen = _existing_ids(session, leaves)
     indexes: list[int | None] = []

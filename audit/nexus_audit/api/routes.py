@@ -68,7 +68,7 @@ from nexus_audit.intake import (
     Uploader,
 )
 from nexus_audit.merkle import MerkleError
-from nexus_audit.metrics import AuditCollector
+from nexus_audit.metrics import REFUSED_BUSY, AuditCollector
 from nexus_audit.search import InvalidQueryError
 from nexus_audit.service import (
     AuditLog,
@@ -211,7 +211,7 @@ async def opa_decision_logs(request: Request, log: LogDep, caller: EnforcerDep) 
         admitted = log.uploads.admit(header)
         admitted.__enter__()
     except UploadsBusyError as exc:
-        log.metrics.count("uploads_refused", "busy")
+        log.metrics.count("uploads_refused", REFUSED_BUSY)
         raise ApiError(
             429, "busy", str(exc), headers={"retry-after": str(exc.retry_after_s)}
         ) from None
