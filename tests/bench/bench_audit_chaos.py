@@ -28,7 +28,6 @@ from nexus_audit.intake import Uploader
 from nexus_audit.service import AppendResult, AuditLog
 from nexus_audit.signer import SignerUnavailableError
 from nexus_contract.wire import SHED_UNANSWERED
-from nexus_dataplane.process import ManagedProcess
 from tests.bench.bench_audit_ratio import (
     ALLOWED_CLIENTS,
     DENIED_CLIENTS,
@@ -39,16 +38,13 @@ from tests.bench.bench_audit_ratio import (
     Enforcer,
     _access_lines,
     _by_reason,
-    _clients,
     _decision_ids,
-    _plane,
     _quiet,
     _recorded,
-    _start_enforcer,
+    measured_stack,
 )
 from tests.bench.common import Context, Figure, figure, judged, report
 from tests.bench.loadgen import constant_rate
-from tests.bench.plane import bench_upstream
 
 NAME = "audit_chaos"
 TITLE = "No decision lost: two kill -9 of OPA and the intake down, under load"
@@ -99,50 +95,40 @@ class Chaos:
 
 
 def run(ctx: Context) -> list[Figure]:
-    generated = ctx.generated(ctx.main_tenants)
-    built = ctx.built(ctx.main_tenants)
-    workdir = ctx.workdir / NAME
-    started: list[ManagedProcess] = []
-    with _plane(ctx, workdir, built) as plane:
-        try:
-            upstream = bench_upstream(ctx, plane, workdir, started)
-            enforcer = _start_enforcer(plane, workdir, upstream, started)
-            assert plane.audit is not None
-            switch = IntakeSwitch(plane.audit)
-            clients, probes = _clients(generated, enforcer.url)
-            duration = QUICK_DURATION_S if ctx.quick else DURATION_S
-            _quiet(plane.audit.size, QUIET_S, 30.0)
-            _access_lines(enforcer.access_log, 0, probes)
-            base_size = plane.audit.size()
-            offset = enforcer.access_log.stat().st_size
-            chaos = Chaos()
-            stop = threading.Event()
-            schedule = threading.Thread(
-                target=_run_schedule,
-                args=(enforcer, switch, duration, time.monotonic(), chaos, stop),
-                name="chaos",
-                daemon=True,
-            )
-            schedule.start()
-            result = constant_rate(
-                enforcer.url + PATH,
-                clients,
-                rate=RATE,
-                window_s=duration,
-                warmup_s=0.0,
-                workdir=workdir / "load",
-                body=REQUEST_BODY,
-            )
-            stop.set()
-            schedule.join(timeout=OPA_START_TIMEOUT_S)
-            switch.down.clear()
-            drained = _quiet(plane.audit.size, QUIET_S * 2, DRAIN_TIMEOUT_S)
-            lines = _access_lines(enforcer.access_log, offset, result.expected)
-            made, no_id = _decision_ids(lines)
-            recorded_ids, shed, duplicates = _recorded(plane, base_size)
-        finally:
-            for proc in reversed(started):
-                proc.stop()
+    with measured_stack(ctx, NAME) as stack:
+        audit, enforcer = stack.audit, stack.enforcer
+        switch = IntakeSwitch(audit)
+        duration = QUICK_DURATION_S if ctx.quick else DURATION_S
+        _quiet(audit.size, QUIET_S, 30.0)
+        _access_lines(enforcer.access_log, 0, stack.probes)
+        base_size = audit.size()
+        offset = enforcer.access_log.stat().st_size
+        chaos = Chaos()
+        stop = threading.Event()
+        schedule = threading.Thread(
+            target=_run_schedule,
+            args=(enforcer, switch, duration, time.monotonic(), chaos, stop),
+            name="chaos",
+            daemon=True,
+        )
+        schedule.start()
+        result = constant_rate(
+            enforcer.url + PATH,
+            stack.clients,
+            rate=RATE,
+            window_s=duration,
+            warmup_s=0.0,
+            workdir=stack.workdir / "load",
+            body=REQUEST_BODY,
+        )
+        stop.set()
+        schedule.join(timeout=OPA_START_TIMEOUT_S)
+        switch.down.clear()
+        drained = _quiet(audit.size, QUIET_S * 2, DRAIN_TIMEOUT_S)
+        lines = _access_lines(enforcer.access_log, offset, result.expected)
+        made, no_id = _decision_ids(lines)
+        recorded_ids, shed, duplicates = _recorded(stack.plane, base_size)
+    generated, clients = stack.generated, stack.clients
     missing = made - recorded_ids
     extra = recorded_ids - made
     by_reason = _by_reason(extra, shed)

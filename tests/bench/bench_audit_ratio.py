@@ -130,27 +130,47 @@ class Growth:
     buffer_max: float = 0.0
 
 
-def run(ctx: Context) -> list[Figure]:
+@dataclass
+class Stack:
+    """The measured set-up: the plane with its audit log, one enforcer, the load's clients."""
+
+    plane: BenchPlane
+    audit: AuditLog
+    enforcer: Enforcer
+    clients: list[dict[str, str]]
+    probes: int
+    generated: GeneratedBundle
+    workdir: Path
+
+
+@contextlib.contextmanager
+def measured_stack(ctx: Context, name: str) -> Iterator[Stack]:
+    """The plane, its upstream and one enforcer, started for benchmark ``name``; stopped after."""
     generated = ctx.generated(ctx.main_tenants)
-    built = ctx.built(ctx.main_tenants)
-    workdir = ctx.workdir / NAME
+    workdir = ctx.workdir / name
     started: list[ManagedProcess] = []
-    with _plane(ctx, workdir, built) as plane:
+    with _plane(ctx, workdir, ctx.built(ctx.main_tenants)) as plane:
         try:
             upstream = bench_upstream(ctx, plane, workdir, started)
             enforcer = _start_enforcer(plane, workdir, upstream, started)
             assert plane.audit is not None
-            tally = IntakeTally(plane.audit)
             clients, probes = _clients(generated, enforcer.url)
-            figures = []
-            for rate in QUICK_RATES if ctx.quick else RATES:
-                ctx.console.print(f"offered {rate:,} rps")
-                figures += _measure(
-                    ctx, plane, enforcer, clients, probes, tally, workdir, generated, rate
-                )
+            yield Stack(plane, plane.audit, enforcer, clients, probes, generated, workdir)
         finally:
             for proc in reversed(started):
                 proc.stop()
+
+
+def run(ctx: Context) -> list[Figure]:
+    figures: list[Figure] = []
+    with measured_stack(ctx, NAME) as stack:
+        tally = IntakeTally(stack.audit)
+        for rate in QUICK_RATES if ctx.quick else RATES:
+            ctx.console.print(f"offered {rate:,} rps")
+            figures += _measure(
+                ctx, stack.plane, stack.enforcer, stack.clients, stack.probes, tally,
+                stack.workdir, stack.generated, rate,
+            )  # fmt: skip
     report(ctx.console, TITLE, figures)
     return figures
 
