@@ -14,21 +14,28 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
 
 __all__ = [
+    "DECISION_METRICS_FILE",
     "DECISION_SCHEMA_FILE",
     "SCHEMAS_DIR",
+    "DecisionLabels",
+    "DecisionMetrics",
     "DecisionResult",
     "Reason",
+    "decision_metrics",
     "decision_schema",
 ]
 
 SCHEMAS_DIR = Path(str(resources.files("nexus_contract") / "schemas"))
 """Pass this directory to ``opa test`` to have the schema at ``data.decision_result``."""
 DECISION_SCHEMA_FILE = SCHEMAS_DIR / "decision_result" / "decision-result.schema.json"
+DECISION_METRICS_FILE = SCHEMAS_DIR / "decision_metrics" / "decision-metrics.json"
+
+Label = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")]
 
 
 class Reason(BaseModel):
@@ -39,6 +46,16 @@ class Reason(BaseModel):
     rule: StrictStr
     message: StrictStr
     controls: tuple[StrictStr, ...]
+
+
+class DecisionLabels(BaseModel):
+    """What the enforcer's decision metrics are labelled by: bounded sets, never per request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: Label | None = None
+    tool: Label | None = None
+    capability: Label | None = None
 
 
 class DecisionResult(BaseModel):
@@ -54,6 +71,7 @@ class DecisionResult(BaseModel):
     body: StrictStr
     reasons: tuple[Reason, ...]
     dynamic_metadata: dict[str, Any] | None = None
+    labels: DecisionLabels | None = None
 
 
 @cache
@@ -61,3 +79,26 @@ def decision_schema() -> dict[str, Any]:
     """The decision result's JSON Schema (draft 2020-12)."""
     schema: dict[str, Any] = json.loads(DECISION_SCHEMA_FILE.read_text(encoding="utf-8"))
     return schema
+
+
+class DecisionMetrics(BaseModel):
+    """The enforcer's decision metrics (``decision-metrics.json``), as Go exports them."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    decisions_metric: str
+    duration_metric: str
+    tenant_decisions_metric: str
+    duration_buckets_s: tuple[float, ...]
+    outcomes: tuple[str, ...]
+    unanswered_outcomes: tuple[str, ...]
+    """Outcomes where the client got no decision: what an availability objective counts."""
+    no_value: str
+    overflow_value: str
+    max_values_per_label: int
+
+
+@cache
+def decision_metrics() -> DecisionMetrics:
+    """The names, buckets and label rules of the enforcer's decision metrics."""
+    return DecisionMetrics.model_validate_json(DECISION_METRICS_FILE.read_bytes())

@@ -23,6 +23,7 @@ __all__ = [
     "EXT_AUTHZ_METADATA_NAMESPACE",
     "EXT_AUTHZ_PLUGIN",
     "FEATURE_HEADER",
+    "LABELS_PATH",
     "MODEL_HEADER",
     "OPA_API_PREFIX",
     "POLICY_BUNDLE",
@@ -73,6 +74,9 @@ def bundle_resource(region: str, bundle: str) -> str:
 DECISION_PATH = "nexus/envoy/authz/decision"
 """The ext_authz plugin's ``path``: the rule Envoy's Check is decided by."""
 DECISION_QUERY = "data." + DECISION_PATH.replace("/", ".")
+LABELS_PATH = "nexus/capability/labels"
+"""The ext_authz plugin's ``labels-path``: the route, tool and capability of a request the
+policy did not decide (shed, refused by the plugin), for the decision metrics."""
 EXT_AUTHZ_PLUGIN = "envoy_ext_authz_grpc"
 """The plugin's key under ``plugins`` in OPA's config (upstream opa-envoy-plugin's key)."""
 DURABLE_LOG_PLUGIN = "nexus_durable_log"
