@@ -20,6 +20,7 @@ from nexus_control.authoring.config import (
 )
 from nexus_control.authoring.policyset import ApiKeyGrant, PolicySet
 from nexus_control.authoring.ratelimits import compile_rate_limits
+from nexus_control.authoring.slos import compile_capabilities
 from nexus_control.authoring.spec import Flag
 
 __all__ = ["APPROVAL_AUDIENCE", "APPROVAL_ISSUER", "compile_data", "slot_bound"]
@@ -39,6 +40,8 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
     config = _compile_core(policy, approval_jwks)
     if policy.rate_limits:
         config["rate_limits"] = compile_rate_limits(policy.rate_limits)
+    if policy.capabilities:
+        config["capabilities"] = compile_capabilities(policy.capabilities)
     return config
 
 

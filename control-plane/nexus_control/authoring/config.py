@@ -141,6 +141,13 @@ class RolloutsConfig(TypedDict):
     prompts: dict[str, FlagConfig]
 
 
+class CapabilitiesConfig(TypedDict):
+    """Which agent capability (SLOs spec) each route and each tool belongs to."""
+
+    routes: dict[str, str]
+    tools: dict[str, str]
+
+
 class RateLimitConfig(TypedDict):
     """One token bucket (see `nexus_control.authoring.ratelimits`); empty selectors match all."""
 
@@ -185,3 +192,5 @@ class CompiledConfig(TypedDict):
     rollouts: RolloutsConfig
     rate_limits: NotRequired[dict[str, RateLimitConfig]]
     """By limit id; present only when the bundle has RateLimits specs."""
+    capabilities: NotRequired[CapabilitiesConfig]
+    """Present only when the bundle has SLOs specs."""

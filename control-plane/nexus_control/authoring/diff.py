@@ -144,6 +144,7 @@ def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
         _retention,
         _rollouts,
         _regions,
+        _capabilities,
     ):
         changes.extend(differ(before, after))
     return PolicyDiff(changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))))
@@ -539,6 +540,20 @@ def _regions(old: Config, new: Config) -> Iterator[Change]:
                 f"{after[rid].get('jurisdiction')}",
                 effect=Effect.WIDENS,
             )
+
+
+def _capabilities(old: Config, new: Config) -> Iterator[Change]:
+    """Which SLO capability a route or tool counts toward: metrics only, never access."""
+    for kind in ("routes", "tools"):
+        before, after = _section(old, "capabilities", kind), _section(new, "capabilities", kind)
+        for key in sorted(before.keys() | after.keys()):
+            if before.get(key) != after.get(key):
+                yield Change(
+                    area="capability",
+                    subject=f"{kind.removesuffix('s')} {key}",
+                    detail=f"{before.get(key, 'none')} → {after.get(key, 'none')}",
+                    effect=Effect.NEUTRAL,
+                )
 
 
 # --- the whole bundle --------------------------------------------------------------

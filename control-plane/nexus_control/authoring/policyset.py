@@ -20,11 +20,13 @@ from jsonschema.validators import validator_for
 
 from nexus_control.authoring.loader import BundleSources, Problem, SpecDocument, SpecError
 from nexus_control.authoring.ratelimits import check_rate_limits
+from nexus_control.authoring.slos import check_slos
 from nexus_control.authoring.spec import (
     DEFAULT_APPROVAL_TTL_S,
     ROUTE_PERMISSIONS,
     ApprovalTtlSpec,
     Binding,
+    Capability,
     DataClass,
     Flag,
     IdentitySpec,
@@ -90,6 +92,8 @@ class PolicySet:
     flags: dict[str, Flag]
     rate_limits: tuple[RateLimit, ...] = ()
     """Sorted by id."""
+    capabilities: tuple[Capability, ...] = ()
+    """The SLOs specs' capabilities, sorted by name."""
 
 
 def resolve(sources: BundleSources) -> PolicySet:
@@ -130,6 +134,7 @@ class _Resolver:
         defaults, retention = self._check_retention(tenants, classes)
         self._check_flags(tenants, models, prompts)
         rate_limits = check_rate_limits(self.sources, tenants, tools, self.problems)
+        capabilities = check_slos(self.sources, tools, self.problems)
 
         if self.problems:
             raise SpecError(self.problems)
@@ -152,6 +157,7 @@ class _Resolver:
             retention=retention,
             flags={k: v for k, (_, v) in flags.items()},
             rate_limits=rate_limits,
+            capabilities=capabilities,
         )
 
     # -- ids ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_APPROVAL_TTL_S",
     "LIMITED_ROUTES",
+    "MAX_CAPABILITIES",
     "MAX_RATE",
     "RATE_UNIT_SECONDS",
     "ROUTE_PERMISSIONS",
@@ -30,13 +31,16 @@ __all__ = [
     "Binding",
     "Budget",
     "BundleSpec",
+    "Capability",
     "DataClass",
     "Flag",
     "Identifier",
     "IdentitySpec",
     "Issuer",
+    "LatencyObjective",
     "Model",
     "ModelsSpec",
+    "Objectives",
     "Override",
     "Permission",
     "Plan",
@@ -56,6 +60,7 @@ __all__ = [
     "RiskLevel",
     "Role",
     "RolloutsSpec",
+    "SLOsSpec",
     "Sha256Hex",
     "Tenant",
     "TenantRetention",
@@ -468,6 +473,50 @@ class RateLimitsSpec(_Strict):
     limits: list[RateLimit] = Field(min_length=1)
 
 
+# --- SLOs ----------------------------------------------------------------------
+
+MAX_CAPABILITIES = 32
+"""Capabilities label the enforcers' decision metrics, so their number bounds those series."""
+
+Ratio = Annotated[float, Field(gt=0, lt=1, strict=False)]
+
+
+class LatencyObjective(_Strict):
+    """``target`` of the capability's decisions answered within ``thresholdMs``."""
+
+    threshold_ms: Annotated[float, Field(gt=0, strict=False)]
+    """A bucket bound of ``nexus_decision_duration_seconds`` (checked by the resolver)."""
+    target: Ratio
+
+
+class Objectives(_Strict):
+    availability: Ratio | None = None
+    """The share of the capability's requests the enforcer answers (not shed, no error)."""
+    latency: LatencyObjective | None = None
+
+
+class Capability(_Strict):
+    """An agent capability: a named group of gateway routes and tools, with its objectives.
+
+    A tool call belongs to the capability naming its tool, else to the one naming its route;
+    any other request to the one naming its route. A route or tool may be named once.
+    """
+
+    name: Identifier
+    description: Text | None = None
+    routes: list[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
+        default_factory=list
+    )
+    tools: list[Identifier] = Field(default_factory=list)
+    objectives: Objectives
+
+
+class SLOsSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["SLOs"]
+    capabilities: list[Capability] = Field(min_length=1)
+
+
 SPEC_KINDS: dict[str, type[_Strict]] = {
     "Bundle": BundleSpec,
     "Regions": RegionsSpec,
@@ -480,6 +529,7 @@ SPEC_KINDS: dict[str, type[_Strict]] = {
     "Retention": RetentionSpec,
     "Rollouts": RolloutsSpec,
     "RateLimits": RateLimitsSpec,
+    "SLOs": SLOsSpec,
 }
 """Every kind a bundle directory may hold, by its ``kind`` value."""
 
@@ -495,4 +545,5 @@ AnySpec = (
     | RetentionSpec
     | RolloutsSpec
     | RateLimitsSpec
+    | SLOsSpec
 )

@@ -17,6 +17,7 @@
 package nexus.envoy.authz
 
 import data.nexus.budget
+import data.nexus.capability
 import data.nexus.identity
 import data.nexus.models
 import data.nexus.ratelimit
@@ -159,6 +160,7 @@ decision := with_rate_limits({
 	"request_headers_to_remove": removed_request_headers,
 	"body": "",
 	"reasons": [],
+	"labels": capability.labels,
 }) if {
 	allowed == true
 }
@@ -171,6 +173,7 @@ decision := {
 	"request_headers_to_remove": [],
 	"body": json.marshal({"error": "denied", "reasons": reasons}),
 	"reasons": reasons,
+	"labels": capability.labels,
 } if {
 	allowed == false
 }

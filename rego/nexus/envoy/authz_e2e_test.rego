@@ -389,6 +389,6 @@ test_deny_body_is_the_json_of_the_reasons if {
 	}]})
 	object.keys(d) == {
 		"allowed", "http_status", "headers", "response_headers_to_add",
-		"request_headers_to_remove", "body", "reasons",
+		"request_headers_to_remove", "body", "reasons", "labels",
 	}
 }
