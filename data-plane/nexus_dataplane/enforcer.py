@@ -56,6 +56,8 @@ class StackOptions:
     ratelimit_port: int | None = None
     """gRPC port of the ratelimit service the shared limits go through."""
     tracing: TracingSpec | None = None
+    metric_tenants: tuple[str, ...] = ()
+    """Tenants the enforcers count on their own (nexus_tenant_decisions_total)."""
     """Send Envoy's, OPA's and the upstream's spans to this OTLP collector."""
     credentials: Callable[[str], str] | None = None
     """The token of an enforcer id, minted as the stack adds it: each enforcer speaks with its
@@ -122,6 +124,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         ratelimit_port=options.ratelimit_port,
         refusal_log_dir=(options.workdir / enforcer_id).resolve(),
         tracing=options.tracing,
+        metric_tenants=options.metric_tenants,
     )
 
 

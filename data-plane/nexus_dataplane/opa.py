@@ -25,6 +25,7 @@ from nexus_contract.wire import (
     DURABLE_LOG_PLUGIN,
     ENFORCER_HEADER,
     EXT_AUTHZ_PLUGIN,
+    LABELS_PATH,
     OPA_API_PREFIX,
     bundle_resource,
 )
@@ -107,6 +108,8 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
             EXT_AUTHZ_PLUGIN: {
                 "addr": f"127.0.0.1:{spec.grpc_port}",
                 "path": DECISION_PATH,
+                "labels-path": LABELS_PATH,
+                "metric-tenants": list(spec.metric_tenants),
             }
         },
     }

@@ -100,3 +100,5 @@ class EnforcerSpec:
 
     tracing: TracingSpec | None = None
     """Traces to an OTLP collector; None: no tracer in Envoy, no span in OPA."""
+    metric_tenants: tuple[str, ...] = ()
+    """Tenants counted on their own in nexus_tenant_decisions_total (at most 50)."""

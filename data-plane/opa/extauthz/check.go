@@ -33,6 +33,7 @@ type evaluation struct {
 	metrics    metrics.Metrics
 	tracker    *topdown.EvaluatedRuleTracker
 	ndbCache   builtins.NDBCache
+	labels     decisionLabels
 }
 
 // Check decides one request, top to bottom: admission (admission.go), the
@@ -50,7 +51,11 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		tracker:    &topdown.EvaluatedRuleTracker{},
 		ndbCache:   builtins.NDBCache{},
 	}
-	defer func() { p.metrics.checks.WithLabelValues(outcome(ev, resp, err)).Inc() }()
+	defer func() {
+		result := outcome(ev, resp, err)
+		p.metrics.checks.WithLabelValues(result).Inc()
+		p.decisions.observe(ev, result, tenantOf(req))
+	}()
 	ctx, span := p.startCheckSpan(ctx, req)
 	defer func() { endCheckSpan(span, ev, resp, err) }()
 
@@ -108,6 +113,7 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if ev.refused != nil {
 		resp = ev.refused.response(ev.decisionID, p.cfg.DryRun)
 	}
+	ev.labels = p.labelsOf(logCtx, txn, ev)
 
 	if logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx)); logErr != nil {
 		// Unavailable (Envoy answers 503): the enforcer cannot record, so

@@ -30,9 +30,17 @@ type Config struct {
 	MaxBodyDepth int `json:"max-body-depth"`
 	// Admission bounds the Checks evaluated at once (admission.go).
 	Admission *AdmissionConfig `json:"admission"`
+	// LabelsPath names the document that labels a request the policy did
+	// not decide (shed, refused by the plugin, failed) for the decision
+	// metrics (decisionmetrics.go); empty: such requests are labelled none.
+	LabelsPath string `json:"labels-path"`
+	// MetricTenants are the tenants counted on their own in
+	// nexus_tenant_decisions_total (at most maxMetricTenants).
+	MetricTenants []string `json:"metric-tenants"`
 
-	query     string
-	admission admission
+	query       string
+	labelsQuery string
+	admission   admission
 }
 
 func (c *Config) inputOptions() inputOptions {
@@ -74,5 +82,20 @@ func (c *Config) validate() error {
 		return fmt.Errorf("path %q does not name a document under data", c.Path)
 	}
 	c.query = ref.String()
+	if c.LabelsPath != "" {
+		ref, err := ast.PtrRef(ast.DefaultRootDocument, c.LabelsPath)
+		if err != nil || len(ref) < 2 {
+			return fmt.Errorf("labels-path %q does not name a document under data", c.LabelsPath)
+		}
+		c.labelsQuery = ref.String()
+	}
+	if len(c.MetricTenants) > maxMetricTenants {
+		return fmt.Errorf("metric-tenants names %d tenants, more than %d: each adds series to every scrape", len(c.MetricTenants), maxMetricTenants)
+	}
+	for _, t := range c.MetricTenants {
+		if !labelValue.MatchString(t) {
+			return fmt.Errorf("metric-tenants: %q is not a tenant id", t)
+		}
+	}
 	return nil
 }

@@ -54,6 +54,7 @@ func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
 	if err := p.metrics.register(m.PrometheusRegister()); err != nil {
 		m.Logger().Error("%s: metrics not registered: %v", PluginName, err)
 	}
+	p.decisions = p.newDecisionMetrics()
 	m.RegisterCompilerTrigger(p.compilerUpdated)
 	m.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateNotReady})
 	return p
@@ -63,15 +64,26 @@ func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
 type Plugin struct {
 	authv3.UnimplementedAuthorizationServer
 
-	manager *plugins.Manager
-	cfg     Config
-	metrics *checkMetrics
-	limiter atomic.Pointer[limiter]
+	manager   *plugins.Manager
+	cfg       Config
+	metrics   *checkMetrics
+	decisions *decisionMetrics
+	limiter   atomic.Pointer[limiter]
 
 	mu       sync.Mutex
 	server   *grpc.Server
 	addr     net.Addr
 	prepared *rego.PreparedEvalQuery
+	// labelsPrepared is the labels-path query (decisionmetrics.go).
+	labelsPrepared *rego.PreparedEvalQuery
+}
+
+func (p *Plugin) newDecisionMetrics() *decisionMetrics {
+	m := newDecisionMetrics(p.cfg.MetricTenants)
+	if err := m.register(p.manager.PrometheusRegister()); err != nil {
+		p.manager.Logger().Error("%s: decision metrics not registered: %v", PluginName, err)
+	}
+	return m
 }
 
 // Start listens on the configured address and serves Check calls.
@@ -138,9 +150,10 @@ func (p *Plugin) Reconfigure(ctx context.Context, config any) {
 	p.Stop(ctx)
 	p.mu.Lock()
 	p.cfg = *config.(*Config)
-	p.prepared = nil
+	p.prepared, p.labelsPrepared = nil, nil
 	p.mu.Unlock()
 	p.limiter.Store(newLimiter(p.cfg.admission))
+	p.decisions = p.newDecisionMetrics()
 	if err := p.Start(ctx); err != nil {
 		p.manager.Logger().Error("%s: reconfigure: %v", PluginName, err)
 	}
@@ -150,18 +163,27 @@ func (p *Plugin) Reconfigure(ctx context.Context, config any) {
 // previous policy and would keep answering from it.
 func (p *Plugin) compilerUpdated(storage.Transaction) {
 	p.mu.Lock()
-	p.prepared = nil
+	p.prepared, p.labelsPrepared = nil, nil
 	p.mu.Unlock()
 }
 
 func (p *Plugin) preparedQuery(ctx context.Context) (*rego.PreparedEvalQuery, error) {
+	return p.prepare(ctx, &p.prepared, p.cfg.query)
+}
+
+func (p *Plugin) labelsQuery(ctx context.Context) (*rego.PreparedEvalQuery, error) {
+	return p.prepare(ctx, &p.labelsPrepared, p.cfg.labelsQuery)
+}
+
+// prepare compiles query once per policy, keeping it in *slot.
+func (p *Plugin) prepare(ctx context.Context, slot **rego.PreparedEvalQuery, query string) (*rego.PreparedEvalQuery, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.prepared != nil {
-		return p.prepared, nil
+	if *slot != nil {
+		return *slot, nil
 	}
 	pq, err := rego.New(
-		rego.Query(p.cfg.query),
+		rego.Query(query),
 		rego.Compiler(p.manager.GetCompiler()),
 		rego.Store(p.manager.Store),
 		rego.Runtime(p.manager.Info),
@@ -171,6 +193,6 @@ func (p *Plugin) preparedQuery(ctx context.Context) (*rego.PreparedEvalQuery, er
 	if err != nil {
 		return nil, err
 	}
-	p.prepared = &pq
-	return p.prepared, nil
+	*slot = &pq
+	return *slot, nil
 }

@@ -94,6 +94,7 @@ plugins:
   envoy_ext_authz_grpc:
     addr: {{ printf "127.0.0.1:%v" (include "nexus-policy.enforcer.value" (dict "args" . "key" "grpcPort")) | quote }}
     path: nexus/envoy/authz/decision
+    labels-path: nexus/capability/labels
 {{- end -}}
 
 {{- define "nexus-policy.enforcer.configMap" -}}
