@@ -17,7 +17,7 @@ import typer
 
 from nexus_audit import cli as audit_cli
 from nexus_audit.witness import cli as witness_cli
-from nexus_cli import authoring, dataplane, replay, rollout, service
+from nexus_cli import authoring, dataplane, replay, rollout, service, slo
 from nexus_cli.console import err
 from nexus_cli.errors import exit_code
 from nexus_contract.errors import NexusError
@@ -35,6 +35,7 @@ for command in ("check", "build", "diff", "doctor", "demo"):
     app.command(command)(getattr(authoring, command))
 app.command("test")(authoring.rego_test)
 app.command("dev-keys")(authoring.dev_keys)
+app.command("slo-rules")(slo.slo_rules)
 for verb in ("list", "jwks", "rotate", "activate", "retire"):
     authoring.keys_app.command(verb)(getattr(service, f"keys_{verb}"))
 app.add_typer(authoring.keys_app, name="keys")

@@ -24,7 +24,10 @@ from nexus_control.api.alerts import PAUSE_ROLLOUT
 
 REPO = Path(__file__).resolve().parents[3]
 RULES = REPO / "deploy" / "helm" / "nexus-policy" / "files" / "alerts.yml"
+SLO_RULES = REPO / "deploy" / "helm" / "nexus-policy" / "files" / "slo-rules.yml"
+"""Generated from bundles/gateway/slos.yaml (tests/unit/control/test_slos_spec.py)."""
 RULE_TESTS = REPO / "tests" / "alerts" / "nexus-policy.test.yml"
+SLO_RULE_TESTS = REPO / "tests" / "alerts" / "slo-rules.test.yml"
 RUNBOOKS = REPO / "deploy" / "runbooks"
 CHART_ONLY_ALERTS = {"NexusPolicyControlPlaneDown"}
 """Alerts the chart adds itself (they name its release's scrape job)."""
@@ -44,8 +47,13 @@ def promtool() -> str:
 
 
 def _alerts() -> list[dict[str, Any]]:
-    document = yaml.safe_load(RULES.read_text())
-    return [rule for group in document["groups"] for rule in group["rules"] if "alert" in rule]
+    return [
+        rule
+        for path in (RULES, SLO_RULES)
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -53,16 +61,20 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_checks_the_rules_and_passes_their_unit_tests(promtool: str) -> None:
-    check = _run(promtool, "check", "rules", str(RULES))
+    check = _run(promtool, "check", "rules", str(RULES), str(SLO_RULES))
     assert check.returncode == 0, check.stdout + check.stderr
-    tested = _run(promtool, "test", "rules", str(RULE_TESTS))
+    tested = _run(promtool, "test", "rules", str(RULE_TESTS), str(SLO_RULE_TESTS))
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def test_every_alert_is_unit_tested_and_has_a_runbook_with_diagnosis_and_remediation() -> None:
     alerts = _alerts()
     names = {rule["alert"] for rule in alerts}
-    tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
+    tested = {
+        name
+        for path in (RULE_TESTS, SLO_RULE_TESTS)
+        for name in re.findall(r"alertname: (\w+)", path.read_text())
+    }
     assert names - tested == set(), "alerts without a promtool unit test"
     for rule in alerts:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
