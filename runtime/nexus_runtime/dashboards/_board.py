@@ -9,10 +9,10 @@ by the SDK from widths and heights, so the same code always renders the same JSO
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from grafana_foundation_sdk.builders import dashboard as board
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders.common import ReduceDataOptions, StackingConfig
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as model
@@ -25,6 +25,7 @@ __all__ = [
     "Board",
     "Query",
     "Variable",
+    "heatmap_panel",
     "stat_panel",
     "table_panel",
     "timeseries_panel",
@@ -51,7 +52,7 @@ class Query:
     expr: str
     legend: str = "__auto"
     instant: bool = False
-    table: bool = False
+    format: PromQueryFormat = PromQueryFormat.TIME_SERIES
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def _target(query: Query, ref_id: str) -> prometheus.Dataquery:
         .datasource(DATASOURCE)
     )
     target = target.instant() if query.instant else target.range()
-    if query.table:
-        target = target.format(PromQueryFormat.TABLE)
+    if query.format is not PromQueryFormat.TIME_SERIES:
+        target = target.format(query.format)
     return target
 
 
@@ -171,6 +172,29 @@ def table_panel(
     return panel
 
 
+def heatmap_panel(
+    title: str,
+    description: str,
+    buckets: Query,
+    *,
+    unit: str,
+    width: int = PANEL_WIDTH,
+    height: int = PANEL_HEIGHT,
+) -> heatmap.Panel:
+    """A histogram's buckets over time; ``buckets`` sums the ``_bucket`` series by ``le``."""
+    return (
+        heatmap.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .span(width)
+        .height(height)
+        .calculate(False)
+        .y_axis(heatmap.YAxisConfig().unit(unit))
+        .with_target(_target(replace(buckets, format=PromQueryFormat.HEATMAP), _ref_id(0)))
+    )
+
+
 class Board:
     """One dashboard: its variables, then rows of panels, numbered as they are added."""
 
@@ -214,7 +238,7 @@ class Board:
         self._builder = self._builder.with_row(board.Row(title).id(self._id()))
         return self
 
-    def panel(self, panel: timeseries.Panel | stat.Panel | table.Panel) -> Board:
+    def panel(self, panel: timeseries.Panel | stat.Panel | table.Panel | heatmap.Panel) -> Board:
         self._builder = self._builder.with_panel(panel.id(self._id()))
         return self
 

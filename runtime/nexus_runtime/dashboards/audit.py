@@ -9,7 +9,13 @@ checkpoint's: leaves no signature covers yet.
 
 from __future__ import annotations
 
-from nexus_runtime.dashboards._board import Board, Query, stat_panel, timeseries_panel
+from nexus_runtime.dashboards._board import (
+    Board,
+    Query,
+    heatmap_panel,
+    stat_panel,
+    timeseries_panel,
+)
 
 __all__ = ["UID", "audit"]
 
@@ -180,7 +186,18 @@ def audit() -> Board:
                     for q in (0.5, 0.99)
                 ),
                 unit="s",
-                width=24,
+            )
+        )
+        .panel(
+            heatmap_panel(
+                "Group-commit fsync histogram",
+                "Group commits per fsync latency bucket (nexus_decision_log_fsync_seconds): "
+                "a slow disk shows as a band moving up.",
+                Query(
+                    f"sum by (le) (increase(nexus_decision_log_fsync_seconds_bucket{_RATE}))",
+                    "{{le}}",
+                ),
+                unit="s",
             )
         )
     )

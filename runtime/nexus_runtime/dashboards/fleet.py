@@ -7,6 +7,8 @@ how long a region has lagged its desired revision, one info series per expected 
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
 from nexus_runtime.dashboards._board import (
     Board,
     Query,
@@ -111,12 +113,12 @@ def fleet() -> Board:
                     f"max by (region, enforcer, held_revision, active_revision, state) "
                     f"(nexus_enforcer_info{_IN_REGION})",
                     instant=True,
-                    table=True,
+                    format=PromQueryFormat.TABLE,
                 ),
                 Query(
                     f"max by (region, enforcer) (nexus_enforcer_last_seen_age_seconds{_IN_REGION})",
                     instant=True,
-                    table=True,
+                    format=PromQueryFormat.TABLE,
                 ),
                 hidden=("Time", "Value #A"),
             )
