@@ -25,6 +25,7 @@ from nexus_control.plane import ControlPlane
 from nexus_control.rollout.states import RolloutState
 from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
+from nexus_control.store import outbox
 from nexus_control.store.tables import RegionTarget
 from tests.conftest import GATEWAY, TEST_KEY_ID
 from tests.fixtures.environment import eventually, scope
@@ -127,6 +128,10 @@ def test_metrics_follow_an_enforcer_from_expected_to_converged_and_spend_to_its_
         assert target is not None and target.desired_revision == revision
         target.updated_at = datetime.now(UTC) - timedelta(minutes=10)
     lagging = _scrape(client, tokens)
+    # No audit log drains this plane: every event recorded so far is pending.
+    with plane.db.session() as session:
+        waiting = len(outbox.events(session))
+    assert waiting > 0 and outbox.count_pending(plane.db) == waiting
     assert lagging["nexus_region_convergence_lag_seconds"]['region="eu-west-1"'] >= 600
 
     enforcer = _auth(tokens["enforcer"], **{"x-nexus-enforcer": "eu-west-1-a"})
