@@ -10,6 +10,7 @@ policy in force; the others count in ``nexus_budget_tenants`` and the platform t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from nexus_control.budgets.overview import CapState, SpendOverview
 from nexus_control.budgets.spend import ALL_TENANTS, day_of
 
 __all__ = ["BUDGET_METRICS_TTL_S", "BudgetGauges"]
+
+log = logging.getLogger("nexus.control.budgets")
 
 BUDGET_METRICS_TTL_S = 10.0
 """How long one overview serves scrapes: shorter than a 15 s scrape interval."""
@@ -64,7 +67,13 @@ class BudgetGauges:
             return self._cached.overview
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        overview = self.current()
+        """The budget families; none when the spend store cannot be read (Redis down), so
+        the rest of the scrape still answers and the spend series go absent, not stale."""
+        try:
+            overview = self.current()
+        except Exception:
+            log.exception("budget metrics: the spend overview failed; its series are left out")
+            return
         by_state = GaugeMetricFamily(
             "nexus_budget_tenants",
             "Tenants of the policy in force by cap state this period (under|soft|hard|disabled)",

@@ -182,3 +182,10 @@ def test_one_overview_serves_scrapes_for_the_ttl(db: Database) -> None:
     now[0] += 10.0
     assert _families(gauges)["nexus_budget_spend_usd"] == {("acme",): 5.0}
     assert len(computed) == 2
+
+
+def test_a_failing_spend_store_leaves_the_budget_families_out_not_the_scrape() -> None:
+    def overview() -> SpendOverview:
+        raise ConnectionError("redis is down")
+
+    assert list(BudgetGauges(overview, ("acme",)).collect()) == []
