@@ -54,6 +54,7 @@ from nexus_audit.intake import (
 )
 from nexus_audit.journal import CheckpointJournal
 from nexus_audit.keyfiles import KeyFileError, load_log_key, load_master_key
+from nexus_audit.log_gauges import OutboxPending
 from nexus_audit.logsecret import CONTENT_MAC, TENANT_SALT, LogSecrets
 from nexus_audit.metrics import DECISION_CONFLICT, ENFORCER_MISMATCH, AuditMetrics
 from nexus_audit.note import Signer, Verifier
@@ -249,6 +250,8 @@ class AuditLog:
         self._to_witness: SignedCheckpoint | None = None
         self._witness_wake = threading.Event()
         self.last_witnessed: Witnessed | None = None
+        self.outbox_pending: OutboxPending | None = None
+        """The host's outbox draining into this log (`use_outbox`), for its gauge."""
 
     @classmethod
     def from_settings(cls, settings: AuditSettings, *, migrate: bool = True) -> AuditLog:
@@ -313,6 +316,10 @@ class AuditLog:
     def use_facts(self, facts: PolicyFacts) -> None:
         """Take tenants and legal holds from ``facts`` (the host's policy in force)."""
         self.facts = facts
+
+    def use_outbox(self, pending: OutboxPending) -> None:
+        """Report ``pending()`` as the outbox backlog (the co-located control plane's)."""
+        self.outbox_pending = pending
 
     # --- lifecycle -----------------------------------------------------------
 

@@ -16,6 +16,7 @@ from nexus_control.access.keyring import KeyPurpose, Keyring, TrustedKey
 from nexus_control.authoring.opa import Opa
 from nexus_control.budgets.backpressure import UsageGate
 from nexus_control.budgets.budgets import Budgets, StateSigner
+from nexus_control.budgets.metrics import BudgetGauges
 from nexus_control.budgets.spend import SpendStore
 from nexus_control.registry.registry import Registry
 from nexus_control.replay.gatekeeper import Gatekeeper, GateOutcome
@@ -127,6 +128,7 @@ class ControlPlane:
             debounce_s=settings.state_debounce_s,
         )
         self.usage_gate = UsageGate(settings.usage_max_in_flight, settings.usage_retry_after_s)
+        self.budget_gauges = BudgetGauges(self.budgets.overview, settings.metric_tenants)
 
     def activate_key(self, kid: str, actor: str, window_s: int) -> TrustedKey:
         """Activate ``kid``; a new bundle key re-signs what is in force and the state bundle."""

@@ -6,10 +6,12 @@ settings table documents each one.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nexus_runtime.keys.algorithms import Algorithm
 from nexus_runtime.keys.factory import DEFAULT_PKCS11_MODULE, DEFAULT_TOKEN_LABEL, ProviderKind
@@ -18,6 +20,7 @@ __all__ = [
     "APPROVAL_JWKS_NAME",
     "APPROVAL_KEY_NAME",
     "DEFAULT_KEYS_DIR",
+    "MAX_METRIC_TENANTS",
     "SIGNING_KEY_NAME",
     "ControlSettings",
 ]
@@ -26,6 +29,9 @@ DEFAULT_KEYS_DIR = Path(".nexus/keys")
 SIGNING_KEY_NAME = "bundle-signing.pem"
 APPROVAL_KEY_NAME = "approval-signing.pem"
 APPROVAL_JWKS_NAME = "approval-signing.jwks.json"
+MAX_METRIC_TENANTS = 50
+"""Most tenants NEXUS_METRIC_TENANTS may name: each costs three series per scrape."""
+_TENANT_ID = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
 class ControlSettings(BaseSettings):
@@ -97,6 +103,31 @@ class ControlSettings(BaseSettings):
     """The npm assets the console serves (Chart.js); default: what bootstrap installed."""
     console_exports_dir: Path = Path(".nexus/console-exports")
     """Where evidence archives exported from the console wait to be downloaded (mode 0700)."""
+    metric_tenants: Annotated[tuple[str, ...], NoDecode] = ()
+    """Tenant ids (comma-separated) whose spend and cap /metrics exports with a tenant label;
+    at most MAX_METRIC_TENANTS, so the series count stays bounded."""
+
+    @field_validator("metric_tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        tenants = tuple(dict.fromkeys(str(v) for v in value))
+        if len(tenants) > MAX_METRIC_TENANTS:
+            raise ValueError(
+                f"NEXUS_METRIC_TENANTS names {len(tenants)} tenants; at most "
+                f"{MAX_METRIC_TENANTS} get a tenant label in /metrics (each adds series to "
+                "every scrape): keep the ones dashboards and alerts watch"
+            )
+        bad = [t for t in tenants if not _TENANT_ID.match(t)]
+        if bad:
+            raise ValueError(
+                f"NEXUS_METRIC_TENANTS: {', '.join(repr(t[:70]) for t in bad[:5])} "
+                "is not a tenant id (lower-case letters, digits, '.', '_', '-')"
+            )
+        return tenants
 
     @property
     def base_url(self) -> str:

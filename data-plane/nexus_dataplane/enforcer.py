@@ -86,6 +86,11 @@ class Enforcer:
         return self.opa.url
 
     @property
+    def envoy_admin_url(self) -> str:
+        """Envoy's admin API on loopback (``/ready``, ``/stats/prometheus``); no token."""
+        return f"http://127.0.0.1:{self.spec.envoy_admin_port}"
+
+    @property
     def opa_headers(self) -> dict[str, str]:
         """The bearer header OPA's REST API asks of this enforcer's own callers."""
         return self.opa.api_headers

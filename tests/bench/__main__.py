@@ -54,6 +54,7 @@ BENCHMARKS = (
     "approval_replay",
     "ratelimit",
     "tracing",
+    "scrape",
     "replicas",
     "console",
 )

@@ -2,11 +2,12 @@
 
 The stack is the e2e one (control plane with its co-located audit log, one enforcer of real
 OPA and Envoy); Prometheus scrapes the control plane's ``/metrics`` and the audit service's
-``/v1/audit/metrics`` with an operator token, and the enforcer's OPA ``/metrics`` with its
-API token, and loads the alert rules the chart
+``/v1/audit/metrics`` with an operator token, the enforcer's OPA ``/metrics`` with its
+API token and its Envoy's admin ``/stats/prometheus``, and loads the alert rules the chart
 ships. Through Prometheus's HTTP API: every target is up, every metric an alert names has a
-series (a renamed or never-initialised metric would leave an alert that cannot fire), every
-rule evaluates without error, and a healthy stack raises no alert.
+series (a renamed or never-initialised metric would leave an alert that cannot fire), so
+does every control-plane, audit and Envoy metric of the metric contract dashboards read,
+every rule evaluates without error, and a healthy stack raises no alert.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import yaml
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
+from nexus_control.settings import ControlSettings
 from tests.fixtures.environment import Environment, credentials_overlay
 from tests.fixtures.prometheus import Prometheus, ScrapeTarget
 
@@ -36,6 +38,41 @@ BORN_AT_FIRST_EVENT = {"nexus_audit_dead_letters_total"}
 """Counters whose label (an outbox event type) is open-ended, so they have no series before
 their first event; their alert compares with the past, absent counting 0 (promtool-tested)."""
 SETTLE_S = 60.0
+WATCHED_TENANT = "acme"
+"""NEXUS_METRIC_TENANTS of the stack: its spend series carry a tenant label."""
+CONTRACT_SERIES = (
+    # The control plane's /metrics.
+    "nexus_region_convergence_ratio",
+    "nexus_enforcers",
+    "nexus_rollout_active",
+    "nexus_usage_reports_in_flight",
+    "nexus_usage_reports_max_in_flight",
+    "nexus_usage_reports_refused_total",
+    "nexus_enforcer_info",
+    "nexus_enforcer_last_seen_age_seconds",
+    "nexus_region_convergence_lag_seconds",
+    "nexus_budget_tenants",
+    "nexus_budget_spend_usd",
+    "nexus_budget_cap_usd",
+    "nexus_budget_spend_ratio",
+    "nexus_budget_platform_spend_usd",
+    "nexus_spend_anomalies",
+    # The audit service's /v1/audit/metrics.
+    "nexus_audit_tree_size",
+    "nexus_audit_checkpoint_size",
+    "nexus_audit_checkpoint_age_seconds",
+    "nexus_audit_outbox_pending",
+    "nexus_audit_chain_broken",
+    "nexus_audit_quorum_missed",
+    "nexus_audit_uploads_in_flight",
+    "nexus_audit_signer_leader",
+    # Envoy's admin /stats/prometheus, as Envoy names them.
+    "envoy_http_downstream_rq_total",
+    "envoy_cluster_upstream_rq_time_bucket",
+    "envoy_http_ext_authz_ok",
+)
+"""Series of the metric contract (issue 14) the control plane, audit service and Envoy
+export, which dashboards and alerts read by these names."""
 
 
 def eventually(check: Callable[[], str | None], timeout_s: float) -> None:
@@ -47,12 +84,20 @@ def eventually(check: Callable[[], str | None], timeout_s: float) -> None:
         time.sleep(0.5)
 
 
+class _WatchingEnvironment(Environment):
+    """The e2e stack with NEXUS_METRIC_TENANTS naming one tenant."""
+
+    @property
+    def settings(self) -> ControlSettings:
+        return super().settings.model_copy(update={"metric_tenants": (WATCHED_TENANT,)})
+
+
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, opa: Opa, session_keys: KeyPaths
 ) -> Iterator[tuple[Environment, Prometheus]]:
     workdir = tmp_path_factory.mktemp("prometheus")
-    environment = Environment(
+    environment = _WatchingEnvironment(
         workdir=workdir,
         keys=session_keys,
         opa=opa,
@@ -75,6 +120,9 @@ def stack(
                 path="/v1/audit/metrics",
             ),
             ScrapeTarget("opa", urlsplit(enforcer.opa_url).netloc, enforcer.opa.api_token),
+            ScrapeTarget(
+                "envoy", urlsplit(enforcer.envoy_admin_url).netloc, path="/stats/prometheus"
+            ),
         ]
         prometheus = Prometheus(workdir / "prom", targets, rule_files=(RULES,))
         prometheus.start_and_wait()
@@ -103,12 +151,14 @@ def test_every_series_the_alerts_use_exists_and_a_healthy_stack_raises_no_alert(
     for n in range(5):
         response = env.call("acme-chat", "acme", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"})
         assert response.status_code == 200, (n, response.text)
+    # Spend of the watched tenant, so its tenant-labelled series have a sample.
+    assert env.usage(WATCHED_TENANT, 0.25).status_code == 202
 
     def targets_down() -> str | None:
         active = prometheus.api("targets")["activeTargets"]
         down = [(t["labels"]["job"], t["health"], t.get("lastError")) for t in active
                 if t["health"] != "up"]  # fmt: skip
-        return f"targets not up: {down}" if down or len(active) != 3 else None
+        return f"targets not up: {down}" if down or len(active) != 4 else None
 
     eventually(targets_down, SETTLE_S)
 
@@ -124,6 +174,18 @@ def test_every_series_the_alerts_use_exists_and_a_healthy_stack_raises_no_alert(
         return f"no series for {missing}" if missing else None
 
     eventually(missing_series, SETTLE_S)
+
+    def missing_contract_series() -> str | None:
+        missing = [
+            name
+            for name in CONTRACT_SERIES
+            if not prometheus.api("query", query=f'count({{__name__="{name}"}})')["result"]
+        ]
+        return f"no series for {missing}" if missing else None
+
+    eventually(missing_contract_series, SETTLE_S)
+    watched = prometheus.api("query", query="nexus_budget_spend_usd")["result"]
+    assert [sample["metric"]["tenant"] for sample in watched] == [WATCHED_TENANT]
 
     def rules_unhealthy() -> str | None:
         groups = prometheus.api("rules")["groups"]

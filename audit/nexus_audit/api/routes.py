@@ -67,6 +67,7 @@ from nexus_audit.intake import (
     UnknownControlInEventError,
     Uploader,
 )
+from nexus_audit.log_gauges import LogGauges
 from nexus_audit.merkle import MerkleError
 from nexus_audit.metrics import REFUSED_BUSY, AuditCollector
 from nexus_audit.search import InvalidQueryError
@@ -442,10 +443,13 @@ async def evidence_archive(
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
 async def audit_metrics(log: LogDep, _: OperatorDep) -> Response:
-    """The audit service's counters (security events, dead letters, witnesses, uploads)."""
+    """The audit service's counters (security events, dead letters, witnesses, uploads) and
+    the log's state (size, latest checkpoint, outbox backlog)."""
     registry = CollectorRegistry()
     registry.register(AuditCollector(log.metrics))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    registry.register(LogGauges(log.db, lambda: log.now().timestamp(), log.outbox_pending))
+    body = await asyncio.to_thread(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _export(

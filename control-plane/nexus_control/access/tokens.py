@@ -2,7 +2,8 @@
 
 Roles scope what a token may do: authors publish, approvers approve,
 operators drive rollouts, compliance officers read evidence, enforcers poll
-bundles and report status, the gateway reports usage. An enforcer token is
+bundles and report status, the gateway reports usage, Alertmanager (a remediator)
+posts alerts whose remediations act in its name. An enforcer token is
 bound to one enforcer id and its region: it speaks for that enforcer only; a
 gateway token lists the tenants it may report usage for (at least one, at
 most ``MAX_GATEWAY_TENANTS``), so a leaked or misused gateway token cannot
@@ -66,6 +67,8 @@ class Role(StrEnum):
     COMPLIANCE = "compliance"
     ENFORCER = "enforcer"
     GATEWAY = "gateway"
+    REMEDIATOR = "remediator"
+    """Alertmanager: may post alerts to the webhook, and nothing else."""
 
 
 class TokenError(NexusError):

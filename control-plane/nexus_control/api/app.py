@@ -50,6 +50,7 @@ from nexus_control.plane import ControlPlane
 from nexus_control.rollout.rollouts import NoPolicyInForceError
 from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
+from nexus_control.store import outbox
 from nexus_control.store.database import control_database
 from nexus_runtime.admission import Admission
 from nexus_runtime.database import Database
@@ -195,6 +196,7 @@ def create_app(plane: ControlPlane, audit: AuditLog | None = None) -> FastAPI:
     if audit is not None:
         app.state.audit_log = audit
         audit.use_facts(ConfigFacts(_config_in_force(plane)))
+        audit.use_outbox(lambda: outbox.count_pending(plane.db))
         routers += [audit_router, decisions_router]
     for router in routers:
         app.include_router(router)

@@ -31,6 +31,7 @@ __all__ = [
     "OperatorDep",
     "PlaneDep",
     "ReaderDep",
+    "RemediatorDep",
     "authenticate_token",
     "authorize",
     "enforcer_identity",
@@ -129,6 +130,8 @@ ReaderDep = Annotated[
 """Bundles and rollouts: anyone who works on changes or evidences them."""
 FleetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.APPROVER, Role.AUTHOR))]
 EventReaderDep = Annotated[Principal, Depends(require(Role.COMPLIANCE, Role.OPERATOR))]
+RemediatorDep = Annotated[Principal, Depends(require(Role.REMEDIATOR, Role.OPERATOR))]
+"""Alertmanager's webhook: a remediator token (that may do nothing else), or an operator's."""
 BudgetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE))]
 """Spend against caps: who runs the platform and who evidences it."""
 

@@ -109,6 +109,29 @@ class Budgets:
             self.mark_dirty()
         return outcome
 
+    def disable(self, tenant: str, actor: str, reason: str, **detail: str) -> bool:
+        """Disable ``tenant`` for this period in ``actor``'s name, as its hard cap would;
+        republish the state bundle at once. False if it already was disabled.
+
+        Raises `UnknownTenantError` when the policy in force does not know the tenant, and
+        `NoPolicyInForceError` when there is none.
+        """
+        config = self._config_in_force()
+        if tenant not in config.get("tenants", {}):
+            raise usage.UnknownTenantError(f"unknown tenant {tenant!r}: not in the policy in force")
+        with self.db.session() as session:
+            disabled = usage.disable_tenant(
+                session, tenant, period_of(datetime.now(UTC)), actor=actor, reason=reason, **detail
+            )
+        if disabled:
+            # Not debounced: every enforcer should refuse the tenant as soon as possible.
+            try:
+                self.rebuild()
+            except Exception:
+                log.exception("state bundle rebuild after disabling a tenant failed; will retry")
+                self.mark_dirty()
+        return disabled
+
     def overview(self, period: str | None = None) -> SpendOverview:
         """Spend against caps in ``period`` (default: this month), per tenant and per day."""
         try:

@@ -26,11 +26,13 @@ from nexus_control.store.tables import DisabledTenant
 
 __all__ = [
     "MAX_CLOCK_SKEW",
+    "MAX_DISABLED_REASON",
     "GatewayScopeError",
     "UnknownTenantError",
     "UsageOutcome",
     "UsageRefusedError",
     "UsageReport",
+    "disable_tenant",
     "ratios",
     "record_usage",
     "state_document",
@@ -58,6 +60,8 @@ class UsageReport(BaseModel):
     occurred_at: datetime | None = Field(default=None, strict=False)
 
 
+MAX_DISABLED_REASON = 300
+"""The stored reason's bound (``disabled_tenants.reason``)."""
 MAX_CLOCK_SKEW = timedelta(seconds=60)
 """How far ahead of the control plane's clock a gateway's ``occurred_at`` may be."""
 
@@ -168,13 +172,28 @@ def record_usage(
 
 
 def _disable(session: Session, tenant: str, period: str, ratio: float) -> bool:
+    reason = f"monthly hard cap reached ({ratio:.0%} of cap)"
+    return disable_tenant(session, tenant, period, actor="budget", reason=reason)
+
+
+def disable_tenant(
+    session: Session, tenant: str, period: str, *, actor: str, reason: str, **detail: str
+) -> bool:
+    """Disable ``tenant`` for ``period`` (enforcers refuse it once the state bundle carries
+    it) and record ``tenant.disabled`` in ``actor``'s name; False if it already was.
+
+    The caller checks that the policy in force knows the tenant. Nothing re-enables a tenant
+    within its period: the next period starts without it.
+    """
     if session.get(DisabledTenant, (tenant, period)) is not None:
         return False
-    reason = f"monthly hard cap reached ({ratio:.0%} of cap)"
+    reason = reason[:MAX_DISABLED_REASON]
     session.add(
         DisabledTenant(tenant=tenant, period=period, reason=reason, since=datetime.now(UTC))
     )
-    outbox.record(session, "tenant.disabled", "budget", tenant=tenant, period=period, reason=reason)
+    outbox.record(
+        session, "tenant.disabled", actor, tenant=tenant, period=period, reason=reason, **detail
+    )
     return True
 
 

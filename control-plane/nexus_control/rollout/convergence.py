@@ -22,7 +22,7 @@ from nexus_control.store.tables import (
     RegionTarget,
 )
 
-__all__ = ["SIGNATURE_REFUSALS", "region_states"]
+__all__ = ["SIGNATURE_REFUSALS", "convergence_lag_s", "region_states"]
 
 
 def region_states(
@@ -75,9 +75,36 @@ def region_states(
                 desired,
                 target.last_good_revision if target else None,
                 tuple(enforcers),
+                target.updated_at if target else None,
             )
         )
     return out
+
+
+def convergence_lag_s(region: RegionState, now: datetime, stale_after_s: float) -> float:
+    """Seconds the region has had a desired revision not every expected enforcer runs.
+
+    0 when every expected enforcer reports it active (or the region has no desired
+    revision, or expects no enforcer). Otherwise the time since the earliest moment an
+    enforcer stopped counting as converged: the revision's assignment for one that never
+    ran it, and for one that ran it and then went down, when it was last seen plus the
+    fleet's staleness (so an enforcer lost hours after a rollout does not look hours late).
+    """
+    if region.desired is None or region.assigned_at is None:
+        return 0.0
+    since: list[datetime] = []
+    stale = timedelta(seconds=stale_after_s)
+    for enforcer in region.enforcers:
+        if enforcer.state is EnforcerState.ACTIVE:
+            continue
+        lagging_since = region.assigned_at
+        ran_it = enforcer.active_revision == region.desired and enforcer.error is None
+        if enforcer.state is EnforcerState.DOWN and ran_it and enforcer.last_seen_at is not None:
+            lagging_since = max(lagging_since, enforcer.last_seen_at + stale)
+        since.append(lagging_since)
+    if not since:
+        return 0.0
+    return max(0.0, (now - min(since)).total_seconds())
 
 
 def _enforcer_state(

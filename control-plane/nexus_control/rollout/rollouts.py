@@ -259,6 +259,30 @@ class Rollouts:
                 return None
             return engine.pause(session, current.id, actor=actor, reason=reason).id
 
+    def rollback_in_progress(
+        self, actor: str, reason: str, *, started_by: datetime | None = None
+    ) -> tuple[Rollout | None, str]:
+        """Roll back the rollout in progress (rolling or paused), as `rollback` does.
+
+        What an alert's remediation calls. Returns the rollout (None if none was rolled back)
+        and what happened: ``rolled_back``, ``no rollout in progress`` (nothing reached a
+        region, or nothing moves), ``newer than the alert`` (it was opened after
+        ``started_by``, the moment the alert started firing, so it cannot be what the alert
+        is about: a fix published while the alert still fires is not undone), or the
+        engine's reason for refusing (no earlier good revision to go back to).
+        """
+        with self.db.session() as session:
+            current = engine.latest_active(session)
+            if current is None or current.state not in (RolloutState.ROLLING, RolloutState.PAUSED):
+                return None, "no rollout in progress"
+            if started_by is not None and current.created_at > started_by:
+                return None, "newer than the alert"
+            rollout_id = current.id
+        try:
+            return self.rollback(rollout_id, actor, reason), "rolled_back"
+        except engine.RolloutError as exc:
+            return None, str(exc)
+
     def resume(self, rollout_id: int, actor: str) -> Rollout:
         with self.db.session() as session:
             return engine.resume(session, rollout_id, actor=actor)

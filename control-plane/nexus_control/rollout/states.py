@@ -119,6 +119,8 @@ class RegionState:
     desired: str | None
     last_good: str | None
     enforcers: tuple[EnforcerStatus, ...] = field(default_factory=tuple)
+    assigned_at: datetime | None = None
+    """When ``desired`` was assigned to the region (the engine's wave start or rollback)."""
 
     @property
     def converged(self) -> bool:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nexus_audit.events import ControlEvent
@@ -24,7 +24,7 @@ from nexus_contract.canonical import CanonicalJsonError
 from nexus_control.store.tables import OutboxEvent
 from nexus_runtime.database import Database
 
-__all__ = ["DRAIN_BATCH", "drain", "events", "pending", "record"]
+__all__ = ["DRAIN_BATCH", "count_pending", "drain", "events", "pending", "record"]
 
 DRAIN_BATCH = 500
 
@@ -50,6 +50,15 @@ def pending(session: Session, limit: int = DRAIN_BATCH) -> list[OutboxEvent]:
             .limit(limit)
         )
     )
+
+
+def count_pending(db: Database) -> int:
+    """Events not yet delivered to the audit log (an index range: cheap at any outbox size)."""
+    with db.session() as session:
+        count = session.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))
+        )
+    return int(count or 0)
 
 
 def events(session: Session, event_type: str | None = None) -> list[OutboxEvent]:
