@@ -104,6 +104,7 @@ def _options(
         audit_url=settings.audit_url or control_plane_url,
         body_limits=tuple(sorted(settings.body_limits.items())),
         credentials=credentials,
+        metric_tenants=control.metric_tenants,
     )
 
 

@@ -9,8 +9,7 @@ query, so a run lists exactly which query returned nothing. Grafana's template v
 substituted as Grafana would with "All" selected (``$region`` → ``.*``,
 ``$__rate_interval`` → ``1m``).
 
-A query may return nothing here only because a metric of the issue 14 contract is not
-exported yet; `PENDING` names those metrics and who adds them, and the failure says so.
+A query that returns nothing fails with the metrics it names.
 """
 
 from __future__ import annotations
@@ -28,50 +27,22 @@ import pytest
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
 from tests.fixtures.environment import Environment
-from tests.fixtures.observed_stack import SCRAPE_JOBS, observed_stack
+from tests.fixtures.observed_stack import SCRAPE_JOBS, observed_stack, slo_rules_now
 from tests.fixtures.prometheus import Prometheus
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "deploy" / "grafana"
-SLO_RULES = REPO / "deploy" / "helm" / "nexus-policy" / "files" / "slo-rules.yml"
 CHAT = "/v1/chat/completions"
 SEARCH = "/v1/tools/web-search:invoke"
-METRIC_TENANTS = "acme"
+METRIC_TENANTS = ("acme",)
 """The tenants the control plane exports spend for (NEXUS_METRIC_TENANTS): the one called."""
 SETTLE_S = 90.0
 GRAFANA_INTERVALS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 METRIC = re.compile(r"\bnexus[_:][a-z0-9_:]+")
 LABEL_VALUES = re.compile(r"^label_values\((\w+),\s*(\w+)\)$")
-LEAD = "the lead (OPA plugin metrics and the SLO recording rules, deploy/.../slo-rules.yml)"
-PYMETRICS = "pymetrics (control-plane and audit metrics)"
-PENDING = {
-    "nexus_decisions_total": LEAD,
-    "nexus_decision_duration_seconds_bucket": LEAD,
-    "nexus_tenant_decisions_total": LEAD + "; series only for the plugin's metric_tenants",
-    "nexus:capability_decisions:rate5m": LEAD,
-    "nexus:capability_error_ratio:rate5m": LEAD,
-    "nexus:capability_error_ratio:rate1h": LEAD,
-    "nexus:capability_slow_ratio:rate5m": LEAD,
-    "nexus:capability_slow_ratio:rate1h": LEAD,
-    "nexus_region_convergence_lag_seconds": PYMETRICS,
-    "nexus_enforcer_info": PYMETRICS,
-    "nexus_enforcer_last_seen_age_seconds": PYMETRICS,
-    "nexus_budget_tenants": PYMETRICS,
-    "nexus_budget_spend_usd": PYMETRICS + "; series only for NEXUS_METRIC_TENANTS",
-    "nexus_budget_cap_usd": PYMETRICS + "; series only for NEXUS_METRIC_TENANTS",
-    "nexus_budget_spend_ratio": PYMETRICS + "; series only for NEXUS_METRIC_TENANTS",
-    "nexus_budget_platform_spend_usd": PYMETRICS,
-    "nexus_spend_anomalies": PYMETRICS,
-    "nexus_audit_tree_size": PYMETRICS,
-    "nexus_audit_checkpoint_size": PYMETRICS,
-    "nexus_audit_checkpoint_age_seconds": PYMETRICS,
-    "nexus_audit_outbox_pending": PYMETRICS,
-}
-"""Metrics of the issue 14 contract that did not exist when the dashboards were written,
-and who adds them. Every other metric a dashboard names is exported today."""
 
 
 @dataclass(frozen=True)
@@ -150,28 +121,29 @@ def observed(
 ) -> Iterator[Observed]:
     """The stack once it has settled: every query answers with series, or SETTLE_S has
     passed (the answers are then the last ones)."""
-    rules = (SLO_RULES,) if SLO_RULES.is_file() else ()
-    with pytest.MonkeyPatch.context() as env_vars:
-        env_vars.setenv("NEXUS_METRIC_TENANTS", METRIC_TENANTS)
-        workdir = tmp_path_factory.mktemp("dashboards")
-        with observed_stack(workdir, opa, session_keys, rules) as (env, prometheus):
-            _traffic(env)
-            deadline = time.monotonic() + SETTLE_S
-            while True:
-                answers = {q.case: _answer(prometheus, q) for q in QUERIES}
-                up = {
-                    t["labels"]["job"]
-                    for t in prometheus.api("targets")["activeTargets"]
-                    if t["health"] == "up"
-                }
-                settled = up == set(SCRAPE_JOBS) and all(
-                    isinstance(a, int) and a > 0 for a in answers.values()
-                )
-                if settled or time.monotonic() > deadline:
-                    break
-                time.sleep(1.0)
-            assert up == set(SCRAPE_JOBS), f"scrape targets not up: {set(SCRAPE_JOBS) - up}"
-            yield Observed(prometheus, answers)
+    workdir = tmp_path_factory.mktemp("dashboards")
+    rules = (slo_rules_now(workdir),)
+    with observed_stack(workdir, opa, session_keys, rules, metric_tenants=METRIC_TENANTS) as (
+        env,
+        prometheus,
+    ):
+        _traffic(env)
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            answers = {q.case: _answer(prometheus, q) for q in QUERIES}
+            up = {
+                t["labels"]["job"]
+                for t in prometheus.api("targets")["activeTargets"]
+                if t["health"] == "up"
+            }
+            settled = up == set(SCRAPE_JOBS) and all(
+                isinstance(a, int) and a > 0 for a in answers.values()
+            )
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        assert up == set(SCRAPE_JOBS), f"scrape targets not up: {set(SCRAPE_JOBS) - up}"
+        yield Observed(prometheus, answers)
 
 
 def _traffic(env: Environment) -> None:
@@ -207,10 +179,7 @@ def test_dashboard_query_is_accepted_and_returns_series(
     answer = observed.answers[query.case]
     assert not isinstance(answer, str), f"{query.case}: {query.expr}: {answer}"
     if answer == 0:
-        pending = {m: PENDING[m] for m in METRIC.findall(query.expr) if m in PENDING}
-        why = (
-            f"metrics of the contract not exported yet: {pending}"
-            if pending
-            else "every metric it names exists today: the query itself is wrong"
+        raise AssertionError(
+            f"{query.case}: {query.expr}: no series (metrics it names: "
+            f"{sorted(set(METRIC.findall(query.expr)))})"
         )
-        raise AssertionError(f"{query.case}: {query.expr}: no series ({why})")

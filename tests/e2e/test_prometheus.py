@@ -17,16 +17,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
-from nexus_control.settings import ControlSettings
-from tests.fixtures.environment import Environment, credentials_overlay
-from tests.fixtures.prometheus import Prometheus, ScrapeTarget
+from tests.fixtures.environment import Environment
+from tests.fixtures.observed_stack import SLO_RULES, observed_stack, slo_rules_now
+from tests.fixtures.prometheus import Prometheus
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
 
@@ -66,6 +65,10 @@ CONTRACT_SERIES = (
     "nexus_audit_quorum_missed",
     "nexus_audit_uploads_in_flight",
     "nexus_audit_signer_leader",
+    # Our ext_authz plugin in OPA (the decision metrics contract).
+    "nexus_decisions_total",
+    "nexus_decision_duration_seconds_bucket",
+    "nexus_tenant_decisions_total",
     # Envoy's admin /stats/prometheus, as Envoy names them.
     "envoy_http_downstream_rq_total",
     "envoy_cluster_upstream_rq_time_bucket",
@@ -84,62 +87,36 @@ def eventually(check: Callable[[], str | None], timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-class _WatchingEnvironment(Environment):
-    """The e2e stack with NEXUS_METRIC_TENANTS naming one tenant."""
-
-    @property
-    def settings(self) -> ControlSettings:
-        return super().settings.model_copy(update={"metric_tenants": (WATCHED_TENANT,)})
-
-
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, opa: Opa, session_keys: KeyPaths
 ) -> Iterator[tuple[Environment, Prometheus]]:
     workdir = tmp_path_factory.mktemp("prometheus")
-    environment = _WatchingEnvironment(
-        workdir=workdir,
-        keys=session_keys,
-        opa=opa,
-        database_url=f"sqlite:///{workdir / 'control.db'}",
-        plain=credentials_overlay(workdir / "credentials"),
-    )
-    prometheus: Prometheus | None = None
-    try:
-        environment.start()
-        assert environment.stack is not None
-        enforcer = environment.stack.enforcers[0]
-        targets = [
-            ScrapeTarget(
-                "control-plane", urlsplit(environment.url).netloc, environment.tokens["operator"]
-            ),
-            ScrapeTarget(
-                "audit",
-                urlsplit(environment.url).netloc,
-                environment.tokens["operator"],
-                path="/v1/audit/metrics",
-            ),
-            ScrapeTarget("opa", urlsplit(enforcer.opa_url).netloc, enforcer.opa.api_token),
-            ScrapeTarget(
-                "envoy", urlsplit(enforcer.envoy_admin_url).netloc, path="/stats/prometheus"
-            ),
-        ]
-        prometheus = Prometheus(workdir / "prom", targets, rule_files=(RULES,))
-        prometheus.start_and_wait()
-        yield environment, prometheus
-    finally:
-        if prometheus is not None:
-            prometheus.stop()
-        environment.stop()
+    with observed_stack(
+        workdir,
+        opa,
+        session_keys,
+        (RULES, slo_rules_now(workdir)),
+        metric_tenants=(WATCHED_TENANT,),
+    ) as running:
+        yield running
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for path in (RULES, SLO_RULES)
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    ]
 
 
 def _alert_metrics() -> dict[str, set[str]]:
-    """Each metric an alert's expression names, with the alerts that name it."""
+    """Each metric a rule's expression names, with the rules that name it."""
     names: dict[str, set[str]] = {}
-    for group in yaml.safe_load(RULES.read_text())["groups"]:
-        for rule in group["rules"]:
-            for name in METRIC.findall(rule["expr"]):
-                names.setdefault(name, set()).add(rule["alert"])
+    for rule in _rules():
+        for name in METRIC.findall(rule["expr"]):
+            names.setdefault(name, set()).add(rule.get("alert") or rule["record"])
     return names
 
 
@@ -197,11 +174,20 @@ def test_every_series_the_alerts_use_exists_and_a_healthy_stack_raises_no_alert(
 
     eventually(rules_unhealthy, SETTLE_S)
     loaded = {r["name"] for g in prometheus.api("rules")["groups"] for r in g["rules"]}
-    expected = {
-        rule["alert"]
-        for group in yaml.safe_load(RULES.read_text())["groups"]
-        for rule in group["rules"]
-    }
-    assert loaded == expected
+    assert loaded == {rule.get("alert") or rule["record"] for rule in _rules()}
+
+    # Decisions as the SLO rules count them: with no failure chat's ratios are 0, not
+    # absent. (Decisions keep coming: the counters were born after the first ones, and a
+    # ratio over a window with no decision is NaN.)
+    def chat_ratios() -> str | None:
+        env.call("acme-chat", "acme", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"})
+        for ratio in ("error_ratio", "slow_ratio"):
+            query = f'nexus:capability_{ratio}:rate5m{{capability="chat"}}'
+            result = prometheus.api("query", query=query)["result"]
+            if [float(r["value"][1]) for r in result] != [0.0]:
+                return f"{query}: {result}"
+        return None
+
+    eventually(chat_ratios, SETTLE_S)
     alerts = prometheus.api("alerts")["alerts"]
     assert alerts == [], f"a healthy stack raised {[(a['labels'], a['state']) for a in alerts]}"
