@@ -25,9 +25,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
-from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_BUNDLE
+from nexus_control.rollout import changes
 from nexus_control.rollout.convergence import region_states
+from nexus_control.rollout.errors import RolloutError, RolloutNotFoundError
 from nexus_control.rollout.fleet import Fleet
 from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState, RolloutAction, RolloutState
 from nexus_control.store import outbox
@@ -61,14 +62,6 @@ ENGINE = "rollout-engine"
 """The actor of the steps the engine takes by itself."""
 GATE_PENDING = "replay gate running"
 """The reason of a rollout held while its replay gate runs (no verdict yet)."""
-
-
-class RolloutError(NexusError):
-    """A rollout request the rollout's state does not allow; nothing was changed."""
-
-
-class RolloutNotFoundError(RolloutError):
-    """No rollout (or revision) with that id."""
 
 
 class ApprovalForbiddenError(RolloutError):
@@ -142,8 +135,10 @@ def current_base(session: Session, fleet: Fleet) -> str | None:
     return None
 
 
-def get(session: Session, rollout_id: int) -> Rollout:
-    rollout = session.get(Rollout, rollout_id)
+def get(session: Session, rollout_id: int, *, diff: bool = True) -> Rollout:
+    """Rollout ``rollout_id``; without its ``diff`` (reading it then raises) when False."""
+    options = () if diff else (defer(Rollout.diff, raiseload=True),)
+    rollout = session.get(Rollout, rollout_id, options=options)
     if rollout is None:
         raise RolloutNotFoundError(f"no rollout {rollout_id}")
     return rollout
@@ -192,6 +187,7 @@ def start(
     )
     session.add(rollout)
     session.flush()
+    changes.record(session, rollout.id, diff)
     _event(
         session,
         rollout,
