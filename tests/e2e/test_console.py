@@ -207,3 +207,23 @@ def test_a_rollouts_diff_is_shown_a_page_at_a_time_widening_first(
     answer = page.goto(f"{env.url}/console/rollouts/4242")
     assert answer is not None and answer.status == 404
     page.context.close()
+
+
+def test_the_budgets_page_ranks_tenants_by_share_of_cap_and_shows_one_on_request(
+    browser: Browser, env: Environment
+) -> None:
+    assert env.plane is not None
+    overview = env.plane.budgets.overview()
+    ranked = [t.tenant for t in overview.tenants]
+    page = _page(browser, env, "operator")
+    page.goto(f"{env.url}/console/budgets")
+    shown = page.locator("#tenants tbody th a").all_inner_texts()
+    assert shown == ranked[: len(shown)] and len(shown) == min(50, len(ranked))
+    expect(page.locator(".summary")).to_contain_text(f"across {len(ranked)} tenants")
+    page.goto(f"{env.url}/console/budgets?tenant=acme")
+    assert page.locator("#tenants tbody th a").all_inner_texts() == ["acme"]
+    expect(page.locator("#tenants")).to_contain_text("12.50")
+    answer = page.goto(f"{env.url}/console/budgets?tenant=nobody")
+    assert answer is not None and answer.status == 404
+    expect(page.locator("main")).to_contain_text("no tenant 'nobody'")
+    page.context.close()

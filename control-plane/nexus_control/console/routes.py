@@ -781,9 +781,11 @@ async def budgets(
     if period and not re.fullmatch(budgets_api.PERIOD_PATTERN, period):
         raise Refusal(400, "Bad request", f"period {period!r} is not YYYY-MM")
     plane = _plane(request)
-    overview = await asyncio.to_thread(plane.budgets.overview, period or None)
     chosen = tenant.strip() if tenant else None
-    rows = [t for t in overview.tenants if chosen in (None, t.tenant)]
+    overview = await asyncio.to_thread(
+        lambda: plane.budgets.page(period or None, tenant=chosen, limit=BUDGET_ROWS)
+    )
+    rows = overview.tenants
     if chosen and not rows:
         raise Refusal(404, "Not found", f"the policy in force has no tenant {chosen!r}")
     daily = sorted(overview.daily.items())
@@ -819,9 +821,8 @@ async def budgets(
         "budgets.html",
         viewer,
         overview=overview,
-        rows=rows[:BUDGET_ROWS],
-        more=max(0, len(rows) - BUDGET_ROWS),
-        disabled=[t for t in overview.tenants if t.disabled_reason is not None],
+        rows=rows,
+        more=0 if chosen else max(0, overview.tenant_count - len(rows)),
         tenant=chosen,
         chart=chart,
         has_chart_library=(assets_dir(plane.settings.console_assets_dir) / ASSET_FILES[
