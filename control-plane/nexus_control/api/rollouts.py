@@ -62,7 +62,11 @@ async def list_rollouts(plane: PlaneDep, _: ReaderDep) -> RolloutList:
 
 @router.get("/{rollout_id}", response_model=RolloutDetail)
 async def get_rollout(rollout_id: RolloutId, plane: PlaneDep, _: ReaderDep) -> RolloutDetail:
-    """One rollout with its full history (who, when, why) and its semantic diff."""
+    """One rollout with its full history (who, when, why) and its whole semantic diff.
+
+    A first publication's diff lists every tenant, grant and key (megabytes for a
+    big fleet): ``GET /v1/rollouts/{id}/changes`` serves it a page at a time.
+    """
     row, history = await asyncio.to_thread(plane.rollouts.get, rollout_id)
     view = RolloutView.model_validate(row).model_dump()
     return RolloutDetail.model_validate({**view, "diff": row.diff, "history": history})
