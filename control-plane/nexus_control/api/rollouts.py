@@ -57,7 +57,8 @@ async def rollout_status(plane: PlaneDep, _: ReaderDep) -> RolloutStatusView:
 @router.get("", response_model=RolloutList)
 async def list_rollouts(plane: PlaneDep, _: ReaderDep) -> RolloutList:
     """Recent rollouts, newest first."""
-    return RolloutList.model_validate({"rollouts": await asyncio.to_thread(plane.rollouts.recent)})
+    rollouts = await asyncio.to_thread(lambda: plane.rollouts.recent(diff=False))
+    return RolloutList.model_validate({"rollouts": rollouts})
 
 
 @router.get("/{rollout_id}", response_model=RolloutDetail)

@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, undefer
+from sqlalchemy.orm.interfaces import LoaderOption
 
 from nexus_contract.wire import POLICY_BUNDLE
 from nexus_control.rollout import changes
@@ -137,8 +138,7 @@ def current_base(session: Session, fleet: Fleet) -> str | None:
 
 def get(session: Session, rollout_id: int, *, diff: bool = True) -> Rollout:
     """Rollout ``rollout_id``; without its ``diff`` (reading it then raises) when False."""
-    options = () if diff else (defer(Rollout.diff, raiseload=True),)
-    rollout = session.get(Rollout, rollout_id, options=options)
+    rollout = session.get(Rollout, rollout_id, options=(_diff_loading(diff),))
     if rollout is None:
         raise RolloutNotFoundError(f"no rollout {rollout_id}")
     return rollout
@@ -570,9 +570,12 @@ def recent(session: Session, limit: int = 20, *, diff: bool = True) -> list[Roll
     """The newest ``limit`` rollouts; without their ``diff`` (megabytes for a big first
     publication; reading it then raises) when ``diff`` is False."""
     query = select(Rollout).order_by(Rollout.id.desc()).limit(limit)
-    if not diff:
-        query = query.options(defer(Rollout.diff, raiseload=True))
-    return list(session.scalars(query))
+    return list(session.scalars(query.options(_diff_loading(diff))))
+
+
+def _diff_loading(diff: bool) -> LoaderOption:
+    """Load a rollout's ``diff`` with it, or never (reading it then raises, not a hidden query)."""
+    return undefer(Rollout.diff) if diff else defer(Rollout.diff, raiseload=True)
 
 
 def latest_active(session: Session) -> Rollout | None:

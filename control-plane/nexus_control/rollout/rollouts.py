@@ -278,7 +278,7 @@ class Rollouts:
             regions = region_states(session, self.fleet, [r.id for r in self.fleet.regions])
             current = engine.latest_active(session)
             if current is None:
-                recent = engine.recent(session, 1)
+                recent = engine.recent(session, 1, diff=False)
                 current = recent[0] if recent else None
         return RolloutStatus(current, regions)
 

@@ -298,7 +298,10 @@ class Rollout(Base):
     wave_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     wave_converged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     needs_approval: Mapped[bool]
-    diff: Mapped[dict[str, Any]]
+    diff: Mapped[dict[str, Any]] = mapped_column(deferred=True)
+    """The whole `PolicyDiff` as JSON: megabytes for a big first publication, so read only
+    when asked for (`engine.get` / `engine.recent` with ``diff``); pages of it are in
+    `RolloutChange`."""
     created_by: Mapped[str] = mapped_column(String(200))
     created_by_principal: Mapped[str | None] = mapped_column(String(36))
     """The author's principal id: separation of duties compares this, never the name."""
