@@ -136,9 +136,10 @@ def current_base(session: Session, fleet: Fleet) -> str | None:
     return None
 
 
-def get(session: Session, rollout_id: int, *, diff: bool = True) -> Rollout:
-    """Rollout ``rollout_id``; without its ``diff`` (reading it then raises) when False."""
-    rollout = session.get(Rollout, rollout_id, options=(_diff_loading(diff),))
+def get(session: Session, rollout_id: int, *, diff: bool = False) -> Rollout:
+    """Rollout ``rollout_id``, its ``diff`` loaded with it only when asked for (else read on
+    access, in the session: the engine's steps never need it)."""
+    rollout = session.get(Rollout, rollout_id, options=(undefer(Rollout.diff),) if diff else ())
     if rollout is None:
         raise RolloutNotFoundError(f"no rollout {rollout_id}")
     return rollout
