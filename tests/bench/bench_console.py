@@ -361,7 +361,19 @@ def _pages(
             "control": rng.choice(CONTROLS),
         },
     }
-    rollout_ids = [r.id for r in plane.plane.rollouts.recent(100)] if plane.plane else []
+    assert plane.plane is not None
+    rollout_ids = [r.id for r in plane.plane.rollouts.recent(100, diff=False)]
+    control = plane.plane
+    changed = {rid: control.rollouts.diff_page(rid).summary.counts for rid in rollout_ids}
+
+    def later_page() -> tuple[str, dict[str, str]]:
+        """A page deep into one effect's changes (or all of them), as the pager's links ask."""
+        rid = rng.choice(rollout_ids)
+        effect = rng.choice([None, *changed[rid]])
+        count = sum(changed[rid].values()) if effect is None else changed[rid][effect]
+        query = {"after": str(rng.randrange(max(1, count)))}
+        return f"/rollouts/{rid}", query | ({"effect": effect.value} if effect else {})
+
     compliance_pages: dict[str, tuple[Callable[[], tuple[str, dict[str, str]]], float]] = {
         "controls list (SOC2, 30 days)": (
             lambda: ("/controls", {"framework": "SOC2", "since": day(DAYS), "until": day(0)}),
@@ -393,6 +405,7 @@ def _pages(
     operator_pages: dict[str, tuple[Callable[[], tuple[str, dict[str, str]]], float]] = {
         "rollouts": (lambda: ("/rollouts", {}), PAGE_TARGET_MS),
         "one rollout": (lambda: (f"/rollouts/{rng.choice(rollout_ids)}", {}), PAGE_TARGET_MS),
+        "one rollout, a later page of its diff": (later_page, PAGE_TARGET_MS),
         "fleet": (lambda: ("/fleet", {}), PAGE_TARGET_MS),
         "budgets (all tenants)": (lambda: ("/budgets", {}), PAGE_TARGET_MS),
         "budgets (one tenant)": (

@@ -168,3 +168,62 @@ def test_an_approver_approves_in_the_browser_and_the_page_shows_the_enforcer_con
     history = [h.actor for h in env.plane.rollouts.get(rollout.id)[1] if h.action == "approved"]
     assert history == ["e2e-approver"], "the approval is the approver's, as through the API"
     page.context.close()
+
+
+def test_a_rollouts_diff_is_shown_a_page_at_a_time_widening_first(
+    browser: Browser, env: Environment, artefacts: Path
+) -> None:
+    assert env.plane is not None
+    first = min(env.plane.rollouts.recent(100), key=lambda r: r.id)
+    whole = first.diff["changes"] if first.diff else []
+    widening = sum(c["effect"] == "widens" for c in whole)
+    assert len(whole) > 10 and widening > 5, "the first publication adds every tenant and grant"
+    page = _page(browser, env, "approver")
+    base = f"{env.url}/console/rollouts/{first.id}"
+    answer = page.goto(f"{base}?limit=5")
+    assert answer is not None and answer.status == 200
+    expect(page.locator("#diff-summary")).to_contain_text(f"{len(whole)} changes")
+    rows = page.locator("#diff tbody tr")
+    assert rows.count() == 5
+    assert page.locator("#diff tbody tr.widening").count() == 5, "widening changes come first"
+    assert page.locator("#diff-previous").count() == 0
+    assert serious_violations(page) == []
+    screenshot(page, artefacts, "rollout-diff")
+    page.click("#diff-next")
+    expect(rows.first).to_have_attribute("data-ordinal", "5")
+    page.click("#diff-previous")
+    expect(rows.first).to_have_attribute("data-ordinal", "0")
+    page.click("#effect-neutral")
+    neutral = sum(c["effect"] == "neutral" for c in whole)
+    assert rows.count() == min(5, neutral) and page.locator("tr.widening").count() == 0
+    for query, status, why in (
+        ("?after=abc", 400, "after: 'abc' is not a whole number"),
+        ("?effect=wider", 400, "effect: 'wider' is not one of"),
+        ("?limit=100000", 400, "limit: 100000 is not a whole number from 1 to 500"),
+    ):
+        answer = page.goto(f"{base}{query}")
+        assert answer is not None and answer.status == status, query
+        expect(page.locator("main")).to_contain_text(why)
+    answer = page.goto(f"{env.url}/console/rollouts/4242")
+    assert answer is not None and answer.status == 404
+    page.context.close()
+
+
+def test_the_budgets_page_ranks_tenants_by_share_of_cap_and_shows_one_on_request(
+    browser: Browser, env: Environment
+) -> None:
+    assert env.plane is not None
+    overview = env.plane.budgets.overview()
+    ranked = [t.tenant for t in overview.tenants]
+    page = _page(browser, env, "operator")
+    page.goto(f"{env.url}/console/budgets")
+    shown = page.locator("#tenants tbody th a").all_inner_texts()
+    assert shown == ranked[: len(shown)] and len(shown) == min(50, len(ranked))
+    expect(page.locator(".summary")).to_contain_text(f"across {len(ranked)} tenants")
+    page.goto(f"{env.url}/console/budgets?tenant=acme")
+    assert page.locator("#tenants tbody th a").all_inner_texts() == ["acme"]
+    expect(page.locator("#tenants")).to_contain_text("12.50")
+    answer = page.goto(f"{env.url}/console/budgets?tenant=nobody")
+    assert answer is not None and answer.status == 404
+    expect(page.locator("main")).to_contain_text("no tenant 'nobody'")
+    page.context.close()

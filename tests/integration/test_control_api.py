@@ -174,6 +174,42 @@ def test_rollout_requests_that_cannot_be_done_change_nothing(
     assert after == before
 
 
+def test_a_rollouts_diff_is_served_in_pages_and_bad_pages_are_refused(
+    client: TestClient, tokens: dict[str, str], built_gateway: BuiltBundle
+) -> None:
+    rollout_id = publish(client, tokens, gateway_sources()).json()["rollout"]["id"]  # type: ignore[attr-defined]
+    reader = auth(tokens["operator"])
+    whole = client.get(f"/v1/rollouts/{rollout_id}", headers=reader).json()["diff"]["changes"]
+    url = f"/v1/rollouts/{rollout_id}/changes"
+    listed, after = [], None
+    while True:
+        page = client.get(url, params={"limit": 9, "after": after or ""}, headers=reader).json()
+        assert len(page["changes"]) <= 9 and page["position"] == len(listed)
+        listed += page["changes"]
+        if (after := page["next_after"]) is None:
+            break
+    assert page["summary"]["total"] == len(whole) == len(listed) > 9
+    rank = {"widens": 0, "narrows": 1, "neutral": 2}
+    expected = sorted(whole, key=lambda c: rank[c["effect"]])
+    assert [{k: c[k] for k in ("area", "subject", "detail", "effect")} for c in listed] == expected
+    widening = client.get(url, params={"effect": "widens", "limit": 500}, headers=reader).json()
+    assert {c["effect"] for c in widening["changes"]} == {"widens"}
+    assert widening["of"] == widening["summary"]["counts"]["widens"]
+    for params, why in (
+        ({"after": "abc"}, "after: 'abc' is not a whole number"),
+        ({"limit": "0"}, "limit: 0 is not a whole number from 1 to 500"),
+        ({"effect": "wider"}, "effect: 'wider' is not one of"),
+        ({"after": "x" * 41}, "after"),
+    ):
+        refused = client.get(url, params=params, headers=reader)
+        assert refused.status_code == 400, params
+        assert why in refused.json()["error"]["message"]
+    missing = client.get("/v1/rollouts/4242/changes", headers=reader)
+    assert missing.status_code == 404 and "no rollout 4242" in missing.json()["error"]["message"]
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=auth(tokens["gateway"])).status_code == 403
+
+
 def test_author_cannot_approve_their_own_change(
     client: TestClient, plane: ControlPlane, tokens: dict[str, str], built_gateway: BuiltBundle
 ) -> None:

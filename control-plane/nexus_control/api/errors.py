@@ -19,6 +19,7 @@ from nexus_control.registry.revisions import PublishError
 from nexus_control.replay.candidate import CandidateError
 from nexus_control.replay.evaluator import EvaluatorError
 from nexus_control.replay.service import EmptyWindowError, InvalidWindowError
+from nexus_control.rollout.changes import DiffPageError
 from nexus_control.rollout.engine import (
     ApprovalForbiddenError,
     OverrideReasonError,
@@ -35,6 +36,7 @@ __all__ = ["STATUS_OF"]
 
 STATUS_OF: ErrorTable = {
     RolloutNotFoundError: (404, "not_found"),
+    DiffPageError: (400, "invalid_page"),
     RevisionNotFoundError: (404, "not_found"),
     UnknownApprovalError: (404, "unknown_approval"),
     StaleStateError: (404, "not_found"),

@@ -18,8 +18,9 @@ from nexus_control.access.keyring import (
     KeyPurpose,
     KeyState,
 )
-from nexus_control.authoring.diff import PolicyDiff
+from nexus_control.authoring.diff import Change, Effect, ModuleChange, PolicyDiff
 from nexus_control.budgets.overview import CapState, SpendOverview
+from nexus_control.rollout.changes import DiffPage
 from nexus_control.rollout.states import EnforcerState, RolloutState
 from nexus_runtime.keys.algorithms import Algorithm
 
@@ -33,6 +34,9 @@ __all__ = [
     "ControlEventList",
     "ControlEventView",
     "DailySpendView",
+    "DiffChangeView",
+    "DiffPageView",
+    "DiffSummaryView",
     "EnforcerBundleView",
     "EnforcerList",
     "EnforcerRegistrationRequest",
@@ -139,6 +143,59 @@ class RolloutHistoryEntry(_Answer):
 class RolloutDetail(RolloutView):
     diff: PolicyDiff
     history: list[RolloutHistoryEntry]
+
+
+class DiffChangeView(Change):
+    ordinal: int
+    """Its place in the page order (widening first); a cursor for ``after`` / ``before``."""
+
+
+class DiffSummaryView(_Answer):
+    total: int
+    counts: dict[Effect, int]
+    by_area: dict[str, dict[str, int]]
+    """Area → effect → how many changes."""
+    modules: list[ModuleChange]
+    widens: bool
+    code_changed: bool
+
+
+class DiffPageView(_Answer):
+    """One page of a rollout's data changes; follow ``next_after`` / ``previous_before``."""
+
+    rollout_id: int
+    effect: Effect | None
+    limit: int
+    position: int
+    """How many of the selected changes precede this page."""
+    of: int
+    """How many changes the effect filter selects (all of them without one)."""
+    changes: list[DiffChangeView]
+    next_after: int | None
+    previous_before: int | None
+    summary: DiffSummaryView
+
+    @classmethod
+    def of_page(cls, page: DiffPage) -> DiffPageView:
+        found = page.summary
+        return cls(
+            rollout_id=page.rollout_id,
+            effect=page.query.effect,
+            limit=page.query.limit,
+            position=page.position,
+            of=page.of,
+            changes=[DiffChangeView(ordinal=n, **c.model_dump()) for n, c in page.changes],
+            next_after=page.next_after,
+            previous_before=page.previous_before,
+            summary=DiffSummaryView(
+                total=found.total,
+                counts=dict(found.counts),
+                by_area={a: dict(e) for a, e in found.by_area.items()},
+                modules=list(found.modules),
+                widens=found.widens,
+                code_changed=bool(found.modules),
+            ),
+        )
 
 
 class EnforcerStatusView(_Answer):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from nexus_control.api.deps import ApproverDep, OperatorDep, PlaneDep, ReaderDep
 from nexus_control.api.models import (
     ApprovalRequest,
+    DiffPageView,
     GateOverride,
     Promotion,
     Reason,
@@ -19,12 +20,14 @@ from nexus_control.api.models import (
     RolloutView,
 )
 from nexus_control.api.replays import gate_of
+from nexus_control.rollout.changes import parse_query
 
 __all__ = [
     "MAX_ROLLOUT_ID",
     "RolloutId",
     "approve",
     "get_rollout",
+    "get_rollout_changes",
     "list_rollouts",
     "override",
     "pause",
@@ -41,6 +44,8 @@ MAX_ROLLOUT_ID = 2**31 - 1
 """Rollout ids are 32-bit integer keys (PostgreSQL's ``integer``); a larger id is a 400, not
 a database error."""
 RolloutId = Annotated[int, Path(ge=1, le=MAX_ROLLOUT_ID)]
+PageField = Annotated[str | None, Query(max_length=40)]
+"""A page field as text: `parse_query` says what is wrong with it (400), as the console's."""
 
 
 @router.get("/status", response_model=RolloutStatusView)
@@ -52,15 +57,42 @@ async def rollout_status(plane: PlaneDep, _: ReaderDep) -> RolloutStatusView:
 @router.get("", response_model=RolloutList)
 async def list_rollouts(plane: PlaneDep, _: ReaderDep) -> RolloutList:
     """Recent rollouts, newest first."""
-    return RolloutList.model_validate({"rollouts": await asyncio.to_thread(plane.rollouts.recent)})
+    rollouts = await asyncio.to_thread(lambda: plane.rollouts.recent(diff=False))
+    return RolloutList.model_validate({"rollouts": rollouts})
 
 
 @router.get("/{rollout_id}", response_model=RolloutDetail)
 async def get_rollout(rollout_id: RolloutId, plane: PlaneDep, _: ReaderDep) -> RolloutDetail:
-    """One rollout with its full history (who, when, why) and its semantic diff."""
+    """One rollout with its full history (who, when, why) and its whole semantic diff.
+
+    A first publication's diff lists every tenant, grant and key (megabytes for a
+    big fleet): ``GET /v1/rollouts/{id}/changes`` serves it a page at a time.
+    """
     row, history = await asyncio.to_thread(plane.rollouts.get, rollout_id)
     view = RolloutView.model_validate(row).model_dump()
     return RolloutDetail.model_validate({**view, "diff": row.diff, "history": history})
+
+
+@router.get("/{rollout_id}/changes", response_model=DiffPageView)
+async def get_rollout_changes(
+    rollout_id: RolloutId,
+    plane: PlaneDep,
+    _: ReaderDep,
+    effect: PageField = None,
+    after: PageField = None,
+    before: PageField = None,
+    limit: PageField = None,
+) -> DiffPageView:
+    """One page of the rollout's semantic diff, widening changes first, with its summary.
+
+    ``effect`` keeps one effect's changes; ``after`` / ``before`` are the
+    ``next_after`` / ``previous_before`` cursors of the page before. Unlike
+    ``GET /v1/rollouts/{id}`` (the whole diff, kept as it was), its size is
+    bounded by ``limit`` (at most 500).
+    """
+    query = parse_query(effect, after, before, limit)
+    page = await asyncio.to_thread(plane.rollouts.diff_page, rollout_id, query)
+    return DiffPageView.of_page(page)
 
 
 @router.post("/{rollout_id}/approve", response_model=RolloutView)

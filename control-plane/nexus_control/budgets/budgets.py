@@ -22,7 +22,13 @@ from nexus_control.access.approval_uses import ApprovalUse
 from nexus_control.access.keyring import KeyPurpose, Keyring
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.budgets import state, usage
-from nexus_control.budgets.overview import SpendOverview, spend_overview
+from nexus_control.budgets.overview import (
+    PAGE_TENANTS,
+    SpendOverview,
+    SpendPage,
+    spend_overview,
+    spend_page,
+)
 from nexus_control.budgets.spend import SpendStore, period_of
 from nexus_control.budgets.usage import UsageOutcome, UsageReport
 from nexus_control.rollout.rollouts import NoPolicyInForceError
@@ -141,6 +147,24 @@ class Budgets:
         with self.db.session() as session:
             return spend_overview(
                 session, self.spend, config, period or period_of(datetime.now(UTC))
+            )
+
+    def page(
+        self, period: str | None = None, *, tenant: str | None = None, limit: int = PAGE_TENANTS
+    ) -> SpendPage:
+        """`overview` for the first ``limit`` tenants by share of cap, or for ``tenant`` alone."""
+        try:
+            config: CompiledConfig | None = self._config_in_force()
+        except NoPolicyInForceError:
+            config = None
+        with self.db.session() as session:
+            return spend_page(
+                session,
+                self.spend,
+                config,
+                period or period_of(datetime.now(UTC)),
+                limit=limit,
+                tenant=tenant,
             )
 
     def mark_dirty(self) -> None:

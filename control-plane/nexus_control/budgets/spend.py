@@ -96,6 +96,14 @@ class SpendStore(Protocol):
         """Every tenant's totals for ``period``."""
         ...
 
+    def spent(self, period: str) -> dict[str, float]:
+        """Every tenant's total spend in ``period``: what ranking tenants needs, nothing more."""
+        ...
+
+    def totals_of(self, period: str, tenants: list[str]) -> dict[str, SpendTotals]:
+        """The totals of ``tenants`` in ``period`` (those that spent nothing are absent)."""
+        ...
+
     def daily(self, period: str, tenant: str = ALL_TENANTS) -> dict[str, SpendTotals]:
         """Totals per day of ``period`` (``YYYY-MM-DD`` → totals) of one tenant, or of all."""
         ...
@@ -128,6 +136,15 @@ class InProcessSpendStore:
     def totals(self, period: str) -> dict[str, SpendTotals]:
         with self._lock:
             return {tenant: t.copy() for (p, tenant), t in self._totals.items() if p == period}
+
+    def spent(self, period: str) -> dict[str, float]:
+        with self._lock:
+            return {tenant: t.total for (p, tenant), t in self._totals.items() if p == period}
+
+    def totals_of(self, period: str, tenants: list[str]) -> dict[str, SpendTotals]:
+        with self._lock:
+            found = ((tenant, self._totals.get((period, tenant))) for tenant in tenants)
+            return {tenant: t.copy() for tenant, t in found if t is not None}
 
     def daily(self, period: str, tenant: str = ALL_TENANTS) -> dict[str, SpendTotals]:
         with self._lock:
@@ -196,17 +213,39 @@ class RedisSpendStore:
         return _totals_from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
 
     def totals(self, period: str) -> dict[str, SpendTotals]:
-        tenants = sorted(
+        tenants = self._tenants(period)
+        raws = self._hashes(period, tenants)
+        return {tenant: _totals_from_hash(raw) for tenant, raw in zip(tenants, raws, strict=True)}
+
+    def _tenants(self, period: str) -> list[str]:
+        return sorted(
             t.decode()
             for t in self._redis.smembers(f"{self._prefix}:{period}:tenants")  # type: ignore[union-attr]
         )
+
+    def spent(self, period: str) -> dict[str, float]:
+        tenants = self._tenants(period)
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hget(f"{self._prefix}:{period}:tenant:{tenant}", "total")
+        return {
+            tenant: float(raw)
+            for tenant, raw in zip(tenants, pipe.execute(), strict=True)
+            if raw is not None
+        }
+
+    def totals_of(self, period: str, tenants: list[str]) -> dict[str, SpendTotals]:
+        raws = self._hashes(period, tenants)
+        return {
+            tenant: _totals_from_hash(raw) for tenant, raw in zip(tenants, raws, strict=True) if raw
+        }
+
+    def _hashes(self, period: str, tenants: list[str]) -> list[dict[bytes, bytes]]:
         pipe = self._redis.pipeline(transaction=False)
         for tenant in tenants:
             pipe.hgetall(f"{self._prefix}:{period}:tenant:{tenant}")
-        return {
-            tenant: _totals_from_hash(raw)
-            for tenant, raw in zip(tenants, pipe.execute(), strict=True)
-        }
+        raws: list[dict[bytes, bytes]] = pipe.execute()
+        return raws
 
     def _day_key(self, day: str, tenant: str) -> str:
         return f"{self._prefix}:day:{day}:tenant:{tenant}"

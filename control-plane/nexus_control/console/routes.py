@@ -46,7 +46,7 @@ from nexus_control.api import fleet as fleet_api
 from nexus_control.api import rollouts as rollouts_api
 from nexus_control.api.deps import route_roles
 from nexus_control.api.models import ApprovalRequest, GateOverride, Promotion, Reason
-from nexus_control.console import pages, sessions
+from nexus_control.console import pages, rollout_diff, sessions
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.states import RolloutState
 from nexus_runtime.http import ApiError, ErrorTable, read_body
@@ -628,8 +628,12 @@ async def rollouts(request: Request) -> Response:
     return _render(request, "rollouts.html", viewer, rollouts=recent, status=status)
 
 
-def _rollout_context(plane: ControlPlane, rollout_id: int) -> dict[str, Any]:
-    row, history = plane.rollouts.get(rollout_id)
+def _rollout_context(
+    plane: ControlPlane, rollout_id: int, *, replays: bool = False
+) -> dict[str, Any]:
+    """The rollout, its history and its waves (live), and with ``replays`` its replay reports;
+    never its diff, which is paged (`rollout_diff`)."""
+    row, history = plane.rollouts.get(rollout_id, diff=False)
     status = plane.rollouts.status()
     live = status.rollout is not None and status.rollout.id == row.id
     waves: dict[int, list[Any]] = {}
@@ -640,8 +644,7 @@ def _rollout_context(plane: ControlPlane, rollout_id: int) -> dict[str, Any]:
         "history": history,
         "live": live,
         "waves": sorted(waves.items()),
-        "diff": row.diff,
-        "replays": pages.replays_of(plane.db, row.revision),
+        "replays": pages.replays_of(plane.db, row.revision) if replays else [],
     }
 
 
@@ -652,7 +655,12 @@ async def rollout(request: Request, rollout_id: int) -> Response:
     viewer = await _viewer(request)
     _require(viewer, rollouts_api.get_rollout, "read rollouts")
     _check_id(rollout_id)
-    context = await asyncio.to_thread(_rollout_context, _plane(request), rollout_id)
+    plane, fields = _plane(request), dict(request.query_params)
+    base = f"{CONSOLE_PREFIX}/rollouts/{rollout_id}"
+    context, section = await asyncio.gather(
+        asyncio.to_thread(_rollout_context, plane, rollout_id, replays=True),
+        asyncio.to_thread(rollout_diff.diff_section, plane, rollout_id, base, fields),
+    )
     state: RolloutState = context["rollout"].state
     actions = [
         name
@@ -667,6 +675,7 @@ async def rollout(request: Request, rollout_id: int) -> Response:
         actions=actions,
         reason_taken=REASON_TAKEN,
         done=done if done in ACTIONS else None,
+        section=section,
         **context,
     )
 
@@ -772,9 +781,11 @@ async def budgets(
     if period and not re.fullmatch(budgets_api.PERIOD_PATTERN, period):
         raise Refusal(400, "Bad request", f"period {period!r} is not YYYY-MM")
     plane = _plane(request)
-    overview = await asyncio.to_thread(plane.budgets.overview, period or None)
     chosen = tenant.strip() if tenant else None
-    rows = [t for t in overview.tenants if chosen in (None, t.tenant)]
+    overview = await asyncio.to_thread(
+        lambda: plane.budgets.page(period or None, tenant=chosen, limit=BUDGET_ROWS)
+    )
+    rows = overview.tenants
     if chosen and not rows:
         raise Refusal(404, "Not found", f"the policy in force has no tenant {chosen!r}")
     daily = sorted(overview.daily.items())
@@ -810,9 +821,8 @@ async def budgets(
         "budgets.html",
         viewer,
         overview=overview,
-        rows=rows[:BUDGET_ROWS],
-        more=max(0, len(rows) - BUDGET_ROWS),
-        disabled=[t for t in overview.tenants if t.disabled_reason is not None],
+        rows=rows,
+        more=0 if chosen else max(0, overview.tenant_count - len(rows)),
         tenant=chosen,
         chart=chart,
         has_chart_library=(assets_dir(plane.settings.console_assets_dir) / ASSET_FILES[

@@ -23,11 +23,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, undefer
+from sqlalchemy.orm.interfaces import LoaderOption
 
-from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_BUNDLE
+from nexus_control.rollout import changes
 from nexus_control.rollout.convergence import region_states
+from nexus_control.rollout.errors import RolloutError, RolloutNotFoundError
 from nexus_control.rollout.fleet import Fleet
 from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState, RolloutAction, RolloutState
 from nexus_control.store import outbox
@@ -61,14 +63,6 @@ ENGINE = "rollout-engine"
 """The actor of the steps the engine takes by itself."""
 GATE_PENDING = "replay gate running"
 """The reason of a rollout held while its replay gate runs (no verdict yet)."""
-
-
-class RolloutError(NexusError):
-    """A rollout request the rollout's state does not allow; nothing was changed."""
-
-
-class RolloutNotFoundError(RolloutError):
-    """No rollout (or revision) with that id."""
 
 
 class ApprovalForbiddenError(RolloutError):
@@ -142,8 +136,10 @@ def current_base(session: Session, fleet: Fleet) -> str | None:
     return None
 
 
-def get(session: Session, rollout_id: int) -> Rollout:
-    rollout = session.get(Rollout, rollout_id)
+def get(session: Session, rollout_id: int, *, diff: bool = False) -> Rollout:
+    """Rollout ``rollout_id``, its ``diff`` loaded with it only when asked for (else read on
+    access, in the session: the engine's steps never need it)."""
+    rollout = session.get(Rollout, rollout_id, options=(undefer(Rollout.diff),) if diff else ())
     if rollout is None:
         raise RolloutNotFoundError(f"no rollout {rollout_id}")
     return rollout
@@ -192,6 +188,7 @@ def start(
     )
     session.add(rollout)
     session.flush()
+    changes.record(session, rollout.id, diff)
     _event(
         session,
         rollout,
@@ -574,9 +571,12 @@ def recent(session: Session, limit: int = 20, *, diff: bool = True) -> list[Roll
     """The newest ``limit`` rollouts; without their ``diff`` (megabytes for a big first
     publication; reading it then raises) when ``diff`` is False."""
     query = select(Rollout).order_by(Rollout.id.desc()).limit(limit)
-    if not diff:
-        query = query.options(defer(Rollout.diff, raiseload=True))
-    return list(session.scalars(query))
+    return list(session.scalars(query.options(_diff_loading(diff))))
+
+
+def _diff_loading(diff: bool) -> LoaderOption:
+    """Load a rollout's ``diff`` with it, or never (reading it then raises, not a hidden query)."""
+    return undefer(Rollout.diff) if diff else defer(Rollout.diff, raiseload=True)
 
 
 def latest_active(session: Session) -> Rollout | None:

@@ -26,7 +26,7 @@ from nexus_control.authoring.diff import PolicyDiff, diff_bundles
 from nexus_control.registry.registry import Registry
 from nexus_control.registry.revisions import Published
 from nexus_control.replay.gatekeeper import GateOutcome
-from nexus_control.rollout import engine
+from nexus_control.rollout import changes, engine
 from nexus_control.rollout.convergence import region_states
 from nexus_control.rollout.fleet import Fleet
 from nexus_control.rollout.states import RegionState, RolloutState
@@ -302,7 +302,7 @@ class Rollouts:
             regions = region_states(session, self.fleet, [r.id for r in self.fleet.regions])
             current = engine.latest_active(session)
             if current is None:
-                recent = engine.recent(session, 1)
+                recent = engine.recent(session, 1, diff=False)
                 current = recent[0] if recent else None
         return RolloutStatus(current, regions)
 
@@ -310,10 +310,19 @@ class Rollouts:
         with self.db.session() as session:
             return engine.recent(session, limit, diff=diff)
 
-    def get(self, rollout_id: int) -> tuple[Rollout, list[RolloutEvent]]:
-        """A rollout and its history, oldest step first."""
+    def get(self, rollout_id: int, *, diff: bool = True) -> tuple[Rollout, list[RolloutEvent]]:
+        """A rollout and its history, oldest step first; without its whole ``diff`` (megabytes
+        for a big first publication) when False: `diff_page` reads it a page at a time."""
         with self.db.session() as session:
-            return engine.get(session, rollout_id), engine.history(session, rollout_id)
+            rollout = engine.get(session, rollout_id, diff=diff)
+            return rollout, engine.history(session, rollout_id)
+
+    def diff_page(
+        self, rollout_id: int, query: changes.PageQuery | None = None
+    ) -> changes.DiffPage:
+        """One page of the rollout's data changes (`nexus_control.rollout.changes`)."""
+        with self.db.session() as session:
+            return changes.diff_page(session, rollout_id, query)
 
     def active_state(self) -> RolloutState | None:
         with self.db.session() as session:

@@ -42,6 +42,8 @@ __all__ = [
     "Principal",
     "RegionTarget",
     "Rollout",
+    "RolloutChange",
+    "RolloutDiffSummary",
     "RolloutEvent",
     "StateBundle",
     "UtcDateTime",
@@ -296,13 +298,54 @@ class Rollout(Base):
     wave_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     wave_converged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     needs_approval: Mapped[bool]
-    diff: Mapped[dict[str, Any]]
+    diff: Mapped[dict[str, Any]] = mapped_column(deferred=True)
+    """The whole `PolicyDiff` as JSON: megabytes for a big first publication, so read only
+    when asked for (`engine.get` / `engine.recent` with ``diff``); pages of it are in
+    `RolloutChange`."""
     created_by: Mapped[str] = mapped_column(String(200))
     created_by_principal: Mapped[str | None] = mapped_column(String(36))
     """The author's principal id: separation of duties compares this, never the name."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RolloutChange(Base):
+    """One data change of a rollout's diff, as the rollout page lists it.
+
+    Ordinals follow the page's order, not the diff's: widening changes first,
+    then narrowing, then neutral, each in the diff's order (area, subject,
+    detail). So one effect's changes are one range of ordinals (where it
+    starts is in the summary), and a page of any of them is a range scan of
+    the primary key.
+    """
+
+    __tablename__ = "rollout_changes"
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), primary_key=True)
+    ordinal: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    effect: Mapped[str] = mapped_column(String(16))
+    area: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class RolloutDiffSummary(Base):
+    """A rollout's diff without its data rows: counts by effect and by area, and its modules.
+
+    Written with the rollout's `RolloutChange` rows, in the same transaction.
+    """
+
+    __tablename__ = "rollout_diff_summaries"
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), primary_key=True)
+    widens: Mapped[int] = mapped_column(Integer)
+    narrows: Mapped[int] = mapped_column(Integer)
+    neutral: Mapped[int] = mapped_column(Integer)
+    by_area: Mapped[dict[str, Any]]
+    """Area → effect → how many changes."""
+    modules: Mapped[list[Any]]
+    """The diff's Rego module changes, as `ModuleChange` JSON."""
 
 
 class RolloutEvent(Base):
