@@ -218,3 +218,34 @@ func benchConstructInput(req *authv3.CheckRequest) (ast.Value, error) {
 	_, err = ast.JSON(input)
 	return input, err
 }
+
+// BenchmarkShed is a shed Check (every slot taken), without and with the
+// labels-path document that names its capability for the SLO metrics: the
+// labels' cost on the path that must stay cheap under overload.
+func BenchmarkShed(b *testing.B) {
+	for _, labelled := range []bool{false, true} {
+		name, raw := "unlabelled", `{"path": "nexus/authz/decision", "admission": {"max-in-flight": 1, "max-queue-wait-ms": 0}}`
+		if labelled {
+			name, raw = "labels-path", `{"path": "nexus/authz/decision", "labels-path": "nexus/authz/labels", "admission": {"max-in-flight": 1, "max-queue-wait-ms": 0}}`
+		}
+		b.Run(name, func(b *testing.B) {
+			setup := testSetup()
+			setup.modules = map[string]string{"/nexus/authz.rego": labelledPolicy}
+			setup.noLog = true
+			p := newOPA(b, setup).plugin(b, raw)
+			ctx := context.Background()
+			release, _, shed := p.limiter.Load().admit(ctx)
+			if shed != "" {
+				b.Fatal("the one slot was not free")
+			}
+			defer release()
+			req := benchChat()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Check(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -113,7 +113,7 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if ev.refused != nil {
 		resp = ev.refused.response(ev.decisionID, p.cfg.DryRun)
 	}
-	ev.labels = p.labelsOf(logCtx, txn, ev)
+	ev.labels = p.labelsOf(logCtx, txn, ev, req)
 
 	if logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx)); logErr != nil {
 		// Unavailable (Envoy answers 503): the enforcer cannot record, so

@@ -33,6 +33,8 @@ type Config struct {
 	// LabelsPath names the document that labels a request the policy did
 	// not decide (shed, refused by the plugin, failed) for the decision
 	// metrics (decisionmetrics.go); empty: such requests are labelled none.
+	// It must depend on the request's method and path only: its answers are
+	// kept per method and path until the policy changes.
 	LabelsPath string `json:"labels-path"`
 	// MetricTenants are the tenants counted on their own in
 	// nexus_tenant_decisions_total (at most maxMetricTenants).

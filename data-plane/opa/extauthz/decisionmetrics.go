@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,14 +195,20 @@ func labelsFrom(result any) (decisionLabels, bool) {
 // a request the policy did not decide (shed, refused by the plugin, an
 // evaluation error) is labelled by the labels-path query, when one is
 // configured, so an availability objective counts it against its
-// capability. That query reads the bundle's grouping only: it is cheap
-// next to the decision it stands in for.
-func (p *Plugin) labelsOf(ctx context.Context, txn storage.Transaction, ev *evaluation) decisionLabels {
+// capability. That document must depend on the request's method and path
+// only (the gateway's does: route, tool, capability): its answers are
+// kept per method and path until the policy changes, so under overload a
+// shed Check costs a map lookup, not an evaluation.
+func (p *Plugin) labelsOf(ctx context.Context, txn storage.Transaction, ev *evaluation, req *authv3.CheckRequest) decisionLabels {
 	if l, ok := labelsFrom(ev.result); ok {
 		return l
 	}
 	if p.cfg.LabelsPath == "" || ev.inputAST == nil {
 		return decisionLabels{}
+	}
+	key := labelsKey(req)
+	if l, ok := p.labelsCache.get(key); ok {
+		return l
 	}
 	pq, err := p.labelsQuery(ctx)
 	if err != nil {
@@ -212,7 +219,49 @@ func (p *Plugin) labelsOf(ctx context.Context, txn storage.Transaction, ev *eval
 		return decisionLabels{}
 	}
 	l, _ := labelsFrom(map[string]any{"labels": rs[0].Expressions[0].Value})
+	p.labelsCache.put(key, l)
 	return l
+}
+
+func labelsKey(req *authv3.CheckRequest) string {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	path, _, _ := strings.Cut(h.GetPath(), "?")
+	return h.GetMethod() + " " + path
+}
+
+// maxCachedLabels bounds the labels cache; past it, entries are evaluated
+// and not kept (paths with ids, such as /v1/chats/{id}, are many).
+const maxCachedLabels = 4096
+
+// labelsCache holds labels-path answers by method and path for one
+// policy: dropped whenever the compiler changes.
+type labelsCache struct {
+	mu      sync.RWMutex
+	entries map[string]decisionLabels
+}
+
+func (c *labelsCache) get(key string) (decisionLabels, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, ok := c.entries[key]
+	return l, ok
+}
+
+func (c *labelsCache) put(key string, l decisionLabels) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = make(map[string]decisionLabels)
+	}
+	if len(c.entries) < maxCachedLabels {
+		c.entries[key] = l
+	}
+}
+
+func (c *labelsCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = nil
 }
 
 // tenantOf is the tenant the request names (its x-nexus-tenant header).

@@ -26,7 +26,9 @@ const labelledPolicy = `package nexus.authz
 
 labels := {"route": "chat.completions", "tool": "none", "capability": "chat"} if {
 	input.parsed_path == ["v1", "chat", "completions"]
-} else := {"route": "none", "tool": "none", "capability": input.attributes.request.http.headers["x-capability"]}
+} else := {"route": "none", "tool": "none", "capability": input.parsed_path[1]} if {
+	input.parsed_path[0] == "other"
+}
 
 decision := {
 	"allowed": input.attributes.request.http.headers["x-nexus-tenant"] == "acme",
@@ -136,6 +138,31 @@ func TestAShedCheckIsLabelledByTheLabelsDocument(t *testing.T) {
 	}
 }
 
+// Under overload a shed Check must stay cheap: the labels of a method and
+// path are evaluated once per policy, and a new policy is asked again.
+func TestShedLabelsAreKeptPerMethodAndPathUntilThePolicyChanges(t *testing.T) {
+	p, _ := labelledOPA(t, `{"path": "nexus/authz/decision", "labels-path": "nexus/authz/labels",
+		"admission": {"max-in-flight": 1, "max-queue-wait-ms": 0}}`)
+	ctx := context.Background()
+	hold := mustAdmit(t, p.limiter.Load(), ctx)
+	defer hold()
+	for range 3 {
+		if _, err := p.Check(ctx, acmeCheck()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := decisions(t, p, outcomeShed, "chat.completions", "none", "chat", shedQueueTimeout); got != 3 {
+		t.Errorf("shed chat decisions %v, want 3", got)
+	}
+	if l, ok := p.labelsCache.get("POST /v1/chat/completions"); !ok || l.capability != "chat" {
+		t.Errorf("cached labels %+v (%v)", l, ok)
+	}
+	p.compilerUpdated(nil)
+	if _, ok := p.labelsCache.get("POST /v1/chat/completions"); ok {
+		t.Error("labels of the previous policy kept after it changed")
+	}
+}
+
 func TestWithoutALabelsDocumentAShedCheckIsLabelledNone(t *testing.T) {
 	p, _ := labelledOPA(t, `{"path": "nexus/authz/decision", "admission": {"max-in-flight": 1, "max-queue-wait-ms": 0}}`)
 	ctx := context.Background()
@@ -155,12 +182,12 @@ func TestLabelValuesAreBoundedAndMalformedOnesCountedAsOther(t *testing.T) {
 	p, registry := labelledOPA(t, `{"path": "nexus/authz/decision"}`)
 	ctx := context.Background()
 	for i := range maxLabelValues + 10 {
-		req := httpCheck("GET", "/other", map[string]string{"x-nexus-tenant": "acme", "x-capability": fmt.Sprintf("cap-%03d", i)}, "")
+		req := httpCheck("GET", fmt.Sprintf("/other/cap-%03d", i), map[string]string{"x-nexus-tenant": "acme"}, "")
 		if _, err := p.Check(ctx, req); err != nil {
 			t.Fatal(err)
 		}
 	}
-	bad := httpCheck("GET", "/other", map[string]string{"x-nexus-tenant": "acme", "x-capability": "Bad Value\n"}, "")
+	bad := httpCheck("GET", "/other/Bad%20Value", map[string]string{"x-nexus-tenant": "acme"}, "")
 	if _, err := p.Check(ctx, bad); err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,7 @@ type Plugin struct {
 	prepared *rego.PreparedEvalQuery
 	// labelsPrepared is the labels-path query (decisionmetrics.go).
 	labelsPrepared *rego.PreparedEvalQuery
+	labelsCache    labelsCache
 }
 
 func (p *Plugin) newDecisionMetrics() *decisionMetrics {
@@ -152,6 +153,7 @@ func (p *Plugin) Reconfigure(ctx context.Context, config any) {
 	p.cfg = *config.(*Config)
 	p.prepared, p.labelsPrepared = nil, nil
 	p.mu.Unlock()
+	p.labelsCache.clear()
 	p.limiter.Store(newLimiter(p.cfg.admission))
 	p.decisions = p.newDecisionMetrics()
 	if err := p.Start(ctx); err != nil {
@@ -165,6 +167,7 @@ func (p *Plugin) compilerUpdated(storage.Transaction) {
 	p.mu.Lock()
 	p.prepared, p.labelsPrepared = nil, nil
 	p.mu.Unlock()
+	p.labelsCache.clear()
 }
 
 func (p *Plugin) preparedQuery(ctx context.Context) (*rego.PreparedEvalQuery, error) {
