@@ -3,7 +3,8 @@
 Roles scope what a token may do: authors publish, approvers approve,
 operators drive rollouts, compliance officers read evidence, enforcers poll
 bundles and report status, the gateway reports usage, Alertmanager (a remediator)
-posts alerts whose remediations act in its name. An enforcer token is
+posts alerts whose remediations act in its name, an evaluation pipeline (an
+evaluator) posts offline evaluation results. An enforcer token is
 bound to one enforcer id and its region: it speaks for that enforcer only; a
 gateway token lists the tenants it may report usage for (at least one, at
 most ``MAX_GATEWAY_TENANTS``), so a leaked or misused gateway token cannot
@@ -69,6 +70,8 @@ class Role(StrEnum):
     GATEWAY = "gateway"
     REMEDIATOR = "remediator"
     """Alertmanager: may post alerts to the webhook, and nothing else."""
+    EVALUATOR = "evaluator"
+    """An offline evaluation pipeline: may post evaluation results, and nothing else."""
 
 
 class TokenError(NexusError):

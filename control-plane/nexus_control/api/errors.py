@@ -14,6 +14,11 @@ from nexus_control.access.tokens import TokenError
 from nexus_control.authoring.bundle import BuildError
 from nexus_control.authoring.loader import SpecError
 from nexus_control.budgets.usage import GatewayScopeError, UnknownTenantError, UsageRefusedError
+from nexus_control.quality.evaluations import (
+    EvaluationRefusedError,
+    QualityGateError,
+    UnknownSubjectError,
+)
 from nexus_control.registry.registry import RevisionNotFoundError
 from nexus_control.registry.revisions import PublishError
 from nexus_control.replay.candidate import CandidateError
@@ -46,6 +51,9 @@ STATUS_OF: ErrorTable = {
     NoPolicyInForceError: (409, "no_policy"),
     PublishError: (422, "invalid_bundle"),
     SpecError: (422, "invalid_specs"),
+    QualityGateError: (422, "quality_gate"),
+    UnknownSubjectError: (422, "unknown_subject"),
+    EvaluationRefusedError: (422, "invalid_evaluation"),
     BuildError: (422, "build_failed"),
     KeyringError: (409, "conflict"),
     KeyNotFoundError: (409, "key_missing"),

@@ -23,6 +23,7 @@ from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_BUNDLE
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.authoring.diff import PolicyDiff, diff_bundles
+from nexus_control.quality import evaluations
 from nexus_control.registry.registry import Registry
 from nexus_control.registry.revisions import Published
 from nexus_control.replay.gatekeeper import GateOutcome
@@ -119,9 +120,15 @@ class Rollouts:
         any other is signed with the active bundle key at once, and, with a
         ``gate``, held until the gate's verdict. Publishing the revision the
         latest rollout already carries changes nothing.
+
+        A prompt version or model the rollout would route traffic to, and whose spec
+        declares ``quality``, needs a passing latest evaluation: otherwise
+        `evaluations.QualityGateError` names each one at its place in the specs, and
+        nothing is stored.
         """
         staged = self.registry.build(sources, expected_revision=expected_revision)
         with self.db.session() as session:
+            evaluations.gate(session, staged.demands)
             published = self.registry.store(session, staged, sources, author)
             latest = engine.recent(session, 1)
             if not published.created and latest and latest[0].revision == published.revision:
