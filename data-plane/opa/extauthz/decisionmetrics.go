@@ -171,8 +171,19 @@ func reasonOf(ev *evaluation, outcome string) string {
 	case outcomeShed:
 		return ev.refused.shed
 	}
-	if rules := decidingRules(ev); len(rules) > 0 {
-		return rules[0]
+	if ev.refused != nil {
+		return ev.refused.rule
+	}
+	// The first reason's rule, read in place: decidingRules builds the
+	// whole list (and a refusal's decision) for the span, not per Check.
+	if d, ok := ev.result.(map[string]any); ok {
+		if reasons, _ := d["reasons"].([]any); len(reasons) > 0 {
+			if r, ok := reasons[0].(map[string]any); ok {
+				if rule, ok := r["rule"].(string); ok {
+					return rule
+				}
+			}
+		}
 	}
 	return noValue
 }
