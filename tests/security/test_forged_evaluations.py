@@ -232,3 +232,78 @@ def test_replaying_an_old_passing_evaluation_does_not_reopen_the_gate(
     )
     assert response.status_code == 422, response.text
     assert "maxCostPerCallUsd 0.02: measured 0.9" in response.json()["error"]["message"]
+
+
+def _publish(client: TestClient, tokens: dict[str, str], root: Path) -> Any:
+    response = client.post(
+        "/v1/bundles", content=pack_sources(root), headers=_auth(tokens["author"], **SOURCES_TYPE)
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["rollout"]
+
+
+def _approve(client: TestClient, tokens: dict[str, str], rollout_id: int) -> Any:
+    return client.post(
+        f"/v1/rollouts/{rollout_id}/approve", json={}, headers=_auth(tokens["approver"])
+    )
+
+
+def _loosened(tmp_path: Path, client: TestClient, tokens: dict[str, str]) -> Any:
+    """The gated bundle in force; version 3 measured 0.7 safe; the author lowers the bar
+    from 0.9 to 0.6 so it passes, and publishes."""
+    (first,) = client.get("/v1/rollouts", headers=_auth(tokens["operator"])).json()["rollouts"]
+    assert _approve(client, tokens, first["id"]).status_code == 200
+    for subject in PASSING:
+        assert _post(client, tokens["evaluator"], evaluation(**subject)).status_code == 201
+    root, prompts, _ = gated_bundle(tmp_path, "gated")
+    gated = _publish(client, tokens, root)
+    assert gated["needs_approval"] is False, "adding thresholds narrows: no second person"
+    unsafe = evaluation(prompt="support-agent", version="3", safety_score=0.7,
+                        evaluated_at=NOW.isoformat())  # fmt: skip
+    assert _post(client, tokens["evaluator"], unsafe).status_code == 201
+    (root / "prompts.yaml").write_text(
+        prompts.replace("minSafetyScore: 0.9", "minSafetyScore: 0.6")
+    )
+    return _publish(client, tokens, root)
+
+
+def test_loosening_a_quality_threshold_to_pass_a_failing_version_needs_a_second_person(
+    client: TestClient, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    loosened = _loosened(tmp_path, client, tokens)
+    assert loosened["needs_approval"] is True
+    assert loosened["state"] == "pending_approval"
+    detail = client.get(f"/v1/rollouts/{loosened['id']}", headers=_auth(tokens["operator"]))
+    (change,) = [c for c in detail.json()["diff"]["changes"] if c["area"] == "quality"]
+    assert change == {
+        "area": "quality",
+        "subject": "prompt:support-agent",
+        "detail": "minSafetyScore 0.9 → 0.6",
+        "effect": "widens",
+    }
+    own = client.post(
+        f"/v1/rollouts/{loosened['id']}/approve", json={}, headers=_auth(tokens["author"])
+    )
+    assert own.status_code == 403, "the author cannot approve their own loosening"
+
+
+def test_approving_after_the_version_failed_a_newer_evaluation_is_refused(
+    client: TestClient, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    loosened = _loosened(tmp_path, client, tokens)
+    later = (NOW + timedelta(minutes=1)).isoformat()
+    worse = evaluation(prompt="support-agent", version="3", safety_score=0.4, evaluated_at=later)
+    assert _post(client, tokens["evaluator"], worse).status_code == 201
+
+    refused = _approve(client, tokens, loosened["id"])
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "quality_gate"
+    assert "minSafetyScore 0.6: measured 0.4" in refused.json()["error"]["message"]
+    after = client.get(f"/v1/rollouts/{loosened['id']}", headers=_auth(tokens["operator"]))
+    assert after.json()["state"] == "pending_approval", "nothing was signed or started"
+    assert "approved" not in [h["action"] for h in after.json()["history"]]
+
+    better = evaluation(prompt="support-agent", version="3", safety_score=0.65,
+                        evaluated_at=(NOW + timedelta(minutes=2)).isoformat())  # fmt: skip
+    assert _post(client, tokens["evaluator"], better).status_code == 201
+    assert _approve(client, tokens, loosened["id"]).status_code == 200

@@ -17,6 +17,7 @@ from nexus_control.budgets.usage import GatewayScopeError, UnknownTenantError, U
 from nexus_control.quality.evaluations import (
     EvaluationRefusedError,
     QualityGateError,
+    QualityLapsedError,
     UnknownSubjectError,
 )
 from nexus_control.registry.registry import RevisionNotFoundError
@@ -52,6 +53,7 @@ STATUS_OF: ErrorTable = {
     PublishError: (422, "invalid_bundle"),
     SpecError: (422, "invalid_specs"),
     QualityGateError: (422, "quality_gate"),
+    QualityLapsedError: (409, "quality_gate"),
     UnknownSubjectError: (422, "unknown_subject"),
     EvaluationRefusedError: (422, "invalid_evaluation"),
     BuildError: (422, "build_failed"),

@@ -45,7 +45,7 @@ from nexus_control.authoring.loader import BundleSources, Problem, load_bundle
 from nexus_control.authoring.opa import Opa, OpaError
 from nexus_control.authoring.policyset import PolicySet, resolve
 from nexus_control.authoring.signatures import MANIFEST_FILE, SIGNATURES_FILE, sign_bundle_files
-from nexus_control.authoring.traffic import QualityDemand, quality_demands
+from nexus_control.authoring.traffic import QualityDemand, compile_quality, quality_demands
 from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
@@ -195,7 +195,11 @@ def compile_sources(
     """Load, cross-check and compile a bundle directory (no OPA involved)."""
     sources = load_bundle(bundle_dir, overlays, policy_dir=policy_dir)
     policy = resolve(sources)
-    return sources, policy, compile_data(policy, approval_jwks)
+    data = compile_data(policy, approval_jwks)
+    demands = quality_demands(sources)
+    if demands:
+        data["quality"] = compile_quality(demands)
+    return sources, policy, data
 
 
 def stage_bundle(

@@ -22,11 +22,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from nexus_control.authoring.config import CompiledConfig, QualityGateConfig
 from nexus_control.authoring.loader import BundleSources, Problem, SpecDocument
 from nexus_control.authoring.quality import Measured, Quality, Subject, shortfalls
 from nexus_control.authoring.spec import Flag, PromptsSpec, RolloutsSpec
 
-__all__ = ["QualityDemand", "check_quality", "judge", "quality_demands"]
+__all__ = [
+    "QualityDemand",
+    "check_quality",
+    "compile_quality",
+    "demands_in",
+    "judge",
+    "quality_demands",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class QualityDemand:
     file: str
     line: int
     column: int
+    block: str = ""
+    """The ``quality`` block's key in the compiled config: ``prompt:<id>`` or ``flag:<id>``."""
 
     def problem(self, message: str) -> Problem:
         return Problem(self.file, self.line, self.column, f"{self.route}: {message}")
@@ -80,7 +90,7 @@ def quality_demands(sources: BundleSources) -> tuple[QualityDemand, ...]:
         block: str, subject: Subject, quality: Quality, route: str, at: tuple[str, int, int]
     ) -> None:
         if (block, subject) not in demands:
-            demands[block, subject] = QualityDemand(subject, quality, route, *at)
+            demands[block, subject] = QualityDemand(subject, quality, route, *at, block=block)
 
     for doc, prompts in sources.of_kind(PromptsSpec):
         for i, prompt in enumerate(prompts.prompts):
@@ -91,7 +101,7 @@ def quality_demands(sources: BundleSources) -> tuple[QualityDemand, ...]:
                 subject = Subject("prompt", prompt.id, prompt.default_version)
                 route = f"prompt {prompt.id!r} defaultVersion"
                 add(
-                    prompt.id,
+                    f"prompt:{prompt.id}",
                     subject,
                     prompt.quality,
                     route,
@@ -101,14 +111,50 @@ def quality_demands(sources: BundleSources) -> tuple[QualityDemand, ...]:
             flag_doc, j, flag = routed
             for name, key, route in _routes(flag):
                 subject = Subject("prompt", prompt.id, name)
-                add(prompt.id, subject, prompt.quality, route, flag_doc.at("flags", j, *key))
+                at = flag_doc.at("flags", j, *key)
+                add(f"prompt:{prompt.id}", subject, prompt.quality, route, at)
     for doc, rollouts in sources.of_kind(RolloutsSpec):
         for j, flag in enumerate(rollouts.flags):
             if flag.target != "model" or flag.quality is None:
                 continue
             for name, key, route in _routes(flag):
-                add(flag.id, Subject("model", name), flag.quality, route, doc.at("flags", j, *key))
+                at = doc.at("flags", j, *key)
+                add(f"flag:{flag.id}", Subject("model", name), flag.quality, route, at)
     return tuple(demands.values())
+
+
+def compile_quality(demands: tuple[QualityDemand, ...]) -> dict[str, QualityGateConfig]:
+    """The compiled ``quality`` section: each block's thresholds and the routes it gates.
+
+    Positions are left out (a comment moved in a YAML file must not change the revision).
+    """
+    gates: dict[str, QualityGateConfig] = {}
+    for demand in demands:
+        gate = gates.get(demand.block)
+        if gate is None:
+            thresholds = demand.quality.model_dump(by_alias=True, exclude_none=True)
+            block_id = demand.block.partition(":")[2]
+            gate = QualityGateConfig(
+                kind=demand.subject.kind, id=block_id, thresholds=thresholds, routes={}
+            )
+            gates[demand.block] = gate
+        routed = demand.subject.version if demand.subject.kind == "prompt" else demand.subject.id
+        gate["routes"][routed or ""] = demand.route
+    return dict(sorted(gates.items()))
+
+
+def demands_in(config: CompiledConfig, where: str) -> tuple[QualityDemand, ...]:
+    """The demands a compiled (signed) config carries, placed at ``where`` (no positions)."""
+    demands: list[QualityDemand] = []
+    for block, gate in sorted(config.get("quality", {}).items()):
+        quality = Quality.model_validate(gate["thresholds"])
+        for routed, route in sorted(gate["routes"].items()):
+            if gate["kind"] == "prompt":
+                subject = Subject("prompt", gate["id"], routed)
+            else:
+                subject = Subject("model", routed)
+            demands.append(QualityDemand(subject, quality, route, where, 0, 0, block=block))
+    return tuple(demands)
 
 
 def _routes(flag: Flag) -> Iterator[tuple[str, tuple[str | int, ...], str]]:

@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session
 
 from nexus_contract.errors import NexusError
 from nexus_control.access.tokens import Principal
+from nexus_control.authoring.config import CompiledConfig
 from nexus_control.authoring.loader import SpecError
 from nexus_control.authoring.quality import MAX_DATASET_SIZE, Measured, Subject
-from nexus_control.authoring.traffic import QualityDemand, judge
+from nexus_control.authoring.traffic import QualityDemand, demands_in, judge
 from nexus_control.store import outbox
 from nexus_control.store.tables import BundleRevision, Evaluation
 from nexus_runtime.database import Database
@@ -38,8 +39,10 @@ __all__ = [
     "EvaluationResult",
     "Evaluations",
     "QualityGateError",
+    "QualityLapsedError",
     "UnknownSubjectError",
     "gate",
+    "gate_signed",
     "latest",
 ]
 
@@ -66,6 +69,11 @@ class UnknownSubjectError(EvaluationRefusedError):
 class QualityGateError(SpecError):
     """Publishing would route traffic to versions without a passing evaluation; each problem
     is placed at its route in the specs."""
+
+
+class QualityLapsedError(NexusError):
+    """At approval, a version the signed revision routes traffic to no longer has a passing
+    latest evaluation (a newer failing one arrived after the author published)."""
 
 
 class EvaluationResult(BaseModel):
@@ -239,3 +247,19 @@ def gate(session: Session, demands: tuple[QualityDemand, ...]) -> None:
     problems = judge(demands, lambda subject: latest(session, subject))
     if problems:
         raise QualityGateError(problems)
+
+
+def gate_signed(session: Session, config: CompiledConfig, revision: str) -> None:
+    """Raise `QualityLapsedError` unless the demands ``config`` carries still pass.
+
+    Approval reads the thresholds from the revision about to be signed, not from
+    the author's sources, and the evaluations as they are now.
+    """
+    demands = demands_in(config, f"revision {revision[:12]}")
+    problems = judge(demands, lambda subject: latest(session, subject))
+    if problems:
+        raise QualityLapsedError(
+            "the revision cannot be approved: "
+            + "; ".join(p.message for p in problems)
+            + " (post a passing evaluation, or publish a rollout that routes no traffic to it)"
+        )

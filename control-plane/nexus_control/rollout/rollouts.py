@@ -169,9 +169,17 @@ class Rollouts:
         """A second person approves: the revision is signed, then its first wave starts.
 
         ``approver_id`` is the approver's principal id; the author's is refused.
+        The quality gate runs again on the thresholds the revision carries
+        (`evaluations.QualityLapsedError` if an evaluation failed since publishing).
         With a ``gate``, the signed revision is judged before any wave starts.
         """
         with self.db.session() as session:
+
+            def sign(revision: str) -> None:
+                config = self.registry.config_in(session, revision)
+                evaluations.gate_signed(session, config, revision)
+                self.registry.sign(session, revision, approver)
+
             rollout, changed = engine.approve(
                 session,
                 self.fleet,
@@ -179,7 +187,7 @@ class Rollouts:
                 approver=approver,
                 approver_id=approver_id,
                 comment=comment,
-                sign=lambda revision: self.registry.sign(session, revision, approver),
+                sign=sign,
                 gated=gate is not None,
             )
         self._notify(changed)

@@ -1,5 +1,6 @@
-"""Quality thresholds in the Prompts and Rollouts specs: validated with file:line, compiled
-nowhere, and turned into one demand per version or model the rollout routes traffic to."""
+"""Quality thresholds in the Prompts and Rollouts specs: validated with file:line, read by no
+rule but signed with the bundle (its ``quality`` section), turned into one demand per version
+or model the rollout routes traffic to, and diffed so a loosened threshold widens."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from nexus_control.authoring.bundle import compile_sources
 from nexus_control.authoring.compiler import compile_data
+from nexus_control.authoring.diff import Effect, diff_configs
 from nexus_control.authoring.loader import SpecError, load_bundle
 from nexus_control.authoring.policyset import resolve
 from nexus_control.authoring.quality import Measured, Quality, Subject, shortfalls
-from nexus_control.authoring.traffic import judge, quality_demands
+from nexus_control.authoring.traffic import demands_in, judge, quality_demands
 from tests.conftest import BundleFactory
 
 PROMPTS = """apiVersion: policy.nexus.ai/v1
@@ -103,14 +106,81 @@ def problems_of(root: Path) -> list[str]:
     return [str(p) for p in info.value.problems]
 
 
-def test_quality_blocks_are_compiled_nowhere(make_bundle: BundleFactory) -> None:
+def test_quality_blocks_change_no_rule_data_and_are_signed_beside_it(
+    make_bundle: BundleFactory,
+) -> None:
     files = {"prompts.yaml": PROMPTS, "rollouts.yaml": ROLLOUTS}
     gated = resolve(load_bundle(make_bundle(**files)))
     bare = PROMPTS.replace("    quality: {minSafetyScore: 0.9, maxHallucinationRate: 0.05}\n", "")
     bare = bare.replace("    quality: {minDatasetSize: 100}\n", "")
     plain = "\n".join(line for line in ROLLOUTS.splitlines() if "quality:" not in line) + "\n"
     ungated = resolve(load_bundle(make_bundle(**{"prompts.yaml": bare, "rollouts.yaml": plain})))
-    assert compile_data(gated, "{}") == compile_data(ungated, "{}")
+    assert compile_data(gated, "{}") == compile_data(ungated, "{}"), "no rule reads quality"
+
+    sources, _, config = compile_sources(make_bundle(**files), "{}")
+    assert config["quality"]["prompt:support-agent"] == {
+        "kind": "prompt",
+        "id": "support-agent",
+        "thresholds": {"minSafetyScore": 0.9, "maxHallucinationRate": 0.05},
+        "routes": {
+            "3": "flag 'support-agent-v4' baseline",
+            "4": "flag 'support-agent-v4' override for tenant 'acme'",
+        },
+    }
+    assert config["quality"]["flag:chat-fast"]["routes"] == {
+        "gpt-4o-mini": "flag 'chat-fast' baseline (kill switch on)"
+    }
+    # Approval reads back exactly what publishing demanded, without positions.
+    published = sorted((d.block, d.subject, d.route, d.quality) for d in quality_demands(sources))
+    signed = sorted((d.block, d.subject, d.route, d.quality) for d in demands_in(config, "rev"))
+    assert signed == published
+    # A comment that moves every line changes nothing signed.
+    _, _, moved = compile_sources(
+        make_bundle(**{"prompts.yaml": "# moved\n" + PROMPTS, "rollouts.yaml": ROLLOUTS}), "{}"
+    )
+    assert moved["quality"] == config["quality"]
+
+
+def test_a_loosened_or_dropped_threshold_widens_and_a_stricter_one_narrows(
+    make_bundle: BundleFactory,
+) -> None:
+    def config_of(prompts: str) -> dict[str, object]:
+        _, _, config = compile_sources(
+            make_bundle(**{"prompts.yaml": prompts, "rollouts.yaml": ROLLOUTS}), "{}"
+        )
+        return dict(config)
+
+    base = config_of(PROMPTS)
+    cases = {
+        "minSafetyScore: 0.9, maxHallucinationRate: 0.05": None,
+        "minSafetyScore: 0.8, maxHallucinationRate: 0.05": ("minSafetyScore 0.9 → 0.8", "widens"),
+        "minSafetyScore: 0.95, maxHallucinationRate: 0.05": (
+            "minSafetyScore 0.9 → 0.95",
+            "narrows",
+        ),
+        "minSafetyScore: 0.9, maxHallucinationRate: 0.2": (
+            "maxHallucinationRate 0.05 → 0.2",
+            "widens",
+        ),
+        "minSafetyScore: 0.9": ("maxHallucinationRate 0.05 → none", "widens"),
+        "minSafetyScore: 0.9, maxHallucinationRate: 0.05, minDatasetSize: 50": (
+            "minDatasetSize none → 50",
+            "narrows",
+        ),
+    }
+    for block, expected in cases.items():
+        changed = PROMPTS.replace("minSafetyScore: 0.9, maxHallucinationRate: 0.05", block)
+        diff = diff_configs(base, config_of(changed))  # type: ignore[arg-type]
+        found = [(c.detail, c.effect.value) for c in diff.changes if c.area == "quality"]
+        assert found == ([] if expected is None else [expected]), block
+        assert diff.needs_second_approver == (expected is not None and expected[1] == "widens")
+    dropped = PROMPTS.replace(
+        "    quality: {minSafetyScore: 0.9, maxHallucinationRate: 0.05}\n", ""
+    )
+    diff = diff_configs(base, config_of(dropped))  # type: ignore[arg-type]
+    assert {(c.subject, c.effect) for c in diff.changes if c.area == "quality"} == {
+        ("prompt:support-agent", Effect.WIDENS)
+    }
 
 
 def test_bad_quality_blocks_are_file_line_errors(make_bundle: BundleFactory) -> None:
