@@ -6,7 +6,9 @@ compliance officer) posting an evaluation of their own change is 403; the evalua
 can neither publish, approve, override nor read; an evaluation of a prompt version or model
 no published revision knows is 422; a malformed, oversized or future-dated body is refused
 with the field at fault. None of them leaves a row or an audit event. An old passing result
-posted again after a newer failing one does not reopen the gate.
+posted again after a newer failing one does not reopen the gate. An author who loosens a
+threshold so a failing version passes needs a second person (the diff shows it widening),
+and that person's approval is refused while a newer result fails what the revision signs.
 """
 
 from __future__ import annotations
