@@ -57,6 +57,7 @@ BENCHMARKS = (
     "scrape",
     "replicas",
     "console",
+    "anomaly",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)

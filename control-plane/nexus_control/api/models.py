@@ -341,8 +341,10 @@ class DailySpendView(_Answer):
 class AnomalyView(_Answer):
     day: str
     tenant: str
+    kind: str
+    """spike (one day) or drift (the last week's level)"""
     spend_usd: float
-    median_usd: float
+    baseline_usd: float
 
 
 class BudgetOverview(_Answer):

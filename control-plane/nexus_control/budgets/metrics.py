@@ -118,8 +118,9 @@ class BudgetGauges:
         )
         anomalies = GaugeMetricFamily(
             "nexus_spend_anomalies",
-            "Spend anomalies today (UTC): a day over 3x the median of the period's earlier "
-            "days; scope platform (all tenants) or tenant (among the period's top spenders)",
+            "Spend anomalies found today (UTC): spikes and drifts against a robust "
+            "working-day/weekend baseline; scope platform (all tenants) or tenant (among the "
+            "period's top spenders)",
             labels=["scope"],
         )
         today = self._today()
