@@ -47,6 +47,10 @@ CONTRACT_METRICS = {
     "nexus_budget_cap_usd",
     "nexus_budget_spend_ratio",
     "nexus_budget_platform_spend_usd",
+    "nexus_budget_platform_model_spend_usd",
+    "nexus_budget_platform_feature_spend_usd",
+    "nexus_budget_model_spend_usd",
+    "nexus_budget_feature_spend_usd",
     "nexus_spend_anomalies",
     # audit service
     "nexus_audit_tree_size",
