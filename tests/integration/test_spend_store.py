@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from nexus_control.budgets.spend import InProcessSpendStore, RedisSpendStore, SpendStore, Usage
+from nexus_control.budgets.redis_spend import RedisSpendStore
+from nexus_control.budgets.spend import InProcessSpendStore, SpendStore, Usage
 from tests.fixtures.servers import RedisServer
 
 
