@@ -50,7 +50,7 @@ class Granularity(StrEnum):
         return HOURS_KEPT if self is Granularity.HOUR else DAYS_KEPT
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Combo:
     """What one cell counts: a model, and the feature and route when the report named them."""
 

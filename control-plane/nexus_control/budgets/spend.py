@@ -25,6 +25,7 @@ from nexus_control.budgets.cells import (
     Combo,
     Granularity,
     bucket_start,
+    combo_field,
     expires_at,
 )
 from nexus_control.budgets.money import to_micros, to_usd
@@ -274,7 +275,9 @@ class InProcessSpendStore:
                 for bucket in buckets
                 if bucket in kept and expires_at(granularity, bucket) > now
                 for tenant in tenants
-                for combo, micros in sorted(kept[bucket].get(tenant, {}).items())
+                for combo, micros in sorted(
+                    kept[bucket].get(tenant, {}).items(), key=lambda item: combo_field(item[0])
+                )
             ]
 
     def tenants_on(self, days: Sequence[str]) -> set[str]:

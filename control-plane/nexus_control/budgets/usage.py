@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -63,16 +63,6 @@ class UsageReport(BaseModel):
     tokens: Annotated[int, Field(ge=0, le=10_000_000)]
     cost_usd: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=False)]
     occurred_at: datetime | None = Field(default=None, strict=False)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _known_route(cls, value: str | None) -> str | None:
-        if value is not None and value not in GATEWAY_ROUTES:
-            raise ValueError(
-                f"unknown route {value!r}: a usage report names a gateway route by name, "
-                f"one of {_ROUTE_NAMES}"
-            )
-        return value
 
 
 MAX_DISABLED_REASON = 300
@@ -133,8 +123,12 @@ def check_report(config: CompiledConfig, report: UsageReport, now: datetime) -> 
                 f"occurred_at {when.isoformat()} is more than {MAX_REPORT_AGE.days} days ago: "
                 "spend that old is no longer kept"
             )
-    model = config.get("models", {}).get(report.model)
-    if model is None:
+    if report.endpoint is not None and report.endpoint not in GATEWAY_ROUTES:
+        raise UsageRefusedError(
+            f"unknown route {report.endpoint!r}: a usage report names a gateway route by name, "
+            f"one of {_ROUTE_NAMES}"
+        )
+    if report.model not in config.get("models", {}):
         raise UsageRefusedError(f"unknown model {report.model!r}: not in the policy in force")
     if report.model not in known_models(config, report.tenant):
         raise UsageRefusedError(
