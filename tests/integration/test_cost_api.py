@@ -54,7 +54,7 @@ def test_hours_sum_to_days_and_days_to_the_month_the_budget_uses(cost_api: Spend
     ]
     sent = []
     for n, cost in enumerate(costs):
-        when = hour - timedelta(hours=n % 3) + timedelta(minutes=n)
+        when = hour - timedelta(hours=n % 3) - timedelta(minutes=n)
         answer = cost_api.usage(cost_usd=cost, occurred_at=iso(when), **combos[n % 3])
         assert answer.status_code == 202, answer.text
         sent.append((when, cost))
