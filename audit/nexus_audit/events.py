@@ -86,6 +86,7 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
         "PCI:7.2.1",
         "ISO42001:A.9.2",
     ),
+    "evaluation.": ("ISO42001:A.6.2.4", "EUAIACT:Art.15", "SOC2:CC8.1"),
     "tenant.disabled": ("SOC2:A1.1",),
     "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),
     "retention.purged": ("GDPR:Art.5", "ISO27001:A.8.10", "SOC2:C1.2"),

@@ -18,6 +18,7 @@ from nexus_control.budgets.backpressure import UsageGate
 from nexus_control.budgets.budgets import Budgets, StateSigner
 from nexus_control.budgets.metrics import BudgetGauges
 from nexus_control.budgets.spend import SpendStore
+from nexus_control.quality.evaluations import Evaluations
 from nexus_control.registry.registry import Registry
 from nexus_control.replay.gatekeeper import Gatekeeper, GateOutcome
 from nexus_control.rollout.fleet import Fleet, load_fleet
@@ -104,6 +105,7 @@ class ControlPlane:
         )
         self.notifier = RevisionNotifier()
         self.registry = Registry(db, opa, self.keyring)
+        self.evaluations = Evaluations(db, self.registry.config)
         self.rollouts = Rollouts(
             db,
             self.fleet,

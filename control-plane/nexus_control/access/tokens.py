@@ -3,7 +3,8 @@
 Roles scope what a token may do: authors publish, approvers approve,
 operators drive rollouts, compliance officers read evidence, enforcers poll
 bundles and report status, the gateway reports usage, Alertmanager (a remediator)
-posts alerts whose remediations act in its name, a FinOps reader reads the spend of
+posts alerts whose remediations act in its name, an evaluation pipeline (an
+evaluator) posts offline evaluation results, a FinOps reader reads the spend of
 the tenants its token names. An enforcer token is
 bound to one enforcer id and its region: it speaks for that enforcer only; a
 gateway token lists the tenants it may report usage for (at least one, at
@@ -72,6 +73,8 @@ class Role(StrEnum):
     GATEWAY = "gateway"
     REMEDIATOR = "remediator"
     """Alertmanager: may post alerts to the webhook, and nothing else."""
+    EVALUATOR = "evaluator"
+    """An offline evaluation pipeline: may post evaluation results, and nothing else."""
     FINOPS = "finops"
     """May read the spend of the tenants its token names (the cost API), and nothing else."""
 

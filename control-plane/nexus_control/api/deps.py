@@ -25,6 +25,7 @@ __all__ = [
     "AuthorDep",
     "BudgetReaderDep",
     "EnforcerDep",
+    "EvaluatorDep",
     "EventReaderDep",
     "FleetReaderDep",
     "GatewayDep",
@@ -134,6 +135,9 @@ FleetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.APPROV
 EventReaderDep = Annotated[Principal, Depends(require(Role.COMPLIANCE, Role.OPERATOR))]
 RemediatorDep = Annotated[Principal, Depends(require(Role.REMEDIATOR, Role.OPERATOR))]
 """Alertmanager's webhook: a remediator token (that may do nothing else), or an operator's."""
+EvaluatorDep = Annotated[Principal, Depends(require(Role.EVALUATOR))]
+"""Evaluation results: an evaluator token only, so no person posts the evidence their own
+change is gated on."""
 BudgetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE))]
 """Spend against caps: who runs the platform and who evidences it."""
 SpendReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE, Role.FINOPS))]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 
 from nexus_contract.wire import GATEWAY_ROUTES
+from nexus_control.authoring.quality import Quality
 
 __all__ = [
     "API_VERSION",
@@ -50,6 +51,7 @@ __all__ = [
     "Prompt",
     "PromptVersion",
     "PromptsSpec",
+    "Quality",
     "RateLimit",
     "RateLimitsSpec",
     "RbacSpec",
@@ -357,6 +359,8 @@ class Prompt(_Strict):
     risk: Risk
     default_version: Annotated[str, StringConstraints(min_length=1, strict=True)]
     versions: list[PromptVersion] = Field(min_length=1)
+    quality: Quality | None = None
+    """Every version the rollout routes to needs a passing evaluation (checked at publish)."""
 
 
 class PromptsSpec(_Strict):
@@ -416,6 +420,9 @@ class Flag(_Strict):
     sticky: Literal["tenant", "subject"] = "tenant"
     kill_switch: bool = False
     overrides: list[Override] = Field(default_factory=list)
+    quality: Quality | None = None
+    """A model flag's thresholds: every model it routes to needs a passing evaluation
+    (checked at publish). A prompt's are in its Prompts spec."""
 
 
 class RolloutsSpec(_Strict):
