@@ -33,11 +33,13 @@ __all__ = [
     "PlaneDep",
     "ReaderDep",
     "RemediatorDep",
+    "SpendReaderDep",
     "authenticate_token",
     "authorize",
     "enforcer_identity",
     "require",
     "route_roles",
+    "spend_scope",
 ]
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -138,6 +140,14 @@ EvaluatorDep = Annotated[Principal, Depends(require(Role.EVALUATOR))]
 change is gated on."""
 BudgetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE))]
 """Spend against caps: who runs the platform and who evidences it."""
+SpendReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE, Role.FINOPS))]
+"""The cost API: operators and compliance read every tenant's spend; a finops token only
+the spend of the tenants it names (`spend_scope`)."""
+
+
+def spend_scope(principal: Principal) -> frozenset[str] | None:
+    """The tenants whose spend ``principal`` may read; None: every tenant."""
+    return frozenset(principal.tenants) if principal.role is Role.FINOPS else None
 
 
 def enforcer_identity(request: Request, principal: Principal, region: str | None) -> str:

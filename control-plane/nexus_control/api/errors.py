@@ -13,6 +13,7 @@ from nexus_control.access.keyring import KeyringError
 from nexus_control.access.tokens import TokenError
 from nexus_control.authoring.bundle import BuildError
 from nexus_control.authoring.loader import SpecError
+from nexus_control.budgets.costs import CostQueryError, SpendScopeError
 from nexus_control.budgets.usage import GatewayScopeError, UnknownTenantError, UsageRefusedError
 from nexus_control.quality.evaluations import (
     EvaluationRefusedError,
@@ -63,6 +64,8 @@ STATUS_OF: ErrorTable = {
     UnknownTenantError: (422, "unknown_tenant"),
     UsageRefusedError: (422, "invalid_usage"),
     GatewayScopeError: (403, "forbidden"),
+    CostQueryError: (400, "invalid_query"),
+    SpendScopeError: (403, "forbidden"),
     ApprovalError: (422, "invalid_request"),
     TokenError: (422, "invalid_request"),
     StatusError: (422, "invalid_status"),

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
+from nexus_contract.wire import GATEWAY_ROUTES
 from nexus_control.authoring.quality import Quality
 
 __all__ = [
@@ -432,9 +433,7 @@ class RolloutsSpec(_Strict):
 
 # --- Rate limits ---------------------------------------------------------------
 
-LIMITED_ROUTES: frozenset[str] = frozenset(
-    {"chat.completions", "tools.invoke", "chats.read", "chats.delete", "subjects.erase"}
-)
+LIMITED_ROUTES: frozenset[str] = frozenset(GATEWAY_ROUTES)
 """The route names a rate limit may select (``nexus.request.route``)."""
 
 RATE_UNIT_SECONDS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
