@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from nexus_cli.demo.scenarios import (
     BudgetStep,
     Scenario,
 )
+from nexus_cli.demo.traces import show_trace, start_jaeger
 from nexus_cli.rollout import status_view
 from nexus_contract.wire import (
     APPROVAL_HEADER,
@@ -69,9 +70,11 @@ from nexus_control.store import outbox
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
 from nexus_dataplane.process import ManagedProcess, free_port, wait_for_port
 from nexus_dataplane.records import RecordFacts, RecordSigner, create_dev_record_signer
+from nexus_dataplane.spec import TracingSpec
 from nexus_runtime.secretfile import write_secret
-from nexus_runtime.server import ServerThread
+from nexus_runtime.server import ServerThread, instrument_app
 from nexus_runtime.toolchain import find_envoy, find_opa
+from nexus_runtime.tracing import TracingSettings, configure_tracing, shutdown_tracing, tracer
 
 __all__ = ["run_demo"]
 
@@ -350,6 +353,8 @@ class DemoRun:
     witnesses: list[ManagedProcess] = field(default_factory=list)
     stacks: list[EnforcerStack] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
+    tracing: TracingSpec | None = None
+    """Where Envoy and OPA send spans (a Jaeger of the run), or None: no tracing."""
 
     def api(self, role: str) -> ControlPlaneClient:
         assert self.server is not None
@@ -377,7 +382,9 @@ class DemoRun:
             self.tokens["compliance"], _ = create_token(
                 session, name="carmen", role=Role.COMPLIANCE
             )
-        self.server = ServerThread(create_app(self.plane, self.audit), "127.0.0.1", free_port())
+        app = create_app(self.plane, self.audit)
+        instrument_app(app)
+        self.server = ServerThread(app, "127.0.0.1", free_port())
         self.server.start()
         # Enforcers trust the control plane's bundle key: its public half, from the key ring.
         (trusted,) = self.plane.keyring.trusted(KeyPurpose.BUNDLE)
@@ -397,6 +404,7 @@ class DemoRun:
                     with_envoy=wave == 0,
                     long_poll_timeout_s=10,
                     audit_url=self.server.url,
+                    tracing=self.tracing,
                 ),
                 count=1,
             )
@@ -690,7 +698,12 @@ def run_demo(out: Console, err: Console) -> int:
         "(only their hashes go into the bundle)"
     )
     opa = Opa(find_opa(settings.opa_bin))
-    run = DemoRun(out, settings, opa, dev)
+    jaeger = start_jaeger(WORKDIR / "jaeger")
+    if jaeger is not None:
+        # Before the engines and clients exist: the instrumentations patch them.
+        endpoint = jaeger.tracing().http_endpoint
+        configure_tracing("nexus-control-plane", TracingSettings(otlp_endpoint=endpoint))
+    run = DemoRun(out, settings, opa, dev, tracing=jaeger.tracing() if jaeger else None)
     try:
         run.start()
         assert run.server is not None
@@ -716,6 +729,15 @@ def run_demo(out: Console, err: Console) -> int:
         demo = Demo(out, gateway, plain, run.issue_approval, records)
         for scenario in SCENARIOS:
             demo.send(scenario)
+        traced: tuple[str, str] | None = None
+        if jaeger is not None:
+            # The demo's own span is the trace's root: its instrumented httpx sends the
+            # request's traceparent, and Envoy, OPA and the upstream continue the trace.
+            with tracer("nexus-demo").start_as_current_span("demo chat request") as span:
+                chat = SCENARIOS[0]
+                answered = demo.send(replace(chat, name=f"{chat.name} (traced)"))
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+            traced = (trace_id, answered.headers.get(DECISION_ID_HEADER, ""))
         with httpx.Client(
             base_url=run.server.url,
             headers={"authorization": f"Bearer {run.tokens['gateway']}"},
@@ -777,6 +799,16 @@ def run_demo(out: Console, err: Console) -> int:
 
         out.print("[bold]9[/bold] the audit trail")
         audited = _show_audit(run, demo, out)
+        followed = True
+        if jaeger is not None and traced is not None:
+            out.print("[bold]10[/bold] one request's trace, read back from Jaeger")
+            followed = show_trace(jaeger, *traced, out)
+        else:
+            out.print(
+                "traces: Jaeger is not built on this machine; NEXUS_BOOTSTRAP_JAEGER=1 make demo "
+                "builds it once (about 6 minutes, cached) and the demo then follows one request "
+                "through Envoy and OPA in it"
+            )
 
         failed = [o for o in demo.outcomes if not o.ok]
         healthy = halted["state"] == "halted" and reached == {REGION}
@@ -791,6 +823,9 @@ def run_demo(out: Console, err: Console) -> int:
             "--name you[/bold], then [bold]nexus-policy serve[/bold] and open "
             "http://127.0.0.1:8700/console"
         )
-        return 1 if failed or not healthy or not audited else 0
+        return 1 if failed or not healthy or not audited or not followed else 0
     finally:
         run.stop()
+        if jaeger is not None:
+            shutdown_tracing()
+            jaeger.stop()
