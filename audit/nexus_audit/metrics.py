@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 __all__ = [
     "DECISION_CONFLICT",
     "ENFORCER_MISMATCH",
+    "RECEIPT_FORGED",
     "REFUSED_BUSY",
     "AuditCollector",
     "AuditMetrics",
@@ -27,6 +28,8 @@ DECISION_CONFLICT = "decision_conflict"
 """Security-event kind: a decision id sent again with other content."""
 ENFORCER_MISMATCH = "enforcer_mismatch"
 """Security-event kind: an upload whose credential, labels and header name other enforcers."""
+RECEIPT_FORGED = "receipt_forged"
+"""Security-event kind: a delivery receipt for a decision its sender did not make."""
 REFUSED_BUSY = "busy"
 """Upload refusal reason: too many uploads in flight (429)."""
 
@@ -69,7 +72,7 @@ _COUNTERS = {
     "witness_failures": ("nexus_audit_witness_failures", "Witness submissions failed", "witness"),
 }
 _KNOWN_LABELS = {
-    "security_events": (DECISION_CONFLICT, ENFORCER_MISMATCH),
+    "security_events": (DECISION_CONFLICT, ENFORCER_MISMATCH, RECEIPT_FORGED),
     "uploads_refused": (REFUSED_BUSY,),
 }
 """Label values exported at 0 before their first count: a counter that appears already at 1
