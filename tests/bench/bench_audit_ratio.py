@@ -237,7 +237,8 @@ def _add_access_log(bootstrap: dict[str, Any], path: Path) -> None:
     for listener in bootstrap["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for flt in chain["filters"]:
-                flt["typed_config"]["access_log"] = [
+                # Beside the data plane's own loggers (the delivery log to OPA among them).
+                flt["typed_config"].setdefault("access_log", []).append(
                     {
                         "name": "envoy.access_loggers.file",
                         "typed_config": {
@@ -248,7 +249,7 @@ def _add_access_log(bootstrap: dict[str, Any], path: Path) -> None:
                             },
                         },
                     }
-                ]
+                )
 
 
 def _headers(tenant: str, key: str, plan: str) -> dict[str, str]:
