@@ -174,3 +174,22 @@ func TestARequestWithoutAnIDIsNotTracked(t *testing.T) {
 		t.Fatal("a request without x-request-id was kept")
 	}
 }
+
+// BenchmarkDeliveryMatch is one request's cost on the delivery path: its
+// answer kept, Envoy's access log entry read and matched.
+func BenchmarkDeliveryMatch(b *testing.B) {
+	d := newDeliveries(defaultDeliveryEntries, defaultDeliveryTTL, nil)
+	entry := logEntry("", 200, "via_upstream", "", true)
+	ids := make([]string, 4096)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("9f8e7d6c-5b4a-4321-8765-%012d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		id := ids[i%len(ids)]
+		d.answered(id, allowAnswer)
+		entry.Request.RequestId = id
+		d.logged(id, recordOf(entry))
+	}
+}
