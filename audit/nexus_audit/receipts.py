@@ -60,6 +60,7 @@ __all__ = [
     "RECEIPT_EVENT_PREFIX",
     "RECEIPT_FORGED",
     "ReceiptRefusedError",
+    "SplitUpload",
     "prepare_receipts",
     "receipts_for",
     "split_receipts",
@@ -121,18 +122,30 @@ class _Decided:
     tenant: str | None
 
 
-def split_receipts(
-    parsed: Sequence[ParsedEvent],
-) -> tuple[list[ParsedEvent], list[tuple[int, ParsedEvent]]]:
-    """The upload's decisions, and its receipts with their positions in the upload."""
+@dataclass(frozen=True)
+class SplitUpload:
+    """An upload's decisions and receipts, each with its position in the upload."""
+
+    decisions: list[ParsedEvent]
+    positions: list[int] | None
+    """Of ``decisions``; None when the upload holds no receipt (then they are 0, 1, 2...)."""
+    receipts: list[tuple[int, ParsedEvent]]
+
+
+def split_receipts(parsed: Sequence[ParsedEvent]) -> SplitUpload:
+    """The upload's decisions and its receipts (events at `RECEIPT_PATH`)."""
+    if not any(item.event.path == RECEIPT_PATH for item in parsed):
+        return SplitUpload(list(parsed), None, [])
     decisions: list[ParsedEvent] = []
+    positions: list[int] = []
     receipts: list[tuple[int, ParsedEvent]] = []
     for index, item in enumerate(parsed):
         if item.event.path == RECEIPT_PATH:
             receipts.append((index, item))
         else:
             decisions.append(item)
-    return decisions, receipts
+            positions.append(index)
+    return SplitUpload(decisions, positions, receipts)
 
 
 def prepare_receipts(

@@ -430,10 +430,12 @@ class AuditLog(LogReader):
                 raise
             region = uploader.region
         with cyclic_gc_paused():
-            decisions, receipts = split_receipts(read_events(body, content_encoding, self.limits))
+            upload = split_receipts(read_events(body, content_encoding, self.limits))
             try:
-                prepared = self._prepare(decisions, region=region, enforcer=enforcer)
-                receipted = self._prepare_receipts(receipts, prepared, region, enforcer)
+                prepared = self._prepare(
+                    upload.decisions, region=region, enforcer=enforcer, positions=upload.positions
+                )
+                receipted = self._prepare_receipts(upload.receipts, prepared, region, enforcer)
             except EnforcerMismatchError as exc:
                 if uploader is not None:
                     self._security_event(_MISMATCH_EVENT, uploader, exc)
@@ -476,7 +478,12 @@ class AuditLog(LogReader):
         return self._append_prepared_decisions(prepared, None)
 
     def _prepare(
-        self, parsed: Sequence[ParsedEvent], *, region: str | None, enforcer: str | None
+        self,
+        parsed: Sequence[ParsedEvent],
+        *,
+        region: str | None,
+        enforcer: str | None,
+        positions: Sequence[int] | None = None,
     ) -> list[PreparedDecision]:
         salt = self.secrets.get(TENANT_SALT)
 
@@ -494,6 +501,7 @@ class AuditLog(LogReader):
             known_tools=self.facts.known_tools(),
             tenant_hash=tenant_hash,
             content_mac=lambda content: self.secrets.mac(CONTENT_MAC, content),
+            positions=positions,
         )
 
     def _append_prepared_decisions(

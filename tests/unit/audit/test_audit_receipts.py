@@ -107,3 +107,13 @@ def _schema() -> dict[str, Any]:
         (SCHEMAS_DIR / "receipt" / "receipt.schema.json").read_text(encoding="utf-8")
     )
     return schema
+
+
+def test_a_bad_decision_after_a_receipt_is_named_by_its_place_in_the_upload(
+    audit_log: AuditLog,
+) -> None:
+    _upload(audit_log, decision_event(decision_id="d-1", time=NOW))
+    bad = decision_event(decision_id="d-bad", time=NOW)
+    bad["result"]["allowed"] = "yes"
+    with pytest.raises(InvalidEventError, match=r"^event 2 \(decision d-bad\)"):
+        _upload(audit_log, decision_event(time=NOW), receipt_event("d-1", time=NOW), bad)
