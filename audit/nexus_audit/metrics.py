@@ -68,6 +68,11 @@ _COUNTERS = {
     "uploads_refused": ("nexus_audit_uploads_refused", "Decision-log uploads refused", "reason"),
     "decisions_flagged": ("nexus_audit_decisions_flagged", "Decisions stored flagged", "flag"),
     "dead_letters": ("nexus_audit_dead_letters", "Outbox events dead-lettered", "type"),
+    "receipts_skipped": (
+        "nexus_audit_receipts_skipped",
+        "Delivery receipts skipped: their decision is not in the log",
+        "reason",
+    ),
     "cosignatures": ("nexus_audit_cosignatures", "Cosignatures collected", "witness"),
     "witness_failures": ("nexus_audit_witness_failures", "Witness submissions failed", "witness"),
 }

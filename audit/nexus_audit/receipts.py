@@ -12,11 +12,12 @@ A receipt is its own leaf, kind ``receipt``, event id ``receipt:<decision id>``
 delivered: false, reason, answered, envoy}``, with the decision's tenant
 beside it. Nothing in it is client-controlled: Envoy's status, its response
 details and flags. It is only taken from the enforcer that made the decision:
-the decision must be in the log (or earlier in the same upload) with the
-uploader's enforcer id, else the upload is refused (`ReceiptRefusedError`,
-422, counted as a security event), so no enforcer can mark another's
-decisions unanswered. A second receipt for a decision with other content is a
-conflict (409), like a restated decision.
+a decision in the log (or earlier in the same upload) with another
+enforcer id refuses the upload (`ReceiptRefusedError`, 422, counted as a
+security event), so no enforcer can mark another's decisions unanswered; a
+receipt for a decision not in the log is skipped and counted. A second
+receipt for a decision with other content is a conflict (409), like a
+restated decision.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from nexus_contract.wire import RECEIPT_PATH, RECEIPT_REASONS
 __all__ = [
     "RECEIPT_EVENT_PREFIX",
     "RECEIPT_FORGED",
+    "PreparedReceipts",
     "ReceiptRefusedError",
     "SplitUpload",
     "prepare_receipts",
@@ -72,11 +74,11 @@ _LOOKUP_CHUNK = 500
 
 
 class ReceiptRefusedError(IntakeError):
-    """A receipt names a decision its uploader did not make (or one not in the log)."""
+    """A receipt names a decision another enforcer made."""
 
     code = "receipt_refused"
 
-    def __init__(self, message: str, *, decision_id: str, owner: str | None) -> None:
+    def __init__(self, message: str, *, decision_id: str, owner: str) -> None:
         super().__init__(message)
         self.decision_id = decision_id
         self.owner = owner
@@ -123,6 +125,14 @@ class _Decided:
 
 
 @dataclass(frozen=True)
+class PreparedReceipts:
+    """An upload's receipts as leaves, and the decision ids of those skipped (not logged)."""
+
+    events: list[PreparedEvent]
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
 class SplitUpload:
     """An upload's decisions and receipts, each with its position in the upload."""
 
@@ -157,21 +167,25 @@ def prepare_receipts(
     enforcer: str | None,
     now: datetime,
     rules: IntakeRules,
-) -> list[PreparedEvent]:
+) -> PreparedReceipts:
     """Check each receipt against the decision it names and build its leaf.
 
     ``batch`` is (decision id, enforcer, tenant) of the upload's own
     decisions, which precede their receipts; every other decision is read from
-    the log. Raises `ReceiptRefusedError` for a decision of another enforcer
-    or none, `DecisionConflictError` for a second, different receipt.
+    the log. Raises `ReceiptRefusedError` for a decision of another enforcer,
+    `DecisionConflictError` for a second, different receipt. A receipt for a
+    decision not in the log is skipped (and returned as such): its decision's
+    own upload was refused, and refusing this one too would set aside the
+    decisions beside it; keeping it could mark a decision logged later.
     """
     if not receipts:
-        return []
+        return PreparedReceipts([], [])
     known = {decision_id: _Decided(owner, tenant) for decision_id, owner, tenant in batch}
     validated = [(index, item, _receipt(index, item)) for index, item in receipts]
     wanted = sorted({r.decision_id for _, _, r in validated} - known.keys())
     known.update(_decided(session, wanted))
     prepared: list[PreparedEvent] = []
+    skipped: list[str] = []
     for index, item, receipt in validated:
         event = item.event
         uploader = event.labels.enforcer or event.labels.id
@@ -189,12 +203,8 @@ def prepare_receipts(
             )
         decided = known.get(receipt.decision_id)
         if decided is None:
-            raise ReceiptRefusedError(
-                f"event {index}: the receipt names decision {receipt.decision_id}, which is "
-                "not in the log; a receipt follows its decision",
-                decision_id=receipt.decision_id,
-                owner=None,
-            )
+            skipped.append(receipt.decision_id)
+            continue
         if decided.enforcer != uploader:
             raise ReceiptRefusedError(
                 f"event {index}: the receipt names decision {receipt.decision_id} of enforcer "
@@ -230,7 +240,7 @@ def prepare_receipts(
         )
         prepared.append(PreparedEvent(leaf, None, None))
     _check_restated(session, prepared)
-    return prepared
+    return PreparedReceipts(prepared, skipped)
 
 
 def receipts_for(session: Session, decision_ids: Iterable[str]) -> dict[str, str]:

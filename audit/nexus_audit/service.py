@@ -462,8 +462,15 @@ class AuditLog(LogReader):
         batch = [(str(p.leaf.decision_id), str(orjson.loads(p.leaf.entry)["enforcer"]),
                   p.leaf.tenant) for p in prepared]  # fmt: skip
         with self.db.session() as session:
-            return prepare_receipts(session, receipts, batch, region=region, enforcer=enforcer,
-                                    now=self._clock(), rules=self.rules)  # fmt: skip
+            found = prepare_receipts(session, receipts, batch, region=region, enforcer=enforcer,
+                                     now=self._clock(), rules=self.rules)  # fmt: skip
+        if found.skipped:
+            self.metrics.count("receipts_skipped", "decision_not_logged", len(found.skipped))
+            log.warning(
+                "receipts for decisions not in the log skipped",
+                extra={"decision_ids": found.skipped[:10], "enforcer": enforcer},
+            )
+        return found.events
 
     def append_decisions(
         self,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
@@ -135,7 +136,9 @@ func (p *Plugin) receiptLost(r *pendingReceipt, err error) {
 // (schemas/receipt/receipt.schema.json).
 func (r *pendingReceipt) document() map[string]any {
 	answered := map[string]any{"allowed": r.answer.allowed}
-	if !r.answer.allowed {
+	// Only statuses the contract admits: a receipt the intake refuses
+	// would set aside the decisions shipped beside it.
+	if !r.answer.allowed && r.answer.status >= 200 && r.answer.status <= 599 {
 		answered["http_status"] = json.Number(strconv.Itoa(r.answer.status))
 	}
 	flags := make([]any, 0, len(r.record.flags))
@@ -160,10 +163,14 @@ func recordOf(entry *accesslogdatav3.HTTPAccessLogEntry) accessRecord {
 	common := entry.GetCommonProperties()
 	details := entry.GetResponse().GetResponseCodeDetails()
 	if len(details) > maxDetailsLength {
-		details = details[:maxDetailsLength]
+		details = strings.ToValidUTF8(details[:maxDetailsLength], "")
+	}
+	code := int(entry.GetResponse().GetResponseCode().GetValue())
+	if code > 599 {
+		code = 0 // not an HTTP status the contract admits; details still say what Envoy did
 	}
 	r := accessRecord{
-		responseCode: int(entry.GetResponse().GetResponseCode().GetValue()),
+		responseCode: code,
 		details:      details,
 		flags:        flagsOf(common.GetResponseFlags()),
 		upstream:     common.GetUpstreamRemoteAddress() != nil,

@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from nexus_audit.intake import DecisionConflictError, InvalidEventError
-from nexus_audit.receipts import RECEIPT_EVENT_PREFIX, ReceiptRefusedError
 from nexus_audit.search import DecisionQuery
 from nexus_audit.service import AuditLog
 from nexus_contract.decision import SCHEMAS_DIR
@@ -70,11 +69,17 @@ def test_a_receipt_in_a_later_upload_finds_its_decision_in_the_log(audit_log: Au
         _upload(audit_log, other)
 
 
-def test_a_receipt_for_a_decision_not_in_the_log_is_refused(audit_log: AuditLog) -> None:
-    with pytest.raises(ReceiptRefusedError, match="not in the log"):
-        _upload(audit_log, receipt_event("d-missing", time=NOW))
-    assert audit_log.metrics.get("security_events", "receipt_forged") == 1
-    assert audit_log.leaf(index=audit_log.size() - 1).event_id != RECEIPT_EVENT_PREFIX + "d-missing"
+def test_a_receipt_for_a_decision_not_in_the_log_is_skipped_not_kept(
+    audit_log: AuditLog,
+) -> None:
+    """Its decision's upload was refused; refusing this one too would set aside the decisions
+    beside it, and keeping it would mark a decision of that id logged later."""
+    own = decision_event(time=NOW)
+    assert _upload(audit_log, own, receipt_event("d-missing", time=NOW)) == 1
+    assert audit_log.metrics.get("receipts_skipped", "decision_not_logged") == 1
+    assert _upload(audit_log, decision_event(decision_id="d-missing", time=NOW)) == 1
+    assert _hit(audit_log, "d-missing").answered
+    assert audit_log.size() == 2, "no receipt leaf"
 
 
 @pytest.mark.parametrize(
