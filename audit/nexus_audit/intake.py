@@ -570,19 +570,22 @@ def prepare_decisions(
     known_tools: frozenset[str] = frozenset(),
     tenant_hash: Callable[[str], str] | None = None,
     content_mac: Callable[[bytes], bytes] | None = None,
+    positions: Sequence[int] | None = None,
 ) -> list[PreparedDecision]:
     """Check every event and build its leaf and payload.
 
     ``region`` / ``enforcer``, when given, are what the uploader's credential
     and header say; an event claiming another is refused. ``now`` and
     ``rules`` decide the time window; ``known_tenants`` (None: keep the claim,
-    for callers without a policy) and ``tenant_hash`` the leaf's tenant.
+    for callers without a policy) and ``tenant_hash`` the leaf's tenant. ``positions`` are
+    the events' places in the upload (for messages) when they are not 0, 1, 2...
     """
     rules = rules or IntakeRules()
     salts = os.urandom(SALT_SIZE * len(events))
     known: dict[str, bool] = {}
     prepared = []
-    for index, item in enumerate(events):
+    for position, item in enumerate(events):
+        index = position if positions is None else positions[position]
         event = item.event if isinstance(item, ParsedEvent) else item
         content = item.content if isinstance(item, ParsedEvent) else None
         result = _result(index, event)
@@ -627,7 +630,7 @@ def prepare_decisions(
             payload = canonical_json(_payload_of(event))
         except CanonicalJsonError as exc:
             raise InvalidEventError(index, "input", str(exc), event.decision_id) from None
-        salt = salts[index * SALT_SIZE : (index + 1) * SALT_SIZE]
+        salt = salts[position * SALT_SIZE : (position + 1) * SALT_SIZE]
         allowed = result if isinstance(result, bool) else result.allowed
         http_status = None if isinstance(result, bool) else result.http_status
         shed = None if isinstance(result, bool) else result.shed

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 __all__ = [
     "DECISION_CONFLICT",
     "ENFORCER_MISMATCH",
+    "RECEIPT_FORGED",
     "REFUSED_BUSY",
     "AuditCollector",
     "AuditMetrics",
@@ -27,6 +28,8 @@ DECISION_CONFLICT = "decision_conflict"
 """Security-event kind: a decision id sent again with other content."""
 ENFORCER_MISMATCH = "enforcer_mismatch"
 """Security-event kind: an upload whose credential, labels and header name other enforcers."""
+RECEIPT_FORGED = "receipt_forged"
+"""Security-event kind: a delivery receipt for a decision its sender did not make."""
 REFUSED_BUSY = "busy"
 """Upload refusal reason: too many uploads in flight (429)."""
 
@@ -65,11 +68,16 @@ _COUNTERS = {
     "uploads_refused": ("nexus_audit_uploads_refused", "Decision-log uploads refused", "reason"),
     "decisions_flagged": ("nexus_audit_decisions_flagged", "Decisions stored flagged", "flag"),
     "dead_letters": ("nexus_audit_dead_letters", "Outbox events dead-lettered", "type"),
+    "receipts_skipped": (
+        "nexus_audit_receipts_skipped",
+        "Delivery receipts skipped: their decision is not in the log",
+        "reason",
+    ),
     "cosignatures": ("nexus_audit_cosignatures", "Cosignatures collected", "witness"),
     "witness_failures": ("nexus_audit_witness_failures", "Witness submissions failed", "witness"),
 }
 _KNOWN_LABELS = {
-    "security_events": (DECISION_CONFLICT, ENFORCER_MISMATCH),
+    "security_events": (DECISION_CONFLICT, ENFORCER_MISMATCH, RECEIPT_FORGED),
     "uploads_refused": (REFUSED_BUSY,),
 }
 """Label values exported at 0 before their first count: a counter that appears already at 1

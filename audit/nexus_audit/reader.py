@@ -38,6 +38,7 @@ from nexus_audit.search import (
     previous_checkpoint_size,
     read_batch,
     search_decisions,
+    with_receipts,
     write_batch,
 )
 from nexus_audit.signer import CheckpointSigner, SignedCheckpoint
@@ -316,9 +317,10 @@ class LogReader:
             if leaf is None:
                 raise LeafNotFoundError(f"decision {decision_id} is not in the log")
             opened = self.vault.open(session, [index])[index]
+            (hit,) = with_receipts(session, [hit_of(index, leaf.entry)])
         proof = self.inclusion_proof(index=index)
         payload = orjson.loads(opened.plaintext) if opened.plaintext is not None else None
-        return DecisionRecord(hit_of(index, leaf.entry), leaf.entry, opened.status, payload, proof)
+        return DecisionRecord(hit, leaf.entry, opened.status, payload, proof)
 
     def _resolve(self, session: Session, index: int | None, decision_id: str | None) -> int:
         if (index is None) == (decision_id is None):

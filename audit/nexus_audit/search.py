@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from nexus_audit import storage
 from nexus_audit.catalog import Catalogs
 from nexus_audit.payloads import PayloadStatus, PayloadVault
 from nexus_audit.proof import TlogProof
+from nexus_audit.receipts import receipts_for
 from nexus_audit.tables import (
     CheckpointRow,
     ControlDay,
@@ -72,6 +73,7 @@ __all__ = [
     "rules_of",
     "search_decisions",
     "tool_of",
+    "with_receipts",
     "write_batch",
 ]
 
@@ -157,12 +159,25 @@ class DecisionHit:
     error: str | None
     shed: str | None = None
     """Why the enforcer refused without asking the policy (`nexus_contract.wire.SHED_REASONS`)."""
+    receipt: str | None = None
+    """Why the enforcer's receipt says the client did not get this answer
+    (`nexus_contract.wire.RECEIPT_REASONS`); None without a receipt."""
 
     @property
     def answered(self) -> bool:
-        """Whether the enforcer's answer reached the client (a shed Check Envoy had given up
-        on did not: the leaf records a request, not a decision anyone received)."""
-        return self.shed not in SHED_UNANSWERED
+        """Whether the enforcer's answer reached the client: not for a shed Check Envoy had
+        given up on, nor for an answer the enforcer's receipt says Envoy did not deliver
+        (its timeout fired first): such a leaf records a request, not a decision received."""
+        return self.shed not in SHED_UNANSWERED and self.receipt is None
+
+
+def with_receipts(session: Session, hits: Sequence[DecisionHit]) -> tuple[DecisionHit, ...]:
+    """``hits`` with the reason of each one's delivery receipt, where it has one."""
+    found = receipts_for(session, (hit.decision_id for hit in hits))
+    return tuple(
+        replace(hit, receipt=found[hit.decision_id]) if hit.decision_id in found else hit
+        for hit in hits
+    )
 
 
 @dataclass(frozen=True)
@@ -431,7 +446,7 @@ def search_decisions(session: Session, catalogs: Catalogs, query: DecisionQuery)
         if found is not None:
             leaf = storage.leaf_at(session, found)
             if leaf is not None and _matches_lookup(hit := hit_of(found, leaf.entry), query):
-                hits = (hit,)
+                hits = with_receipts(session, (hit,))
         return DecisionPage(hits, None, indexed, size)
 
     facet = DecisionFacet
@@ -467,7 +482,7 @@ def search_decisions(session: Session, catalogs: Catalogs, query: DecisionQuery)
     more = len(indexes) > query.limit
     indexes = indexes[: query.limit]
     entries = _entries(session, indexes)
-    hits = tuple(hit_of(index, entries[index]) for index in indexes)
+    hits = with_receipts(session, [hit_of(index, entries[index]) for index in indexes])
     return DecisionPage(hits, indexes[-1] if more else None, indexed, size)
 
 

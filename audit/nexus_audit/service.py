@@ -73,6 +73,12 @@ from nexus_audit.reader import (
     LogReader,
     QuorumUnavailableError,
 )
+from nexus_audit.receipts import (
+    RECEIPT_FORGED,
+    ReceiptRefusedError,
+    prepare_receipts,
+    split_receipts,
+)
 from nexus_audit.settings import AuditSettings, MasterKeyProvider
 from nexus_audit.signer import CheckpointChainError, CheckpointSigner, SignedCheckpoint
 from nexus_audit.tables import DeadLetter, Leaf
@@ -101,6 +107,7 @@ SIGNER_LEASE = "nexus-audit-signer"
 _CONFLICT_EVENT = SECURITY_EVENT_PREFIX + DECISION_CONFLICT
 _MISMATCH_EVENT = SECURITY_EVENT_PREFIX + ENFORCER_MISMATCH
 _DEAD_LETTER_EVENT = "outbox.dead_lettered"
+_FORGED_RECEIPT_EVENT = SECURITY_EVENT_PREFIX + RECEIPT_FORGED
 
 
 @dataclass(frozen=True)
@@ -423,14 +430,47 @@ class AuditLog(LogReader):
                 raise
             region = uploader.region
         with cyclic_gc_paused():
-            parsed = read_events(body, content_encoding, self.limits)
+            upload = split_receipts(read_events(body, content_encoding, self.limits))
             try:
-                prepared = self._prepare(parsed, region=region, enforcer=enforcer)
+                prepared = self._prepare(
+                    upload.decisions, region=region, enforcer=enforcer, positions=upload.positions
+                )
+                receipted = self._prepare_receipts(upload.receipts, prepared, region, enforcer)
             except EnforcerMismatchError as exc:
                 if uploader is not None:
                     self._security_event(_MISMATCH_EVENT, uploader, exc)
                 raise
-            return self._append_prepared_decisions(prepared, uploader)
+            except ReceiptRefusedError as exc:
+                self.metrics.count("security_events", RECEIPT_FORGED)
+                self._append_security(
+                    _FORGED_RECEIPT_EVENT,
+                    {"decision_id": exc.decision_id, "owner": exc.owner, "enforcer": enforcer},
+                )
+                raise
+            return self._append_prepared_decisions(prepared, uploader, receipted)
+
+    def _prepare_receipts(
+        self,
+        receipts: Sequence[tuple[int, ParsedEvent]],
+        prepared: Sequence[PreparedDecision],
+        region: str | None,
+        enforcer: str | None,
+    ) -> list[PreparedEvent]:
+        """Receipts checked against their decisions (this upload's, else the log's)."""
+        if not receipts:
+            return []
+        batch = [(str(p.leaf.decision_id), str(orjson.loads(p.leaf.entry)["enforcer"]),
+                  p.leaf.tenant) for p in prepared]  # fmt: skip
+        with self.db.session() as session:
+            found = prepare_receipts(session, receipts, batch, region=region, enforcer=enforcer,
+                                     now=self._clock(), rules=self.rules)  # fmt: skip
+        if found.skipped:
+            self.metrics.count("receipts_skipped", "decision_not_logged", len(found.skipped))
+            log.warning(
+                "receipts for decisions not in the log skipped",
+                extra={"decision_ids": found.skipped[:10], "enforcer": enforcer},
+            )
+        return found.events
 
     def append_decisions(
         self,
@@ -445,7 +485,12 @@ class AuditLog(LogReader):
         return self._append_prepared_decisions(prepared, None)
 
     def _prepare(
-        self, parsed: Sequence[ParsedEvent], *, region: str | None, enforcer: str | None
+        self,
+        parsed: Sequence[ParsedEvent],
+        *,
+        region: str | None,
+        enforcer: str | None,
+        positions: Sequence[int] | None = None,
     ) -> list[PreparedDecision]:
         salt = self.secrets.get(TENANT_SALT)
 
@@ -463,14 +508,18 @@ class AuditLog(LogReader):
             known_tools=self.facts.known_tools(),
             tenant_hash=tenant_hash,
             content_mac=lambda content: self.secrets.mac(CONTENT_MAC, content),
+            positions=positions,
         )
 
     def _append_prepared_decisions(
-        self, prepared: Sequence[PreparedDecision], uploader: Uploader | None
+        self,
+        prepared: Sequence[PreparedDecision],
+        uploader: Uploader | None,
+        receipts: Sequence[PreparedEvent] = (),
     ) -> AppendResult:
         try:
             with self.db.session() as session:
-                appended = self._append(session, prepared)
+                appended = self._append(session, [*prepared, *receipts])
         except DecisionConflictError as exc:
             self.metrics.count("security_events", DECISION_CONFLICT)
             self._append_security(
@@ -482,9 +531,10 @@ class AuditLog(LogReader):
                 },
             )
             raise
-        flagged = sum(1 for item, index in zip(prepared, appended.indexes, strict=True)
+        indexes = appended.indexes[: len(prepared)]
+        flagged = sum(1 for item, index in zip(prepared, indexes, strict=True)
                       if index is not None and item.flags)  # fmt: skip
-        for item, index in zip(prepared, appended.indexes, strict=True):
+        for item, index in zip(prepared, indexes, strict=True):
             if index is not None:
                 for flag in item.flags:
                     self.metrics.count("decisions_flagged", flag)

@@ -33,8 +33,11 @@ __all__ = [
     "PROMPT_VERSION_HEADER",
     "RATELIMIT_DOMAIN",
     "RATELIMIT_METADATA_KEY",
+    "RECEIPT_PATH",
+    "RECEIPT_REASONS",
     "RECORD_CREATED_HEADER",
     "RECORD_TOKEN_HEADER",
+    "REQUEST_ID_HEADER",
     "ROUTE_MODEL_HEADER",
     "SHED_REASONS",
     "SHED_UNANSWERED",
@@ -115,6 +118,17 @@ SHED_UNANSWERED = frozenset({"deadline", "cancelled", "abandoned"})
 """The shed reasons whose refusal never reached the client: Envoy had answered (its
 ext_authz timeout) or gone before the enforcer did. Such a leaf is a request Envoy asked
 about, not a decision anyone received."""
+
+RECEIPT_PATH = "nexus/receipt"
+"""The decision-log ``path`` of a delivery receipt: the ext_authz plugin answered a decision
+that Envoy's access log says the client did not get as sent. Its ``result`` is
+``schemas/receipt/receipt.schema.json``; the intake stores it as a receipt leaf."""
+RECEIPT_REASONS = ("ext_authz_error", "client_gone", "other_answer")
+"""Why a receipt says undelivered: Envoy answered its ext_authz failure status (its timeout
+fired before the answer arrived); the client left and nothing went upstream; Envoy answered
+the client something else."""
+REQUEST_ID_HEADER = "x-request-id"
+"""Envoy's request id: the key that joins a Check to Envoy's access log entry."""
 
 # --- headers ----------------------------------------------------------------------
 

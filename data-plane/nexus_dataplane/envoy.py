@@ -5,7 +5,9 @@ client-sent header claiming a fact (`UNTRUSTED_FACT_HEADERS`), ext_authz
 (gRPC to this enforcer's OPA,
 ``failure_mode_allow: false``, a short timeout) and the router; the decision
 id from the plugin's dynamic metadata is added to the upstream request and to
-the response. The request body reaches OPA only on routes whose policy reads
+the response. Every finished request is streamed back to OPA on Envoy's gRPC
+access log service, so the plugin learns which of its answers the client did
+not get (delivery receipts). The request body reaches OPA only on routes whose policy reads
 it (`EnforcerSpec.body_limits`, tool calls by default), up to each route's
 limit; any other body, a long chat context say, goes upstream unbuffered.
 The listener canonicalises the path first (`PATH_NORMALISATION`): ext_authz
@@ -68,6 +70,12 @@ OTEL_TRACER = "envoy.tracers.opentelemetry"
 OTEL_CONFIG_TYPE = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
 OTLP_CLUSTER = "otlp"
 OTLP_TIMEOUT = "1s"
+GRPC_ACCESS_LOGGER = "envoy.access_loggers.http_grpc"
+GRPC_ACCESS_LOG_TYPE = f"{_TYPES}.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
+DELIVERY_LOG_NAME = "nexus-delivery"
+DELIVERY_LOG_FLUSH = "0.25s"
+"""How long Envoy buffers access log entries before streaming them: an answer waits about
+this long (after its request ends) for the entry that confirms or refutes its delivery."""
 HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
 HEADER_MUTATION_TYPE = f"{_TYPES}.filters.http.header_mutation.v3.HeaderMutation"
 _DECISION_ID_FROM_METADATA = (
@@ -144,6 +152,24 @@ def _ext_authz_filter() -> dict[str, Any]:
             "grpc_service": {
                 "envoy_grpc": {"cluster_name": "opa"},
                 "timeout": f"{EXT_AUTHZ_TIMEOUT_S}s",
+            },
+        },
+    }
+
+
+def _delivery_access_log() -> dict[str, Any]:
+    """Every finished request, streamed to this enforcer's OPA (the ext_authz plugin serves
+    the access log service on its port): it matches each with the answer it gave and logs a
+    receipt for one the client did not get as sent (its ext_authz timeout fired first)."""
+    return {
+        "name": GRPC_ACCESS_LOGGER,
+        "typed_config": {
+            "@type": GRPC_ACCESS_LOG_TYPE,
+            "common_config": {
+                "log_name": DELIVERY_LOG_NAME,
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "opa"}},
+                "buffer_flush_interval": DELIVERY_LOG_FLUSH,
             },
         },
     }
@@ -244,11 +270,12 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
         "http_filters": http_filters,
         **PATH_NORMALISATION,
     }
+    access_logs = [_delivery_access_log()] if with_ext_authz else []
     if limits is not None and limits.rules:
         connection_manager["local_reply_config"] = refusal_reply_config(limits)
-        connection_manager["access_log"] = [
-            refusal_access_log(spec.refusal_log_dir or spec.persistence_dir)
-        ]
+        access_logs.append(refusal_access_log(spec.refusal_log_dir or spec.persistence_dir))
+    if access_logs:
+        connection_manager["access_log"] = access_logs
     if spec.tracing:
         connection_manager["tracing"] = _tracing(spec.tracing, spec.enforcer_id)
     listener = {

@@ -35,7 +35,9 @@ the time to drain after the load, and CPU per request of every process.
 Leaves no client received: past capacity the enforcer sheds Checks, and a Check Envoy gave
 up on (its ext_authz timeout) is still logged, as is its duty; such a leaf must carry the
 shed reason that says no answer reached the client (``SHED_UNANSWERED``), so the log never
-counts it as a decision made. Every leaf whose id no client got is classified by that mark.
+counts it as a decision made. A decision the plugin answered in time by its own clock that
+still missed Envoy's timeout gets a delivery receipt leaf instead (marked ``receipt``).
+Every leaf whose id no client got is classified by that mark.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ from tests.bench.loadgen import LoadResult, constant_rate
 from tests.bench.plane import BenchPlane, bench_database, bench_upstream
 from tests.bench.upstream import FastUpstream
 
+RECEIPT_MARK = "receipt"
+"""The mark of a decision whose delivery receipt says the client did not get it."""
+UNANSWERED_MARKS = SHED_UNANSWERED | {RECEIPT_MARK}
 NAME = "audit_ratio"
 TITLE = "Decisions recorded / decisions made, through Envoy at a constant rate"
 DURABLE_BUFFERED = "nexus_decision_log_buffered_events"
@@ -232,7 +237,8 @@ def _add_access_log(bootstrap: dict[str, Any], path: Path) -> None:
     for listener in bootstrap["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for flt in chain["filters"]:
-                flt["typed_config"]["access_log"] = [
+                # Beside the data plane's own loggers (the delivery log to OPA among them).
+                flt["typed_config"].setdefault("access_log", []).append(
                     {
                         "name": "envoy.access_loggers.file",
                         "typed_config": {
@@ -243,7 +249,7 @@ def _add_access_log(bootstrap: dict[str, Any], path: Path) -> None:
                             },
                         },
                     }
-                ]
+                )
 
 
 def _headers(tenant: str, key: str, plan: str) -> dict[str, str]:
@@ -405,7 +411,7 @@ def _measure(
         missing=made - recorded_ids,
         extra=recorded_ids - made,
         extra_shed=_by_reason(recorded_ids - made, shed),
-        made_unanswered=len({i for i in made if shed.get(i) in SHED_UNANSWERED}),
+        made_unanswered=len({i for i in made if shed.get(i) in UNANSWERED_MARKS}),
         duplicate_leaves=duplicates,
         answered=answered,
         no_id=no_id,
@@ -579,12 +585,19 @@ def _recorded(plane: BenchPlane, base_size: int) -> tuple[set[str], dict[str, st
                 )
             )
         )
+        receipts = list(
+            session.scalars(
+                select(Leaf.entry).where(Leaf.leaf_index >= base_size, Leaf.kind == "receipt")
+            )
+        )
     found = {i for i, _ in rows if i is not None}
     shed: dict[str, str] = {}
     for decision_id, entry in rows:
         reason = orjson.loads(entry).get("outcome", {}).get("shed")
         if decision_id is not None and reason is not None:
             shed[decision_id] = str(reason)
+    for entry in receipts:
+        shed[str(orjson.loads(entry)["decision_id"])] = RECEIPT_MARK
     return found, shed, len(rows) - len(found)
 
 
@@ -647,7 +660,7 @@ def _figures(
     rate: int,
 ) -> list[Figure]:
     made = outcome.made
-    unmarked = sum(n for reason, n in outcome.extra_shed.items() if reason not in SHED_UNANSWERED)
+    unmarked = sum(n for reason, n in outcome.extra_shed.items() if reason not in UNANSWERED_MARKS)
     ratio = 100.0 * len(outcome.recorded) / len(made) if made else None
     complete = bool(made) and not outcome.missing and drained_after is not None
     dropped = sum(v for k, v in counters.items() if "dropped" in k)
@@ -679,7 +692,7 @@ def _figures(
             unmarked == 0 and outcome.made_unanswered == 0,
             note=f"{len(outcome.extra):,} leaves whose decision id no client got, by the shed "
             f"reason they carry: {outcome.extra_shed or 'none'} (unanswered: "
-            f"{', '.join(sorted(SHED_UNANSWERED))}); decision ids a client got whose leaf is "
+            f"{', '.join(sorted(UNANSWERED_MARKS))}); decision ids a client got whose leaf is "
             f"marked unanswered: {outcome.made_unanswered:,}",
         ),
         judged(

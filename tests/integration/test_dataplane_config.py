@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nexus_dataplane.enforcer import render
-from nexus_dataplane.envoy import envoy_config, validate_envoy_config
+from nexus_dataplane.envoy import GRPC_ACCESS_LOGGER, envoy_config, validate_envoy_config
 from nexus_dataplane.opa import opa_config, validate_opa_config
 from nexus_dataplane.ratelimit import (
     RateLimitConfigError,
@@ -74,6 +74,21 @@ def test_envoy_config_fails_closed(tmp_path: Path) -> None:
     ]
     assert ext_authz["failure_mode_allow"] is False
     assert ext_authz["grpc_service"]["timeout"]
+
+
+def test_envoy_streams_every_finished_request_back_to_its_opa(tmp_path: Path) -> None:
+    """Delivery receipts: the plugin hears which answers the client got (README)."""
+    http = envoy_config(spec(tmp_path))["static_resources"]["listeners"][0]["filter_chains"][0][
+        "filters"
+    ][0]["typed_config"]
+    (delivery,) = [log for log in http["access_log"] if log["name"] == GRPC_ACCESS_LOGGER]
+    common = delivery["typed_config"]["common_config"]
+    assert common["grpc_service"] == {"envoy_grpc": {"cluster_name": "opa"}}
+    assert common["transport_api_version"] == "V3"
+    assert "filter" not in delivery, "every request, or a timed-out answer goes unheard"
+    without = envoy_config(spec(tmp_path), with_ext_authz=False)
+    hcm = without["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert "access_log" not in hcm["typed_config"]
 
 
 @pytest.mark.parametrize("with_ext_authz", [True, False])

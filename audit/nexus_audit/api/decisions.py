@@ -29,7 +29,12 @@ SearcherDep = Annotated[Caller, Depends(require("compliance", "operator"))]
 
 def answer(hit: DecisionHit) -> DecisionAnswer:
     return DecisionAnswer.model_validate(
-        {**asdict(hit), "controls": list(hit.controls), "bundles": dict(hit.bundles)}
+        {
+            **asdict(hit),
+            "controls": list(hit.controls),
+            "bundles": dict(hit.bundles),
+            "answered": hit.answered,
+        }
     )
 
 

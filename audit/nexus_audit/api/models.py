@@ -127,6 +127,11 @@ class DecisionAnswer(_Answer):
     controls: list[str]
     bundles: dict[str, str]
     error: str | None
+    shed: str | None = None
+    receipt: str | None = None
+    """Why the enforcer's delivery receipt says the client did not get this answer."""
+    answered: bool = True
+    """False for a shed Check Envoy gave up on, or an answer a receipt marks undelivered."""
 
 
 class DecisionPageAnswer(_Answer):

@@ -70,6 +70,7 @@ from nexus_audit.intake import (
 from nexus_audit.log_gauges import LogGauges
 from nexus_audit.merkle import MerkleError
 from nexus_audit.metrics import REFUSED_BUSY, AuditCollector
+from nexus_audit.receipts import ReceiptRefusedError
 from nexus_audit.search import InvalidQueryError
 from nexus_audit.service import (
     AuditLog,
@@ -120,6 +121,7 @@ ERROR_STATUS: dict[type[NexusError], tuple[int, str | None]] = {
     EnforcerMismatchError: (403, None),
     DecisionConflictError: (409, None),
     TimeOutsideWindowError: (422, None),
+    ReceiptRefusedError: (422, None),
     IntakeError: (400, None),
     MerkleError: (400, "invalid_request"),
     InvalidQueryError: (400, "invalid_query"),

@@ -123,6 +123,7 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if ev.err != nil {
 		return nil, ev.err
 	}
+	p.recordAnswer(req, ev, resp)
 	return resp, nil
 }
 

@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/plugins"
@@ -39,10 +40,15 @@ type Config struct {
 	// MetricTenants are the tenants counted on their own in
 	// nexus_tenant_decisions_total (at most maxMetricTenants).
 	MetricTenants []string `json:"metric-tenants"`
+	// DeliveryEntries and DeliveryTTLSeconds bound the table that matches
+	// answers with Envoy's access log (delivery.go).
+	DeliveryEntries    int `json:"delivery-entries"`
+	DeliveryTTLSeconds int `json:"delivery-ttl-seconds"`
 
 	query       string
 	labelsQuery string
 	admission   admission
+	deliveryTTL time.Duration
 }
 
 func (c *Config) inputOptions() inputOptions {
@@ -54,7 +60,10 @@ type Factory struct{}
 
 // Validate parses the plugin's configuration and fills in defaults.
 func (Factory) Validate(_ *plugins.Manager, raw []byte) (any, error) {
-	cfg := Config{Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize, MaxBodyDepth: defaultMaxBodyDepth}
+	cfg := Config{
+		Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize, MaxBodyDepth: defaultMaxBodyDepth,
+		DeliveryEntries: defaultDeliveryEntries, DeliveryTTLSeconds: int(defaultDeliveryTTL.Seconds()),
+	}
 	if err := util.Unmarshal(raw, &cfg); err != nil {
 		return nil, fmt.Errorf("%s: %w", PluginName, err)
 	}
@@ -74,6 +83,10 @@ func (c *Config) validate() error {
 	if c.MaxBodyDepth <= 0 {
 		return fmt.Errorf("max-body-depth must be positive")
 	}
+	if c.DeliveryEntries <= 0 || c.DeliveryTTLSeconds <= 0 {
+		return fmt.Errorf("delivery-entries and delivery-ttl-seconds must be positive")
+	}
+	c.deliveryTTL = time.Duration(c.DeliveryTTLSeconds) * time.Second
 	admission, err := c.Admission.resolve()
 	if err != nil {
 		return err

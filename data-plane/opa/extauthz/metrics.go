@@ -22,6 +22,8 @@ type checkMetrics struct {
 	queueDelay prometheus.Histogram
 	shed       *prometheus.CounterVec
 	checks     *prometheus.CounterVec
+	// deliveries: answers matched with Envoy's access log (delivery.go).
+	deliveries *prometheus.CounterVec
 }
 
 // queueDelayBuckets span an immediate admission to Envoy's 250 ms timeout.
@@ -46,6 +48,10 @@ func newCheckMetrics() *checkMetrics {
 			Name: "nexus_extauthz_checks_total",
 			Help: "Checks answered, by outcome (allowed, denied, refused, shed, error).",
 		}, []string{"outcome"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nexus_extauthz_deliveries_total",
+			Help: "Answers matched with Envoy's access log, by result (delivered, undelivered: a receipt was logged, unconfirmed: no log entry in time, ambiguous: a reused x-request-id, receipt_lost).",
+		}, []string{"result"}),
 	}
 	// Every series exists from the start, so a rate over it is defined
 	// before the first shed.
@@ -54,6 +60,9 @@ func newCheckMetrics() *checkMetrics {
 	}
 	for _, outcome := range []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError} {
 		m.checks.WithLabelValues(outcome)
+	}
+	for _, result := range []string{deliveryDelivered, deliveryUndelivered, deliveryUnconfirmed, deliveryAmbiguous, deliveryLost} {
+		m.deliveries.WithLabelValues(result)
 	}
 	return m
 }
@@ -76,6 +85,9 @@ func (m *checkMetrics) register(reg prometheus.Registerer) error {
 	if m.shed, err = promreg.Registered(reg, m.shed); err != nil {
 		return err
 	}
-	m.checks, err = promreg.Registered(reg, m.checks)
+	if m.checks, err = promreg.Registered(reg, m.checks); err != nil {
+		return err
+	}
+	m.deliveries, err = promreg.Registered(reg, m.deliveries)
 	return err
 }

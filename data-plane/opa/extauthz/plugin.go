@@ -36,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 
@@ -50,6 +51,10 @@ const stopGracePeriod = 5 * time.Second
 // New creates the plugin; it starts serving in Start.
 func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
 	p := &Plugin{manager: m, cfg: *config.(*Config), metrics: newCheckMetrics()}
+	p.deliveries = newDeliveries(p.cfg.DeliveryEntries, p.cfg.deliveryTTL, func(result string) {
+		p.metrics.deliveries.WithLabelValues(result).Inc()
+	})
+	p.receiptWriters = make(chan struct{}, maxReceiptWriters)
 	p.limiter.Store(newLimiter(p.cfg.admission))
 	if err := p.metrics.register(m.PrometheusRegister()); err != nil {
 		m.Logger().Error("%s: metrics not registered: %v", PluginName, err)
@@ -69,6 +74,10 @@ type Plugin struct {
 	metrics   *checkMetrics
 	decisions *decisionMetrics
 	limiter   atomic.Pointer[limiter]
+	// deliveries matches answers with Envoy's access log (delivery.go);
+	// it outlives a reconfiguration, so answers in flight are still matched.
+	deliveries     *deliveries
+	receiptWriters chan struct{}
 
 	mu       sync.Mutex
 	server   *grpc.Server
@@ -96,6 +105,7 @@ func (p *Plugin) Start(_ context.Context) error {
 	}
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(p.cfg.MaxRecvMsgSize))
 	authv3.RegisterAuthorizationServer(srv, p)
+	accesslogv3.RegisterAccessLogServiceServer(srv, &accessLogServer{p: p})
 
 	p.mu.Lock()
 	p.server = srv
@@ -108,7 +118,7 @@ func (p *Plugin) Start(_ context.Context) error {
 			p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateErr, Message: err.Error()})
 		}
 	}()
-	p.manager.Logger().Info("%s: serving ext_authz v3 on %s, query %s", PluginName, lis.Addr(), p.cfg.query)
+	p.manager.Logger().Info("%s: serving ext_authz v3 and Envoy's access log service on %s, query %s", PluginName, lis.Addr(), p.cfg.query)
 	p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateOK})
 	return nil
 }

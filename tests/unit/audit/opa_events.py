@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nexus_contract.wire import DECISION_PATH
+from nexus_contract.wire import DECISION_PATH, RECEIPT_PATH
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -87,3 +87,39 @@ def events(count: int, *, start: datetime = T0, **kwargs: Any) -> list[dict[str,
 
 def gzip_batch(batch: list[dict[str, Any]]) -> bytes:
     return gzip.compress(json.dumps(batch).encode())
+
+
+def receipt_event(
+    decision_id: str,
+    *,
+    reason: str = "ext_authz_error",
+    allowed: bool = True,
+    time: datetime = T0,
+    region: str = "eu-west-1",
+    enforcer: str = "eu-west-1-a",
+    receipt_id: str | None = None,
+) -> dict[str, Any]:
+    """A delivery receipt as the ext_authz plugin logs it: Envoy answered its ext_authz
+    failure (503) instead of the decision the plugin sent."""
+    answered: dict[str, Any] = {"allowed": allowed}
+    if not allowed:
+        answered["http_status"] = 403
+    return {
+        "decision_id": receipt_id or str(uuid.uuid4()),
+        "labels": {
+            "id": "0f6b7c4e-1d6e-4c36-9d5b-3c1f4f5ad001",
+            "region": region,
+            "enforcer": enforcer,
+            "version": "1.22.2",
+        },
+        "bundles": {"nexus": {"revision": "1b74bc1b0c4a"}},
+        "path": RECEIPT_PATH,
+        "result": {
+            "decision_id": decision_id,
+            "delivered": False,
+            "reason": reason,
+            "answered": answered,
+            "envoy": {"response_code": 503, "details": "ext_authz_error", "flags": ["UAEX"]},
+        },
+        "timestamp": time.isoformat().replace("+00:00", "Z"),
+    }
