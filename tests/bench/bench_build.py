@@ -77,6 +77,10 @@ DECISION_P99_TARGET_MS = 0.3
 BENCH_COUNT_FULL = 3
 BENCH_COUNT_QUICK = 1
 DECISION = "data.nexus.envoy.authz.decision"
+DECISION_ALLOCS_TARGET = 500
+# A constant read of the bundle: what opa bench --e2e costs with no policy
+# evaluated (HTTP, the JSON input and its conversion, the result).
+FLOOR_QUERY = "data.nexus.config.bundle"
 REGION = "eu-west-1"
 OPA_BENCH_TIMEOUT_S = 300.0
 
@@ -352,6 +356,14 @@ def decision_figures(ctx: Context, bundle: GeneratedBundle, archive: Path) -> li
             ),
             figure(
                 NAME,
+                f"{label} decision, {case.name}: allocations per evaluation",
+                round(allocs),
+                "allocs",
+                target=("<", DECISION_ALLOCS_TARGET),
+                note=_allocs_note(ctx, archive, state, config, input_path) if case.allowed else "",
+            ),
+            figure(
+                NAME,
                 f"{label} decision, {case.name}: p99 incl. REST handler",
                 handler_p99 / 1e6,
                 "ms",
@@ -359,6 +371,16 @@ def decision_figures(ctx: Context, bundle: GeneratedBundle, archive: Path) -> li
             ),
         ]
     return figures
+
+
+def _allocs_note(ctx: Context, archive: Path, state: Path, config: Path, input_path: Path) -> str:
+    """The share of the policy: its evaluation alone, and the --e2e floor of a constant query."""
+    alone = _opa_bench(ctx, archive, state, config, input_path, 1, e2e=False)[0]
+    floor = _opa_bench(ctx, archive, state, config, input_path, 1, query=FLOOR_QUERY)[0]
+    return (
+        f"opa bench --e2e; the evaluation alone (no --e2e) {alone['allocs_per_op']:,.0f}, "
+        f"the --e2e floor ({FLOOR_QUERY}, same input) {floor['allocs_per_op']:,.0f}"
+    )
 
 
 def _decide_once(ctx: Context, archive: Path, state: Path, input_path: Path) -> bool:
@@ -383,12 +405,20 @@ def _decide_once(ctx: Context, archive: Path, state: Path, input_path: Path) -> 
 
 
 def _opa_bench(
-    ctx: Context, archive: Path, state: Path, config: Path, input_path: Path, count: int
+    ctx: Context,
+    archive: Path,
+    state: Path,
+    config: Path,
+    input_path: Path,
+    count: int,
+    *,
+    e2e: bool = True,
+    query: str = DECISION,
 ) -> list[dict[str, float]]:
     argv = [
         str(ctx.opa.binary),
         "bench",
-        "--e2e",
+        *(["--e2e"] if e2e else []),
         "--config-file",
         str(config),
         "--bundle",
@@ -401,7 +431,7 @@ def _opa_bench(
         "json",
         "--count",
         str(count),
-        DECISION,
+        query,
     ]
     # The GC target enforcers run with (nexus_dataplane.envoy.OPA_GOGC).
     env = {**os.environ, "GOGC": OPA_GOGC}
