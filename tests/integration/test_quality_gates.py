@@ -21,14 +21,14 @@ from sqlalchemy import func, select
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import Role, create_token
-from nexus_control.api.app import create_app, create_control_plane
+from nexus_control.api.app import create_app
 from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
-from nexus_control.settings import ControlSettings
 from nexus_control.store import outbox
 from nexus_control.store.tables import BundleRevision, OutboxEvent
-from tests.conftest import GATEWAY, TEST_KEY_ID
+from tests.conftest import GATEWAY
+from tests.fixtures.planes import database_url_for, plane_on
 from tests.fixtures.quality import NOW, PASSING, evaluation, gated_bundle, line_of
 
 pytestmark = pytest.mark.opa
@@ -40,21 +40,8 @@ SOURCES_TYPE = {"content-type": "application/vnd.nexus.sources+gzip"}
 def plane(
     request: pytest.FixtureRequest, tmp_path: Path, session_keys: KeyPaths, opa: Opa
 ) -> Iterator[ControlPlane]:
-    url = (
-        request.getfixturevalue("pg_url")
-        if request.param == "postgres"
-        else f"sqlite:///{tmp_path / 'cp.db'}"
-    )
-    settings = ControlSettings(
-        database_url=url,
-        signing_key_file=session_keys.signing,
-        signing_key_id=TEST_KEY_ID,
-        approval_key_file=session_keys.approval,
-        regions=["eu-west-1"],
-    )
-    control = create_control_plane(settings, opa=opa)
-    yield control
-    control.close()
+    with plane_on(database_url_for(request, tmp_path), session_keys, opa) as control:
+        yield control
 
 
 @pytest.fixture
