@@ -123,6 +123,9 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	if ev.err != nil {
 		return nil, ev.err
 	}
+	if ev.refused == nil {
+		p.shadow.Load().offer(ev)
+	}
 	return resp, nil
 }
 

@@ -39,6 +39,9 @@ type Config struct {
 	// MetricTenants are the tenants counted on their own in
 	// nexus_tenant_decisions_total (at most maxMetricTenants).
 	MetricTenants []string `json:"metric-tenants"`
+	// Shadow evaluates a sample of answered Checks against a candidate
+	// bundle (shadow.go); nil: no shadow.
+	Shadow *ShadowConfig `json:"shadow"`
 
 	query       string
 	labelsQuery string
@@ -53,13 +56,18 @@ func (c *Config) inputOptions() inputOptions {
 type Factory struct{}
 
 // Validate parses the plugin's configuration and fills in defaults.
-func (Factory) Validate(_ *plugins.Manager, raw []byte) (any, error) {
+func (Factory) Validate(m *plugins.Manager, raw []byte) (any, error) {
 	cfg := Config{Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize, MaxBodyDepth: defaultMaxBodyDepth}
 	if err := util.Unmarshal(raw, &cfg); err != nil {
 		return nil, fmt.Errorf("%s: %w", PluginName, err)
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", PluginName, err)
+	}
+	if cfg.Shadow != nil {
+		if err := cfg.Shadow.validate(m); err != nil {
+			return nil, fmt.Errorf("%s: %w", PluginName, err)
+		}
 	}
 	return &cfg, nil
 }

@@ -69,6 +69,7 @@ type Plugin struct {
 	metrics   *checkMetrics
 	decisions *decisionMetrics
 	limiter   atomic.Pointer[limiter]
+	shadow    atomic.Pointer[shadow]
 
 	mu       sync.Mutex
 	server   *grpc.Server
@@ -108,6 +109,7 @@ func (p *Plugin) Start(_ context.Context) error {
 			p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateErr, Message: err.Error()})
 		}
 	}()
+	p.startShadow()
 	p.manager.Logger().Info("%s: serving ext_authz v3 on %s, query %s", PluginName, lis.Addr(), p.cfg.query)
 	p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateOK})
 	return nil
@@ -131,6 +133,7 @@ func (p *Plugin) Stop(ctx context.Context) {
 	if srv == nil {
 		return
 	}
+	p.stopShadow(ctx)
 	done := make(chan struct{})
 	go func() {
 		srv.GracefulStop()
