@@ -35,6 +35,7 @@ __all__ = [
     "RECORD_CREATED_HEADER",
     "RECORD_TOKEN_HEADER",
     "ROUTE_MODEL_HEADER",
+    "SHADOW_BUNDLE",
     "SHED_REASONS",
     "SHED_UNANSWERED",
     "SOURCES_CONTENT_TYPE",
@@ -45,6 +46,7 @@ __all__ = [
     "UNTRUSTED_FACT_HEADERS",
     "USAGE_TOKENS_HEADER",
     "bundle_resource",
+    "shadow_resource",
 ]
 
 # --- bundles -------------------------------------------------------------------
@@ -67,6 +69,16 @@ OPA_API_PREFIX = "/v1/opa"
 def bundle_resource(region: str, bundle: str) -> str:
     """The ``resource`` an enforcer of ``region`` polls for ``bundle`` (under OPA_API_PREFIX)."""
     return f"bundles/{region}/{bundle}"
+
+
+SHADOW_BUNDLE = "nexus-shadow"
+"""A region's shadow candidate: a policy revision its enforcers evaluate beside the active
+one, off the request path (the plugin's ``shadow`` block), never in force."""
+
+
+def shadow_resource(region: str) -> str:
+    """The ``resource`` an enforcer of ``region`` polls for its shadow candidate."""
+    return f"shadow/{region}/{POLICY_BUNDLE}"
 
 
 # --- the decision ---------------------------------------------------------------
