@@ -85,3 +85,23 @@ func benchShadow(b *testing.B, opa *testOPA, p *Plugin, gateway string, data map
 	p.shadow.Store(s)
 	return s
 }
+
+// BenchmarkShadowOffer is what shadow adds to the request path itself: the
+// sampling draw and, for a sampled Check, the non-blocking hand-off (the
+// queue kept drained, as the worker does).
+func BenchmarkShadowOffer(b *testing.B) {
+	opa := newOPA(b, opaSetup{modules: map[string]string{"/nexus/authz.rego": testPolicy}, roots: []string{"nexus"}, noLog: true})
+	p := opa.plugin(b, `{"path": "nexus/authz/decision"}`)
+	s := newShadow(opa.manager, &ShadowConfig{SamplePercent: 10, QueueSize: defaultShadowQueueSize, Bundle: "nexus"}, p.cfg.query, p.decisions)
+	s.current.Store(&candidate{revision: "bench"})
+	go func() {
+		for range s.queue {
+		}
+	}()
+	defer close(s.queue)
+	ev := &evaluation{decisionID: testDecisionID}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.offer(ev)
+	}
+}
