@@ -3,13 +3,16 @@ while every client gets the active revision's answer."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from nexus_cli.client import ControlPlaneClient
+from nexus_cli.shadow import shadow_app
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
 from tests.fixtures.environment import Environment, credentials_overlay, eventually, write_overlay
@@ -87,12 +90,13 @@ def test_a_widening_revision_in_shadow_counts_deny_to_allow_while_clients_stay_d
     assert env.publish(env.build()) == active
     eventually(lambda: search(env) == 403)
 
-    with ControlPlaneClient(env.url, env.tokens["operator"]) as api:
-        shadow = api.post(
-            "/v1/shadow",
-            {"region": env.region, "revision": candidate, "reason": "what would widening do"},
-        )
+    operator = ["--url", env.url, "--token", env.tokens["operator"]]
+    shadow = cli(
+        "set", env.region, candidate, "--reason", "what would widening do", "--json", *operator
+    )
     assert shadow["revision"] == candidate and shadow["active_revision"] == active
+    listed = cli("list", "--json", *operator)["shadows"]
+    assert [(s["region"], s["revision"]) for s in listed] == [(env.region, candidate)]
 
     def holds_candidate() -> bool:
         return any(
@@ -108,3 +112,19 @@ def test_a_widening_revision_in_shadow_counts_deny_to_allow_while_clients_stay_d
     assert env.fleet()["enforcers"][0]["bundles"]["nexus"]["active_revision"] == active
     dropped = [v for n, _, v in opa_metrics(env) if n == "nexus_shadow_dropped_total"]
     assert dropped == [0.0]
+
+    ended = CliRunner().invoke(shadow_app, ["end", env.region, "--reason", "seen", *operator])
+    assert ended.exit_code == 0, ended.output
+    eventually(lambda: not holds_candidate(), timeout_s=30)
+    after = shadow_count(env, "deny_to_allow", "web-search")
+    assert search(env) == 403
+    assert shadow_count(env, "deny_to_allow", "web-search") == after, (
+        "an ended shadow evaluates nothing"
+    )
+
+
+def cli(*args: str) -> Any:
+    """`nexus-policy shadow ARGS` (with --json), its answer parsed."""
+    result = CliRunner().invoke(shadow_app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)

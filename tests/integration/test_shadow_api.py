@@ -151,15 +151,12 @@ def test_a_signed_revision_is_shadowed_in_the_next_wave_and_served_to_its_enforc
     assert listed.status_code == 200
     assert [s["region"] for s in listed.json()["shadows"]] == [NEXT]
 
-    ended = client.request(
-        "DELETE",
-        f"/v1/shadow/{NEXT}",
-        json={"reason": "seen enough"},
-        headers=auth(tokens["operator"]),
+    ended = client.post(
+        f"/v1/shadow/{NEXT}/end", json={"reason": "seen enough"}, headers=auth(tokens["operator"])
     )
     assert ended.status_code == 204
     assert client.get(f"/v1/opa/shadow/{NEXT}/nexus", headers=headers).status_code == 404
-    again_ended = client.delete(f"/v1/shadow/{NEXT}", headers=auth(tokens["operator"]))
+    again_ended = client.post(f"/v1/shadow/{NEXT}/end", json={}, headers=auth(tokens["operator"]))
     assert again_ended.status_code == 404
 
     with plane.db.session() as session:

@@ -12,7 +12,7 @@ import asyncio
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from nexus_contract.wire import BUNDLE_CONTENT_TYPE, OPA_API_PREFIX, POLICY_BUNDLE, SHADOW_BUNDLE
 from nexus_control.api.deps import EnforcerDep, OperatorDep, PlaneDep, ReaderDep, enforcer_identity
@@ -59,19 +59,15 @@ async def put_in_shadow(body: ShadowRequest, plane: PlaneDep, principal: Operato
     return await asyncio.to_thread(assign)
 
 
-@router.delete("/v1/shadow/{region}", status_code=204, response_class=Response)
+@router.post("/v1/shadow/{region}/end", status_code=204, response_class=Response)
 async def end_shadow(
-    region: RegionPath,
-    plane: PlaneDep,
-    principal: OperatorDep,
-    body: Annotated[Reason | None, Body()] = None,
+    region: RegionPath, body: Reason, plane: PlaneDep, principal: OperatorDep
 ) -> Response:
     """End a region's shadow evaluation (audited); its enforcers then get 404 and keep none."""
-    reason = body.reason if body else None
 
     def clear() -> None:
         with plane.db.session() as session:
-            clear_shadow(session, region, principal.name, reason)
+            clear_shadow(session, region, principal.name, body.reason)
 
     await asyncio.to_thread(clear)
     return Response(status_code=204)

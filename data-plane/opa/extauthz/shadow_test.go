@@ -54,6 +54,7 @@ type bundleServer struct {
 	*httptest.Server
 	body    atomic.Pointer[[]byte]
 	fetches atomic.Int64
+	gone    atomic.Bool // answer 404, as the control plane does once a shadow ends
 }
 
 func newBundleServer(t testing.TB, tarball []byte) *bundleServer {
@@ -61,7 +62,7 @@ func newBundleServer(t testing.TB, tarball []byte) *bundleServer {
 	s := &bundleServer{}
 	s.body.Store(&tarball)
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != shadowResource {
+		if r.URL.Path != shadowResource || s.gone.Load() {
 			http.NotFound(w, r)
 			return
 		}
@@ -210,6 +211,29 @@ func TestShadowCountsEachChangeWhileClientsGetTheActiveAnswer(t *testing.T) {
 		if got := count(change); got != n {
 			t.Errorf("nexus_shadow_decisions_total{change=%q} = %v, want %v", change, got, n)
 		}
+	}
+}
+
+func TestAShadowEndedByTheControlPlaneStopsTheEvaluation(t *testing.T) {
+	srv := newBundleServer(t, candidateTarball(t, shadowSecret, shadowKeyID))
+	opa := shadowOPA(t, srv.URL, prometheus.NewRegistry())
+	p := opa.plugin(t, shadowPlugin(100, 64))
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(context.Background()) })
+	s := p.shadow.Load()
+	waitFor(t, "the candidate", func() bool { return s.current.Load() != nil })
+	srv.gone.Store(true)
+	waitFor(t, "the candidate dropped", func() bool { return s.current.Load() == nil })
+	if n := testutil.CollectAndCount(s.metrics.info); n != 0 {
+		t.Errorf("nexus_shadow_bundle_info has %d series after the shadow ended, want none", n)
+	}
+	if _, err := p.Check(context.Background(), tenantCheck("acme")); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.queue) != 0 {
+		t.Errorf("%d samples queued after the shadow ended", len(s.queue))
 	}
 }
 

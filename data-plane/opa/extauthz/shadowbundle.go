@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -54,6 +55,15 @@ func (s *shadow) newDownloader() *download.Downloader {
 // logged, and the previous candidate (verified when it came) stays.
 func (s *shadow) onUpdate(ctx context.Context, u download.Update) error {
 	if u.Error != nil {
+		if httpErr, ok := errors.AsType[download.HTTPError](u.Error); ok && httpErr.StatusCode == http.StatusNotFound {
+			// The control plane has no candidate for this region (the shadow ended):
+			// the one held is dropped, so ending a shadow ends its evaluation.
+			if s.current.Swap(nil) != nil {
+				s.metrics.info.Reset()
+				s.manager.Logger().Info("%s: no shadow candidate at %s any more; shadow evaluation stopped", PluginName, s.cfg.Resource)
+			}
+			return nil
+		}
 		if transportError(u.Error) {
 			s.manager.Logger().Warn("%s: shadow bundle %s not fetched: %v", PluginName, s.cfg.Resource, u.Error)
 			return nil
