@@ -20,7 +20,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/download"
 	"github.com/open-policy-agent/opa/v1/logging"
 	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 )
 
 // candidatePolicy differs from testPolicy in every way a change can:
@@ -362,4 +365,54 @@ func TestShadowConfigRefusesWhatCouldNotBeVerifiedOrBounded(t *testing.T) {
 	if _, err := (Factory{}).Validate(keyless.manager, []byte(raw)); err == nil {
 		t.Error("a shadow block was accepted on an OPA with no keys to verify the candidate")
 	}
+}
+
+func TestTheCandidateSeesTheStateBundleOnceItsRevisionChanges(t *testing.T) {
+	opa := shadowOPA(t, "http://127.0.0.1:1", nil)
+	_, s := heldShadow(t, opa, shadowPlugin(100, 64))
+	ctx := context.Background()
+	judge := func() float64 {
+		smp := s.sampleOf(t, opa, tenantCheck("nobody"))
+		s.judge(ctx, smp)
+		return testutil.ToFloat64(s.metrics.decisions.WithLabelValues(changeStatusChanged, noValue, noValue))
+	}
+	if got := judge(); got != 0 {
+		t.Fatalf("status_changed = %v before nobody is disabled", got)
+	}
+	// The state bundle's next revision disables tenant nobody: the candidate answers it
+	// 429 (the active policy does not read the state, and still answers 403).
+	txn := storage.NewTransactionOrDie(ctx, opa.manager.Store, storage.WriteParams)
+	disabled := storage.MustParsePath("/" + shadowStateRoot + "/disabled")
+	if err := opa.manager.Store.Write(ctx, txn, storage.ReplaceOp, disabled, []any{"zeta", "nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	roots := []string{shadowStateRoot}
+	if err := bundle.WriteManifestToStore(ctx, opa.manager.Store, txn, "nexus-state", bundle.Manifest{Revision: "state-0002", Roots: &roots}); err != nil {
+		t.Fatal(err)
+	}
+	if err := opa.manager.Store.Commit(ctx, txn); err != nil {
+		t.Fatal(err)
+	}
+	if got := judge(); got != 1 {
+		t.Errorf("status_changed = %v after the state bundle disabled nobody, want 1", got)
+	}
+}
+
+// sampleOf is what Check offers for req, decided by the active policy.
+func (s *shadow) sampleOf(t testing.TB, opa *testOPA, req *authv3.CheckRequest) sample {
+	t.Helper()
+	input, err := buildInput(req, defaultInputOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pq, err := rego.New(rego.Query(s.query), rego.Compiler(opa.manager.GetCompiler()), rego.Store(opa.manager.Store)).PrepareForEval(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("active evaluation: %v %v", rs, err)
+	}
+	return sample{decisionID: testDecisionID, input: input, result: rs[0].Expressions[0].Value, ndb: builtins.NDBCache{}}
 }
