@@ -105,6 +105,7 @@ def _options(
         body_limits=tuple(sorted(settings.body_limits.items())),
         credentials=credentials,
         metric_tenants=control.metric_tenants,
+        shadow_sample_percent=settings.shadow_sample_percent,
     )
 
 

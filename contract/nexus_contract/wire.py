@@ -39,6 +39,7 @@ __all__ = [
     "RECORD_TOKEN_HEADER",
     "REQUEST_ID_HEADER",
     "ROUTE_MODEL_HEADER",
+    "SHADOW_BUNDLE",
     "SHED_REASONS",
     "SHED_UNANSWERED",
     "SOURCES_CONTENT_TYPE",
@@ -49,6 +50,7 @@ __all__ = [
     "UNTRUSTED_FACT_HEADERS",
     "USAGE_TOKENS_HEADER",
     "bundle_resource",
+    "shadow_resource",
 ]
 
 # --- bundles -------------------------------------------------------------------
@@ -84,6 +86,16 @@ GATEWAY_ROUTES = (
 )
 """The gateway's routes by name (``nexus.request.route``, rego/nexus/request.rego): what rate
 limits and SLOs select, and what a usage report books its cost to (``endpoint``)."""
+
+SHADOW_BUNDLE = "nexus-shadow"
+"""A region's shadow candidate: a policy revision its enforcers evaluate beside the active
+one, off the request path (the plugin's ``shadow`` block), never in force."""
+
+
+def shadow_resource(region: str) -> str:
+    """The ``resource`` an enforcer of ``region`` polls for its shadow candidate."""
+    return f"shadow/{region}/{POLICY_BUNDLE}"
+
 
 # --- the decision ---------------------------------------------------------------
 

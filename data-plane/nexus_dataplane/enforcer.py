@@ -57,6 +57,7 @@ class StackOptions:
     """gRPC port of the ratelimit service the shared limits go through."""
     tracing: TracingSpec | None = None
     metric_tenants: tuple[str, ...] = ()
+    shadow_sample_percent: float = 0.0
     """Tenants the enforcers count on their own (nexus_tenant_decisions_total)."""
     """Send Envoy's, OPA's and the upstream's spans to this OTLP collector."""
     credentials: Callable[[str], str] | None = None
@@ -130,6 +131,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         refusal_log_dir=(options.workdir / enforcer_id).resolve(),
         tracing=options.tracing,
         metric_tenants=options.metric_tenants,
+        shadow_sample_percent=options.shadow_sample_percent,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nexus_dataplane.spec import DEFAULT_BODY_LIMITS
@@ -34,5 +35,7 @@ class DataPlaneSettings(BaseSettings):
     """Redis the ratelimit service counts shared limits in; default: one `up` starts."""
     ratelimit_bin: Path | None = None
     """envoyproxy/ratelimit binary; default: the one ``scripts/tool ratelimit`` built."""
+    shadow_sample_percent: float = Field(default=0.0, ge=0, le=100)
+    """Share of answered Checks each enforcer evaluates against its region's shadow candidate."""
     body_limits: dict[str, int] = dict(DEFAULT_BODY_LIMITS)
     """Path prefix → most request-body bytes Envoy forwards to OPA there (JSON); others: none."""

@@ -102,3 +102,6 @@ class EnforcerSpec:
     """Traces to an OTLP collector; None: no tracer in Envoy, no span in OPA."""
     metric_tenants: tuple[str, ...] = ()
     """Tenants counted on their own in nexus_tenant_decisions_total (at most 50)."""
+    shadow_sample_percent: float = 0.0
+    """Share of answered Checks the plugin evaluates again against the region's shadow
+    candidate (``POST /v1/shadow``), 0 to 100; 0 renders no shadow block."""

@@ -113,6 +113,7 @@ def test_metrics_follow_an_enforcer_from_expected_to_converged_and_spend_to_its_
     }
     assert first["nexus_spend_anomalies"] == {'scope="platform"': 0.0, 'scope="tenant"': 0.0}
     assert first["nexus_budget_platform_spend_usd"] == {"": 0.0}
+    assert "nexus_tool_risk_info" not in first, "no policy in force: no tool risks"
 
     published = client.post(
         "/v1/bundles",
@@ -133,6 +134,9 @@ def test_metrics_follow_an_enforcer_from_expected_to_converged_and_spend_to_its_
         waiting = len(outbox.events(session))
     assert waiting > 0 and outbox.count_pending(plane.db) == waiting
     assert lagging["nexus_region_convergence_lag_seconds"]['region="eu-west-1"'] >= 600
+    risks = lagging["nexus_tool_risk_info"]
+    assert risks[_labels(tool="web-search", risk="low")] == 1.0
+    assert {k for k in risks if 'risk="high"' in k or 'risk="critical"' in k}, "the alert's join"
 
     enforcer = _auth(tokens["enforcer"], **{"x-nexus-enforcer": "eu-west-1-a"})
     assert client.get("/v1/opa/bundles/eu-west-1/nexus", headers=enforcer).status_code == 200

@@ -35,6 +35,7 @@ from nexus_control.api import (
     metrics,
     replays,
     rollouts,
+    shadow,
     usage,
 )
 from nexus_control.api import opa as opa_protocol
@@ -75,6 +76,7 @@ ROUTERS = (
     replays,
     alerts,
     evaluations,
+    shadow,
 )
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,

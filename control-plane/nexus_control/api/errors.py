@@ -34,6 +34,7 @@ from nexus_control.rollout.engine import (
     RolloutNotFoundError,
 )
 from nexus_control.rollout.rollouts import NoPolicyInForceError
+from nexus_control.rollout.shadow import ShadowError, UnknownShadowError
 from nexus_control.serving.enforcers import EnforcerRefusedError, RegistrationError, StatusError
 from nexus_control.serving.server import StaleStateError
 from nexus_runtime.http import ErrorTable
@@ -75,4 +76,6 @@ STATUS_OF: ErrorTable = {
     EvaluatorError: (422, "invalid_candidate"),
     InvalidWindowError: (400, "invalid_window"),
     EmptyWindowError: (422, "empty_window"),
+    ShadowError: (422, "invalid_shadow"),
+    UnknownShadowError: (404, "not_found"),
 }

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from nexus_control.api.deps import OperatorDep, PlaneDep
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.convergence import convergence_lag_s
+from nexus_control.rollout.rollouts import NoPolicyInForceError
 from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState, RegionState
 
 __all__ = ["FleetCollector", "metrics", "router"]
@@ -47,6 +48,7 @@ class FleetCollector(Collector):
             active.add_metric([rollout_state.value], 1.0 if current is rollout_state else 0.0)
         yield active
         yield from _usage_intake(self.plane)
+        yield from _tool_risks(self.plane)
         yield from self.plane.budget_gauges.collect()
 
 
@@ -110,6 +112,24 @@ def _enforcers(regions: list[RegionState]) -> Iterator[Family]:
                 seen.add_metric([region.region, enforcer.id], round(age, 3))
     yield info
     yield seen
+
+
+def _tool_risks(plane: ControlPlane) -> Iterator[Family]:
+    """Each tool's risk in the config in force: what alerts join the enforcers' per-tool
+    series with (``NexusShadowDenyToAllow`` on high and critical tools). Bounded by the
+    tool catalog."""
+    info = GaugeMetricFamily(
+        "nexus_tool_risk_info",
+        "1 per tool of the policy in force, by its risk",
+        labels=["tool", "risk"],
+    )
+    try:
+        tools = plane.rollouts.config_in_force()["tools"]
+    except NoPolicyInForceError:
+        tools = {}
+    for tool, config in sorted(tools.items()):
+        info.add_metric([tool, config["risk"]], 1.0)
+    yield info
 
 
 def _usage_intake(plane: ControlPlane) -> Iterator[Family]:

@@ -61,6 +61,9 @@ __all__ = [
     "RolloutList",
     "RolloutStatusView",
     "RolloutView",
+    "ShadowList",
+    "ShadowRequest",
+    "ShadowView",
     "SpendCapView",
     "SpendReport",
     "SpendRowView",
@@ -231,6 +234,23 @@ class Reason(_Ask):
 
 class Promotion(_Ask):
     force: bool = False
+
+
+class ShadowRequest(_Ask):
+    region: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    revision: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ShadowView(_Answer):
+    region: str
+    revision: str
+    active_revision: str | None
+    since: datetime
+
+
+class ShadowList(_Answer):
+    shadows: list[ShadowView]
 
 
 class ApprovalRequest(_Ask):

@@ -124,6 +124,9 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		return nil, ev.err
 	}
 	p.recordAnswer(req, ev, resp)
+	if ev.refused == nil {
+		p.shadow.Load().offer(ev)
+	}
 	return resp, nil
 }
 

@@ -44,6 +44,9 @@ type Config struct {
 	// answers with Envoy's access log (delivery.go).
 	DeliveryEntries    int `json:"delivery-entries"`
 	DeliveryTTLSeconds int `json:"delivery-ttl-seconds"`
+	// Shadow evaluates a sample of answered Checks against a candidate
+	// bundle (shadow.go); nil: no shadow.
+	Shadow *ShadowConfig `json:"shadow"`
 
 	query       string
 	labelsQuery string
@@ -59,7 +62,7 @@ func (c *Config) inputOptions() inputOptions {
 type Factory struct{}
 
 // Validate parses the plugin's configuration and fills in defaults.
-func (Factory) Validate(_ *plugins.Manager, raw []byte) (any, error) {
+func (Factory) Validate(m *plugins.Manager, raw []byte) (any, error) {
 	cfg := Config{
 		Addr: defaultAddr, Path: defaultPath, MaxRecvMsgSize: defaultMaxRecvMsgSize, MaxBodyDepth: defaultMaxBodyDepth,
 		DeliveryEntries: defaultDeliveryEntries, DeliveryTTLSeconds: int(defaultDeliveryTTL.Seconds()),
@@ -69,6 +72,11 @@ func (Factory) Validate(_ *plugins.Manager, raw []byte) (any, error) {
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", PluginName, err)
+	}
+	if cfg.Shadow != nil {
+		if err := cfg.Shadow.validate(m); err != nil {
+			return nil, fmt.Errorf("%s: %w", PluginName, err)
+		}
 	}
 	return &cfg, nil
 }

@@ -78,6 +78,7 @@ type Plugin struct {
 	// it outlives a reconfiguration, so answers in flight are still matched.
 	deliveries     *deliveries
 	receiptWriters chan struct{}
+	shadow         atomic.Pointer[shadow]
 
 	mu       sync.Mutex
 	server   *grpc.Server
@@ -118,6 +119,7 @@ func (p *Plugin) Start(_ context.Context) error {
 			p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateErr, Message: err.Error()})
 		}
 	}()
+	p.startShadow()
 	p.manager.Logger().Info("%s: serving ext_authz v3 and Envoy's access log service on %s, query %s", PluginName, lis.Addr(), p.cfg.query)
 	p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateOK})
 	return nil
@@ -141,6 +143,7 @@ func (p *Plugin) Stop(ctx context.Context) {
 	if srv == nil {
 		return
 	}
+	p.stopShadow(ctx)
 	done := make(chan struct{})
 	go func() {
 		srv.GracefulStop()

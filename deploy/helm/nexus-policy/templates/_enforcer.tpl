@@ -17,7 +17,8 @@ tokenSecret, key "token", made with `nexus-policy tokens create --role enforcer 
 Deployment with replicas 1 per enforcer id rather than sharing a token between replicas.
 Optional keys (defaults from .root.Values.enforcer, then the constants below): opaImage,
 envoyImage, keyId, keyAlgorithm, verificationKeyConfigMap, listenPort, grpcPort,
-gatewayPeers (who may reach Envoy), upstreamPeers/upstreamPort (where Envoy forwards to),
+shadowSamplePercent (Checks evaluated against the region's shadow candidate, 0 to 100; 0
+renders no shadow block), gatewayPeers (who may reach Envoy), upstreamPeers/upstreamPort (where Envoy forwards to),
 controlPlanePeers (where the control plane runs; default: pods of this release), auditUrl
 (the decision-log intake; default controlPlaneUrl, where the co-located audit service
 answers), waitForCommit (default true: no answer leaves OPA before its decision is fsynced),
@@ -32,7 +33,7 @@ source such as {persistentVolumeClaim: {claimName: ...}}).
 */}}
 
 {{- define "nexus-policy.enforcer.value" -}}
-{{- $defaults := dict "opaImage" "ghcr.io/nexusai/nexus-opa:0.1.0" "envoyImage" "envoyproxy/envoy:v1.34.1" "keyId" "nexus-bundle-signing" "keyAlgorithm" "RS256" "verificationKeyConfigMap" "nexus-policy-verification-key" "listenPort" 8080 "grpcPort" 9191 "longPollSeconds" 60 "waitForCommit" true -}}
+{{- $defaults := dict "opaImage" "ghcr.io/nexusai/nexus-opa:0.1.0" "envoyImage" "envoyproxy/envoy:v1.34.1" "keyId" "nexus-bundle-signing" "keyAlgorithm" "RS256" "verificationKeyConfigMap" "nexus-policy-verification-key" "listenPort" 8080 "grpcPort" 9191 "longPollSeconds" 60 "waitForCommit" true "shadowSamplePercent" 0 -}}
 {{- $fromValues := dict -}}
 {{- if and .args.root .args.root.Values.enforcer -}}
 {{- $fromValues = .args.root.Values.enforcer -}}
@@ -112,6 +113,19 @@ plugins:
     path: nexus/envoy/authz/decision
     labels-path: nexus/capability/labels
     metric-tenants: {{ toJson (default list $tenants) }}
+    {{- $shadow := include "nexus-policy.enforcer.value" (dict "args" . "key" "shadowSamplePercent") }}
+    {{- if ne $shadow "0" }}
+    shadow:
+      service: control-plane
+      resource: {{ printf "shadow/%s/nexus" .region | quote }}
+      polling:
+        min_delay_seconds: 1
+        max_delay_seconds: 5
+      signing: {}
+      sample_percent: {{ $shadow }}
+      queue_size: 256
+      shared_roots: [nexus_state]
+    {{- end }}
   nexus_durable_log:
     dir: /var/lib/nexus/decisions
     service: audit
