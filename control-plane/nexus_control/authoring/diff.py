@@ -240,6 +240,17 @@ def _budgets(old: Config, new: Config) -> Iterator[Change]:
                 change = _cap_change(tid, label, caps_a.get(key), caps_b.get(key))
                 if change:
                     yield change
+        change = _cap_change(tid, "per-request", a.get("max_request_usd"), b.get("max_request_usd"))
+        if change:
+            yield change
+        unpriced_b = b.get("allow_unpriced_models", False)
+        if a.get("allow_unpriced_models", False) != unpriced_b:
+            yield Change(
+                area="budget",
+                subject=tid,
+                detail=f"unpriced models {'allowed' if unpriced_b else 'refused'}",
+                effect=Effect.WIDENS if unpriced_b else Effect.NARROWS,
+            )
         if a.get("on_hard_cap") != b.get("on_hard_cap"):
             yield Change(
                 area="budget",

@@ -1,4 +1,4 @@
-"""Live budgets: usage reports in, spend ratios and disabled tenants out.
+"""Live budgets: usage reports in, spend ratios, remaining budgets and disabled tenants out.
 
 Caps come from the policy the control plane last published (its
 ``data.nexus.config.tenants[*].budget``); spend comes from the spend store.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -35,6 +36,7 @@ __all__ = [
     "disable_tenant",
     "ratios",
     "record_usage",
+    "remaining_micro_usd",
     "state_document",
 ]
 
@@ -119,8 +121,21 @@ class UsageOutcome:
     disabled: bool
 
 
+_MICRO_USD = Decimal("0.000001")
+
+
+def remaining_micro_usd(cap: float, spent: float) -> int:
+    """``cap - spent`` in whole micro-USD, rounded down: never more than is left.
+
+    Both go through their shortest decimal form (``repr``), so 50 - 49.9 is
+    100000, not the 99999 a binary subtraction would floor to.
+    """
+    left = Decimal(repr(float(cap))) - Decimal(repr(float(spent)))
+    return int(left.quantize(_MICRO_USD, rounding=ROUND_FLOOR) / _MICRO_USD)
+
+
 def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
-    """Spend ÷ cap, overall and for every model and feature that has a cap of its own."""
+    """Spend ÷ cap and what is left, overall and for every model and feature with a cap."""
     cap = float(budget["monthly_cap_usd"])
     per_model = budget.get("per_model", {})
     per_feature = budget.get("per_feature", {})
@@ -132,6 +147,17 @@ def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
         "features": {
             f: round(totals.features.get(f, 0.0) / float(c), 6)
             for f, c in sorted(per_feature.items())
+        },
+        "remaining": {
+            "total": remaining_micro_usd(cap, totals.total),
+            "models": {
+                m: remaining_micro_usd(c, totals.models.get(m, 0.0))
+                for m, c in sorted(per_model.items())
+            },
+            "features": {
+                f: remaining_micro_usd(c, totals.features.get(f, 0.0))
+                for f, c in sorted(per_feature.items())
+            },
         },
     }
 
