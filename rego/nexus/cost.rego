@@ -30,16 +30,22 @@ http_request := input.attributes.request.http
 
 # A byte-level tokenizer never makes more tokens than there are bytes, so
 # the body's size bounds the prompt's tokens (chat templates add fewer
-# tokens per message than the message's JSON adds bytes). base64 of the
-# body counts its UTF-8 bytes (rounded up to a multiple of 3); Envoy's
-# protojson gives a bytes body as base64 already. content-length covers a
-# body Envoy forwarded only in part.
+# tokens per message than the message's JSON adds bytes). Envoy states the
+# forwarded body's size; it survives the decision log's masking, so replay
+# sees the bound the live decision saw. Without it (another client of the
+# policy), base64 of the body counts its UTF-8 bytes (rounded up to a
+# multiple of 3), and Envoy's protojson gives a bytes body as base64
+# already. content-length covers a body forwarded only in part.
+body_sizes contains to_number(http_request.size)
+
 body_sizes contains (count(base64.encode(text)) / 4) * 3 if {
+	not http_request.size
 	text := http_request.body
 	is_string(text)
 }
 
 body_sizes contains (count(encoded) / 4) * 3 if {
+	not http_request.size
 	some field in ["raw_body", "rawBody"]
 	encoded := http_request[field]
 	is_string(encoded)

@@ -75,6 +75,14 @@ test_a_multibyte_prompt_counts_its_bytes_not_its_characters if {
 	cost.body_bytes == 12 with input as chat("gpt-4o", body)
 }
 
+test_envoys_stated_size_is_the_input_bound if {
+	# 33 bytes as Envoy states it: the body's own count (30) is not consulted
+	req := object.union(chat("gpt-4o", small), {"attributes": {"request": {"http": {"size": "33"}}}})
+	cost.body_bytes == 33 with input as req
+	masked := json.remove(req, ["attributes/request/http/body", "parsed_body/x"])
+	cost.worst_case_micro_usd == ceil((33 * 2.5) + (100 * 10)) with input as masked with data.nexus.config as config
+}
+
 test_content_length_bounds_a_body_forwarded_in_part if {
 	length := {"attributes": {"request": {"http": {"headers": {"content-length": "900000"}}}}}
 	req := object.union(chat("gpt-4o", small), length)

@@ -34,8 +34,11 @@ def test_a_chat_prompt_is_decided_on_and_kept_out_of_the_decision_log(
     assert answer.decision_id is not None
     logged = path_stack.logged_input(answer.decision_id)
     assert logged["parsed_path"] == ["v1", "chat", "completions"]
-    assert "parsed_body" not in logged
-    assert "body" not in logged["attributes"]["request"]["http"]
+    # What the worst case was computed from, and nothing else of the body.
+    assert logged["parsed_body"] == {"max_tokens": 50}
+    http = logged["attributes"]["request"]["http"]
+    assert "body" not in http
+    assert int(http["size"]) == len(json.dumps(body))
     events = path_stack.opa.log_path.read_text(encoding="utf-8")
     assert answer.decision_id in events
     assert "summarise-secret-7f3a" not in events
