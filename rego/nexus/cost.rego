@@ -36,16 +36,22 @@ http_request := input.attributes.request.http
 # policy), base64 of the body counts its UTF-8 bytes (rounded up to a
 # multiple of 3), and Envoy's protojson gives a bytes body as base64
 # already. content-length covers a body forwarded only in part.
-body_sizes contains to_number(http_request.size)
+# Envoy's protobuf says -1 for a size it does not know.
+stated_size := n if {
+	n := to_number(http_request.size)
+	n >= 0
+}
+
+body_sizes contains stated_size
 
 body_sizes contains (count(base64.encode(text)) / 4) * 3 if {
-	not http_request.size
+	not stated_size
 	text := http_request.body
 	is_string(text)
 }
 
 body_sizes contains (count(encoded) / 4) * 3 if {
-	not http_request.size
+	not stated_size
 	some field in ["raw_body", "rawBody"]
 	encoded := http_request[field]
 	is_string(encoded)

@@ -83,6 +83,11 @@ test_envoys_stated_size_is_the_input_bound if {
 	cost.worst_case_micro_usd == ceil((33 * 2.5) + (100 * 10)) with input as masked with data.nexus.config as config
 }
 
+test_an_unknown_size_counts_the_body_itself if {
+	req := object.union(chat("gpt-4o", small), {"attributes": {"request": {"http": {"size": "-1"}}}})
+	cost.body_bytes == 30 with input as req
+}
+
 test_content_length_bounds_a_body_forwarded_in_part if {
 	length := {"attributes": {"request": {"http": {"headers": {"content-length": "900000"}}}}}
 	req := object.union(chat("gpt-4o", small), length)
