@@ -36,6 +36,7 @@ from nexus_control.authoring.diff import BundleView, Effect, PolicyDiff, diff_bu
 from nexus_control.authoring.loader import Problem, SpecError, load_bundle
 from nexus_control.authoring.opa import Opa, OpaError
 from nexus_control.authoring.policyset import resolve
+from nexus_control.authoring.traffic import quality_demands
 from nexus_control.settings import ControlSettings
 from nexus_dataplane.records import (
     DEV_RECORD_ISSUER,
@@ -77,7 +78,9 @@ def check(
     """Validate a bundle: specs (schema, cross-references) and its Rego against the capabilities.
 
     Every problem at once, as file:line:column; a module calling a built-in
-    the bundle may not use (``http.send``, ``net.*`` …) is one of them.
+    the bundle may not use (``http.send``, ``net.*`` …) is one of them. Quality
+    thresholds are checked against stored evaluations at publish, by the control
+    plane: check lists what they gate but cannot see the evaluations.
     """
     try:
         sources = load_bundle(bundle_dir, overlay or ())
@@ -99,11 +102,24 @@ def check(
         "rollouts": len(policy.flags),
         "regions": len(policy.regions),
     }
+    gated = [
+        {"subject": str(d.subject), "route": d.route, "at": f"{d.file}:{d.line}:{d.column}"}
+        for d in quality_demands(sources)
+    ]
     if fmt is OutputFormat.JSON:
-        out.print_json(json.dumps({"ok": True, "bundle": policy.name, "counts": counts}))
-    else:
-        summary = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
-        out.print(f"[green]ok[/green] {policy.name}: {summary}")
+        report = {"ok": True, "bundle": policy.name, "counts": counts, "quality_gated": gated}
+        out.print_json(json.dumps(report))
+        return
+    summary = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
+    out.print(f"[green]ok[/green] {policy.name}: {summary}")
+    if gated:
+        out.print(
+            f"{len(gated)} prompt version(s) and model(s) need a passing evaluation at publish; "
+            "check cannot see evaluations (the control plane checks them when you publish):",
+            markup=False,
+        )
+        for demand in gated:
+            out.print(f"  {demand['at']}: {demand['subject']}", markup=False)
 
 
 def _check_rego(policy_dir: Path) -> list[Problem]:

@@ -69,11 +69,13 @@ def _table(result: dict[str, Any]) -> None:
     blocked = {k: v for k, v in report["not_replayable"].items() if v}
     if blocked:
         out.print("not replayable: " + ", ".join(f"{k} {v}" for k, v in sorted(blocked.items())))
-    for name in ("tenant", "route", "rule", "control"):
-        table = Table(name, *report["counts"].keys(), title=f"by {name}")
+    for name in ("tenant", "route", "rule", "control", "prompt_version"):
+        table = Table(name, *report["counts"].keys(), title=f"by {name.replace('_', ' ')}")
         for key, row in report["by"][name].items():
             table.add_row(key, *(str(row.get(bucket, 0)) for bucket in report["counts"]))
         out.print(table)
+    for move, count in report["prompt_version_moves"].items():
+        out.print(f"prompt version moved {move}: {count} decisions")
     timing = result["timing"]
     out.print(
         f"evaluation per decision: baseline p50 {timing['baseline']['p50_ns']} ns / p99 "

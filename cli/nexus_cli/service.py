@@ -114,7 +114,10 @@ def tokens_create(
     ] = None,
     tenant: Annotated[
         list[str] | None,
-        typer.Option(help="Gateway tokens: a tenant it may report usage for (repeat; required)"),
+        typer.Option(
+            help="Gateway tokens: a tenant it may report usage for; finops tokens: a tenant "
+            "whose spend it may read (repeat; required for both)"
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "EXT_AUTHZ_METADATA_NAMESPACE",
     "EXT_AUTHZ_PLUGIN",
     "FEATURE_HEADER",
+    "GATEWAY_ROUTES",
     "LABELS_PATH",
     "MODEL_HEADER",
     "OPA_API_PREFIX",
@@ -68,6 +69,18 @@ def bundle_resource(region: str, bundle: str) -> str:
     """The ``resource`` an enforcer of ``region`` polls for ``bundle`` (under OPA_API_PREFIX)."""
     return f"bundles/{region}/{bundle}"
 
+
+# --- the gateway's routes --------------------------------------------------------
+
+GATEWAY_ROUTES = (
+    "chat.completions",
+    "tools.invoke",
+    "chats.read",
+    "chats.delete",
+    "subjects.erase",
+)
+"""The gateway's routes by name (``nexus.request.route``, rego/nexus/request.rego): what rate
+limits and SLOs select, and what a usage report books its cost to (``endpoint``)."""
 
 # --- the decision ---------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from nexus_control.budgets.backpressure import UsageGate
 from nexus_control.budgets.budgets import Budgets, StateSigner
 from nexus_control.budgets.metrics import BudgetGauges
 from nexus_control.budgets.spend import SpendStore
+from nexus_control.budgets.watch import AnomalyWatch
+from nexus_control.quality.evaluations import Evaluations
 from nexus_control.registry.registry import Registry
 from nexus_control.replay.gatekeeper import Gatekeeper, GateOutcome
 from nexus_control.rollout.fleet import Fleet, load_fleet
@@ -40,6 +42,7 @@ log = logging.getLogger("nexus.control")
 OUTBOX_DRAIN_S = 0.5
 """How often pending control-plane events are appended to a co-located audit log."""
 ROLLOUT_LEASE = "nexus-rollout-engine"
+ANOMALY_LEASE = "nexus-spend-anomalies"
 """The lease naming the one replica whose rollout engine steps (PostgreSQL only)."""
 
 
@@ -104,6 +107,7 @@ class ControlPlane:
         )
         self.notifier = RevisionNotifier()
         self.registry = Registry(db, opa, self.keyring)
+        self.evaluations = Evaluations(db, self.registry.config)
         self.rollouts = Rollouts(
             db,
             self.fleet,
@@ -129,6 +133,7 @@ class ControlPlane:
         )
         self.usage_gate = UsageGate(settings.usage_max_in_flight, settings.usage_retry_after_s)
         self.budget_gauges = BudgetGauges(self.budgets.overview, settings.metric_tenants)
+        self.anomalies = AnomalyWatch(self.db, self.budgets.overview)
 
     def activate_key(self, kid: str, actor: str, window_s: int) -> TrustedKey:
         """Activate ``kid``; a new bundle key re-signs what is in force and the state bundle."""
@@ -185,7 +190,12 @@ class ControlPlane:
             if self.db.is_postgresql
             else self.rollouts.run(stop)
         )
-        loops = [self.budgets.run(stop), engine]
+        anomalies = (
+            run_while_leader(AdvisoryLease(self.db.url, ANOMALY_LEASE), stop, self.anomalies.run)
+            if self.db.is_postgresql
+            else self.anomalies.run(stop)
+        )
+        loops = [self.budgets.run(stop), engine, anomalies]
         if audit is not None:
             loops.append(self._drain_loop(stop, audit))
         gate = self.replay_gate(audit)

@@ -58,6 +58,7 @@ BENCHMARKS = (
     "scrape",
     "replicas",
     "console",
+    "anomaly",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)

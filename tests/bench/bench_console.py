@@ -44,6 +44,7 @@ from nexus_audit import storage
 from nexus_audit.entry import commitment, decision_entry
 from nexus_audit.payloads import PayloadToSeal
 from nexus_audit.service import AuditLog
+from nexus_contract.wire import GATEWAY_ROUTES
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.budgets.spend import InProcessSpendStore, Usage, day_of, period_of
 from tests.bench.common import Context, Figure, figure, percentile, report
@@ -185,7 +186,7 @@ def _fill_spend(spend: InProcessSpendStore, tenants: list[str]) -> int:
                     cost_usd=round(rng.uniform(0.01, 4.0), 4),
                     period=period_of(moment),
                     day=day_of(moment),
-                    endpoint=rng.choice(ROUTES),
+                    endpoint=rng.choice(GATEWAY_ROUTES),
                 )
             )
             count += 1

@@ -17,7 +17,7 @@ from nexus_cli.client import ApiCallError, ControlPlaneClient
 from nexus_control.access.approvals import issue_approval
 from nexus_control.access.signing_keys import KeyPaths, load_approval_key
 from nexus_control.authoring.opa import Opa
-from nexus_control.budgets.spend import RedisSpendStore
+from nexus_control.budgets.redis_spend import RedisSpendStore
 from nexus_control.store.tables import BundleRevision, RegionTarget
 from tests.fixtures.cases import CASES
 from tests.fixtures.environment import Environment, credentials_overlay, eventually, write_overlay

@@ -55,6 +55,8 @@ CONTRACT_SERIES = (
     "nexus_budget_cap_usd",
     "nexus_budget_spend_ratio",
     "nexus_budget_platform_spend_usd",
+    "nexus_budget_platform_model_spend_usd",
+    "nexus_budget_platform_feature_spend_usd",
     "nexus_spend_anomalies",
     # The audit service's /v1/audit/metrics.
     "nexus_audit_tree_size",
@@ -129,7 +131,7 @@ def test_every_series_the_alerts_use_exists_and_a_healthy_stack_raises_no_alert(
         response = env.call("acme-chat", "acme", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"})
         assert response.status_code == 200, (n, response.text)
     # Spend of the watched tenant, so its tenant-labelled series have a sample.
-    assert env.usage(WATCHED_TENANT, 0.25).status_code == 202
+    assert env.usage(WATCHED_TENANT, 0.25, feature="support-chat").status_code == 202
 
     def targets_down() -> str | None:
         active = prometheus.api("targets")["activeTargets"]
@@ -176,18 +178,27 @@ def test_every_series_the_alerts_use_exists_and_a_healthy_stack_raises_no_alert(
     loaded = {r["name"] for g in prometheus.api("rules")["groups"] for r in g["rules"]}
     assert loaded == {rule.get("alert") or rule["record"] for rule in _rules()}
 
-    # Decisions as the SLO rules count them: with no failure chat's ratios are 0, not
-    # absent. (Decisions keep coming: the counters were born after the first ones, and a
-    # ratio over a window with no decision is NaN.)
+    # Decisions as the SLO rules count them: with no failure chat's error ratio is 0, not
+    # absent, and its slow ratio a share. (Decisions keep coming: the counters were born
+    # after the first ones, and a ratio over a window with no decision is NaN.) How many
+    # decisions are slow is a timing on a shared machine, not behaviour: the latency
+    # rules' arithmetic is proven by promtool (tests/alerts/slo-rules.test.yml), so a
+    # latency burn is the one alert a loaded run may raise here.
     def chat_ratios() -> str | None:
         env.call("acme-chat", "acme", "POST", CHAT, headers={"x-nexus-model": "gpt-4o"})
-        for ratio in ("error_ratio", "slow_ratio"):
-            query = f'nexus:capability_{ratio}:rate5m{{capability="chat"}}'
-            result = prometheus.api("query", query=query)["result"]
-            if [float(r["value"][1]) for r in result] != [0.0]:
-                return f"{query}: {result}"
+        errors = 'nexus:capability_error_ratio:rate5m{capability="chat"}'
+        result = prometheus.api("query", query=errors)["result"]
+        if [float(r["value"][1]) for r in result] != [0.0]:
+            return f"{errors}: {result}"
+        slow = 'nexus:capability_slow_ratio:rate5m{capability="chat"}'
+        result = prometheus.api("query", query=slow)["result"]
+        if len(result) != 1 or not 0.0 <= float(result[0]["value"][1]) <= 1.0:
+            return f"{slow}: {result}"
         return None
 
     eventually(chat_ratios, SETTLE_S)
-    alerts = prometheus.api("alerts")["alerts"]
+    alerts = [
+        a for a in prometheus.api("alerts")["alerts"]
+        if a["labels"]["alertname"] != "NexusSLOLatencyBurn"
+    ]  # fmt: skip
     assert alerts == [], f"a healthy stack raised {[(a['labels'], a['state']) for a in alerts]}"

@@ -18,7 +18,8 @@ import pytest
 
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.budgets.overview import spend_overview, spend_page
-from nexus_control.budgets.spend import InProcessSpendStore, RedisSpendStore, SpendStore, Usage
+from nexus_control.budgets.redis_spend import RedisSpendStore
+from nexus_control.budgets.spend import InProcessSpendStore, SpendStore, Usage
 from nexus_control.store.database import control_database
 from nexus_control.store.tables import DisabledTenant
 from nexus_runtime.database import Database

@@ -22,6 +22,7 @@ from nexus_dataplane.request import GatewayRequest
 from nexus_dataplane.sdk import ClientOptions, OpaClient
 from tests.conftest import GATEWAY, REGO
 from tests.fixtures.gotools import ratelimit_binary
+from tests.fixtures.quality import PASSING, gated_bundle
 
 pytestmark = pytest.mark.opa
 CLI = [sys.executable, "-m", "nexus_cli"]
@@ -71,6 +72,25 @@ def test_check_reports_problems_with_places_and_exit_code(
     report = json.loads(machine.stdout)
     assert report["ok"] is False
     assert {p["file"].rsplit("/", 1)[-1] for p in report["problems"]} == {"models.yaml"}
+
+
+def test_check_lists_what_quality_gates_and_says_it_cannot_see_evaluations(
+    workspace: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = workspace
+    bundle, _, _ = gated_bundle(tmp_path, "gated")
+    text = nexus("check", str(bundle), env=env)
+    assert text.returncode == 0, text.stderr
+    assert "need a passing evaluation at publish; check cannot see evaluations" in text.stdout
+    report = json.loads(nexus("check", str(bundle), "--format", "json", env=env).stdout)
+    subjects = {gated["subject"] for gated in report["quality_gated"]}
+    assert subjects == {
+        f"prompt {s['prompt']!r} version {s['version']!r}"
+        if "prompt" in s
+        else f"model {s['model']!r}"
+        for s in PASSING
+    }
+    assert all(":" in gated["at"] for gated in report["quality_gated"])
 
 
 def test_dev_keys_let_a_newcomer_call_every_example_role(

@@ -3,11 +3,14 @@
 Roles scope what a token may do: authors publish, approvers approve,
 operators drive rollouts, compliance officers read evidence, enforcers poll
 bundles and report status, the gateway reports usage, Alertmanager (a remediator)
-posts alerts whose remediations act in its name. An enforcer token is
+posts alerts whose remediations act in its name, an evaluation pipeline (an
+evaluator) posts offline evaluation results, a FinOps reader reads the spend of
+the tenants its token names. An enforcer token is
 bound to one enforcer id and its region: it speaks for that enforcer only; a
 gateway token lists the tenants it may report usage for (at least one, at
 most ``MAX_GATEWAY_TENANTS``), so a leaked or misused gateway token cannot
-spend or disable any other tenant.
+spend or disable any other tenant. A finops token lists tenants the same way: the
+only spend it may read.
 
 Every token belongs to a principal with an immutable id. A name is a
 principal's, unique by its folded form (case and inner runs of spaces do not
@@ -39,6 +42,7 @@ from nexus_control.store.tables import Principal as PrincipalRow
 __all__ = [
     "MAX_GATEWAY_TENANTS",
     "MAX_NAME_LENGTH",
+    "TENANT_SCOPED_ROLES",
     "TOKEN_PREFIX",
     "Principal",
     "Role",
@@ -69,6 +73,14 @@ class Role(StrEnum):
     GATEWAY = "gateway"
     REMEDIATOR = "remediator"
     """Alertmanager: may post alerts to the webhook, and nothing else."""
+    EVALUATOR = "evaluator"
+    """An offline evaluation pipeline: may post evaluation results, and nothing else."""
+    FINOPS = "finops"
+    """May read the spend of the tenants its token names (the cost API), and nothing else."""
+
+
+TENANT_SCOPED_ROLES = frozenset({Role.GATEWAY, Role.FINOPS})
+"""Roles whose tokens name the tenants they act for."""
 
 
 class TokenError(NexusError):
@@ -87,7 +99,8 @@ class Principal:
     enforcer_id: str | None
     principal_id: str
     tenants: tuple[str, ...] = ()
-    """A gateway token's scope: the tenants it may report usage for (empty otherwise)."""
+    """A gateway or finops token's scope: the tenants it may report usage for, or read the
+    spend of (empty otherwise)."""
 
     def may_report_for(self, tenant: str) -> bool:
         return self.role is Role.GATEWAY and tenant in self.tenants
@@ -152,7 +165,7 @@ def create_token(
         raise TokenError(f"region {region!r} is not a lower-case id")
     if enforcer_id is not None and not _ENFORCER_ID.match(enforcer_id):
         raise TokenError(f"enforcer id {enforcer_id!r} is not a lower-case id")
-    scope = _gateway_scope(role, tenants)
+    scope = _tenant_scope(role, tenants)
     now = datetime.now(UTC)
     holder = _principal_row(session, name, actor, now)
     had_role = session.scalar(
@@ -167,7 +180,7 @@ def create_token(
         token_sha256=token_digest(plain),
         region=region,
         enforcer_id=enforcer_id,
-        tenants=list(scope) if role is Role.GATEWAY else None,
+        tenants=list(scope) if role in TENANT_SCOPED_ROLES else None,
         created_at=now,
     )
     session.add(row)
@@ -223,19 +236,21 @@ def revoke_token(session: Session, token_id: str, *, actor: str = "nexus-policy"
     return True
 
 
-def _gateway_scope(role: Role, tenants: Sequence[str]) -> tuple[str, ...]:
-    """The sorted, de-duplicated tenants of a gateway token; TokenError when malformed."""
-    if role is not Role.GATEWAY:
+def _tenant_scope(role: Role, tenants: Sequence[str]) -> tuple[str, ...]:
+    """The sorted, de-duplicated tenants of a gateway or finops token; TokenError when
+    malformed."""
+    if role not in TENANT_SCOPED_ROLES:
         if tenants:
-            raise TokenError("only gateway tokens are scoped to tenants")
+            raise TokenError("only gateway and finops tokens are scoped to tenants")
         return ()
     if isinstance(tenants, str):
-        raise TokenError("a gateway token's tenants are a list of tenant ids")
+        raise TokenError(f"a {role.value} token's tenants are a list of tenant ids")
     scope = tuple(sorted(set(tenants)))
     if not scope:
-        raise TokenError("a gateway token must name the tenants it may report usage for")
+        acts = "report usage for" if role is Role.GATEWAY else "read the spend of"
+        raise TokenError(f"a {role.value} token must name the tenants it may {acts}")
     if len(scope) > MAX_GATEWAY_TENANTS:
-        raise TokenError(f"a gateway token may name at most {MAX_GATEWAY_TENANTS} tenants")
+        raise TokenError(f"a {role.value} token may name at most {MAX_GATEWAY_TENANTS} tenants")
     for tenant in scope:
         if not isinstance(tenant, str) or not _TENANT_ID.match(tenant):
             raise TokenError(f"{tenant!r} is not a tenant id")
@@ -243,7 +258,8 @@ def _gateway_scope(role: Role, tenants: Sequence[str]) -> tuple[str, ...]:
 
 
 def _principal(row: ApiToken) -> Principal:
-    tenants = tuple(row.tenants or ()) if row.role == Role.GATEWAY.value else ()
+    scoped = row.role in {r.value for r in TENANT_SCOPED_ROLES}
+    tenants = tuple(row.tenants or ()) if scoped else ()
     return Principal(
         row.id, row.name, Role(row.role), row.region, row.enforcer_id, row.principal_id, tenants
     )

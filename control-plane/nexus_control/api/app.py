@@ -28,6 +28,7 @@ from nexus_control.api import (
     approvals,
     budgets,
     bundles,
+    evaluations,
     events,
     fleet,
     keys,
@@ -47,6 +48,7 @@ from nexus_control.budgets.usage import UsageReport
 from nexus_control.console import pages as console_pages
 from nexus_control.console import routes as console
 from nexus_control.plane import ControlPlane
+from nexus_control.quality.evaluations import EvaluationResult
 from nexus_control.rollout.rollouts import NoPolicyInForceError
 from nexus_control.serving.enforcers import StatusReport
 from nexus_control.settings import ControlSettings
@@ -72,6 +74,7 @@ ROUTERS = (
     metrics,
     replays,
     alerts,
+    evaluations,
 )
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,
@@ -79,6 +82,7 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (
     ToolApprovalRequest,
     StatusReport,
     ErasureRequest,
+    EvaluationResult,
 )
 """Bodies routes parse themselves (bounded reads): their schemas join the OpenAPI document."""
 

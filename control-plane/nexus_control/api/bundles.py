@@ -36,6 +36,9 @@ async def publish(request: Request, plane: PlaneDep, principal: AuthorDep) -> Pu
     The body is the sources tarball ``nexus-policy publish`` packs; the
     optional ``x-nexus-expected-revision`` header is the revision the
     author's build computed, refused (422) if the control plane's differs.
+    A rollout routing traffic to a prompt version or model whose ``quality``
+    thresholds its latest evaluation does not meet is refused (422
+    ``quality_gate``, each at its file:line), and nothing is stored.
     With replay gates declared, the answer comes after the gate's verdict:
     the rollout is ``held`` when a gate failed.
     """

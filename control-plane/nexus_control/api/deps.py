@@ -25,6 +25,7 @@ __all__ = [
     "AuthorDep",
     "BudgetReaderDep",
     "EnforcerDep",
+    "EvaluatorDep",
     "EventReaderDep",
     "FleetReaderDep",
     "GatewayDep",
@@ -32,11 +33,13 @@ __all__ = [
     "PlaneDep",
     "ReaderDep",
     "RemediatorDep",
+    "SpendReaderDep",
     "authenticate_token",
     "authorize",
     "enforcer_identity",
     "require",
     "route_roles",
+    "spend_scope",
 ]
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -132,8 +135,19 @@ FleetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.APPROV
 EventReaderDep = Annotated[Principal, Depends(require(Role.COMPLIANCE, Role.OPERATOR))]
 RemediatorDep = Annotated[Principal, Depends(require(Role.REMEDIATOR, Role.OPERATOR))]
 """Alertmanager's webhook: a remediator token (that may do nothing else), or an operator's."""
+EvaluatorDep = Annotated[Principal, Depends(require(Role.EVALUATOR))]
+"""Evaluation results: an evaluator token only, so no person posts the evidence their own
+change is gated on."""
 BudgetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE))]
 """Spend against caps: who runs the platform and who evidences it."""
+SpendReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE, Role.FINOPS))]
+"""The cost API: operators and compliance read every tenant's spend; a finops token only
+the spend of the tenants it names (`spend_scope`)."""
+
+
+def spend_scope(principal: Principal) -> frozenset[str] | None:
+    """The tenants whose spend ``principal`` may read; None: every tenant."""
+    return frozenset(principal.tenants) if principal.role is Role.FINOPS else None
 
 
 def enforcer_identity(request: Request, principal: Principal, region: str | None) -> str:

@@ -13,7 +13,14 @@ from nexus_control.access.keyring import KeyringError
 from nexus_control.access.tokens import TokenError
 from nexus_control.authoring.bundle import BuildError
 from nexus_control.authoring.loader import SpecError
+from nexus_control.budgets.costs import CostQueryError, SpendScopeError
 from nexus_control.budgets.usage import GatewayScopeError, UnknownTenantError, UsageRefusedError
+from nexus_control.quality.evaluations import (
+    EvaluationRefusedError,
+    QualityGateError,
+    QualityLapsedError,
+    UnknownSubjectError,
+)
 from nexus_control.registry.registry import RevisionNotFoundError
 from nexus_control.registry.revisions import PublishError
 from nexus_control.replay.candidate import CandidateError
@@ -46,6 +53,10 @@ STATUS_OF: ErrorTable = {
     NoPolicyInForceError: (409, "no_policy"),
     PublishError: (422, "invalid_bundle"),
     SpecError: (422, "invalid_specs"),
+    QualityGateError: (422, "quality_gate"),
+    QualityLapsedError: (409, "quality_gate"),
+    UnknownSubjectError: (422, "unknown_subject"),
+    EvaluationRefusedError: (422, "invalid_evaluation"),
     BuildError: (422, "build_failed"),
     KeyringError: (409, "conflict"),
     KeyNotFoundError: (409, "key_missing"),
@@ -53,6 +64,8 @@ STATUS_OF: ErrorTable = {
     UnknownTenantError: (422, "unknown_tenant"),
     UsageRefusedError: (422, "invalid_usage"),
     GatewayScopeError: (403, "forbidden"),
+    CostQueryError: (400, "invalid_query"),
+    SpendScopeError: (403, "forbidden"),
     ApprovalError: (422, "invalid_request"),
     TokenError: (422, "invalid_request"),
     StatusError: (422, "invalid_status"),

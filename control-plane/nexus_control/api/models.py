@@ -19,6 +19,8 @@ from nexus_control.access.keyring import (
     KeyState,
 )
 from nexus_control.authoring.diff import Change, Effect, ModuleChange, PolicyDiff
+from nexus_control.budgets.costs import CostReport
+from nexus_control.budgets.money import usd_string
 from nexus_control.budgets.overview import CapState, SpendOverview
 from nexus_control.rollout.changes import DiffPage
 from nexus_control.rollout.states import EnforcerState, RolloutState
@@ -60,6 +62,8 @@ __all__ = [
     "RolloutStatusView",
     "RolloutView",
     "SpendCapView",
+    "SpendReport",
+    "SpendRowView",
     "TenantSpendView",
     "ToolApprovalIssued",
     "UsageResult",
@@ -341,8 +345,10 @@ class DailySpendView(_Answer):
 class AnomalyView(_Answer):
     day: str
     tenant: str
+    kind: str
+    """spike (one day) or drift (the last week's level)"""
     spend_usd: float
-    median_usd: float
+    baseline_usd: float
 
 
 class BudgetOverview(_Answer):
@@ -379,6 +385,57 @@ class BudgetOverview(_Answer):
                 for day, t in sorted(overview.daily.items())
             ],
             anomalies=[AnomalyView.model_validate(a) for a in overview.anomalies],
+        )
+
+
+class SpendRowView(_Answer):
+    bucket: str
+    """The hour (``YYYY-MM-DDTHH``) or day (``YYYY-MM-DD``), UTC."""
+    start: datetime
+    group: dict[str, str | None]
+    """Per group_by key, its value; null: the usage reports named no feature or route."""
+    spend_micro_usd: int
+    spend_usd: str
+    """The same amount as an exact decimal string (six places)."""
+
+
+class SpendReport(_Answer):
+    """``GET /v1/budgets/spend``: exact spend per bucket of ``[from, to)``."""
+
+    tenant: str | None
+    tenants: list[str]
+    from_: datetime = Field(alias="from")
+    to: datetime
+    granularity: str
+    group_by: list[str]
+    total_micro_usd: int
+    total_usd: str
+    rows: list[SpendRowView]
+
+    @classmethod
+    def of(cls, report: CostReport, tenant: str | None) -> SpendReport:
+        query = report.query
+        return cls.model_validate(
+            {
+                "tenant": tenant,
+                "tenants": list(report.tenants),
+                "from": query.start,
+                "to": query.end,
+                "granularity": query.granularity.value,
+                "group_by": list(query.group_by),
+                "total_micro_usd": report.total_micros,
+                "total_usd": usd_string(report.total_micros),
+                "rows": [
+                    SpendRowView(
+                        bucket=row.bucket,
+                        start=row.start,
+                        group=dict(row.group),
+                        spend_micro_usd=row.micros,
+                        spend_usd=usd_string(row.micros),
+                    )
+                    for row in report.rows
+                ],
+            }
         )
 
 

@@ -45,6 +45,7 @@ from nexus_control.authoring.loader import BundleSources, Problem, load_bundle
 from nexus_control.authoring.opa import Opa, OpaError
 from nexus_control.authoring.policyset import PolicySet, resolve
 from nexus_control.authoring.signatures import MANIFEST_FILE, SIGNATURES_FILE, sign_bundle_files
+from nexus_control.authoring.traffic import QualityDemand, compile_quality, quality_demands
 from nexus_runtime.keys.provider import SigningKey
 
 __all__ = [
@@ -107,6 +108,9 @@ class StagedBundle:
     config: CompiledConfig
     git_commit: str | None
     tests_run: int
+    demands: tuple[QualityDemand, ...] = ()
+    """The evaluations publishing it needs (`nexus_control.authoring.traffic`): not part of
+    the bundle, so not of its revision."""
 
     @property
     def modules(self) -> dict[str, bytes]:
@@ -191,7 +195,11 @@ def compile_sources(
     """Load, cross-check and compile a bundle directory (no OPA involved)."""
     sources = load_bundle(bundle_dir, overlays, policy_dir=policy_dir)
     policy = resolve(sources)
-    return sources, policy, compile_data(policy, approval_jwks)
+    data = compile_data(policy, approval_jwks)
+    demands = quality_demands(sources)
+    if demands:
+        data["quality"] = compile_quality(demands)
+    return sources, policy, data
 
 
 def stage_bundle(
@@ -239,7 +247,8 @@ def stage_bundle(
             raise BuildError("opa check --strict refused the bundle", problems) from exc
         if run_tests:
             tests_run = _run_tests(opa, policy, sources.root, data_bytes, Path(tmp))
-    return StagedBundle(policy.name, revision, files, data, commit, tests_run)
+    demands = quality_demands(sources)
+    return StagedBundle(policy.name, revision, files, data, commit, tests_run, demands)
 
 
 def sign_staged(staged: StagedBundle, key: SigningKey, kid: str) -> bytes:

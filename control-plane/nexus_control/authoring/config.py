@@ -21,6 +21,7 @@ __all__ = [
     "ModelConfig",
     "PriceConfig",
     "PromptConfig",
+    "QualityGateConfig",
     "RateLimitConfig",
     "RecordSignerConfig",
     "RetentionEntry",
@@ -185,6 +186,19 @@ class RegionConfig(TypedDict):
     jurisdiction: str
 
 
+class QualityGateConfig(TypedDict):
+    """One ``quality`` block: its thresholds (YAML names) and what it gates, each with how
+    the rollout routes traffic to it. Signed with the bundle, so the semantic diff shows a
+    loosened threshold and approval re-checks the evaluations against what was signed."""
+
+    kind: Literal["prompt", "model"]
+    id: str
+    """The prompt's id, or the model flag's."""
+    thresholds: dict[str, float]
+    routes: dict[str, str]
+    """Version (a prompt's) or model (a flag's) → how it receives traffic."""
+
+
 class CompiledConfig(TypedDict):
     bundle: BundleInfo
     regions: dict[str, RegionConfig]
@@ -208,3 +222,5 @@ class CompiledConfig(TypedDict):
     """By limit id; present only when the bundle has RateLimits specs."""
     capabilities: NotRequired[CapabilitiesConfig]
     """Present only when the bundle has SLOs specs."""
+    quality: NotRequired[dict[str, QualityGateConfig]]
+    """By ``prompt:<id>`` or ``flag:<id>``: present only when a spec declares ``quality``."""

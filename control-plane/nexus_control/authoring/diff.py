@@ -145,6 +145,7 @@ def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
         _rollouts,
         _regions,
         _capabilities,
+        _quality,
     ):
         changes.extend(differ(before, after))
     return PolicyDiff(changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))))
@@ -577,6 +578,33 @@ def _capabilities(old: Config, new: Config) -> Iterator[Change]:
                     detail=f"{before.get(key, 'none')} → {after.get(key, 'none')}",
                     effect=Effect.NEUTRAL,
                 )
+
+
+def _quality(old: Config, new: Config) -> Iterator[Change]:
+    """Quality thresholds: a loosened, removed or dropped one widens (what may reach traffic),
+    so it needs a second approver like any widening change; a new or stricter one narrows."""
+    before, after = _section(old, "quality"), _section(new, "quality")
+    for block in sorted(before.keys() | after.keys()):
+        was = before.get(block, {}).get("thresholds", {})
+        now = after.get(block, {}).get("thresholds", {})
+        for name in sorted(was.keys() | now.keys()):
+            a, b = was.get(name), now.get(name)
+            if a == b:
+                continue
+            if a is None or b is None:
+                loosens = b is None
+            else:
+                loosens = b < a if name.startswith("min") else b > a
+            yield Change(
+                area="quality",
+                subject=block,
+                detail=f"{name} {_threshold(a)} → {_threshold(b)}",
+                effect=Effect.WIDENS if loosens else Effect.NARROWS,
+            )
+
+
+def _threshold(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
 
 
 # --- the whole bundle --------------------------------------------------------------

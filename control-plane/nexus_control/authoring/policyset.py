@@ -51,6 +51,7 @@ from nexus_control.authoring.spec import (
     Tool,
     ToolsSpec,
 )
+from nexus_control.authoring.traffic import check_quality
 
 __all__ = ["MAX_JWKS_BYTES", "WEIGHT_TOTAL", "ApiKeyGrant", "PolicySet", "resolve"]
 
@@ -135,6 +136,7 @@ class _Resolver:
         self._check_flags(tenants, models, prompts)
         rate_limits = check_rate_limits(self.sources, tenants, tools, self.problems)
         capabilities = check_slos(self.sources, tools, self.problems)
+        check_quality(self.sources, self.problems)
 
         if self.problems:
             raise SpecError(self.problems)

@@ -16,6 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
+from nexus_contract.wire import GATEWAY_ROUTES
+from nexus_control.authoring.quality import Quality
+
 __all__ = [
     "API_VERSION",
     "DEFAULT_APPROVAL_TTL_S",
@@ -51,6 +54,7 @@ __all__ = [
     "Prompt",
     "PromptVersion",
     "PromptsSpec",
+    "Quality",
     "RateLimit",
     "RateLimitsSpec",
     "RbacSpec",
@@ -382,6 +386,8 @@ class Prompt(_Strict):
     risk: Risk
     default_version: Annotated[str, StringConstraints(min_length=1, strict=True)]
     versions: list[PromptVersion] = Field(min_length=1)
+    quality: Quality | None = None
+    """Every version the rollout routes to needs a passing evaluation (checked at publish)."""
 
 
 class PromptsSpec(_Strict):
@@ -441,6 +447,9 @@ class Flag(_Strict):
     sticky: Literal["tenant", "subject"] = "tenant"
     kill_switch: bool = False
     overrides: list[Override] = Field(default_factory=list)
+    quality: Quality | None = None
+    """A model flag's thresholds: every model it routes to needs a passing evaluation
+    (checked at publish). A prompt's are in its Prompts spec."""
 
 
 class RolloutsSpec(_Strict):
@@ -451,9 +460,7 @@ class RolloutsSpec(_Strict):
 
 # --- Rate limits ---------------------------------------------------------------
 
-LIMITED_ROUTES: frozenset[str] = frozenset(
-    {"chat.completions", "tools.invoke", "chats.read", "chats.delete", "subjects.erase"}
-)
+LIMITED_ROUTES: frozenset[str] = frozenset(GATEWAY_ROUTES)
 """The route names a rate limit may select (``nexus.request.route``)."""
 
 RATE_UNIT_SECONDS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}

@@ -22,6 +22,7 @@ from nexus_control.access.approval_uses import ApprovalUse
 from nexus_control.access.keyring import KeyPurpose, Keyring
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.budgets import state, usage
+from nexus_control.budgets.costs import CostQuery, CostReport, cost_report
 from nexus_control.budgets.overview import (
     PAGE_TENANTS,
     SpendOverview,
@@ -166,6 +167,12 @@ class Budgets:
                 limit=limit,
                 tenant=tenant,
             )
+
+    def costs(
+        self, query: CostQuery, *, tenant: str | None, scope: frozenset[str] | None
+    ) -> CostReport:
+        """Exact spend over ``query``'s range (see `nexus_control.budgets.costs`)."""
+        return cost_report(self.spend, query, tenant=tenant, scope=scope)
 
     def mark_dirty(self) -> None:
         """Spend or caps may have changed: rebuild the state bundle soon."""

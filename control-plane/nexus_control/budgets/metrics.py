@@ -6,6 +6,9 @@ spend and the daily series of the biggest spenders, so a scrape reuses one overv
 per scrape interval, whatever the tenant count. Tenant-labelled series exist only for the
 tenants named in ``NEXUS_METRIC_TENANTS`` (at most `MAX_METRIC_TENANTS`) and known to the
 policy in force; the others count in ``nexus_budget_tenants`` and the platform total.
+Spend by model and by feature is exported for the platform, and per model and feature for
+those tenants; each breakdown keeps its `MAX_BREAKDOWN` biggest values and sums the rest
+as ``other``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,13 +25,26 @@ from prometheus_client.core import GaugeMetricFamily
 from nexus_control.budgets.overview import CapState, SpendOverview
 from nexus_control.budgets.spend import ALL_TENANTS, day_of
 
-__all__ = ["BUDGET_METRICS_TTL_S", "BudgetGauges"]
+__all__ = ["BUDGET_METRICS_TTL_S", "MAX_BREAKDOWN", "BudgetGauges"]
 
 log = logging.getLogger("nexus.control.budgets")
 
 BUDGET_METRICS_TTL_S = 10.0
 """How long one overview serves scrapes: shorter than a 15 s scrape interval."""
 ANOMALY_SCOPES = ("platform", "tenant")
+MAX_BREAKDOWN = 32
+"""Label values per breakdown (models, features); the rest are summed as ``other``."""
+OTHER = "other"
+
+
+def _bounded(spend: Mapping[str, float]) -> dict[str, float]:
+    """``spend`` with its `MAX_BREAKDOWN` biggest keys, the rest summed as `OTHER`."""
+    ranked = sorted(spend.items(), key=lambda item: (-item[1], item[0]))
+    kept = dict(ranked[:MAX_BREAKDOWN])
+    rest = sum(v for _, v in ranked[MAX_BREAKDOWN:])
+    if rest:
+        kept[OTHER] = kept.get(OTHER, 0.0) + rest
+    return {k: round(v, 6) for k, v in kept.items()}
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,7 @@ class BudgetGauges:
         yield spend
         yield cap
         yield ratio
+        yield from self._breakdowns(overview, watched)
 
         yield GaugeMetricFamily(
             "nexus_budget_platform_spend_usd",
@@ -118,8 +135,9 @@ class BudgetGauges:
         )
         anomalies = GaugeMetricFamily(
             "nexus_spend_anomalies",
-            "Spend anomalies today (UTC): a day over 3x the median of the period's earlier "
-            "days; scope platform (all tenants) or tenant (among the period's top spenders)",
+            "Spend anomalies found today (UTC): spikes and drifts against a robust "
+            "working-day/weekend baseline; scope platform (all tenants) or tenant (among the "
+            "period's top spenders)",
             labels=["scope"],
         )
         today = self._today()
@@ -130,3 +148,33 @@ class BudgetGauges:
         for scope, count in found.items():
             anomalies.add_metric([scope], count)
         yield anomalies
+
+    @staticmethod
+    def _breakdowns(overview: SpendOverview, watched: set[str]) -> Iterator[GaugeMetricFamily]:
+        platform: dict[str, dict[str, float]] = {"model": {}, "feature": {}}
+        for day in overview.daily.values():
+            for kind, spend in (("model", day.models), ("feature", day.features)):
+                for key, usd in spend.items():
+                    platform[kind][key] = platform[kind].get(key, 0.0) + usd
+        for kind, spend in platform.items():
+            family = GaugeMetricFamily(
+                f"nexus_budget_platform_{kind}_spend_usd",
+                f"Spend of all tenants this period by {kind} (USD)",
+                labels=[kind],
+            )
+            for key, usd in _bounded(spend).items():
+                family.add_metric([key], usd)
+            yield family
+        for kind in ("model", "feature"):
+            family = GaugeMetricFamily(
+                f"nexus_budget_{kind}_spend_usd",
+                f"Spend this period by {kind} (USD), for the tenants in NEXUS_METRIC_TENANTS",
+                labels=["tenant", kind],
+            )
+            for row in overview.tenants:
+                if row.tenant not in watched:
+                    continue
+                split = row.models if kind == "model" else row.features
+                for key, usd in _bounded({k: v for k, (v, _) in split.items()}).items():
+                    family.add_metric([row.tenant, key], usd)
+            yield family

@@ -10,9 +10,9 @@ given at least `ANOMALY_MIN_DAYS` of them: a rule a reader can check by eye.
 from __future__ import annotations
 
 import heapq
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -20,12 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_control.authoring.config import CompiledConfig
+from nexus_control.budgets.anomaly import detect
 from nexus_control.budgets.spend import ALL_TENANTS, SpendStore, SpendTotals
 from nexus_control.store.tables import DisabledTenant
 
 __all__ = [
-    "ANOMALY_FACTOR",
-    "ANOMALY_MIN_DAYS",
     "ANOMALY_TENANTS",
     "PAGE_TENANTS",
     "Anomaly",
@@ -37,8 +36,6 @@ __all__ = [
     "spend_page",
 ]
 
-ANOMALY_FACTOR = 3.0
-ANOMALY_MIN_DAYS = 3
 ANOMALY_TENANTS = 20
 """How many of the period's biggest spenders are checked for anomalies, one by one."""
 PAGE_TENANTS = 50
@@ -76,8 +73,12 @@ class Anomaly:
     day: str
     tenant: str
     """A tenant id, or ``*`` for the whole platform."""
+    kind: str
+    """``spike`` (one day) or ``drift`` (the level of the last week)."""
     spend_usd: float
-    median_usd: float
+    """The day's spend, or a drift's recent daily level."""
+    baseline_usd: float
+    """What the detector expected: the day's seasonal baseline, or a drift's old level."""
 
 
 @dataclass(frozen=True)
@@ -230,22 +231,32 @@ def _period_anomalies(
     store: SpendStore, period: str, daily: dict[str, SpendTotals], spent: Mapping[str, float]
 ) -> list[Anomaly]:
     """The platform's anomalies and those of the period's `ANOMALY_TENANTS` biggest spenders."""
-    anomalies = _anomalies(ALL_TENANTS, daily)
+    anomalies = _anomalies(store, period, ALL_TENANTS) if daily else []
     biggest = sorted(spent.items(), key=lambda item: -item[1])[:ANOMALY_TENANTS]
     for tenant_id, _ in biggest:
-        anomalies += _anomalies(tenant_id, store.daily(period, tenant_id))
+        anomalies += _anomalies(store, period, tenant_id)
     anomalies.sort(key=lambda a: (a.day, a.tenant), reverse=True)
     return anomalies
 
 
-def _anomalies(tenant: str, daily: dict[str, SpendTotals]) -> list[Anomaly]:
-    found = []
-    earlier: list[float] = []
-    for day in sorted(daily):
-        spent = daily[day].total
-        if len(earlier) >= ANOMALY_MIN_DAYS:
-            median = statistics.median(earlier)
-            if median > 0 and spent > ANOMALY_FACTOR * median:
-                found.append(Anomaly(day, tenant, round(spent, 6), round(median, 6)))
-        earlier.append(spent)
-    return found
+def _anomalies(store: SpendStore, period: str, tenant: str) -> list[Anomaly]:
+    """The detector's findings on ``period``'s days, from a series that starts a period
+    earlier (days without spend are zero)."""
+    first = date.fromisoformat(f"{period}-01")
+    earlier = (first - timedelta(days=1)).strftime("%Y-%m")
+    daily = {**store.daily(earlier, tenant), **store.daily(period, tenant)}
+    if not daily:
+        return []
+    start = date.fromisoformat(f"{earlier}-01")
+    end = date.fromisoformat(max(daily))
+    series = []
+    day = start
+    while day <= end:
+        totals = daily.get(day.isoformat())
+        series.append((day, totals.total if totals is not None else 0.0))
+        day += timedelta(days=1)
+    return [
+        Anomaly(f.day.isoformat(), tenant, f.kind, round(f.spend_usd, 6), round(f.baseline_usd, 6))
+        for f in detect(series)
+        if f.day >= first
+    ]

@@ -1,27 +1,39 @@
 """Spend counters per tenant and month: Redis in production, in-process for the demo.
 
 Recording is atomic and idempotent on the gateway's request id: a usage
-report delivered twice counts once. Counters are keyed by tenant and period
-(``YYYY-MM``, UTC), so a new month starts from zero with nothing to reset.
-Each report also adds to its day's counters (``YYYY-MM-DD``), per tenant and
-for all tenants, by model, feature and endpoint: the console's spend charts.
+report delivered twice counts once. Counters are integer micro-dollars
+(`nexus_control.budgets.money`), so totals reconcile exactly whatever order
+reports arrive in; `SpendTotals` converts to USD at the edge. Counters are keyed
+by tenant and period (``YYYY-MM``, UTC), so a new month starts from zero with
+nothing to reset. Each report also adds to its day's counters (``YYYY-MM-DD``),
+per tenant and for all tenants, by model, feature and endpoint (the console's
+spend charts), and to its hour's and day's cells (`nexus_control.budgets.cells`,
+the cost API's data).
 """
 
 from __future__ import annotations
 
-import calendar
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-import redis
+from nexus_control.budgets.cells import (
+    DAYS_KEPT,
+    Cell,
+    Combo,
+    Granularity,
+    bucket_start,
+    combo_field,
+    expires_at,
+)
+from nexus_control.budgets.money import to_micros, to_usd
 
 __all__ = [
     "ALL_TENANTS",
     "REQUEST_ID_TTL_S",
     "InProcessSpendStore",
-    "RedisSpendStore",
     "SpendStore",
     "SpendTotals",
     "Usage",
@@ -54,33 +66,90 @@ class Usage:
     day: str = ""
     """``YYYY-MM-DD`` (UTC) of the request; empty: the period's first day."""
     endpoint: str | None = None
+    """The gateway route's name (``chat.completions``), when the report named one."""
+    hour: int = 0
+    """The UTC hour (0-23) of ``day`` the request was in."""
 
     @property
     def day_or_first(self) -> str:
         return self.day or f"{self.period}-01"
 
+    @property
+    def hour_bucket(self) -> str:
+        return f"{self.day_or_first}T{self.hour:02d}"
+
+    @property
+    def cost_micros(self) -> int:
+        return to_micros(self.cost_usd)
+
+    @property
+    def combo(self) -> Combo:
+        return Combo(self.model, self.feature, self.endpoint)
+
+
+def _usd(micros: dict[str, int]) -> dict[str, float]:
+    return {name: to_usd(amount) for name, amount in micros.items()}
+
 
 @dataclass
 class SpendTotals:
-    """Spend in one period or day, overall and by model, feature and endpoint (USD)."""
+    """Spend in one period or day, overall and by model, feature and endpoint (micro-dollars;
+    the USD properties are what the caps and the console read)."""
 
-    total: float = 0.0
-    models: dict[str, float] = field(default_factory=dict)
-    features: dict[str, float] = field(default_factory=dict)
-    endpoints: dict[str, float] = field(default_factory=dict)
+    total_micros: int = 0
+    model_micros: dict[str, int] = field(default_factory=dict)
+    feature_micros: dict[str, int] = field(default_factory=dict)
+    endpoint_micros: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return to_usd(self.total_micros)
+
+    @property
+    def models(self) -> dict[str, float]:
+        return _usd(self.model_micros)
+
+    @property
+    def features(self) -> dict[str, float]:
+        return _usd(self.feature_micros)
+
+    @property
+    def endpoints(self) -> dict[str, float]:
+        return _usd(self.endpoint_micros)
 
     def add(self, usage: Usage) -> None:
-        self.total += usage.cost_usd
-        self.models[usage.model] = self.models.get(usage.model, 0.0) + usage.cost_usd
+        micros = usage.cost_micros
+        self.total_micros += micros
+        _bump(self.model_micros, usage.model, micros)
         if usage.feature:
-            self.features[usage.feature] = self.features.get(usage.feature, 0.0) + usage.cost_usd
+            _bump(self.feature_micros, usage.feature, micros)
         if usage.endpoint:
-            self.endpoints[usage.endpoint] = (
-                self.endpoints.get(usage.endpoint, 0.0) + usage.cost_usd
-            )
+            _bump(self.endpoint_micros, usage.endpoint, micros)
+
+    def merge(self, other: SpendTotals) -> SpendTotals:
+        """These totals plus ``other``'s (a new object)."""
+        out = self.copy()
+        out.total_micros += other.total_micros
+        for mine, theirs in (
+            (out.model_micros, other.model_micros),
+            (out.feature_micros, other.feature_micros),
+            (out.endpoint_micros, other.endpoint_micros),
+        ):
+            for name, micros in theirs.items():
+                _bump(mine, name, micros)
+        return out
 
     def copy(self) -> SpendTotals:
-        return SpendTotals(self.total, dict(self.models), dict(self.features), dict(self.endpoints))
+        return SpendTotals(
+            self.total_micros,
+            dict(self.model_micros),
+            dict(self.feature_micros),
+            dict(self.endpoint_micros),
+        )
+
+
+def _bump(counts: dict[str, int], name: str, micros: int) -> None:
+    counts[name] = counts.get(name, 0) + micros
 
 
 ALL_TENANTS = "*"
@@ -108,11 +177,29 @@ class SpendStore(Protocol):
         """Totals per day of ``period`` (``YYYY-MM-DD`` → totals) of one tenant, or of all."""
         ...
 
+    def cells(
+        self, granularity: Granularity, buckets: Sequence[str], tenants: Sequence[str]
+    ) -> list[Cell]:
+        """The non-empty cells of ``tenants`` in ``buckets`` (those still kept)."""
+        ...
+
+    def tenants_on(self, days: Sequence[str]) -> set[str]:
+        """The tenants with a day cell on any of ``days``."""
+        ...
+
     def ping(self) -> bool: ...
 
 
+_CellMap = dict[str, dict[str, dict[Combo, int]]]
+"""Bucket → tenant → combination → micro-dollars."""
+
+
 class InProcessSpendStore:
-    """Counters in this process's memory: the embedded default, lost on restart."""
+    """Counters in this process's memory: the embedded default, lost on restart.
+
+    Cells past their retention are dropped whenever a new bucket opens, so memory
+    stays bounded like Redis's expiring keys.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -120,6 +207,7 @@ class InProcessSpendStore:
         self._totals: dict[tuple[str, str], SpendTotals] = {}
         self._days: dict[str, dict[str, SpendTotals]] = {}
         """Scope (a tenant, or ALL_TENANTS) → day → totals: one scope's days without a scan."""
+        self._cells: dict[Granularity, _CellMap] = {g: {} for g in Granularity}
 
     def record(self, usage: Usage) -> SpendTotals | None:
         with self._lock:
@@ -131,7 +219,29 @@ class InProcessSpendStore:
             for scope in (usage.tenant, ALL_TENANTS):
                 days = self._days.setdefault(scope, {})
                 days.setdefault(usage.day_or_first, SpendTotals()).add(usage)
+            for granularity, bucket in (
+                (Granularity.HOUR, usage.hour_bucket),
+                (Granularity.DAY, usage.day_or_first),
+            ):
+                self._add_cell(granularity, bucket, usage)
             return totals.copy()
+
+    def _add_cell(self, granularity: Granularity, bucket: str, usage: Usage) -> None:
+        cells = self._cells[granularity]
+        if bucket not in cells:
+            self._drop_expired(granularity)
+        tenant = cells.setdefault(bucket, {}).setdefault(usage.tenant, {})
+        tenant[usage.combo] = tenant.get(usage.combo, 0) + usage.cost_micros
+
+    def _drop_expired(self, granularity: Granularity) -> None:
+        now = datetime.now(UTC)
+        cells = self._cells[granularity]
+        for bucket in [b for b in cells if expires_at(granularity, b) <= now]:
+            del cells[bucket]
+        if granularity is Granularity.DAY:
+            for days in self._days.values():
+                for day in [d for d in days if bucket_start(granularity, d) + DAYS_KEPT <= now]:
+                    del days[day]
 
     def totals(self, period: str) -> dict[str, SpendTotals]:
         with self._lock:
@@ -154,135 +264,34 @@ class InProcessSpendStore:
                 if day.startswith(f"{period}-")
             }
 
+    def cells(
+        self, granularity: Granularity, buckets: Sequence[str], tenants: Sequence[str]
+    ) -> list[Cell]:
+        now = datetime.now(UTC)
+        with self._lock:
+            kept = self._cells[granularity]
+            return [
+                Cell(tenant, bucket, combo, micros)
+                for bucket in buckets
+                if bucket in kept and expires_at(granularity, bucket) > now
+                for tenant in tenants
+                for combo, micros in sorted(
+                    kept[bucket].get(tenant, {}).items(), key=lambda item: combo_field(item[0])
+                )
+            ]
+
+    def tenants_on(self, days: Sequence[str]) -> set[str]:
+        with self._lock:
+            kept = self._cells[Granularity.DAY]
+            return {tenant for day in days for tenant in kept.get(day, {})}
+
     def ping(self) -> bool:
         return True
 
 
-# KEYS[1] request-id marker, KEYS[2] the tenant's hash for the period, KEYS[3] the
-# period's tenant set, KEYS[4] the tenant's hash for the day, KEYS[5] all tenants' hash
-# for the day. ARGV: ttl, cost, model field, feature field ("" for none), tenant,
-# endpoint field ("" for none).
-_RECORD = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
-  return nil
-end
-for i = 2, 5 do
-  if i ~= 3 then
-    redis.call('HINCRBYFLOAT', KEYS[i], 'total', ARGV[2])
-    redis.call('HINCRBYFLOAT', KEYS[i], ARGV[3], ARGV[2])
-    if ARGV[4] ~= '' then
-      redis.call('HINCRBYFLOAT', KEYS[i], ARGV[4], ARGV[2])
-    end
-    if ARGV[6] ~= '' then
-      redis.call('HINCRBYFLOAT', KEYS[i], ARGV[6], ARGV[2])
-    end
-  end
-end
-redis.call('SADD', KEYS[3], ARGV[5])
-return redis.call('HGETALL', KEYS[2])
-"""
-
-
-class RedisSpendStore:
-    """Counters in Redis: one hash per tenant and period, updated by one Lua script."""
-
-    def __init__(self, url: str, *, prefix: str = "nexus:spend") -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        self._prefix = prefix
-        self._record = self._redis.register_script(_RECORD)
-
-    def record(self, usage: Usage) -> SpendTotals | None:
-        keys = [
-            f"{self._prefix}:req:{usage.request_id}",
-            f"{self._prefix}:{usage.period}:tenant:{usage.tenant}",
-            f"{self._prefix}:{usage.period}:tenants",
-            self._day_key(usage.day_or_first, usage.tenant),
-            self._day_key(usage.day_or_first, ALL_TENANTS),
-        ]
-        args: list[str | int] = [
-            REQUEST_ID_TTL_S,
-            repr(float(usage.cost_usd)),
-            f"model:{usage.model}",
-            f"feature:{usage.feature}" if usage.feature else "",
-            usage.tenant,
-            f"endpoint:{usage.endpoint}" if usage.endpoint else "",
-        ]
-        raw = self._record(keys=keys, args=args)
-        if raw is None:
-            return None
-        return _totals_from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
-
-    def totals(self, period: str) -> dict[str, SpendTotals]:
-        tenants = self._tenants(period)
-        raws = self._hashes(period, tenants)
-        return {tenant: _totals_from_hash(raw) for tenant, raw in zip(tenants, raws, strict=True)}
-
-    def _tenants(self, period: str) -> list[str]:
-        return sorted(
-            t.decode()
-            for t in self._redis.smembers(f"{self._prefix}:{period}:tenants")  # type: ignore[union-attr]
-        )
-
-    def spent(self, period: str) -> dict[str, float]:
-        tenants = self._tenants(period)
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant in tenants:
-            pipe.hget(f"{self._prefix}:{period}:tenant:{tenant}", "total")
-        return {
-            tenant: float(raw)
-            for tenant, raw in zip(tenants, pipe.execute(), strict=True)
-            if raw is not None
-        }
-
-    def totals_of(self, period: str, tenants: list[str]) -> dict[str, SpendTotals]:
-        raws = self._hashes(period, tenants)
-        return {
-            tenant: _totals_from_hash(raw) for tenant, raw in zip(tenants, raws, strict=True) if raw
-        }
-
-    def _hashes(self, period: str, tenants: list[str]) -> list[dict[bytes, bytes]]:
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant in tenants:
-            pipe.hgetall(f"{self._prefix}:{period}:tenant:{tenant}")
-        raws: list[dict[bytes, bytes]] = pipe.execute()
-        return raws
-
-    def _day_key(self, day: str, tenant: str) -> str:
-        return f"{self._prefix}:day:{day}:tenant:{tenant}"
-
-    def daily(self, period: str, tenant: str = ALL_TENANTS) -> dict[str, SpendTotals]:
-        year, month = (int(part) for part in period.split("-"))
-        days = [f"{period}-{day:02d}" for day in range(1, calendar.monthrange(year, month)[1] + 1)]
-        pipe = self._redis.pipeline(transaction=False)
-        for day in days:
-            pipe.hgetall(self._day_key(day, tenant))
-        return {
-            day: _totals_from_hash(raw)
-            for day, raw in zip(days, pipe.execute(), strict=True)
-            if raw
-        }
-
-    def ping(self) -> bool:
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False
-
-
-def _totals_from_hash(raw: dict[bytes, bytes]) -> SpendTotals:
-    totals = SpendTotals()
-    for key, value in raw.items():
-        name, amount = key.decode(), float(value)
-        if name == "total":
-            totals.total = amount
-        elif name.startswith("model:"):
-            totals.models[name.removeprefix("model:")] = amount
-        elif name.startswith("feature:"):
-            totals.features[name.removeprefix("feature:")] = amount
-        elif name.startswith("endpoint:"):
-            totals.endpoints[name.removeprefix("endpoint:")] = amount
-    return totals
-
-
 def make_spend_store(redis_url: str | None) -> SpendStore:
-    return RedisSpendStore(redis_url) if redis_url else InProcessSpendStore()
+    if not redis_url:
+        return InProcessSpendStore()
+    from nexus_control.budgets.redis_spend import RedisSpendStore
+
+    return RedisSpendStore(redis_url)

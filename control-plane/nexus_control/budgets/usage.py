@@ -18,8 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_contract.errors import NexusError
+from nexus_contract.wire import GATEWAY_ROUTES
 from nexus_control.access import approval_uses
 from nexus_control.authoring.config import BudgetConfig, CompiledConfig
+from nexus_control.budgets.cells import DAYS_KEPT
 from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
 from nexus_control.store import outbox
@@ -28,6 +30,7 @@ from nexus_control.store.tables import DisabledTenant
 __all__ = [
     "MAX_CLOCK_SKEW",
     "MAX_DISABLED_REASON",
+    "MAX_REPORT_AGE",
     "GatewayScopeError",
     "UnknownTenantError",
     "UsageOutcome",
@@ -41,7 +44,8 @@ __all__ = [
 ]
 
 _Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")]
-_Endpoint = Annotated[str, StringConstraints(max_length=200, pattern=r"^/[A-Za-z0-9._~{}:/-]*$")]
+_Route = Annotated[str, StringConstraints(max_length=64)]
+_ROUTE_NAMES = ", ".join(GATEWAY_ROUTES)
 
 
 class UsageReport(BaseModel):
@@ -55,8 +59,9 @@ class UsageReport(BaseModel):
     tenant: _Id
     model: _Id
     feature: _Id | None = None
-    endpoint: _Endpoint | None = None
-    """The gateway route the cost was incurred on (``/v1/chat/completions``)."""
+    endpoint: _Route | None = None
+    """The gateway route the cost was incurred on, by name (``chat.completions``): one of
+    the contract's `GATEWAY_ROUTES`, so the counters' keys stay bounded."""
     tokens: Annotated[int, Field(ge=0, le=10_000_000)]
     cost_usd: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=False)]
     occurred_at: datetime | None = Field(default=None, strict=False)
@@ -66,6 +71,8 @@ MAX_DISABLED_REASON = 300
 """The stored reason's bound (``disabled_tenants.reason``)."""
 MAX_CLOCK_SKEW = timedelta(seconds=60)
 """How far ahead of the control plane's clock a gateway's ``occurred_at`` may be."""
+MAX_REPORT_AGE = DAYS_KEPT
+"""How far back ``occurred_at`` may be: no older than the spend cells are kept."""
 
 
 class UnknownTenantError(NexusError):
@@ -92,6 +99,16 @@ def known_features(config: CompiledConfig, tenant: str) -> frozenset[str]:
     return capped | frozenset(bound)
 
 
+def known_models(config: CompiledConfig, tenant: str) -> frozenset[str]:
+    """Models ``tenant``'s spend may be booked to: its plan's and the ones it caps."""
+    entry = config.get("tenants", {}).get(tenant)
+    if entry is None:
+        return frozenset()
+    plan = entry["plan"]
+    allowed = {m for m, model in config.get("models", {}).items() if model["plans"].get(plan)}
+    return frozenset(allowed) | frozenset(entry["budget"].get("per_model", {}))
+
+
 def check_report(config: CompiledConfig, report: UsageReport, now: datetime) -> None:
     """Refuse (UsageRefusedError) a report that would count what cannot have happened."""
     if report.occurred_at is not None:
@@ -103,8 +120,23 @@ def check_report(config: CompiledConfig, report: UsageReport, now: datetime) -> 
                 f"occurred_at {when.isoformat()} is in the future (the control plane's clock "
                 f"says {now.isoformat()}; at most {MAX_CLOCK_SKEW.seconds} s of skew is accepted)"
             )
+        if now - when > MAX_REPORT_AGE:
+            raise UsageRefusedError(
+                f"occurred_at {when.isoformat()} is more than {MAX_REPORT_AGE.days} days ago: "
+                "spend that old is no longer kept"
+            )
+    if report.endpoint is not None and report.endpoint not in GATEWAY_ROUTES:
+        raise UsageRefusedError(
+            f"unknown route {report.endpoint!r}: a usage report names a gateway route by name, "
+            f"one of {_ROUTE_NAMES}"
+        )
     if report.model not in config.get("models", {}):
         raise UsageRefusedError(f"unknown model {report.model!r}: not in the policy in force")
+    if report.model not in known_models(config, report.tenant):
+        raise UsageRefusedError(
+            f"model {report.model!r} is not one tenant {report.tenant!r} may use: neither its "
+            "plan allows it nor does its budget cap it, in the policy in force"
+        )
     if report.feature is not None and report.feature not in known_features(config, report.tenant):
         raise UsageRefusedError(
             f"unknown feature {report.feature!r} for tenant {report.tenant!r}: neither capped "
@@ -185,6 +217,7 @@ def record_usage(
             period=period,
             day=day_of(when),
             endpoint=report.endpoint,
+            hour=when.astimezone(UTC).hour,
         )
     )
     if totals is None:

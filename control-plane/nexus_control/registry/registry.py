@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -88,6 +89,8 @@ class Registry:
                 raise BuildError(
                     str(exc).splitlines()[0], [_shown(p, unpacked) for p in exc.problems]
                 ) from None
+            shown = tuple(replace(d, file=unpacked.display(d.file)) for d in staged.demands)
+            staged = replace(staged, demands=shown)
         if expected_revision is not None and expected_revision != staged.revision:
             raise PublishError(
                 f"the sources build revision {staged.revision} here, not {expected_revision}: "

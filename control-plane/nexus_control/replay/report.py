@@ -1,4 +1,6 @@
-"""The replay report: each record in one bucket, counted by tenant, route, rule and control.
+"""The replay report: each record in one bucket, counted by tenant, route, rule, control and
+prompt version (seed §14.2: what a change does to each version's decisions), with the
+records whose routed prompt version moved counted per move.
 
 Pure accounting over `ReplayOutcome`s; no I/O. The report body
 (`ReplayReport.body`) is a function of the records and the two revisions
@@ -17,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from nexus_contract.canonical import canonical_json
+from nexus_contract.wire import PROMPT_HEADER, PROMPT_VERSION_HEADER
 from nexus_control.replay.records import NotReplayable, ReplayRecord
 
 __all__ = [
@@ -32,7 +35,7 @@ __all__ = [
     "percentile",
 ]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 SAMPLES_PER_BUCKET = 5
 _COMPARED_HEADERS = ("headers", "response_headers_to_add")
 
@@ -184,6 +187,23 @@ def _keys(outcome: ReplayOutcome) -> tuple[set[str], set[str]]:
     return rules or {"(none)"}, controls or {"(none)"}
 
 
+def _prompt_version(record: ReplayRecord, result: Mapping[str, Any] | None) -> str | None:
+    """``prompt@version`` a result routed the request to, or None when it routed none.
+
+    The version is the policy's (the upstream header it set, so only a prompt the
+    catalog knows); the prompt is the one the request named (``id`` or ``id@version``).
+    """
+    headers = result.get("headers") if result else None
+    version = headers.get(PROMPT_VERSION_HEADER) if isinstance(headers, Mapping) else None
+    if not isinstance(version, str):
+        return None
+    try:
+        asked = record.input["attributes"]["request"]["http"]["headers"][PROMPT_HEADER]
+    except (KeyError, TypeError):
+        return None
+    return f"{asked.partition('@')[0]}@{version}" if isinstance(asked, str) else None
+
+
 def _grouped(table: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
     return {key: dict(sorted(table[key].items())) for key in sorted(table)}
 
@@ -197,8 +217,10 @@ def build_report(
     blocked: Counter[str] = Counter()
     risky: Counter[str] = Counter()
     groups: dict[str, defaultdict[str, Counter[str]]] = {
-        name: defaultdict(Counter) for name in ("tenant", "route", "rule", "control")
+        name: defaultdict(Counter)
+        for name in ("tenant", "route", "rule", "control", "prompt_version")
     }
+    moves: Counter[str] = Counter()
     samples: dict[str, list[dict[str, Any]]] = defaultdict(list)
     before_ns: list[int] = []
     after_ns: list[int] = []
@@ -217,6 +239,12 @@ def build_report(
             groups["rule"][rule][bucket] += 1
         for control in controls:
             groups["control"][control][bucket] += 1
+        was = _prompt_version(record, outcome.before or record.result)
+        if was is not None:
+            groups["prompt_version"][was][bucket] += 1
+            now = _prompt_version(record, outcome.after)
+            if now is not None and now != was:
+                moves[f"{was} → {now}"] += 1
         if len(samples[bucket]) < SAMPLES_PER_BUCKET:
             sample: dict[str, Any] = {
                 "decision_id": record.decision_id,
@@ -248,6 +276,7 @@ def build_report(
                 reason.value: blocked.get(reason.value, 0) for reason in NotReplayable
             },
             "deny_to_allow_by_tool": dict(sorted(risky.items())),
+            "prompt_version_moves": dict(sorted(moves.items())),
             "by": {name: _grouped(table) for name, table in sorted(groups.items())},
             "samples": {key: samples[key] for key in sorted(samples)},
         }

@@ -23,6 +23,7 @@ from nexus_contract.errors import NexusError
 from nexus_contract.wire import POLICY_BUNDLE
 from nexus_control.authoring.config import CompiledConfig
 from nexus_control.authoring.diff import PolicyDiff, diff_bundles
+from nexus_control.quality import evaluations
 from nexus_control.registry.registry import Registry
 from nexus_control.registry.revisions import Published
 from nexus_control.replay.gatekeeper import GateOutcome
@@ -119,9 +120,15 @@ class Rollouts:
         any other is signed with the active bundle key at once, and, with a
         ``gate``, held until the gate's verdict. Publishing the revision the
         latest rollout already carries changes nothing.
+
+        A prompt version or model the rollout would route traffic to, and whose spec
+        declares ``quality``, needs a passing latest evaluation: otherwise
+        `evaluations.QualityGateError` names each one at its place in the specs, and
+        nothing is stored.
         """
         staged = self.registry.build(sources, expected_revision=expected_revision)
         with self.db.session() as session:
+            evaluations.gate(session, staged.demands)
             published = self.registry.store(session, staged, sources, author)
             latest = engine.recent(session, 1)
             if not published.created and latest and latest[0].revision == published.revision:
@@ -162,9 +169,17 @@ class Rollouts:
         """A second person approves: the revision is signed, then its first wave starts.
 
         ``approver_id`` is the approver's principal id; the author's is refused.
+        The quality gate runs again on the thresholds the revision carries
+        (`evaluations.QualityLapsedError` if an evaluation failed since publishing).
         With a ``gate``, the signed revision is judged before any wave starts.
         """
         with self.db.session() as session:
+
+            def sign(revision: str) -> None:
+                config = self.registry.config_in(session, revision)
+                evaluations.gate_signed(session, config, revision)
+                self.registry.sign(session, revision, approver)
+
             rollout, changed = engine.approve(
                 session,
                 self.fleet,
@@ -172,7 +187,7 @@ class Rollouts:
                 approver=approver,
                 approver_id=approver_id,
                 comment=comment,
-                sign=lambda revision: self.registry.sign(session, revision, approver),
+                sign=sign,
                 gated=gate is not None,
             )
         self._notify(changed)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -37,6 +38,7 @@ __all__ = [
     "Enforcer",
     "EnforcerBundle",
     "EnforcerRegistration",
+    "Evaluation",
     "KeyRecord",
     "OutboxEvent",
     "Principal",
@@ -258,6 +260,38 @@ class DisabledTenant(Base):
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
     reason: Mapped[str] = mapped_column(String(300))
     since: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Evaluation(Base):
+    """An offline evaluation result of a prompt version or a model, as an evaluator posted it.
+
+    Never changed once stored: a newer evaluation (by ``evaluated_at``) supersedes it for
+    the quality gate at publish.
+    """
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    """``prompt`` or ``model``."""
+    subject: Mapped[str] = mapped_column(String(64))
+    """The prompt id or the model id."""
+    version: Mapped[str | None] = mapped_column(String(40))
+    """The prompt's version; None for a model."""
+    safety_score: Mapped[float] = mapped_column(Float)
+    hallucination_rate: Mapped[float] = mapped_column(Float)
+    p95_latency_ms: Mapped[float] = mapped_column(Float)
+    cost_per_call_usd: Mapped[float] = mapped_column(Float)
+    dataset_id: Mapped[str] = mapped_column(String(128))
+    dataset_size: Mapped[int] = mapped_column(Integer)
+    evaluated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    evaluator: Mapped[str] = mapped_column(String(200))
+    evaluator_principal: Mapped[str] = mapped_column(String(36))
+
+    __table_args__ = (
+        Index("ix_evaluations_subject", "kind", "subject", "version", "evaluated_at"),
+    )
 
 
 class OutboxEvent(Base):

@@ -17,6 +17,7 @@ from nexus_runtime.dashboards.audit import audit
 from nexus_runtime.dashboards.budgets import budgets
 from nexus_runtime.dashboards.decisions import decisions
 from nexus_runtime.dashboards.fleet import fleet
+from nexus_runtime.dashboards.gateway import gateway
 
 __all__ = ["DASHBOARDS", "DEFAULT_DIR", "REGENERATE", "render_all", "stale", "write_all"]
 
@@ -25,6 +26,7 @@ DASHBOARDS: dict[str, Callable[[], Board]] = {
     "decisions.json": decisions,
     "budgets.json": budgets,
     "audit.json": audit,
+    "gateway.json": gateway,
 }
 """Each committed file and the code that renders it."""
 DEFAULT_DIR = Path("deploy") / "grafana"

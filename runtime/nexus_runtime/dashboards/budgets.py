@@ -1,9 +1,9 @@
 """Budgets and spend: which tenants are near or past their cap, and what the platform spends.
 
 Series from the control plane's ``/metrics``. Spend is exported per tenant (only for the
-tenants in ``NEXUS_METRIC_TENANTS``, to bound the labels) and for the platform as a whole;
-the metric contract has no per-model or per-feature spend series, so this dashboard has no
-such panels (the console's budgets page breaks spend down further).
+tenants in ``NEXUS_METRIC_TENANTS``, to bound the labels) and for the platform as a whole,
+each also by model and by feature (the biggest 32 values, the rest as ``other``); the
+console's budgets page breaks every tenant's spend down the same way.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ def budgets() -> Board:
             UID,
             "NexusAI policy: budgets and spend",
             "Spend against cap this period per tenant (tenants in NEXUS_METRIC_TENANTS) and "
-            "for the platform, tenants by cap state, and spend anomalies. The metrics carry "
-            "no model or feature label: spend per model or feature is on the console's "
-            "budgets page, not here.",
+            "for the platform, by model and by feature, tenants by cap state, and spend "
+            "anomalies.",
             (TENANT,),
         )
         .row("Platform")
@@ -60,6 +59,25 @@ def budgets() -> Board:
                 stacked=True,
             )
         )
+        .panel(
+            timeseries_panel(
+                "Platform spend by model",
+                "All tenants' spend this period per model (nexus_budget_platform_model_spend_usd).",
+                Query("max by (model) (nexus_budget_platform_model_spend_usd)", "{{model}}"),
+                unit="currencyUSD",
+                stacked=True,
+            )
+        )
+        .panel(
+            timeseries_panel(
+                "Platform spend by feature",
+                "All tenants' spend this period per product feature "
+                "(nexus_budget_platform_feature_spend_usd).",
+                Query("max by (feature) (nexus_budget_platform_feature_spend_usd)", "{{feature}}"),
+                unit="currencyUSD",
+                stacked=True,
+            )
+        )
         .row("Tenants")
         .panel(
             timeseries_panel(
@@ -77,6 +95,28 @@ def budgets() -> Board:
                 "Share of the cap spent this period (nexus_budget_spend_ratio); 1 is the cap.",
                 Query(f"max by (tenant) (nexus_budget_spend_ratio{_TENANT})", "{{tenant}}"),
                 unit="percentunit",
+            )
+        )
+        .panel(
+            timeseries_panel(
+                "Spend by model per tenant",
+                "This period's spend per tenant and model (nexus_budget_model_spend_usd).",
+                Query(
+                    f"max by (tenant, model) (nexus_budget_model_spend_usd{_TENANT})",
+                    "{{tenant}} {{model}}",
+                ),
+                unit="currencyUSD",
+            )
+        )
+        .panel(
+            timeseries_panel(
+                "Spend by feature per tenant",
+                "This period's spend per tenant and feature (nexus_budget_feature_spend_usd).",
+                Query(
+                    f"max by (tenant, feature) (nexus_budget_feature_spend_usd{_TENANT})",
+                    "{{tenant}} {{feature}}",
+                ),
+                unit="currencyUSD",
             )
         )
         .panel(

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from nexus_contract.wire import DURABLE_LOG_PLUGIN, EXT_AUTHZ_PLUGIN
 from nexus_control.rollout.fleet import load_fleet
+from nexus_dataplane.opa import opa_config
+from nexus_dataplane.spec import EnforcerSpec
 from tests.fixtures.gotools import manifest_checker_binary, pinned_tool
 from tests.fixtures.kube import KubeApiServer, kube_apiserver, resource_path
 
@@ -136,3 +139,61 @@ def test_every_rendered_object_passes_the_api_servers_dry_run(
         assert refused.status_code == 400, refused.text
         assert "unexpectedField" in refused.text
     assert judged >= 25
+
+
+def test_the_chart_s_enforcer_configures_opa_as_the_data_plane_does(
+    helm: Path, tmp_path: Path
+) -> None:
+    """The chart's OPA config has the data plane's shape: the same services, plugins and
+    settings (durable decision log, labels, metric tenants), so a cluster enforcer records
+    and labels decisions as the tested one does. Only where secrets and files live differs."""
+    manifest = render(helm, "--set", "enforcerExample.enabled=true",
+                      "--set", "metricTenants={acme,globex}")  # fmt: skip
+    (config_map,) = [
+        o for o in objects(manifest)
+        if o["kind"] == "ConfigMap" and "opa-config.yaml" in o.get("data", {})
+    ]  # fmt: skip
+    chart = yaml.safe_load(config_map["data"]["opa-config.yaml"])
+    spec = EnforcerSpec(
+        region="eu-west-1", enforcer_id="gw-eu-1", control_plane_url="http://cp:8700",
+        token="t", key_id="nexus-bundle-signing", verification_key_pem="pem",
+        persistence_dir=tmp_path / "opa", grpc_port=9191, opa_port=8181, envoy_port=8080,
+        envoy_admin_port=9901, upstream_host="127.0.0.1", upstream_port=9000,
+        audit_url="http://cp:8700", metric_tenants=("acme", "globex"),
+    )  # fmt: skip
+    ours = opa_config(spec)
+    assert chart.keys() == ours.keys()
+    assert chart["services"].keys() == ours["services"].keys()
+    for name, service in ours["services"].items():
+        assert chart["services"][name]["headers"] == service["headers"], name
+        assert chart["services"][name]["url"].endswith("/v1/opa"), name
+        assert chart["services"][name]["credentials"]["bearer"]["token_path"]
+    assert chart["labels"] == ours["labels"]
+    assert chart["decision_logs"] == ours["decision_logs"]
+    assert chart["status"] == ours["status"]
+    assert chart["plugins"].keys() == ours["plugins"].keys()
+    for name, plugin in ours["plugins"].items():
+        assert chart["plugins"][name].keys() == plugin.keys(), name
+    ext_authz, durable = (ours["plugins"][EXT_AUTHZ_PLUGIN], ours["plugins"][DURABLE_LOG_PLUGIN])
+    assert {k: v for k, v in chart["plugins"][EXT_AUTHZ_PLUGIN].items() if k != "addr"} == {
+        k: v for k, v in ext_authz.items() if k != "addr"
+    }
+    assert {k: v for k, v in chart["plugins"][DURABLE_LOG_PLUGIN].items() if k != "dir"} == {
+        k: v for k, v in durable.items() if k != "dir"
+    }
+    for bundle, settings in ours["bundles"].items():
+        chart_bundle = chart["bundles"][bundle]
+        assert {k: chart_bundle[k] for k in ("service", "resource", "persist", "signing")} == {
+            k: settings[k] for k in ("service", "resource", "persist", "signing")
+        }, bundle
+    pods = {
+        o["spec"]["template"]["spec"]["containers"][0]["name"]: o["spec"]["template"]["spec"]
+        for o in objects(manifest)
+        if o["kind"] == "Deployment"
+    }
+    env = {e["name"]: e.get("value") for e in pods["control-plane"]["containers"][0]["env"]}
+    assert env["NEXUS_METRIC_TENANTS"] == "acme,globex"
+    volumes = {v["name"] for v in pods["opa"]["volumes"]}
+    assert "enforcer-decisions" in volumes, "the durable log's segments have their own volume"
+    mounts = {m["name"]: m["mountPath"] for m in pods["opa"]["containers"][0]["volumeMounts"]}
+    assert mounts["enforcer-decisions"] == chart["plugins"][DURABLE_LOG_PLUGIN]["dir"]

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.core import Metric
 
 from nexus_control.authoring.config import CompiledConfig
-from nexus_control.budgets.metrics import BudgetGauges
+from nexus_control.budgets.metrics import MAX_BREAKDOWN, BudgetGauges
 from nexus_control.budgets.overview import SpendOverview, spend_overview
 from nexus_control.budgets.spend import InProcessSpendStore, Usage
 from nexus_control.rollout.convergence import convergence_lag_s
@@ -189,3 +189,33 @@ def test_a_failing_spend_store_leaves_the_budget_families_out_not_the_scrape() -
         raise ConnectionError("redis is down")
 
     assert list(BudgetGauges(overview, ("acme",)).collect()) == []
+
+
+def test_spend_by_model_and_feature_is_bounded_and_tenant_labelled_only_when_watched(
+    db: Database,
+) -> None:
+    store = InProcessSpendStore()
+    for n in range(MAX_BREAKDOWN + 5):
+        store.record(Usage(f"m-{n}", "acme", f"model-{n:02d}", "support-chat", 1, 1.0 + n,
+                           "2027-03", "2027-03-02"))  # fmt: skip
+    store.record(Usage("g-1", "globex", "gpt-4o", None, 1, 2.0, "2027-03", "2027-03-02"))
+
+    def overview() -> SpendOverview:
+        with db.session() as session:
+            return spend_overview(session, store, CONFIG, "2027-03")
+
+    families = _families(BudgetGauges(overview, ("acme",)))
+    by_model = families["nexus_budget_platform_model_spend_usd"]
+    assert len(by_model) == MAX_BREAKDOWN + 1, "the biggest values, and the rest as other"
+    kept = sum(v for k, v in by_model.items() if k != ("other",))
+    total = sum(1.0 + n for n in range(MAX_BREAKDOWN + 5)) + 2.0
+    assert by_model[("other",)] == pytest.approx(total - kept)
+    assert ("model-00",) not in by_model, "the smallest models are summed as other"
+    assert families["nexus_budget_platform_feature_spend_usd"] == {
+        ("support-chat",): pytest.approx(total - 2.0)
+    }
+    tenants = {labels[0] for labels in families["nexus_budget_model_spend_usd"]}
+    assert tenants == {"acme"}, "globex is not watched"
+    assert families["nexus_budget_feature_spend_usd"] == {
+        ("acme", "support-chat"): pytest.approx(total - 2.0)
+    }

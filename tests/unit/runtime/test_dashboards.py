@@ -47,6 +47,10 @@ CONTRACT_METRICS = {
     "nexus_budget_cap_usd",
     "nexus_budget_spend_ratio",
     "nexus_budget_platform_spend_usd",
+    "nexus_budget_platform_model_spend_usd",
+    "nexus_budget_platform_feature_spend_usd",
+    "nexus_budget_model_spend_usd",
+    "nexus_budget_feature_spend_usd",
     "nexus_spend_anomalies",
     # audit service
     "nexus_audit_tree_size",
@@ -103,7 +107,7 @@ def test_each_dashboard_has_its_own_stable_uid_and_unique_panel_ids(
     rendered: dict[str, dict[str, Any]],
 ) -> None:
     uids = [dashboard["uid"] for dashboard in rendered.values()]
-    assert len(set(uids)) == len(DASHBOARDS) == 4
+    assert len(set(uids)) == len(DASHBOARDS) == 5
     assert all(uid.startswith("nexus-") for uid in uids)
     for name, dashboard in rendered.items():
         ids = [panel["id"] for panel in _panels(dashboard)]

@@ -18,11 +18,21 @@ Deployment with replicas 1 per enforcer id rather than sharing a token between r
 Optional keys (defaults from .root.Values.enforcer, then the constants below): opaImage,
 envoyImage, keyId, keyAlgorithm, verificationKeyConfigMap, listenPort, grpcPort,
 gatewayPeers (who may reach Envoy), upstreamPeers/upstreamPort (where Envoy forwards to),
-controlPlanePeers (where the control plane runs; default: pods of this release).
+controlPlanePeers (where the control plane runs; default: pods of this release), auditUrl
+(the decision-log intake; default controlPlaneUrl, where the co-located audit service
+answers), waitForCommit (default true: no answer leaves OPA before its decision is fsynced),
+metricTenants (default .root.Values.metricTenants: tenants counted on their own),
+auditPeers/auditPort (egress to an audit service that is not the control plane's pods).
+
+Decisions go through the durable decision log (`nexus_durable_log`) into the
+enforcer-decisions volume, an emptyDir: it survives OPA being killed and restarted in its
+pod, not the pod's deletion; a gateway that must keep unshipped decisions across
+rescheduling mounts a PersistentVolumeClaim there instead (`decisionVolume`, a volume
+source such as {persistentVolumeClaim: {claimName: ...}}).
 */}}
 
 {{- define "nexus-policy.enforcer.value" -}}
-{{- $defaults := dict "opaImage" "ghcr.io/nexusai/nexus-opa:0.1.0" "envoyImage" "envoyproxy/envoy:v1.34.1" "keyId" "nexus-bundle-signing" "keyAlgorithm" "RS256" "verificationKeyConfigMap" "nexus-policy-verification-key" "listenPort" 8080 "grpcPort" 9191 "longPollSeconds" 60 -}}
+{{- $defaults := dict "opaImage" "ghcr.io/nexusai/nexus-opa:0.1.0" "envoyImage" "envoyproxy/envoy:v1.34.1" "keyId" "nexus-bundle-signing" "keyAlgorithm" "RS256" "verificationKeyConfigMap" "nexus-policy-verification-key" "listenPort" 8080 "grpcPort" 9191 "longPollSeconds" 60 "waitForCommit" true -}}
 {{- $fromValues := dict -}}
 {{- if and .args.root .args.root.Values.enforcer -}}
 {{- $fromValues = .args.root.Values.enforcer -}}
@@ -49,7 +59,12 @@ nexus-policy.io/region: {{ required "enforcer: region is required" .region | quo
 {{/* OPA's configuration; the token is read from a file, the verification key set from one. */}}
 {{- define "nexus-policy.enforcer.opaConfig" -}}
 {{- $url := trimSuffix "/" (required "enforcer: controlPlaneUrl is required" .controlPlaneUrl) -}}
+{{- $auditUrl := trimSuffix "/" (default $url .auditUrl) -}}
 {{- $poll := include "nexus-policy.enforcer.value" (dict "args" . "key" "longPollSeconds") -}}
+{{- $tenants := .metricTenants -}}
+{{- if and (not $tenants) .root .root.Values.metricTenants -}}
+{{- $tenants = .root.Values.metricTenants -}}
+{{- end -}}
 services:
   control-plane:
     url: {{ printf "%s/v1/opa" $url | quote }}
@@ -59,6 +74,13 @@ services:
     headers:
       x-nexus-enforcer: {{ .id | quote }}
     response_header_timeout_seconds: 10
+  audit:
+    url: {{ printf "%s/v1/opa" $auditUrl | quote }}
+    credentials:
+      bearer:
+        token_path: /var/run/nexus/enforcer/token
+    headers:
+      x-nexus-enforcer: {{ .id | quote }}
 labels:
   region: {{ .region | quote }}
   enforcer: {{ .id | quote }}
@@ -82,19 +104,18 @@ status:
   service: control-plane
   prometheus: true
 decision_logs:
-  service: control-plane
+  plugin: nexus_durable_log
   nd_builtin_cache: true
-  reporting:
-    min_delay_seconds: 1
-    max_delay_seconds: 2
-    buffer_type: event
-    buffer_size_limit_events: 200000
-    upload_size_limit_bytes: 8388608
 plugins:
   envoy_ext_authz_grpc:
     addr: {{ printf "127.0.0.1:%v" (include "nexus-policy.enforcer.value" (dict "args" . "key" "grpcPort")) | quote }}
     path: nexus/envoy/authz/decision
     labels-path: nexus/capability/labels
+    metric-tenants: {{ toJson (default list $tenants) }}
+  nexus_durable_log:
+    dir: /var/lib/nexus/decisions
+    service: audit
+    wait_for_commit: {{ include "nexus-policy.enforcer.value" (dict "args" . "key" "waitForCommit") }}
 {{- end -}}
 
 {{- define "nexus-policy.enforcer.configMap" -}}
@@ -161,6 +182,7 @@ seccompProfile:
     - {name: enforcer-token, mountPath: /var/run/nexus/enforcer, readOnly: true}
     - {name: enforcer-verification-key, mountPath: /etc/nexus/verification, readOnly: true}
     - {name: enforcer-bundles, mountPath: /var/lib/opa}
+    - {name: enforcer-decisions, mountPath: /var/lib/nexus/decisions}
     - {name: enforcer-tmp, mountPath: /tmp}
 - name: envoy
   image: {{ include "nexus-policy.enforcer.value" (dict "args" . "key" "envoyImage") | quote }}
@@ -206,6 +228,13 @@ seccompProfile:
 - name: enforcer-bundles
   emptyDir:
     sizeLimit: 256Mi
+- name: enforcer-decisions
+  {{- if .decisionVolume }}
+  {{- toYaml .decisionVolume | nindent 2 }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: 1Gi
+  {{- end }}
 - name: enforcer-tmp
   emptyDir:
     sizeLimit: 64Mi
@@ -242,6 +271,12 @@ spec:
         {{- toYaml $controlPlanePeers | nindent 8 }}
       ports:
         - {protocol: TCP, port: {{ default 8700 .controlPlanePort }}}
+    {{- with .auditPeers }}
+    - to:
+        {{- toYaml . | nindent 8 }}
+      ports:
+        - {protocol: TCP, port: {{ required "enforcer: auditPort is required with auditPeers" $.auditPort }}}
+    {{- end }}
     - to:
         - namespaceSelector:
             matchLabels:

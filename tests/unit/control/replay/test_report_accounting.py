@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -171,3 +172,33 @@ def test_p99_inflation_gate_reads_the_measured_times_beside_the_report() -> None
     # The report's own measurements are the default; they never enter its (deterministic) body.
     assert judge(gates, report, lambda _: None).results[0].observed == 1.0
     assert b"p99" not in report.body and b"_ns" not in report.body
+
+
+def test_decisions_are_counted_by_the_prompt_version_they_were_routed_to() -> None:
+    """Seed §14.2: per prompt version, what the candidate does to its decisions; a record
+    whose routed version moves is counted per move. The version is the policy's answer, so
+    a prompt the request names but the policy routed nowhere (refused) is in no group."""
+
+    def asking(index: int, prompt: str) -> ReplayRecord:
+        http = {"headers": {"x-nexus-prompt": prompt}, "path": "/v1/chat/completions"}
+        return replace(_record(index), input={"attributes": {"request": {"http": http}}})
+
+    def routed(version: str | None) -> dict[str, Any]:
+        result = _result(True)
+        if version is not None:
+            result["headers"] = {"x-nexus-prompt-version": version}
+        return result
+
+    outcomes = [
+        _outcome(asking(1, "support-agent"), routed("3"), routed("3")),
+        _outcome(asking(2, "support-agent"), routed("3"), routed("4")),
+        _outcome(asking(3, "support-agent@4"), routed("4"), _result(False, "nexus.rollout")),
+        _outcome(asking(4, "made-up<script>"), _result(False, "nexus.rollout"), routed(None)),
+        _outcome(_record(5), _result(True), _result(True)),
+    ]
+    body = json.loads(build_report(SCOPE, outcomes, wall_s=1.0).body)
+    assert body["by"]["prompt_version"] == {
+        "support-agent@3": {"headers_changed": 1, "unchanged": 1},
+        "support-agent@4": {"allow_to_deny": 1},
+    }
+    assert body["prompt_version_moves"] == {"support-agent@3 → support-agent@4": 1}

@@ -1,0 +1,1 @@
+"""Quality gates: offline evaluation results, and the check publishing makes against them."""
