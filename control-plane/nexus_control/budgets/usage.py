@@ -22,6 +22,7 @@ from nexus_contract.wire import GATEWAY_ROUTES
 from nexus_control.access import approval_uses
 from nexus_control.authoring.config import BudgetConfig, CompiledConfig
 from nexus_control.budgets.cells import DAYS_KEPT
+from nexus_control.budgets.money import MICROS_PER_USD
 from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
 from nexus_control.store import outbox
@@ -153,17 +154,11 @@ class UsageOutcome:
     disabled: bool
 
 
-_MICRO_USD = Decimal("0.000001")
-
-
-def remaining_micro_usd(cap: float, spent: float) -> int:
-    """``cap - spent`` in whole micro-USD, rounded down: never more than is left.
-
-    Both go through their shortest decimal form (``repr``), so 50 - 49.9 is
-    100000, not the 99999 a binary subtraction would floor to.
-    """
-    left = Decimal(repr(float(cap))) - Decimal(repr(float(spent)))
-    return int(left.quantize(_MICRO_USD, rounding=ROUND_FLOOR) / _MICRO_USD)
+def remaining_micro_usd(cap_usd: float, spent_micros: int) -> int:
+    """``cap_usd`` less ``spent_micros``, in micro-USD: exact, as the counters are integer
+    micro-dollars; a cap finer than a micro-dollar is rounded down, never up."""
+    cap = Decimal(repr(float(cap_usd))) * MICROS_PER_USD
+    return int(cap.to_integral_value(rounding=ROUND_FLOOR)) - spent_micros
 
 
 def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
@@ -181,13 +176,13 @@ def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
             for f, c in sorted(per_feature.items())
         },
         "remaining": {
-            "total": remaining_micro_usd(cap, totals.total),
+            "total": remaining_micro_usd(cap, totals.total_micros),
             "models": {
-                m: remaining_micro_usd(c, totals.models.get(m, 0.0))
+                m: remaining_micro_usd(c, totals.model_micros.get(m, 0))
                 for m, c in sorted(per_model.items())
             },
             "features": {
-                f: remaining_micro_usd(c, totals.features.get(f, 0.0))
+                f: remaining_micro_usd(c, totals.feature_micros.get(f, 0))
                 for f, c in sorted(per_feature.items())
             },
         },
