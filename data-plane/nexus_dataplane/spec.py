@@ -24,11 +24,17 @@ __all__ = [
 
 LONG_POLL_TIMEOUT_S = 30
 DECISION_LOG_DIR = "decision-log"
-DEFAULT_BODY_LIMITS: tuple[tuple[str, int], ...] = (("/v1/tools/", 64 * 1024),)
-"""Path prefixes whose policy reads the request body, and the most bytes forwarded to OPA.
+DEFAULT_BODY_LIMITS: tuple[tuple[str, int], ...] = (
+    ("/v1/chat/completions", 1024 * 1024),
+    ("/v1/tools/", 64 * 1024),
+)
+"""Path prefixes whose policy reads the request body, and the most bytes forwarded to OPA
+(Envoy answers 413 beyond).
 
-Only tool calls (their arguments are checked and approvals bind to them) need
-it; every other body reaches the upstream without being buffered for the policy."""
+Tool calls (their arguments are checked and approvals bind to them) and chat
+completions (their size and max_tokens bound the worst-case cost) need it; every
+other body reaches the upstream without being buffered for the policy. The decision
+log keeps no chat body (rego/system/log/mask.rego)."""
 
 
 class ConfigError(NexusError):

@@ -174,9 +174,18 @@ config := {
 		},
 	},
 	"models": {
-		"gpt-4o": {"provider": "openai", "plans": {"team": true, "enterprise": true}},
-		"gpt-4.1": {"provider": "openai", "plans": {"enterprise": true}},
-		"gpt-4.1-mini": {"provider": "openai", "plans": {"team": true, "enterprise": true}},
+		"gpt-4o": {
+			"provider": "openai", "plans": {"team": true, "enterprise": true},
+			"price": {"input_usd_per_mtok": 2.5, "output_usd_per_mtok": 10}, "max_output_tokens": 16384,
+		},
+		"gpt-4.1": {
+			"provider": "openai", "plans": {"enterprise": true},
+			"price": {"input_usd_per_mtok": 2, "output_usd_per_mtok": 8}, "max_output_tokens": 32768,
+		},
+		"gpt-4.1-mini": {
+			"provider": "openai", "plans": {"team": true, "enterprise": true},
+			"price": {"input_usd_per_mtok": 0.4, "output_usd_per_mtok": 1.6}, "max_output_tokens": 32768,
+		},
 	},
 	"roles": {
 		"chat-user": {"permissions": {"chat:completions": true}},

@@ -47,6 +47,7 @@ BENCHMARKS = (
     "propagation",
     "activation",
     "budget",
+    "overshoot",
     "rollout",
     "audit_ratio",
     "audit_chaos",

@@ -235,6 +235,27 @@ def test_spend_crossing_the_hard_cap_refuses_within_seconds(env: Environment) ->
     assert "nexus.budget.tenant_cap_reached" in reasons(refused)
 
 
+def test_two_chats_that_fit_alone_but_not_together_the_second_waits_for_the_first(
+    env: Environment,
+) -> None:
+    # umbrella: $50 a month; $49.90 spent leaves $0.10. A chat of 100 000 output tokens on
+    # gpt-4o-mini ($0.60/Mtok) costs just over $0.06 at worst: one fits, two do not.
+    def chat(max_tokens: int) -> httpx.Response:
+        body = {"max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-nexus-model": "gpt-4o-mini"}
+        return env.call("umbrella-chat", "umbrella", "POST", CHAT, headers=headers, body=body)
+
+    assert env.usage("umbrella", 49.9, model="gpt-4o-mini").status_code == 202
+    eventually(lambda: chat(200_000).status_code == 429)  # $0.12 at worst: over $0.10
+    assert chat(100_000).status_code == 200
+    assert env.usage("umbrella", 0.06, model="gpt-4o-mini").status_code == 202
+    eventually(lambda: chat(100_000).status_code == 429)
+    refused = chat(100_000)
+    assert reasons(refused) == ["nexus.cost.worst_case_exceeds_remaining"]
+    assert 'tenant "umbrella" has left ($0.040000)' in refused.json()["reasons"][0]["message"]
+    assert chat(1_000).status_code == 200
+
+
 def test_repeated_usage_report_counts_once(env: Environment) -> None:
     request_id = f"e2e-repeat-{uuid.uuid4()}"
     first = env.usage("initech", 100.0, request_id=request_id).json()

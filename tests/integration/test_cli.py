@@ -67,7 +67,7 @@ def test_check_reports_problems_with_places_and_exit_code(
     )
     bad = nexus("check", str(bundle), env=env)
     assert bad.returncode == 1
-    assert "models.yaml:13:" in bad.stderr
+    assert "models.yaml:18:" in bad.stderr
     machine = nexus("check", str(bundle), "--format", "json", env=env)
     report = json.loads(machine.stdout)
     assert report["ok"] is False

@@ -13,15 +13,17 @@ from typing import Any
 
 from nexus_control.authoring.config import (
     ApiKeyEntry,
+    BudgetConfig,
     CompiledConfig,
     FlagConfig,
+    ModelConfig,
     RetentionEntry,
     SlottedVariant,
 )
 from nexus_control.authoring.policyset import ApiKeyGrant, PolicySet
 from nexus_control.authoring.ratelimits import compile_rate_limits
 from nexus_control.authoring.slos import compile_capabilities
-from nexus_control.authoring.spec import Flag
+from nexus_control.authoring.spec import Budget, Flag, Model
 
 __all__ = ["APPROVAL_AUDIENCE", "APPROVAL_ISSUER", "compile_data", "slot_bound"]
 
@@ -55,21 +57,11 @@ def _compile_core(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
                 "plan": t.plan.value,
                 "status": t.status,
                 "jurisdiction": t.jurisdiction,
-                "budget": {
-                    "monthly_cap_usd": t.budget.monthly_cap_usd,
-                    "per_model": dict(sorted(t.budget.per_model.items())),
-                    "per_feature": dict(sorted(t.budget.per_feature.items())),
-                    "soft_cap_ratio": t.budget.soft_cap_percent / 100,
-                    "on_hard_cap": t.budget.on_hard_cap,
-                    "before_state": t.budget.before_state,
-                },
+                "budget": _budget(t.budget),
             }
             for t in _by_id(policy.tenants)
         },
-        "models": {
-            m.id: {"provider": m.provider, "plans": {p.value: True for p in sorted(m.plans)}}
-            for m in _by_id(policy.models)
-        },
+        "models": {m.id: _model(m) for m in _by_id(policy.models)},
         "roles": {
             r.id: {"permissions": dict.fromkeys(sorted(r.permissions), True)}
             for r in _by_id(policy.roles)
@@ -124,6 +116,38 @@ def _compile_core(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
             "prompts": {f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "prompt"},
         },
     }
+
+
+def _budget(budget: Budget) -> BudgetConfig:
+    # Optional fields appear only when set, so a bundle that sets none compiles as before.
+    entry: BudgetConfig = {
+        "monthly_cap_usd": budget.monthly_cap_usd,
+        "per_model": dict(sorted(budget.per_model.items())),
+        "per_feature": dict(sorted(budget.per_feature.items())),
+        "soft_cap_ratio": budget.soft_cap_percent / 100,
+        "on_hard_cap": budget.on_hard_cap,
+        "before_state": budget.before_state,
+    }
+    if budget.max_request_usd is not None:
+        entry["max_request_usd"] = budget.max_request_usd
+    if budget.allow_unpriced_models:
+        entry["allow_unpriced_models"] = True
+    return entry
+
+
+def _model(model: Model) -> ModelConfig:
+    entry: ModelConfig = {
+        "provider": model.provider,
+        "plans": {p.value: True for p in sorted(model.plans)},
+    }
+    if model.price is not None:
+        entry["price"] = {
+            "input_usd_per_mtok": model.price.input_usd_per_mtok,
+            "output_usd_per_mtok": model.price.output_usd_per_mtok,
+        }
+    if model.max_output_tokens is not None:
+        entry["max_output_tokens"] = model.max_output_tokens
+    return entry
 
 
 def _api_key(grant: ApiKeyGrant) -> ApiKeyEntry:

@@ -19,6 +19,7 @@ __all__ = [
     "FlagConfig",
     "IssuerConfig",
     "ModelConfig",
+    "PriceConfig",
     "PromptConfig",
     "QualityGateConfig",
     "RateLimitConfig",
@@ -39,6 +40,9 @@ class BudgetConfig(TypedDict):
     soft_cap_ratio: float
     on_hard_cap: Literal["refuse", "disable"]
     before_state: Literal["refuse", "allow"]
+    max_request_usd: NotRequired[float]
+    allow_unpriced_models: NotRequired[bool]
+    """Present (true) only when the tenant serves chats on unpriced models."""
 
 
 class TenantConfig(TypedDict):
@@ -49,9 +53,19 @@ class TenantConfig(TypedDict):
     budget: BudgetConfig
 
 
+class PriceConfig(TypedDict):
+    """USD per million tokens, so that price * tokens is micro-USD."""
+
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+
+
 class ModelConfig(TypedDict):
     provider: str
     plans: dict[str, bool]
+    price: NotRequired[PriceConfig]
+    """Absent: the model is unpriced (see rego/nexus/cost.rego)."""
+    max_output_tokens: NotRequired[int]
 
 
 class RoleConfig(TypedDict):

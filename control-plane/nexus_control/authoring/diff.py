@@ -241,6 +241,17 @@ def _budgets(old: Config, new: Config) -> Iterator[Change]:
                 change = _cap_change(tid, label, caps_a.get(key), caps_b.get(key))
                 if change:
                     yield change
+        change = _cap_change(tid, "per-request", a.get("max_request_usd"), b.get("max_request_usd"))
+        if change:
+            yield change
+        unpriced_b = b.get("allow_unpriced_models", False)
+        if a.get("allow_unpriced_models", False) != unpriced_b:
+            yield Change(
+                area="budget",
+                subject=tid,
+                detail=f"unpriced models {'allowed' if unpriced_b else 'refused'}",
+                effect=Effect.WIDENS if unpriced_b else Effect.NARROWS,
+            )
         if a.get("on_hard_cap") != b.get("on_hard_cap"):
             yield Change(
                 area="budget",
@@ -356,6 +367,18 @@ def _models(old: Config, new: Config) -> Iterator[Change]:
         plans_a = set(before[mid].get("plans", {}))
         plans_b = set(after[mid].get("plans", {}))
         yield from _set_change("model", mid, plans_a, plans_b, "opened to plans", "closed to plans")
+        price_a, price_b = before[mid].get("price"), after[mid].get("price")
+        if price_a != price_b:
+            # A lower or removed price lets more requests fit the remaining budget.
+            cheaper = price_b is None or any(
+                price_b.get(k, 0) < (price_a or {}).get(k, 0) for k in price_b
+            )
+            yield Change(
+                area="budget",
+                subject=mid,
+                detail=f"price {price_a} → {price_b}",
+                effect=Effect.WIDENS if cheaper else Effect.NARROWS,
+            )
 
 
 def _tools(old: Config, new: Config) -> Iterator[Change]:

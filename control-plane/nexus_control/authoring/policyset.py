@@ -247,6 +247,17 @@ class _Resolver:
                         "perFeature",
                         feature,
                     )
+            request_cap = budget.max_request_usd
+            if request_cap is not None and request_cap > budget.monthly_cap_usd:
+                self.report(
+                    doc,
+                    f"tenant {tenant.id!r}: maxRequestUsd ({request_cap}) exceeds "
+                    f"the monthly cap ({budget.monthly_cap_usd})",
+                    "tenants",
+                    i,
+                    "budget",
+                    "maxRequestUsd",
+                )
 
     def _approval_ttl(self) -> dict[RiskLevel, int]:
         """The approval lifetimes per risk level: defaults, or the one Tools spec that sets them."""

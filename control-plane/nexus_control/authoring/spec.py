@@ -24,7 +24,9 @@ __all__ = [
     "DEFAULT_APPROVAL_TTL_S",
     "LIMITED_ROUTES",
     "MAX_CAPABILITIES",
+    "MAX_OUTPUT_TOKENS",
     "MAX_RATE",
+    "MAX_USD_PER_MTOK",
     "RATE_UNIT_SECONDS",
     "ROUTE_PERMISSIONS",
     "SPEC_KINDS",
@@ -48,6 +50,7 @@ __all__ = [
     "Permission",
     "Plan",
     "PlanName",
+    "Price",
     "Prompt",
     "PromptVersion",
     "PromptsSpec",
@@ -76,6 +79,9 @@ __all__ = [
 ]
 
 API_VERSION = "policy.nexus.ai/v1"
+MAX_USD_PER_MTOK = 10_000.0
+"""A model price above this (USD per million tokens) is a typo, not a price."""
+MAX_OUTPUT_TOKENS = 10_000_000
 
 Identifier = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$", strict=True)
@@ -169,6 +175,11 @@ class Budget(_Strict):
     per_feature: dict[Identifier, Annotated[float, Field(gt=0, strict=False)]] = Field(
         default_factory=dict
     )
+    max_request_usd: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)] | None = None
+    """The most one chat completion may cost at worst (its price times its token bound)."""
+    allow_unpriced_models: bool = False
+    """Serve chats on models without a price: their worst case is unknown, so only the
+    after-the-fact caps hold them."""
 
 
 class Tenant(_Strict):
@@ -190,11 +201,27 @@ class TenantsSpec(_Strict):
 # --- Models ------------------------------------------------------------------
 
 
+UsdPerMillionTokens = Annotated[
+    float, Field(ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False, strict=False)
+]
+
+
+class Price(_Strict):
+    """What a model costs, in USD per million tokens (USD/Mtok * tokens = micro-USD)."""
+
+    input_usd_per_mtok: UsdPerMillionTokens
+    output_usd_per_mtok: UsdPerMillionTokens
+
+
 class Model(_Strict):
     id: Identifier
     provider: Identifier
     plans: list[PlanName] = Field(min_length=1)
     """Plans whose tenants may use the model."""
+    price: Price | None = None
+    """Without one the model is unpriced: refused unless a tenant allows unpriced models."""
+    max_output_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | None = None
+    """The output bound of a chat that sends no ``max_tokens``; without it one is required."""
 
 
 class ModelsSpec(_Strict):

@@ -1,4 +1,5 @@
-"""The signed state bundle ``nexus-state``: spend ratios, disabled tenants, used approvals.
+"""The signed state bundle ``nexus-state``: spend ratios and remaining budgets, disabled
+tenants, used approvals.
 
 Signed like the policy bundle, with the key ring's active bundle key through
 its key provider (`nexus_control.authoring.signatures` writes OPA's
@@ -26,6 +27,7 @@ from nexus_runtime.keys.provider import SigningKey
 __all__ = [
     "ApprovalsState",
     "DisabledEntry",
+    "RemainingMicroUsd",
     "SignedState",
     "SpendRatios",
     "StateDocument",
@@ -36,12 +38,22 @@ __all__ = [
 ]
 
 
+class RemainingMicroUsd(TypedDict):
+    """Cap - spend for the period per cap, in whole micro-USD rounded down (negative: over)."""
+
+    total: int
+    models: dict[str, int]
+    features: dict[str, int]
+
+
 class SpendRatios(TypedDict):
     """Spend ÷ cap for the period: ≥ 1 means the cap is reached."""
 
     ratio: float
     models: dict[str, float]
     features: dict[str, float]
+    remaining: RemainingMicroUsd
+    """What the policy checks a request's worst-case cost against (ratios are rounded)."""
 
 
 class DisabledEntry(TypedDict):

@@ -1,4 +1,4 @@
-"""Live budgets: usage reports in, spend ratios and disabled tenants out.
+"""Live budgets: usage reports in, spend ratios, remaining budgets and disabled tenants out.
 
 Caps come from the policy the control plane last published (its
 ``data.nexus.config.tenants[*].budget``); spend comes from the spend store.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -21,6 +22,7 @@ from nexus_contract.wire import GATEWAY_ROUTES
 from nexus_control.access import approval_uses
 from nexus_control.authoring.config import BudgetConfig, CompiledConfig
 from nexus_control.budgets.cells import DAYS_KEPT
+from nexus_control.budgets.money import MICROS_PER_USD
 from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
 from nexus_control.store import outbox
@@ -38,6 +40,7 @@ __all__ = [
     "disable_tenant",
     "ratios",
     "record_usage",
+    "remaining_micro_usd",
     "state_document",
 ]
 
@@ -151,8 +154,15 @@ class UsageOutcome:
     disabled: bool
 
 
+def remaining_micro_usd(cap_usd: float, spent_micros: int) -> int:
+    """``cap_usd`` less ``spent_micros``, in micro-USD: exact, as the counters are integer
+    micro-dollars; a cap finer than a micro-dollar is rounded down, never up."""
+    cap = Decimal(repr(float(cap_usd))) * MICROS_PER_USD
+    return int(cap.to_integral_value(rounding=ROUND_FLOOR)) - spent_micros
+
+
 def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
-    """Spend ÷ cap, overall and for every model and feature that has a cap of its own."""
+    """Spend ÷ cap and what is left, overall and for every model and feature with a cap."""
     cap = float(budget["monthly_cap_usd"])
     per_model = budget.get("per_model", {})
     per_feature = budget.get("per_feature", {})
@@ -164,6 +174,17 @@ def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
         "features": {
             f: round(totals.features.get(f, 0.0) / float(c), 6)
             for f, c in sorted(per_feature.items())
+        },
+        "remaining": {
+            "total": remaining_micro_usd(cap, totals.total_micros),
+            "models": {
+                m: remaining_micro_usd(c, totals.model_micros.get(m, 0))
+                for m, c in sorted(per_model.items())
+            },
+            "features": {
+                f: remaining_micro_usd(c, totals.feature_micros.get(f, 0))
+                for f, c in sorted(per_feature.items())
+            },
         },
     }
 

@@ -57,8 +57,9 @@ POLICY_UNREAD_PATHS = frozenset(
         "/input/parsed_body",
     }
 )
-"""Mask paths the policy never reads (it reads ``parsed_path``, and a body only on tool calls,
-where masking keeps it): their removal costs replay nothing."""
+"""Mask paths whose removal costs replay nothing: the policy reads ``parsed_path``, not the
+path; a tool call's body, which masking keeps; and of a chat's body only its size (Envoy's
+``size``, kept) and its output bounds, to which masking reduces ``parsed_body``."""
 REPLAY_SUBSTITUTED_PATHS = frozenset(
     {"/nd_builtin_cache/opa.runtime", "/nd_builtin_cache/json.match_schema"}
 )

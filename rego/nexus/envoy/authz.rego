@@ -18,6 +18,7 @@ package nexus.envoy.authz
 
 import data.nexus.budget
 import data.nexus.capability
+import data.nexus.cost
 import data.nexus.identity
 import data.nexus.models
 import data.nexus.ratelimit
@@ -41,6 +42,8 @@ concern_reasons contains r if some r in rbac.deny
 concern_reasons contains r if some r in models.deny
 
 concern_reasons contains r if some r in budget.deny
+
+concern_reasons contains r if some r in cost.deny
 
 concern_reasons contains r if {
 	tools.routes[request.route]

@@ -27,6 +27,25 @@ tool_call if {
 	input.input.parsed_path[1] == "tools"
 }
 
+chat_call if input.input.parsed_path == ["v1", "chat", "completions"]
+
+# Of a chat's body only its output bounds, which its worst-case cost
+# (nexus.cost) reads, so replay decides as the live decision did. A bound
+# that is not a number is logged as null: refused as invalid live and on
+# replay alike, and never text from the client.
+chat_bounds := {field: bound |
+	some field in ["max_tokens", "max_completion_tokens"]
+	value := input.input.parsed_body[field]
+	bound := number_or_null(value)
+} if {
+	chat_call
+	is_object(input.input.parsed_body)
+}
+
+number_or_null(value) := value if is_number(value)
+
+number_or_null(value) := null if not is_number(value)
+
 # METADATA
 # title: Secrets masked in decision logs
 # description: |
@@ -60,8 +79,14 @@ mask contains path if {
 
 # A tool call's arguments are the action the audit must be able to show
 # (the audit service stores them encrypted under the tenant's key); any
-# other body is a prompt or a chat, kept out of the log entirely.
-mask contains "/input/parsed_body" if not tool_call
+# other body is a prompt or a chat, kept out of the log (a chat's bounds
+# aside).
+mask contains "/input/parsed_body" if {
+	not tool_call
+	not chat_bounds
+}
+
+mask contains {"op": "upsert", "path": "/input/parsed_body", "value": chat_bounds}
 
 # Query strings are where careless clients put secrets; the path is kept
 # without them.

@@ -87,8 +87,28 @@ test_tool_arguments_are_kept_for_the_audit if {
 }
 
 test_other_bodies_are_removed if {
-	masks := log.mask with input as chat_event
+	masks := log.mask with input as object.union(chat_event, {"input": {"parsed_path": ["v1", "chats", "c-1"]}})
 	"/input/parsed_body" in masks
+}
+
+test_a_chat_keeps_only_its_output_bounds if {
+	masks := log.mask with input as chat_event
+	not "/input/parsed_body" in masks
+	{"op": "upsert", "path": "/input/parsed_body", "value": {}} in masks
+	bounded := json.patch(chat_event, [{"op": "add", "path": "/input/parsed_body/max_tokens", "value": 50}])
+	{"op": "upsert", "path": "/input/parsed_body", "value": {"max_tokens": 50}} in log.mask with input as bounded
+}
+
+test_a_chat_bound_that_is_not_a_number_is_logged_as_null if {
+	text := {"op": "add", "path": "/input/parsed_body/max_completion_tokens", "value": "my card is 4111"}
+	texty := json.patch(chat_event, [text])
+	masks := log.mask with input as texty
+	{"op": "upsert", "path": "/input/parsed_body", "value": {"max_completion_tokens": null}} in masks
+}
+
+test_a_chat_body_that_is_no_object_is_removed if {
+	listed := json.patch(chat_event, [{"op": "replace", "path": "/input/parsed_body", "value": ["my card is 4111"]}])
+	"/input/parsed_body" in log.mask with input as listed
 }
 
 test_query_strings_are_removed if {

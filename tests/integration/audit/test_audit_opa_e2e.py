@@ -36,6 +36,8 @@ pytestmark = [pytest.mark.opa, pytest.mark.postgres]
 
 DECISION_URL = "/v1/data/nexus/envoy/authz/decision"
 LAND_TIMEOUT_S = 25.0
+PROMPT = "the patient's diagnosis is prompt-text-c41d"
+"""A chat's prompt: the policy reads its body, the audit log must never hold it."""
 
 
 class Refusals:
@@ -119,7 +121,8 @@ def _requests(n: int, round_: str) -> list[GatewayRequest]:
     shapes = [
         GatewayRequest("POST", "/v1/chat/completions",
                        {"authorization": "Bearer nx-unknown", "x-nexus-tenant": "acme",
-                        "x-nexus-subject": f"user-{round_}"}),
+                        "x-nexus-subject": f"user-{round_}"},
+                       {"max_tokens": 5, "messages": [{"role": "user", "content": PROMPT}]}),
         GatewayRequest("GET", "/v1/unknown", {"x-nexus-tenant": "acme"}),
         GatewayRequest("DELETE", f"/v1/subjects/user-{round_}",
                        {"authorization": "Bearer x.y.z", "x-nexus-tenant": "globex"}),
@@ -184,6 +187,13 @@ def test_every_decision_lands_exactly_once_even_when_uploads_are_refused(
     masked = orjson.loads(log.payload(log.leaf(decision_id=second[0]).index).plaintext or b"")
     http = masked["input"]["attributes"]["request"]["http"]
     assert http["headers"]["authorization"].startswith("sha256:")  # OPA's mask, not the key
+    # The chat's body is reduced to its output bounds: no prompt in the payload or the leaf.
+    assert masked["input"]["parsed_body"] == {"max_tokens": 5}
+    assert "body" not in http
+    assert b"prompt-text-c41d" not in (
+        log.payload(log.leaf(decision_id=second[0]).index).plaintext or b""
+    )
+    assert b"prompt-text-c41d" not in log.leaf(decision_id=second[0]).entry
 
     log.checkpoint()
     proof = log.inclusion_proof(decision_id=first[0])

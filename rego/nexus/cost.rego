@@ -1,0 +1,249 @@
+# METADATA
+# title: Worst-case cost
+# description: |
+#   Budgets that hold under concurrency: a chat completion is admitted only
+#   if its worst-case cost fits in what every applicable cap has left, as
+#   the state bundle last published it. The worst case is the routed
+#   model's price times the request's token bound: input at most one token
+#   per body byte, output at most max_tokens (or the model's declared
+#   max_output_tokens when the request sends none). Prices are USD per
+#   million tokens, so price × tokens is micro-USD, the unit of the state
+#   bundle's remaining figures.
+package nexus.cost
+
+import data.nexus.budget
+import data.nexus.reason
+import data.nexus.request
+import data.nexus.rollout
+
+model := data.nexus.config.models[rollout.model] if request.route == "chat.completions"
+
+tenant_budget := data.nexus.config.tenants[request.tenant].budget
+
+priced if model.price
+
+unpriced_allowed if tenant_budget.allow_unpriced_models == true
+
+# --- The request's token bound ---------------------------------------------
+
+http_request := input.attributes.request.http
+
+# A byte-level tokenizer never makes more tokens than there are bytes, so
+# the body's size bounds the prompt's tokens (chat templates add fewer
+# tokens per message than the message's JSON adds bytes). Envoy states the
+# forwarded body's size; it survives the decision log's masking, so replay
+# sees the bound the live decision saw. Without it (another client of the
+# policy), base64 of the body counts its UTF-8 bytes (rounded up to a
+# multiple of 3), and Envoy's protojson gives a bytes body as base64
+# already. content-length covers a body forwarded only in part.
+# Envoy's protobuf says -1 for a size it does not know.
+stated_size := n if {
+	n := to_number(http_request.size)
+	n >= 0
+}
+
+body_sizes contains stated_size
+
+body_sizes contains (count(base64.encode(text)) / 4) * 3 if {
+	not stated_size
+	text := http_request.body
+	is_string(text)
+}
+
+body_sizes contains (count(encoded) / 4) * 3 if {
+	not stated_size
+	some field in ["raw_body", "rawBody"]
+	encoded := http_request[field]
+	is_string(encoded)
+}
+
+body_sizes contains to_number(request.headers["content-length"])
+
+default body_bytes := 0
+
+body_bytes := max(body_sizes) if count(body_sizes) > 0
+
+# OpenAI's max_completion_tokens replaced max_tokens; an upstream may
+# honour either, so the larger one bounds the output.
+output_fields := ["max_tokens", "max_completion_tokens"]
+
+requested_output contains n if {
+	some field in output_fields
+	n := input.parsed_body[field]
+}
+
+positive_integer(n) if {
+	is_number(n)
+	n == floor(n)
+	n >= 1
+}
+
+invalid_output contains n if {
+	some n in requested_output
+	not positive_integer(n)
+}
+
+output_bound := max(requested_output) if {
+	count(requested_output) > 0
+	count(invalid_output) == 0
+} else := model.max_output_tokens if {
+	count(requested_output) == 0
+}
+
+worst_case_micro_usd := ceil(input_micro_usd + output_micro_usd) if {
+	input_micro_usd := body_bytes * model.price.input_usd_per_mtok
+	output_micro_usd := output_bound * model.price.output_usd_per_mtok
+}
+
+# --- What each applicable cap has left ----------------------------------------
+
+default spend := {}
+
+spend := data.nexus_state.spend[request.tenant]
+
+# Cap − spend in micro-USD: exact where the state bundle states it; from the
+# rounded ratio for a state bundle that predates remaining figures; the
+# whole cap where nothing was spent (the tenant or scope is not listed).
+left(exact, _, _) := exact if is_number(exact)
+
+left(exact, cap, ratio) := floor((cap * (1 - ratio)) * 1000000) if not is_number(exact)
+
+remaining[sprintf("tenant %q", [request.tenant])] := left(
+	object.get(spend, ["remaining", "total"], null),
+	tenant_budget.monthly_cap_usd,
+	object.get(spend, "ratio", 0),
+)
+
+remaining[sprintf("model %q", [rollout.model])] := left(
+	object.get(spend, ["remaining", "models", rollout.model], null),
+	cap,
+	object.get(spend, ["models", rollout.model], 0),
+) if {
+	cap := tenant_budget.per_model[rollout.model]
+}
+
+# The feature is the credential's (bound to its API key or JWT claim), so a
+# client cannot pick a scope with more left.
+remaining[sprintf("feature %q", [budget.feature])] := left(
+	object.get(spend, ["remaining", "features", budget.feature], null),
+	cap,
+	object.get(spend, ["features", budget.feature], 0),
+) if {
+	cap := tenant_budget.per_feature[budget.feature]
+}
+
+usd(micro) := sprintf("$%.6f", [micro / 1000000])
+
+# METADATA
+# title: Unpriced model
+# description: |
+#   The routed model has no price, so no worst case bounds what a request
+#   can spend; only a tenant whose budget allows unpriced models may use it.
+# custom:
+#   id: nexus.cost.model_unpriced
+#   status: 403
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	model
+	not priced
+	not unpriced_allowed
+	msg := sprintf(
+		"model %q has no price, and the budget of tenant %q does not allow unpriced models",
+		[rollout.model, request.tenant],
+	)
+}
+
+# METADATA
+# title: Output bound missing
+# description: |
+#   A chat completion on a priced model states max_tokens (or
+#   max_completion_tokens) unless the model declares max_output_tokens:
+#   without it the worst-case cost is unbounded.
+# custom:
+#   id: nexus.cost.max_tokens_missing
+#   status: 400
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	priced
+	count(requested_output) == 0
+	not model.max_output_tokens
+	msg := sprintf(
+		"model %q needs max_tokens in the JSON body: its worst-case cost is checked against the budget",
+		[rollout.model],
+	)
+}
+
+# METADATA
+# title: Output bound invalid
+# description: max_tokens and max_completion_tokens, when sent, are positive integers.
+# custom:
+#   id: nexus.cost.max_tokens_invalid
+#   status: 400
+# labels:
+#   controls:
+#     - SOC2:PI1.2
+#     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	priced
+	count(invalid_output) > 0
+	msg := sprintf("%s must be a positive integer", [concat(" and ", output_fields)])
+}
+
+# METADATA
+# title: Request over its cost cap
+# description: |
+#   The request's worst-case cost exceeds the tenant's per-request cap
+#   (max_request_usd): a smaller max_tokens or prompt would fit.
+# custom:
+#   id: nexus.cost.request_cap_exceeded
+#   status: 400
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	cap := tenant_budget.max_request_usd
+	worst_case_micro_usd > cap * 1000000
+	msg := sprintf(
+		"the worst-case cost of this request (%s) exceeds the per-request cap of tenant %q (%s)",
+		[usd(worst_case_micro_usd), request.tenant, usd(cap * 1000000)],
+	)
+}
+
+# A scope with nothing left is refused by its cap_reached rule
+# (nexus.budget); this one refuses what the cap has not reached yet but a
+# request could push past it.
+
+# METADATA
+# title: Worst case over the remaining budget
+# description: |
+#   The request's worst-case cost exceeds what a cap that applies to it
+#   (tenant, model or the credential's feature) has left for the period, as
+#   last published in the state bundle.
+# custom:
+#   id: nexus.cost.worst_case_exceeds_remaining
+#   status: 429
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - ISO27001:A.8.6
+#     - ISO42001:A.4.5
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	some scope, left_micro in remaining
+	left_micro > 0
+	worst_case_micro_usd > left_micro
+	msg := sprintf(
+		"the worst-case cost of this request (%s) exceeds what the budget of %s has left (%s)",
+		[usd(worst_case_micro_usd), scope, usd(left_micro)],
+	)
+}
