@@ -118,7 +118,7 @@ func TestAReusedRequestIDMatchesNothing(t *testing.T) {
 }
 
 func TestTheTableIsBoundedAndForgetsOldestFirst(t *testing.T) {
-	d, counts, clock := countedDeliveries(100, time.Minute)
+	d, counts, _ := countedDeliveries(100, time.Minute)
 	for i := range 250 {
 		d.answered(fmt.Sprintf("req-%d", i), answer{decisionID: fmt.Sprintf("d-%d", i), allowed: true})
 	}
@@ -136,7 +136,7 @@ func TestTheTableIsBoundedAndForgetsOldestFirst(t *testing.T) {
 	}
 
 	// Log entries without an answer make room before answers do.
-	d, counts, clock = countedDeliveries(3, time.Minute)
+	d, counts, clock := countedDeliveries(3, time.Minute)
 	d.answered("a", allowAnswer)
 	d.logged("x", upstream200)
 	d.logged("y", upstream200)

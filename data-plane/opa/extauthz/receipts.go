@@ -61,7 +61,7 @@ func (s *accessLogServer) StreamAccessLogs(stream grpc.ClientStreamingServer[acc
 			return err
 		}
 		for _, entry := range msg.GetHttpLogs().GetLogEntry() {
-			if entry.GetCommonProperties().GetIntermediateLogEntry() {
+			if !finalEntry(entry) {
 				continue
 			}
 			if r := s.p.deliveries.logged(entry.GetRequest().GetRequestId(), recordOf(entry)); r != nil {
@@ -218,4 +218,16 @@ func flagsOf(f *accesslogdatav3.ResponseFlags) []string {
 		}
 	}
 	return out
+}
+
+// finalEntry tells the entry Envoy writes when a request ends (its access log
+// type, or no type from an Envoy that does not set one) from the periodic and
+// start entries it may also stream.
+func finalEntry(entry *accesslogdatav3.HTTPAccessLogEntry) bool {
+	switch entry.GetCommonProperties().GetAccessLogType() {
+	case accesslogdatav3.AccessLogType_NotSet, accesslogdatav3.AccessLogType_DownstreamEnd:
+		return true
+	default:
+		return false
+	}
 }

@@ -197,7 +197,7 @@ func (s *shadow) stop(ctx context.Context) {
 // offer hands an answered Check to the worker when it is sampled, without
 // ever waiting: a full queue drops the sample and counts it.
 func (s *shadow) offer(ev *evaluation) {
-	if s == nil || s.threshold == 0 || rand.Uint32N(1_000_000) >= s.threshold {
+	if s == nil || s.threshold == 0 || rand.Uint32N(1_000_000) >= s.threshold { // #nosec G404 -- a sample, not a secret
 		return
 	}
 	if s.current.Load() == nil {
