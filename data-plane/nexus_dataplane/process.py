@@ -13,7 +13,9 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +45,12 @@ class ProcessError(NexusError):
 LOWEST_PORT = 10_000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 PORT_ATTEMPTS = 200
+RECENT_PORTS = 4096
+"""Ports this process handed out lately: never handed out again while remembered, since a
+server given one may not have bound it yet (two callers drawing the same random port
+before either binds was a real collision in the tests)."""
+_handed_out: deque[int] = deque(maxlen=RECENT_PORTS)
+_handed_lock = threading.Lock()
 
 
 def _ephemeral_low() -> int:
@@ -63,17 +71,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     upper = _ephemeral_low()
     rng = random.SystemRandom()
-    for _ in range(PORT_ATTEMPTS):
-        port = rng.randrange(LOWEST_PORT, upper)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
+    with _handed_lock:
+        for _ in range(PORT_ATTEMPTS):
+            port = rng.randrange(LOWEST_PORT, upper)
+            if port in _handed_out:
                 continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.append(port)
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        _handed_out.append(port)
+        return port
 
 
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:

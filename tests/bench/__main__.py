@@ -51,6 +51,7 @@ BENCHMARKS = (
     "rollout",
     "audit_ratio",
     "audit_chaos",
+    "durable",
     "uploads",
     "approval_replay",
     "ratelimit",
