@@ -5,28 +5,26 @@ Three enforcers, each the real OPA and Envoy rendered by the data plane's own
 audit intake, in front of the same upstream: one with OPA's in-memory uploader (no
 durable log: a crash loses its buffer), one with the durable log answering before the
 fsync (``wait_for_commit: false``), and one waiting for it (the default: no answer leaves
-an enforcer unrecorded). They take turns at 500 rps open loop over rounds, in one run;
-the figures are each durable side's p99 minus the in-memory side's (target for the
-default: < 1 ms, issue 10), with OPA's CPU per request beside them.
+an enforcer unrecorded). They take turns open loop over rounds, at 200 and at 500 rps, in
+one run; the figures are each durable side's p99 minus the in-memory side's at each rate
+(target for the default at 500 rps: < 1 ms, issue 10), with OPA's CPU per request beside
+them, and whether every side sustained the rate (a p99 from an overloaded side measures the
+queue, not the log).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from nexus_dataplane.enforcer import enforcer_spec
-from nexus_dataplane.envoy import EnvoyProxy, envoy_config
-from nexus_dataplane.opa import OpaServer, opa_config
 from nexus_dataplane.process import ManagedProcess
-from nexus_runtime.toolchain import find_envoy
-from tests.bench.bench_latency import Side, Step, _clients, _step
-from tests.bench.common import Context, Figure, figure, report
+from tests.bench.bench_latency import Side, Step, _clients, _step, start_enforcer_side
+from tests.bench.common import Comparison, Context, Figure, figure, report
 from tests.bench.plane import BenchPlane, bench_upstream, running_plane
 
 NAME = "durable"
 TITLE = "Added p99 of the durable decision log at 500 rps (Envoy + OPA, same intake)"
-RATE = 500
+RATES = (200, 500)
+TARGET_RATE = 500
 ROUNDS, QUICK_ROUNDS = 3, 1
 CLIENTS, QUICK_CLIENTS = 4, 2
 MEMORY, NO_WAIT, WAIT = "in-memory uploader", "durable, no wait", "durable, waits for fsync"
@@ -39,7 +37,7 @@ def run(ctx: Context) -> list[Figure]:
     built = ctx.built(ctx.main_tenants)
     workdir = ctx.workdir / NAME
     started: list[ManagedProcess] = []
-    steps: dict[str, list[Step]] = {name: [] for name in SIDES}
+    steps: dict[tuple[int, str], list[Step]] = {(r, n): [] for r in RATES for n in SIDES}
     with running_plane(ctx, NAME, built) as plane:
         try:
             upstream = bench_upstream(ctx, plane, workdir, started)
@@ -48,11 +46,12 @@ def run(ctx: Context) -> list[Figure]:
                 for n, name in enumerate(SIDES)
             ]
             clients = _clients(generated, sides, QUICK_CLIENTS if ctx.quick else CLIENTS)
-            for round_ in range(QUICK_ROUNDS if ctx.quick else ROUNDS):
-                order = sides[round_ % 3 :] + sides[: round_ % 3]
-                for side in order:
-                    work = workdir / "load" / f"{sides.index(side)}-{round_}"
-                    steps[side.name].append(_step(ctx, side, clients, RATE, work))
+            for rate in RATES:
+                for round_ in range(QUICK_ROUNDS if ctx.quick else ROUNDS):
+                    order = sides[round_ % 3 :] + sides[: round_ % 3]
+                    for side in order:
+                        work = workdir / "load" / f"{rate}-{sides.index(side)}-{round_}"
+                        steps[rate, side.name].append(_step(ctx, side, clients, rate, work))
         finally:
             for proc in reversed(started):
                 proc.stop()
@@ -70,24 +69,11 @@ def _start_side(
     started: list[ManagedProcess],
 ) -> Side:
     durable, wait = SIDES[name]
-    options = dataclasses.replace(
-        plane.stack_options(workdir, with_envoy=True), audit_url=plane.url
-    )
-    enforcer = f"{options.region}-durable-{n}"
-    spec = dataclasses.replace(
-        enforcer_spec(options, enforcer, upstream_port), durable_log=durable, wait_for_commit=wait
-    )
-    opa = OpaServer(
-        options.opa_bin, workdir / enforcer, config=opa_config(spec), port=spec.opa_port
-    )
-    started.append(opa)
-    opa.start_and_wait(bundles=True, timeout_s=180)
-    envoy = EnvoyProxy(
-        find_envoy(), workdir / enforcer, envoy_config(spec), admin_port=spec.envoy_admin_port
-    )
-    started.append(envoy)
-    envoy.start_and_wait()
-    return Side(name, f"http://127.0.0.1:{spec.envoy_port}", {"opa": opa, "envoy": envoy})
+    return start_enforcer_side(
+        plane, workdir, upstream_port, name, f"{plane.region}-durable-{n}", started,
+        options={"audit_url": plane.url},
+        spec={"durable_log": durable, "wait_for_commit": wait},
+    )  # fmt: skip
 
 
 def _median_p99(steps: list[Step]) -> float:
@@ -99,23 +85,32 @@ def _opa_cpu(steps: list[Step]) -> float:
     return sum(s.cpu_ms_per_request.get("opa", 0.0) for s in steps) / len(steps)
 
 
-def _figures(steps: dict[str, list[Step]]) -> list[Figure]:
-    base = _median_p99(steps[MEMORY])
-    sustained = all(s.result.sustained for runs in steps.values() for s in runs)
-    figures = [
-        figure(NAME, f"p99, {MEMORY} @ {RATE} rps", base, "ms", note=f"sustained: {sustained}")
-    ]
-    for name in (NO_WAIT, WAIT):
-        p99 = _median_p99(steps[name])
+def _figures(steps: dict[tuple[int, str], list[Step]]) -> list[Figure]:
+    figures: list[Figure] = []
+    for rate in RATES:
+        base = _median_p99(steps[rate, MEMORY])
+        sustained = all(s.result.sustained for (r, _), runs in steps.items() if r == rate
+                        for s in runs)  # fmt: skip
         figures.append(
             figure(
-                NAME,
-                f"added p99, {name} vs {MEMORY} @ {RATE} rps",
-                p99 - base,
-                "ms",
-                target=("<", 1.0) if name == WAIT else None,
-                note=f"p99 {p99:.3f} ms vs {base:.3f} ms (median of rounds); OPA CPU/request "
-                f"{_opa_cpu(steps[name]):.3f} vs {_opa_cpu(steps[MEMORY]):.3f} ms",
+                NAME, f"p99, {MEMORY} @ {rate} rps", base, "ms", note=f"all sustained: {sustained}"
             )
         )
+        for name in (NO_WAIT, WAIT):
+            p99 = _median_p99(steps[rate, name])
+            judged = name == WAIT and rate == TARGET_RATE and sustained
+            target: tuple[Comparison, float] | None = ("<", 1.0) if judged else None
+            figures.append(
+                figure(
+                    NAME,
+                    f"added p99, {name} vs {MEMORY} @ {rate} rps",
+                    p99 - base,
+                    "ms",
+                    target=target,
+                    note=f"p99 {p99:.3f} ms vs {base:.3f} ms (median of rounds); OPA "
+                    f"CPU/request {_opa_cpu(steps[rate, name]):.3f} vs "
+                    f"{_opa_cpu(steps[rate, MEMORY]):.3f} ms"
+                    + ("" if sustained else "; not every side sustained the rate"),
+                )
+            )
     return figures

@@ -234,6 +234,36 @@ def _start_nop(
     return opa, envoy
 
 
+def start_enforcer_side(
+    plane: BenchPlane,
+    workdir: Path,
+    upstream_port: int,
+    name: str,
+    enforcer: str,
+    started: list[ManagedProcess],
+    *,
+    options: dict[str, Any] | None = None,
+    spec: dict[str, Any] | None = None,
+) -> Side:
+    """One enforcer (real OPA, then real Envoy) of ``plane``'s region as the data plane
+    renders it, ``options`` and ``spec`` replaced on the way; without an audit intake its
+    decisions go to OPA's console log."""
+    stack = dataclasses.replace(plane.stack_options(workdir, with_envoy=True), **(options or {}))
+    rendered = dataclasses.replace(enforcer_spec(stack, enforcer, upstream_port), **(spec or {}))
+    config = opa_config(rendered)
+    config.setdefault("decision_logs", DECISION_LOGS)
+    opa = OpaServer(stack.opa_bin, workdir / enforcer, config=config, port=rendered.opa_port)
+    started.append(opa)
+    opa.start_and_wait(bundles=True, timeout_s=180)
+    envoy = EnvoyProxy(
+        find_envoy(), workdir / enforcer, envoy_config(rendered),
+        admin_port=rendered.envoy_admin_port,
+    )  # fmt: skip
+    started.append(envoy)
+    envoy.start_and_wait()
+    return Side(name, f"http://127.0.0.1:{rendered.envoy_port}", {"opa": opa, "envoy": envoy})
+
+
 def _pprof(ctx: Context) -> list[str]:
     return ["--pprof"] if ctx.profile_dir is not None else []
 

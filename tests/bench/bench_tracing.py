@@ -11,16 +11,11 @@ are the traced sides' p99 minus the untraced side's, and their ratio.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from nexus_dataplane.enforcer import enforcer_spec
-from nexus_dataplane.envoy import EnvoyProxy, envoy_config
-from nexus_dataplane.opa import OpaServer, opa_config
 from nexus_dataplane.process import ManagedProcess
 from nexus_dataplane.spec import TracingSpec
-from nexus_runtime.toolchain import find_envoy
-from tests.bench.bench_latency import DECISION_LOGS, Side, Step, _clients, _step
+from tests.bench.bench_latency import Side, Step, _clients, _step, start_enforcer_side
 from tests.bench.common import Context, Figure, figure, report
 from tests.bench.plane import BenchPlane, bench_upstream, running_plane
 from tests.fixtures.jaeger import Jaeger
@@ -73,23 +68,10 @@ def _start_side(
     tracing: TracingSpec | None,
     started: list[ManagedProcess],
 ) -> Side:
-    options = dataclasses.replace(
-        plane.stack_options(workdir, with_envoy=True),
-        tracing=tracing,
+    enforcer = f"{plane.region}-{name.split()[-1].replace('%', 'pct')}"
+    return start_enforcer_side(
+        plane, workdir, upstream_port, name, enforcer, started, options={"tracing": tracing}
     )
-    enforcer = f"{options.region}-{name.split()[-1].replace('%', 'pct')}"
-    spec = enforcer_spec(options, enforcer, upstream_port)
-    config = opa_config(spec)
-    config.setdefault("decision_logs", DECISION_LOGS)
-    opa = OpaServer(options.opa_bin, workdir / enforcer, config=config, port=spec.opa_port)
-    started.append(opa)
-    opa.start_and_wait(bundles=True, timeout_s=180)
-    envoy = EnvoyProxy(
-        find_envoy(), workdir / enforcer, envoy_config(spec), admin_port=spec.envoy_admin_port
-    )
-    started.append(envoy)
-    envoy.start_and_wait()
-    return Side(name, f"http://127.0.0.1:{spec.envoy_port}", {"opa": opa, "envoy": envoy})
 
 
 def _median_p99(steps: list[Step]) -> float:
