@@ -127,7 +127,7 @@ def run(ctx: Context) -> list[Figure]:
         drained = _quiet(audit.size, QUIET_S * 2, DRAIN_TIMEOUT_S)
         lines = _access_lines(enforcer.access_log, offset, result.expected)
         made, no_id = _decision_ids(lines)
-        recorded_ids, shed, duplicates = _recorded(stack.plane, base_size)
+        recorded_ids, shed, duplicates, _ = _recorded(stack.plane, base_size)
     generated, clients = stack.generated, stack.clients
     missing = made - recorded_ids
     extra = recorded_ids - made

@@ -382,7 +382,7 @@ def _measure(
     answered = sum(n for status, n in result.statuses.items() if 200 <= status < 500)
     lines = _access_lines(enforcer.access_log, access_offset, result.expected)
     made, no_id = _decision_ids(lines)
-    recorded_ids, shed, duplicates = _recorded(plane, base_size)
+    recorded_ids, shed, duplicates, why = _recorded(plane, base_size)
     metrics_after = _opa_metrics(enforcer.opa.url)
     counters = {
         k: metrics_after.get(k, 0.0) - metrics_before.get(k, 0.0)
@@ -412,6 +412,10 @@ def _measure(
         extra=recorded_ids - made,
         extra_shed=_by_reason(recorded_ids - made, shed),
         made_unanswered=len({i for i in made if shed.get(i) in UNANSWERED_MARKS}),
+        made_unanswered_by=_by_reason(
+            {i for i in made if shed.get(i) in UNANSWERED_MARKS},
+            {i: f"{m} ({why[i]})" if i in why else m for i, m in shed.items()},
+        ),
         duplicate_leaves=duplicates,
         answered=answered,
         no_id=no_id,
@@ -466,6 +470,8 @@ class Outcome:
     """The leaves no client got a decision id from, by the shed reason they carry ("none")."""
     made_unanswered: int
     """Decision ids a client got whose leaf says no answer reached it (should be 0)."""
+    made_unanswered_by: dict[str, int]
+    """Those by their mark (a receipt with its reason), to tell which rule misjudged."""
     duplicate_leaves: int
     answered: int
     no_id: int
@@ -573,9 +579,11 @@ def _decision_ids(lines: list[str]) -> tuple[set[str], int]:
     return made, no_id
 
 
-def _recorded(plane: BenchPlane, base_size: int) -> tuple[set[str], dict[str, str], int]:
+def _recorded(
+    plane: BenchPlane, base_size: int
+) -> tuple[set[str], dict[str, str], int, dict[str, str]]:
     """Decision ids of the leaves appended since ``base_size``, the shed reason of those that
-    carry one, and how many ids repeat."""
+    carry one, how many ids repeat, and each receipt's reason by decision id."""
     assert plane.audit is not None
     with plane.audit.db.session() as session:
         rows = list(
@@ -596,9 +604,12 @@ def _recorded(plane: BenchPlane, base_size: int) -> tuple[set[str], dict[str, st
         reason = orjson.loads(entry).get("outcome", {}).get("shed")
         if decision_id is not None and reason is not None:
             shed[decision_id] = str(reason)
+    why: dict[str, str] = {}
     for entry in receipts:
-        shed[str(orjson.loads(entry)["decision_id"])] = RECEIPT_MARK
-    return found, shed, len(rows) - len(found)
+        receipt = orjson.loads(entry)
+        shed[str(receipt["decision_id"])] = RECEIPT_MARK
+        why[str(receipt["decision_id"])] = str(receipt.get("reason", "?"))
+    return found, shed, len(rows) - len(found), why
 
 
 def _by_reason(ids: set[str], shed: dict[str, str]) -> dict[str, int]:
@@ -693,7 +704,8 @@ def _figures(
             note=f"{len(outcome.extra):,} leaves whose decision id no client got, by the shed "
             f"reason they carry: {outcome.extra_shed or 'none'} (unanswered: "
             f"{', '.join(sorted(UNANSWERED_MARKS))}); decision ids a client got whose leaf is "
-            f"marked unanswered: {outcome.made_unanswered:,}",
+            f"marked unanswered: {outcome.made_unanswered:,}"
+            + (f" {outcome.made_unanswered_by}" if outcome.made_unanswered_by else ""),
         ),
         judged(
             NAME,
