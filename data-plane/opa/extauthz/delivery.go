@@ -158,57 +158,47 @@ func newDeliveries(max int, ttl time.Duration, count func(string)) *deliveries {
 // answered records the plugin's answer to request requestID; if Envoy's
 // log entry is already there, it is judged at once.
 func (d *deliveries) answered(requestID string, a answer) *pendingReceipt {
-	if requestID == "" {
-		return nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	now := d.now()
-	d.expire(now)
-	if el, ok := d.byID[requestID]; ok {
-		e := el.Value.(*deliveryEntry)
-		if e.record != nil {
-			d.remove(el)
-			if e.collided {
-				d.count(deliveryAmbiguous)
-				return nil
-			}
-			return d.judge(a, *e.record)
-		}
-		// A second answer for one request id: the client chose the id
-		// (Envoy kept it) and reused it; neither answer can be matched.
-		e.collided = true
-		return nil
-	}
-	d.insert(d.answers, &deliveryEntry{requestID: requestID, answer: &a, expires: now.Add(d.ttl)})
-	return nil
+	return d.arrive(&deliveryEntry{requestID: requestID, answer: &a}, d.answers, d.ttl)
 }
 
 // logged records Envoy's access log entry for request requestID; if the
 // plugin's answer is there, it is judged.
 func (d *deliveries) logged(requestID string, r accessRecord) *pendingReceipt {
-	if requestID == "" {
+	return d.arrive(&deliveryEntry{requestID: requestID, record: &r}, d.records, loggedFirstTTL)
+}
+
+// arrive pairs one side of a request (the answer or Envoy's log entry) with
+// the other if it is waiting, else keeps it in its list for ttl. A second
+// arrival of the same side means the request id was reused (a client chose
+// it and Envoy kept it): neither side can then be matched.
+func (d *deliveries) arrive(side *deliveryEntry, waiting *list.List, ttl time.Duration) *pendingReceipt {
+	if side.requestID == "" {
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.now()
 	d.expire(now)
-	if el, ok := d.byID[requestID]; ok {
-		e := el.Value.(*deliveryEntry)
-		if e.answer != nil {
-			d.remove(el)
-			if e.collided {
-				d.count(deliveryAmbiguous)
-				return nil
-			}
-			return d.judge(*e.answer, r)
-		}
-		e.collided = true // two log entries for one request id: reused
+	el, ok := d.byID[side.requestID]
+	if !ok {
+		side.expires = now.Add(ttl)
+		d.insert(waiting, side)
 		return nil
 	}
-	d.insert(d.records, &deliveryEntry{requestID: requestID, record: &r, expires: now.Add(loggedFirstTTL)})
-	return nil
+	e := el.Value.(*deliveryEntry)
+	if (side.answer != nil && e.record == nil) || (side.record != nil && e.answer == nil) {
+		e.collided = true
+		return nil
+	}
+	d.remove(el)
+	if e.collided {
+		d.count(deliveryAmbiguous)
+		return nil
+	}
+	if side.answer != nil {
+		return d.judge(*side.answer, *e.record)
+	}
+	return d.judge(*e.answer, *side.record)
 }
 
 func (d *deliveries) judge(a answer, r accessRecord) *pendingReceipt {
