@@ -90,6 +90,7 @@ __all__ = [
     "TimeSkewAction",
     "UnknownControlInEventError",
     "Uploader",
+    "check_event_source",
     "check_uploader",
     "decode_upload",
     "leaf_path",
@@ -175,6 +176,28 @@ class EnforcerMismatchError(IntakeError):
     def __init__(self, message: str, *, claimed: str | None = None) -> None:
         super().__init__(message)
         self.claimed = claimed
+
+
+def check_event_source(
+    index: int, what: str, event: DecisionEvent, region: str | None, enforcer: str | None
+) -> str:
+    """The enforcer ``event`` claims to come from; `EnforcerMismatchError` unless it is the
+    uploader's (its credentials' region and enforcer, when they name one). ``what`` names
+    the event in the message (a decision, a receipt)."""
+    claimed = event.labels.enforcer or event.labels.id
+    if region is not None and event.labels.region != region:
+        raise EnforcerMismatchError(
+            f"event {index} ({what} {event.decision_id}) is from region "
+            f"{event.labels.region!r}, but the uploader's credentials are for {region!r}",
+            claimed=claimed,
+        )
+    if enforcer is not None and claimed != enforcer:
+        raise EnforcerMismatchError(
+            f"event {index} ({what} {event.decision_id}) is from enforcer {claimed!r}, but the "
+            f"upload is by {enforcer!r}",
+            claimed=claimed,
+        )
+    return claimed
 
 
 class TimeOutsideWindowError(IntakeError):
@@ -589,19 +612,7 @@ def prepare_decisions(
         event = item.event if isinstance(item, ParsedEvent) else item
         content = item.content if isinstance(item, ParsedEvent) else None
         result = _result(index, event)
-        event_enforcer = event.labels.enforcer or event.labels.id
-        if region is not None and event.labels.region != region:
-            raise EnforcerMismatchError(
-                f"event {index} (decision {event.decision_id}) is from region "
-                f"{event.labels.region!r}, but the uploader's credentials are for {region!r}",
-                claimed=event_enforcer,
-            )
-        if enforcer is not None and event_enforcer != enforcer:
-            raise EnforcerMismatchError(
-                f"event {index} (decision {event.decision_id}) is from enforcer "
-                f"{event_enforcer!r}, but the upload is by {enforcer!r}",
-                claimed=event_enforcer,
-            )
+        event_enforcer = check_event_source(index, "decision", event, region, enforcer)
         flags: list[str] = []
         time = event.timestamp
         claimed_time = None

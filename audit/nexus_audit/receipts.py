@@ -45,11 +45,11 @@ from nexus_audit.entry import ENTRY_VERSION, format_time
 from nexus_audit.events import PreparedEvent
 from nexus_audit.intake import (
     DecisionConflictError,
-    EnforcerMismatchError,
     IntakeError,
     IntakeRules,
     InvalidEventError,
     ParsedEvent,
+    check_event_source,
 )
 from nexus_audit.metrics import RECEIPT_FORGED
 from nexus_audit.storage import NewLeaf
@@ -188,19 +188,7 @@ def prepare_receipts(
     skipped: list[str] = []
     for index, item, receipt in validated:
         event = item.event
-        uploader = event.labels.enforcer or event.labels.id
-        if region is not None and event.labels.region != region:
-            raise EnforcerMismatchError(
-                f"event {index} (receipt {event.decision_id}) is from region "
-                f"{event.labels.region!r}, but the uploader's credentials are for {region!r}",
-                claimed=uploader,
-            )
-        if enforcer is not None and uploader != enforcer:
-            raise EnforcerMismatchError(
-                f"event {index} (receipt {event.decision_id}) is from enforcer {uploader!r}, "
-                f"but the upload is by {enforcer!r}",
-                claimed=uploader,
-            )
+        uploader = check_event_source(index, "receipt", event, region, enforcer)
         decided = known.get(receipt.decision_id)
         if decided is None:
             skipped.append(receipt.decision_id)
