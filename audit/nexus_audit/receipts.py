@@ -1,15 +1,18 @@
-"""Delivery receipts: a decision the enforcer answered that the client did not get as sent.
+"""Delivery receipts: what Envoy's log says the client got, where the enforcer's leaf misleads.
 
 The ext_authz plugin matches each answer with Envoy's access log entry for the
 request (by ``x-request-id``); when Envoy answered the client something else
 (its ext_authz timeout fired after the plugin had decided, the client left,
 another status), it logs a receipt event, path `RECEIPT_PATH`, result in
-``schemas/receipt/receipt.schema.json``, through the same durable decision log.
+``schemas/receipt/receipt.schema.json``, through the same durable decision log. The one
+receipt that says *delivered* (reason `RECEIPT_SHED_DELIVERED`) corrects a shed leaf the
+plugin presumed unanswered (its deadline had passed by the plugin's clock) whose refusal
+Envoy applied even so.
 
 A receipt is its own leaf, kind ``receipt``, event id ``receipt:<decision id>``
 (so a decision has at most one, found by a unique-index lookup), entry
 ``{v, kind: "receipt", receipt_id, decision_id, time, region, enforcer,
-delivered: false, reason, answered, envoy}``, with the decision's tenant
+delivered, reason, answered, envoy}``, with the decision's tenant
 beside it. Nothing in it is client-controlled: Envoy's status, its response
 details and flags. It is only taken from the enforcer that made the decision:
 a decision in the log (or earlier in the same upload) with another
@@ -25,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import orjson
 from pydantic import (
@@ -55,7 +57,7 @@ from nexus_audit.metrics import RECEIPT_FORGED
 from nexus_audit.storage import NewLeaf
 from nexus_audit.tables import Leaf
 from nexus_contract.canonical import canonical_json
-from nexus_contract.wire import RECEIPT_PATH, RECEIPT_REASONS
+from nexus_contract.wire import RECEIPT_PATH, RECEIPT_REASONS, RECEIPT_SHED_DELIVERED
 
 __all__ = [
     "RECEIPT_EVENT_PREFIX",
@@ -103,15 +105,21 @@ class Receipt(_Strict):
     """A receipt event's result (the contract's receipt schema)."""
 
     decision_id: StrictStr = Field(min_length=1, max_length=128)
-    delivered: Literal[False]
+    delivered: StrictBool
     reason: StrictStr
     answered: Answered
     envoy: EnvoyAnswer
 
     @model_validator(mode="after")
     def _known_words(self) -> Receipt:
-        if self.reason not in RECEIPT_REASONS:
-            raise ValueError(f"reason must be one of {', '.join(RECEIPT_REASONS)}")
+        if self.delivered != (self.reason == RECEIPT_SHED_DELIVERED):
+            raise ValueError(
+                f"delivered is true with reason {RECEIPT_SHED_DELIVERED} only, and then always"
+            )
+        if self.reason not in (*RECEIPT_REASONS, RECEIPT_SHED_DELIVERED):
+            raise ValueError(
+                f"reason must be one of {', '.join(RECEIPT_REASONS)}, {RECEIPT_SHED_DELIVERED}"
+            )
         for flag in self.envoy.flags:
             if not (1 <= len(flag) <= 8 and flag.isascii() and flag.isalpha() and flag.isupper()):
                 raise ValueError(f"envoy.flags: {flag[:16]!r} is not an Envoy response flag")
@@ -213,7 +221,7 @@ def prepare_receipts(
                 "time": format_time(time),
                 "region": event.labels.region,
                 "enforcer": uploader,
-                "delivered": False,
+                "delivered": receipt.delivered,
                 "reason": receipt.reason,
                 "answered": receipt.answered.model_dump(exclude_none=True),
                 "envoy": receipt.envoy.model_dump(),

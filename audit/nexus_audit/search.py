@@ -43,7 +43,7 @@ from nexus_audit.tables import (
     SearchState,
 )
 from nexus_contract.errors import NexusError
-from nexus_contract.wire import SHED_UNANSWERED
+from nexus_contract.wire import RECEIPT_SHED_DELIVERED, SHED_UNANSWERED
 
 __all__ = [
     "BREAKDOWN_SAMPLE",
@@ -161,14 +161,17 @@ class DecisionHit:
     """Why the enforcer refused without asking the policy (`nexus_contract.wire.SHED_REASONS`)."""
     receipt: str | None = None
     """Why the enforcer's receipt says the client did not get this answer
-    (`nexus_contract.wire.RECEIPT_REASONS`); None without a receipt."""
+    (`nexus_contract.wire.RECEIPT_REASONS`), or that it did get a shed refusal presumed
+    lost (`RECEIPT_SHED_DELIVERED`); None without a receipt."""
 
     @property
     def answered(self) -> bool:
         """Whether the enforcer's answer reached the client: not for a shed Check Envoy had
         given up on, nor for an answer the enforcer's receipt says Envoy did not deliver
         (its timeout fired first): such a leaf records a request, not a decision received."""
-        return self.shed not in SHED_UNANSWERED and self.receipt is None
+        if self.receipt is not None:
+            return self.receipt == RECEIPT_SHED_DELIVERED
+        return self.shed not in SHED_UNANSWERED
 
 
 def with_receipts(session: Session, hits: Sequence[DecisionHit]) -> tuple[DecisionHit, ...]:

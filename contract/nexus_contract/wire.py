@@ -35,6 +35,7 @@ __all__ = [
     "RATELIMIT_METADATA_KEY",
     "RECEIPT_PATH",
     "RECEIPT_REASONS",
+    "RECEIPT_SHED_DELIVERED",
     "RECORD_CREATED_HEADER",
     "RECORD_TOKEN_HEADER",
     "REQUEST_ID_HEADER",
@@ -139,6 +140,12 @@ RECEIPT_REASONS = ("ext_authz_error", "client_gone", "other_answer")
 """Why a receipt says undelivered: Envoy answered its ext_authz failure status (its timeout
 fired before the answer arrived); the client left and nothing went upstream; Envoy answered
 the client something else."""
+RECEIPT_SHED_DELIVERED = "shed_answer_delivered"
+"""The reason of the one receipt that says *delivered*: the plugin shed a Check presuming
+Envoy had given up (its deadline had passed by the plugin's clock, or passed while the policy
+ran), yet Envoy applied that refusal: its own timer had not fired yet (a busy Envoy fires it
+late). The shed leaf alone would count a refusal the client got as unanswered; this receipt,
+from Envoy's access log, corrects it."""
 REQUEST_ID_HEADER = "x-request-id"
 """Envoy's request id: the key that joins a Check to Envoy's access log entry."""
 

@@ -87,6 +87,8 @@ from tests.bench.upstream import FastUpstream
 
 RECEIPT_MARK = "receipt"
 """The mark of a decision whose delivery receipt says the client did not get it."""
+CORRECTED_MARK = "corrected"
+"""The mark of a shed decision whose receipt says Envoy applied the refusal after all."""
 UNANSWERED_MARKS = SHED_UNANSWERED | {RECEIPT_MARK}
 NAME = "audit_ratio"
 TITLE = "Decisions recorded / decisions made, through Envoy at a constant rate"
@@ -416,6 +418,7 @@ def _measure(
             {i for i in made if shed.get(i) in UNANSWERED_MARKS},
             {i: f"{m} ({why[i]})" if i in why else m for i, m in shed.items()},
         ),
+        corrected=sum(1 for mark in shed.values() if mark == CORRECTED_MARK),
         duplicate_leaves=duplicates,
         answered=answered,
         no_id=no_id,
@@ -472,6 +475,8 @@ class Outcome:
     """Decision ids a client got whose leaf says no answer reached it (should be 0)."""
     made_unanswered_by: dict[str, int]
     """Those by their mark (a receipt with its reason), to tell which rule misjudged."""
+    corrected: int
+    """Shed leaves presumed unanswered whose receipt says Envoy applied the refusal."""
     duplicate_leaves: int
     answered: int
     no_id: int
@@ -607,7 +612,9 @@ def _recorded(
     why: dict[str, str] = {}
     for entry in receipts:
         receipt = orjson.loads(entry)
-        shed[str(receipt["decision_id"])] = RECEIPT_MARK
+        # A delivered receipt corrects a shed leaf presumed unanswered: Envoy applied it.
+        mark = CORRECTED_MARK if receipt.get("delivered") else RECEIPT_MARK
+        shed[str(receipt["decision_id"])] = mark
         why[str(receipt["decision_id"])] = str(receipt.get("reason", "?"))
     return found, shed, len(rows) - len(found), why
 
@@ -705,7 +712,8 @@ def _figures(
             f"reason they carry: {outcome.extra_shed or 'none'} (unanswered: "
             f"{', '.join(sorted(UNANSWERED_MARKS))}); decision ids a client got whose leaf is "
             f"marked unanswered: {outcome.made_unanswered:,}"
-            + (f" {outcome.made_unanswered_by}" if outcome.made_unanswered_by else ""),
+            + (f" {outcome.made_unanswered_by}" if outcome.made_unanswered_by else "")
+            + f"; shed leaves a receipt corrected to answered: {outcome.corrected:,}",
         ),
         judged(
             NAME,

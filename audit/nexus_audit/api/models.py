@@ -129,7 +129,8 @@ class DecisionAnswer(_Answer):
     error: str | None
     shed: str | None = None
     receipt: str | None = None
-    """Why the enforcer's delivery receipt says the client did not get this answer."""
+    """Why the enforcer's delivery receipt says the client did not get this answer, or
+    ``shed_answer_delivered``: it did get a shed refusal its leaf presumed lost."""
     answered: bool = True
     """False for a shed Check Envoy gave up on, or an answer a receipt marks undelivered."""
 

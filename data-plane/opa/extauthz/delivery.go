@@ -47,6 +47,12 @@ const (
 	// receiptOtherAnswer: Envoy answered the client something other than
 	// the decision (a refusal for an allow, another status for a denial).
 	receiptOtherAnswer = "other_answer"
+	// receiptShedDelivered: the one receipt that says delivered. The
+	// plugin shed a Check presuming Envoy had given up (the deadline had
+	// passed on the plugin's clock), but Envoy applied the refusal: its own
+	// timer, started a little earlier yet fired by a busy event loop, had
+	// not run yet. Envoy's log is the fact; the shed leaf is the guess.
+	receiptShedDelivered = "shed_answer_delivered"
 )
 
 // Results of matching an answer with Envoy's log, the result label of
@@ -57,6 +63,9 @@ const (
 	deliveryUnconfirmed = "unconfirmed" // no access log entry came in time (or the table was full)
 	deliveryAmbiguous   = "ambiguous"   // two requests shared an x-request-id: no receipt either way
 	deliveryLost        = "receipt_lost"
+	// deliveryCorrected: a shed answer logged as unanswered that Envoy did
+	// apply; a receipt saying so is written.
+	deliveryCorrected = "corrected"
 )
 
 // answer is what the plugin sent Envoy for one request.
@@ -65,6 +74,10 @@ type answer struct {
 	allowed    bool
 	// status is the HTTP status of a denial (0 for an allow).
 	status int
+	// presumedLost: the decision log already says the client got no
+	// answer (a shed Check Envoy was thought to have given up on), so
+	// only Envoy applying it after all is worth a receipt.
+	presumedLost bool
 }
 
 // accessRecord is what Envoy's access log says it did with a request.
@@ -203,6 +216,14 @@ func (d *deliveries) arrive(side *deliveryEntry, waiting *list.List, ttl time.Du
 
 func (d *deliveries) judge(a answer, r accessRecord) *pendingReceipt {
 	reason := undelivered(a, r)
+	if a.presumedLost {
+		if reason != "" {
+			d.count(deliveryUndelivered) // as its leaf says: no receipt
+			return nil
+		}
+		d.count(deliveryCorrected)
+		return &pendingReceipt{answer: a, record: r, reason: receiptShedDelivered}
+	}
 	if reason == "" {
 		d.count(deliveryDelivered)
 		return nil

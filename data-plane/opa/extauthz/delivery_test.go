@@ -193,3 +193,21 @@ func BenchmarkDeliveryMatch(b *testing.B) {
 		d.logged(id, recordOf(entry))
 	}
 }
+
+func TestAShedAnswerIsJudgedOnlyToCorrectItsLeaf(t *testing.T) {
+	d, counts, _ := countedDeliveries(10, time.Minute)
+	shed := answer{decisionID: "d-shed", status: 503, presumedLost: true}
+
+	d.answered("req-applied", shed)
+	r := d.logged("req-applied", accessRecord{responseCode: 503, details: detailsAuthzDenied, decisionID: "d-shed"})
+	if r == nil || r.reason != receiptShedDelivered {
+		t.Fatalf("Envoy applied the shed refusal: receipt %+v, want %s", r, receiptShedDelivered)
+	}
+	d.answered("req-lost", shed)
+	if r := d.logged("req-lost", authzError); r != nil {
+		t.Fatalf("Envoy gave up as presumed: receipt %+v, want none", r)
+	}
+	if counts[deliveryCorrected] != 1 || counts[deliveryUndelivered] != 1 {
+		t.Fatalf("counts %v, want one corrected and one undelivered", counts)
+	}
+}

@@ -61,7 +61,7 @@ func newCheckMetrics() *checkMetrics {
 	for _, outcome := range []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError} {
 		m.checks.WithLabelValues(outcome)
 	}
-	for _, result := range []string{deliveryDelivered, deliveryUndelivered, deliveryUnconfirmed, deliveryAmbiguous, deliveryLost} {
+	for _, result := range []string{deliveryDelivered, deliveryUndelivered, deliveryUnconfirmed, deliveryAmbiguous, deliveryLost, deliveryCorrected} {
 		m.deliveries.WithLabelValues(result)
 	}
 	return m

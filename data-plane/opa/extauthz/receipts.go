@@ -71,14 +71,16 @@ func (s *accessLogServer) StreamAccessLogs(stream grpc.ClientStreamingServer[acc
 	}
 }
 
-// recordAnswer keeps what the plugin answered a request Envoy will log;
-// a shed Check Envoy had already given up on is not kept: its leaf says
-// so itself.
+// recordAnswer keeps what the plugin answered a request Envoy will log. A
+// shed Check Envoy was presumed to have given up on is kept too, marked
+// so: its leaf already says unanswered, and Envoy's log can only correct
+// that (when Envoy applied the refusal after all).
 func (p *Plugin) recordAnswer(req *authv3.CheckRequest, ev *evaluation, resp *authv3.CheckResponse) {
-	if ev.refused != nil && shedUnanswered(ev.refused.shed) {
-		return
+	a := answer{
+		decisionID:   ev.decisionID,
+		allowed:      resp.GetOkResponse() != nil,
+		presumedLost: ev.refused != nil && shedUnanswered(ev.refused.shed),
 	}
-	a := answer{decisionID: ev.decisionID, allowed: resp.GetOkResponse() != nil}
 	if !a.allowed {
 		a.status = int(resp.GetDeniedResponse().GetStatus().GetCode())
 	}
@@ -147,7 +149,7 @@ func (r *pendingReceipt) document() map[string]any {
 	}
 	return map[string]any{
 		"decision_id": r.answer.decisionID,
-		"delivered":   false,
+		"delivered":   r.reason == receiptShedDelivered,
 		"reason":      r.reason,
 		"answered":    answered,
 		"envoy": map[string]any{

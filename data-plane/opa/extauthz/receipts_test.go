@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
@@ -39,6 +40,7 @@ func receiptSchema(t *testing.T) any {
 // its services, as Envoy uses them.
 type grpcEnforcer struct {
 	opa   *testOPA
+	p     *Plugin
 	authz authv3.AuthorizationClient
 	als   accesslogv3.AccessLogServiceClient
 }
@@ -57,7 +59,7 @@ func startEnforcer(t *testing.T) *grpcEnforcer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &grpcEnforcer{opa: opa, authz: authv3.NewAuthorizationClient(conn), als: accesslogv3.NewAccessLogServiceClient(conn)}
+	return &grpcEnforcer{opa: opa, p: p, authz: authv3.NewAuthorizationClient(conn), als: accesslogv3.NewAccessLogServiceClient(conn)}
 }
 
 // check asks for acme's request under x-request-id requestID; it returns
@@ -171,12 +173,68 @@ func TestADeliveredAnswerWritesNoReceipt(t *testing.T) {
 	}
 }
 
+// A Check whose deadline had passed when it reached the plugin is shed as
+// unanswered; when Envoy's access log says it applied that refusal even so
+// (its own timer fired late), the receipt corrects the leaf.
+func TestAShedRefusalEnvoyAppliedAfterAllGetsADeliveredReceipt(t *testing.T) {
+	e := startEnforcer(t)
+	expired, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancel()
+	req := acmeCheck()
+	req.Attributes.Request.Http.Headers[requestIDHeader] = "req-shed"
+	resp, err := e.p.Check(expired, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shed := e.opa.log.only(t)
+	if got := (*shed.Result).(map[string]any)["shed"]; got != shedDeadline {
+		t.Fatalf("result %v, want a Check shed on its deadline", *shed.Result)
+	}
+	status := uint32(resp.GetDeniedResponse().GetStatus().GetCode())
+	e.send(t, logEntry("req-shed", status, detailsAuthzDenied, shed.DecisionID, false))
+
+	receipt := e.opa.log.only(t)
+	result := (*receipt.Result).(map[string]any)
+	if result["decision_id"] != shed.DecisionID || result["delivered"] != true || result["reason"] != receiptShedDelivered {
+		t.Fatalf("receipt %v, want decision %s delivered after all", result, shed.DecisionID)
+	}
+	raw, err := json.Marshal(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded any
+	if err := json.Unmarshal(raw, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	if !matchesSchema(t, decoded, receiptSchema(t)) {
+		t.Fatalf("the receipt is not the contract's: %s", raw)
+	}
+}
+
+// A shed Check Envoy did give up on needs no receipt: its leaf says so.
+func TestAShedRefusalEnvoyTimedOutOnWritesNoReceipt(t *testing.T) {
+	e := startEnforcer(t)
+	expired, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancel()
+	req := acmeCheck()
+	req.Attributes.Request.Http.Headers[requestIDHeader] = "req-shed"
+	if _, err := e.p.Check(expired, req); err != nil {
+		t.Fatal(err)
+	}
+	e.opa.log.only(t)
+	e.send(t, logEntry("req-shed", 503, detailsAuthzError, "", false))
+	if n := e.opa.log.total(); n != 1 {
+		t.Fatalf("%d events, want only the shed Check's", n)
+	}
+}
+
 func TestTheReceiptSchemaRefusesWhatThePluginMustNotWrite(t *testing.T) {
 	schema := receiptSchema(t)
 	for _, bad := range []string{
 		`{"decision_id": "d", "delivered": true, "reason": "ext_authz_error", "answered": {"allowed": true}, "envoy": {"response_code": 200, "details": "", "flags": []}}`,
 		`{"decision_id": "d", "delivered": false, "reason": "because", "answered": {"allowed": true}, "envoy": {"response_code": 503, "details": "", "flags": []}}`,
 		`{"decision_id": "d", "delivered": false, "reason": "client_gone", "answered": {"allowed": true}}`,
+		`{"decision_id": "d", "delivered": false, "reason": "shed_answer_delivered", "answered": {"allowed": false}, "envoy": {"response_code": 503, "details": "", "flags": []}}`,
 	} {
 		var doc any
 		if err := json.Unmarshal([]byte(bad), &doc); err != nil {

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nexus_contract.wire import DECISION_PATH, RECEIPT_PATH
+from nexus_contract.wire import DECISION_PATH, RECEIPT_PATH, RECEIPT_SHED_DELIVERED
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -89,6 +89,23 @@ def gzip_batch(batch: list[dict[str, Any]]) -> bytes:
     return gzip.compress(json.dumps(batch).encode())
 
 
+def shed_event(event: dict[str, Any], reason: object) -> dict[str, Any]:
+    """The event as the ext_authz plugin logs a Check it shed: a 503 with its reason."""
+    event["result"] = {
+        "allowed": False,
+        "http_status": 503,
+        "reasons": [
+            {
+                "rule": "nexus.admission",
+                "message": "the caller gave up while the request was evaluated",
+                "controls": ["SOC2:A1.1", "ISO27001:A.8.6"],
+            }
+        ],
+        "shed": reason,
+    }
+    return event
+
+
 def receipt_event(
     decision_id: str,
     *,
@@ -100,9 +117,14 @@ def receipt_event(
     receipt_id: str | None = None,
 ) -> dict[str, Any]:
     """A delivery receipt as the ext_authz plugin logs it: Envoy answered its ext_authz
-    failure (503) instead of the decision the plugin sent."""
+    failure (503) instead of the decision the plugin sent; with ``reason``
+    `RECEIPT_SHED_DELIVERED`, Envoy applied the shed refusal the plugin presumed lost."""
     answered: dict[str, Any] = {"allowed": allowed}
-    if not allowed:
+    envoy = {"response_code": 503, "details": "ext_authz_error", "flags": ["UAEX"]}
+    if reason == RECEIPT_SHED_DELIVERED:
+        answered = {"allowed": False, "http_status": 503}
+        envoy = {"response_code": 503, "details": "ext_authz_denied", "flags": ["UAEX"]}
+    elif not allowed:
         answered["http_status"] = 403
     return {
         "decision_id": receipt_id or str(uuid.uuid4()),
@@ -116,10 +138,10 @@ def receipt_event(
         "path": RECEIPT_PATH,
         "result": {
             "decision_id": decision_id,
-            "delivered": False,
+            "delivered": reason == RECEIPT_SHED_DELIVERED,
             "reason": reason,
             "answered": answered,
-            "envoy": {"response_code": 503, "details": "ext_authz_error", "flags": ["UAEX"]},
+            "envoy": envoy,
         },
         "timestamp": time.isoformat().replace("+00:00", "Z"),
     }

@@ -17,7 +17,7 @@ from nexus_audit.payloads import PayloadStatus
 from nexus_audit.search import hit_of
 from nexus_audit.service import AuditLog
 from tests.unit.audit.audit_app import bearer, create_app
-from tests.unit.audit.opa_events import decision_event, events, gzip_batch
+from tests.unit.audit.opa_events import decision_event, events, gzip_batch, shed_event
 
 ENFORCER = {
     **bearer("enforcer-token"),
@@ -343,23 +343,6 @@ def test_leaf_paths_keep_catalogued_tools_and_template_any_other_word() -> None:
     assert leaf_path("/v1/tools/web-search%3Ainvoke?q=ssn", tools) == "/v1/tools/web-search:invoke"
 
 
-def _shed(event: dict[str, Any], reason: object) -> dict[str, Any]:
-    """The event as the ext_authz plugin logs a Check it shed: a 503 with its reason."""
-    event["result"] = {
-        "allowed": False,
-        "http_status": 503,
-        "reasons": [
-            {
-                "rule": "nexus.admission",
-                "message": "the caller gave up while the request was evaluated",
-                "controls": ["SOC2:A1.1", "ISO27001:A.8.6"],
-            }
-        ],
-        "shed": reason,
-    }
-    return event
-
-
 @pytest.mark.parametrize(
     ("reason", "answered"),
     [("queue_timeout", True), ("deadline", False), ("cancelled", False), ("abandoned", False)],
@@ -367,7 +350,7 @@ def _shed(event: dict[str, Any], reason: object) -> dict[str, Any]:
 def test_a_shed_check_is_a_leaf_that_says_why_and_whether_the_client_got_it(
     client: TestClient, audit_log: AuditLog, reason: str, answered: bool
 ) -> None:
-    shed = _shed(decision_event(), reason)
+    shed = shed_event(decision_event(), reason)
     batch = [*events(2), shed]
     response = _post(client, gzip_batch(batch))
     assert response.status_code == 200, response.text
@@ -384,7 +367,7 @@ def test_a_shed_check_is_a_leaf_that_says_why_and_whether_the_client_got_it(
 def test_an_older_enforcers_shed_true_is_kept_as_unspecified(
     client: TestClient, audit_log: AuditLog
 ) -> None:
-    shed = _shed(decision_event(), True)
+    shed = shed_event(decision_event(), True)
     assert _post(client, gzip_batch([shed])).status_code == 200
     entry = orjson.loads(audit_log.leaf(decision_id=shed["decision_id"]).entry)
     assert entry["outcome"]["shed"] == "unspecified"
@@ -401,7 +384,7 @@ def test_an_older_enforcers_shed_true_is_kept_as_unspecified(
 def test_a_shed_mark_the_plugin_never_writes_is_refused_naming_it(
     client: TestClient, audit_log: AuditLog, change: Any, problem: str
 ) -> None:
-    bad = _shed(decision_event(), "queue_timeout")
+    bad = shed_event(decision_event(), "queue_timeout")
     change(bad)
     message = _refused(client, audit_log, gzip_batch([*events(2), bad]), 400, "invalid_event")
     assert message.startswith(f"event 2 (decision {bad['decision_id']}): result"), message

@@ -15,7 +15,8 @@ from nexus_audit.intake import DecisionConflictError, InvalidEventError
 from nexus_audit.search import DecisionQuery
 from nexus_audit.service import AuditLog
 from nexus_contract.decision import SCHEMAS_DIR
-from tests.unit.audit.opa_events import decision_event, gzip_batch, receipt_event
+from nexus_contract.wire import RECEIPT_SHED_DELIVERED
+from tests.unit.audit.opa_events import decision_event, gzip_batch, receipt_event, shed_event
 
 NOW = datetime(2026, 11, 25, 11, 59, tzinfo=UTC)
 """A minute before the audit log's clock (conftest)."""
@@ -57,6 +58,22 @@ def test_a_receipt_marks_its_decision_unanswered_in_search(audit_log: AuditLog) 
     }
 
 
+def test_a_delivered_receipt_corrects_a_shed_leaf_presumed_unanswered(audit_log: AuditLog) -> None:
+    """The plugin's clock said Envoy had given up (deadline); Envoy's log says the client got
+    the refusal: search counts it answered, and the shed leaf itself is unchanged."""
+    shed = shed_event(decision_event(decision_id="d-shed", time=NOW), "deadline")
+    lost = shed_event(decision_event(decision_id="d-lost", time=NOW), "deadline")
+    delivered = receipt_event("d-shed", reason=RECEIPT_SHED_DELIVERED, time=NOW)
+    assert _upload(audit_log, shed, lost, delivered) == 3
+
+    hit = _hit(audit_log, "d-shed")
+    assert (hit.shed, hit.receipt, hit.answered) == ("deadline", RECEIPT_SHED_DELIVERED, True)
+    assert not _hit(audit_log, "d-lost").answered, "no receipt: the presumption stands"
+    receipt = orjson.loads(audit_log.leaf(index=2).entry)
+    assert (receipt["delivered"], receipt["reason"]) == (True, RECEIPT_SHED_DELIVERED)
+    jsonschema.Draft202012Validator(_schema()).validate(delivered["result"])
+
+
 def test_a_receipt_in_a_later_upload_finds_its_decision_in_the_log(audit_log: AuditLog) -> None:
     _upload(audit_log, decision_event(decision_id="d-1", time=NOW))
     receipt = receipt_event("d-1", allowed=False, reason="client_gone", time=NOW)
@@ -86,7 +103,8 @@ def test_a_receipt_for_a_decision_not_in_the_log_is_skipped_not_kept(
     ("field", "value", "where"),
     [
         ("reason", "because", "result"),
-        ("delivered", True, "result.delivered"),
+        ("delivered", True, "result"),
+        ("reason", "shed_answer_delivered", "result"),
         ("envoy", {"response_code": 503, "details": "x", "flags": ["<b>"]}, "result"),
         ("answered", {"allowed": True, "note": "free text"}, "result.answered.note"),
     ],
