@@ -58,6 +58,14 @@ class DecisionLabels(BaseModel):
     capability: Label | None = None
 
 
+class DecisionLogChoice(BaseModel):
+    """A tenant's choice of whether its answers wait for the decision's fsync."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wait_for_commit: StrictBool
+
+
 class DecisionResult(BaseModel):
     """The object the ext_authz plugin turns into Envoy's CheckResponse."""
 
@@ -71,6 +79,7 @@ class DecisionResult(BaseModel):
     body: StrictStr
     reasons: tuple[Reason, ...]
     dynamic_metadata: dict[str, Any] | None = None
+    decision_log: DecisionLogChoice | None = None
     labels: DecisionLabels | None = None
 
 

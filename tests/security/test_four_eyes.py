@@ -132,6 +132,37 @@ def test_author_cannot_loosen_the_log_mask_alone(stack: Environment) -> None:
         restore(stack)
 
 
+def test_author_cannot_stop_a_tenants_answers_waiting_for_the_log_alone(
+    stack: Environment,
+) -> None:
+    """Answers that no longer wait for the decision's fsync can lose decisions in a host
+    crash: a weaker audit guarantee, so a second person must agree."""
+    before = in_force(stack)
+    sources = stack.build()
+    tenants = sources.bundle_dir / "tenants.yaml"
+    text = tenants.read_text()
+    marker = "    jurisdiction: eu\n"
+    assert marker in text
+    tenants.write_text(
+        text.replace(marker, marker + "    decisionLog:\n      waitForCommit: false\n", 1)
+    )
+    with ControlPlaneClient(stack.url, stack.tokens["author"]) as api:
+        published = api.publish(sources.pack())
+    try:
+        assert published["rollout"]["state"] == "pending_approval"
+        diff = published["diff"]
+        assert diff["needs_second_approver"] is True
+        assert {
+            "area": "tenant",
+            "subject": "acme",
+            "detail": "decision log: answers enforcer default → do not wait for the fsync",
+            "effect": "widens",
+        } in [{k: c[k] for k in ("area", "subject", "detail", "effect")} for c in diff["changes"]]
+        assert in_force(stack) == before
+    finally:
+        restore(stack)
+
+
 @pytest.mark.parametrize("smuggled", ["bundle/.manifest", "policy/.manifest", "policy/data.json"])
 def test_author_cannot_smuggle_a_manifest_revision(stack: Environment, smuggled: str) -> None:
     good = in_force(stack)

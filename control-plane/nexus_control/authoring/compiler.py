@@ -19,11 +19,12 @@ from nexus_control.authoring.config import (
     ModelConfig,
     RetentionEntry,
     SlottedVariant,
+    TenantConfig,
 )
 from nexus_control.authoring.policyset import ApiKeyGrant, PolicySet
 from nexus_control.authoring.ratelimits import compile_rate_limits
 from nexus_control.authoring.slos import compile_capabilities
-from nexus_control.authoring.spec import Budget, Flag, Model
+from nexus_control.authoring.spec import Budget, Flag, Model, Tenant
 
 __all__ = ["APPROVAL_AUDIENCE", "APPROVAL_ISSUER", "compile_data", "slot_bound"]
 
@@ -51,16 +52,7 @@ def _compile_core(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
     return {
         "bundle": {"name": policy.name},
         "regions": {r.id: {"jurisdiction": r.jurisdiction} for r in _by_id(policy.regions)},
-        "tenants": {
-            t.id: {
-                "name": t.name,
-                "plan": t.plan.value,
-                "status": t.status,
-                "jurisdiction": t.jurisdiction,
-                "budget": _budget(t.budget),
-            }
-            for t in _by_id(policy.tenants)
-        },
+        "tenants": {t.id: _tenant(t) for t in _by_id(policy.tenants)},
         "models": {m.id: _model(m) for m in _by_id(policy.models)},
         "roles": {
             r.id: {"permissions": dict.fromkeys(sorted(r.permissions), True)}
@@ -116,6 +108,19 @@ def _compile_core(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
             "prompts": {f.key: _flag(f) for f in _by_id(policy.flags) if f.target == "prompt"},
         },
     }
+
+
+def _tenant(tenant: Tenant) -> TenantConfig:
+    out: TenantConfig = {
+        "name": tenant.name,
+        "plan": tenant.plan.value,
+        "status": tenant.status,
+        "jurisdiction": tenant.jurisdiction,
+        "budget": _budget(tenant.budget),
+    }
+    if tenant.decision_log is not None:
+        out["decision_log"] = {"wait_for_commit": tenant.decision_log.wait_for_commit}
+    return out
 
 
 def _budget(budget: Budget) -> BudgetConfig:

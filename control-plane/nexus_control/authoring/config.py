@@ -45,12 +45,18 @@ class BudgetConfig(TypedDict):
     """Present (true) only when the tenant serves chats on unpriced models."""
 
 
+class DecisionLogConfig(TypedDict):
+    wait_for_commit: bool
+
+
 class TenantConfig(TypedDict):
     name: str
     plan: str
     status: Literal["active", "suspended"]
     jurisdiction: str | None
     budget: BudgetConfig
+    decision_log: NotRequired[DecisionLogConfig]
+    """Only for a tenant whose spec chooses: the policy then states it in each decision."""
 
 
 class PriceConfig(TypedDict):

@@ -196,6 +196,29 @@ def _tenants(old: Config, new: Config) -> Iterator[Change]:
                 f"{b.get('jurisdiction') or 'any region'}",
                 effect=Effect.NARROWS if narrowed else Effect.WIDENS,
             )
+        was, now = _waits(a), _waits(b)
+        if was != now:
+            yield Change(
+                area="tenant",
+                subject=tid,
+                detail=f"decision log: answers {_WAIT_WORDS[was]} → {_WAIT_WORDS[now]}",
+                effect=Effect.WIDENS if _WAIT_RANK[now] < _WAIT_RANK[was] else Effect.NARROWS,
+            )
+
+
+# A tenant's answers wait for the decision's fsync (True), do not (False), or follow the
+# enforcer's default (None): fewer guarantees are a widening, needing a second approver.
+_WAIT_RANK = {False: 0, None: 1, True: 2}
+_WAIT_WORDS = {
+    False: "do not wait for the fsync",
+    None: "enforcer default",
+    True: "wait for the fsync",
+}
+
+
+def _waits(tenant: Mapping[str, Any]) -> bool | None:
+    choice = tenant.get("decision_log")
+    return bool(choice["wait_for_commit"]) if isinstance(choice, Mapping) else None
 
 
 def _cap_change(

@@ -182,6 +182,14 @@ class Budget(_Strict):
     after-the-fact caps hold them."""
 
 
+class TenantDecisionLog(_Strict):
+    wait_for_commit: bool
+    """Whether the gateway's answer waits until the decision is fsynced on the enforcer
+    (true: no answer leaves unrecorded even if the host dies; false: faster, and a host
+    crash can lose the last group commit's decisions; an OPA crash loses none either way).
+    Unset, the enforcer's default (it waits)."""
+
+
 class Tenant(_Strict):
     id: Identifier
     name: Text
@@ -190,6 +198,7 @@ class Tenant(_Strict):
     jurisdiction: Identifier | None = None
     """When set, the tenant is served only by regions of this jurisdiction."""
     budget: Budget
+    decision_log: TenantDecisionLog | None = None
 
 
 class TenantsSpec(_Strict):

@@ -27,6 +27,7 @@ type logMetrics struct {
 	refused  *prometheus.CounterVec
 	retries  prometheus.Counter
 	fsync    prometheus.Histogram
+	appended *prometheus.CounterVec
 }
 
 // newLogMetrics: oldestCreated reports when the oldest unshipped segment
@@ -65,6 +66,12 @@ func newLogMetrics(oldestCreated func() time.Time) *logMetrics {
 			Buckets: fsyncBuckets,
 		}),
 	}
+	m.appended = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nexus_decision_log_appended_events_total",
+		Help: "Decision events appended, by whether their answer waited for the fsync (the tenant's choice, else the enforcer's default).",
+	}, []string{"waited"})
+	m.appended.WithLabelValues("true")
+	m.appended.WithLabelValues("false")
 	m.refused.WithLabelValues(refusedWrite)
 	m.refused.WithLabelValues(refusedIntake)
 	return m
@@ -88,6 +95,9 @@ func (m *logMetrics) register(reg prometheus.Registerer) error {
 		return err
 	}
 	if m.retries, err = promreg.Registered(reg, m.retries); err != nil {
+		return err
+	}
+	if m.appended, err = promreg.Registered(reg, m.appended); err != nil {
 		return err
 	}
 	if m.fsync, err = promreg.Registered(reg, m.fsync); err != nil {

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -166,11 +167,43 @@ func (p *Plugin) Log(_ context.Context, event logs.EventV1) error {
 	}
 	p.journal.reqs <- appendReq{payload: payload, done: done}
 	p.mu.RUnlock()
-	if !p.cfg.waitForCommit {
+	wait := waitsForCommit(event, p.cfg.waitForCommit)
+	p.metrics.appended.WithLabelValues(strconv.FormatBool(wait)).Inc()
+	if !wait {
 		return nil
 	}
 	return <-done
 }
+
+// waitsForCommit says whether the answer to this decision waits for its
+// fsync: the decision's own `decision_log.wait_for_commit` when its result
+// carries one (the policy sets it from the tenant's signed spec, so a
+// tenant's choice is reviewed like any policy change), else the enforcer's
+// default. Events of other kinds (receipts) follow the default.
+func waitsForCommit(event logs.EventV1, fallback bool) bool {
+	if event.Result == nil {
+		return fallback
+	}
+	result, ok := (*event.Result).(map[string]any)
+	if !ok {
+		return fallback
+	}
+	choice, ok := result[decisionLogKey].(map[string]any)
+	if !ok {
+		return fallback
+	}
+	if wait, ok := choice[waitForCommitKey].(bool); ok {
+		return wait
+	}
+	return fallback
+}
+
+// Where a decision result states its tenant's choice (the contract's
+// decision-result schema, `decision_log`).
+const (
+	decisionLogKey   = "decision_log"
+	waitForCommitKey = "wait_for_commit"
+)
 
 // oldestUnshipped is when the oldest segment on disk was created.
 func (p *Plugin) oldestUnshipped() time.Time {

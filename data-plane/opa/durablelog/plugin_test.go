@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -440,6 +441,62 @@ func TestWithoutWaitForCommitLogDoesNotWaitForTheFsync(t *testing.T) {
 	tl.logAll(t, "fast")
 	close(release)
 	eventually(t, "shipped", func() bool { return len(in.ids()) == 1 })
+}
+
+// A tenant's signed choice travels in the decision's result and wins over
+// the enforcer's default, either way.
+func TestATenantsChoiceInTheDecisionDecidesWhetherItsAnswerWaits(t *testing.T) {
+	choosing := func(id string, wait bool) logs.EventV1 {
+		e := event(id)
+		var result any = map[string]any{"allowed": true, decisionLogKey: map[string]any{waitForCommitKey: wait}}
+		e.Result = &result
+		return e
+	}
+	for _, tc := range []struct {
+		name       string
+		config     string
+		ev         logs.EventV1
+		wantWaited bool
+	}{
+		{"no choice: the default waits", "", event("default"), true},
+		{"a tenant that opted out", "", choosing("opted-out", false), false},
+		{"a tenant that insists, on an enforcer that does not wait", `"wait_for_commit": false`, choosing("insists", true), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &intake{}
+			tl := newTestLog(t, in, "", tc.config)
+			stalled := make(chan struct{})
+			tl.open = func(path string) (segmentFile, error) {
+				<-stalled // the disk is stalled until the answer is judged
+				return openSegmentFile(path)
+			}
+			tl.start(t)
+			if !tc.wantWaited {
+				// Returns with the disk still stalled (were it to wait, it never would).
+				if err := tl.Log(context.Background(), tc.ev); err != nil {
+					t.Fatal(err)
+				}
+				close(stalled)
+			} else {
+				answered := make(chan error, 1)
+				go func() { answered <- tl.Log(context.Background(), tc.ev) }()
+				select {
+				case err := <-answered:
+					t.Fatalf("answered (%v) before the commit", err)
+				case <-time.After(200 * time.Millisecond):
+				}
+				close(stalled)
+				if err := <-answered; err != nil {
+					t.Fatal(err)
+				}
+			}
+			eventually(t, "shipped", func() bool { return len(in.ids()) == 1 })
+			waited := testutil.ToFloat64(tl.metrics.appended.WithLabelValues(strconv.FormatBool(tc.wantWaited)))
+			if waited != 1 {
+				t.Errorf("appended{waited=%v} = %v, want 1", tc.wantWaited, waited)
+			}
+		})
+	}
 }
 
 func TestStopCommitsWhatIsQueuedAndRestartShipsIt(t *testing.T) {

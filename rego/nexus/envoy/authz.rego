@@ -132,6 +132,13 @@ with_rate_limits(d) := object.union(d, {"dynamic_metadata": {"ratelimit": rateli
 	count(ratelimit.buckets) > 0
 } else := d
 
+# A tenant whose signed spec chooses whether its answers wait for the
+# decision's fsync on the enforcer states it in each decision, where the
+# durable decision log reads it; without a choice, the enforcer's default.
+with_log_choice(d) := object.union(d, {"decision_log": choice}) if {
+	choice := data.nexus.config.tenants[request.tenant].decision_log
+} else := d
+
 # METADATA
 # title: Gateway decision
 # description: |
@@ -155,7 +162,7 @@ default decision := {
 	}],
 }
 
-decision := with_rate_limits({
+decision := with_log_choice(with_rate_limits({
 	"allowed": true,
 	"http_status": 200,
 	"headers": upstream_headers,
@@ -164,11 +171,11 @@ decision := with_rate_limits({
 	"body": "",
 	"reasons": [],
 	"labels": capability.labels,
-}) if {
+})) if {
 	allowed == true
 }
 
-decision := {
+decision := with_log_choice({
 	"allowed": false,
 	"http_status": refusal_status,
 	"headers": {"content-type": "application/json"},
@@ -177,6 +184,6 @@ decision := {
 	"body": json.marshal({"error": "denied", "reasons": reasons}),
 	"reasons": reasons,
 	"labels": capability.labels,
-} if {
+}) if {
 	allowed == false
 }

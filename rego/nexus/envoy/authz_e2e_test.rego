@@ -392,3 +392,37 @@ test_deny_body_is_the_json_of_the_reasons if {
 		"request_headers_to_remove", "body", "reasons", "labels",
 	}
 }
+
+# The decision log's choice of a tenant
+
+opted_out_config := json.patch(fx.config, [{
+	"op": "add",
+	"path": "/tenants/acme/decision_log",
+	"value": {"wait_for_commit": false},
+}])
+
+decide_opted_out(req) := d if {
+	d := authz.decision with input as req
+		with data.nexus.config as opted_out_config
+		with data.nexus_state as fx.state
+		with time.now_ns as fx.now_ns
+		with opa.runtime as fx.runtime_eu
+}
+
+test_a_tenants_decision_log_choice_is_in_its_allowed_and_denied_decisions if {
+	chat := acme("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default", "x-nexus-prompt": "support-agent"})
+	allowed_decision := decide_opted_out(chat)
+	allowed(allowed_decision)
+	allowed_decision.decision_log == {"wait_for_commit": false}
+
+	denied_decision := decide_opted_out(acme("PUT", "/v1/admin", {}))
+	denied_decision.allowed == false
+	denied_decision.decision_log == {"wait_for_commit": false}
+}
+
+test_a_tenant_without_a_choice_leaves_the_enforcers_default if {
+	d := decide(acme("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default", "x-nexus-prompt": "support-agent"}))
+	not "decision_log" in object.keys(d)
+	other := decide_opted_out(globex("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default"}))
+	not "decision_log" in object.keys(other)
+}

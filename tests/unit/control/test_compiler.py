@@ -70,3 +70,16 @@ def test_slot_bounds_order_like_the_numbers_they_stand_for() -> None:
     assert slot_bound(5_000) == "80000000"
     assert slot_bound(10_000) == "g"
     assert all(len(b) == 8 for b in bounds[:-1])
+
+
+def test_a_tenants_decision_log_choice_is_compiled_only_when_made(
+    make_bundle: BundleFactory,
+) -> None:
+    root = make_bundle()
+    tenants = (root / "tenants.yaml").read_text()
+    marker = "    jurisdiction: eu\n"
+    chosen = tenants.replace(marker, marker + "    decisionLog:\n      waitForCommit: false\n", 1)
+    config = compiled(make_bundle(**{"tenants.yaml": chosen}))["tenants"]
+    assert config["acme"]["decision_log"] == {"wait_for_commit": False}  # type: ignore[index]
+    assert "decision_log" not in config["globex"]  # type: ignore[operator,index]
+    assert "decision_log" not in compiled(root)["tenants"]["acme"]  # type: ignore[operator,index]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from nexus_audit.catalog import load_catalogs
 from nexus_audit.search import DecisionQuery
+from nexus_contract.wire import RECEIPT_SHED_DELIVERED
 from nexus_control.console.routes import templates
 from tests.unit.audit.harness import open_log
-from tests.unit.audit.opa_events import decision_event, gzip_batch, receipt_event
+from tests.unit.audit.opa_events import decision_event, gzip_batch, receipt_event, shed_event
 
 NOW = datetime.now(UTC)
 
@@ -22,6 +23,8 @@ def test_the_console_marks_a_receipted_decision_unanswered(tmp_path: Path) -> No
             decision_event(decision_id="d-late", allowed=True, time=NOW),
             decision_event(decision_id="d-kept", allowed=True, time=NOW),
             receipt_event("d-late", time=NOW),
+            shed_event(decision_event(decision_id="d-shed", time=NOW), "deadline"),
+            receipt_event("d-shed", reason=RECEIPT_SHED_DELIVERED, time=NOW),
         ]
         log.ingest_upload(gzip_batch(batch), "gzip")
         while log.index_decisions():
@@ -36,6 +39,7 @@ def test_the_console_marks_a_receipted_decision_unanswered(tmp_path: Path) -> No
         }
         assert "unanswered (receipt)" in rows["d-late"]
         assert "unanswered" not in rows["d-kept"]
+        assert "answered (receipt)" in rows["d-shed"] and "unanswered" not in rows["d-shed"]
 
         detail = templates.env.get_template("decision.html").render(
             record=log.decision_record("d-late"),

@@ -94,6 +94,24 @@ def test_residency_removed_and_retention_lengthened_widen(base: dict[str, Any]) 
     assert ("retention", "legal hold lifted", Effect.WIDENS) in found
 
 
+def test_answers_that_stop_waiting_for_the_decision_log_widen(base: dict[str, Any]) -> None:
+    opted_out = copy.deepcopy(base)
+    opted_out["tenants"]["acme"]["decision_log"] = {"wait_for_commit": False}
+    assert (
+        "tenant",
+        "decision log: answers enforcer default → do not wait for the fsync",
+        Effect.WIDENS,
+    ) in effects(base, opted_out)
+    insists = copy.deepcopy(base)
+    insists["tenants"]["acme"]["decision_log"] = {"wait_for_commit": True}
+    assert (
+        "tenant",
+        "decision log: answers do not wait for the fsync → wait for the fsync",
+        Effect.NARROWS,
+    ) in effects(opted_out, insists)
+    assert not diff_configs(opted_out, insists).widens
+
+
 def test_suspending_a_tenant_narrows(base: dict[str, Any]) -> None:
     new = copy.deepcopy(base)
     new["tenants"]["acme"]["status"] = "suspended"
