@@ -422,3 +422,12 @@ def test_uploads_appended_at_once_on_sqlite_queue_for_the_lock_instead_of_failin
     assert outcome["queued"], "the second upload committed inside the first's transaction"
     assert getattr(outcome["second"], "accepted", outcome["second"]) == 3
     assert audit_log.size() == 5
+
+
+def test_a_decision_stating_its_tenants_log_choice_is_taken(
+    client: TestClient, audit_log: AuditLog
+) -> None:
+    opted_out = decision_event(allowed=True)
+    opted_out["result"]["decision_log"] = {"wait_for_commit": False}
+    assert _post(client, gzip_batch([opted_out])).status_code == 200
+    assert audit_log.leaf(decision_id=opted_out["decision_id"]) is not None
