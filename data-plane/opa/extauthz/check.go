@@ -115,7 +115,10 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}
 	ev.labels = p.labelsOf(logCtx, txn, ev, req)
 
-	if logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx)); logErr != nil {
+	logStarted := time.Now()
+	logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx))
+	p.metrics.logDuration.Observe(time.Since(logStarted).Seconds())
+	if logErr != nil {
 		// Unavailable (Envoy answers 503): the enforcer cannot record, so
 		// it does not decide; the cause (e.g. a full disk) is in the message.
 		return nil, newCheckError(codes.Unavailable, CodeDecisionLog, "the decision log could not record the decision: "+logErr.Error(), logErr)

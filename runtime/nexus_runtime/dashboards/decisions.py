@@ -178,6 +178,24 @@ def decisions() -> Board:
         )
         .panel(
             timeseries_panel(
+                "Decision log on the request path",
+                "p50 and p99 of the time a Check spent handing its decision to the decision "
+                "log before answering; with the durable log waiting, until the fsync "
+                "(nexus_extauthz_decision_log_seconds).",
+                *(
+                    Query(
+                        f"histogram_quantile({q}, sum by (le) "
+                        f"(rate(nexus_extauthz_decision_log_seconds_bucket{_RATE})))",
+                        f"p{round(q * 100)}",
+                    )
+                    for q in (0.5, 0.99)
+                ),
+                unit="s",
+                width=8,
+            )
+        )
+        .panel(
+            timeseries_panel(
                 "In flight",
                 "Checks admitted and not yet answered, per enforcer (nexus_extauthz_in_flight).",
                 Query("sum by (instance) (nexus_extauthz_in_flight)", "{{instance}}"),

@@ -29,6 +29,7 @@ CONTRACT_METRICS = {
     "nexus_extauthz_shed_total",
     "nexus_extauthz_in_flight",
     "nexus_extauthz_queue_delay_seconds_bucket",
+    "nexus_extauthz_decision_log_seconds_bucket",
     "nexus_decision_log_buffered_events",
     "nexus_decision_log_oldest_unshipped_age_seconds",
     "nexus_decision_log_shipped_events_total",
