@@ -14,7 +14,7 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
 
@@ -63,7 +63,7 @@ class DecisionLogChoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    wait_for_commit: StrictBool
+    wait_for: Literal["fsync", "write", "none"]
 
 
 class DecisionResult(BaseModel):

@@ -151,7 +151,7 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
             config["plugins"][DURABLE_LOG_PLUGIN] = {
                 "dir": str(spec.segment_dir),
                 "service": "audit",
-                "wait_for_commit": spec.wait_for_commit,
+                "wait_for": spec.wait_for,
             }
             config["decision_logs"] = {
                 "plugin": DURABLE_LOG_PLUGIN,

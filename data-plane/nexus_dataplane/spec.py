@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from nexus_contract.errors import NexusError
 from nexus_dataplane.ratelimit import RateLimitPlan
@@ -96,8 +97,10 @@ class EnforcerSpec:
     durable_log: bool = True
     """Decision events go through the durable log; off, OPA's in-memory uploader
     ships them (benchmarks compare the two; a crash then loses its buffer)."""
-    wait_for_commit: bool = True
-    """The ext_authz answer waits until its decision event is fsynced."""
+    wait_for: Literal["fsync", "write", "none"] = "fsync"
+    """How far a decision event goes before the ext_authz answer: fsynced (survives a host
+    crash), written to the page cache (survives a killed OPA), or not at all (answered at
+    once); a tenant's signed spec may choose otherwise for its own decisions."""
 
     @property
     def segment_dir(self) -> Path:

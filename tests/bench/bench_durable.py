@@ -1,15 +1,16 @@
 """The durable decision log's cost on the request path: added p99 at 500 rps through Envoy.
 
-Three enforcers, each the real OPA and Envoy rendered by the data plane's own
+Four enforcers, each the real OPA and Envoy rendered by the data plane's own
 ``enforcer_spec``, ``opa_config`` and ``envoy_config``, shipping decisions to the same
 audit intake, in front of the same upstream: one with OPA's in-memory uploader (no
-durable log: a crash loses its buffer), one with the durable log answering before the
-fsync (``wait_for_commit: false``), and one waiting for it (the default: no answer leaves
-an enforcer unrecorded). They take turns open loop over rounds, at 200 and at 500 rps, in
-one run; the figures are each durable side's p99 minus the in-memory side's at each rate
-(target for the default at 500 rps: < 1 ms, issue 10), with OPA's CPU per request beside
-them, and whether every side sustained the rate (a p99 from an overloaded side measures the
-queue, not the log).
+durable log: a crash loses its buffer), one with the durable log answering at once
+(``wait_for: none``), one once the event is written (``write``: in the page cache, which
+outlives a killed OPA), and one once it is fsynced (``fsync``, the default: no answer leaves
+an enforcer unrecorded even if the host dies). They take turns open loop over rounds, at
+200 and at 500 rps, in one run. The target (< 1 ms added at 500 rps, issue 10) is judged on
+the plugin's own time in the decision-log call, each durable side's p99 minus the in-memory
+side's, with the disk's fsync p99 beside it; the end-to-end p99 differences, OPA's CPU per
+request and whether every side sustained the rate are printed for context.
 """
 
 from __future__ import annotations
@@ -31,9 +32,15 @@ RATES = (200, 500)
 TARGET_RATE = 500
 ROUNDS, QUICK_ROUNDS = 3, 1
 CLIENTS, QUICK_CLIENTS = 4, 2
-MEMORY, NO_WAIT, WAIT = "in-memory uploader", "durable, no wait", "durable, waits for fsync"
-SIDES = {MEMORY: (False, False), NO_WAIT: (True, False), WAIT: (True, True)}
-"""Each side's (durable log, wait for commit)."""
+MEMORY, NO_WAIT = "in-memory uploader", "durable, no wait"
+WRITE, WAIT = "durable, waits for the write", "durable, waits for fsync"
+SIDES = {
+    MEMORY: (False, "none"),
+    NO_WAIT: (True, "none"),
+    WRITE: (True, "write"),
+    WAIT: (True, "fsync"),
+}
+"""Each side's (durable log, what its answers wait for)."""
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -54,7 +61,7 @@ def run(ctx: Context) -> list[Figure]:
             clients = _clients(generated, sides, QUICK_CLIENTS if ctx.quick else CLIENTS)
             for rate in RATES:
                 for round_ in range(QUICK_ROUNDS if ctx.quick else ROUNDS):
-                    order = sides[round_ % 3 :] + sides[: round_ % 3]
+                    order = sides[round_ % len(sides) :] + sides[: round_ % len(sides)]
                     for side in order:
                         work = workdir / "load" / f"{rate}-{sides.index(side)}-{round_}"
                         before = {m: _buckets(side, m) for m in HISTOGRAMS}
@@ -78,11 +85,11 @@ def _start_side(
     n: int,
     started: list[ManagedProcess],
 ) -> Side:
-    durable, wait = SIDES[name]
+    durable, wait_for = SIDES[name]
     return start_enforcer_side(
         plane, workdir, upstream_port, name, f"{plane.region}-durable-{n}", started,
         options={"audit_url": plane.url},
-        spec={"durable_log": durable, "wait_for_commit": wait},
+        spec={"durable_log": durable, "wait_for": wait_for},
     )  # fmt: skip
 
 
@@ -106,7 +113,7 @@ def _figures(steps: dict[tuple[int, str], list[Step]]) -> list[Figure]:
                 NAME, f"p99, {MEMORY} @ {rate} rps", base, "ms", note=f"all sustained: {sustained}"
             )
         )
-        for name in (NO_WAIT, WAIT):
+        for name in (NO_WAIT, WRITE, WAIT):
             p99 = _median_p99(steps[rate, name])
             # End to end, for context: the target is judged on the decision-log call itself
             # (_log_figures), which this p99's noise would swamp.
@@ -177,10 +184,10 @@ def _log_figures(hists: dict[tuple[int, str, str], dict[float, float]]) -> list[
     figures: list[Figure] = []
     for rate in RATES:
         base = _quantile(0.99, hists.get((rate, MEMORY, LOG_SECONDS), {})) * 1000
-        for name in (NO_WAIT, WAIT):
+        for name in (NO_WAIT, WRITE, WAIT):
             p99 = _quantile(0.99, hists.get((rate, name, LOG_SECONDS), {})) * 1000
             fsync = _quantile(0.99, hists.get((rate, name, FSYNC_SECONDS), {})) * 1000
-            judged = name == WAIT and rate == TARGET_RATE
+            judged = name in (WRITE, WAIT) and rate == TARGET_RATE
             target: tuple[Comparison, float] | None = ("<", 1.0) if judged else None
             figures.append(
                 figure(

@@ -58,7 +58,7 @@ def test_opa_config_has_signed_persisted_long_polled_bundles(tmp_path: Path) -> 
     assert durable == {
         "dir": str(tmp_path / "decision-log"),
         "service": "audit",
-        "wait_for_commit": True,
+        "wait_for": "fsync",
     }
 
 

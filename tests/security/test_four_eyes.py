@@ -143,9 +143,7 @@ def test_author_cannot_stop_a_tenants_answers_waiting_for_the_log_alone(
     text = tenants.read_text()
     marker = "    jurisdiction: eu\n"
     assert marker in text
-    tenants.write_text(
-        text.replace(marker, marker + "    decisionLog:\n      waitForCommit: false\n", 1)
-    )
+    tenants.write_text(text.replace(marker, marker + "    decisionLog:\n      waitFor: write\n", 1))
     with ControlPlaneClient(stack.url, stack.tokens["author"]) as api:
         published = api.publish(sources.pack())
     try:
@@ -155,7 +153,7 @@ def test_author_cannot_stop_a_tenants_answers_waiting_for_the_log_alone(
         assert {
             "area": "tenant",
             "subject": "acme",
-            "detail": "decision log: answers enforcer default → do not wait for the fsync",
+            "detail": "decision log: answers enforcer default → wait for the write",
             "effect": "widens",
         } in [{k: c[k] for k in ("area", "subject", "detail", "effect")} for c in diff["changes"]]
         assert in_force(stack) == before

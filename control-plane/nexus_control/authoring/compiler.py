@@ -119,7 +119,7 @@ def _tenant(tenant: Tenant) -> TenantConfig:
         "budget": _budget(tenant.budget),
     }
     if tenant.decision_log is not None:
-        out["decision_log"] = {"wait_for_commit": tenant.decision_log.wait_for_commit}
+        out["decision_log"] = {"wait_for": tenant.decision_log.wait_for}
     return out
 
 

@@ -46,7 +46,7 @@ class BudgetConfig(TypedDict):
 
 
 class DecisionLogConfig(TypedDict):
-    wait_for_commit: bool
+    wait_for: Literal["fsync", "write", "none"]
 
 
 class TenantConfig(TypedDict):

@@ -206,19 +206,20 @@ def _tenants(old: Config, new: Config) -> Iterator[Change]:
             )
 
 
-# A tenant's answers wait for the decision's fsync (True), do not (False), or follow the
-# enforcer's default (None): fewer guarantees are a widening, needing a second approver.
-_WAIT_RANK = {False: 0, None: 1, True: 2}
+# How far a tenant's decisions go before its answers (None: the enforcer's default, fsync
+# unless its operator chose otherwise): fewer guarantees are a widening, a second approver.
+_WAIT_RANK = {"none": 0, "write": 1, None: 2, "fsync": 3}
 _WAIT_WORDS = {
-    False: "do not wait for the fsync",
+    "none": "do not wait",
+    "write": "wait for the write",
     None: "enforcer default",
-    True: "wait for the fsync",
+    "fsync": "wait for the fsync",
 }
 
 
-def _waits(tenant: Mapping[str, Any]) -> bool | None:
+def _waits(tenant: Mapping[str, Any]) -> str | None:
     choice = tenant.get("decision_log")
-    return bool(choice["wait_for_commit"]) if isinstance(choice, Mapping) else None
+    return str(choice["wait_for"]) if isinstance(choice, Mapping) else None
 
 
 def _cap_change(

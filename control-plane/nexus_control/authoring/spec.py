@@ -183,11 +183,12 @@ class Budget(_Strict):
 
 
 class TenantDecisionLog(_Strict):
-    wait_for_commit: bool
-    """Whether the gateway's answer waits until the decision is fsynced on the enforcer
-    (true: no answer leaves unrecorded even if the host dies; false: faster, and a host
-    crash can lose the last group commit's decisions; an OPA crash loses none either way).
-    Unset, the enforcer's default (it waits)."""
+    wait_for: Literal["fsync", "write", "none"]
+    """How far the tenant's decisions go on the enforcer before the gateway's answer:
+    ``fsync`` (no answer leaves unrecorded even if the host dies), ``write`` (in the page
+    cache: a killed OPA loses none, a host crash can lose the last fsync's worth), ``none``
+    (answered at once: a killed OPA can lose the few not yet written). Unset, the
+    enforcer's default (``fsync`` unless its operator chose otherwise)."""
 
 
 class Tenant(_Strict):

@@ -42,9 +42,13 @@ type Config struct {
 	// Service names the entry under `services` to ship to (POST <url>/logs,
 	// gzip JSON array: the wire format of OPA's own uploader).
 	Service string `json:"service"`
-	// WaitForCommit: Log (and so the ext_authz answer) returns only once
-	// the event is fsynced. Off, the answer may leave before the event is
-	// durable: faster, but a crash can lose the last group commit's events.
+	// WaitFor: how far an event goes before Log (and so the ext_authz
+	// answer) returns: "fsync" (the default: on disk, survives a host
+	// crash), "write" (in the page cache: survives a killed OPA, not a host
+	// crash before the next fsync), "none" (answered at once). A decision
+	// result's decision_log.wait_for overrides it for that decision.
+	WaitFor string `json:"wait_for"`
+	// WaitForCommit is the older spelling: true is "fsync", false "none".
 	WaitForCommit *bool `json:"wait_for_commit"`
 	// MaxSegmentBytes and MaxSegmentAgeMillis seal the active segment.
 	MaxSegmentBytes     int64 `json:"max_segment_bytes"`
@@ -56,7 +60,7 @@ type Config struct {
 	MinRetryDelayMillis int64 `json:"min_retry_delay_ms"`
 	MaxRetryDelayMillis int64 `json:"max_retry_delay_ms"`
 
-	waitForCommit bool
+	waitFor       waitLevel
 	maxSegmentAge time.Duration
 	minRetryDelay time.Duration
 	maxRetryDelay time.Duration
@@ -98,7 +102,18 @@ func (c *Config) validate(services []string) error {
 	if services != nil && !found {
 		return fmt.Errorf("service %q is not under services", c.Service)
 	}
-	c.waitForCommit = c.WaitForCommit == nil || *c.WaitForCommit
+	switch level, known := waitLevels[c.WaitFor]; {
+	case c.WaitFor != "" && !known:
+		return fmt.Errorf("wait_for %q must be fsync, write or none", c.WaitFor)
+	case c.WaitFor != "" && c.WaitForCommit != nil:
+		return fmt.Errorf("set wait_for or wait_for_commit, not both")
+	case c.WaitFor != "":
+		c.waitFor = level
+	case c.WaitForCommit != nil && !*c.WaitForCommit:
+		c.waitFor = waitNone
+	default:
+		c.waitFor = waitFsync
+	}
 	positive := func(name string, v *int64, def int64) error {
 		if *v == 0 {
 			*v = def

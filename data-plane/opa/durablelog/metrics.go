@@ -68,10 +68,11 @@ func newLogMetrics(oldestCreated func() time.Time) *logMetrics {
 	}
 	m.appended = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nexus_decision_log_appended_events_total",
-		Help: "Decision events appended, by whether their answer waited for the fsync (the tenant's choice, else the enforcer's default).",
-	}, []string{"waited"})
-	m.appended.WithLabelValues("true")
-	m.appended.WithLabelValues("false")
+		Help: "Decision events appended, by how far their answer waited (wait_for: fsync, write, none; the tenant's choice, else the enforcer's default).",
+	}, []string{"wait_for"})
+	for _, level := range []waitLevel{waitFsync, waitWrite, waitNone} {
+		m.appended.WithLabelValues(level.String())
+	}
 	m.refused.WithLabelValues(refusedWrite)
 	m.refused.WithLabelValues(refusedIntake)
 	return m

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -59,7 +58,7 @@ func (p *Plugin) Start(_ context.Context) error {
 		p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateErr, Message: err.Error()})
 		return fmt.Errorf("%s: %w", PluginName, err)
 	}
-	p.manager.Logger().Info("%s: recording decisions in %s (answers wait for the commit: %v)", PluginName, p.cfg.Dir, p.cfg.waitForCommit)
+	p.manager.Logger().Info("%s: recording decisions in %s (answers wait for: %s, unless a decision says otherwise)", PluginName, p.cfg.Dir, p.cfg.waitFor)
 	p.manager.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateOK})
 	return nil
 }
@@ -165,22 +164,22 @@ func (p *Plugin) Log(_ context.Context, event logs.EventV1) error {
 		p.mu.RUnlock()
 		return errStopped
 	}
-	p.journal.reqs <- appendReq{payload: payload, done: done}
+	level := waitFor(event, p.cfg.waitFor)
+	p.journal.reqs <- appendReq{payload: payload, level: level, done: done}
 	p.mu.RUnlock()
-	wait := waitsForCommit(event, p.cfg.waitForCommit)
-	p.metrics.appended.WithLabelValues(strconv.FormatBool(wait)).Inc()
-	if !wait {
+	p.metrics.appended.WithLabelValues(level.String()).Inc()
+	if level == waitNone {
 		return nil
 	}
 	return <-done
 }
 
-// waitsForCommit says whether the answer to this decision waits for its
-// fsync: the decision's own `decision_log.wait_for_commit` when its result
-// carries one (the policy sets it from the tenant's signed spec, so a
-// tenant's choice is reviewed like any policy change), else the enforcer's
-// default. Events of other kinds (receipts) follow the default.
-func waitsForCommit(event logs.EventV1, fallback bool) bool {
+// waitFor is how far this decision goes before its answer: the decision's
+// own `decision_log.wait_for` when its result carries one (the policy sets
+// it from the tenant's signed spec, so a tenant's choice is reviewed like
+// any policy change), else the enforcer's default. Events of other kinds
+// (receipts) follow the default.
+func waitFor(event logs.EventV1, fallback waitLevel) waitLevel {
 	if event.Result == nil {
 		return fallback
 	}
@@ -192,8 +191,9 @@ func waitsForCommit(event logs.EventV1, fallback bool) bool {
 	if !ok {
 		return fallback
 	}
-	if wait, ok := choice[waitForCommitKey].(bool); ok {
-		return wait
+	name, _ := choice[waitForKey].(string)
+	if level, known := waitLevels[name]; known {
+		return level
 	}
 	return fallback
 }
@@ -201,8 +201,8 @@ func waitsForCommit(event logs.EventV1, fallback bool) bool {
 // Where a decision result states its tenant's choice (the contract's
 // decision-result schema, `decision_log`).
 const (
-	decisionLogKey   = "decision_log"
-	waitForCommitKey = "wait_for_commit"
+	decisionLogKey = "decision_log"
+	waitForKey     = "wait_for"
 )
 
 // oldestUnshipped is when the oldest segment on disk was created.

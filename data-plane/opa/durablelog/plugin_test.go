@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -445,44 +444,51 @@ func TestWithoutWaitForCommitLogDoesNotWaitForTheFsync(t *testing.T) {
 
 // A tenant's signed choice travels in the decision's result and wins over
 // the enforcer's default, either way.
-func TestATenantsChoiceInTheDecisionDecidesWhetherItsAnswerWaits(t *testing.T) {
-	choosing := func(id string, wait bool) logs.EventV1 {
+func TestATenantsChoiceInTheDecisionDecidesHowFarItsAnswerWaits(t *testing.T) {
+	choosing := func(id, level string) logs.EventV1 {
 		e := event(id)
-		var result any = map[string]any{"allowed": true, decisionLogKey: map[string]any{waitForCommitKey: wait}}
+		var result any = map[string]any{"allowed": true, decisionLogKey: map[string]any{waitForKey: level}}
 		e.Result = &result
 		return e
 	}
 	for _, tc := range []struct {
-		name       string
-		config     string
-		ev         logs.EventV1
-		wantWaited bool
+		name   string
+		config string
+		ev     logs.EventV1
+		want   waitLevel
 	}{
-		{"no choice: the default waits", "", event("default"), true},
-		{"a tenant that opted out", "", choosing("opted-out", false), false},
-		{"a tenant that insists, on an enforcer that does not wait", `"wait_for_commit": false`, choosing("insists", true), true},
+		{"no choice: the default waits for the fsync", "", event("default"), waitFsync},
+		{"a tenant that opted out", "", choosing("opted-out", "none"), waitNone},
+		{"a tenant content with the page cache", "", choosing("write", "write"), waitWrite},
+		{"a tenant that insists, on an enforcer that does not wait", `"wait_for": "none"`, choosing("insists", "fsync"), waitFsync},
+		{"an unknown word: the default", `"wait_for": "write"`, choosing("unknown", "later"), waitWrite},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := &intake{}
 			tl := newTestLog(t, in, "", tc.config)
 			stalled := make(chan struct{})
+			var writes atomic.Int32
 			tl.open = func(path string) (segmentFile, error) {
-				<-stalled // the disk is stalled until the answer is judged
-				return openSegmentFile(path)
+				f, err := openSegmentFile(path)
+				return stalledDisk{f.(*os.File), stalled, &writes}, err
 			}
 			tl.start(t)
-			if !tc.wantWaited {
-				// Returns with the disk still stalled (were it to wait, it never would).
-				if err := tl.Log(context.Background(), tc.ev); err != nil {
+			answered := make(chan error, 1)
+			go func() { answered <- tl.Log(context.Background(), tc.ev) }()
+			switch tc.want {
+			case waitNone, waitWrite:
+				// Answered with the fsync stalled (were it to wait, it never would).
+				if err := <-answered; err != nil {
 					t.Fatal(err)
 				}
+				if tc.want == waitWrite && writes.Load() != 1 {
+					t.Fatalf("%d writes when answered, want the event's", writes.Load())
+				}
 				close(stalled)
-			} else {
-				answered := make(chan error, 1)
-				go func() { answered <- tl.Log(context.Background(), tc.ev) }()
+			default:
 				select {
 				case err := <-answered:
-					t.Fatalf("answered (%v) before the commit", err)
+					t.Fatalf("answered (%v) before the fsync", err)
 				case <-time.After(200 * time.Millisecond):
 				}
 				close(stalled)
@@ -491,12 +497,47 @@ func TestATenantsChoiceInTheDecisionDecidesWhetherItsAnswerWaits(t *testing.T) {
 				}
 			}
 			eventually(t, "shipped", func() bool { return len(in.ids()) == 1 })
-			waited := testutil.ToFloat64(tl.metrics.appended.WithLabelValues(strconv.FormatBool(tc.wantWaited)))
-			if waited != 1 {
-				t.Errorf("appended{waited=%v} = %v, want 1", tc.wantWaited, waited)
+			if got := testutil.ToFloat64(tl.metrics.appended.WithLabelValues(tc.want.String())); got != 1 {
+				t.Errorf("appended{wait_for=%s} = %v, want 1", tc.want, got)
 			}
 		})
 	}
+}
+
+// stalledDisk writes at once and holds every fsync until stalled closes.
+type stalledDisk struct {
+	*os.File
+	stalled <-chan struct{}
+	writes  *atomic.Int32
+}
+
+func (d stalledDisk) Write(b []byte) (int, error) {
+	d.writes.Add(1)
+	return d.File.Write(b)
+}
+
+func (d stalledDisk) Sync() error {
+	<-d.stalled
+	return d.File.Sync()
+}
+
+// A write-level answer never queues behind an fsync in progress.
+func TestAWriteLevelAnswerDoesNotWaitBehindAnFsyncInProgress(t *testing.T) {
+	in := &intake{}
+	tl := newTestLog(t, in, "", `"wait_for": "write"`)
+	stalled := make(chan struct{})
+	var writes atomic.Int32
+	tl.open = func(path string) (segmentFile, error) {
+		f, err := openSegmentFile(path)
+		return stalledDisk{f.(*os.File), stalled, &writes}, err
+	}
+	tl.start(t)
+	tl.logAll(t, "first", "second", "third") // each answered while the first fsync hangs
+	if got := writes.Load(); got != 3 {
+		t.Fatalf("%d writes, want one per answered event", got)
+	}
+	close(stalled)
+	eventually(t, "shipped", func() bool { return len(in.ids()) == 3 })
 }
 
 func TestStopCommitsWhatIsQueuedAndRestartShipsIt(t *testing.T) {
@@ -527,6 +568,8 @@ func TestTheConfigurationIsValidated(t *testing.T) {
 		{`{"dir": "/x"}`, "service must name"},
 		{`{"dir": "/x", "service": "nope"}`, "not under services"},
 		{`{"dir": "/x", "service": "audit", "upload_limit_bytes": -1}`, "positive"},
+		{`{"dir": "/x", "service": "audit", "wait_for": "later"}`, "must be fsync, write or none"},
+		{`{"dir": "/x", "service": "audit", "wait_for": "write", "wait_for_commit": true}`, "not both"},
 	} {
 		m, err := plugins.New([]byte(`{"services": {"audit": {"url": "http://127.0.0.1:1"}}}`), "t", inmem.New())
 		if err != nil {
@@ -536,4 +579,37 @@ func TestTheConfigurationIsValidated(t *testing.T) {
 			t.Errorf("%s: %v, want %q", tc.raw, err, tc.want)
 		}
 	}
+}
+
+// failingSync's fsync fails (an I/O error on the device); writes succeed.
+type failingSync struct{ *os.File }
+
+func (failingSync) Sync() error { return syscall.EIO }
+
+// A failed fsync refuses the decisions that waited for it, and what comes
+// after goes to a fresh segment; the refused decision's bytes still ship
+// (a decision logged but refused to its client: the safe direction).
+func TestAFailedFsyncRefusesItsWaitersAndTheNextGroupStartsAFreshSegment(t *testing.T) {
+	in := &intake{}
+	tl := newTestLog(t, in, "", "")
+	var opened atomic.Int32
+	tl.open = func(path string) (segmentFile, error) {
+		f, err := openSegmentFile(path)
+		if err != nil || opened.Add(1) > 1 {
+			return f, err
+		}
+		return failingSync{f.(*os.File)}, nil
+	}
+	tl.start(t)
+	if err := tl.Log(context.Background(), event("unsynced")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Log with a failing fsync: %v", err)
+	}
+	if got := testutil.ToFloat64(tl.metrics.refused.WithLabelValues(refusedWrite)); got != 1 {
+		t.Errorf("refused{write} %v", got)
+	}
+	tl.logAll(t, "after")
+	if got := opened.Load(); got != 2 {
+		t.Fatalf("%d segments opened, want a fresh one after the failed fsync", got)
+	}
+	eventually(t, "both shipped", func() bool { return len(in.ids()) == 2 })
 }

@@ -398,7 +398,7 @@ test_deny_body_is_the_json_of_the_reasons if {
 opted_out_config := json.patch(fx.config, [{
 	"op": "add",
 	"path": "/tenants/acme/decision_log",
-	"value": {"wait_for_commit": false},
+	"value": {"wait_for": "none"},
 }])
 
 decide_opted_out(req) := d if {
@@ -413,11 +413,11 @@ test_a_tenants_decision_log_choice_is_in_its_allowed_and_denied_decisions if {
 	chat := acme("POST", "/v1/chat/completions", {"x-nexus-model": "chat-default", "x-nexus-prompt": "support-agent"})
 	allowed_decision := decide_opted_out(chat)
 	allowed(allowed_decision)
-	allowed_decision.decision_log == {"wait_for_commit": false}
+	allowed_decision.decision_log == {"wait_for": "none"}
 
 	denied_decision := decide_opted_out(acme("PUT", "/v1/admin", {}))
 	denied_decision.allowed == false
-	denied_decision.decision_log == {"wait_for_commit": false}
+	denied_decision.decision_log == {"wait_for": "none"}
 }
 
 test_a_tenant_without_a_choice_leaves_the_enforcers_default if {

@@ -428,6 +428,6 @@ def test_a_decision_stating_its_tenants_log_choice_is_taken(
     client: TestClient, audit_log: AuditLog
 ) -> None:
     opted_out = decision_event(allowed=True)
-    opted_out["result"]["decision_log"] = {"wait_for_commit": False}
+    opted_out["result"]["decision_log"] = {"wait_for": "none"}
     assert _post(client, gzip_batch([opted_out])).status_code == 200
     assert audit_log.leaf(decision_id=opted_out["decision_id"]) is not None

@@ -78,8 +78,8 @@ def test_a_tenants_decision_log_choice_is_compiled_only_when_made(
     root = make_bundle()
     tenants = (root / "tenants.yaml").read_text()
     marker = "    jurisdiction: eu\n"
-    chosen = tenants.replace(marker, marker + "    decisionLog:\n      waitForCommit: false\n", 1)
+    chosen = tenants.replace(marker, marker + "    decisionLog:\n      waitFor: write\n", 1)
     config = compiled(make_bundle(**{"tenants.yaml": chosen}))["tenants"]
-    assert config["acme"]["decision_log"] == {"wait_for_commit": False}  # type: ignore[index]
+    assert config["acme"]["decision_log"] == {"wait_for": "write"}  # type: ignore[index]
     assert "decision_log" not in config["globex"]  # type: ignore[operator,index]
     assert "decision_log" not in compiled(root)["tenants"]["acme"]  # type: ignore[operator,index]

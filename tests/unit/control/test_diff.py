@@ -96,17 +96,17 @@ def test_residency_removed_and_retention_lengthened_widen(base: dict[str, Any]) 
 
 def test_answers_that_stop_waiting_for_the_decision_log_widen(base: dict[str, Any]) -> None:
     opted_out = copy.deepcopy(base)
-    opted_out["tenants"]["acme"]["decision_log"] = {"wait_for_commit": False}
+    opted_out["tenants"]["acme"]["decision_log"] = {"wait_for": "none"}
     assert (
         "tenant",
-        "decision log: answers enforcer default → do not wait for the fsync",
+        "decision log: answers enforcer default → do not wait",
         Effect.WIDENS,
     ) in effects(base, opted_out)
     insists = copy.deepcopy(base)
-    insists["tenants"]["acme"]["decision_log"] = {"wait_for_commit": True}
+    insists["tenants"]["acme"]["decision_log"] = {"wait_for": "fsync"}
     assert (
         "tenant",
-        "decision log: answers do not wait for the fsync → wait for the fsync",
+        "decision log: answers do not wait → wait for the fsync",
         Effect.NARROWS,
     ) in effects(opted_out, insists)
     assert not diff_configs(opted_out, insists).widens

@@ -21,7 +21,7 @@ shadowSamplePercent (Checks evaluated against the region's shadow candidate, 0 t
 renders no shadow block), gatewayPeers (who may reach Envoy), upstreamPeers/upstreamPort (where Envoy forwards to),
 controlPlanePeers (where the control plane runs; default: pods of this release), auditUrl
 (the decision-log intake; default controlPlaneUrl, where the co-located audit service
-answers), waitForCommit (default true: no answer leaves OPA before its decision is fsynced),
+answers), waitFor (default fsync: no answer leaves OPA before its decision is fsynced; write: once in the page cache, which outlives a killed OPA; none),
 metricTenants (default .root.Values.metricTenants: tenants counted on their own),
 auditPeers/auditPort (egress to an audit service that is not the control plane's pods).
 
@@ -33,7 +33,7 @@ source such as {persistentVolumeClaim: {claimName: ...}}).
 */}}
 
 {{- define "nexus-policy.enforcer.value" -}}
-{{- $defaults := dict "opaImage" "ghcr.io/nexusai/nexus-opa:0.1.0" "envoyImage" "envoyproxy/envoy:v1.34.1" "keyId" "nexus-bundle-signing" "keyAlgorithm" "RS256" "verificationKeyConfigMap" "nexus-policy-verification-key" "listenPort" 8080 "grpcPort" 9191 "longPollSeconds" 60 "waitForCommit" true "shadowSamplePercent" 0 -}}
+{{- $defaults := dict "opaImage" "ghcr.io/nexusai/nexus-opa:0.1.0" "envoyImage" "envoyproxy/envoy:v1.34.1" "keyId" "nexus-bundle-signing" "keyAlgorithm" "RS256" "verificationKeyConfigMap" "nexus-policy-verification-key" "listenPort" 8080 "grpcPort" 9191 "longPollSeconds" 60 "waitFor" "fsync" "shadowSamplePercent" 0 -}}
 {{- $fromValues := dict -}}
 {{- if and .args.root .args.root.Values.enforcer -}}
 {{- $fromValues = .args.root.Values.enforcer -}}
@@ -129,7 +129,7 @@ plugins:
   nexus_durable_log:
     dir: /var/lib/nexus/decisions
     service: audit
-    wait_for_commit: {{ include "nexus-policy.enforcer.value" (dict "args" . "key" "waitForCommit") }}
+    wait_for: {{ include "nexus-policy.enforcer.value" (dict "args" . "key" "waitFor") | quote }}
 {{- end -}}
 
 {{- define "nexus-policy.enforcer.configMap" -}}
