@@ -73,8 +73,16 @@ def intake(audit: AuditLog) -> Iterator[Intake]:
 
 @pytest.fixture
 def durable_stack(
-    tmp_path: Path, opa: Opa, session_keys: KeyPaths, signing_public_pem: Path, intake: Intake
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    opa: Opa,
+    session_keys: KeyPaths,
+    signing_public_pem: Path,
+    intake: Intake,
 ) -> Iterator[GatewayStack]:
+    """The stack with the durable log; its answers wait for ``request.param`` (fsync or
+    write: the page cache outlives a killed OPA just as the disk does)."""
+    wait_for = getattr(request, "param", "fsync")
     config: dict[str, Any] = {
         "labels": {"region": "eu-west-1", "enforcer": ENFORCER},
         "services": {
@@ -85,7 +93,11 @@ def durable_stack(
             }
         },
         "plugins": {
-            DURABLE_LOG_PLUGIN: {"dir": str(tmp_path / "decision-log"), "service": "audit"}
+            DURABLE_LOG_PLUGIN: {
+                "dir": str(tmp_path / "decision-log"),
+                "service": "audit",
+                "wait_for": wait_for,
+            }
         },
         "decision_logs": {"plugin": DURABLE_LOG_PLUGIN, "nd_builtin_cache": True},
     }
@@ -149,6 +161,7 @@ def _logged_ids(log: AuditLog) -> list[str]:
     return [row[0] for row in rows]
 
 
+@pytest.mark.parametrize("durable_stack", ["fsync", "write"], indirect=True)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_kill_enforcer_loses_no_decision(
     durable_stack: GatewayStack, intake: Intake, audit: AuditLog
