@@ -40,6 +40,8 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "ROUTE_MODEL_HEADER",
     "SHADOW_BUNDLE",
+    "SHADOW_CHANGES",
+    "SHADOW_PATH",
     "SHED_REASONS",
     "SHED_UNANSWERED",
     "SOURCES_CONTENT_TYPE",
@@ -139,6 +141,20 @@ RECEIPT_REASONS = ("ext_authz_error", "client_gone", "other_answer")
 """Why a receipt says undelivered: Envoy answered its ext_authz failure status (its timeout
 fired before the answer arrived); the client left and nothing went upstream; Envoy answered
 the client something else."""
+SHADOW_PATH = "nexus/shadow"
+"""The decision-log ``path`` of a shadow record: the ext_authz plugin evaluated a decision it
+had answered again against the region's shadow candidate. Its ``result`` is
+``schemas/shadow/shadow.schema.json``; the intake stores it as a shadow leaf."""
+SHADOW_CHANGES = (
+    "unchanged",
+    "allow_to_deny",
+    "deny_to_allow",
+    "status_changed",
+    "headers_changed",
+    "error",
+)
+"""A shadow outcome's change from the active answer to the candidate's: the replay report's
+buckets (a live sample is always replayable) and ``nexus_shadow_decisions_total``'s labels."""
 REQUEST_ID_HEADER = "x-request-id"
 """Envoy's request id: the key that joins a Check to Envoy's access log entry."""
 
