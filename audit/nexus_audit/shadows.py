@@ -17,15 +17,30 @@ vouch for or against a candidate with another's traffic.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nexus_audit.enforcer_records import EnforcerRecordKind, EnforcerRecordRefusedError
 from nexus_audit.metrics import SHADOW_FORGED
+from nexus_audit.tables import Leaf
 from nexus_contract.wire import SHADOW_PATH
 
-__all__ = ["SHADOWS", "SHADOW_FORGED", "ShadowOutcome", "ShadowRefusedError"]
+__all__ = [
+    "SHADOWS",
+    "SHADOW_FORGED",
+    "ShadowLeaf",
+    "ShadowOutcome",
+    "ShadowRefusedError",
+    "shadow_leaves",
+]
+
+_PAGE = 1000
 
 _Text = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
@@ -83,3 +98,44 @@ SHADOWS = EnforcerRecordKind(
     refused=ShadowRefusedError,
 )
 """Shadow outcomes as an enforcer record kind."""
+
+
+@dataclass(frozen=True)
+class ShadowLeaf:
+    """A shadow leaf as a report reads it."""
+
+    index: int
+    tenant: str
+    time: datetime
+    entry: Mapping[str, Any]
+
+
+def shadow_leaves(
+    session: Session,
+    *,
+    region: str,
+    candidate: str,
+    since: datetime,
+    until: datetime,
+    limit: int,
+) -> list[ShadowLeaf]:
+    """The shadow leaves of ``candidate`` in ``region`` in [since, until), oldest first.
+
+    At most ``limit`` (the report says so in its scope): a report is bounded in
+    memory whatever the traffic.
+    """
+    rows = session.execute(
+        select(Leaf.leaf_index, Leaf.tenant, Leaf.time, Leaf.entry)
+        .where(Leaf.kind == SHADOWS.kind, Leaf.time >= since, Leaf.time < until)
+        .order_by(Leaf.leaf_index)
+        .execution_options(yield_per=_PAGE)
+    ).tuples()
+    found: list[ShadowLeaf] = []
+    for index, tenant, time, raw in rows:
+        entry = orjson.loads(raw)
+        if entry.get("region") != region or entry.get("candidate_revision") != candidate:
+            continue
+        found.append(ShadowLeaf(index, tenant or "", time, entry))
+        if len(found) >= limit:
+            break
+    return found
