@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nexus_cli.client import ControlPlaneClient
@@ -83,8 +84,8 @@ def print_report(report: dict[str, Any]) -> None:
 def print_gates(gates: list[dict[str, Any]]) -> None:
     for gate in gates:
         mark = "[green]pass[/green]" if gate["passed"] else "[bold red]FAIL[/bold red]"
-        note = f"; {gate['note']}" if gate.get("note") else ""
-        out.print(f"gate {gate['gate']}: {mark} (observed {gate['observed']}, limit "
+        note = f"; {escape(gate['note'])}" if gate.get("note") else ""
+        out.print(f"gate {escape(gate['gate'])}: {mark} (observed {gate['observed']}, limit "
                   f"{gate['limit']}{note})")  # fmt: skip
 
 
