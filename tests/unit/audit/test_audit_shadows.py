@@ -13,8 +13,10 @@ import pytest
 
 from nexus_audit.intake import DecisionConflictError, InvalidEventError
 from nexus_audit.service import AuditLog
+from nexus_audit.verify import verify_log
 from nexus_contract.decision import SCHEMAS_DIR
-from tests.unit.audit.opa_events import decision_event, gzip_batch, shadow_event
+from tests.unit.audit.harness import LOG_KEY
+from tests.unit.audit.opa_events import decision_event, gzip_batch, receipt_event, shadow_event
 
 NOW = datetime(2026, 11, 25, 11, 59, tzinfo=UTC)
 """A minute before the audit log's clock (conftest)."""
@@ -94,3 +96,11 @@ def test_a_shadow_outcome_outside_the_contract_is_refused_with_its_field(
 def test_the_shadow_outcomes_the_tests_send_are_the_contracts(change: str) -> None:
     outcome = shadow_event("d-1", change=change)["result"]
     jsonschema.Draft202012Validator(_schema()).validate(outcome)
+
+
+def test_a_log_with_shadow_and_receipt_leaves_verifies(audit_log: AuditLog) -> None:
+    decision = decision_event(decision_id="d-1", time=NOW)
+    batch = [decision, shadow_event("d-1", time=NOW), receipt_event("d-1", time=NOW)]
+    assert _upload(audit_log, *batch) == 3
+    audit_log.checkpoint()
+    assert verify_log(audit_log.db, LOG_KEY.verifier).size == 3
