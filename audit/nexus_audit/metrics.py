@@ -20,6 +20,7 @@ __all__ = [
     "ENFORCER_MISMATCH",
     "RECEIPT_FORGED",
     "REFUSED_BUSY",
+    "SHADOW_FORGED",
     "AuditCollector",
     "AuditMetrics",
 ]
@@ -30,6 +31,8 @@ ENFORCER_MISMATCH = "enforcer_mismatch"
 """Security-event kind: an upload whose credential, labels and header name other enforcers."""
 RECEIPT_FORGED = "receipt_forged"
 """Security-event kind: a delivery receipt for a decision its sender did not make."""
+SHADOW_FORGED = "shadow_forged"
+"""Security-event kind: a shadow outcome for a decision its sender did not make."""
 REFUSED_BUSY = "busy"
 """Upload refusal reason: too many uploads in flight (429)."""
 
@@ -73,11 +76,16 @@ _COUNTERS = {
         "Delivery receipts skipped: their decision is not in the log",
         "reason",
     ),
+    "shadows_skipped": (
+        "nexus_audit_shadows_skipped",
+        "Shadow outcomes skipped: their decision is not in the log",
+        "reason",
+    ),
     "cosignatures": ("nexus_audit_cosignatures", "Cosignatures collected", "witness"),
     "witness_failures": ("nexus_audit_witness_failures", "Witness submissions failed", "witness"),
 }
 _KNOWN_LABELS = {
-    "security_events": (DECISION_CONFLICT, ENFORCER_MISMATCH, RECEIPT_FORGED),
+    "security_events": (DECISION_CONFLICT, ENFORCER_MISMATCH, RECEIPT_FORGED, SHADOW_FORGED),
     "uploads_refused": (REFUSED_BUSY,),
 }
 """Label values exported at 0 before their first count: a counter that appears already at 1

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -26,6 +26,12 @@ from sqlalchemy.orm import Session
 from nexus_audit import storage
 from nexus_audit.catalog import Catalogs, load_catalogs
 from nexus_audit.database import AuditDatabase
+from nexus_audit.enforcer_records import (
+    EnforcerRecordKind,
+    EnforcerRecordRefusedError,
+    prepare_records,
+    split_upload,
+)
 from nexus_audit.envelope import KeyWrapper, LocalKeyWrapper, Pkcs11KeyWrapper
 from nexus_audit.events import (
     CONTROL_PLANE_EVENT_PREFIX,
@@ -73,13 +79,9 @@ from nexus_audit.reader import (
     LogReader,
     QuorumUnavailableError,
 )
-from nexus_audit.receipts import (
-    RECEIPT_FORGED,
-    ReceiptRefusedError,
-    prepare_receipts,
-    split_receipts,
-)
+from nexus_audit.receipts import RECEIPTS
 from nexus_audit.settings import AuditSettings, MasterKeyProvider
+from nexus_audit.shadows import SHADOWS
 from nexus_audit.signer import CheckpointChainError, CheckpointSigner, SignedCheckpoint
 from nexus_audit.tables import DeadLetter, Leaf
 from nexus_audit.uploads import UploadGate
@@ -107,7 +109,11 @@ SIGNER_LEASE = "nexus-audit-signer"
 _CONFLICT_EVENT = SECURITY_EVENT_PREFIX + DECISION_CONFLICT
 _MISMATCH_EVENT = SECURITY_EVENT_PREFIX + ENFORCER_MISMATCH
 _DEAD_LETTER_EVENT = "outbox.dead_lettered"
-_FORGED_RECEIPT_EVENT = SECURITY_EVENT_PREFIX + RECEIPT_FORGED
+_RECORD_KINDS: tuple[tuple[EnforcerRecordKind[Any], str], ...] = (
+    (RECEIPTS, "receipts_skipped"),
+    (SHADOWS, "shadows_skipped"),
+)
+"""Each enforcer record kind the intake takes, and the metric its skipped records count in."""
 
 
 @dataclass(frozen=True)
@@ -430,47 +436,54 @@ class AuditLog(LogReader):
                 raise
             region = uploader.region
         with cyclic_gc_paused():
-            upload = split_receipts(read_events(body, content_encoding, self.limits))
+            upload = split_upload(
+                read_events(body, content_encoding, self.limits),
+                (spec.path for spec, _ in _RECORD_KINDS),
+            )
             try:
                 prepared = self._prepare(
                     upload.decisions, region=region, enforcer=enforcer, positions=upload.positions
                 )
-                receipted = self._prepare_receipts(upload.receipts, prepared, region, enforcer)
+                records = self._prepare_records(upload.records, prepared, region, enforcer)
             except EnforcerMismatchError as exc:
                 if uploader is not None:
                     self._security_event(_MISMATCH_EVENT, uploader, exc)
                 raise
-            except ReceiptRefusedError as exc:
-                self.metrics.count("security_events", RECEIPT_FORGED)
+            except EnforcerRecordRefusedError as exc:
+                self.metrics.count("security_events", exc.security_kind)
                 self._append_security(
-                    _FORGED_RECEIPT_EVENT,
+                    SECURITY_EVENT_PREFIX + exc.security_kind,
                     {"decision_id": exc.decision_id, "owner": exc.owner, "enforcer": enforcer},
                 )
                 raise
-            return self._append_prepared_decisions(prepared, uploader, receipted)
+            return self._append_prepared_decisions(prepared, uploader, records)
 
-    def _prepare_receipts(
+    def _prepare_records(
         self,
-        receipts: Sequence[tuple[int, ParsedEvent]],
+        records: Mapping[str, Sequence[tuple[int, ParsedEvent]]],
         prepared: Sequence[PreparedDecision],
         region: str | None,
         enforcer: str | None,
     ) -> list[PreparedEvent]:
-        """Receipts checked against their decisions (this upload's, else the log's)."""
-        if not receipts:
+        """Enforcer records checked against their decisions (this upload's, else the log's)."""
+        if not any(records.values()):
             return []
         batch = [(str(p.leaf.decision_id), str(orjson.loads(p.leaf.entry)["enforcer"]),
                   p.leaf.tenant) for p in prepared]  # fmt: skip
+        events: list[PreparedEvent] = []
         with self.db.session() as session:
-            found = prepare_receipts(session, receipts, batch, region=region, enforcer=enforcer,
-                                     now=self._clock(), rules=self.rules)  # fmt: skip
-        if found.skipped:
-            self.metrics.count("receipts_skipped", "decision_not_logged", len(found.skipped))
-            log.warning(
-                "receipts for decisions not in the log skipped",
-                extra={"decision_ids": found.skipped[:10], "enforcer": enforcer},
-            )
-        return found.events
+            for spec, skipped_metric in _RECORD_KINDS:
+                found = prepare_records(session, spec, records.get(spec.path, ()), batch,
+                                        region=region, enforcer=enforcer, now=self._clock(),
+                                        rules=self.rules)  # fmt: skip
+                events.extend(found.events)
+                if found.skipped:
+                    self.metrics.count(skipped_metric, "decision_not_logged", len(found.skipped))
+                    log.warning(
+                        f"{spec.kind} records for decisions not in the log skipped",
+                        extra={"decision_ids": found.skipped[:10], "enforcer": enforcer},
+                    )
+        return events
 
     def append_decisions(
         self,

@@ -316,6 +316,10 @@ def _check_checkpoint(row: tuple[int, bytes, str], root: bytes, verifier: Verifi
         )
 
 
+_ENFORCER_RECORD_KINDS = frozenset({"receipt", "shadow"})
+"""The leaf kinds of `nexus_audit.enforcer_records`."""
+
+
 def _check_columns(
     index: int,
     record_id: str | None,
@@ -330,11 +334,12 @@ def _check_columns(
         raise LeafEntryMismatchError(index, record_id, "its entry is not JSON") from None
     if not isinstance(document, dict):
         raise LeafEntryMismatchError(index, record_id, "its entry is not an object")
-    if (
-        document.get("kind") != kind
-        or document.get("decision_id") != decision_id
-        or document.get("event_id") != event_id
-    ):
+    expected = (document.get("kind"), document.get("decision_id"), document.get("event_id"))
+    if kind in _ENFORCER_RECORD_KINDS and document.get("kind") == kind:
+        # An enforcer record names the decision it is about; its leaf is found by its
+        # event id, <kind>:<decision id>, and holds no decision id of its own.
+        expected = (kind, None, f"{kind}:{document.get('decision_id')}")
+    if expected != (kind, decision_id, event_id):
         raise LeafEntryMismatchError(
             index,
             record_id,

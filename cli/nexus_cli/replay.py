@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nexus_cli.client import ControlPlaneClient
@@ -25,7 +26,7 @@ from nexus_contract.errors import NexusError
 from nexus_control.authoring.archive import write_archive
 from nexus_control.settings import ControlSettings
 
-__all__ = ["REPLAY_TIMEOUT_S", "replay"]
+__all__ = ["REPLAY_TIMEOUT_S", "print_gates", "print_report", "replay"]
 
 REPLAY_TIMEOUT_S = 900.0
 _HEX = frozenset("0123456789abcdef")
@@ -53,14 +54,16 @@ def _candidate_body(candidate: str) -> dict[str, str]:
     return {"candidate_archive": base64.b64encode(archive).decode()}
 
 
-def _table(result: dict[str, Any]) -> None:
-    report = json.loads(result["report"])
+def print_report(report: dict[str, Any]) -> None:
+    """A replay report's counts, groups and samples as tables (a shadow report's too: same
+    shape, titled by its kind)."""
     scope = report["scope"]
     out.print(
         f"candidate {scope['candidate'][:12]} vs {scope['baseline'][:12]} over "
         f"{scope['window']['since']} .. {scope['window']['until']}: {report['total']} decisions"
     )
-    counts = Table("bucket", "decisions", "sample decision ids", title="replay")
+    title = "shadow" if report.get("kind") == "shadow_report" else "replay"
+    counts = Table("bucket", "decisions", "sample decision ids", title=title)
     samples = report["samples"]
     for bucket, count in report["counts"].items():
         ids = ", ".join(s["decision_id"][:13] for s in samples.get(bucket, [])[:3])
@@ -76,16 +79,25 @@ def _table(result: dict[str, Any]) -> None:
         out.print(table)
     for move, count in report["prompt_version_moves"].items():
         out.print(f"prompt version moved {move}: {count} decisions")
+
+
+def print_gates(gates: list[dict[str, Any]]) -> None:
+    for gate in gates:
+        mark = "[green]pass[/green]" if gate["passed"] else "[bold red]FAIL[/bold red]"
+        note = f"; {escape(gate['note'])}" if gate.get("note") else ""
+        out.print(f"gate {escape(gate['gate'])}: {mark} (observed {gate['observed']}, limit "
+                  f"{gate['limit']}{note})")  # fmt: skip
+
+
+def _table(result: dict[str, Any]) -> None:
+    print_report(json.loads(result["report"]))
     timing = result["timing"]
     out.print(
         f"evaluation per decision: baseline p50 {timing['baseline']['p50_ns']} ns / p99 "
         f"{timing['baseline']['p99_ns']} ns; candidate p50 {timing['candidate']['p50_ns']} ns / "
         f"p99 {timing['candidate']['p99_ns']} ns; {timing['decisions_per_s']:.0f} decisions/s"
     )
-    for gate in result["gates"]:
-        mark = "[green]pass[/green]" if gate["passed"] else "[bold red]FAIL[/bold red]"
-        out.print(f"gate {gate['gate']}: {mark} (observed {gate['observed']}, limit "
-                  f"{gate['limit']})")  # fmt: skip
+    print_gates(result["gates"])
     out.print(f"signed report {result['digest']} appended to the audit log")
 
 

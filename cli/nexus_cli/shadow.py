@@ -9,11 +9,12 @@ import typer
 from rich.table import Table
 
 from nexus_cli.console import JsonFlag, TokenOption, UrlOption, out
+from nexus_cli.replay import print_gates, print_report
 from nexus_cli.rollout import ReasonOption
 from nexus_cli.service import client
 from nexus_control.settings import ControlSettings
 
-__all__ = ["shadow_app", "shadow_end", "shadow_list", "shadow_set"]
+__all__ = ["shadow_app", "shadow_end", "shadow_list", "shadow_report", "shadow_set"]
 
 shadow_app = typer.Typer(
     help="Shadow evaluation: a signed revision judged on a region's live traffic, never in force.",
@@ -81,3 +82,25 @@ def shadow_list(
             shadow["since"],
         )
     out.print(table)
+
+
+@shadow_app.command("report")
+def shadow_report(
+    region: Region, url: UrlOption = None, token: TokenOption = None, as_json: JsonFlag = False
+) -> None:
+    """A region's shadow outcomes for its candidate, in the replay report's buckets, and the
+    shadow gates' verdict; ``--json`` prints the report exactly (canonical JSON)."""
+    with client(ControlSettings(), url, token) as api:
+        result = api.get(f"/v1/shadow/{region}/report")
+    if as_json:
+        typer.echo(result["report"])
+        return
+    out.print(
+        f"{region}: {_short(result['candidate'])} in shadow beside "
+        f"{_short(result['active_revision'])} since {result['since']}"
+    )
+    print_report(json.loads(result["report"]))
+    print_gates(result["gates"])
+    if result["gates_passed"] is not None:
+        verdict = "passes" if result["gates_passed"] else "[bold red]fails[/bold red]"
+        out.print(f"the shadow gate {verdict} (report {result['digest']})")

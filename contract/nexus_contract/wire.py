@@ -41,6 +41,8 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "ROUTE_MODEL_HEADER",
     "SHADOW_BUNDLE",
+    "SHADOW_CHANGES",
+    "SHADOW_PATH",
     "SHED_REASONS",
     "SHED_UNANSWERED",
     "SOURCES_CONTENT_TYPE",
@@ -146,6 +148,20 @@ Envoy had given up (its deadline had passed by the plugin's clock, or passed whi
 ran), yet Envoy applied that refusal: its own timer had not fired yet (a busy Envoy fires it
 late). The shed leaf alone would count a refusal the client got as unanswered; this receipt,
 from Envoy's access log, corrects it."""
+SHADOW_PATH = "nexus/shadow"
+"""The decision-log ``path`` of a shadow record: the ext_authz plugin evaluated a decision it
+had answered again against the region's shadow candidate. Its ``result`` is
+``schemas/shadow/shadow.schema.json``; the intake stores it as a shadow leaf."""
+SHADOW_CHANGES = (
+    "unchanged",
+    "allow_to_deny",
+    "deny_to_allow",
+    "status_changed",
+    "headers_changed",
+    "error",
+)
+"""A shadow outcome's change from the active answer to the candidate's: the replay report's
+buckets (a live sample is always replayable) and ``nexus_shadow_decisions_total``'s labels."""
 REQUEST_ID_HEADER = "x-request-id"
 """Envoy's request id: the key that joins a Check to Envoy's access log entry."""
 

@@ -22,6 +22,7 @@ from nexus_control.budgets.watch import AnomalyWatch
 from nexus_control.quality.evaluations import Evaluations
 from nexus_control.registry.registry import Registry
 from nexus_control.replay.gatekeeper import Gatekeeper, GateOutcome
+from nexus_control.replay.shadowkeeper import ShadowGatekeeper
 from nexus_control.rollout.fleet import Fleet, load_fleet
 from nexus_control.rollout.rollouts import Gate, Rollouts
 from nexus_control.serving.notifier import RevisionNotifier
@@ -165,6 +166,14 @@ class ControlPlane:
         )  # fmt: skip
         return keeper.judge_revision
 
+    def bind_audit(self, audit: AuditLog | None) -> None:
+        """Judge the fleet's shadow gates over ``audit`` (None: they hold every promotion)."""
+        gates = self.fleet.shadow_gates
+        if gates is not None and audit is not None:
+            self.rollouts.wave_gate = ShadowGatekeeper(
+                audit, self.registry, self.keyring, self.opa, self.fleet, gates
+            )
+
     def known_regions(self) -> list[str]:
         """The fleet's regions and every region a revision was ever assigned to."""
         return sorted(set(self.serving.known_regions()) | {r.id for r in self.fleet.regions})
@@ -176,6 +185,7 @@ class ControlPlane:
     async def run(self, stop: asyncio.Event, audit: AuditLog | None = None) -> None:
         """Run the background loops (state bundle, rollout engine, outbox) until ``stop``."""
         self.notifier.bind(asyncio.get_running_loop())
+        self.bind_audit(audit)
         relay = (
             PostgresRelay(self.db.url, self.notifier.notify_local)
             if self.db.is_postgresql

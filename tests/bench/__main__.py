@@ -52,6 +52,7 @@ BENCHMARKS = (
     "audit_ratio",
     "audit_chaos",
     "durable",
+    "shadow",
     "uploads",
     "approval_replay",
     "ratelimit",

@@ -1,5 +1,6 @@
 """End to end: a revision in shadow is judged on live traffic through real Envoy and our OPA,
-while every client gets the active revision's answer."""
+while every client gets the active revision's answer; every outcome is a shadow leaf of the
+audit log, counted into the shadow report and judged by the fleet's shadow gates."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from nexus_cli.shadow import shadow_app
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
+from nexus_control.rollout.fleet import fleet_yaml
 from tests.fixtures.environment import Environment, credentials_overlay, eventually, write_overlay
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
@@ -30,7 +32,13 @@ def env(
     tmp_path_factory: pytest.TempPathFactory, opa: Opa, session_keys: KeyPaths
 ) -> Iterator[Environment]:
     workdir = tmp_path_factory.mktemp("shadow")
+    fleet = workdir / "fleet.yaml"
+    fleet.write_text(
+        fleet_yaml([("eu-west-1", "eu", 0, ["eu-west-1-1"])], soak_s=0)
+        + "shadowGates:\n  denyToAllowMax: 0\n  denyToAllowMinRisk: low\n"
+    )
     environment = Environment(
+        fleet_file=fleet,
         workdir=workdir,
         keys=session_keys,
         opa=opa,
@@ -112,6 +120,24 @@ def test_a_widening_revision_in_shadow_counts_deny_to_allow_while_clients_stay_d
     assert env.fleet()["enforcers"][0]["bundles"]["nexus"]["active_revision"] == active
     dropped = [v for n, _, v in opa_metrics(env) if n == "nexus_shadow_dropped_total"]
     assert dropped == [0.0]
+
+    # Every outcome reached the audit log as a shadow leaf, and the report counts them in the
+    # replay report's buckets; the fleet's gate (no deny→allow on any tool) fails.
+    def reported() -> dict[str, Any]:
+        return cli("report", env.region, "--json", *reader)
+
+    reader = ["--url", env.url, "--token", env.tokens["operator"]]
+    eventually(lambda: reported()["deny_to_allow_by_tool"].get("web-search", 0) >= CALLS,
+               timeout_s=30)  # fmt: skip
+    report = reported()
+    assert report["kind"] == "shadow_report"
+    assert report["scope"]["candidate"] == candidate
+    sample = report["samples"]["deny_to_allow"][0]
+    assert sample["decision_id"] in env.decisions, "a shadow leaf names the decision it shadows"
+    table = CliRunner().invoke(shadow_app, ["report", env.region, *reader])
+    assert table.exit_code == 0, table.output
+    assert "deny_to_allow[risk>=low]: FAIL" in table.output
+    assert "the shadow gate fails" in table.output
 
     ended = CliRunner().invoke(shadow_app, ["end", env.region, "--reason", "seen", *operator])
     assert ended.exit_code == 0, ended.output

@@ -46,6 +46,7 @@ from nexus_audit.api.models import (
 )
 from nexus_audit.catalog import UnknownControlError
 from nexus_audit.coverage import UnknownFrameworkError, coverage
+from nexus_audit.enforcer_records import EnforcerRecordRefusedError
 from nexus_audit.erasure import (
     MAX_REFERENCE_LENGTH,
     ErasureError,
@@ -70,7 +71,6 @@ from nexus_audit.intake import (
 from nexus_audit.log_gauges import LogGauges
 from nexus_audit.merkle import MerkleError
 from nexus_audit.metrics import REFUSED_BUSY, AuditCollector
-from nexus_audit.receipts import ReceiptRefusedError
 from nexus_audit.search import InvalidQueryError
 from nexus_audit.service import (
     AuditLog,
@@ -121,7 +121,7 @@ ERROR_STATUS: dict[type[NexusError], tuple[int, str | None]] = {
     EnforcerMismatchError: (403, None),
     DecisionConflictError: (409, None),
     TimeOutsideWindowError: (422, None),
-    ReceiptRefusedError: (422, None),
+    EnforcerRecordRefusedError: (422, None),
     IntakeError: (400, None),
     MerkleError: (400, "invalid_request"),
     InvalidQueryError: (400, "invalid_query"),

@@ -36,6 +36,7 @@ from nexus_cli.demo.scenarios import (
     BudgetStep,
     Scenario,
 )
+from nexus_cli.demo.shadowing import shadow_step
 from nexus_cli.demo.stack import (
     BUNDLE_DIR,
     CONTROL_PLANE_KEYS,
@@ -44,6 +45,7 @@ from nexus_cli.demo.stack import (
     DEV_KEY_ID,
     REFUSAL_DEADLINE_S,
     REGION,
+    SHADOW_REGION,
     USAGE_TOKENS,
     WORKDIR,
     DemoRun,
@@ -490,6 +492,15 @@ def run_demo(out: Console, err: Console) -> int:
         second = run.publish(_narrower(300), credentials)
         run.follow(second["rollout"]["id"])
         out.print(
+            f"[bold]6b[/bold] a routine change (chat history 250 days) shadowed in {SHADOW_REGION}"
+            " first: it enters that wave only once its shadow gate passes"
+        )
+        shadowed = run.publish(_narrower(250), credentials)
+        next_wave = Demo(out, run.stacks[1].enforcers[0].gateway_url, plain, run.issue_approval,
+                         records)  # fmt: skip
+        gated = shadow_step(run, shadowed, lambda: next_wave.send(SCENARIOS[0]), out)
+        run.follow(shadowed["rollout"]["id"])
+        out.print(
             "[bold]7[/bold] a change its replay gate holds: payment-refund's risk lowered to low"
         )
         held = run.publish(_lowered_risk("payment-refund"), credentials)["rollout"]
@@ -559,7 +570,9 @@ def run_demo(out: Console, err: Console) -> int:
             "--name you[/bold], then [bold]nexus-policy serve[/bold] and open "
             "http://127.0.0.1:8700/console"
         )
-        return 1 if failed or not healthy or not audited or not followed else 0
+        if not gated:
+            out.print("[red]the shadowed revision was not promoted past its shadow gate[/red]")
+        return 1 if failed or not healthy or not audited or not followed or not gated else 0
     finally:
         run.stop()
         if jaeger is not None:

@@ -50,6 +50,8 @@ __all__ = [
     "DEV_KEY_ID",
     "REFUSAL_DEADLINE_S",
     "REGION",
+    "SHADOW_MIN_SAMPLE",
+    "SHADOW_REGION",
     "USAGE_TOKENS",
     "WORKDIR",
     "DemoRun",
@@ -72,12 +74,20 @@ DEMO_TENANTS = ("acme", "globex", "hooli", "initech", "stark", "umbrella", "wayn
 """The example bundle's tenants: the demo gateway token reports for these alone."""
 DEMO_REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
 DEMO_SOAK_S = 1
-DEMO_GATES = """replayGates:
+SHADOW_REGION = "eu-central-1"
+"""The demo's second wave: its enforcer runs Envoy and evaluates every Check in shadow."""
+SHADOW_MIN_SAMPLE = 3
+DEMO_GATES = f"""replayGates:
   windowHours: 1
   denyToAllowMax: 0
   denyToAllowMinRisk: high
+shadowGates:
+  denyToAllowMax: 0
+  denyToAllowMinRisk: high
+  minSample: {SHADOW_MIN_SAMPLE}
 """
-"""The demo fleet's replay gates: no refusal of a high-risk tool call may become an allow."""
+"""The demo fleet's gates: no refusal of a high-risk tool call may become an allow, in replay
+or in the next wave's shadow (of at least SHADOW_MIN_SAMPLE outcomes)."""
 FINISHED = (RolloutState.COMPLETED, RolloutState.HALTED, RolloutState.ROLLED_BACK)
 
 
@@ -159,7 +169,8 @@ class DemoRun:
                     workdir=WORKDIR / "dataplane",
                     opa_bin=self.opa.binary,
                     envoy_bin=find_envoy(),
-                    with_envoy=wave == 0,
+                    with_envoy=wave == 0 or region == SHADOW_REGION,
+                    shadow_sample_percent=100.0 if region == SHADOW_REGION else 0.0,
                     long_poll_timeout_s=10,
                     audit_url=self.server.url,
                     tracing=self.tracing,

@@ -33,7 +33,7 @@ from nexus_control.rollout.engine import (
     RolloutError,
     RolloutNotFoundError,
 )
-from nexus_control.rollout.rollouts import NoPolicyInForceError
+from nexus_control.rollout.rollouts import NoPolicyInForceError, ShadowGateHeldError
 from nexus_control.rollout.shadow import ShadowError, UnknownShadowError
 from nexus_control.serving.enforcers import EnforcerRefusedError, RegistrationError, StatusError
 from nexus_control.serving.server import StaleStateError
@@ -50,6 +50,7 @@ STATUS_OF: ErrorTable = {
     StaleStateError: (404, "not_found"),
     ApprovalForbiddenError: (403, "forbidden"),
     OverrideReasonError: (422, "reason_required"),
+    ShadowGateHeldError: (409, "shadow_gate_held"),
     RolloutError: (409, "conflict"),
     NoPolicyInForceError: (409, "no_policy"),
     PublishError: (422, "invalid_bundle"),

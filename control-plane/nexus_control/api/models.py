@@ -253,6 +253,21 @@ class ShadowList(_Answer):
     shadows: list[ShadowView]
 
 
+class ShadowReportView(BaseModel):
+    """A region's shadow outcomes for its candidate, in the replay report's shape (``report`` is
+    its canonical JSON, kind ``shadow_report``), judged by the fleet's shadow gates."""
+
+    region: str
+    candidate: str
+    active_revision: str | None
+    since: datetime
+    report: str
+    digest: str
+    gates_passed: bool | None
+    """None: the fleet file declares no shadow gates."""
+    gates: list[GateResultModel]
+
+
 class ApprovalRequest(_Ask):
     comment: str | None = Field(default=None, max_length=1000)
 

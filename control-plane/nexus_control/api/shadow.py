@@ -10,18 +10,48 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
+from nexus_audit.service import AuditLog
 from nexus_contract.wire import BUNDLE_CONTENT_TYPE, OPA_API_PREFIX, POLICY_BUNDLE, SHADOW_BUNDLE
 from nexus_control.api.deps import EnforcerDep, OperatorDep, PlaneDep, ReaderDep, enforcer_identity
-from nexus_control.api.models import Reason, ShadowList, ShadowRequest, ShadowView
-from nexus_control.rollout.shadow import assign_shadow, clear_shadow, shadow_targets
+from nexus_control.api.models import (
+    GateResultModel,
+    Reason,
+    ShadowList,
+    ShadowReportView,
+    ShadowRequest,
+    ShadowView,
+)
+from nexus_control.authoring.spec import RiskLevel
+from nexus_control.plane import ControlPlane
+from nexus_control.replay.candidate import load_revision
+from nexus_control.replay.gatekeeper import risk_judge
+from nexus_control.replay.gates import judge
+from nexus_control.replay.shadowreport import shadow_report
+from nexus_control.rollout.shadow import (
+    ShadowTarget,
+    UnknownShadowError,
+    assign_shadow,
+    clear_shadow,
+    shadow_targets,
+)
 from nexus_control.serving.protocol import held_revision
 from nexus_runtime.http import ApiError
 
-__all__ = ["end_shadow", "get_shadow_bundle", "list_shadows", "put_in_shadow", "router"]
+__all__ = [
+    "end_shadow",
+    "get_shadow_bundle",
+    "get_shadow_report",
+    "list_shadows",
+    "put_in_shadow",
+    "router",
+    "shadow_report_of",
+]
 
 router = APIRouter(tags=["shadow"])
 
@@ -38,6 +68,59 @@ async def list_shadows(plane: PlaneDep, _: ReaderDep) -> ShadowList:
             return ShadowList.model_validate({"shadows": shadow_targets(session)})
 
     return await asyncio.to_thread(read)
+
+
+def shadow_report_of(plane: ControlPlane, audit: AuditLog, region: str) -> ShadowReportView:
+    """The report of ``region``'s shadow candidate since it began, judged by the shadow gates."""
+    with plane.db.session() as session:
+        target = next((t for t in shadow_targets(session) if t.region == region), None)
+    if target is None:
+        raise UnknownShadowError(f"region {region!r} has no shadow candidate")
+    since = target.since if target.since.tzinfo else target.since.replace(tzinfo=UTC)
+    report = shadow_report(
+        audit, region=region, candidate=target.revision, since=since, until=datetime.now(UTC)
+    )
+    gates = plane.fleet.shadow_gates
+    results: list[GateResultModel] = []
+    passed = None
+    if gates is not None:
+        verdict = judge(gates, report, _risk(plane, target))
+        results = [GateResultModel(**r.as_dict()) for r in verdict.results]
+        passed = verdict.passed and report.total > 0
+    return ShadowReportView(
+        region=region,
+        candidate=target.revision,
+        active_revision=target.active_revision,
+        since=since,
+        report=report.body.decode(),
+        digest=report.digest,
+        gates_passed=passed,
+        gates=results,
+    )
+
+
+def _risk(plane: ControlPlane, target: ShadowTarget) -> Callable[[str], RiskLevel | None]:
+    candidate = load_revision(plane.registry, plane.keyring, plane.opa, target.revision)
+    active = (
+        load_revision(plane.registry, plane.keyring, plane.opa, target.active_revision)
+        if target.active_revision is not None
+        else None
+    )
+    return risk_judge(candidate, active)
+
+
+@router.get("/v1/shadow/{region}/report", response_model=ShadowReportView)
+async def get_shadow_report(
+    region: RegionPath, request: Request, plane: PlaneDep, _: ReaderDep
+) -> ShadowReportView:
+    """The region's shadow outcomes for its candidate, counted from the audit log in the
+    replay report's buckets, and the shadow gates' verdict (when the fleet declares them)."""
+    audit = getattr(request.app.state, "audit_log", None)
+    if not isinstance(audit, AuditLog):
+        raise ApiError(
+            409, "no_audit_log", "a shadow report needs the audit log served with the plane"
+        )
+    return await asyncio.to_thread(shadow_report_of, plane, audit, region)
 
 
 @router.post("/v1/shadow", response_model=ShadowView, status_code=201)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nexus_control.authoring.spec import Risk, RiskLevel, _Strict
 from nexus_control.replay.report import Change, ReplayReport, Timing
@@ -29,6 +29,7 @@ __all__ = [
     "GateResult",
     "GateVerdict",
     "ReplayGates",
+    "ShadowGates",
     "judge",
 ]
 
@@ -48,6 +49,26 @@ class ReplayGates(_Strict):
     min_sample: Annotated[int, Field(ge=0)] | None = None
     p99_inflation_max: Annotated[float, Field(ge=0, le=100)] | None = None
     """Most the candidate's p99 evaluation time may exceed the baseline's (0.2: by 20 %)."""
+
+
+class ShadowGates(ReplayGates):
+    """``shadow_gates`` in the fleet file: the replay gates' limits, judged on the shadow
+    outcomes of the next wave's regions before a rollout is promoted into it
+    (`nexus_control.rollout.shadowgate`). ``window_hours`` is unused (a shadow report counts
+    every outcome since the shadow began), and a p99 gate cannot be judged on a shadow."""
+
+    required: bool = False
+    """Hold promotion into a wave whose regions shadow no revision of the rollout; without
+    it, a wave with no such shadow is promoted into on the rollout's other checks alone."""
+
+    @model_validator(mode="after")
+    def _no_p99(self) -> ShadowGates:
+        if self.p99_inflation_max is not None:
+            raise ValueError(
+                "p99_inflation_max is not a shadow gate: a shadow measures the candidate's "
+                "evaluation time only; declare it in replayGates"
+            )
+        return self
 
 
 @dataclass(frozen=True)

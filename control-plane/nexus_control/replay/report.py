@@ -209,9 +209,17 @@ def _grouped(table: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
 
 
 def build_report(
-    scope: ReplayScope, outcomes: Iterable[ReplayOutcome], *, wall_s: float
+    scope: ReplayScope,
+    outcomes: Iterable[ReplayOutcome],
+    *,
+    wall_s: float,
+    kind: str = "replay_report",
 ) -> ReplayReport:
-    """Count ``outcomes`` (any order: they are sorted by leaf index first)."""
+    """Count ``outcomes`` (any order: they are sorted by leaf index first).
+
+    ``kind`` names the report's source: ``shadow_report`` counts live shadow
+    outcomes (`nexus_control.replay.shadowreport`) in the same buckets.
+    """
     ordered = sorted(outcomes, key=lambda o: o.record.index)
     counts: Counter[Change] = Counter()
     blocked: Counter[str] = Counter()
@@ -268,7 +276,7 @@ def build_report(
     body = canonical_json(
         {
             "v": REPORT_VERSION,
-            "kind": "replay_report",
+            "kind": kind,
             "scope": scope.as_dict(),
             "total": total,
             "counts": {change.value: counts.get(change, 0) for change in Change},

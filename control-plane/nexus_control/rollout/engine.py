@@ -13,7 +13,10 @@ Invariants:
 - every step is a :class:`RolloutEvent` and an outbox event in the same
   transaction as the change;
 - with replay gates, no wave starts before the gate's verdict passed or an
-  approver (never the author, by principal) overrode a failing one.
+  approver (never the author, by principal) overrode a failing one;
+- with a wave gate (`nexus_control.rollout.shadowgate`), no rollout enters a
+  wave its gate holds, by the engine or by `promote`, unless an approver
+  (never the author) overrode it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from sqlalchemy.orm import Session, defer, undefer
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from nexus_contract.wire import POLICY_BUNDLE
-from nexus_control.rollout import changes
+from nexus_control.rollout import changes, shadowgate
 from nexus_control.rollout.convergence import region_states
 from nexus_control.rollout.errors import RolloutError, RolloutNotFoundError
 from nexus_control.rollout.fleet import Fleet
+from nexus_control.rollout.shadowgate import WaveGate
 from nexus_control.rollout.states import ACTIVE_STATES, EnforcerState, RolloutAction, RolloutState
 from nexus_control.store import outbox
 from nexus_control.store.tables import Approval, BundleRevision, RegionTarget, Rollout, RolloutEvent
@@ -326,17 +330,17 @@ def override(
         raise OverrideReasonError(
             f"rollout {rollout_id}: an override needs a reason (why the failing gate is accepted)"
         )
+    if shadowgate.is_held(rollout) and rollout.state is RolloutState.ROLLING:
+        _forbid_author(rollout, approver, approver_id)
+        shadowgate.record_override(session, rollout, approver, approver_id, reason)
+        return rollout, _advance(session, fleet, rollout, approver)
     if rollout.state is not RolloutState.HELD:
         raise RolloutError(
             f"rollout {rollout_id} is {rollout.state}; only a held one is overridden"
         )
     if rollout.reason == GATE_PENDING:
         raise RolloutError(f"rollout {rollout_id}: its replay gate is still running; wait for it")
-    if _is_author(rollout, approver, approver_id):
-        raise ApprovalForbiddenError(
-            "the author of a change cannot override its failing gate, under any name; "
-            "a second person must, or publish a fix"
-        )
+    _forbid_author(rollout, approver, approver_id)
     outbox.record(
         session,
         "replay.gate_overridden",
@@ -356,6 +360,14 @@ def override(
         return rollout, []
     rollout.state = RolloutState.ROLLING
     return rollout, _start_wave(session, fleet, rollout, rollout.wave, approver)
+
+
+def _forbid_author(rollout: Rollout, approver: str, approver_id: str) -> None:
+    if _is_author(rollout, approver, approver_id):
+        raise ApprovalForbiddenError(
+            "the author of a change cannot override its failing gate, under any name; "
+            "a second person must, or publish a fix"
+        )
 
 
 def pause(session: Session, rollout_id: int, *, actor: str, reason: str | None) -> Rollout:
@@ -379,9 +391,16 @@ def resume(session: Session, rollout_id: int, *, actor: str) -> Rollout:
 
 
 def promote(
-    session: Session, fleet: Fleet, rollout_id: int, *, actor: str, force: bool = False
+    session: Session,
+    fleet: Fleet,
+    rollout_id: int,
+    *,
+    actor: str,
+    force: bool = False,
+    wave_gate: WaveGate | None = None,
 ) -> tuple[Rollout, list[str]]:
-    """Move to the next wave now, skipping the soak (and, with ``force``, convergence)."""
+    """Move to the next wave now, skipping the soak (and, with ``force``, convergence), but
+    never past ``wave_gate``: a failing verdict is recorded and the rollout stays."""
     rollout = get(session, rollout_id)
     if rollout.state is RolloutState.HELD:
         raise RolloutError(
@@ -402,15 +421,25 @@ def promote(
             f"wave {rollout.wave} has not converged "
             f"(waiting for {', '.join(waiting) or 'enforcers'}); use --force to promote anyway"
         )
-    return rollout, _advance(session, fleet, rollout, actor)
+    return rollout, _advance(session, fleet, rollout, actor, wave_gate)
 
 
-def _advance(session: Session, fleet: Fleet, rollout: Rollout, actor: str) -> list[str]:
+def _advance(
+    session: Session,
+    fleet: Fleet,
+    rollout: Rollout,
+    actor: str,
+    wave_gate: WaveGate | None = None,
+) -> list[str]:
+    later = [w for w in fleet.waves if w > rollout.wave]
+    if later and wave_gate is not None:
+        verdict = wave_gate(session, rollout, later[0])
+        if verdict is not None and not shadowgate.record_verdict(session, rollout, verdict, actor):
+            return []
     for region in fleet.wave(rollout.wave):
         row = session.get(RegionTarget, (region.id, POLICY_BUNDLE))
         if row is not None and row.desired_revision == rollout.revision:
             row.last_good_revision = rollout.revision
-    later = [w for w in fleet.waves if w > rollout.wave]
     _event(session, rollout, actor, RolloutAction.WAVE_COMPLETED, detail=f"wave {rollout.wave}")
     if not later:
         rollout.state = RolloutState.COMPLETED
@@ -487,7 +516,7 @@ def _apply_rollback(
     return changed
 
 
-def tick(session: Session, fleet: Fleet) -> list[str]:
+def tick(session: Session, fleet: Fleet, wave_gate: WaveGate | None = None) -> list[str]:
     """One step of the engine over every rolling or paused rollout; returns changed regions."""
     changed: list[str] = []
     moving = select(Rollout).where(Rollout.state.in_((RolloutState.ROLLING, RolloutState.PAUSED)))
@@ -498,14 +527,16 @@ def tick(session: Session, fleet: Fleet) -> list[str]:
             span.set_attribute("nexus.rollout", rollout.id)
             span.set_attribute("nexus.revision", rollout.revision)
             span.set_attribute("nexus.wave", rollout.wave)
-            moved = _step(session, fleet, rollout)
+            moved = _step(session, fleet, rollout, wave_gate)
             span.set_attribute("nexus.rollout_state", str(rollout.state))
             span.set_attribute("nexus.regions_changed", moved)
         changed += moved
     return changed
 
 
-def _step(session: Session, fleet: Fleet, rollout: Rollout) -> list[str]:
+def _step(
+    session: Session, fleet: Fleet, rollout: Rollout, wave_gate: WaveGate | None
+) -> list[str]:
     now = _now()
     reached = [r.id for r in fleet.regions if r.wave <= rollout.wave]
     states = region_states(session, fleet, reached, rollout.revision)
@@ -536,7 +567,7 @@ def _step(session: Session, fleet: Fleet, rollout: Rollout) -> list[str]:
         )
     if now - rollout.wave_converged_at < timedelta(seconds=fleet.soak_s):
         return []
-    return _advance(session, fleet, rollout, ENGINE)
+    return _advance(session, fleet, rollout, ENGINE, wave_gate)
 
 
 def _halt(session: Session, rollout: Rollout, reason: str) -> list[str]:

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from nexus_control.authoring.loader import Problem, SpecError, load_document
 from nexus_control.authoring.spec import Identifier, _Strict
-from nexus_control.replay.gates import ReplayGates
+from nexus_control.replay.gates import ReplayGates, ShadowGates
 
 __all__ = [
     "DEFAULT_ACTIVATION_DEADLINE_S",
@@ -66,6 +66,8 @@ class FleetSpec(_Strict):
     ``system.*`` can never be exempted)."""
     replay_gates: ReplayGates | None = None
     """Limits on what a candidate does to recorded decisions (``nexus-policy replay``)."""
+    shadow_gates: ShadowGates | None = None
+    """The same limits on the next wave's shadow outcomes, judged before promotion into it."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Fleet:
     second_approver: str
     exempt_packages: frozenset[str] = frozenset()
     replay_gates: ReplayGates | None = None
+    shadow_gates: ShadowGates | None = None
 
     @property
     def waves(self) -> list[int]:
@@ -167,4 +170,5 @@ def load_fleet(path: Path) -> Fleet:
         spec.second_approver,
         frozenset(spec.second_approver_exempt_packages),
         spec.replay_gates,
+        spec.shadow_gates,
     )

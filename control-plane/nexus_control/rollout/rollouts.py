@@ -27,9 +27,10 @@ from nexus_control.quality import evaluations
 from nexus_control.registry.registry import Registry
 from nexus_control.registry.revisions import Published
 from nexus_control.replay.gatekeeper import GateOutcome
-from nexus_control.rollout import changes, engine
+from nexus_control.rollout import changes, engine, shadowgate
 from nexus_control.rollout.convergence import region_states
 from nexus_control.rollout.fleet import Fleet
+from nexus_control.rollout.shadowgate import WaveGate, WaveVerdict
 from nexus_control.rollout.states import RegionState, RolloutState
 from nexus_control.serving.notifier import RevisionNotifier, bundle_key
 from nexus_control.store.tables import Rollout, RolloutEvent
@@ -42,6 +43,7 @@ __all__ = [
     "Publication",
     "RolloutStatus",
     "Rollouts",
+    "ShadowGateHeldError",
 ]
 
 log = logging.getLogger("nexus.control.rollout")
@@ -58,6 +60,16 @@ GATE_CHECK_S = 30.0
 
 
 Gate = Callable[[str, int, str], GateOutcome]
+
+
+class ShadowGateHeldError(engine.RolloutError):
+    """A promotion the next wave's shadow gate holds."""
+
+
+def _unbound_gate(session: object, rollout: Rollout, wave: int) -> WaveVerdict:
+    return WaveVerdict(wave, False, "shadow gates need the audit log served with the plane")
+
+
 """Judges (revision, rollout id, actor) on recorded traffic and records the verdict."""
 
 
@@ -98,6 +110,9 @@ class Rollouts:
         self.notifier = notifier
         self._on_change = on_change
         self._poked = threading.Event()
+        self.wave_gate: WaveGate | None = None if fleet.shadow_gates is None else _unbound_gate
+        """The shadow gate on entering each next wave (`ControlPlane.bind_audit` binds it to
+        the audit log; until then, declared shadow gates hold every promotion)."""
 
     # -- what people do ---------------------------------------------------------
 
@@ -251,11 +266,21 @@ class Rollouts:
                 await asyncio.wait_for(stop.wait(), GATE_CHECK_S)
 
     def promote(self, rollout_id: int, actor: str, *, force: bool) -> Rollout:
+        """Promote now; `ShadowGateHeldError` (after recording the verdict) when the next
+        wave's shadow gate holds it."""
         with self.db.session() as session:
             rollout, changed = engine.promote(
-                session, self.fleet, rollout_id, actor=actor, force=force
-            )
+                session, self.fleet, rollout_id, actor=actor, force=force,
+                wave_gate=self.wave_gate,
+            )  # fmt: skip
+            held = not changed and shadowgate.is_held(rollout)
+            reason = rollout.reason
         self._notify(changed)
+        if held:
+            raise ShadowGateHeldError(
+                f"rollout {rollout_id} stays in its wave: {reason}; an approver may override "
+                "it (nexus-policy rollout override), or publish a fix"
+            )
         return rollout
 
     def pause(self, rollout_id: int, actor: str, reason: str | None) -> Rollout:
@@ -364,7 +389,7 @@ class Rollouts:
     def tick(self) -> list[str]:
         """One step of the engine; wakes the pollers of every region it changed."""
         with self.db.session() as session:
-            changed = engine.tick(session, self.fleet)
+            changed = engine.tick(session, self.fleet, self.wave_gate)
         self._notify(changed)
         return changed
 

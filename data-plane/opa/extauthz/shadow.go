@@ -7,14 +7,16 @@ package extauthz
 // so the answer is never held or slowed. One worker evaluates each sample
 // against the candidate with the same input and the same recorded
 // non-deterministic built-ins, and compares Envoy's answer from both
-// decisions: unchanged, allow_to_deny, deny_to_allow, status_changed, or
-// error (the candidate failed). The outcomes are metrics and, for every
-// difference, a structured log line; they are not decision-log records
-// (the audit intake accepts OPA's decision events only).
+// decisions: unchanged, allow_to_deny, deny_to_allow, status_changed,
+// headers_changed, or error (the candidate failed). Every outcome, unchanged
+// ones included (a gate needs the denominator), is a metric and a
+// decision-log record of its own (shadowrecord.go); a difference is also a
+// structured log line.
 
 import (
 	"context"
 	"math/rand/v2"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -36,14 +38,19 @@ import (
 // Changes: the change label of nexus_shadow_decisions_total, the buckets
 // of the replay report.
 const (
-	changeUnchanged     = "unchanged"
-	changeAllowToDeny   = "allow_to_deny"
-	changeDenyToAllow   = "deny_to_allow"
-	changeStatusChanged = "status_changed"
-	changeError         = "error"
+	changeUnchanged      = "unchanged"
+	changeAllowToDeny    = "allow_to_deny"
+	changeDenyToAllow    = "deny_to_allow"
+	changeStatusChanged  = "status_changed"
+	changeHeadersChanged = "headers_changed"
+	changeError          = "error"
 )
 
-var allChanges = []string{changeUnchanged, changeAllowToDeny, changeDenyToAllow, changeStatusChanged, changeError}
+var allChanges = []string{changeUnchanged, changeAllowToDeny, changeDenyToAllow, changeStatusChanged, changeHeadersChanged, changeError}
+
+// comparedHeaders are the result fields whose change is headers_changed,
+// as the replay report compares them.
+var comparedHeaders = []string{"headers", "response_headers_to_add"}
 
 // shadowEvalTimeout bounds one candidate evaluation, so a candidate that
 // loops cannot stall the worker for longer.
@@ -64,11 +71,14 @@ type verdict struct {
 	allowed bool
 	status  int
 	rules   []string
+	reasons []shadowReason
+	headers []any
 }
 
 type shadowMetrics struct {
 	decisions *prometheus.CounterVec
 	dropped   prometheus.Counter
+	lost      prometheus.Counter
 	refused   *prometheus.CounterVec
 	info      *prometheus.GaugeVec
 }
@@ -82,6 +92,10 @@ func newShadowMetrics() *shadowMetrics {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nexus_shadow_dropped_total",
 			Help: "Samples dropped because the shadow queue was full (the answer never waits for the shadow).",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nexus_shadow_records_lost_total",
+			Help: "Shadow outcomes counted but not written to the decision log (the log refused them).",
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_shadow_bundle_refused_total",
@@ -110,6 +124,9 @@ func (m *shadowMetrics) register(reg prometheus.Registerer) error {
 		return err
 	}
 	if m.dropped, err = promreg.Registered(reg, m.dropped); err != nil {
+		return err
+	}
+	if m.lost, err = promreg.Registered(reg, m.lost); err != nil {
 		return err
 	}
 	if m.refused, err = promreg.Registered(reg, m.refused); err != nil {
@@ -231,9 +248,15 @@ func (s *shadow) judge(ctx context.Context, smp sample) {
 	}
 	active := verdictOf(smp.result, smp.decisionID)
 	activeRevision, activeRevisions := s.activeRevisions(ctx)
+	started := time.Now()
 	cand, err := s.evaluate(ctx, c, smp, activeRevisions)
+	took := time.Since(started)
 	change := classify(active, cand, err)
 	s.metrics.decisions.WithLabelValues(change, s.route.value(smp.labels.route), s.tool.value(smp.labels.tool)).Inc()
+	s.writeRecord(ctx, shadowOutcome{
+		sample: smp, candidateRevision: c.revision, activeRevision: activeRevision,
+		change: change, active: active, candidate: cand, err: err, took: took,
+	})
 	if change == changeUnchanged {
 		return
 	}
@@ -327,14 +350,14 @@ func verdictOf(result any, decisionID string) verdict {
 	if d := resp.GetDeniedResponse(); d != nil {
 		v.status = int(d.GetStatus().GetCode())
 	}
+	v.headers = make([]any, len(comparedHeaders))
 	if d, ok := result.(map[string]any); ok {
-		reasons, _ := d["reasons"].([]any)
-		for _, r := range reasons {
-			if r, ok := r.(map[string]any); ok {
-				if rule, ok := r["rule"].(string); ok {
-					v.rules = append(v.rules, rule)
-				}
-			}
+		v.reasons = reasonsOf(d["reasons"])
+		for _, r := range v.reasons {
+			v.rules = append(v.rules, r.rule)
+		}
+		for i, name := range comparedHeaders {
+			v.headers[i] = d[name]
 		}
 	}
 	return v
@@ -355,6 +378,8 @@ func classify(active, cand verdict, err error) string {
 		return changeDenyToAllow
 	case active.status != cand.status:
 		return changeStatusChanged
+	case !reflect.DeepEqual(active.headers, cand.headers):
+		return changeHeadersChanged
 	default:
 		return changeUnchanged
 	}

@@ -34,7 +34,7 @@ const candidatePolicy = `package nexus.authz
 
 tenant := input.attributes.request.http.headers["x-nexus-tenant"]
 
-default decision := {"allowed": false, "http_status": 403, "reasons": [{"rule": "candidate.denied"}]}
+default decision := {"allowed": false, "http_status": 403, "headers": {"content-type": "application/json"}, "reasons": [{"rule": "candidate.denied"}]}
 
 decision := {"allowed": true, "http_status": 200, "reasons": []} if tenant == "other"
 
@@ -313,6 +313,7 @@ func TestShadowChangesAreClassifiedFromEnvoysAnswers(t *testing.T) {
 	deny := jsonValue(t, `{"allowed": false, "http_status": 403, "reasons": [{"rule": "r.denied"}]}`)
 	limited := jsonValue(t, `{"allowed": false, "http_status": 429, "reasons": [{"rule": "r.limited"}]}`)
 	otherRule := jsonValue(t, `{"allowed": false, "http_status": 403, "reasons": [{"rule": "r.other"}]}`)
+	withHeader := jsonValue(t, `{"allowed": true, "http_status": 200, "headers": {"x-nexus-route-model": "small"}}`)
 	cases := []struct {
 		name           string
 		active, chosen any
@@ -326,6 +327,7 @@ func TestShadowChangesAreClassifiedFromEnvoysAnswers(t *testing.T) {
 		{"boolean deny to allow", false, allow, nil, changeDenyToAllow},
 		{"deny to allow", deny, true, nil, changeDenyToAllow},
 		{"403 to 429", deny, limited, nil, changeStatusChanged},
+		{"an upstream header added", allow, withHeader, nil, changeHeadersChanged},
 		{"candidate failed", allow, nil, errUndefined, changeError},
 		{"candidate failed on a denial", deny, nil, errors.New("eval_conflict_error"), changeError},
 	}

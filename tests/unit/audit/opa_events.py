@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nexus_contract.wire import DECISION_PATH, RECEIPT_PATH, RECEIPT_SHED_DELIVERED
+from nexus_contract.wire import DECISION_PATH, RECEIPT_PATH, RECEIPT_SHED_DELIVERED, SHADOW_PATH
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -143,5 +143,57 @@ def receipt_event(
             "answered": answered,
             "envoy": envoy,
         },
+        "timestamp": time.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def shadow_event(
+    decision_id: str,
+    *,
+    change: str = "unchanged",
+    active_allowed: bool = False,
+    candidate: str = "cand-0002",
+    tool: str | None = None,
+    time: datetime = T0,
+    region: str = "eu-west-1",
+    enforcer: str = "eu-west-1-a",
+) -> dict[str, Any]:
+    """A shadow outcome as the ext_authz plugin logs it: the candidate's answer beside the
+    active one, in ``change``'s bucket."""
+    flips = change in ("allow_to_deny", "deny_to_allow")
+    cand_allowed = not active_allowed if flips else active_allowed
+
+    def verdict(allowed: bool) -> dict[str, Any]:
+        if allowed:
+            return {"allowed": True, "http_status": 200, "reasons": []}
+        return {"allowed": False, "http_status": 403,
+                "reasons": [{"rule": "tools.denied", "controls": ["SOC2:CC6.1"]}]}  # fmt: skip
+
+    result: dict[str, Any] = {
+        "decision_id": decision_id,
+        "candidate_revision": candidate,
+        "active_revision": "1b74bc1b0c4a",
+        "change": change,
+        "active": verdict(active_allowed),
+        "route": "/v1/chat/completions" if tool is None else f"/v1/tools/{tool}:invoke",
+        "eval_ns": 41000,
+    }
+    if tool is not None:
+        result["tool"] = tool
+    if change == "error":
+        result["error"] = "envoyauth_result_error"
+    else:
+        result["candidate"] = verdict(cand_allowed)
+    return {
+        "decision_id": str(uuid.uuid4()),
+        "labels": {
+            "id": "0f6b7c4e-1d6e-4c36-9d5b-3c1f4f5ad001",
+            "region": region,
+            "enforcer": enforcer,
+            "version": "1.22.2",
+        },
+        "bundles": {"nexus": {"revision": "1b74bc1b0c4a"}},
+        "path": SHADOW_PATH,
+        "result": result,
         "timestamp": time.isoformat().replace("+00:00", "Z"),
     }
