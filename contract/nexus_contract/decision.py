@@ -25,6 +25,7 @@ __all__ = [
     "DecisionLabels",
     "DecisionMetrics",
     "DecisionResult",
+    "Fallback",
     "Reason",
     "decision_metrics",
     "decision_schema",
@@ -58,6 +59,19 @@ class DecisionLabels(BaseModel):
     capability: Label | None = None
 
 
+class Fallback(BaseModel):
+    """The fallback an allowed decision took: the routed model was unhealthy in the region."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    rule: StrictStr
+    message: StrictStr
+    controls: tuple[StrictStr, ...]
+    from_model: Label = Field(alias="from")
+    to: Label
+    status: StrictStr
+
+
 class DecisionResult(BaseModel):
     """The object the ext_authz plugin turns into Envoy's CheckResponse."""
 
@@ -72,6 +86,7 @@ class DecisionResult(BaseModel):
     reasons: tuple[Reason, ...]
     dynamic_metadata: dict[str, Any] | None = None
     labels: DecisionLabels | None = None
+    fallback: Fallback | None = None
 
 
 @cache
