@@ -60,6 +60,7 @@ BENCHMARKS = (
     "replicas",
     "console",
     "anomaly",
+    "failover",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)
