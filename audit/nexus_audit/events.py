@@ -88,6 +88,7 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     ),
     "evaluation.": ("ISO42001:A.6.2.4", "EUAIACT:Art.15", "SOC2:CC8.1"),
     "tenant.disabled": ("SOC2:A1.1",),
+    "model_health.": ("SOC2:A1.2", "ISO27001:A.5.30", "ISO27001:A.8.14"),
     "spend.anomaly": ("SOC2:CC7.2", "ISO27001:A.8.16"),
     "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),
     "retention.purged": ("GDPR:Art.5", "ISO27001:A.8.10", "SOC2:C1.2"),

@@ -108,7 +108,9 @@ def tokens_create(
             "inner spaces); the same name is the same principal"
         ),
     ],
-    region: Annotated[str | None, typer.Option(help="Enforcer tokens: their region")] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Enforcer and probe tokens: their region")
+    ] = None,
     enforcer: Annotated[
         str | None, typer.Option(help="Enforcer tokens: the one enforcer id it speaks for")
     ] = None,

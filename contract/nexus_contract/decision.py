@@ -25,6 +25,7 @@ __all__ = [
     "DecisionLabels",
     "DecisionMetrics",
     "DecisionResult",
+    "Fallback",
     "Reason",
     "decision_metrics",
     "decision_schema",
@@ -66,6 +67,19 @@ class DecisionLogChoice(BaseModel):
     wait_for: Literal["fsync", "write", "none"]
 
 
+class Fallback(BaseModel):
+    """The fallback an allowed decision took: the routed model was unhealthy in the region."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    rule: StrictStr
+    message: StrictStr
+    controls: tuple[StrictStr, ...]
+    from_model: Label = Field(alias="from")
+    to: Label
+    status: StrictStr
+
+
 class DecisionResult(BaseModel):
     """The object the ext_authz plugin turns into Envoy's CheckResponse."""
 
@@ -81,6 +95,7 @@ class DecisionResult(BaseModel):
     dynamic_metadata: dict[str, Any] | None = None
     decision_log: DecisionLogChoice | None = None
     labels: DecisionLabels | None = None
+    fallback: Fallback | None = None
 
 
 @cache

@@ -8,7 +8,10 @@ Like an LLM that writes every token it may, it reports a chat request's
 settles a tokens-per-minute bucket.
 With ``--otlp-endpoint`` each request is a server span, child of the
 ``traceparent`` Envoy forwarded, carrying the decision id it was given.
-Run as ``python -m nexus_dataplane.upstream --port N [--otlp-endpoint URL]``.
+With ``--status`` it answers that status instead of 200 (a failing provider,
+for outlier detection to eject); every answer names the port that served it
+(``x-upstream-port``), so a test sees which endpoint Envoy picked.
+Run as ``python -m nexus_dataplane.upstream --port N [--status S] [--otlp-endpoint URL]``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from nexus_contract.wire import DECISION_ID_HEADER, USAGE_TOKENS_HEADER
 from nexus_dataplane.process import ManagedProcess, ProcessError, free_port, wait_for_port
 from nexus_runtime.tracing import TracingSettings, configure_tracing
 
-__all__ = ["MAX_BODY_BYTES", "Upstream", "main", "serve"]
+__all__ = ["MAX_BODY_BYTES", "UPSTREAM_PORT_HEADER", "Upstream", "main", "serve"]
 
 MAX_BODY_BYTES = 1024 * 1024
+UPSTREAM_PORT_HEADER = "x-upstream-port"
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -38,6 +42,7 @@ class _Echo(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     tracing = False
+    status = 200
 
     def _span(self) -> AbstractContextManager[Any]:
         if not self.tracing:
@@ -74,8 +79,9 @@ class _Echo(BaseHTTPRequestHandler):
                 "headers": {k.lower(): v for k, v in self.headers.items()},
             }
         ).encode()
-        self.send_response(200)
+        self.send_response(self.status)
         self.send_header("content-type", "application/json")
+        self.send_header(UPSTREAM_PORT_HEADER, str(self.connection.getsockname()[1]))
         self.send_header("content-length", str(len(body)))
         if used is not None:
             self.send_header(USAGE_TOKENS_HEADER, str(used))
@@ -100,7 +106,8 @@ def _max_tokens(raw: bytes) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def serve(host: str, port: int, *, otlp_endpoint: str | None = None) -> None:
+def serve(host: str, port: int, *, otlp_endpoint: str | None = None, status: int = 200) -> None:
+    _Echo.status = status
     _Echo.tracing = configure_tracing(
         "nexus-upstream", TracingSettings(otlp_endpoint=otlp_endpoint)
     )
@@ -117,8 +124,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--otlp-endpoint", help="OTLP/HTTP collector base URL: trace requests")
+    parser.add_argument("--status", type=int, default=200, help="The status every answer has")
     args = parser.parse_args()
-    serve(args.host, args.port, otlp_endpoint=args.otlp_endpoint)
+    serve(args.host, args.port, otlp_endpoint=args.otlp_endpoint, status=args.status)
 
 
 class Upstream(ManagedProcess):
@@ -131,11 +139,14 @@ class Upstream(ManagedProcess):
         port: int | None = None,
         name: str = "upstream",
         otlp_endpoint: str | None = None,
+        status: int = 200,
     ) -> None:
         self.port = port or free_port()
         argv = [sys.executable, "-m", "nexus_dataplane.upstream", "--port", str(self.port)]
         if otlp_endpoint:
             argv += ["--otlp-endpoint", otlp_endpoint]
+        if status != 200:
+            argv += ["--status", str(status)]
         super().__init__(name, argv, workdir)
 
     def start_and_wait(self, timeout_s: float = 15.0) -> None:

@@ -11,7 +11,7 @@ package nexus.budget
 import data.nexus.identity
 import data.nexus.reason
 import data.nexus.request
-import data.nexus.rollout
+import data.nexus.routing
 
 # Only these routes spend money upstream.
 metered_routes := {"chat.completions", "tools.invoke"}
@@ -114,9 +114,9 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chat.completions"
-	ratio := spend.models[rollout.model]
+	ratio := spend.models[routing.model]
 	ratio >= 1
-	msg := sprintf("tenant %q has used %s of its budget for model %q", [request.tenant, percent(ratio), rollout.model])
+	msg := sprintf("tenant %q has used %s of its budget for model %q", [request.tenant, percent(ratio), routing.model])
 }
 
 # METADATA
@@ -142,9 +142,9 @@ warnings contains sprintf("tenant=%s", [percent(spend.ratio)]) if {
 	spend.ratio >= soft_cap_ratio
 }
 
-warnings contains sprintf("model:%s=%s", [rollout.model, percent(ratio)]) if {
+warnings contains sprintf("model:%s=%s", [routing.model, percent(ratio)]) if {
 	request.route == "chat.completions"
-	ratio := spend.models[rollout.model]
+	ratio := spend.models[routing.model]
 	ratio >= soft_cap_ratio
 }
 

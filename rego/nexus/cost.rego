@@ -11,125 +11,52 @@
 #   bundle's remaining figures.
 package nexus.cost
 
+import data.nexus.bound
 import data.nexus.budget
 import data.nexus.reason
 import data.nexus.request
-import data.nexus.rollout
+import data.nexus.routing
 
-model := data.nexus.config.models[rollout.model] if request.route == "chat.completions"
-
-tenant_budget := data.nexus.config.tenants[request.tenant].budget
+model := data.nexus.config.models[routing.model] if request.route == "chat.completions"
 
 priced if model.price
 
-unpriced_allowed if tenant_budget.allow_unpriced_models == true
-
-# --- The request's token bound ---------------------------------------------
-
-http_request := input.attributes.request.http
-
-# A byte-level tokenizer never makes more tokens than there are bytes, so
-# the body's size bounds the prompt's tokens (chat templates add fewer
-# tokens per message than the message's JSON adds bytes). Envoy states the
-# forwarded body's size; it survives the decision log's masking, so replay
-# sees the bound the live decision saw. Without it (another client of the
-# policy), base64 of the body counts its UTF-8 bytes (rounded up to a
-# multiple of 3), and Envoy's protojson gives a bytes body as base64
-# already. content-length covers a body forwarded only in part.
-# Envoy's protobuf says -1 for a size it does not know.
-stated_size := n if {
-	n := to_number(http_request.size)
-	n >= 0
-}
-
-body_sizes contains stated_size
-
-body_sizes contains (count(base64.encode(text)) / 4) * 3 if {
-	not stated_size
-	text := http_request.body
-	is_string(text)
-}
-
-body_sizes contains (count(encoded) / 4) * 3 if {
-	not stated_size
-	some field in ["raw_body", "rawBody"]
-	encoded := http_request[field]
-	is_string(encoded)
-}
-
-body_sizes contains to_number(request.headers["content-length"])
-
-default body_bytes := 0
-
-body_bytes := max(body_sizes) if count(body_sizes) > 0
-
-# OpenAI's max_completion_tokens replaced max_tokens; an upstream may
-# honour either, so the larger one bounds the output.
-output_fields := ["max_tokens", "max_completion_tokens"]
-
-requested_output contains n if {
-	some field in output_fields
-	n := input.parsed_body[field]
-}
-
-positive_integer(n) if {
-	is_number(n)
-	n == floor(n)
-	n >= 1
-}
-
-invalid_output contains n if {
-	some n in requested_output
-	not positive_integer(n)
-}
-
-output_bound := max(requested_output) if {
-	count(requested_output) > 0
-	count(invalid_output) == 0
+output_bound := max(bound.requested_output) if {
+	count(bound.requested_output) > 0
+	count(bound.invalid_output) == 0
 } else := model.max_output_tokens if {
-	count(requested_output) == 0
+	count(bound.requested_output) == 0
 }
 
 worst_case_micro_usd := ceil(input_micro_usd + output_micro_usd) if {
-	input_micro_usd := body_bytes * model.price.input_usd_per_mtok
+	input_micro_usd := bound.body_bytes * model.price.input_usd_per_mtok
 	output_micro_usd := output_bound * model.price.output_usd_per_mtok
 }
 
 # --- What each applicable cap has left ----------------------------------------
 
-default spend := {}
-
-spend := data.nexus_state.spend[request.tenant]
-
-# Cap − spend in micro-USD: exact where the state bundle states it; from the
-# rounded ratio for a state bundle that predates remaining figures; the
-# whole cap where nothing was spent (the tenant or scope is not listed).
-left(exact, _, _) := exact if is_number(exact)
-
-left(exact, cap, ratio) := floor((cap * (1 - ratio)) * 1000000) if not is_number(exact)
-
-remaining[sprintf("tenant %q", [request.tenant])] := left(
-	object.get(spend, ["remaining", "total"], null),
-	tenant_budget.monthly_cap_usd,
-	object.get(spend, "ratio", 0),
+remaining[sprintf("tenant %q", [request.tenant])] := bound.left(
+	object.get(bound.spend, ["remaining", "total"], null),
+	bound.tenant_budget.monthly_cap_usd,
+	object.get(bound.spend, "ratio", 0),
 )
 
-remaining[sprintf("model %q", [rollout.model])] := left(
-	object.get(spend, ["remaining", "models", rollout.model], null),
+remaining[sprintf("model %q", [routing.model])] := bound.left(
+	object.get(bound.spend, ["remaining", "models", routing.model], null),
 	cap,
-	object.get(spend, ["models", rollout.model], 0),
+	object.get(bound.spend, ["models", routing.model], 0),
 ) if {
-	cap := tenant_budget.per_model[rollout.model]
+	cap := bound.tenant_budget.per_model[routing.model]
 }
 
 # The feature is the credential's (bound to its API key or JWT claim), so a
 # client cannot pick a scope with more left.
-remaining[sprintf("feature %q", [budget.feature])] := left(
-	object.get(spend, ["remaining", "features", budget.feature], null),
+remaining[sprintf("feature %q", [budget.feature])] := bound.left(
+	object.get(bound.spend, ["remaining", "features", budget.feature], null),
 	cap,
-	object.get(spend, ["features", budget.feature], 0),
+	object.get(bound.spend, ["features", budget.feature], 0),
 ) if {
-	cap := tenant_budget.per_feature[budget.feature]
+	cap := bound.tenant_budget.per_feature[budget.feature]
 }
 
 usd(micro) := sprintf("$%.6f", [micro / 1000000])
@@ -150,10 +77,10 @@ usd(micro) := sprintf("$%.6f", [micro / 1000000])
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	model
 	not priced
-	not unpriced_allowed
+	not bound.unpriced_allowed
 	msg := sprintf(
 		"model %q has no price, and the budget of tenant %q does not allow unpriced models",
-		[rollout.model, request.tenant],
+		[routing.model, request.tenant],
 	)
 }
 
@@ -173,11 +100,11 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	priced
-	count(requested_output) == 0
+	count(bound.requested_output) == 0
 	not model.max_output_tokens
 	msg := sprintf(
 		"model %q needs max_tokens in the JSON body: its worst-case cost is checked against the budget",
-		[rollout.model],
+		[routing.model],
 	)
 }
 
@@ -194,8 +121,8 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	priced
-	count(invalid_output) > 0
-	msg := sprintf("%s must be a positive integer", [concat(" and ", output_fields)])
+	count(bound.invalid_output) > 0
+	msg := sprintf("%s must be a positive integer", [concat(" and ", bound.output_fields)])
 }
 
 # METADATA
@@ -212,7 +139,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 #     - ISO27001:A.8.6
 #     - ISO42001:A.4.5
 deny contains reason.build(rego.metadata.rule(), msg) if {
-	cap := tenant_budget.max_request_usd
+	cap := bound.tenant_budget.max_request_usd
 	worst_case_micro_usd > cap * 1000000
 	msg := sprintf(
 		"the worst-case cost of this request (%s) exceeds the per-request cap of tenant %q (%s)",

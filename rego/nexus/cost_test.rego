@@ -1,5 +1,6 @@
 package nexus.cost_test
 
+import data.nexus.bound
 import data.nexus.cost
 import data.nexus.envoy.authz
 import data.nexus.test_fixtures as fx
@@ -72,32 +73,32 @@ test_a_multibyte_prompt_counts_its_bytes_not_its_characters if {
 	# 10 characters, 12 bytes (é is two): {"x":"éé"}
 	body := {"x": "éé"}
 	count(json.marshal(body)) == 10
-	cost.body_bytes == 12 with input as chat("gpt-4o", body)
+	bound.body_bytes == 12 with input as chat("gpt-4o", body)
 }
 
 test_envoys_stated_size_is_the_input_bound if {
 	# 33 bytes as Envoy states it: the body's own count (30) is not consulted
 	req := object.union(chat("gpt-4o", small), {"attributes": {"request": {"http": {"size": "33"}}}})
-	cost.body_bytes == 33 with input as req
+	bound.body_bytes == 33 with input as req
 	masked := json.remove(req, ["attributes/request/http/body", "parsed_body/x"])
 	cost.worst_case_micro_usd == ceil((33 * 2.5) + (100 * 10)) with input as masked with data.nexus.config as config
 }
 
 test_an_unknown_size_counts_the_body_itself if {
 	req := object.union(chat("gpt-4o", small), {"attributes": {"request": {"http": {"size": "-1"}}}})
-	cost.body_bytes == 30 with input as req
+	bound.body_bytes == 30 with input as req
 }
 
 test_content_length_bounds_a_body_forwarded_in_part if {
 	length := {"attributes": {"request": {"http": {"headers": {"content-length": "900000"}}}}}
 	req := object.union(chat("gpt-4o", small), length)
-	cost.body_bytes == 900000 with input as req
+	bound.body_bytes == 900000 with input as req
 }
 
 test_a_bytes_body_is_counted_from_its_base64 if {
 	raw := {"attributes": {"request": {"http": {"rawBody": base64.encode(json.marshal(small))}}}}
 	req := json.remove(object.union(chat("gpt-4o", small), raw), ["attributes/request/http/body"])
-	cost.body_bytes == 30 with input as req
+	bound.body_bytes == 30 with input as req
 }
 
 test_without_max_tokens_the_models_max_output_bounds_the_output if {

@@ -7,9 +7,9 @@ package nexus.models
 
 import data.nexus.reason
 import data.nexus.request
-import data.nexus.rollout
+import data.nexus.routing
 
-model := data.nexus.config.models[rollout.model]
+model := data.nexus.config.models[routing.model]
 
 tenant := data.nexus.config.tenants[request.tenant]
 
@@ -26,7 +26,7 @@ tenant := data.nexus.config.tenants[request.tenant]
 #     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), "the x-nexus-model header is required on chat completions") if {
 	request.route == "chat.completions"
-	rollout.model == ""
+	routing.model == ""
 }
 
 # METADATA
@@ -43,9 +43,9 @@ deny contains reason.build(rego.metadata.rule(), "the x-nexus-model header is re
 #     - ISO42001:A.9.4
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	request.route == "chat.completions"
-	rollout.model != ""
+	routing.model != ""
 	not model
-	msg := sprintf("model %q is not known", [rollout.model])
+	msg := sprintf("model %q is not known", [routing.model])
 }
 
 # METADATA
@@ -64,5 +64,5 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 	model
 	plan := object.get(tenant, "plan", "")
 	not model.plans[plan]
-	msg := sprintf("plan %q of tenant %q does not include model %q", [plan, request.tenant, rollout.model])
+	msg := sprintf("plan %q of tenant %q does not include model %q", [plan, request.tenant, routing.model])
 }

@@ -61,6 +61,7 @@ BENCHMARKS = (
     "replicas",
     "console",
     "anomaly",
+    "failover",
 )
 AUDIT = "audit"
 ALL = (*BENCHMARKS, AUDIT)

@@ -57,8 +57,12 @@ def test_a_spec_change_changes_the_revision(
     make_bundle: BundleFactory, opa: Opa, session_keys: KeyPaths, tmp_path: Path
 ) -> None:
     base = make_bundle()
+    # A renamed region, renamed wherever the bundle names it (regions, provider endpoints).
     changed = make_bundle(
-        **{"regions.yaml": (base / "regions.yaml").read_text().replace("us-west-2", "us-west-1")}
+        **{
+            name: (base / name).read_text().replace("us-west-2", "us-west-1")
+            for name in ("regions.yaml", "providers.yaml")
+        }
     )
     a = build_bundle(base, opa, options(session_keys, tmp_path / "a"))
     b = build_bundle(changed, opa, options(session_keys, tmp_path / "b"))

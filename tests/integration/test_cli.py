@@ -60,14 +60,14 @@ def test_check_reports_problems_with_places_and_exit_code(
     ok = nexus("check", str(bundle), env=env)
     assert ok.returncode == 0, ok.stderr
     assert "7 tenants" in ok.stdout
+    models = (bundle / "models.yaml").read_text()
+    line = models[: models.index("plans: [free, team, enterprise]")].count("\n") + 1
     (bundle / "models.yaml").write_text(
-        (bundle / "models.yaml")
-        .read_text()
-        .replace("plans: [free, team, enterprise]", "plans: [gold]")
+        models.replace("plans: [free, team, enterprise]", "plans: [gold]")
     )
     bad = nexus("check", str(bundle), env=env)
     assert bad.returncode == 1
-    assert "models.yaml:18:" in bad.stderr
+    assert f"models.yaml:{line}:" in bad.stderr
     machine = nexus("check", str(bundle), "--format", "json", env=env)
     report = json.loads(machine.stdout)
     assert report["ok"] is False

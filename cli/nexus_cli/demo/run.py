@@ -27,6 +27,7 @@ from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
 from nexus_audit.service import LeafNotFoundError
 from nexus_audit.verify import verify_log
 from nexus_cli.client import ApiCallError
+from nexus_cli.demo.failover import show_failover
 from nexus_cli.demo.faults import rotate_before_trust, undo_rotation
 from nexus_cli.demo.scenarios import (
     BUDGET_STEPS,
@@ -482,6 +483,8 @@ def run_demo(out: Console, err: Console) -> int:
             timeout=10,
         ) as usage:
             notes = [_budget_step(demo, usage, step) for step in BUDGET_STEPS]
+        failed_over, failover_notes = show_failover(run, gateway, plain, demo.seen)
+        notes += failover_notes
         out.print(_table(demo.outcomes))
         for note in notes:
             out.print(f"  • {note}")
@@ -572,7 +575,8 @@ def run_demo(out: Console, err: Console) -> int:
         )
         if not gated:
             out.print("[red]the shadowed revision was not promoted past its shadow gate[/red]")
-        return 1 if failed or not healthy or not audited or not followed or not gated else 0
+        ok = healthy and audited and followed and gated and failed_over
+        return 1 if failed or not ok else 0
     finally:
         run.stop()
         if jaeger is not None:

@@ -5,7 +5,8 @@ operators drive rollouts, compliance officers read evidence, enforcers poll
 bundles and report status, the gateway reports usage, Alertmanager (a remediator)
 posts alerts whose remediations act in its name, an evaluation pipeline (an
 evaluator) posts offline evaluation results, a FinOps reader reads the spend of
-the tenants its token names. An enforcer token is
+the tenants its token names, a health probe reports provider and model health (in
+the one region its token is bound to, if it is). An enforcer token is
 bound to one enforcer id and its region: it speaks for that enforcer only; a
 gateway token lists the tenants it may report usage for (at least one, at
 most ``MAX_GATEWAY_TENANTS``), so a leaked or misused gateway token cannot
@@ -77,6 +78,9 @@ class Role(StrEnum):
     """An offline evaluation pipeline: may post evaluation results, and nothing else."""
     FINOPS = "finops"
     """May read the spend of the tenants its token names (the cost API), and nothing else."""
+    PROBE = "probe"
+    """A provider health probe: may report model and provider health (in its token's region
+    when the token names one), and nothing else."""
 
 
 TENANT_SCOPED_ROLES = frozenset({Role.GATEWAY, Role.FINOPS})
@@ -159,8 +163,10 @@ def create_token(
         raise TokenError(
             "an enforcer token is bound to one enforcer id and its region (--enforcer and --region)"
         )
-    if role is not Role.ENFORCER and (region or enforcer_id):
-        raise TokenError("only enforcer tokens are bound to a region or an enforcer")
+    if role is Role.PROBE and enforcer_id:
+        raise TokenError("a probe token may be bound to a region (--region), not an enforcer")
+    if role not in (Role.ENFORCER, Role.PROBE) and (region or enforcer_id):
+        raise TokenError("only enforcer and probe tokens are bound to a region")
     if region is not None and not _REGION.match(region):
         raise TokenError(f"region {region!r} is not a lower-case id")
     if enforcer_id is not None and not _ENFORCER_ID.match(enforcer_id):

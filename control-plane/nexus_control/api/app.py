@@ -31,6 +31,7 @@ from nexus_control.api import (
     evaluations,
     events,
     fleet,
+    health,
     keys,
     metrics,
     replays,
@@ -48,6 +49,7 @@ from nexus_control.budgets.spend import SpendStore, make_spend_store
 from nexus_control.budgets.usage import UsageReport
 from nexus_control.console import pages as console_pages
 from nexus_control.console import routes as console
+from nexus_control.health.reports import HealthReport
 from nexus_control.plane import ControlPlane
 from nexus_control.quality.evaluations import EvaluationResult
 from nexus_control.rollout.rollouts import NoPolicyInForceError
@@ -77,6 +79,7 @@ ROUTERS = (
     alerts,
     evaluations,
     shadow,
+    health,
 )
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     UsageReport,
@@ -85,6 +88,7 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (
     StatusReport,
     ErasureRequest,
     EvaluationResult,
+    HealthReport,
 )
 """Bodies routes parse themselves (bounded reads): their schemas join the OpenAPI document."""
 

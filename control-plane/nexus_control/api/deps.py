@@ -29,8 +29,10 @@ __all__ = [
     "EventReaderDep",
     "FleetReaderDep",
     "GatewayDep",
+    "HealthReaderDep",
     "OperatorDep",
     "PlaneDep",
+    "ProbeDep",
     "ReaderDep",
     "RemediatorDep",
     "SpendReaderDep",
@@ -136,6 +138,10 @@ EventReaderDep = Annotated[Principal, Depends(require(Role.COMPLIANCE, Role.OPER
 RemediatorDep = Annotated[Principal, Depends(require(Role.REMEDIATOR, Role.OPERATOR))]
 """Alertmanager's webhook: a remediator token (that may do nothing else), or an operator's."""
 EvaluatorDep = Annotated[Principal, Depends(require(Role.EVALUATOR))]
+ProbeDep = Annotated[Principal, Depends(require(Role.PROBE))]
+HealthReaderDep = Annotated[
+    Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE, Role.PROBE, Role.AUTHOR))
+]
 """Evaluation results: an evaluator token only, so no person posts the evidence their own
 change is gated on."""
 BudgetReaderDep = Annotated[Principal, Depends(require(Role.OPERATOR, Role.COMPLIANCE))]

@@ -45,6 +45,8 @@ __all__ = [
     "EnforcerStatusView",
     "EnforcerView",
     "GateOverride",
+    "HealthList",
+    "HealthRecorded",
     "KeyActivation",
     "KeyList",
     "KeyRotation",
@@ -67,6 +69,7 @@ __all__ = [
     "SpendCapView",
     "SpendReport",
     "SpendRowView",
+    "TargetHealthView",
     "TenantSpendView",
     "ToolApprovalIssued",
     "UsageResult",
@@ -500,6 +503,30 @@ class ApprovalUseRecorded(_Answer):
     """False when the approval had been reported used already (a replay, audited)."""
     used_at: datetime
     expires_at: datetime
+
+
+class TargetHealthView(_Answer):
+    kind: str
+    """``model`` or ``provider``."""
+    target: str
+    region: str
+    """``*``: every region."""
+    status: str
+    reason: str
+    observed_at: datetime
+    reported_at: datetime
+    reporter: str
+
+
+class HealthRecorded(TargetHealthView):
+    changed: bool
+    """The status changed: the state bundle was republished and the change audited."""
+    applied: bool
+    """False when a newer observation was already kept; this one changed nothing."""
+
+
+class HealthList(_Answer):
+    targets: list[TargetHealthView]
 
 
 class ControlEventView(_Answer):

@@ -21,6 +21,7 @@ from nexus_control.authoring.config import (
     SlottedVariant,
     TenantConfig,
 )
+from nexus_control.authoring.failover import compile_providers
 from nexus_control.authoring.policyset import ApiKeyGrant, PolicySet
 from nexus_control.authoring.ratelimits import compile_rate_limits
 from nexus_control.authoring.slos import compile_capabilities
@@ -45,6 +46,10 @@ def compile_data(policy: PolicySet, approval_jwks: str) -> CompiledConfig:
         config["rate_limits"] = compile_rate_limits(policy.rate_limits)
     if policy.capabilities:
         config["capabilities"] = compile_capabilities(policy.capabilities)
+    if policy.failover.providers:
+        config["providers"] = compile_providers(policy.failover)
+    if policy.failover.priorities:
+        config["failover"] = {j: list(regions) for j, regions in policy.failover.priorities}
     return config
 
 
@@ -152,6 +157,8 @@ def _model(model: Model) -> ModelConfig:
         }
     if model.max_output_tokens is not None:
         entry["max_output_tokens"] = model.max_output_tokens
+    if model.fallbacks:
+        entry["fallbacks"] = list(model.fallbacks)
     return entry
 
 

@@ -72,6 +72,35 @@ class ModelConfig(TypedDict):
     price: NotRequired[PriceConfig]
     """Absent: the model is unpriced (see rego/nexus/cost.rego)."""
     max_output_tokens: NotRequired[int]
+    fallbacks: NotRequired[list[str]]
+    """Models routed to, in order, while this one is degraded or down."""
+
+
+class EndpointConfig(TypedDict):
+    region: str
+    host: str
+    port: int
+    tls: bool
+
+
+class OutlierDetectionConfig(TypedDict):
+    consecutive_5xx: int
+    interval_ms: int
+    base_ejection_time_ms: int
+    max_ejection_percent: int
+
+
+class CircuitBreakersConfig(TypedDict):
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+
+
+class ProviderConfig(TypedDict):
+    endpoints: list[EndpointConfig]
+    outlier_detection: OutlierDetectionConfig
+    circuit_breakers: CircuitBreakersConfig
 
 
 class RoleConfig(TypedDict):
@@ -228,5 +257,9 @@ class CompiledConfig(TypedDict):
     """By limit id; present only when the bundle has RateLimits specs."""
     capabilities: NotRequired[CapabilitiesConfig]
     """Present only when the bundle has SLOs specs."""
+    providers: NotRequired[dict[str, ProviderConfig]]
+    """By provider id; present only when the bundle has Providers specs."""
+    failover: NotRequired[dict[str, list[str]]]
+    """Jurisdiction → regions its traffic may fail over to, in order; only when set."""
     quality: NotRequired[dict[str, QualityGateConfig]]
     """By ``prompt:<id>`` or ``flag:<id>``: present only when a spec declares ``quality``."""

@@ -148,7 +148,15 @@ def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
         _quality,
     ):
         changes.extend(differ(before, after))
+    changes.extend(_failover_changes(before, after))
     return PolicyDiff(changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))))
+
+
+def _failover_changes(old: Config, new: Config) -> Iterator[Change]:
+    # Imported here: failover_diff builds on this module's Change and Effect.
+    from nexus_control.authoring.failover_diff import failover_changes
+
+    return failover_changes(old, new)
 
 
 def _section(doc: Config, *path: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ does not check again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
+from nexus_control.authoring.failover import Failover, check_failover
 from nexus_control.authoring.loader import BundleSources, Problem, SpecDocument, SpecError
 from nexus_control.authoring.ratelimits import check_rate_limits
 from nexus_control.authoring.slos import check_slos
@@ -95,6 +97,8 @@ class PolicySet:
     """Sorted by id."""
     capabilities: tuple[Capability, ...] = ()
     """The SLOs specs' capabilities, sorted by name."""
+    failover: Failover = dataclasses.field(default_factory=Failover)
+    """Providers and region priorities (see `nexus_control.authoring.failover`)."""
 
 
 def resolve(sources: BundleSources) -> PolicySet:
@@ -137,6 +141,7 @@ class _Resolver:
         rate_limits = check_rate_limits(self.sources, tenants, tools, self.problems)
         capabilities = check_slos(self.sources, tools, self.problems)
         check_quality(self.sources, self.problems)
+        failover = check_failover(self.sources, regions, models, self.problems)
 
         if self.problems:
             raise SpecError(self.problems)
@@ -160,6 +165,7 @@ class _Resolver:
             flags={k: v for k, (_, v) in flags.items()},
             rate_limits=rate_limits,
             capabilities=capabilities,
+            failover=failover,
         )
 
     # -- ids ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_APPROVAL_TTL_S",
     "LIMITED_ROUTES",
     "MAX_CAPABILITIES",
+    "MAX_FALLBACKS",
     "MAX_OUTPUT_TOKENS",
     "MAX_RATE",
     "MAX_USD_PER_MTOK",
@@ -37,7 +38,9 @@ __all__ = [
     "Budget",
     "BundleSpec",
     "Capability",
+    "CircuitBreakers",
     "DataClass",
+    "Endpoint",
     "Flag",
     "Identifier",
     "IdentitySpec",
@@ -46,6 +49,7 @@ __all__ = [
     "Model",
     "ModelsSpec",
     "Objectives",
+    "OutlierDetection",
     "Override",
     "Permission",
     "Plan",
@@ -54,12 +58,15 @@ __all__ = [
     "Prompt",
     "PromptVersion",
     "PromptsSpec",
+    "Provider",
+    "ProvidersSpec",
     "Quality",
     "RateLimit",
     "RateLimitsSpec",
     "RbacSpec",
     "RecordSigner",
     "Region",
+    "RegionPriority",
     "RegionsSpec",
     "RetentionRule",
     "RetentionSpec",
@@ -82,6 +89,19 @@ API_VERSION = "policy.nexus.ai/v1"
 MAX_USD_PER_MTOK = 10_000.0
 """A model price above this (USD per million tokens) is a typo, not a price."""
 MAX_OUTPUT_TOKENS = 10_000_000
+MAX_FALLBACKS = 8
+MAX_FAILOVER_REGIONS = 16
+MAX_ENDPOINTS = 64
+DEFAULT_CONSECUTIVE_5XX = 5
+DEFAULT_OUTLIER_INTERVAL_MS = 10_000
+DEFAULT_BASE_EJECTION_MS = 30_000
+DEFAULT_MAX_EJECTION_PERCENT = 100
+"""Every endpoint of a region may be ejected, so traffic moves on to the next priority."""
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_PENDING = 1024
+DEFAULT_MAX_REQUESTS = 1024
+DEFAULT_MAX_RETRIES = 3
+
 
 Identifier = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$", strict=True)
@@ -154,10 +174,22 @@ class Region(_Strict):
     jurisdiction: Identifier
 
 
+class RegionPriority(_Strict):
+    """The regions a jurisdiction's traffic may be served from, most preferred first.
+
+    An enforcer sends to providers' endpoints in its own region first, then in
+    these regions in order; every one must be of ``jurisdiction``.
+    """
+
+    jurisdiction: Identifier
+    regions: list[Identifier] = Field(min_length=1, max_length=MAX_FAILOVER_REGIONS)
+
+
 class RegionsSpec(_Strict):
     api_version: Literal["policy.nexus.ai/v1"]
     kind: Literal["Regions"]
     regions: list[Region] = Field(min_length=1)
+    failover: list[RegionPriority] = Field(default_factory=list)
 
 
 # --- Tenants -----------------------------------------------------------------
@@ -232,12 +264,61 @@ class Model(_Strict):
     """Without one the model is unpriced: refused unless a tenant allows unpriced models."""
     max_output_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | None = None
     """The output bound of a chat that sends no ``max_tokens``; without it one is required."""
+    fallbacks: list[Identifier] = Field(default_factory=list, max_length=MAX_FALLBACKS)
+    """Models to route to, in order, while this one is degraded or down (see
+    ``nexus_control.authoring.failover`` for the rules a fallback must meet)."""
 
 
 class ModelsSpec(_Strict):
     api_version: Literal["policy.nexus.ai/v1"]
     kind: Literal["Models"]
     models: list[Model] = Field(min_length=1)
+
+
+# --- Providers -----------------------------------------------------------------
+
+
+class OutlierDetection(_Strict):
+    """Envoy's outlier detection: an endpoint answering ``consecutive5xx`` 5xx in a row is
+    ejected for ``baseEjectionTimeMs`` (times the number of its ejections)."""
+
+    consecutive_5xx: Annotated[int, Field(ge=1, le=1000)] = Field(
+        DEFAULT_CONSECUTIVE_5XX, alias="consecutive5xx"
+    )
+    interval_ms: Annotated[int, Field(ge=10, le=3_600_000)] = DEFAULT_OUTLIER_INTERVAL_MS
+    base_ejection_time_ms: Annotated[int, Field(ge=10, le=3_600_000)] = DEFAULT_BASE_EJECTION_MS
+    max_ejection_percent: Annotated[int, Field(ge=1, le=100)] = DEFAULT_MAX_EJECTION_PERCENT
+
+
+class CircuitBreakers(_Strict):
+    """Envoy's default-priority thresholds per cluster: past them Envoy fails fast (503)."""
+
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = DEFAULT_MAX_CONNECTIONS
+    max_pending_requests: Annotated[int, Field(ge=1, le=1_000_000)] = DEFAULT_MAX_PENDING
+    max_requests: Annotated[int, Field(ge=1, le=1_000_000)] = DEFAULT_MAX_REQUESTS
+    max_retries: Annotated[int, Field(ge=0, le=1000)] = DEFAULT_MAX_RETRIES
+
+
+class Endpoint(_Strict):
+    region: Identifier
+    host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]{1,253}$", strict=True)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    tls: bool = True
+
+
+class Provider(_Strict):
+    """Where a provider's models are served, per region, and how Envoy guards its clusters."""
+
+    id: Identifier
+    endpoints: list[Endpoint] = Field(min_length=1, max_length=MAX_ENDPOINTS)
+    outlier_detection: OutlierDetection = OutlierDetection()
+    circuit_breakers: CircuitBreakers = CircuitBreakers()
+
+
+class ProvidersSpec(_Strict):
+    api_version: Literal["policy.nexus.ai/v1"]
+    kind: Literal["Providers"]
+    providers: list[Provider] = Field(min_length=1)
 
 
 # --- RBAC --------------------------------------------------------------------
@@ -574,6 +655,7 @@ SPEC_KINDS: dict[str, type[_Strict]] = {
     "Rollouts": RolloutsSpec,
     "RateLimits": RateLimitsSpec,
     "SLOs": SLOsSpec,
+    "Providers": ProvidersSpec,
 }
 """Every kind a bundle directory may hold, by its ``kind`` value."""
 
@@ -590,4 +672,5 @@ AnySpec = (
     | RolloutsSpec
     | RateLimitsSpec
     | SLOsSpec
+    | ProvidersSpec
 )

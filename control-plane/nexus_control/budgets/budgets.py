@@ -32,6 +32,7 @@ from nexus_control.budgets.overview import (
 )
 from nexus_control.budgets.spend import SpendStore, period_of
 from nexus_control.budgets.usage import UsageOutcome, UsageReport
+from nexus_control.health.reports import HealthReport, RecordedHealth, list_health, record_health
 from nexus_control.rollout.rollouts import NoPolicyInForceError
 from nexus_control.serving.notifier import RevisionNotifier, bundle_key
 from nexus_runtime.database import Database
@@ -138,6 +139,32 @@ class Budgets:
                 log.exception("state bundle rebuild after disabling a tenant failed; will retry")
                 self.mark_dirty()
         return disabled
+
+    def record_health(
+        self, report: HealthReport, *, reporter: str, bound_region: str | None
+    ) -> RecordedHealth:
+        """Keep a probe's health observation; on a change of status, republish the state
+        bundle at once, so every enforcer routes around (or back to) the target.
+
+        Raises `ReportRefusedError` for a report the policy in force cannot accept.
+        """
+        config = self._config_in_force()
+        with self.db.session() as session:
+            recorded = record_health(
+                session, config, report, reporter=reporter, bound_region=bound_region
+            )
+        if recorded.changed:
+            # Not debounced: the measure is health change → fallback everywhere in < 2 s.
+            try:
+                self.rebuild()
+            except Exception:
+                log.exception("state bundle rebuild after a health change failed; will retry")
+                self.mark_dirty()
+        return recorded
+
+    def health(self) -> list[RecordedHealth]:
+        with self.db.session() as session:
+            return list_health(session)
 
     def overview(self, period: str | None = None) -> SpendOverview:
         """Spend against caps in ``period`` (default: this month), per tenant and per day."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from nexus_contract.canonical import canonical_json
 from nexus_contract.wire import STATE_BUNDLE, STATE_ROOTS
 from nexus_control.authoring.archive import write_archive
 from nexus_control.authoring.signatures import MANIFEST_FILE, SIGNATURES_FILE, sign_bundle_files
+from nexus_control.health.reports import HealthState
 from nexus_control.store.tables import StateBundle
 from nexus_runtime.keys.provider import SigningKey
 
@@ -73,6 +74,8 @@ class StateDocument(TypedDict):
     spend: dict[str, SpendRatios]
     disabled: dict[str, DisabledEntry]
     approvals: ApprovalsState
+    health: NotRequired[HealthState]
+    """Degraded and down models and providers; absent while every one is healthy."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from nexus_control.budgets.cells import DAYS_KEPT
 from nexus_control.budgets.money import MICROS_PER_USD
 from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
+from nexus_control.health.reports import health_state, list_health
 from nexus_control.store import outbox
 from nexus_control.store.tables import DisabledTenant
 
@@ -278,4 +279,13 @@ def state_document(
         )
     }
     used = approval_uses.used_approvals(session, now)
-    return {"period": period, "spend": spend, "disabled": disabled, "approvals": {"used": used}}
+    document: StateDocument = {
+        "period": period,
+        "spend": spend,
+        "disabled": disabled,
+        "approvals": {"used": used},
+    }
+    health = health_state(list_health(session), config)
+    if health["models"] or health["providers"]:
+        document["health"] = health
+    return document

@@ -79,6 +79,9 @@ class NotReplayable(StrEnum):
     RECORDED_ERROR = "recorded_error"
     MISSING_REVISION = "missing_revision"
     BASELINE_NOT_REPRODUCED = "baseline_not_reproduced"
+    HEALTH_ROUTED = "health_routed"
+    """The decision routed around an unhealthy model: the health it saw was in the state
+    bundle, which the record does not carry, so the baseline would route elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ def record_of(leaf: StoredLeaf, opened: OpenedPayload, *, bundle: str = "nexus")
     payload = orjson.loads(opened.plaintext)
     result = payload.get("result")
     blocked, detail, now_ns = _replayability(payload, outcome, time_ns)
+    if blocked is None and isinstance(result, dict):
+        blocked, detail = _health_routed(result)
     return replace(
         base,
         input=_with_bearer(payload.get("input")) if blocked is None else payload.get("input"),
@@ -173,6 +178,21 @@ def _with_bearer(input_: Any) -> Any:
             "headers": {**headers, "authorization": f"Bearer {value}"}}  # fmt: skip
     request = {**input_["attributes"]["request"], "http": http}
     return {**input_, "attributes": {**input_["attributes"], "request": request}}
+
+
+NO_FALLBACK_RULE = "nexus.routing.no_fallback"
+
+
+def _health_routed(result: Mapping[str, Any]) -> tuple[NotReplayable | None, str | None]:
+    fallback = result.get("fallback")
+    if isinstance(fallback, dict):
+        return NotReplayable.HEALTH_ROUTED, str(fallback.get("message", ""))[:300] or None
+    reasons = result.get("reasons")
+    if isinstance(reasons, list) and any(
+        isinstance(r, dict) and r.get("rule") == NO_FALLBACK_RULE for r in reasons
+    ):
+        return NotReplayable.HEALTH_ROUTED, NO_FALLBACK_RULE
+    return None, None
 
 
 def _replayability(

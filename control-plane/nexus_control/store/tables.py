@@ -48,6 +48,7 @@ __all__ = [
     "RolloutDiffSummary",
     "RolloutEvent",
     "StateBundle",
+    "TargetHealth",
     "UtcDateTime",
 ]
 
@@ -249,6 +250,21 @@ class EnforcerBundle(Base):
     error_code: Mapped[str | None] = mapped_column(String(128))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class TargetHealth(Base):
+    """The last reported health of a model or provider (``kind``) in a region (``*``: all)."""
+
+    __tablename__ = "target_health"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(300))
+    observed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reporter: Mapped[str] = mapped_column(String(200))
 
 
 class DisabledTenant(Base):

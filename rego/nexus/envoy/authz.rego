@@ -27,6 +27,7 @@ import data.nexus.request
 import data.nexus.residency
 import data.nexus.retention
 import data.nexus.rollout
+import data.nexus.routing
 import data.nexus.tenants
 import data.nexus.tools
 
@@ -58,6 +59,8 @@ concern_reasons contains r if {
 concern_reasons contains r if some r in rollout.deny
 
 concern_reasons contains r if some r in residency.deny
+
+concern_reasons contains r if some r in routing.deny
 
 # Later stages are evaluated only when earlier ones pass, which also keeps
 # JWT verification and schema checks off requests refused in stage 1.
@@ -105,7 +108,7 @@ allowed if {
 	identity.authenticated
 }
 
-upstream_headers["x-nexus-route-model"] := rollout.model if request.route == "chat.completions"
+upstream_headers["x-nexus-route-model"] := routing.model if request.route == "chat.completions"
 
 upstream_headers["x-nexus-prompt-version"] := rollout.prompt_version if request.headers["x-nexus-prompt"]
 
@@ -119,6 +122,13 @@ default approval_id := "none"
 approval_id := tools.approval_claims.jti if tools.approval_verified
 
 response_headers["x-nexus-budget-warning"] := budget.warning if budget.warning != ""
+
+# Ids only: the probe's reason text stays in the decision (and its log).
+response_headers["x-nexus-fallback"] := sprintf("%s->%s", [routing.fallback.from, routing.fallback.to]) if {
+	routing.fallback
+}
+
+refusal_headers := object.union({"content-type": "application/json"}, routing.retry_headers)
 
 # The credential and the approval token stop here: the upstream gateway
 # gets the decision, never the secrets it was made from.
@@ -137,6 +147,12 @@ with_rate_limits(d) := object.union(d, {"dynamic_metadata": {"ratelimit": rateli
 # durable decision log reads it; without a choice, the enforcer's default.
 with_log_choice(d) := object.union(d, {"decision_log": choice}) if {
 	choice := data.nexus.config.tenants[request.tenant].decision_log
+} else := d
+
+# A fallback the policy took is named in the decision, so the decision log
+# carries why this request went to another model.
+with_fallback(d) := object.union(d, {"fallback": routing.fallback}) if {
+	routing.fallback
 } else := d
 
 # METADATA
@@ -162,7 +178,7 @@ default decision := {
 	}],
 }
 
-decision := with_log_choice(with_rate_limits({
+decision := with_log_choice(with_fallback(with_rate_limits({
 	"allowed": true,
 	"http_status": 200,
 	"headers": upstream_headers,
@@ -171,14 +187,14 @@ decision := with_log_choice(with_rate_limits({
 	"body": "",
 	"reasons": [],
 	"labels": capability.labels,
-})) if {
+}))) if {
 	allowed == true
 }
 
 decision := with_log_choice({
 	"allowed": false,
 	"http_status": refusal_status,
-	"headers": {"content-type": "application/json"},
+	"headers": refusal_headers,
 	"response_headers_to_add": {},
 	"request_headers_to_remove": [],
 	"body": json.marshal({"error": "denied", "reasons": reasons}),

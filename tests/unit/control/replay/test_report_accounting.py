@@ -118,6 +118,17 @@ def test_a_fingerprinted_api_key_is_replayable_with_its_clock() -> None:
     )
 
 
+def test_a_decision_routed_by_health_is_not_replayable_since_its_state_is_not_recorded() -> None:
+    base = {"input": INPUT, "nd_builtin_cache": {}}
+    message = 'model "gpt-4o" degraded (5xx) in region "eu-west-1" → "claude-sonnet-4"'
+    took = {**_result(True), "fallback": {"rule": "nexus.models.fallback", "message": message}}
+    record = _leaf({**base, "result": took})
+    assert (record.blocked, record.detail) == (NotReplayable.HEALTH_ROUTED, message)
+    refused = {**_result(False), "reasons": [{"rule": "nexus.routing.no_fallback"}]}
+    assert _leaf({**base, "result": refused}).blocked is NotReplayable.HEALTH_ROUTED
+    assert _leaf({**base, "result": _result(True)}).blocked is None
+
+
 def test_what_replay_cannot_see_makes_a_record_not_replayable() -> None:
     base = {"input": INPUT, "result": _result(True), "nd_builtin_cache": {}}
     approval = "/input/attributes/request/http/headers/x-nexus-approval"
