@@ -145,10 +145,14 @@ def test_a_failing_endpoint_is_ejected_and_traffic_stays_in_the_jurisdiction(
         envoy.stop()
     eu_west, eu_central = str(ports["eu-west-1"]), str(ports["eu-central-1"])
     us = {str(ports["us-east-1"]), str(ports["us-west-2"])}
-    # The local region first, until outlier detection ejects it after its 5xx run ...
-    assert served[:CONSECUTIVE_5XX] == [(503, eu_west)] * CONSECUTIVE_5XX
-    # ... then the next region of the EU, and never a US endpoint.
-    assert served[CONSECUTIVE_5XX:] == [(200, eu_central)] * (20 - CONSECUTIVE_5XX)
+    # The local region first, until outlier detection ejects it after its 5xx run (Envoy's
+    # main thread ejects a moment after the worker counted the run, so a request or two more
+    # may still reach it) ...
+    failed = next(i for i, answer in enumerate(served) if answer != (503, eu_west))
+    assert failed >= CONSECUTIVE_5XX
+    # ... then only the next region of the EU, and never a US endpoint.
+    assert served[failed:] == [(200, eu_central)] * (20 - failed)
+    assert 20 - failed >= 10, served
     assert not us & {p for _, p in served}
     assert (
         "cluster.provider_openai.outlier_detection.ejections_enforced_consecutive_5xx: 1" in stats
