@@ -42,65 +42,52 @@ def _section(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
 def _fallbacks(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
     before, after = _section(old, "models"), _section(new, "models")
     for mid in sorted(before.keys() & after.keys()):
-        a = list(before[mid].get("fallbacks", []))
-        b = list(after[mid].get("fallbacks", []))
-        if a == b:
-            continue
-        added = [f for f in b if f not in a]
-        if added:
-            yield Change(
-                area="fallback",
-                subject=mid,
-                detail=f"may fall back to {', '.join(added)}",
-                effect=Effect.WIDENS,
-            )
-        removed = [f for f in a if f not in b]
-        if removed:
-            yield Change(
-                area="fallback",
-                subject=mid,
-                detail=f"no longer falls back to {', '.join(removed)}",
-                effect=Effect.NARROWS,
-            )
-        if not added and not removed:
-            yield Change(
-                area="fallback",
-                subject=mid,
-                detail=f"order {a} → {b}",
-                effect=Effect.NEUTRAL,
-            )
+        yield from _ordered(
+            "fallback",
+            mid,
+            list(before[mid].get("fallbacks", [])),
+            list(after[mid].get("fallbacks", [])),
+            ("may fall back to", "no longer falls back to"),
+        )
 
 
 def _priorities(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
     before, after = _section(old, "failover"), _section(new, "failover")
     for jurisdiction in sorted(before.keys() | after.keys()):
-        a = list(before.get(jurisdiction, []))
-        b = list(after.get(jurisdiction, []))
-        if a == b:
-            continue
-        added = [r for r in b if r not in a]
-        removed = [r for r in a if r not in b]
-        if added:
-            yield Change(
-                area="failover",
-                subject=jurisdiction,
-                detail=f"may fail over to {', '.join(added)}",
-                effect=Effect.WIDENS,
-            )
-        if removed:
-            yield Change(
-                area="failover",
-                subject=jurisdiction,
-                detail=f"no longer fails over to {', '.join(removed)}",
-                effect=Effect.NARROWS,
-            )
-        if not added and not removed:
-            yield Change(
-                area="failover",
-                subject=jurisdiction,
-                detail=f"order {a} → {b}",
-                effect=Effect.NEUTRAL,
-            )
+        yield from _ordered(
+            "failover",
+            jurisdiction,
+            list(before.get(jurisdiction, [])),
+            list(after.get(jurisdiction, [])),
+            ("may fail over to", "no longer fails over to"),
+        )
+
+
+def _ordered(
+    area: str, subject: str, a: list[Any], b: list[Any], words: tuple[str, str]
+) -> Iterator[Change]:
+    """An ordered list of places traffic may go: one added widens, one removed narrows, a
+    new order alone is neutral."""
+    if a == b:
+        return
+    added = [x for x in b if x not in a]
+    removed = [x for x in a if x not in b]
+    if added:
+        yield Change(
+            area=area,
+            subject=subject,
+            detail=f"{words[0]} {', '.join(added)}",
+            effect=Effect.WIDENS,
+        )
+    if removed:
+        yield Change(
+            area=area,
+            subject=subject,
+            detail=f"{words[1]} {', '.join(removed)}",
+            effect=Effect.NARROWS,
+        )
+    if not added and not removed:
+        yield Change(area=area, subject=subject, detail=f"order {a} → {b}", effect=Effect.NEUTRAL)
 
 
 def _providers(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Change]:
