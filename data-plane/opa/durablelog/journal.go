@@ -55,19 +55,20 @@ const (
 	waitFsync
 )
 
-// Names of the levels in the configuration and in decision results.
-var waitLevels = map[string]waitLevel{"none": waitNone, "write": waitWrite, "fsync": waitFsync}
+// waitLevelNames are the levels' names in the configuration, in decision
+// results and in metric labels.
+var waitLevelNames = [...]string{waitNone: "none", waitWrite: "write", waitFsync: "fsync"}
 
-func (l waitLevel) String() string {
-	switch l {
-	case waitNone:
-		return "none"
-	case waitWrite:
-		return "write"
-	default:
-		return "fsync"
+// waitLevels reads a name back.
+var waitLevels = func() map[string]waitLevel {
+	m := make(map[string]waitLevel, len(waitLevelNames))
+	for level, name := range waitLevelNames {
+		m[name] = waitLevel(level)
 	}
-}
+	return m
+}()
+
+func (l waitLevel) String() string { return waitLevelNames[l] }
 
 type appendReq struct {
 	payload []byte
