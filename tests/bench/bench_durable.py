@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from nexus_dataplane.opa import OpaServer
 from nexus_dataplane.process import ManagedProcess
@@ -143,13 +144,13 @@ def _buckets(side: Side, metric: str) -> dict[float, float]:
     opa = side.processes["opa"]
     assert isinstance(opa, OpaServer)
     text = httpx.get(f"{opa.url}/metrics", timeout=5).text
-    out: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith(metric + "_bucket{"):
-            labels, _, value = line.rpartition(" ")
-            bound = labels.split('le="', 1)[1].split('"', 1)[0]
-            out[math.inf if bound == "+Inf" else float(bound)] = float(value)
-    return out
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == metric
+        for sample in family.samples
+        if sample.name == metric + "_bucket"
+    }
 
 
 def _added(
