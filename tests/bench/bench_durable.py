@@ -105,9 +105,10 @@ def _opa_cpu(steps: list[Step]) -> float:
 
 def _figures(steps: dict[tuple[int, str], list[Step]]) -> list[Figure]:
     figures: list[Figure] = []
+    kept_up = _sustained(steps)
     for rate in RATES:
         base = _median_p99(steps[rate, MEMORY])
-        sustained = _sustained(steps)[rate]
+        sustained = kept_up[rate]
         figures.append(
             figure(
                 NAME, f"p99, {MEMORY} @ {rate} rps", base, "ms", note=f"all sustained: {sustained}"
