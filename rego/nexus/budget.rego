@@ -29,7 +29,17 @@ state_loaded if is_string(data.nexus_state.period)
 
 fails_open if data.nexus.config.tenants[request.tenant].budget.before_state == "allow"
 
-soft_cap_ratio := data.nexus.config.tenants[request.tenant].budget.soft_cap_ratio
+# While the tenant's spend anomaly is held, its onAnomaly action may lower
+# the soft cap (a finding is a reason to warn sooner, not to refuse).
+held := data.nexus_state.anomaly_holds[request.tenant]
+
+on_anomaly := data.nexus.config.tenants[request.tenant].budget.on_anomaly if held
+
+soft_cap_ratio := on_anomaly.lower_soft_cap_to_ratio
+
+soft_cap_ratio := data.nexus.config.tenants[request.tenant].budget.soft_cap_ratio if {
+	not on_anomaly.lower_soft_cap_to_ratio
+}
 
 # Any entry disables the tenant, whatever its shape; the reason is a courtesy.
 default disabled_reason := "budget exhausted"
@@ -135,6 +145,32 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 	ratio := spend.features[feature]
 	ratio >= 1
 	msg := sprintf("tenant %q has used %s of its budget for feature %q", [request.tenant, percent(ratio), feature])
+}
+
+# METADATA
+# title: Costly model held after a spend anomaly
+# description: |
+#   The detector found a spend anomaly for the tenant, and its budget's
+#   onAnomaly action holds models priced above a threshold: their chats are
+#   refused until an approver has looked and released the hold (POST
+#   /v1/budgets/anomaly-holds/{tenant}/release). Cheaper models still serve.
+# custom:
+#   id: nexus.budget.anomaly_hold
+#   status: 403
+# labels:
+#   controls:
+#     - SOC2:A1.1
+#     - SOC2:CC7.2
+#     - ISO27001:A.8.16
+deny contains reason.build(rego.metadata.rule(), msg) if {
+	request.route == "chat.completions"
+	ceiling := on_anomaly.hold_models_above_usd_per_mtok
+	price := data.nexus.config.models[routing.model].price
+	max([price.input_usd_per_mtok, price.output_usd_per_mtok]) > ceiling
+	msg := sprintf(
+		"tenant %q has a spend anomaly on hold (%s on %s): model %q costs over $%v per million tokens %s",
+		[request.tenant, held.kind, held.day, routing.model, ceiling, "and needs an approver's release first"],
+	)
 }
 
 warnings contains sprintf("tenant=%s", [percent(spend.ratio)]) if {

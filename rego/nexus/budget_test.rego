@@ -148,3 +148,73 @@ test_disabled_entry_without_reason_still_disables if {
 		with data.nexus_state as state
 	{r.message | some r in rs} == {`tenant "hooli" is disabled: budget exhausted`}
 }
+
+# --- onAnomaly: what holds while the tenant's spend anomaly is on hold ---------
+
+anomaly_action := {"lower_soft_cap_to_ratio": 0.05, "hold_models_above_usd_per_mtok": 5}
+
+anomaly_config := json.patch(fx.config, [{
+	"op": "add", "path": "/tenants/umbrella/budget/on_anomaly",
+	"value": anomaly_action,
+}])
+
+held_state := object.union(fx.state, {"anomaly_holds": {"umbrella": {
+	"day": "2026-12-02", "kind": "spike", "since": "2026-12-02T10:00:00+00:00",
+}}})
+
+held_outcome(req, config, state) := {"rules": {r.rule | some r in rs}, "warning": warning} if {
+	rs := budget.deny with input as req with data.nexus.config as config with data.nexus_state as state
+	warning := budget.warning with input as req with data.nexus.config as config with data.nexus_state as state
+}
+
+test_a_held_anomaly_refuses_models_above_the_price_and_warns_sooner if {
+	costly := held_outcome(chat_for("umbrella", {"x-nexus-model": "gpt-4.1"}), anomaly_config, held_state)
+	costly.rules == {"nexus.budget.anomaly_hold"}
+	cheap := held_outcome(chat_for("umbrella", {"x-nexus-model": "gpt-4.1-mini"}), anomaly_config, held_state)
+	cheap == {"rules": set(), "warning": "tenant=10%"}
+}
+
+test_a_held_anomaly_names_the_finding_and_the_release if {
+	rs := budget.deny with input as chat_for("umbrella", {"x-nexus-model": "gpt-4.1"})
+		with data.nexus.config as anomaly_config
+		with data.nexus_state as held_state
+	some r in rs
+	r.status == 403
+	contains(r.message, "spike on 2026-12-02")
+	contains(r.message, "approver's release")
+}
+
+test_an_action_without_a_hold_changes_nothing if {
+	held_outcome(chat_for("umbrella", {"x-nexus-model": "gpt-4.1"}), anomaly_config, fx.state) == {
+		"rules": set(),
+		"warning": "",
+	}
+}
+
+test_a_hold_without_an_action_changes_nothing if {
+	held_outcome(chat_for("umbrella", {"x-nexus-model": "gpt-4.1"}), fx.config, held_state) == {
+		"rules": set(),
+		"warning": "",
+	}
+}
+
+test_a_hold_on_another_tenant_changes_nothing if {
+	other := object.union(fx.state, {"anomaly_holds": {"acme": {
+		"day": "2026-12-02", "kind": "drift", "since": "2026-12-02T10:00:00+00:00",
+	}}})
+	held_outcome(chat_for("umbrella", {"x-nexus-model": "gpt-4.1"}), anomaly_config, other) == {
+		"rules": set(),
+		"warning": "",
+	}
+}
+
+test_a_hold_that_only_lowers_the_soft_cap_refuses_nothing if {
+	config := json.patch(fx.config, [{
+		"op": "add", "path": "/tenants/umbrella/budget/on_anomaly",
+		"value": {"lower_soft_cap_to_ratio": 0.05},
+	}])
+	held_outcome(chat_for("umbrella", {"x-nexus-model": "gpt-4.1"}), config, held_state) == {
+		"rules": set(),
+		"warning": "model:gpt-4.1=20%, tenant=10%",
+	}
+}

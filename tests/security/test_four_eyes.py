@@ -161,6 +161,32 @@ def test_author_cannot_stop_a_tenants_answers_waiting_for_the_log_alone(
         restore(stack)
 
 
+def test_author_cannot_lift_a_tenants_anomaly_hold_by_dropping_its_action_alone(
+    stack: Environment,
+) -> None:
+    """Without its onAnomaly action, a held tenant spends on costly models again as if
+    nothing were found: a weaker budget control, so a second person must agree."""
+    before = in_force(stack)
+    sources = stack.build()
+    tenants = sources.bundle_dir / "tenants.yaml"
+    text = tenants.read_text()
+    action = "      onAnomaly:\n        lowerSoftCapToPercent: 50\n"
+    action += "        holdModelsAboveUsdPerMtok: 5\n"
+    assert action in text
+    tenants.write_text(text.replace(action, "", 1))
+    with ControlPlaneClient(stack.url, stack.tokens["author"]) as api:
+        published = api.publish(sources.pack())
+    try:
+        assert published["rollout"]["state"] == "pending_approval"
+        diff = published["diff"]
+        assert diff["needs_second_approver"] is True
+        changes = [(c["area"], c["subject"], c["effect"]) for c in diff["changes"]]
+        assert changes.count(("budget", "stark", "widens")) == 2, changes
+        assert in_force(stack) == before
+    finally:
+        restore(stack)
+
+
 @pytest.mark.parametrize("smuggled", ["bundle/.manifest", "policy/.manifest", "policy/data.json"])
 def test_author_cannot_smuggle_a_manifest_revision(stack: Environment, smuggled: str) -> None:
     good = in_force(stack)

@@ -17,6 +17,7 @@ from nexus_control.authoring.config import (
     CompiledConfig,
     FlagConfig,
     ModelConfig,
+    OnAnomalyConfig,
     RetentionEntry,
     SlottedVariant,
     TenantConfig,
@@ -142,6 +143,15 @@ def _budget(budget: Budget) -> BudgetConfig:
         entry["max_request_usd"] = budget.max_request_usd
     if budget.allow_unpriced_models:
         entry["allow_unpriced_models"] = True
+    if budget.on_anomaly is not None:
+        action: OnAnomalyConfig = {}
+        if budget.on_anomaly.lower_soft_cap_to_percent is not None:
+            action["lower_soft_cap_to_ratio"] = budget.on_anomaly.lower_soft_cap_to_percent / 100
+        if budget.on_anomaly.hold_models_above_usd_per_mtok is not None:
+            action["hold_models_above_usd_per_mtok"] = (
+                budget.on_anomaly.hold_models_above_usd_per_mtok
+            )
+        entry["on_anomaly"] = action
     return entry
 
 

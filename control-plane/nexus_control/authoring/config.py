@@ -19,6 +19,7 @@ __all__ = [
     "FlagConfig",
     "IssuerConfig",
     "ModelConfig",
+    "OnAnomalyConfig",
     "PriceConfig",
     "PromptConfig",
     "QualityGateConfig",
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 
+class OnAnomalyConfig(TypedDict):
+    lower_soft_cap_to_ratio: NotRequired[float]
+    hold_models_above_usd_per_mtok: NotRequired[float]
+
+
 class BudgetConfig(TypedDict):
     monthly_cap_usd: float
     per_model: dict[str, float]
@@ -43,6 +49,8 @@ class BudgetConfig(TypedDict):
     max_request_usd: NotRequired[float]
     allow_unpriced_models: NotRequired[bool]
     """Present (true) only when the tenant serves chats on unpriced models."""
+    on_anomaly: NotRequired[OnAnomalyConfig]
+    """Only for a tenant whose spec chooses: what holds while a spend anomaly is open."""
 
 
 class DecisionLogConfig(TypedDict):

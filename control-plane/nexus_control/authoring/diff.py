@@ -149,6 +149,7 @@ def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
     ):
         changes.extend(differ(before, after))
     changes.extend(_failover_changes(before, after))
+    changes.extend(_anomaly_changes(before, after))
     return PolicyDiff(changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))))
 
 
@@ -157,6 +158,13 @@ def _failover_changes(old: Config, new: Config) -> Iterator[Change]:
     from nexus_control.authoring.failover_diff import failover_changes
 
     return failover_changes(old, new)
+
+
+def _anomaly_changes(old: Config, new: Config) -> Iterator[Change]:
+    # Imported here: anomaly_diff builds on this module's Change and Effect.
+    from nexus_control.authoring.anomaly_diff import anomaly_changes
+
+    return anomaly_changes(old, new)
 
 
 def _section(doc: Config, *path: str) -> dict[str, Any]:

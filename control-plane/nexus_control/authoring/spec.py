@@ -13,7 +13,14 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from nexus_contract.wire import GATEWAY_ROUTES
@@ -49,6 +56,7 @@ __all__ = [
     "Model",
     "ModelsSpec",
     "Objectives",
+    "OnAnomaly",
     "OutlierDetection",
     "Override",
     "Permission",
@@ -195,6 +203,28 @@ class RegionsSpec(_Strict):
 # --- Tenants -----------------------------------------------------------------
 
 
+class OnAnomaly(_Strict):
+    """What the tenant's budget does while a spend anomaly of the tenant is on hold: from
+    the detector's finding until an approver releases it (``nexus-policy budgets
+    release``). Set at least one."""
+
+    lower_soft_cap_to_percent: Annotated[int, Field(ge=1, le=99)] | None = None
+    """The soft cap (warnings) drops to this percent of every cap meanwhile."""
+    hold_models_above_usd_per_mtok: (
+        Annotated[float, Field(ge=0, le=MAX_USD_PER_MTOK, allow_inf_nan=False, strict=False)] | None
+    ) = None
+    """Chats on a model whose input or output price is above this (USD per million
+    tokens) are refused meanwhile: a costlier model needs a person's approval first."""
+
+    @model_validator(mode="after")
+    def _one_action(self) -> OnAnomaly:
+        if self.lower_soft_cap_to_percent is None and self.hold_models_above_usd_per_mtok is None:
+            raise ValueError(
+                "onAnomaly needs lowerSoftCapToPercent or holdModelsAboveUsdPerMtok (or both)"
+            )
+        return self
+
+
 class Budget(_Strict):
     monthly_cap_usd: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
     soft_cap_percent: Annotated[int, Field(ge=1, le=100)] = 80
@@ -212,6 +242,17 @@ class Budget(_Strict):
     allow_unpriced_models: bool = False
     """Serve chats on models without a price: their worst case is unknown, so only the
     after-the-fact caps hold them."""
+    on_anomaly: OnAnomaly | None = None
+
+    @model_validator(mode="after")
+    def _anomaly_below_soft_cap(self) -> Budget:
+        lowered = self.on_anomaly.lower_soft_cap_to_percent if self.on_anomaly else None
+        if lowered is not None and lowered >= self.soft_cap_percent:
+            raise ValueError(
+                f"onAnomaly.lowerSoftCapToPercent ({lowered}) must be below softCapPercent "
+                f"({self.soft_cap_percent}): it lowers the soft cap"
+            )
+        return self
 
 
 class TenantDecisionLog(_Strict):
