@@ -90,6 +90,8 @@ EVENT_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "tenant.disabled": ("SOC2:A1.1",),
     "model_health.": ("SOC2:A1.2", "ISO27001:A.5.30", "ISO27001:A.8.14"),
     "spend.anomaly": ("SOC2:CC7.2", "ISO27001:A.8.16"),
+    "spend.anomaly_held": ("SOC2:CC7.2", "SOC2:A1.1", "ISO27001:A.8.16"),
+    "spend.anomaly_released": ("SOC2:CC7.2", "SOC2:A1.1", "ISO27001:A.8.16"),
     "gdpr.erasure": ("GDPR:Art.17", "ISO27001:A.8.10", "SOC2:P4.3"),
     "retention.purged": ("GDPR:Art.5", "ISO27001:A.8.10", "SOC2:C1.2"),
     "evidence.exported": ("ISO27001:A.5.28", "SOC2:CC4.1", "HIPAA:164.308(a)(1)(ii)(D)"),

@@ -17,7 +17,7 @@ import typer
 
 from nexus_audit import cli as audit_cli
 from nexus_audit.witness import cli as witness_cli
-from nexus_cli import authoring, dataplane, replay, rollout, service, shadow, slo
+from nexus_cli import authoring, budgets, dataplane, replay, rollout, service, shadow, slo
 from nexus_cli.console import err
 from nexus_cli.errors import exit_code
 from nexus_contract.errors import NexusError
@@ -47,6 +47,7 @@ app.command("replay")(replay.replay)
 app.add_typer(service.tokens_app, name="tokens")
 app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(shadow.shadow_app, name="shadow")
+app.add_typer(budgets.budgets_app, name="budgets")
 for verb in ("approve", "override", "promote", "pause", "resume", "rollback"):
     app.command(verb)(getattr(rollout, verb))
 app.add_typer(dataplane.app, name="dataplane")

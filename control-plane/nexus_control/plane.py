@@ -134,7 +134,12 @@ class ControlPlane:
         )
         self.usage_gate = UsageGate(settings.usage_max_in_flight, settings.usage_retry_after_s)
         self.budget_gauges = BudgetGauges(self.budgets.overview, settings.metric_tenants)
-        self.anomalies = AnomalyWatch(self.db, self.budgets.overview)
+        self.anomalies = AnomalyWatch(
+            self.db,
+            self.budgets.overview,
+            config=self.budgets.config_or_none,
+            republish=lambda: self.budgets.republish_now("an anomaly hold"),
+        )
 
     def activate_key(self, kid: str, actor: str, window_s: int) -> TrustedKey:
         """Activate ``kid``; a new bundle key re-signs what is in force and the state bundle."""

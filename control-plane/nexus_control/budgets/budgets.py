@@ -21,7 +21,7 @@ from nexus_control.access import approval_uses
 from nexus_control.access.approval_uses import ApprovalUse
 from nexus_control.access.keyring import KeyPurpose, Keyring
 from nexus_control.authoring.config import CompiledConfig
-from nexus_control.budgets import state, usage
+from nexus_control.budgets import holds, state, usage
 from nexus_control.budgets.costs import CostQuery, CostReport, cost_report
 from nexus_control.budgets.overview import (
     PAGE_TENANTS,
@@ -99,13 +99,8 @@ class Budgets:
                 decision_id=decision_id,
             )
         if use.first_use:
-            # Not debounced: every enforcer should refuse the approval as soon
-            # as possible. A failed rebuild leaves it to the background loop.
-            try:
-                self.rebuild()
-            except Exception:
-                log.exception("state bundle rebuild after an approval use failed; will retry")
-                self.mark_dirty()
+            # Not debounced: every enforcer should refuse the approval as soon as possible.
+            self.republish_now("an approval use")
         return use
 
     def record_usage(self, report: UsageReport) -> UsageOutcome:
@@ -133,11 +128,7 @@ class Budgets:
             )
         if disabled:
             # Not debounced: every enforcer should refuse the tenant as soon as possible.
-            try:
-                self.rebuild()
-            except Exception:
-                log.exception("state bundle rebuild after disabling a tenant failed; will retry")
-                self.mark_dirty()
+            self.republish_now("disabling a tenant")
         return disabled
 
     def record_health(
@@ -155,12 +146,34 @@ class Budgets:
             )
         if recorded.changed:
             # Not debounced: the measure is health change → fallback everywhere in < 2 s.
-            try:
-                self.rebuild()
-            except Exception:
-                log.exception("state bundle rebuild after a health change failed; will retry")
-                self.mark_dirty()
+            self.republish_now("a health change")
         return recorded
+
+    def release_anomaly(self, tenant: str, actor: str, reason: str) -> holds.HeldEntry:
+        """End ``tenant``'s spend-anomaly hold in ``actor``'s name; republish at once.
+
+        Raises `holds.NoHoldError` when the tenant's anomaly is not held.
+        """
+        with self.db.session() as session:
+            row = holds.release(session, tenant=tenant, actor=actor, reason=reason)
+            released: holds.HeldEntry = {
+                "day": row.day,
+                "kind": row.kind,
+                "since": row.since.astimezone(UTC).isoformat(),
+            }
+        self.republish_now("an anomaly release")
+        return released
+
+    def anomaly_holds(self) -> dict[str, holds.HeldEntry]:
+        with self.db.session() as session:
+            return holds.holds_state(session)
+
+    def config_or_none(self) -> CompiledConfig | None:
+        """The policy in force's config; None while there is none."""
+        try:
+            return self._config_in_force()
+        except NoPolicyInForceError:
+            return None
 
     def health(self) -> list[RecordedHealth]:
         with self.db.session() as session:
@@ -168,10 +181,7 @@ class Budgets:
 
     def overview(self, period: str | None = None) -> SpendOverview:
         """Spend against caps in ``period`` (default: this month), per tenant and per day."""
-        try:
-            config: CompiledConfig | None = self._config_in_force()
-        except NoPolicyInForceError:
-            config = None
+        config = self.config_or_none()
         with self.db.session() as session:
             return spend_overview(
                 session, self.spend, config, period or period_of(datetime.now(UTC))
@@ -181,10 +191,7 @@ class Budgets:
         self, period: str | None = None, *, tenant: str | None = None, limit: int = PAGE_TENANTS
     ) -> SpendPage:
         """`overview` for the first ``limit`` tenants by share of cap, or for ``tenant`` alone."""
-        try:
-            config: CompiledConfig | None = self._config_in_force()
-        except NoPolicyInForceError:
-            config = None
+        config = self.config_or_none()
         with self.db.session() as session:
             return spend_page(
                 session,
@@ -201,6 +208,14 @@ class Budgets:
         """Exact spend over ``query``'s range (see `nexus_control.budgets.costs`)."""
         return cost_report(self.spend, query, tenant=tenant, scope=scope)
 
+    def republish_now(self, after: str) -> None:
+        """Rebuild the state bundle now, not debounced; a failure leaves it to `run`."""
+        try:
+            self.rebuild()
+        except Exception:
+            log.exception("state bundle rebuild after %s failed; will retry", after)
+            self.mark_dirty()
+
     def mark_dirty(self) -> None:
         """Spend or caps may have changed: rebuild the state bundle soon."""
         self._dirty.set()
@@ -209,10 +224,7 @@ class Budgets:
         """Rebuild and sign the state bundle if its content changed; wake the pollers."""
         with self._lock:
             self._dirty.clear()
-            try:
-                config: CompiledConfig | None = self._config_in_force()
-            except NoPolicyInForceError:
-                config = None
+            config = self.config_or_none()
             period = period_of(datetime.now(UTC))
             with self.db.session() as session:
                 document = usage.state_document(session, self.spend, config, period)

@@ -21,6 +21,7 @@ from nexus_contract.canonical import canonical_json
 from nexus_contract.wire import STATE_BUNDLE, STATE_ROOTS
 from nexus_control.authoring.archive import write_archive
 from nexus_control.authoring.signatures import MANIFEST_FILE, SIGNATURES_FILE, sign_bundle_files
+from nexus_control.budgets.holds import HeldEntry
 from nexus_control.health.reports import HealthState
 from nexus_control.store.tables import StateBundle
 from nexus_runtime.keys.provider import SigningKey
@@ -76,6 +77,9 @@ class StateDocument(TypedDict):
     approvals: ApprovalsState
     health: NotRequired[HealthState]
     """Degraded and down models and providers; absent while every one is healthy."""
+    anomaly_holds: NotRequired[dict[str, HeldEntry]]
+    """Tenants whose spend anomaly is held (`nexus_control.budgets.holds`); absent while
+    none is."""
 
 
 @dataclass(frozen=True)

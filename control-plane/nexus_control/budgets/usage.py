@@ -22,6 +22,7 @@ from nexus_contract.wire import GATEWAY_ROUTES
 from nexus_control.access import approval_uses
 from nexus_control.authoring.config import BudgetConfig, CompiledConfig
 from nexus_control.budgets.cells import DAYS_KEPT
+from nexus_control.budgets.holds import holds_state
 from nexus_control.budgets.money import MICROS_PER_USD
 from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
@@ -288,4 +289,7 @@ def state_document(
     health = health_state(list_health(session), config)
     if health["models"] or health["providers"]:
         document["health"] = health
+    held = holds_state(session)
+    if held:
+        document["anomaly_holds"] = held
     return document

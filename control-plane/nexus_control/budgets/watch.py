@@ -6,7 +6,9 @@ each finding not recorded before, in one transaction; the outbox carries it into
 audit log, where its controls (monitoring: SOC 2 CC7.2, ISO 27001 A.8.16) tag it. A
 finding is the same finding on every later scan (the detector is a function of the
 series), so it is keyed by tenant, day and kind. The metric and its alert
-(`nexus_spend_anomalies`, NexusSpendAnomaly) read the same overview.
+(`nexus_spend_anomalies`, NexusSpendAnomaly) read the same overview. A new finding for a
+tenant whose budget names an ``onAnomaly`` action holds the tenant's anomaly in the same
+transaction (`nexus_control.budgets.holds`), and the state bundle is republished at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from nexus_control.authoring.config import CompiledConfig
+from nexus_control.budgets import holds
 from nexus_control.budgets.overview import Anomaly, SpendOverview
 from nexus_control.budgets.spend import period_of
 from nexus_control.store import outbox
@@ -37,11 +41,21 @@ log = logging.getLogger(__name__)
 
 
 class AnomalyWatch:
-    """``overview(period)`` is the budgets' overview (caps in force, spend, findings)."""
+    """``overview(period)`` is the budgets' overview (caps in force, spend, findings);
+    ``config()`` the policy in force (None: none), whose tenants' ``onAnomaly`` actions a
+    finding holds; ``republish()`` rebuilds the state bundle once a hold opened."""
 
-    def __init__(self, db: Database, overview: Callable[[str], SpendOverview]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        overview: Callable[[str], SpendOverview],
+        config: Callable[[], CompiledConfig | None] = lambda: None,
+        republish: Callable[[], object] = lambda: None,
+    ) -> None:
         self.db = db
         self._overview = overview
+        self._config = config
+        self._republish = republish
 
     def scan(self, now: datetime | None = None) -> list[Anomaly]:
         """Record the period's findings not yet recorded; the ones recorded now."""
@@ -50,6 +64,9 @@ class AnomalyWatch:
         found = self._overview(period).anomalies
         if not found:
             return []
+        config = self._config()
+        tenants = config["tenants"] if config is not None else {}
+        held = False
         with self.db.session() as session:
             recorded = session.scalars(
                 select(OutboxEvent.payload)
@@ -70,6 +87,19 @@ class AnomalyWatch:
                     spend_usd=anomaly.spend_usd,
                     baseline_usd=anomaly.baseline_usd,
                 )
+                tenant = tenants.get(anomaly.tenant)
+                action = tenant["budget"].get("on_anomaly") if tenant is not None else None
+                if action is not None:
+                    held |= holds.hold(
+                        session,
+                        tenant=anomaly.tenant,
+                        day=anomaly.day,
+                        kind=anomaly.kind,
+                        action=action,
+                        actor=ACTOR,
+                    )
+        if held:
+            self._republish()
         return new
 
     async def run(self, stop: asyncio.Event, every_s: float = SCAN_S) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.types import TypeDecorator
 from nexus_control.rollout.states import RolloutState
 
 __all__ = [
+    "AnomalyHold",
     "ApiToken",
     "Approval",
     "Base",
@@ -265,6 +266,18 @@ class TargetHealth(Base):
     observed_at: Mapped[datetime] = mapped_column(UtcDateTime())
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime())
     reporter: Mapped[str] = mapped_column(String(200))
+
+
+class AnomalyHold(Base):
+    """A tenant's spend anomaly on hold: its budget's ``onAnomaly`` action applies until an
+    approver releases it. One per tenant; the finding it came from is its audit event."""
+
+    __tablename__ = "anomaly_holds"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(8))
+    since: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class DisabledTenant(Base):
