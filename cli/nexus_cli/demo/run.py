@@ -27,8 +27,10 @@ from nexus_audit.evidence import EvidenceError, export_archive, verify_archive
 from nexus_audit.service import LeafNotFoundError
 from nexus_audit.verify import verify_log
 from nexus_cli.client import ApiCallError
+from nexus_cli.demo.anomaly import show_anomaly
 from nexus_cli.demo.failover import show_failover
 from nexus_cli.demo.faults import rotate_before_trust, undo_rotation
+from nexus_cli.demo.polling import until
 from nexus_cli.demo.scenarios import (
     BUDGET_STEPS,
     DEMO_KEYS,
@@ -199,16 +201,6 @@ def _report_usage(
     return result
 
 
-def _until(check: Callable[[], bool], deadline_s: float) -> float | None:
-    """Seconds until ``check`` is true, polling quickly; None if it never was."""
-    start = time.monotonic()
-    while time.monotonic() - start < deadline_s:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    return None
-
-
 def _budget_step(demo: Demo, usage: httpx.Client, step: BudgetStep) -> str:
     """Report the step's usage, wait until enforcers act on it, send its request; a note."""
 
@@ -243,7 +235,7 @@ def _budget_step(demo: Demo, usage: httpx.Client, step: BudgetStep) -> str:
         "refusal": lambda: probe().status_code == httpx.codes.TOO_MANY_REQUESTS,
         "disabled": lambda: probe().status_code == httpx.codes.FORBIDDEN,
     }
-    waited = _until(checks[step.wait_for], REFUSAL_DEADLINE_S)
+    waited = until(checks[step.wait_for], REFUSAL_DEADLINE_S)
     demo.send(
         Scenario(
             step.name,
@@ -310,13 +302,13 @@ def _show_audit(run: DemoRun, demo: Demo, out: Console) -> bool:
                 found += 1
         return found
 
-    waited = _until(lambda: recorded() == len(demo.decisions), 30.0)
+    waited = until(lambda: recorded() == len(demo.decisions), 30.0)
     count = recorded()
     out.print(
         f"  {count}/{len(demo.decisions)} decisions made through Envoy are leaves of the log"
         + ("" if waited is not None else " [red](missing after 30 s)[/red]")
     )
-    _until(lambda: run.plane is not None and run.plane.drain_outbox(audit) == 0, 10.0)
+    until(lambda: run.plane is not None and run.plane.drain_outbox(audit) == 0, 10.0)
     with run.plane.db.session() as session:
         events = len(outbox.events(session))
         pending = len(outbox.pending(session))
@@ -485,6 +477,8 @@ def run_demo(out: Console, err: Console) -> int:
             notes = [_budget_step(demo, usage, step) for step in BUDGET_STEPS]
         failed_over, failover_notes = show_failover(run, gateway, plain, demo.seen)
         notes += failover_notes
+        flagged, anomaly_notes = show_anomaly(run, gateway, plain, demo.seen)
+        notes += anomaly_notes
         out.print(_table(demo.outcomes))
         for note in notes:
             out.print(f"  • {note}")
@@ -573,9 +567,11 @@ def run_demo(out: Console, err: Console) -> int:
             "--name you[/bold], then [bold]nexus-policy serve[/bold] and open "
             "http://127.0.0.1:8700/console"
         )
+        if not flagged:
+            out.print("[red]the injected spend anomaly was not held and released[/red]")
         if not gated:
             out.print("[red]the shadowed revision was not promoted past its shadow gate[/red]")
-        ok = healthy and audited and followed and gated and failed_over
+        ok = healthy and audited and followed and gated and failed_over and flagged
         return 1 if failed or not ok else 0
     finally:
         run.stop()
