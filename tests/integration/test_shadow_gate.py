@@ -3,14 +3,18 @@ and its report counts them in the replay report's buckets."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
+from nexus_audit.events import controls_for
+from nexus_control.access.keyring import KeyPurpose
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
+from nexus_runtime.keys.jws import verify_compact
 from tests.fixtures.shadow_gate import CANARY, Flow, auth, eventually, shadow_gated, variant
 
 pytestmark = pytest.mark.opa
@@ -88,3 +92,12 @@ def test_a_benign_shadow_passes_its_gate_and_the_rollout_enters_the_next_wave(
     assert flow.report()["gates_passed"] is True
     verdicts = flow.events("shadow.gate_verdict")
     assert [v["passed"] for v in verdicts if v["rollout"] == rollout_id] == [True]
+    # The report the passing verdict was made on is signed beside it, by the bundle key.
+    (passed,) = [v for v in verdicts if v["rollout"] == rollout_id]
+    sealed = [r for r in flow.events("shadow.reported") if r["digest"] in passed["digests"]]
+    assert sealed and all(r["rollout"] == rollout_id and r["total"] == 3 for r in sealed)
+    keys = flow.plane.keyring.trusted_for_verification(KeyPurpose.BUNDLE)
+    for report in sealed:
+        _, body = verify_compact(report["signature"], keys)
+        assert "sha256:" + hashlib.sha256(body).hexdigest() == report["digest"]
+    assert set(controls_for("shadow.reported")) >= {"SOC2:CC8.1", "ISO27001:A.8.32"}

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from nexus_audit.service import AuditLog
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import SHADOW_BUNDLE
-from nexus_control.access.keyring import Keyring
+from nexus_control.access.keyring import KeyPurpose, Keyring
 from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.spec import RiskLevel
 from nexus_control.registry.registry import Registry
@@ -26,8 +26,14 @@ from nexus_control.replay.gatekeeper import risk_judge
 from nexus_control.replay.gates import GateResult, GateVerdict, ShadowGates, judge
 from nexus_control.replay.shadowreport import shadow_report
 from nexus_control.rollout.fleet import Fleet
-from nexus_control.rollout.shadowgate import WaveVerdict, combined, shadowed_regions
+from nexus_control.rollout.shadowgate import (
+    SealedReport,
+    WaveVerdict,
+    combined,
+    shadowed_regions,
+)
 from nexus_control.store.tables import RegionTarget, Rollout
+from nexus_runtime.keys.jws import sign_compact
 
 __all__ = ["ShadowGatekeeper"]
 
@@ -69,6 +75,7 @@ class ShadowGatekeeper:
         try:
             risk_of = self._risk_of(rollout)
             parts = []
+            sealed = []
             for region in shadowed:
                 target = session.get(RegionTarget, (region, SHADOW_BUNDLE))
                 assert target is not None
@@ -85,6 +92,9 @@ class ShadowGatekeeper:
                                        note="no shadow outcome logged yet")  # fmt: skip
                     verdict = GateVerdict((*verdict.results, empty))
                 parts.append((region, verdict, report.digest))
+                key, kid = self.keyring.signer(KeyPurpose.BUNDLE)
+                signature = sign_compact(key, kid, report.body)
+                sealed.append(SealedReport(region, report.digest, report.total, signature, kid))
         except NexusError as error:
             return WaveVerdict(wave, False, f"the shadow gate could not be judged: {error}")
         except Exception:
@@ -92,7 +102,7 @@ class ShadowGatekeeper:
             return WaveVerdict(
                 wave, False, "the shadow gate failed unexpectedly (see the control plane's log)"
             )
-        return combined(wave, parts)
+        return combined(wave, parts, sealed)
 
     def _risk_of(self, rollout: Rollout) -> Callable[[str], RiskLevel | None]:
         """Tools' risk from the candidate and the revision it replaces (read once per pair)."""

@@ -11,9 +11,11 @@ a gate that lacked samples passes once they arrive. A wave with no such
 shadow is not gated, unless ``required`` (then it holds, with that reason).
 
 Every verdict that differs from the last one recorded is an audit event
-(``shadow.gate_verdict``) and a history entry: a verdict repeated at every step
-is one event, not one a second. An approver, never the author (by principal),
-may release a held wave with a recorded reason (``shadow.gate_overridden``).
+(``shadow.gate_verdict``), with each report it judged signed beside it
+(``shadow.reported``: digest, JWS over the report's bytes), and a history entry: a
+verdict repeated at every step is one event, not one a second. An approver, never the
+author (by principal), may release a held wave with a recorded reason
+(``shadow.gate_overridden``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from nexus_control.store.tables import RegionTarget, Rollout, RolloutEvent
 
 __all__ = [
     "SHADOW_HELD",
+    "SealedReport",
     "WaveGate",
     "WaveVerdict",
     "combined",
@@ -48,6 +51,18 @@ SHADOW_HELD = "shadow gate failed: "
 
 
 @dataclass(frozen=True)
+class SealedReport:
+    """A shadow report the gate judged, signed (JWS by the active bundle key over its
+    canonical bytes): the evidence of what a verdict was made on."""
+
+    region: str
+    digest: str
+    total: int
+    signature: str
+    kid: str
+
+
+@dataclass(frozen=True)
 class WaveVerdict:
     """The shadow gate's verdict on promoting a rollout into ``wave``."""
 
@@ -56,6 +71,8 @@ class WaveVerdict:
     detail: str
     digests: tuple[str, ...] = ()
     """Of the shadow reports judged (one per shadowed region)."""
+    reports: tuple[SealedReport, ...] = ()
+    """The same reports, signed; each is recorded (``shadow.reported``) with a new verdict."""
 
 
 WaveGate = Callable[[Session, Rollout, int], WaveVerdict | None]
@@ -104,6 +121,20 @@ def record_verdict(session: Session, rollout: Rollout, verdict: WaveVerdict, act
         detail=verdict.detail,
         digests=list(verdict.digests),
     )
+    for report in verdict.reports:
+        outbox.record(
+            session,
+            "shadow.reported",
+            actor,
+            rollout=rollout.id,
+            revision=rollout.revision,
+            wave=verdict.wave,
+            region=report.region,
+            digest=report.digest,
+            total=report.total,
+            signature=report.signature,
+            kid=report.kid,
+        )
     action = RolloutAction.GATE_PASSED if verdict.passed else RolloutAction.HELD
     session.add(
         RolloutEvent(
@@ -148,14 +179,20 @@ def record_override(
     rollout.updated_at = _now()
 
 
-def combined(wave: int, parts: Sequence[tuple[str, GateVerdict, str]]) -> WaveVerdict:
+def combined(
+    wave: int,
+    parts: Sequence[tuple[str, GateVerdict, str]],
+    reports: Sequence[SealedReport] = (),
+) -> WaveVerdict:
     """One verdict of the gates judged per shadowed region: (region, verdict, report digest)."""
     failed = [f"{region}: {describe_failed(v)}" for region, v, _ in parts if not v.passed]
     digests = tuple(digest for _, _, digest in parts)
     if failed:
-        return WaveVerdict(wave, False, "; ".join(failed), digests)
+        return WaveVerdict(wave, False, "; ".join(failed), digests, tuple(reports))
     shadowed = ", ".join(region for region, _, _ in parts)
-    return WaveVerdict(wave, True, f"every gate passed on the shadow in {shadowed}", digests)
+    return WaveVerdict(
+        wave, True, f"every gate passed on the shadow in {shadowed}", digests, tuple(reports)
+    )
 
 
 def _now() -> datetime:
