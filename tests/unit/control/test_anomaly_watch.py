@@ -60,6 +60,7 @@ def test_a_spike_is_recorded_once_for_the_tenant_and_the_platform(db: Database) 
         "tenant": "acme",
         "day": "2027-03-10",
         "kind": "spike",
+        "scope": "tenant",
         "spend_usd": 100.0,
         "baseline_usd": pytest.approx(10.0, rel=0.01),
     }
