@@ -20,7 +20,7 @@ from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
 from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.sources import pack_sources
-from nexus_control.budgets.metrics import BudgetGauges
+from nexus_control.budgets.metrics import ANOMALY_SCOPES, BudgetGauges
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.states import RolloutState
 from nexus_control.serving.enrolment import enrol_enforcer
@@ -111,7 +111,7 @@ def test_metrics_follow_an_enforcer_from_expected_to_converged_and_spend_to_its_
     assert first["nexus_budget_tenants"] == {
         f'state="{s}"': 0.0 for s in ("under", "soft", "hard", "disabled")
     }
-    assert first["nexus_spend_anomalies"] == {'scope="platform"': 0.0, 'scope="tenant"': 0.0}
+    assert first["nexus_spend_anomalies"] == {f'scope="{s}"': 0.0 for s in ANOMALY_SCOPES}
     assert first["nexus_budget_platform_spend_usd"] == {"": 0.0}
     assert "nexus_tool_risk_info" not in first, "no policy in force: no tool risks"
 

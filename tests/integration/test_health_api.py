@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,26 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nexus_audit.events import controls_for
-from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import TENANT_SCOPED_ROLES, Role, create_token
 from nexus_control.api.app import create_app
-from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.budgets.state import current_state
 from nexus_control.plane import ControlPlane
 from nexus_control.store import outbox
 from tests.conftest import GATEWAY
-from tests.fixtures.planes import database_url_for, plane_on
 
 pytestmark = pytest.mark.opa
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def plane(
-    request: pytest.FixtureRequest, tmp_path: Path, session_keys: KeyPaths, opa: Opa
-) -> Iterator[ControlPlane]:
-    with plane_on(database_url_for(request, tmp_path), session_keys, opa) as control:
-        yield control
 
 
 @pytest.fixture

@@ -23,31 +23,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app
-from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
 from nexus_control.quality.evaluations import MAX_EVALUATION_BYTES
 from nexus_control.store import outbox
 from nexus_control.store.tables import Evaluation
 from tests.conftest import GATEWAY
-from tests.fixtures.planes import database_url_for, plane_on
 from tests.fixtures.quality import NOW, PASSING, evaluation, gated_bundle
 
 pytestmark = pytest.mark.opa
 
 SOURCES_TYPE = {"content-type": "application/vnd.nexus.sources+gzip"}
 PEOPLE = (Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.COMPLIANCE)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def plane(
-    request: pytest.FixtureRequest, tmp_path: Path, session_keys: KeyPaths, opa: Opa
-) -> Iterator[ControlPlane]:
-    with plane_on(database_url_for(request, tmp_path), session_keys, opa) as control:
-        yield control
 
 
 @pytest.fixture

@@ -12,37 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app
-from nexus_control.authoring.opa import Opa
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
 from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.store import outbox
 from nexus_control.store.tables import TargetHealth
 from tests.conftest import GATEWAY
-from tests.fixtures.planes import database_url_for, plane_on
 
 pytestmark = pytest.mark.opa
 
 SOURCES_TYPE = {"content-type": "application/vnd.nexus.sources+gzip"}
 PEOPLE = (Role.AUTHOR, Role.APPROVER, Role.OPERATOR, Role.COMPLIANCE)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def plane(
-    request: pytest.FixtureRequest, tmp_path: Path, session_keys: KeyPaths, opa: Opa
-) -> Iterator[ControlPlane]:
-    with plane_on(database_url_for(request, tmp_path), session_keys, opa) as control:
-        yield control
 
 
 @pytest.fixture

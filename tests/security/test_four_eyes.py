@@ -187,6 +187,36 @@ def test_author_cannot_lift_a_tenants_anomaly_hold_by_dropping_its_action_alone(
         restore(stack)
 
 
+def test_author_cannot_send_a_providers_prompts_in_the_clear_by_turning_off_its_tls_alone(
+    stack: Environment,
+) -> None:
+    """Same endpoints, ``tls: false``: every prompt to that provider would leave Envoy in
+    plaintext. The semantic diff names it as a widening, so a second person must agree."""
+    before = in_force(stack)
+    sources = stack.build()
+    providers = sources.bundle_dir / "providers.yaml"
+    text = providers.read_text()
+    plain = text.replace(
+        "anthropic.example, port: 443}", "anthropic.example, port: 443, tls: false}"
+    )
+    assert plain != text
+    providers.write_text(plain)
+    with ControlPlaneClient(stack.url, stack.tokens["author"]) as api:
+        published = api.publish(sources.pack())
+    try:
+        assert published["rollout"]["state"] == "pending_approval"
+        diff = published["diff"]
+        assert diff["needs_second_approver"] is True
+        turned = [
+            c for c in diff["changes"]
+            if (c["area"], c["subject"], c["effect"]) == ("provider", "anthropic", "widens")
+        ]  # fmt: skip
+        assert len(turned) == 2 and all("TLS turned off" in c["detail"] for c in turned), turned
+        assert in_force(stack) == before
+    finally:
+        restore(stack)
+
+
 @pytest.mark.parametrize("smuggled", ["bundle/.manifest", "policy/.manifest", "policy/data.json"])
 def test_author_cannot_smuggle_a_manifest_revision(stack: Environment, smuggled: str) -> None:
     good = in_force(stack)

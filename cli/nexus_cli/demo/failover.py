@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from nexus_cli.demo.polling import until
 from nexus_cli.demo.stack import REGION, DemoRun
 from nexus_contract.wire import DECISION_ID_HEADER
 from nexus_control.access.tokens import Role, create_token
@@ -45,15 +46,6 @@ def _report(server: str, token: str, status: str, reason: str) -> None:
     answer.raise_for_status()
 
 
-def _until(check: Callable[[], bool]) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < SWITCH_DEADLINE_S:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    return None
-
-
 def show_failover(
     run: DemoRun, gateway: str, keys: dict[str, str], seen: Callable[[httpx.Response], object]
 ) -> tuple[bool, list[str]]:
@@ -82,7 +74,7 @@ def show_failover(
     token = _probe_token(run)
     started = time.monotonic()
     _report(run.server.url, token, "degraded", "5xx rate 12% over 1 min")
-    switched = _until(lambda: routed() != PRIMARY)
+    switched = until(lambda: routed() != PRIMARY, SWITCH_DEADLINE_S)
     answer = last["answer"]
     fallback = answer.json().get("headers", {}).get("x-nexus-route-model", "")
     notes = [
@@ -97,7 +89,7 @@ def show_failover(
         )
     ]
     _report(run.server.url, token, "healthy", "recovered")
-    recovered = _until(lambda: routed() == PRIMARY)
+    recovered = until(lambda: routed() == PRIMARY, SWITCH_DEADLINE_S)
     notes.append(
         f"probe: {PRIMARY} healthy again → back on {PRIMARY} "
         + (f"{recovered:.2f} s later" if recovered is not None else "NEVER")

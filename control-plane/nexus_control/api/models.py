@@ -384,9 +384,15 @@ class AnomalyView(_Answer):
     day: str
     tenant: str
     kind: str
-    """spike (one day) or drift (the last week's level)"""
+    """spike (one day, or one hour) or drift (the last week's level)"""
     spend_usd: float
     baseline_usd: float
+    scope: str
+    """platform, tenant, model, feature (the tenant's daily spend on one) or hour"""
+    model: str | None = None
+    feature: str | None = None
+    hour: str | None = None
+    """the UTC hour (YYYY-MM-DDTHH) of an hourly spike"""
 
 
 class BudgetOverview(_Answer):

@@ -119,7 +119,22 @@ def _check_providers(
                 )
                 continue
             found[provider.id] = (doc, provider)
+            first_tls = provider.endpoints[0].tls
             for j, endpoint in enumerate(provider.endpoints):
+                if endpoint.tls != first_tls:
+                    problems.append(
+                        doc.problem(
+                            f"provider {provider.id!r}: endpoint {endpoint.host}:{endpoint.port} "
+                            f"{'uses' if endpoint.tls else 'does not use'} TLS and the first one "
+                            f"{'does' if first_tls else 'does not'}: one cluster speaks one "
+                            "transport (split the provider, or use TLS everywhere)",
+                            "providers",
+                            i,
+                            "endpoints",
+                            j,
+                            "tls",
+                        )
+                    )
                 if endpoint.region not in jurisdiction_of:
                     problems.append(
                         doc.problem(

@@ -114,6 +114,7 @@ def _providers(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Chang
                 detail=f"endpoint {host}:{port} in {region} removed",
                 effect=Effect.NARROWS,
             )
+        yield from _transport(pid, before[pid], after[pid])
         for guard in ("outlier_detection", "circuit_breakers"):
             ga, gb = before[pid].get(guard, {}), after[pid].get(guard, {})
             for field in sorted(ga.keys() | gb.keys()):
@@ -131,3 +132,23 @@ def _providers(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[Chang
                     detail=f"{guard}.{field} {va} → {vb}",
                     effect=Effect.WIDENS if loosens else Effect.NARROWS,
                 )
+
+
+def _transport(pid: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> Iterator[Change]:
+    """An endpoint kept at the same place whose TLS is turned off sends prompts in the clear:
+    that widens; turned on, it narrows."""
+    tls_a = {
+        (e["region"], e["host"], e["port"]): e.get("tls", True) for e in before.get("endpoints", [])
+    }
+    tls_b = {
+        (e["region"], e["host"], e["port"]): e.get("tls", True) for e in after.get("endpoints", [])
+    }
+    for (region, host, port), was in sorted(tls_a.items()):
+        now = tls_b.get((region, host, port), was)
+        if now != was:
+            yield Change(
+                area="provider",
+                subject=pid,
+                detail=f"endpoint {host}:{port} in {region}: TLS turned {'on' if now else 'off'}",
+                effect=Effect.NARROWS if now else Effect.WIDENS,
+            )

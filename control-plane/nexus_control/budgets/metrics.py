@@ -23,15 +23,15 @@ from datetime import UTC, datetime
 from prometheus_client.core import GaugeMetricFamily
 
 from nexus_control.budgets.overview import CapState, SpendOverview
-from nexus_control.budgets.spend import ALL_TENANTS, day_of
+from nexus_control.budgets.spend import day_of
 
-__all__ = ["BUDGET_METRICS_TTL_S", "MAX_BREAKDOWN", "BudgetGauges"]
+__all__ = ["ANOMALY_SCOPES", "BUDGET_METRICS_TTL_S", "MAX_BREAKDOWN", "BudgetGauges"]
 
 log = logging.getLogger("nexus.control.budgets")
 
 BUDGET_METRICS_TTL_S = 10.0
 """How long one overview serves scrapes: shorter than a 15 s scrape interval."""
-ANOMALY_SCOPES = ("platform", "tenant")
+ANOMALY_SCOPES = ("platform", "tenant", "model", "feature", "hour")
 MAX_BREAKDOWN = 32
 """Label values per breakdown (models, features); the rest are summed as ``other``."""
 OTHER = "other"
@@ -136,15 +136,16 @@ class BudgetGauges:
         anomalies = GaugeMetricFamily(
             "nexus_spend_anomalies",
             "Spend anomalies found today (UTC): spikes and drifts against a robust "
-            "working-day/weekend baseline; scope platform (all tenants) or tenant (among the "
-            "period's top spenders)",
+            "working-day/weekend (hours: hour-of-day) baseline; scope platform (all tenants), "
+            "or for one of the period's top spenders: tenant (its daily spend), model or "
+            "feature (its daily spend on one), hour (its hourly spend)",
             labels=["scope"],
         )
         today = self._today()
         found = dict.fromkeys(ANOMALY_SCOPES, 0)
         for anomaly in overview.anomalies:
             if anomaly.day == today:
-                found["platform" if anomaly.tenant == ALL_TENANTS else "tenant"] += 1
+                found[anomaly.scope] += 1
         for scope, count in found.items():
             anomalies.add_metric([scope], count)
         yield anomalies

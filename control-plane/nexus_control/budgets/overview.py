@@ -1,10 +1,10 @@
 """Spend against caps for one period: what the cost dashboard shows and `GET /v1/budgets` answers.
 
 Caps come from the policy in force (the canary's last good revision), spend
-from the counters, disabled tenants from the database. An anomaly is a day on
-which a tenant (among the period's biggest spenders) or the platform spent
-more than `ANOMALY_FACTOR` times the median of its earlier days of the period,
-given at least `ANOMALY_MIN_DAYS` of them: a rule a reader can check by eye.
+from the counters, disabled tenants from the database. Anomalies are the
+detector's findings (`nexus_control.budgets.anomaly`) on the platform's daily
+spend and, for the period's `ANOMALY_TENANTS` biggest spenders, on each one's daily
+spend, its daily spend per model and per feature, and its hourly spend.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -20,13 +20,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nexus_control.authoring.config import CompiledConfig
-from nexus_control.budgets.anomaly import detect
+from nexus_control.budgets.anomaly import detect, detect_hourly
+from nexus_control.budgets.cells import (
+    HOURS_KEPT,
+    Granularity,
+    bucket_of,
+    bucket_start,
+    buckets_between,
+)
+from nexus_control.budgets.money import to_usd
 from nexus_control.budgets.spend import ALL_TENANTS, SpendStore, SpendTotals
 from nexus_control.store.tables import DisabledTenant
 
 __all__ = [
     "ANOMALY_TENANTS",
     "PAGE_TENANTS",
+    "SCORED_HOURS",
     "Anomaly",
     "CapState",
     "SpendOverview",
@@ -38,6 +47,9 @@ __all__ = [
 
 ANOMALY_TENANTS = 20
 """How many of the period's biggest spenders are checked for anomalies, one by one."""
+SCORED_HOURS = 24
+"""Hours each overview scores for spikes (the watch scans every few minutes, so a finding
+is recorded long before its hour leaves this window)."""
 PAGE_TENANTS = 50
 """Tenants on a page of `spend_page` (the console's budgets page)."""
 
@@ -74,11 +86,34 @@ class Anomaly:
     tenant: str
     """A tenant id, or ``*`` for the whole platform."""
     kind: str
-    """``spike`` (one day) or ``drift`` (the level of the last week)."""
+    """``spike`` (one day, or one hour) or ``drift`` (the level of the last week)."""
     spend_usd: float
-    """The day's spend, or a drift's recent daily level."""
+    """The day's (or hour's) spend, or a drift's recent daily level."""
     baseline_usd: float
     """What the detector expected: the day's seasonal baseline, or a drift's old level."""
+    model: str | None = None
+    """Set when the series was the tenant's spend on this model alone."""
+    feature: str | None = None
+    """Set when the series was the tenant's spend on this feature alone."""
+    hour: str | None = None
+    """The UTC hour (``YYYY-MM-DDTHH``) of an hourly spike; ``day`` is its day."""
+
+    @property
+    def scope(self) -> str:
+        """What the series was: ``platform``, ``tenant``, ``model``, ``feature`` (the
+        tenant's spend on one of them, by day) or ``hour`` (the tenant's, by hour)."""
+        if self.tenant == ALL_TENANTS:
+            return "platform"
+        if self.hour is not None:
+            return "hour"
+        if self.model is not None:
+            return "model"
+        return "feature" if self.feature is not None else "tenant"
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What makes two findings the same finding (a watch records each once)."""
+        return (self.tenant, self.hour or self.day, self.kind, self.model or "", self.feature or "")
 
 
 @dataclass(frozen=True)
@@ -230,18 +265,22 @@ def _row(
 def _period_anomalies(
     store: SpendStore, period: str, daily: dict[str, SpendTotals], spent: Mapping[str, float]
 ) -> list[Anomaly]:
-    """The platform's anomalies and those of the period's `ANOMALY_TENANTS` biggest spenders."""
+    """The platform's anomalies and those of the period's `ANOMALY_TENANTS` biggest spenders:
+    each one's daily spend, its daily spend per model and per feature, and its last
+    `SCORED_HOURS` hours."""
     anomalies = _anomalies(store, period, ALL_TENANTS) if daily else []
     biggest = sorted(spent.items(), key=lambda item: -item[1])[:ANOMALY_TENANTS]
     for tenant_id, _ in biggest:
         anomalies += _anomalies(store, period, tenant_id)
-    anomalies.sort(key=lambda a: (a.day, a.tenant), reverse=True)
+        anomalies += _hourly_anomalies(store, tenant_id)
+    anomalies.sort(key=lambda a: (a.hour or a.day, a.tenant, a.scope), reverse=True)
     return anomalies
 
 
 def _anomalies(store: SpendStore, period: str, tenant: str) -> list[Anomaly]:
-    """The detector's findings on ``period``'s days, from a series that starts a period
-    earlier (days without spend are zero)."""
+    """The detector's findings on ``period``'s days, from series that start a period
+    earlier (days without spend are zero): the tenant's total, then (for a tenant, not the
+    platform) each model's and each feature's share of it."""
     first = date.fromisoformat(f"{period}-01")
     earlier = (first - timedelta(days=1)).strftime("%Y-%m")
     daily = {**store.daily(earlier, tenant), **store.daily(period, tenant)}
@@ -249,14 +288,55 @@ def _anomalies(store: SpendStore, period: str, tenant: str) -> list[Anomaly]:
         return []
     start = date.fromisoformat(f"{earlier}-01")
     end = date.fromisoformat(max(daily))
-    series = []
-    day = start
-    while day <= end:
-        totals = daily.get(day.isoformat())
-        series.append((day, totals.total if totals is not None else 0.0))
-        day += timedelta(days=1)
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    totals = [daily.get(day.isoformat(), SpendTotals()) for day in days]
+    whole = [t.total for t in totals]
+    series: list[tuple[dict[str, str], list[float]]] = [({}, whole)]
+    if tenant != ALL_TENANTS:
+        for name in sorted({m for t in totals for m in t.models}):
+            series.append(({"model": name}, [t.models.get(name, 0.0) for t in totals]))
+        for name in sorted({f for t in totals for f in t.features}):
+            series.append(({"feature": name}, [t.features.get(name, 0.0) for t in totals]))
+    # A model or feature that is all of the tenant's spend would only repeat its findings.
+    same = [round(v, 6) for v in whole]
+    series = series[:1] + [(d, v) for d, v in series[1:] if [round(x, 6) for x in v] != same]
     return [
-        Anomaly(f.day.isoformat(), tenant, f.kind, round(f.spend_usd, 6), round(f.baseline_usd, 6))
-        for f in detect(series)
+        Anomaly(
+            f.day.isoformat(),
+            tenant,
+            f.kind,
+            round(f.spend_usd, 6),
+            round(f.baseline_usd, 6),
+            **dimension,
+        )
+        for dimension, values in series
+        for f in detect(list(zip(days, values, strict=True)))
         if f.day >= first
+    ]
+
+
+def _hourly_anomalies(store: SpendStore, tenant: str) -> list[Anomaly]:
+    """Spikes in ``tenant``'s last `SCORED_HOURS` complete hours, against the hours kept
+    before them (`HOURS_KEPT`)."""
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - HOURS_KEPT
+    buckets = buckets_between(Granularity.HOUR, start, end)
+    spent: dict[str, int] = {}
+    for cell in store.cells(Granularity.HOUR, buckets, [tenant]):
+        spent[cell.bucket] = spent.get(cell.bucket, 0) + cell.micros
+    if not spent:
+        return []
+    series = [
+        (bucket_start(Granularity.HOUR, bucket), to_usd(spent.get(bucket, 0))) for bucket in buckets
+    ]
+    return [
+        Anomaly(
+            f.hour.date().isoformat(),
+            tenant,
+            "spike",
+            round(f.spend_usd, 6),
+            round(f.baseline_usd, 6),
+            hour=bucket_of(Granularity.HOUR, f.hour),
+        )
+        for f in detect_hourly(series, last=SCORED_HOURS)
     ]

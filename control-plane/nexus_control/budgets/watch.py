@@ -5,7 +5,8 @@ platform and the period's biggest spenders, `nexus_control.budgets.overview`) an
 each finding not recorded before, in one transaction; the outbox carries it into the
 audit log, where its controls (monitoring: SOC 2 CC7.2, ISO 27001 A.8.16) tag it. A
 finding is the same finding on every later scan (the detector is a function of the
-series), so it is keyed by tenant, day and kind. The metric and its alert
+series), so it is keyed by tenant, day (or hour), kind, and the model or feature whose
+series it was (`Anomaly.key`). The metric and its alert
 (`nexus_spend_anomalies`, NexusSpendAnomaly) read the same overview. A new finding for a
 tenant whose budget names an ``onAnomaly`` action holds the tenant's anomaly in the same
 transaction (`nexus_control.budgets.holds`), and the state bundle is republished at once.
@@ -16,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -74,9 +76,18 @@ class AnomalyWatch:
                 .order_by(OutboxEvent.id.desc())
                 .limit(RECENT_EVENTS)
             )
-            seen = {(p.get("tenant"), p.get("day"), p.get("kind")) for p in recorded}
-            new = [a for a in found if (a.tenant, a.day, a.kind) not in seen]
-            for anomaly in sorted(new, key=lambda a: (a.day, a.tenant, a.kind)):
+            seen = {_recorded_key(p) for p in recorded}
+            new = [a for a in found if a.key not in seen]
+            for anomaly in sorted(new, key=lambda a: a.key):
+                dimensions = {
+                    name: value
+                    for name, value in (
+                        ("model", anomaly.model),
+                        ("feature", anomaly.feature),
+                        ("hour", anomaly.hour),
+                    )
+                    if value is not None
+                }
                 outbox.record(
                     session,
                     EVENT,
@@ -84,8 +95,10 @@ class AnomalyWatch:
                     tenant=anomaly.tenant,
                     day=anomaly.day,
                     kind=anomaly.kind,
+                    scope=anomaly.scope,
                     spend_usd=anomaly.spend_usd,
                     baseline_usd=anomaly.baseline_usd,
+                    **dimensions,
                 )
                 tenant = tenants.get(anomaly.tenant)
                 action = tenant["budget"].get("on_anomaly") if tenant is not None else None
@@ -110,3 +123,14 @@ class AnomalyWatch:
                 log.exception("spend anomaly scan failed; the next scan retries")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
+
+
+def _recorded_key(payload: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+    """`Anomaly.key` of a recorded ``spend.anomaly`` event."""
+    return (
+        str(payload.get("tenant")),
+        str(payload.get("hour") or payload.get("day")),
+        str(payload.get("kind")),
+        str(payload.get("model") or ""),
+        str(payload.get("feature") or ""),
+    )

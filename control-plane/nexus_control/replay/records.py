@@ -82,6 +82,10 @@ class NotReplayable(StrEnum):
     HEALTH_ROUTED = "health_routed"
     """The decision routed around an unhealthy model: the health it saw was in the state
     bundle, which the record does not carry, so the baseline would route elsewhere."""
+    SHED = "shed"
+    """The enforcer refused without the policy's answer (overload, a deadline, a budget
+    reservation): what it refused on was the enforcer's load, not the policy, so a
+    revision cannot change it."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ def record_of(leaf: StoredLeaf, opened: OpenedPayload, *, bundle: str = "nexus")
         now_ns=time_ns,
         blocked=None,
     )
+    if isinstance(outcome.get("shed"), str):
+        return replace(base, blocked=NotReplayable.SHED, detail=outcome["shed"][:300])
     if opened.status is PayloadStatus.ERASED:
         return replace(base, blocked=NotReplayable.PAYLOAD_ERASED)
     if opened.status is not PayloadStatus.PRESENT or opened.plaintext is None:

@@ -122,7 +122,7 @@ def budgets() -> Board:
         .panel(
             timeseries_panel(
                 "Spend anomalies over time",
-                "nexus_spend_anomalies by scope (platform, tenant).",
+                "nexus_spend_anomalies by scope (platform, tenant, model, feature, hour).",
                 Query("max by (scope) (nexus_spend_anomalies)", "{{scope}}"),
                 width=24,
             )

@@ -79,3 +79,14 @@ def test_removing_outlier_detection_or_loosening_a_breaker_widens(base: dict[str
         "circuit_breakers.max_requests 4096 → 1024",
         Effect.NARROWS,
     ) in tightened
+
+
+def test_turning_an_endpoints_tls_off_widens_and_on_narrows(base: dict[str, Any]) -> None:
+    new = copy.deepcopy(base)
+    for endpoint in new["providers"]["anthropic"]["endpoints"]:
+        endpoint["tls"] = False
+    detail = "endpoint eu-central-1.anthropic.example:443 in eu-central-1: TLS turned off"
+    assert ("provider", "anthropic", detail, Effect.WIDENS) in effects(base, new)
+    assert diff_configs(base, new).needs_second_approver  # type: ignore[arg-type]
+    back = detail.replace("off", "on")
+    assert ("provider", "anthropic", back, Effect.NARROWS) in effects(new, base)

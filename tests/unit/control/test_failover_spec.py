@@ -154,3 +154,18 @@ def test_a_provider_endpoint_in_an_unknown_region_and_an_unknown_provider_are_er
         for p in found
     ), found
     assert any("unknown provider 'nobody'" in p for p in found), found
+
+
+def test_a_provider_mixing_plaintext_and_tls_endpoints_is_a_file_line_error(
+    make_bundle: BundleFactory,
+) -> None:
+    providers = PROVIDERS.replace(
+        "{region: us-east-1, host: us-east-1.openai.example, port: 443}",
+        "{region: us-east-1, host: us-east-1.openai.example, port: 443, tls: false}",
+    )
+    found = problems_of(make_bundle(**{"providers.yaml": providers}))
+    line = line_of(providers, "us-east-1.openai.example")
+    assert any(
+        f":{line}:" in p and "'openai'" in p and "one cluster speaks one transport" in p
+        for p in found
+    ), found

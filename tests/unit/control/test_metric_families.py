@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.core import Metric
 
 from nexus_control.authoring.config import CompiledConfig
-from nexus_control.budgets.metrics import MAX_BREAKDOWN, BudgetGauges
+from nexus_control.budgets.metrics import ANOMALY_SCOPES, MAX_BREAKDOWN, BudgetGauges
 from nexus_control.budgets.overview import SpendOverview, spend_overview
 from nexus_control.budgets.spend import InProcessSpendStore, Usage
 from nexus_control.rollout.convergence import convergence_lag_s
@@ -143,10 +143,16 @@ def test_budget_gauges_count_tenants_by_state_and_label_only_the_watched_ones(
     assert families["nexus_budget_platform_spend_usd"] == {(): pytest.approx(92.0)}
     # acme's 20 on the 10th is over 3x the median (1) of its earlier days, and the
     # platform's 20 over 3x the median of its earlier days too.
-    assert families["nexus_spend_anomalies"] == {("platform",): 1, ("tenant",): 1}
+    assert families["nexus_spend_anomalies"] == {
+        ("platform",): 1,
+        ("tenant",): 1,
+        ("model",): 0,
+        ("feature",): 0,
+        ("hour",): 0,
+    }
 
     tomorrow = BudgetGauges(overview, (), today=lambda: "2027-03-11")
-    assert _families(tomorrow)["nexus_spend_anomalies"] == {("platform",): 0, ("tenant",): 0}
+    assert _families(tomorrow)["nexus_spend_anomalies"] == {(scope,): 0 for scope in ANOMALY_SCOPES}
 
 
 def test_an_empty_period_exports_every_state_and_scope_at_zero(db: Database) -> None:
@@ -160,7 +166,7 @@ def test_an_empty_period_exports_every_state_and_scope_at_zero(db: Database) -> 
     states = {("under",), ("soft",), ("hard",), ("disabled",)}
     assert set(families["nexus_budget_tenants"]) == states
     assert set(families["nexus_budget_tenants"].values()) == {0}
-    assert families["nexus_spend_anomalies"] == {("platform",): 0, ("tenant",): 0}
+    assert families["nexus_spend_anomalies"] == {(scope,): 0 for scope in ANOMALY_SCOPES}
     assert families["nexus_budget_platform_spend_usd"] == {(): 0.0}
     assert families["nexus_budget_spend_usd"] == {}
 

@@ -90,10 +90,14 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.5) is None
 
 
-def _leaf(payload: dict[str, Any] | None, status: PayloadStatus = PayloadStatus.PRESENT) -> Any:
+def _leaf(
+    payload: dict[str, Any] | None,
+    status: PayloadStatus = PayloadStatus.PRESENT,
+    outcome: dict[str, Any] | None = None,
+) -> Any:
     entry = {"decision_id": "d-1", "tenant": "acme", "region": "eu-west-1",
              "http_path": "/v1/chat/completions", "bundles": {"nexus": "r1"},
-             "outcome": {"allowed": True, "http_status": 200}}  # fmt: skip
+             "outcome": outcome or {"allowed": True, "http_status": 200}}  # fmt: skip
     leaf = StoredLeaf(7, b"", orjson.dumps(entry), "decision", "d-1", None, TIME, True)
     opened = OpenedPayload(status, orjson.dumps(payload) if payload is not None else None, b"s")
     return record_of(leaf, opened)
@@ -127,6 +131,14 @@ def test_a_decision_routed_by_health_is_not_replayable_since_its_state_is_not_re
     refused = {**_result(False), "reasons": [{"rule": "nexus.routing.no_fallback"}]}
     assert _leaf({**base, "result": refused}).blocked is NotReplayable.HEALTH_ROUTED
     assert _leaf({**base, "result": _result(True)}).blocked is None
+
+
+def test_a_shed_decision_is_not_replayable_since_the_policy_never_answered_it() -> None:
+    payload = {"input": INPUT, "result": _result(False), "nd_builtin_cache": {}}
+    shed = {"allowed": False, "http_status": 503, "shed": "overload"}
+    record = _leaf(payload, outcome=shed)
+    assert (record.blocked, record.detail) == (NotReplayable.SHED, "overload")
+    assert _leaf(payload, PayloadStatus.ERASED, outcome=shed).blocked is NotReplayable.SHED
 
 
 def test_what_replay_cannot_see_makes_a_record_not_replayable() -> None:
