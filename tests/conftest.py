@@ -21,7 +21,11 @@ from tests.fixtures.servers import PostgresServer, RedisServer
 from tests.fixtures.softhsm import SoftHsm, make_softhsm
 
 # Session fixtures more than one test package shares (one stack each per session).
-pytest_plugins = ["tests.fixtures.planes", "tests.fixtures.ratelimit_stack"]
+pytest_plugins = [
+    "tests.fixtures.planes",
+    "tests.fixtures.ratelimit_stack",
+    "tests.fixtures.provider_stack",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = REPO / "bundles" / "gateway"

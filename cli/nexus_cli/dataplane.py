@@ -25,6 +25,7 @@ from rich.table import Table
 
 from nexus_cli.client import ApiCallError, ControlPlaneClient
 from nexus_cli.console import err, out
+from nexus_control.authoring.compiler import compile_data
 from nexus_control.authoring.loader import SpecError, load_bundle
 from nexus_control.authoring.policyset import resolve
 from nexus_control.authoring.ratelimits import compile_rate_limits
@@ -39,6 +40,7 @@ from nexus_dataplane.enforcer import (
     enforcer_spec,
     render,
 )
+from nexus_dataplane.providers import ProviderConfigError, ProviderRoutes
 from nexus_dataplane.ratelimit import RateLimitBackend, RateLimitPlan
 from nexus_dataplane.settings import DataPlaneSettings
 from nexus_runtime.toolchain import find_envoy, find_opa, find_ratelimit, find_redis_server
@@ -106,7 +108,22 @@ def _options(
         credentials=credentials,
         metric_tenants=control.metric_tenants,
         shadow_sample_percent=settings.shadow_sample_percent,
+        providers=provider_routes(settings.providers_bundle, region),
     )
+
+
+def provider_routes(bundle_dir: Path | None, region: str) -> ProviderRoutes | None:
+    """The provider clusters of ``bundle_dir`` an enforcer of ``region`` routes chats to."""
+    if bundle_dir is None:
+        return None
+    try:
+        config = compile_data(resolve(load_bundle(bundle_dir)), "{}")
+        return ProviderRoutes.from_compiled(config, region)
+    except SpecError as exc:
+        err.print(f"error: {bundle_dir}: the providers cannot be read:\n{exc}", markup=False)
+    except ProviderConfigError as exc:
+        err.print(f"error: {bundle_dir}: {exc}", markup=False)
+    raise typer.Exit(2)
 
 
 def rate_limit_plan(bundle_dir: Path | None) -> RateLimitPlan | None:

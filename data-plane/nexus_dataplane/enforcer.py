@@ -25,6 +25,7 @@ from nexus_dataplane.opa import (
     validate_opa_config,
 )
 from nexus_dataplane.process import free_port, http_ok
+from nexus_dataplane.providers import ProviderRoutes
 from nexus_dataplane.ratelimit import RateLimitPlan
 from nexus_dataplane.spec import DEFAULT_BODY_LIMITS, EnforcerSpec, TracingSpec
 from nexus_dataplane.upstream import Upstream
@@ -55,6 +56,8 @@ class StackOptions:
     """The bundle's rate limits, enforced by every Envoy of the stack."""
     ratelimit_port: int | None = None
     """gRPC port of the ratelimit service the shared limits go through."""
+    providers: ProviderRoutes | None = None
+    """The region's provider clusters: each Envoy sends chats to the routed model's provider."""
     tracing: TracingSpec | None = None
     metric_tenants: tuple[str, ...] = ()
     shadow_sample_percent: float = 0.0
@@ -128,6 +131,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         extra_keys=options.extra_keys,
         rate_limits=options.rate_limits,
         ratelimit_port=options.ratelimit_port,
+        providers=options.providers,
         refusal_log_dir=(options.workdir / enforcer_id).resolve(),
         tracing=options.tracing,
         metric_tenants=options.metric_tenants,

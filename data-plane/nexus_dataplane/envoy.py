@@ -10,6 +10,9 @@ access log service, so the plugin learns which of its answers the client did
 not get (delivery receipts). The request body reaches OPA only on routes whose policy reads
 it (`EnforcerSpec.body_limits`, tool calls by default), up to each route's
 limit; any other body, a long chat context say, goes upstream unbuffered.
+With the bundle's providers (`EnforcerSpec.providers`), a chat goes to the cluster of
+the provider of the model the decision routed it to (``x-nexus-route-model``, set by
+the decision; ext_authz clears the route cache so the route is chosen on it).
 The listener canonicalises the path first (`PATH_NORMALISATION`): ext_authz
 and the upstream see the same, normalised path, and a path that cannot be
 made canonical without changing its meaning is refused.
@@ -27,6 +30,7 @@ from nexus_contract.wire import (
     DECISION_ID_HEADER,
     DECISION_ID_METADATA_KEY,
     EXT_AUTHZ_METADATA_NAMESPACE,
+    ROUTE_MODEL_HEADER,
     UNTRUSTED_FACT_HEADERS,
 )
 from nexus_dataplane.process import ManagedProcess, http_ok
@@ -39,9 +43,17 @@ from nexus_dataplane.ratelimit import (
 )
 from nexus_dataplane.spec import ConfigError, EnforcerSpec, TracingSpec
 
-__all__ = ["PATH_NORMALISATION", "EnvoyProxy", "envoy_config", "validate_envoy_config"]
+__all__ = [
+    "CHAT_PATH",
+    "PATH_NORMALISATION",
+    "EnvoyProxy",
+    "envoy_config",
+    "validate_envoy_config",
+]
 
 EXT_AUTHZ_TIMEOUT_S = 0.25
+CHAT_PATH = "/v1/chat/completions"
+"""The route whose requests go to the routed model's provider (with providers)."""
 UPSTREAM_TIMEOUT = "30s"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 ENVOY_READY_TIMEOUT_S = 30.0
@@ -140,21 +152,24 @@ def _strip_fact_headers_filter() -> dict[str, Any]:
     }
 
 
-def _ext_authz_filter() -> dict[str, Any]:
-    """ext_authz to this enforcer's OPA; no body by default (routes that need one say so)."""
-    return {
-        "name": EXT_AUTHZ_FILTER,
-        "typed_config": {
-            "@type": EXT_AUTHZ_TYPE,
-            "transport_api_version": "V3",
-            "failure_mode_allow": False,
-            "status_on_error": {"code": 503},
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": "opa"},
-                "timeout": f"{EXT_AUTHZ_TIMEOUT_S}s",
-            },
+def _ext_authz_filter(*, reroute: bool) -> dict[str, Any]:
+    """ext_authz to this enforcer's OPA; no body by default (routes that need one say so).
+
+    ``reroute``: the route is chosen again once the decision's headers are set (Envoy picks
+    one before ext_authz, on the request as the client sent it)."""
+    typed: dict[str, Any] = {
+        "@type": EXT_AUTHZ_TYPE,
+        "transport_api_version": "V3",
+        "failure_mode_allow": False,
+        "status_on_error": {"code": 503},
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": "opa"},
+            "timeout": f"{EXT_AUTHZ_TIMEOUT_S}s",
         },
     }
+    if reroute:
+        typed["clear_route_cache"] = True
+    return {"name": EXT_AUTHZ_FILTER, "typed_config": typed}
 
 
 def _delivery_access_log() -> dict[str, Any]:
@@ -188,12 +203,15 @@ def _with_body(limit: int) -> dict[str, Any]:
 
 
 def _routes(spec: EnforcerSpec, *, with_ext_authz: bool) -> list[dict[str, Any]]:
-    """One route per path prefix whose policy reads the body, then every other path."""
+    """A chat route per routed model (with providers), one route per path prefix whose policy
+    reads the body, then every other path."""
 
-    def route(prefix: str, per_filter: dict[str, Any] | None) -> dict[str, Any]:
+    def route(
+        prefix: str, per_filter: dict[str, Any] | None, cluster: str = "upstream"
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "match": {"prefix": prefix},
-            "route": {"cluster": "upstream", "timeout": UPSTREAM_TIMEOUT},
+            "route": {"cluster": cluster, "timeout": UPSTREAM_TIMEOUT},
             "request_headers_to_add": [_decision_id_header()],
             "response_headers_to_add": [_decision_id_header()],
         }
@@ -205,7 +223,16 @@ def _routes(spec: EnforcerSpec, *, with_ext_authz: bool) -> list[dict[str, Any]]
         route(prefix, _with_body(limit) if with_ext_authz else None)
         for prefix, limit in spec.body_limits
     ]
-    return [*bodies, route("/", None)]
+    models = []
+    if spec.providers is not None and with_ext_authz:
+        chat_limit = dict(spec.body_limits).get(CHAT_PATH)
+        for model, cluster in spec.providers.models:
+            entry = route(CHAT_PATH, _with_body(chat_limit) if chat_limit else None, cluster)
+            entry["match"]["headers"] = [
+                {"name": ROUTE_MODEL_HEADER, "string_match": {"exact": model}}
+            ]
+            models.append(entry)
+    return [*models, *bodies, route("/", None)]
 
 
 def _tracing(tracing: TracingSpec, enforcer_id: str) -> dict[str, Any]:
@@ -234,7 +261,7 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
     """Envoy's bootstrap; ``with_ext_authz=False`` gives the same proxy without OPA (benchmarks)."""
     http_filters = [_strip_fact_headers_filter()]
     if with_ext_authz:
-        http_filters.append(_ext_authz_filter())
+        http_filters.append(_ext_authz_filter(reroute=spec.providers is not None))
     limits = spec.rate_limits if with_ext_authz else None
     if limits is not None and limits.local:
         http_filters.append(local_ratelimit_filter(limits))
@@ -248,6 +275,8 @@ def envoy_config(spec: EnforcerSpec, *, with_ext_authz: bool = True) -> dict[str
     clusters = [_cluster("upstream", spec.upstream_host, spec.upstream_port, http2=False)]
     if with_ext_authz:
         clusters.append(_cluster("opa", "127.0.0.1", spec.grpc_port, http2=True))
+        if spec.providers is not None:
+            clusters += [dict(cluster) for cluster in spec.providers.clusters]
     if limits is not None and limits.shared and spec.ratelimit_port is not None:
         clusters.append(_cluster(RATELIMIT_CLUSTER, "127.0.0.1", spec.ratelimit_port, http2=True))
     if spec.tracing:

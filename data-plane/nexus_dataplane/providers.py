@@ -9,16 +9,23 @@ Endpoints in another jurisdiction's regions are not in the cluster at all, so no
 ejection, breaker or overload can send traffic there. Envoy moves traffic to the next
 priority as the endpoints of one are ejected (an ejected host is unhealthy for priority
 load), so a provider failing in R is served from the next region of J.
+
+`ProviderRoutes` is what an enforcer's Envoy routes chats by: the clusters, and the
+cluster of each model's provider. The decision names the model a chat goes to in
+``x-nexus-route-model`` (a client's own is stripped before ext_authz); Envoy matches the
+chat route on it once ext_authz has cleared the route cache.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "PROVIDER_CLUSTER_PREFIX",
     "ProviderConfigError",
+    "ProviderRoutes",
     "locality_order",
     "provider_cluster",
     "provider_clusters",
@@ -134,3 +141,25 @@ def provider_clusters(config: Mapping[str, Any], region: str) -> list[dict[str, 
         if cluster is not None:
             clusters.append(cluster)
     return clusters
+
+
+@dataclass(frozen=True)
+class ProviderRoutes:
+    """Where an enforcer's Envoy sends chats: to the cluster of the routed model's provider."""
+
+    clusters: tuple[Mapping[str, Any], ...]
+    models: tuple[tuple[str, str], ...]
+    """(model id, cluster name) for every model whose provider has a cluster in this region;
+    a chat routed to any other model goes to the enforcer's upstream."""
+
+    @classmethod
+    def from_compiled(cls, config: Mapping[str, Any], region: str) -> ProviderRoutes:
+        """From the policy bundle's ``nexus/config/data.json``, for an enforcer of ``region``."""
+        clusters = provider_clusters(config, region)
+        names = {cluster["name"] for cluster in clusters}
+        models = []
+        for model_id, model in sorted(config.get("models", {}).items()):
+            name = PROVIDER_CLUSTER_PREFIX + str(model["provider"])
+            if name in names:
+                models.append((str(model_id), name))
+        return cls(tuple(clusters), tuple(models))

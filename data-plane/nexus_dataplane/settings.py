@@ -31,6 +31,9 @@ class DataPlaneSettings(BaseSettings):
     rate_limits_bundle: Path | None = None
     """Bundle directory whose RateLimits specs the enforcers' Envoys enforce (none: no limits);
     with shared limits, `up` also starts envoyproxy/ratelimit (and Redis unless ``redis_url``)."""
+    providers_bundle: Path | None = None
+    """Bundle directory whose Providers and Models the enforcers' Envoys route chats by: each
+    chat to the cluster of the routed model's provider (none: every request to the upstream)."""
     redis_url: str | None = None
     """Redis the ratelimit service counts shared limits in; default: one `up` starts."""
     ratelimit_bin: Path | None = None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from nexus_contract.errors import NexusError
+from nexus_dataplane.providers import ProviderRoutes
 from nexus_dataplane.ratelimit import RateLimitPlan
 
 __all__ = [
@@ -89,6 +90,9 @@ class EnforcerSpec:
     """The bundle's rate limits: Envoy gets the local and global rate limit filters."""
     ratelimit_port: int | None = None
     """gRPC port of the envoyproxy/ratelimit service the shared limits need."""
+    providers: ProviderRoutes | None = None
+    """The bundle's provider clusters: chats go to the routed model's provider. None: every
+    request goes to ``upstream_host``:``upstream_port`` (the gateway)."""
     refusal_log_dir: Path | None = None
     """Where Envoy writes its rate limit refusals (default: ``persistence_dir``)."""
     decision_log_dir: Path | None = None

@@ -10,8 +10,11 @@ With ``--otlp-endpoint`` each request is a server span, child of the
 ``traceparent`` Envoy forwarded, carrying the decision id it was given.
 With ``--status`` it answers that status instead of 200 (a failing provider,
 for outlier detection to eject); every answer names the port that served it
-(``x-upstream-port``), so a test sees which endpoint Envoy picked.
-Run as ``python -m nexus_dataplane.upstream --port N [--status S] [--otlp-endpoint URL]``.
+(``x-upstream-port``), so a test sees which endpoint Envoy picked. With
+``--delay-s`` it answers that much later (a slow provider, whose requests pile up
+against Envoy's circuit breakers).
+Run as ``python -m nexus_dataplane.upstream --port N [--status S] [--delay-s D]
+[--otlp-endpoint URL]``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from contextlib import AbstractContextManager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,6 +47,7 @@ class _Echo(BaseHTTPRequestHandler):
 
     tracing = False
     status = 200
+    delay_s = 0.0
 
     def _span(self) -> AbstractContextManager[Any]:
         if not self.tracing:
@@ -72,6 +77,8 @@ class _Echo(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if 0 < length <= MAX_BODY_BYTES else b""
         used = _max_tokens(raw)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         body = json.dumps(
             {
                 "method": self.command,
@@ -106,8 +113,12 @@ def _max_tokens(raw: bytes) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def serve(host: str, port: int, *, otlp_endpoint: str | None = None, status: int = 200) -> None:
+def serve(
+    host: str, port: int, *, otlp_endpoint: str | None = None, status: int = 200,
+    delay_s: float = 0.0,
+) -> None:  # fmt: skip
     _Echo.status = status
+    _Echo.delay_s = delay_s
     _Echo.tracing = configure_tracing(
         "nexus-upstream", TracingSettings(otlp_endpoint=otlp_endpoint)
     )
@@ -125,8 +136,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--otlp-endpoint", help="OTLP/HTTP collector base URL: trace requests")
     parser.add_argument("--status", type=int, default=200, help="The status every answer has")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="Seconds before each answer")
     args = parser.parse_args()
-    serve(args.host, args.port, otlp_endpoint=args.otlp_endpoint, status=args.status)
+    serve(
+        args.host,
+        args.port,
+        otlp_endpoint=args.otlp_endpoint,
+        status=args.status,
+        delay_s=args.delay_s,
+    )
 
 
 class Upstream(ManagedProcess):
@@ -140,6 +158,7 @@ class Upstream(ManagedProcess):
         name: str = "upstream",
         otlp_endpoint: str | None = None,
         status: int = 200,
+        delay_s: float = 0.0,
     ) -> None:
         self.port = port or free_port()
         argv = [sys.executable, "-m", "nexus_dataplane.upstream", "--port", str(self.port)]
@@ -147,6 +166,8 @@ class Upstream(ManagedProcess):
             argv += ["--otlp-endpoint", otlp_endpoint]
         if status != 200:
             argv += ["--status", str(status)]
+        if delay_s:
+            argv += ["--delay-s", str(delay_s)]
         super().__init__(name, argv, workdir)
 
     def start_and_wait(self, timeout_s: float = 15.0) -> None:

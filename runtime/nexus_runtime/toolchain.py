@@ -131,11 +131,15 @@ def find_postgres_bin() -> Path:
 
 
 def find_ratelimit(configured: Path | None = None) -> Path:
-    """envoyproxy/ratelimit: ``configured``, else the build ``scripts/tool ratelimit`` cached."""
+    """envoyproxy/ratelimit: ``configured``, else `ratelimit` beside this Python (bootstrap
+    links this clone's pinned build there), else any build ``scripts/tool ratelimit`` cached."""
     if configured is not None:
         if not configured.exists():
             raise ToolMissingError(f"{configured} does not exist")
         return configured
+    linked = _beside_python("ratelimit")
+    if linked is not None:
+        return linked
     built = sorted((cache_dir() / "tools" / "ratelimit").glob("*/ratelimit"))
     if not built:
         raise ToolMissingError("envoyproxy/ratelimit is not built; run `scripts/tool ratelimit`")

@@ -59,7 +59,7 @@ def test_check_reports_problems_with_places_and_exit_code(
     bundle, env = workspace
     ok = nexus("check", str(bundle), env=env)
     assert ok.returncode == 0, ok.stderr
-    assert "7 tenants" in ok.stdout
+    assert "8 tenants" in ok.stdout
     models = (bundle / "models.yaml").read_text()
     line = models[: models.index("plans: [free, team, enterprise]")].count("\n") + 1
     (bundle / "models.yaml").write_text(

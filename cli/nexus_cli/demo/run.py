@@ -31,6 +31,7 @@ from nexus_cli.demo.anomaly import show_anomaly
 from nexus_cli.demo.failover import show_failover
 from nexus_cli.demo.faults import rotate_before_trust, undo_rotation
 from nexus_cli.demo.polling import until
+from nexus_cli.demo.ratelimits import show_rate_limit
 from nexus_cli.demo.scenarios import (
     BUDGET_STEPS,
     DEMO_KEYS,
@@ -479,6 +480,10 @@ def run_demo(out: Console, err: Console) -> int:
         notes += failover_notes
         flagged, anomaly_notes = show_anomaly(run, gateway, plain, demo.seen)
         notes += anomaly_notes
+        canary = run.stacks[0].enforcers[0].spec
+        limited = show_rate_limit(run, gateway, canary.refusal_log_dir or WORKDIR, plain)
+        demo.decisions |= limited.decisions
+        notes += limited.notes
         out.print(_table(demo.outcomes))
         for note in notes:
             out.print(f"  • {note}")
@@ -569,9 +574,13 @@ def run_demo(out: Console, err: Console) -> int:
         )
         if not flagged:
             out.print("[red]the injected spend anomaly was not held and released[/red]")
+        if not limited.ok:
+            out.print(
+                "[red]vandelay's burst was not rate limited and served again as expected[/red]"
+            )
         if not gated:
             out.print("[red]the shadowed revision was not promoted past its shadow gate[/red]")
-        ok = healthy and audited and followed and gated and failed_over and flagged
+        ok = healthy and audited and followed and gated and failed_over and flagged and limited.ok
         return 1 if failed or not ok else 0
     finally:
         run.stop()

@@ -25,6 +25,7 @@ DEMO_KEYS: tuple[KeyGrant, ...] = (
     KeyGrant("demo-hooli-chat", "hooli", ("chat-user",)),
     KeyGrant("demo-stark-agent", "stark", ("agent", "chat-user", "data-steward")),
     KeyGrant("demo-wayne-chat", "wayne", ("chat-user",)),
+    KeyGrant("demo-vandelay-chat", "vandelay", ("chat-user",)),
 )
 """Throwaway keys bound to the example bundle's roles; only their hashes reach the bundle."""
 

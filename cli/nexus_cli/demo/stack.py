@@ -28,7 +28,10 @@ from nexus_control.access.keyring import KeyPurpose
 from nexus_control.access.signing_keys import KeyPaths, init_audit_keys
 from nexus_control.access.tokens import Role, create_token
 from nexus_control.api.app import create_app, create_control_plane
+from nexus_control.authoring.loader import load_bundle
 from nexus_control.authoring.opa import Opa
+from nexus_control.authoring.policyset import resolve
+from nexus_control.authoring.ratelimits import compile_rate_limits
 from nexus_control.authoring.sources import pack_sources
 from nexus_control.plane import ControlPlane
 from nexus_control.rollout.fleet import fleet_yaml
@@ -37,10 +40,11 @@ from nexus_control.serving.enrolment import enrol_enforcer
 from nexus_control.settings import ControlSettings
 from nexus_dataplane.enforcer import EnforcerStack, StackOptions
 from nexus_dataplane.process import ManagedProcess, free_port, wait_for_port
+from nexus_dataplane.ratelimit import RateLimitBackend, RateLimitPlan
 from nexus_dataplane.spec import TracingSpec
 from nexus_runtime.secretfile import write_secret
 from nexus_runtime.server import ServerThread, instrument_app
-from nexus_runtime.toolchain import find_envoy
+from nexus_runtime.toolchain import find_envoy, find_ratelimit, find_redis_server
 
 __all__ = [
     "BUNDLE_DIR",
@@ -70,7 +74,9 @@ DEV_KEY_ID = "nexus-dev-signing"
 REFUSAL_DEADLINE_S = 10.0
 DEMO_WIDTH = 200
 USAGE_TOKENS = 1_200
-DEMO_TENANTS = ("acme", "globex", "hooli", "initech", "stark", "umbrella", "wayne")
+DEMO_TENANTS = (
+    "acme", "globex", "hooli", "initech", "stark", "umbrella", "vandelay", "wayne",
+)  # fmt: skip
 """The example bundle's tenants: the demo gateway token reports for these alone."""
 DEMO_REGIONS = (("eu-west-1", "eu", 0), ("eu-central-1", "eu", 1), ("us-east-1", "us", 2))
 DEMO_SOAK_S = 1
@@ -123,6 +129,10 @@ class DemoRun:
     tokens: dict[str, str] = field(default_factory=dict)
     tracing: TracingSpec | None = None
     """Where Envoy and OPA send spans (a Jaeger of the run), or None: no tracing."""
+    rate_limits: RateLimitPlan | None = None
+    """The example bundle's RateLimits, rendered into every Envoy when the run starts."""
+    limiter: RateLimitBackend | None = None
+    """Redis and envoyproxy/ratelimit, counting the shared limits for every Envoy."""
 
     def api(self, role: str) -> ControlPlaneClient:
         assert self.server is not None
@@ -156,6 +166,8 @@ class DemoRun:
         self.server.start()
         # Enforcers trust the control plane's bundle key: its public half, from the key ring.
         (trusted,) = self.plane.keyring.trusted(KeyPurpose.BUNDLE)
+        self._start_limiter()
+        limiter_port = self.limiter.grpc_port if self.limiter is not None else None
         for region, _, wave in DEMO_REGIONS:
             stack = EnforcerStack(
                 StackOptions(
@@ -174,11 +186,31 @@ class DemoRun:
                     long_poll_timeout_s=10,
                     audit_url=self.server.url,
                     tracing=self.tracing,
+                    rate_limits=self.rate_limits,
+                    ratelimit_port=limiter_port,
                 ),
                 count=1,
             )
             stack.start(wait_for_bundles=False)
             self.stacks.append(stack)
+
+    def _start_limiter(self) -> None:
+        """Envoy's config is static: the limits are read from the bundle's sources now, and
+        with a shared one its counters (a real redis-server) and service start first."""
+        policy = resolve(load_bundle(BUNDLE_DIR))
+        if not policy.rate_limits:
+            return
+        self.rate_limits = RateLimitPlan.from_config(compile_rate_limits(policy.rate_limits))
+        if not self.rate_limits.shared:
+            return
+        self.limiter = RateLimitBackend(
+            self.rate_limits,
+            WORKDIR / "ratelimit",
+            ratelimit_bin=find_ratelimit(),
+            redis_bin=find_redis_server(),
+            redis_url=None,
+        )
+        self.limiter.start()
 
     def _enrol(self, region: str) -> Callable[[str], str]:
         """Each enforcer is registered in its region and gets its own token as it starts."""
@@ -230,6 +262,8 @@ class DemoRun:
     def stop(self) -> None:
         for stack in self.stacks:
             stack.stop()
+        if self.limiter is not None:
+            self.limiter.stop()
         if self.server is not None:
             self.server.stop()
         if self.plane is not None:

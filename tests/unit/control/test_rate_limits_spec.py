@@ -69,7 +69,29 @@ def test_rate_limits_compile_into_bundle_data(make_bundle: BundleFactory) -> Non
 
 
 def test_bundle_without_rate_limits_compiles_as_before(make_bundle: BundleFactory) -> None:
-    assert "rate_limits" not in compile_data(resolve(load_bundle(make_bundle())), "{}")
+    bundle = make_bundle(**{"ratelimits.yaml": None})
+    assert "rate_limits" not in compile_data(resolve(load_bundle(bundle)), "{}")
+
+
+def test_the_example_bundle_limits_only_the_demo_tenants_chats(
+    make_bundle: BundleFactory,
+) -> None:
+    # The demo bursts over this limit; no other demo step's tenant or route may count in it.
+    limits = compile_data(resolve(load_bundle(make_bundle())), "{}")["rate_limits"]
+    assert limits == {
+        "vandelay-chat": {
+            "scope": "shared",
+            "key": "tenant",
+            "counts": "requests",
+            "unit": "second",
+            "rate": 5,
+            "burst": 5,
+            "tenants": {"vandelay": True},
+            "plans": {},
+            "routes": {"chat.completions": True},
+            "tools": {},
+        }
+    }
 
 
 def test_bad_rate_limits_are_file_line_errors(make_bundle: BundleFactory) -> None:

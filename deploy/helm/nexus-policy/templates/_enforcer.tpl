@@ -23,7 +23,10 @@ controlPlanePeers (where the control plane runs; default: pods of this release),
 (the decision-log intake; default controlPlaneUrl, where the co-located audit service
 answers), waitFor (default fsync: no answer leaves OPA before its decision is fsynced; write: once in the page cache, which outlives a killed OPA; none),
 metricTenants (default .root.Values.metricTenants: tenants counted on their own),
-auditPeers/auditPort (egress to an audit service that is not the control plane's pods).
+auditPeers/auditPort (egress to an audit service that is not the control plane's pods),
+providerPeers/providerPort (egress to the LLM providers' endpoints, default port 443, when
+the Envoy config routes chats to provider clusters: `dataplane render` with
+NEXUS_DATAPLANE_PROVIDERS_BUNDLE).
 
 Decisions go through the durable decision log (`nexus_durable_log`) into the
 enforcer-decisions volume, an emptyDir: it survives OPA being killed and restarted in its
@@ -256,7 +259,8 @@ seccompProfile:
 
 {{/*
 The enforcer's NetworkPolicy: the gateway's clients to Envoy in; the control plane's bundle,
-status and decision-log endpoints, DNS and Envoy's upstream out. OPA's API stays on loopback.
+status and decision-log endpoints, DNS and Envoy's upstream (and, with providerPeers, the
+providers' endpoints) out. OPA's API stays on loopback.
 */}}
 {{- define "nexus-policy.enforcer.networkPolicy" -}}
 {{- $controlPlanePeers := .controlPlanePeers -}}
@@ -306,4 +310,10 @@ spec:
       ports:
         - protocol: TCP
           port: {{ required "enforcer: upstreamPort is required" .upstreamPort }}
+    {{- with .providerPeers }}
+    - to:
+        {{- toYaml . | nindent 8 }}
+      ports:
+        - {protocol: TCP, port: {{ default 443 $.providerPort }}}
+    {{- end }}
 {{- end -}}
