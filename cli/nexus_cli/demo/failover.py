@@ -82,8 +82,9 @@ def show_failover(
         + (
             f"routed to {fallback} {switched:.2f} s after the report "
             f"({FALLBACK_HEADER}: {answer.headers.get(FALLBACK_HEADER)}, decision "
-            f"{answer.headers.get(DECISION_ID_HEADER, '?')[:8]}…), served in {REGION}: "
-            "Envoy's provider clusters hold only its jurisdiction's endpoints"
+            f"{answer.headers.get(DECISION_ID_HEADER, '?')[:8]}…), within {TENANT}'s "
+            "jurisdiction (with Providers rendered, Envoy's provider clusters hold only its "
+            "endpoints: tests/e2e/test_provider_routing.py)"
             if switched is not None
             else "was never routed to a fallback"
         )
