@@ -36,11 +36,24 @@ import data.nexus.tools
 # and "spend not known yet" (503) only when nothing else refuses.
 status_precedence := [401, 404, 400, 403, 410, 429, 503]
 
-concern_reasons contains r if some r in tenants.deny
+# A concern whose one summarising fact (tenants.served, rbac.granted,
+# models.entitled) proves that none of its rules can
+# refuse is not evaluated rule by rule: on an allowed request that is most
+# of them. Each fact is tested against its concern's rules beside it.
+concern_reasons contains r if {
+	not tenants.served
+	some r in tenants.deny
+}
 
-concern_reasons contains r if some r in rbac.deny
+concern_reasons contains r if {
+	not rbac.granted
+	some r in rbac.deny
+}
 
-concern_reasons contains r if some r in models.deny
+concern_reasons contains r if {
+	not models.entitled
+	some r in models.deny
+}
 
 concern_reasons contains r if some r in budget.deny
 
@@ -56,7 +69,10 @@ concern_reasons contains r if {
 	some r in retention.deny
 }
 
-concern_reasons contains r if some r in rollout.deny
+concern_reasons contains r if {
+	not rollout.prompt_servable
+	some r in rollout.deny
+}
 
 concern_reasons contains r if some r in residency.deny
 
