@@ -36,10 +36,11 @@ import data.nexus.tools
 # and "spend not known yet" (503) only when nothing else refuses.
 status_precedence := [401, 404, 400, 403, 410, 429, 503]
 
-# A concern whose one summarising fact (tenants.served, rbac.granted,
-# models.entitled) proves that none of its rules can
-# refuse is not evaluated rule by rule: on an allowed request that is most
-# of them. Each fact is tested against its concern's rules beside it.
+# A concern whose one fact (tenants.served, rbac.granted, models.entitled,
+# rollout.prompt_servable) proves that none of its rules can refuse is not
+# evaluated rule by rule: an allowed request skips those rules on one lookup
+# each. Every reason is still reported when a fact fails, and guards_test
+# proves over the fixtures that no fact holds while its concern refuses.
 concern_reasons contains r if {
 	not tenants.served
 	some r in tenants.deny
