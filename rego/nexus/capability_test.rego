@@ -78,8 +78,8 @@ label_configs := [config, {"tools": config.tools}, {}, {"capabilities": {"routes
 
 test_the_labels_shortcut_says_what_route_tool_and_name_say if {
 	every pair in label_requests {
+		req := request(pair[0], pair[1])
 		every cfg in label_configs {
-			req := request(pair[0], pair[1])
 			labels := capability.labels with input as req with data.nexus.config as cfg
 			parts := {"route": capability.route, "tool": capability.tool, "capability": capability.name}
 				with input as req
