@@ -38,4 +38,14 @@ name := data.nexus.config.capabilities.tools[tool] if {
 	request.route == "tools.invoke"
 } else := data.nexus.config.capabilities.routes[request.route]
 
-labels := {"route": route, "tool": tool, "capability": name}
+# Off tool calls the labels need no tool lookup, so the common case is one
+# rule with one lookup; capability_test proves both branches give what
+# route, tool and name say.
+labels := {"route": request.route, "tool": "none", "capability": object.get(
+	data.nexus.config,
+	["capabilities", "routes", request.route],
+	"none",
+)} if {
+	request.route != ""
+	request.route != "tools.invoke"
+} else := {"route": route, "tool": tool, "capability": name}

@@ -60,3 +60,31 @@ test_the_decision_carries_the_labels_allowed_or_refused if {
 	refused.allowed == false
 	refused.labels == {"route": "chat.completions", "tool": "none", "capability": "chat"}
 }
+
+# labels takes a shortcut off tool calls; it must say what route, tool and
+# name say, on every route, with and without an SLOs spec.
+label_requests := [
+	["POST", "/v1/chat/completions"],
+	["GET", "/v1/chats/c-1"],
+	["DELETE", "/v1/chats/c-1"],
+	["DELETE", "/v1/subjects/s-1"],
+	["POST", "/v1/tools/web-search:invoke"],
+	["POST", "/v1/tools/db-write:invoke"],
+	["POST", "/v1/tools/nope:invoke"],
+	["GET", "/v1/nowhere"],
+]
+
+label_configs := [config, {"tools": config.tools}, {}, {"capabilities": {"routes": {"chats.read": "history"}}}]
+
+test_the_labels_shortcut_says_what_route_tool_and_name_say if {
+	every pair in label_requests {
+		req := request(pair[0], pair[1])
+		every cfg in label_configs {
+			labels := capability.labels with input as req with data.nexus.config as cfg
+			parts := {"route": capability.route, "tool": capability.tool, "capability": capability.name}
+				with input as req
+				with data.nexus.config as cfg
+			labels == parts
+		}
+	}
+}

@@ -13,6 +13,11 @@ model := data.nexus.config.models[routing.model]
 
 tenant := data.nexus.config.tenants[request.tenant]
 
+# The routed model is known and in the tenant's plan, so no rule below
+# refuses: the gateway decision skips them on this one lookup (models_test
+# proves that entitled leaves deny empty).
+entitled if model.plans[tenant.plan]
+
 # METADATA
 # title: Model missing
 # description: A chat completion names its model (or a rollout alias) in x-nexus-model.

@@ -97,6 +97,13 @@ prompt_version := pinned_version if {
 	version := prompt.default_version
 }
 
+# No rule below refuses: the request names no prompt, or a version of it
+# that is served. The gateway decision skips them on this (rollout_test
+# proves that prompt_servable leaves deny empty).
+prompt_servable if not prompt_header
+
+prompt_servable if prompt.versions[prompt_version].status != "retired"
+
 # METADATA
 # title: Unknown prompt
 # description: x-nexus-prompt names no prompt in the compiled prompt catalog.

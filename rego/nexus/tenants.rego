@@ -6,6 +6,12 @@ package nexus.tenants
 import data.nexus.reason
 import data.nexus.request
 
+# The tenant the request names is known and active, so neither rule below
+# refuses it. The gateway decision reads this one lookup instead of
+# evaluating both rules on every request it serves (tenants_test proves
+# that served leaves deny empty).
+served if data.nexus.config.tenants[request.tenant].status == "active"
+
 # METADATA
 # title: Unknown tenant
 # description: The tenant named in x-nexus-tenant is not in the compiled tenant list.

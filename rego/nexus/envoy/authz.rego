@@ -36,11 +36,25 @@ import data.nexus.tools
 # and "spend not known yet" (503) only when nothing else refuses.
 status_precedence := [401, 404, 400, 403, 410, 429, 503]
 
-concern_reasons contains r if some r in tenants.deny
+# A concern whose one fact (tenants.served, rbac.granted, models.entitled,
+# rollout.prompt_servable) proves that none of its rules can refuse is not
+# evaluated rule by rule: an allowed request skips those rules on one lookup
+# each. Every reason is still reported when a fact fails, and guards_test
+# proves over the fixtures that no fact holds while its concern refuses.
+concern_reasons contains r if {
+	not tenants.served
+	some r in tenants.deny
+}
 
-concern_reasons contains r if some r in rbac.deny
+concern_reasons contains r if {
+	not rbac.granted
+	some r in rbac.deny
+}
 
-concern_reasons contains r if some r in models.deny
+concern_reasons contains r if {
+	not models.entitled
+	some r in models.deny
+}
 
 concern_reasons contains r if some r in budget.deny
 
@@ -56,7 +70,10 @@ concern_reasons contains r if {
 	some r in retention.deny
 }
 
-concern_reasons contains r if some r in rollout.deny
+concern_reasons contains r if {
+	not rollout.prompt_servable
+	some r in rollout.deny
+}
 
 concern_reasons contains r if some r in residency.deny
 
