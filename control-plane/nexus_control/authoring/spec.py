@@ -18,8 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -258,10 +260,21 @@ class CustomWindow(_Strict):
 WindowName = Literal["month", "week", "day"]
 
 
+def _window_form(value: Any) -> str:
+    return "custom" if isinstance(value, dict | CustomWindow) else "named"
+
+
+# One form per input shape, so a bad window gets the one error that fits what was written.
+_Window = Annotated[
+    Annotated[WindowName, Tag("named")] | Annotated[CustomWindow, Tag("custom")],
+    Discriminator(_window_form),
+]
+
+
 class Budget(_Strict):
     monthly_cap_usd: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
     """The cap per budget window (a calendar month unless ``window`` says otherwise)."""
-    window: WindowName | CustomWindow = "month"
+    window: _Window = "month"
     """Which stretch of time the caps count spend over, in the tenant's ``timeZone``:
     ``month``, ``week`` (ISO, from Monday), ``day``, or ``{days: N, anchor: DATE}``."""
     soft_cap_percent: Annotated[int, Field(ge=1, le=100)] = 80
