@@ -150,6 +150,7 @@ def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
         changes.extend(differ(before, after))
     changes.extend(_failover_changes(before, after))
     changes.extend(_anomaly_changes(before, after))
+    changes.extend(_window_changes(before, after))
     return PolicyDiff(changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))))
 
 
@@ -165,6 +166,13 @@ def _anomaly_changes(old: Config, new: Config) -> Iterator[Change]:
     from nexus_control.authoring.anomaly_diff import anomaly_changes
 
     return anomaly_changes(old, new)
+
+
+def _window_changes(old: Config, new: Config) -> Iterator[Change]:
+    # Imported here: window_diff builds on this module's Change and Effect.
+    from nexus_control.authoring.window_diff import window_changes
+
+    return window_changes(old, new)
 
 
 def _section(doc: Config, *path: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 
 from nexus_control.authoring.compiler import compile_data
 from nexus_control.authoring.config import TenantConfig
+from nexus_control.authoring.diff import Effect, diff_configs
 from nexus_control.authoring.loader import SpecError, load_bundle
 from nexus_control.authoring.policyset import resolve
 from nexus_control.budgets.window import BudgetWindow, WindowKind, WindowSpan, tenant_window
@@ -20,8 +21,10 @@ from tests.conftest import BundleFactory
 BERLIN = "Europe/Berlin"
 
 
-def _utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def _utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_a_month_in_berlin_starts_at_local_midnight_and_is_an_hour_short_in_march() -> None:
@@ -182,3 +185,47 @@ def test_windows_and_zones_compile_and_a_default_tenant_compiles_as_before(
     explicit = _umbrella(root, tenant="    timeZone: UTC\n", budget="      window: month\n")
     assert _compiled(make_bundle(**{"tenants.yaml": explicit})) == _compiled(root)
     assert "window" not in _compiled(root)["tenants"]["acme"]["budget"]
+
+
+def _tenant_config(window: dict[str, Any] | None, zone: str | None, cap: float = 50.0) -> Any:
+    budget: dict[str, Any] = {"monthly_cap_usd": cap, "soft_cap_ratio": 0.8}
+    if window is not None:
+        budget["window"] = window
+    tenant: dict[str, Any] = {"budget": budget}
+    if zone is not None:
+        tenant["time_zone"] = zone
+    return {"tenants": {"umbrella": tenant}}
+
+
+CUSTOM_60 = {"kind": "days", "days": 60, "anchor": "2026-01-05"}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "shown"),
+    [
+        ((None, None), ({"kind": "week"}, None), "budget window: month → week"),
+        ((None, None), ({"kind": "day"}, None), "30.44 times the spend per day"),
+        # Longer, with the same cap: less per day, yet counting restarts now.
+        (({"kind": "week"}, None), (None, None), "budget window: week → month"),
+        ((None, None), (CUSTOM_60, None), "month → 60 days from 2026-01-05"),
+        ((CUSTOM_60, None), (CUSTOM_60 | {"anchor": "2026-02-01"}, None), "→ 60 days from 2026-02"),
+        ((None, None), (None, "Pacific/Kiritimati"), "budget time zone: UTC → Pacific/Kiritimati"),
+        ((None, "Europe/Berlin"), (None, None), "budget time zone: Europe/Berlin → UTC"),
+    ],
+)  # fmt: skip
+def test_any_change_of_window_or_zone_widens_and_says_what_it_does(
+    before: tuple[Any, Any], after: tuple[Any, Any], shown: str
+) -> None:
+    diff = diff_configs(_tenant_config(*before), _tenant_config(*after))
+    changes = [c for c in diff.changes if c.area == "budget"]
+    assert len(changes) == 1, changes
+    assert changes[0].effect is Effect.WIDENS and changes[0].subject == "umbrella"
+    assert shown in changes[0].detail, changes[0].detail
+    assert diff.needs_second_approver and diff.raises_budget
+
+
+def test_spelling_out_the_defaults_changes_nothing() -> None:
+    diff = diff_configs(_tenant_config(None, None), _tenant_config(None, "UTC"))
+    assert diff.changes == ()
+    narrower = diff_configs(_tenant_config(None, None), _tenant_config(None, None, cap=40.0))
+    assert not narrower.needs_second_approver, "a lower cap alone still narrows"
