@@ -15,7 +15,15 @@ from nexus_control.authoring.config import TenantConfig
 from nexus_control.authoring.diff import Effect, diff_configs
 from nexus_control.authoring.loader import SpecError, load_bundle
 from nexus_control.authoring.policyset import resolve
-from nexus_control.budgets.window import BudgetWindow, WindowKind, WindowSpan, tenant_window
+from nexus_control.authoring.spec import MAX_WINDOW_DAYS as SPEC_MAX
+from nexus_control.budgets.spend import REQUEST_ID_TTL_S
+from nexus_control.budgets.window import (
+    MAX_WINDOW_DAYS,
+    BudgetWindow,
+    WindowKind,
+    WindowSpan,
+    tenant_window,
+)
 from tests.conftest import BundleFactory
 
 BERLIN = "Europe/Berlin"
@@ -229,3 +237,7 @@ def test_spelling_out_the_defaults_changes_nothing() -> None:
     assert diff.changes == ()
     narrower = diff_configs(_tenant_config(None, None), _tenant_config(None, None, cap=40.0))
     assert not narrower.needs_second_approver, "a lower cap alone still narrows"
+
+
+def test_the_spec_and_the_counters_agree_on_the_longest_custom_window() -> None:
+    assert SPEC_MAX == MAX_WINDOW_DAYS == REQUEST_ID_TTL_S // 86_400
