@@ -279,7 +279,9 @@ def _budgets(old: Config, new: Config) -> Iterator[Change]:
     before, after = _section(old, "tenants"), _section(new, "tenants")
     for tid in sorted(before.keys() & after.keys()):
         a, b = before[tid].get("budget", {}), after[tid].get("budget", {})
-        change = _cap_change(tid, "monthly", a.get("monthly_cap_usd"), b.get("monthly_cap_usd"))
+        # A tenant with a budget window other than the month caps each window.
+        label = "per-window" if "window" in a or "window" in b else "monthly"
+        change = _cap_change(tid, label, a.get("monthly_cap_usd"), b.get("monthly_cap_usd"))
         if change:
             yield change
         for scope in ("per_model", "per_feature"):

@@ -241,3 +241,12 @@ def test_spelling_out_the_defaults_changes_nothing() -> None:
 
 def test_the_spec_and_the_counters_agree_on_the_longest_custom_window() -> None:
     assert SPEC_MAX == MAX_WINDOW_DAYS == REQUEST_ID_TTL_S // 86_400
+
+
+def test_a_cap_change_on_a_windowed_tenant_reads_per_window() -> None:
+    diff = diff_configs(
+        _tenant_config({"kind": "day"}, None), _tenant_config({"kind": "day"}, None, cap=60.0)
+    )
+    (change,) = diff.changes
+    assert change.detail == "per-window cap raised: 50.0 → 60.0"
+    assert change.effect is Effect.WIDENS
