@@ -100,10 +100,15 @@ def test_a_window_keyed_like_the_month_starts_from_an_earlier_versions_month_cou
     redis_server: RedisServer,
 ) -> None:
     """An upgrade mid-month: the month hash holds what the tenant spent before windows."""
-    store = _store(redis_server)
+    prefix = f"nexus:upgrade-{random.randrange(10**9)}"
+    store = RedisSpendStore(redis_server.url, prefix=prefix)
     client = redis.Redis.from_url(redis_server.url)
-    month = f"{store._micro}:2026-11:tenant:acme"
-    client.hset(month, mapping={"total": 40_000_000, "model:gpt-4o": 40_000_000})
+    # What the earlier version wrote: the month's hash and the month's tenant set.
+    client.hset(
+        f"{prefix}:micro:2026-11:tenant:acme",
+        mapping={"total": 40_000_000, "model:gpt-4o": 40_000_000},
+    )
+    client.sadd(f"{prefix}:2026-11:tenants", "acme")
     assert store.window_totals({"acme": "2026-11"})["acme"].total_micros == 40_000_000, (
         "read from the month until the window's first report"
     )

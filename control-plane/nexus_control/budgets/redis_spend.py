@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
 import redis
@@ -47,7 +47,8 @@ __all__ = ["RedisSpendStore"]
 
 # KEYS: 1 request-id marker, 2 the tenant's month hash, 3 the month's tenant set, 4 the
 # tenant's day hash, 5 all tenants' day hash, 6 the tenant's day cells, 7 its hour cells,
-# 8 the day's tenant set, 9 the tenant's legacy (float) month hash, 10 its window hash.
+# 8 the day's tenant set, 9 the tenant's legacy (float) month hash, 10 its window hash, 11
+# the window's tenant set.
 # ARGV: 1 request-id ttl, 2 micro-dollars, 3 model field, 4 feature field ("" for none),
 # 5 tenant, 6 endpoint field ("" for none), 7 cell field, 8 day-cell expiry, 9 hour-cell
 # expiry, 10 month and day hashes' expiry, 11 window hash's expiry (Unix seconds), 12 "1"
@@ -80,6 +81,8 @@ redis.call('HINCRBY', KEYS[7], ARGV[7], ARGV[2])
 redis.call('EXPIREAT', KEYS[7], ARGV[9])
 redis.call('SADD', KEYS[8], ARGV[5])
 redis.call('EXPIREAT', KEYS[8], ARGV[8])
+redis.call('SADD', KEYS[11], ARGV[5])
+redis.call('EXPIREAT', KEYS[11], ARGV[11])
 if ARGV[12] == '1' then
   return {redis.call('HGETALL', KEYS[10]), redis.call('HGETALL', KEYS[9])}
 end
@@ -112,6 +115,7 @@ class RedisSpendStore:
             self._cell_tenants_key(day),
             self._legacy_month_key(usage.period, usage.tenant),
             self._window_key(usage.window_key, usage.tenant),
+            self._window_tenants_key(usage.window_key),
         ]
         args: list[str | int] = [
             REQUEST_ID_TTL_S,
@@ -134,20 +138,23 @@ class RedisSpendStore:
         return _micro_totals(window).merge(_legacy_totals(legacy))
 
     def window_totals(self, windows: Mapping[str, str]) -> dict[str, SpendTotals]:
-        tenants = list(windows)
+        tenants = self._with_spend(windows)
         pipe = self._redis.pipeline(transaction=False)
         for tenant in tenants:
             key = windows[tenant]
             pipe.hgetall(self._window_key(key, tenant))
-            monthly = _MONTH_KEY.fullmatch(key) is not None
-            # Until its first report, a window keyed like a month reads that month's hash;
-            # an earlier version's float counters of that month count in it too.
-            pipe.hgetall(self._month_key(key, tenant) if monthly else "")
-            pipe.hgetall(self._legacy_month_key(key, tenant) if monthly else "")
-        raws: list[_Hash] = pipe.execute()
+            if _MONTH_KEY.fullmatch(key):
+                # Until its first report, a window keyed like a month reads that month's
+                # hash; an earlier version's float counters of that month count in it too.
+                pipe.hgetall(self._month_key(key, tenant))
+                pipe.hgetall(self._legacy_month_key(key, tenant))
+        raws: Iterator[_Hash] = iter(pipe.execute())
         out: dict[str, SpendTotals] = {}
-        for i, tenant in enumerate(tenants):
-            window, month, legacy = raws[3 * i : 3 * i + 3]
+        for tenant in tenants:
+            window = next(raws)
+            month, legacy = (
+                (next(raws), next(raws)) if _MONTH_KEY.fullmatch(windows[tenant]) else ({}, {})
+            )
             totals = _micro_totals(window or month).merge(_legacy_totals(legacy))
             if _any_spend(totals):
                 out[tenant] = totals
@@ -158,6 +165,28 @@ class RedisSpendStore:
 
     def _window_key(self, window: str, tenant: str) -> str:
         return f"{self._micro}:window:{window}:tenant:{tenant}"
+
+    def _window_tenants_key(self, window: str) -> str:
+        return f"{self._micro}:window:{window}:tenants"
+
+    def _with_spend(self, windows: Mapping[str, str]) -> list[str]:
+        """The tenants of ``windows`` that may have spent in theirs: members of the window's
+        tenant set (or, for a window keyed like a month, of that month's), so a rebuild reads
+        no hash of a tenant that has not spent."""
+        keys = sorted(set(windows.values()))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.smembers(self._window_tenants_key(key))
+            if _MONTH_KEY.fullmatch(key):
+                pipe.smembers(self._tenants_key(key))
+        raws: Iterator[set[bytes]] = iter(pipe.execute())
+        spent: dict[str, set[str]] = {}
+        for key in keys:
+            members = set(next(raws))
+            if _MONTH_KEY.fullmatch(key):
+                members |= next(raws)
+            spent[key] = {t.decode() for t in members}
+        return [tenant for tenant, key in windows.items() if tenant in spent[key]]
 
     def _legacy_month_key(self, period: str, tenant: str) -> str:
         return f"{self._prefix}:{period}:tenant:{tenant}"
