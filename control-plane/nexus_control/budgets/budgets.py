@@ -193,23 +193,31 @@ class Budgets:
     def overview(self, period: str | None = None) -> SpendOverview:
         """Spend against caps in ``period`` (default: this month), per tenant and per day."""
         config = self.config_or_none()
+        month, windows = self._month_and_windows(config, period)
         with self.db.session() as session:
-            return spend_overview(session, self.spend, config, period or period_of(self.clock()))
+            return spend_overview(session, self.spend, config, month, windows)
 
     def page(
         self, period: str | None = None, *, tenant: str | None = None, limit: int = PAGE_TENANTS
     ) -> SpendPage:
         """`overview` for the first ``limit`` tenants by share of cap, or for ``tenant`` alone."""
         config = self.config_or_none()
+        month, windows = self._month_and_windows(config, period)
         with self.db.session() as session:
             return spend_page(
-                session,
-                self.spend,
-                config,
-                period or period_of(self.clock()),
-                limit=limit,
-                tenant=tenant,
+                session, self.spend, config, month, limit=limit, tenant=tenant, windows=windows
             )
+
+    def _month_and_windows(
+        self, config: CompiledConfig | None, period: str | None
+    ) -> tuple[str, dict[str, str] | None]:
+        """The month asked for (default: this one) and, when it is this one, every tenant's
+        open window key (so a tenant disabled for its week or day shows as disabled)."""
+        now = self.clock()
+        month = period or period_of(now)
+        if month != period_of(now):
+            return month, None
+        return month, {tid: span.key for tid, span in usage.open_windows(config, now).items()}
 
     def costs(
         self, query: CostQuery, *, tenant: str | None, scope: frozenset[str] | None

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nexus_control.budgets.cells import Granularity
+from nexus_control.budgets.overview import spend_overview
 from nexus_control.store.database import control_database
 from nexus_runtime.database import Database
 from tests.fixtures.budget_windows import Books, window_config
@@ -88,3 +89,18 @@ def test_a_custom_window_resets_after_its_days(db: Database) -> None:
     assert books.report(50.0, _utc(2026, 3, 10, 23)) == "2026-03-01/P10D"
     assert "hooli" in books.state(_utc(2026, 3, 10, 23, 59))["disabled"]
     assert books.state(_utc(2026, 3, 11))["disabled"] == {}
+
+
+def test_the_overview_of_this_month_flags_a_tenant_disabled_for_its_day(db: Database) -> None:
+    books = Books(db, window_config("Europe/Berlin", {"kind": "day"}))
+    now = _utc(2026, 3, 29, 21, 30)
+    assert books.report(60.0, now) == "2026-03-29"
+    with db.session() as session:
+        flagged = spend_overview(
+            session, books.store, books.config, "2026-03", {"hooli": "2026-03-29"}
+        )
+        unflagged = spend_overview(
+            session, books.store, books.config, "2026-03", {"hooli": "2026-03-30"}
+        )
+    assert [row.disabled_reason is not None for row in flagged.tenants] == [True]
+    assert [row.disabled_reason for row in unflagged.tenants] == [None], "only its open window's"
