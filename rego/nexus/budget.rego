@@ -1,11 +1,14 @@
 # METADATA
 # title: Budgets
 # description: |
-#   Monthly spend caps from the state bundle (data.nexus_state): a disabled
-#   tenant is refused everywhere, a reached cap refuses metered routes, and
-#   a soft cap adds a warning header. Until the state bundle has been
-#   loaded no spend is known: metered routes are refused (fail closed),
-#   unless the tenant's budget says before_state = allow.
+#   Spend caps per budget window from the state bundle (data.nexus_state):
+#   a disabled tenant is refused everywhere, a reached cap refuses metered
+#   routes, and a soft cap adds a warning header. The control plane
+#   publishes each tenant's spend in its window open now, and when that
+#   window ends (resets), which a refusal's retry-after reads. Until the
+#   state bundle has been loaded no spend is known: metered routes are
+#   refused (fail closed), unless the tenant's budget says before_state =
+#   allow.
 package nexus.budget
 
 import data.nexus.identity
@@ -49,6 +52,24 @@ disabled_reason := text if {
 	is_string(text)
 }
 
+# Seconds until the tenant's budget window resets, at least 1: what a
+# refusal that the reset lifts puts in retry-after. Undefined when the
+# state bundle names no reset for the tenant (one built before windows).
+until_reset_s := max([1, ceil((time.parse_rfc3339_ns(resets) - time.now_ns()) / 1e9)]) if {
+	resets := data.nexus_state.resets[request.tenant]
+	is_string(resets)
+}
+
+# The refusals a window's reset lifts: reached caps, and a disabled tenant
+# (disabled for its window only).
+lifted_by_reset := {
+	"nexus.budget.tenant_cap_reached",
+	"nexus.budget.model_cap_reached",
+	"nexus.budget.feature_cap_reached",
+	"nexus.budget.tenant_disabled",
+	"nexus.cost.worst_case_exceeds_remaining",
+}
+
 # Whole percents are precise enough for a person reading a message or header.
 percent(ratio) := sprintf("%v%%", [round(ratio * 100)])
 
@@ -56,7 +77,8 @@ percent(ratio) := sprintf("%v%%", [round(ratio * 100)])
 # title: Tenant disabled
 # description: |
 #   The control plane disabled the tenant (its hard cap was reached with
-#   on_hard_cap = disable); every route is refused until it is re-enabled.
+#   on_hard_cap = disable); every route is refused until its budget window
+#   resets.
 # custom:
 #   id: nexus.budget.tenant_disabled
 #   status: 403
@@ -96,7 +118,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 
 # METADATA
 # title: Tenant budget exhausted
-# description: The tenant's spend for the period has reached its monthly cap.
+# description: The tenant's spend in its budget window has reached its cap.
 # custom:
 #   id: nexus.budget.tenant_cap_reached
 #   status: 429
@@ -108,7 +130,7 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 deny contains reason.build(rego.metadata.rule(), msg) if {
 	metered
 	spend.ratio >= 1
-	msg := sprintf("tenant %q has used %s of its monthly budget", [request.tenant, percent(spend.ratio)])
+	msg := sprintf("tenant %q has used %s of its budget for this window", [request.tenant, percent(spend.ratio)])
 }
 
 # METADATA

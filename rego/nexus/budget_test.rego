@@ -88,7 +88,7 @@ test_tenant_cap_is_429 if {
 		with data.nexus_state as fx.state
 	rs == {{
 		"rule": "nexus.budget.tenant_cap_reached",
-		"message": `tenant "globex" has used 100% of its monthly budget`,
+		"message": `tenant "globex" has used 100% of its budget for this window`,
 		"controls": ["SOC2:A1.1", "ISO27001:A.8.6", "ISO42001:A.4.5"],
 		"status": 429,
 	}}
@@ -97,7 +97,7 @@ test_tenant_cap_is_429 if {
 test_tenant_cap_applies_to_tool_calls if {
 	outcome(request_for("globex", "POST", "/v1/tools/web-search:invoke", {})).reasons == {[
 		"nexus.budget.tenant_cap_reached", 429,
-		`tenant "globex" has used 100% of its monthly budget`,
+		`tenant "globex" has used 100% of its budget for this window`,
 	]}
 }
 

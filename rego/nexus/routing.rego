@@ -157,7 +157,3 @@ deny contains reason.build(rego.metadata.rule(), msg) if {
 		],
 	)
 }
-
-default retry_headers := {}
-
-retry_headers := {"retry-after": format_int(retry_after_s, 10)} if count(deny) > 0

@@ -491,7 +491,10 @@ class UsageResult(_Answer):
     tenant: str
     period: str
     ratio: float | None
+    """Spend ÷ cap in the budget window the report was charged to."""
     disabled: bool
+    window: str = ""
+    """That window's key (`nexus_control.budgets.window`): ``2026-03``, ``2026-W10``, …"""
 
 
 class ToolApprovalIssued(_Answer):

@@ -21,12 +21,13 @@ from nexus_control.authoring.config import (
     RetentionEntry,
     SlottedVariant,
     TenantConfig,
+    WindowConfig,
 )
 from nexus_control.authoring.failover import compile_providers
 from nexus_control.authoring.policyset import ApiKeyGrant, PolicySet
 from nexus_control.authoring.ratelimits import compile_rate_limits
 from nexus_control.authoring.slos import compile_capabilities
-from nexus_control.authoring.spec import Budget, Flag, Model, Tenant
+from nexus_control.authoring.spec import Budget, CustomWindow, Flag, Model, Tenant, WindowName
 
 __all__ = ["APPROVAL_AUDIENCE", "APPROVAL_ISSUER", "compile_data", "slot_bound"]
 
@@ -126,7 +127,16 @@ def _tenant(tenant: Tenant) -> TenantConfig:
     }
     if tenant.decision_log is not None:
         out["decision_log"] = {"wait_for": tenant.decision_log.wait_for}
+    if tenant.time_zone != "UTC":
+        out["time_zone"] = tenant.time_zone
     return out
+
+
+def _window(window: WindowName | CustomWindow) -> WindowConfig:
+    if isinstance(window, CustomWindow):
+        return {"kind": "days", "days": window.days, "anchor": window.anchor.isoformat()}
+    assert window != "month"
+    return {"kind": window}
 
 
 def _budget(budget: Budget) -> BudgetConfig:
@@ -139,6 +149,8 @@ def _budget(budget: Budget) -> BudgetConfig:
         "on_hard_cap": budget.on_hard_cap,
         "before_state": budget.before_state,
     }
+    if budget.window != "month":
+        entry["window"] = _window(budget.window)
     if budget.max_request_usd is not None:
         entry["max_request_usd"] = budget.max_request_usd
     if budget.allow_unpriced_models:

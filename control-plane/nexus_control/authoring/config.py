@@ -31,6 +31,7 @@ __all__ = [
     "TenantConfig",
     "ToolConfig",
     "VariantConfig",
+    "WindowConfig",
 ]
 
 
@@ -39,8 +40,21 @@ class OnAnomalyConfig(TypedDict):
     hold_models_above_usd_per_mtok: NotRequired[float]
 
 
+class WindowConfig(TypedDict):
+    """A budget window other than the calendar month (`nexus_control.budgets.window`)."""
+
+    kind: Literal["week", "day", "days"]
+    days: NotRequired[int]
+    """Only for ``days``: the window's length."""
+    anchor: NotRequired[str]
+    """Only for ``days``: the first day (``YYYY-MM-DD``) of one window of the series."""
+
+
 class BudgetConfig(TypedDict):
     monthly_cap_usd: float
+    """The cap per window (the name predates windows: a calendar month by default)."""
+    window: NotRequired[WindowConfig]
+    """Absent: the calendar month, as before windows (so such configs compile unchanged)."""
     per_model: dict[str, float]
     per_feature: dict[str, float]
     soft_cap_ratio: float
@@ -62,6 +76,8 @@ class TenantConfig(TypedDict):
     plan: str
     status: Literal["active", "suspended"]
     jurisdiction: str | None
+    time_zone: NotRequired[str]
+    """The IANA zone the tenant's windows are counted in; absent: UTC."""
     budget: BudgetConfig
     decision_log: NotRequired[DecisionLogConfig]
     """Only for a tenant whose spec chooses: the policy then states it in each decision."""

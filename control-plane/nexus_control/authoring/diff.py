@@ -150,6 +150,7 @@ def diff_configs(old: CompiledConfig | None, new: CompiledConfig) -> PolicyDiff:
         changes.extend(differ(before, after))
     changes.extend(_failover_changes(before, after))
     changes.extend(_anomaly_changes(before, after))
+    changes.extend(_window_changes(before, after))
     return PolicyDiff(changes=tuple(sorted(changes, key=lambda c: (c.area, c.subject, c.detail))))
 
 
@@ -165,6 +166,13 @@ def _anomaly_changes(old: Config, new: Config) -> Iterator[Change]:
     from nexus_control.authoring.anomaly_diff import anomaly_changes
 
     return anomaly_changes(old, new)
+
+
+def _window_changes(old: Config, new: Config) -> Iterator[Change]:
+    # Imported here: window_diff builds on this module's Change and Effect.
+    from nexus_control.authoring.window_diff import window_changes
+
+    return window_changes(old, new)
 
 
 def _section(doc: Config, *path: str) -> dict[str, Any]:
@@ -271,7 +279,9 @@ def _budgets(old: Config, new: Config) -> Iterator[Change]:
     before, after = _section(old, "tenants"), _section(new, "tenants")
     for tid in sorted(before.keys() & after.keys()):
         a, b = before[tid].get("budget", {}), after[tid].get("budget", {})
-        change = _cap_change(tid, "monthly", a.get("monthly_cap_usd"), b.get("monthly_cap_usd"))
+        # A tenant with a budget window other than the month caps each window.
+        label = "per-window" if "window" in a or "window" in b else "monthly"
+        change = _cap_change(tid, label, a.get("monthly_cap_usd"), b.get("monthly_cap_usd"))
         if change:
             yield change
         for scope in ("per_model", "per_feature"):

@@ -10,14 +10,18 @@ are checked in :mod:`nexus_control.crossref`, not here.
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -35,6 +39,7 @@ __all__ = [
     "MAX_OUTPUT_TOKENS",
     "MAX_RATE",
     "MAX_USD_PER_MTOK",
+    "MAX_WINDOW_DAYS",
     "RATE_UNIT_SECONDS",
     "ROUTE_PERMISSIONS",
     "SPEC_KINDS",
@@ -46,6 +51,7 @@ __all__ = [
     "BundleSpec",
     "Capability",
     "CircuitBreakers",
+    "CustomWindow",
     "DataClass",
     "Endpoint",
     "Flag",
@@ -91,6 +97,8 @@ __all__ = [
     "Tool",
     "ToolsSpec",
     "Variant",
+    "WindowName",
+    "known_zone",
 ]
 
 API_VERSION = "policy.nexus.ai/v1"
@@ -225,8 +233,50 @@ class OnAnomaly(_Strict):
         return self
 
 
+MAX_WINDOW_DAYS = 62
+"""The longest custom budget window (`nexus_control.budgets.window.MAX_WINDOW_DAYS`)."""
+
+
+class CustomWindow(_Strict):
+    """A budget window of ``days`` days, repeating from ``anchor`` (the first day of one
+    window), in the tenant's time zone."""
+
+    days: Annotated[int, Field(ge=1, le=MAX_WINDOW_DAYS)]
+    anchor: Annotated[date, Field(strict=False)]
+
+    @field_validator("anchor")
+    @classmethod
+    def _anchor_has_come(cls, anchor: date) -> date:
+        # A day's slack: the tenant's zone may already be in tomorrow (UTC+14).
+        latest = datetime.now(UTC).date() + timedelta(days=1)
+        if anchor > latest:
+            raise ValueError(
+                f"anchor {anchor} is in the future: it names the first day of a window "
+                "that has already begun (any past window of the series will do)"
+            )
+        return anchor
+
+
+WindowName = Literal["month", "week", "day"]
+
+
+def _window_form(value: Any) -> str:
+    return "custom" if isinstance(value, dict | CustomWindow) else "named"
+
+
+# One form per input shape, so a bad window gets the one error that fits what was written.
+_Window = Annotated[
+    Annotated[WindowName, Tag("named")] | Annotated[CustomWindow, Tag("custom")],
+    Discriminator(_window_form),
+]
+
+
 class Budget(_Strict):
     monthly_cap_usd: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=False)]
+    """The cap per budget window (a calendar month unless ``window`` says otherwise)."""
+    window: _Window = "month"
+    """Which stretch of time the caps count spend over, in the tenant's ``timeZone``:
+    ``month``, ``week`` (ISO, from Monday), ``day``, or ``{days: N, anchor: DATE}``."""
     soft_cap_percent: Annotated[int, Field(ge=1, le=100)] = 80
     on_hard_cap: Literal["refuse", "disable"] = "refuse"
     before_state: Literal["refuse", "allow"] = "refuse"
@@ -271,8 +321,28 @@ class Tenant(_Strict):
     status: Literal["active", "suspended"] = "active"
     jurisdiction: Identifier | None = None
     """When set, the tenant is served only by regions of this jurisdiction."""
+    time_zone: str = "UTC"
+    """The IANA zone the tenant's budget windows are counted in (``Europe/Berlin``)."""
     budget: Budget
     decision_log: TenantDecisionLog | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        return known_zone(zone)
+
+
+def known_zone(zone: str) -> str:
+    """``zone`` if the IANA database on this host knows it (ValueError otherwise)."""
+    if not zone or len(zone) > 64 or zone.startswith(("/", ".")) or ".." in zone:
+        raise ValueError(f"unknown time zone {zone!r}: expected an IANA name such as Europe/Berlin")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"unknown time zone {zone!r}: expected an IANA name such as Europe/Berlin"
+        ) from error
+    return zone
 
 
 class TenantsSpec(_Strict):

@@ -2,9 +2,10 @@
 
 Usage reports are counted against the caps in force (what the canary wave runs
 as good). The state bundle is rebuilt, debounced, whenever a report was counted,
-an approval was reported used, a used approval expired or the month turned,
-and only republished when its content changed; every region's pollers are
-woken then.
+an approval was reported used, a used approval expired, the month turned or a
+listed tenant's budget window ended, and only republished when its content changed;
+every region's pollers are woken then. The clock is injected (``clock``), so a test
+can walk budgets across a window's boundary.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ IDLE_POLL_S = 0.05
 RETRY_AFTER_FAILURE_S = 1.0
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class StateSigner:
     """Where the state bundle's signature comes from: the key ring's active bundle key."""
 
@@ -72,6 +77,7 @@ class Budgets:
         config_in_force: Callable[[], CompiledConfig],
         regions: Callable[[], list[str]],
         debounce_s: float,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.db = db
         self.spend = spend
@@ -80,11 +86,14 @@ class Budgets:
         self._config_in_force = config_in_force
         self._regions = regions
         self._debounce_s = debounce_s
+        self.clock = clock
         self._dirty = threading.Event()
         self._lock = threading.Lock()
-        self._period = period_of(datetime.now(UTC))
+        self._period = period_of(clock())
         self._next_expiry: float | None = None
         """When the first listed used approval leaves the state bundle (Unix seconds)."""
+        self._next_reset: datetime | None = None
+        """When the first listed tenant's budget window ends: its spend starts again."""
 
     def record_approval_use(
         self, *, approval_id: str, tenant: str, reporter: str, decision_id: str | None
@@ -107,13 +116,13 @@ class Budgets:
         """Count ``report`` once (idempotent on its request id)."""
         config = self._config_in_force()
         with self.db.session() as session:
-            outcome = usage.record_usage(session, self.spend, config, report)
+            outcome = usage.record_usage(session, self.spend, config, report, self.clock())
         if outcome.counted:
             self.mark_dirty()
         return outcome
 
     def disable(self, tenant: str, actor: str, reason: str, **detail: str) -> bool:
-        """Disable ``tenant`` for this period in ``actor``'s name, as its hard cap would;
+        """Disable ``tenant`` for its open budget window in ``actor``'s name, as its hard cap would;
         republish the state bundle at once. False if it already was disabled.
 
         Raises `UnknownTenantError` when the policy in force does not know the tenant, and
@@ -122,9 +131,11 @@ class Budgets:
         config = self._config_in_force()
         if tenant not in config.get("tenants", {}):
             raise usage.UnknownTenantError(f"unknown tenant {tenant!r}: not in the policy in force")
+        now = self.clock()
+        window = usage.open_windows(config, now)[tenant]
         with self.db.session() as session:
             disabled = usage.disable_tenant(
-                session, tenant, period_of(datetime.now(UTC)), actor=actor, reason=reason, **detail
+                session, tenant, window.key, actor=actor, reason=reason, now=now, **detail
             )
         if disabled:
             # Not debounced: every enforcer should refuse the tenant as soon as possible.
@@ -182,25 +193,31 @@ class Budgets:
     def overview(self, period: str | None = None) -> SpendOverview:
         """Spend against caps in ``period`` (default: this month), per tenant and per day."""
         config = self.config_or_none()
+        month, windows = self._month_and_windows(config, period)
         with self.db.session() as session:
-            return spend_overview(
-                session, self.spend, config, period or period_of(datetime.now(UTC))
-            )
+            return spend_overview(session, self.spend, config, month, windows)
 
     def page(
         self, period: str | None = None, *, tenant: str | None = None, limit: int = PAGE_TENANTS
     ) -> SpendPage:
         """`overview` for the first ``limit`` tenants by share of cap, or for ``tenant`` alone."""
         config = self.config_or_none()
+        month, windows = self._month_and_windows(config, period)
         with self.db.session() as session:
             return spend_page(
-                session,
-                self.spend,
-                config,
-                period or period_of(datetime.now(UTC)),
-                limit=limit,
-                tenant=tenant,
+                session, self.spend, config, month, limit=limit, tenant=tenant, windows=windows
             )
+
+    def _month_and_windows(
+        self, config: CompiledConfig | None, period: str | None
+    ) -> tuple[str, dict[str, str] | None]:
+        """The month asked for (default: this one) and, when it is this one, every tenant's
+        open window key (so a tenant disabled for its week or day shows as disabled)."""
+        now = self.clock()
+        month = period or period_of(now)
+        if month != period_of(now):
+            return month, None
+        return month, {tid: span.key for tid, span in usage.open_windows(config, now).items()}
 
     def costs(
         self, query: CostQuery, *, tenant: str | None, scope: frozenset[str] | None
@@ -225,11 +242,13 @@ class Budgets:
         with self._lock:
             self._dirty.clear()
             config = self.config_or_none()
-            period = period_of(datetime.now(UTC))
+            now = self.clock()
             with self.db.session() as session:
-                document = usage.state_document(session, self.spend, config, period)
+                document = usage.state_document(session, self.spend, config, period_of(now), now)
                 used = document["approvals"]["used"].values()
                 self._next_expiry = min(used) + approval_uses.CLOCK_GRACE_S + 1 if used else None
+                resets = document.get("resets", {}).values()
+                self._next_reset = min(map(datetime.fromisoformat, resets)) if resets else None
                 current = state.current_state(session)
                 kid = self.signer.key_id()
                 if current is not None and current.revision == state.state_revision(document, kid):
@@ -243,15 +262,19 @@ class Budgets:
         return changed
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Rebuild the state bundle when spend changes (debounced) and when the month turns."""
+        """Rebuild the state bundle when spend changes (debounced), when the month turns
+        and when a listed tenant's window ends."""
         while not stop.is_set():
-            turned = period_of(datetime.now(UTC)) != self._period
+            now = self.clock()
+            turned = period_of(now) != self._period
             expired = self._next_expiry is not None and time.time() >= self._next_expiry
-            if not self._dirty.is_set() and not turned and not expired:
+            reset = self._next_reset is not None and now >= self._next_reset
+            if not self._dirty.is_set() and not turned and not expired and not reset:
                 await asyncio.sleep(IDLE_POLL_S)
                 continue
-            self._period = period_of(datetime.now(UTC))
+            self._period = period_of(now)
             self._next_expiry = None
+            self._next_reset = None
             await asyncio.sleep(self._debounce_s)
             try:
                 await asyncio.to_thread(self.rebuild)

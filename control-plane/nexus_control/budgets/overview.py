@@ -150,11 +150,19 @@ class SpendPage:
 
 
 def spend_overview(
-    session: Session, store: SpendStore, config: CompiledConfig | None, period: str
+    session: Session,
+    store: SpendStore,
+    config: CompiledConfig | None,
+    period: str,
+    windows: Mapping[str, str] | None = None,
 ) -> SpendOverview:
-    """Every tenant's spend in ``period`` against its caps, the daily series and anomalies."""
+    """Every tenant's spend in ``period`` against its caps, the daily series and anomalies.
+
+    ``windows`` (tenant → key of its budget window open now, for the current month) also
+    flags a tenant disabled in a window not keyed like the month (a week, a day).
+    """
     totals = store.totals(period)
-    disabled = _disabled(session, period)
+    disabled = _disabled(session, period, windows)
     tenants = config["tenants"] if config is not None else {}
     rows = [
         _row(tenant_id, tenant, totals.get(tenant_id, SpendTotals()), disabled)
@@ -176,6 +184,7 @@ def spend_page(
     *,
     limit: int = PAGE_TENANTS,
     tenant: str | None = None,
+    windows: Mapping[str, str] | None = None,
 ) -> SpendPage:
     """What `spend_overview` says of ``period``, for its first ``limit`` tenants (or ``tenant``).
 
@@ -183,7 +192,7 @@ def spend_page(
     page's tenants have their spend by model and feature read and built.
     """
     spent = store.spent(period)
-    disabled = _disabled(session, period)
+    disabled = _disabled(session, period, windows)
     tenants = config["tenants"] if config is not None else {}
     if tenant is not None:
         chosen = [tenant] if tenant in tenants else []
@@ -208,10 +217,14 @@ def spend_page(
     )
 
 
-def _disabled(session: Session, period: str) -> dict[str, str]:
+def _disabled(session: Session, period: str, windows: Mapping[str, str] | None) -> dict[str, str]:
+    keys = {period, *(windows or {}).values()}
     return {
         row.tenant: row.reason
-        for row in session.scalars(select(DisabledTenant).where(DisabledTenant.period == period))
+        for row in session.scalars(
+            select(DisabledTenant).where(DisabledTenant.period.in_(sorted(keys)))
+        )
+        if row.period == period or (windows or {}).get(row.tenant) == row.period
     }
 
 

@@ -10,13 +10,19 @@ are shared by both, so a report is never counted by both.
 
 Every key but a month's tenant set expires at its bucket's end plus its
 retention (`nexus_control.budgets.cells`), so memory is bounded.
+
+A tenant's budget window has a hash of its own (``<prefix>:micro:window:<key>:…``), which
+is what the caps read. The version before windows had none: a window keyed like the UTC
+month it falls in is seeded from that month's hash when its first report arrives, and read
+from it until then, so an upgrade mid-month keeps what each tenant spent so far.
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 
 import redis
 
@@ -34,32 +40,39 @@ from nexus_control.budgets.spend import (
     REQUEST_ID_TTL_S,
     SpendTotals,
     Usage,
+    month_end,
 )
 
 __all__ = ["RedisSpendStore"]
 
 # KEYS: 1 request-id marker, 2 the tenant's month hash, 3 the month's tenant set, 4 the
 # tenant's day hash, 5 all tenants' day hash, 6 the tenant's day cells, 7 its hour cells,
-# 8 the day's tenant set, 9 the tenant's legacy (float) month hash.
+# 8 the day's tenant set, 9 the tenant's legacy (float) month hash, 10 its window hash, 11
+# the window's tenant set.
 # ARGV: 1 request-id ttl, 2 micro-dollars, 3 model field, 4 feature field ("" for none),
 # 5 tenant, 6 endpoint field ("" for none), 7 cell field, 8 day-cell expiry, 9 hour-cell
-# expiry, 10 month and day hashes' expiry (Unix seconds).
+# expiry, 10 month and day hashes' expiry, 11 window hash's expiry (Unix seconds), 12 "1"
+# when a new window hash starts from the month hash (the window is keyed like the month).
 _RECORD = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
   return nil
 end
-for i = 2, 5 do
-  if i ~= 3 then
-    redis.call('HINCRBY', KEYS[i], 'total', ARGV[2])
-    redis.call('HINCRBY', KEYS[i], ARGV[3], ARGV[2])
-    if ARGV[4] ~= '' then
-      redis.call('HINCRBY', KEYS[i], ARGV[4], ARGV[2])
-    end
-    if ARGV[6] ~= '' then
-      redis.call('HINCRBY', KEYS[i], ARGV[6], ARGV[2])
-    end
-    redis.call('EXPIREAT', KEYS[i], ARGV[10])
+if ARGV[12] == '1' and redis.call('EXISTS', KEYS[10]) == 0 then
+  local month = redis.call('HGETALL', KEYS[2])
+  if #month > 0 then
+    redis.call('HSET', KEYS[10], unpack(month))
   end
+end
+for _, i in ipairs({2, 4, 5, 10}) do
+  redis.call('HINCRBY', KEYS[i], 'total', ARGV[2])
+  redis.call('HINCRBY', KEYS[i], ARGV[3], ARGV[2])
+  if ARGV[4] ~= '' then
+    redis.call('HINCRBY', KEYS[i], ARGV[4], ARGV[2])
+  end
+  if ARGV[6] ~= '' then
+    redis.call('HINCRBY', KEYS[i], ARGV[6], ARGV[2])
+  end
+  redis.call('EXPIREAT', KEYS[i], i == 10 and ARGV[11] or ARGV[10])
 end
 redis.call('SADD', KEYS[3], ARGV[5])
 redis.call('HINCRBY', KEYS[6], ARGV[7], ARGV[2])
@@ -68,10 +81,16 @@ redis.call('HINCRBY', KEYS[7], ARGV[7], ARGV[2])
 redis.call('EXPIREAT', KEYS[7], ARGV[9])
 redis.call('SADD', KEYS[8], ARGV[5])
 redis.call('EXPIREAT', KEYS[8], ARGV[8])
-return {redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[9])}
+redis.call('SADD', KEYS[11], ARGV[5])
+redis.call('EXPIREAT', KEYS[11], ARGV[11])
+if ARGV[12] == '1' then
+  return {redis.call('HGETALL', KEYS[10]), redis.call('HGETALL', KEYS[9])}
+end
+return {redis.call('HGETALL', KEYS[10]), {}}
 """
 
 _Hash = dict[bytes, bytes]
+_MONTH_KEY = re.compile(r"\d{4}-\d{2}")
 
 
 class RedisSpendStore:
@@ -95,6 +114,8 @@ class RedisSpendStore:
             self._cell_key(Granularity.HOUR, usage.hour_bucket, usage.tenant),
             self._cell_tenants_key(day),
             self._legacy_month_key(usage.period, usage.tenant),
+            self._window_key(usage.window_key, usage.tenant),
+            self._window_tenants_key(usage.window_key),
         ]
         args: list[str | int] = [
             REQUEST_ID_TTL_S,
@@ -106,16 +127,66 @@ class RedisSpendStore:
             combo_field(usage.combo),
             _unix(expires_at(Granularity.DAY, day)),
             _unix(expires_at(Granularity.HOUR, usage.hour_bucket)),
-            _unix(_month_end(usage.period) + DAYS_KEPT),
+            _unix(month_end(usage.period) + DAYS_KEPT),
+            _unix(usage.window_expiry),
+            "1" if usage.window_key == usage.period else "0",
         ]
         raw = self._record(keys=keys, args=args)
         if raw is None:
             return None
-        micro, legacy = (_pairs(part) for part in raw)
-        return _micro_totals(micro).merge(_legacy_totals(legacy))
+        window, legacy = (_pairs(part) for part in raw)
+        return _micro_totals(window).merge(_legacy_totals(legacy))
+
+    def window_totals(self, windows: Mapping[str, str]) -> dict[str, SpendTotals]:
+        tenants = self._with_spend(windows)
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in tenants:
+            key = windows[tenant]
+            pipe.hgetall(self._window_key(key, tenant))
+            if _MONTH_KEY.fullmatch(key):
+                # Until its first report, a window keyed like a month reads that month's
+                # hash; an earlier version's float counters of that month count in it too.
+                pipe.hgetall(self._month_key(key, tenant))
+                pipe.hgetall(self._legacy_month_key(key, tenant))
+        raws: Iterator[_Hash] = iter(pipe.execute())
+        out: dict[str, SpendTotals] = {}
+        for tenant in tenants:
+            window = next(raws)
+            month, legacy = (
+                (next(raws), next(raws)) if _MONTH_KEY.fullmatch(windows[tenant]) else ({}, {})
+            )
+            totals = _micro_totals(window or month).merge(_legacy_totals(legacy))
+            if _any_spend(totals):
+                out[tenant] = totals
+        return out
 
     def _month_key(self, period: str, tenant: str) -> str:
         return f"{self._micro}:{period}:tenant:{tenant}"
+
+    def _window_key(self, window: str, tenant: str) -> str:
+        return f"{self._micro}:window:{window}:tenant:{tenant}"
+
+    def _window_tenants_key(self, window: str) -> str:
+        return f"{self._micro}:window:{window}:tenants"
+
+    def _with_spend(self, windows: Mapping[str, str]) -> list[str]:
+        """The tenants of ``windows`` that may have spent in theirs: members of the window's
+        tenant set (or, for a window keyed like a month, of that month's), so a rebuild reads
+        no hash of a tenant that has not spent."""
+        keys = sorted(set(windows.values()))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.smembers(self._window_tenants_key(key))
+            if _MONTH_KEY.fullmatch(key):
+                pipe.smembers(self._tenants_key(key))
+        raws: Iterator[set[bytes]] = iter(pipe.execute())
+        spent: dict[str, set[str]] = {}
+        for key in keys:
+            members = set(next(raws))
+            if _MONTH_KEY.fullmatch(key):
+                members |= next(raws)
+            spent[key] = {t.decode() for t in members}
+        return [tenant for tenant, key in windows.items() if tenant in spent[key]]
 
     def _legacy_month_key(self, period: str, tenant: str) -> str:
         return f"{self._prefix}:{period}:tenant:{tenant}"
@@ -214,12 +285,6 @@ class RedisSpendStore:
 
 def _unix(moment: datetime) -> int:
     return int(moment.timestamp())
-
-
-def _month_end(period: str) -> datetime:
-    year, month = (int(part) for part in period.split("-"))
-    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def _pairs(flat: list[bytes]) -> _Hash:

@@ -1,4 +1,5 @@
-"""Spend counters per tenant and month: Redis in production, in-process for the demo.
+"""Spend counters per tenant and month, and per budget window: Redis in production,
+in-process for the demo.
 
 Recording is atomic and idempotent on the gateway's request id: a usage
 report delivered twice counts once. Counters are integer micro-dollars
@@ -8,15 +9,17 @@ by tenant and period (``YYYY-MM``, UTC), so a new month starts from zero with
 nothing to reset. Each report also adds to its day's counters (``YYYY-MM-DD``),
 per tenant and for all tenants, by model, feature and endpoint (the console's
 spend charts), and to its hour's and day's cells (`nexus_control.budgets.cells`,
-the cost API's data).
+the cost API's data). The caps count the tenant's budget window
+(`nexus_control.budgets.window`) on counters of their own, keyed by the window's key:
+`SpendStore.record` returns those, and `SpendStore.window_totals` reads them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from nexus_control.budgets.cells import (
@@ -33,17 +36,29 @@ from nexus_control.budgets.money import to_micros, to_usd
 __all__ = [
     "ALL_TENANTS",
     "REQUEST_ID_TTL_S",
+    "WINDOW_KEPT",
     "InProcessSpendStore",
     "SpendStore",
     "SpendTotals",
     "Usage",
     "day_of",
     "make_spend_store",
+    "month_end",
     "period_of",
 ]
 
 REQUEST_ID_TTL_S = 62 * 24 * 3600
-"""How long a request id is remembered: longer than any budget period."""
+"""How long a request id is remembered: as long as the longest budget window."""
+WINDOW_KEPT = timedelta(days=35)
+"""How long a budget window's counters outlive it: the overview can still show the one
+before, and nothing but the open window is ever enforced."""
+
+
+def month_end(period: str) -> datetime:
+    """The first instant (UTC) after the month ``period`` (``YYYY-MM``)."""
+    year, month = (int(part) for part in period.split("-"))
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def period_of(moment: datetime) -> str:
@@ -69,6 +84,20 @@ class Usage:
     """The gateway route's name (``chat.completions``), when the report named one."""
     hour: int = 0
     """The UTC hour (0-23) of ``day`` the request was in."""
+    window: str = ""
+    """The key of the budget window the spend counts against; empty: ``period``."""
+    window_end: datetime | None = None
+    """When that window ends (its counters are kept `WINDOW_KEPT` longer); None: the
+    period's end."""
+
+    @property
+    def window_key(self) -> str:
+        return self.window or self.period
+
+    @property
+    def window_expiry(self) -> datetime:
+        """When the window's counters may be dropped."""
+        return (self.window_end or month_end(self.period)) + WINDOW_KEPT
 
     @property
     def day_or_first(self) -> str:
@@ -158,7 +187,13 @@ ALL_TENANTS = "*"
 
 class SpendStore(Protocol):
     def record(self, usage: Usage) -> SpendTotals | None:
-        """Add ``usage``; return the tenant's new totals, or None if already counted."""
+        """Add ``usage``; return the tenant's new totals in its budget window, or None if
+        already counted."""
+        ...
+
+    def window_totals(self, windows: Mapping[str, str]) -> dict[str, SpendTotals]:
+        """For each tenant → window key in ``windows``: its totals in that window (those
+        that spent nothing in theirs are absent)."""
         ...
 
     def totals(self, period: str) -> dict[str, SpendTotals]:
@@ -208,13 +243,20 @@ class InProcessSpendStore:
         self._days: dict[str, dict[str, SpendTotals]] = {}
         """Scope (a tenant, or ALL_TENANTS) → day → totals: one scope's days without a scan."""
         self._cells: dict[Granularity, _CellMap] = {g: {} for g in Granularity}
+        self._windows: dict[tuple[str, str], SpendTotals] = {}
+        """(window key, tenant) → totals."""
+        self._window_expiry: dict[str, datetime] = {}
 
     def record(self, usage: Usage) -> SpendTotals | None:
         with self._lock:
             if usage.request_id in self._seen:
                 return None
             self._seen.add(usage.request_id)
-            totals = self._totals.setdefault((usage.period, usage.tenant), SpendTotals())
+            self._totals.setdefault((usage.period, usage.tenant), SpendTotals()).add(usage)
+            if usage.window_key not in self._window_expiry:
+                self._drop_closed_windows()
+                self._window_expiry[usage.window_key] = usage.window_expiry
+            totals = self._windows.setdefault((usage.window_key, usage.tenant), SpendTotals())
             totals.add(usage)
             for scope in (usage.tenant, ALL_TENANTS):
                 days = self._days.setdefault(scope, {})
@@ -225,6 +267,19 @@ class InProcessSpendStore:
             ):
                 self._add_cell(granularity, bucket, usage)
             return totals.copy()
+
+    def _drop_closed_windows(self) -> None:
+        now = datetime.now(UTC)
+        gone = {key for key, expiry in self._window_expiry.items() if expiry <= now}
+        for key in gone:
+            del self._window_expiry[key]
+        for pair in [pair for pair in self._windows if pair[0] in gone]:
+            del self._windows[pair]
+
+    def window_totals(self, windows: Mapping[str, str]) -> dict[str, SpendTotals]:
+        with self._lock:
+            found = ((tenant, self._windows.get((key, tenant))) for tenant, key in windows.items())
+            return {tenant: t.copy() for tenant, t in found if t is not None}
 
     def _add_cell(self, granularity: Granularity, bucket: str, usage: Usage) -> None:
         cells = self._cells[granularity]

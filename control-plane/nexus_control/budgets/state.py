@@ -77,6 +77,9 @@ class StateDocument(TypedDict):
     approvals: ApprovalsState
     health: NotRequired[HealthState]
     """Degraded and down models and providers; absent while every one is healthy."""
+    resets: NotRequired[dict[str, str]]
+    """When (RFC 3339, UTC) the budget window of each tenant in ``spend`` or ``disabled``
+    ends: the policy's ``retry-after`` on a reached cap; absent while no tenant is listed."""
     anomaly_holds: NotRequired[dict[str, HeldEntry]]
     """Tenants whose spend anomaly is held (`nexus_control.budgets.holds`); absent while
     none is."""

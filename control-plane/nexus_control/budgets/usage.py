@@ -4,6 +4,13 @@ Caps come from the policy the control plane last published (its
 ``data.nexus.config.tenants[*].budget``); spend comes from the spend store.
 The result is the state document the ``nexus-state`` bundle carries, which
 enforcers long-poll: a tenant over its cap is refused within seconds.
+
+Caps count the tenant's budget window (`nexus_control.budgets.window`) open at the
+control plane's clock: a report is charged to the window containing its ``occurred_at``
+while that window is open, and to the open one when its ``occurred_at`` lies in a window
+already closed, since a closed window's cap refuses nothing any more and spend booked
+there would escape every cap. The cost data (hour and day cells, the monthly totals) still
+place the spend where ``occurred_at`` says, so they reconcile with the reports received.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from sqlalchemy.orm import Session
 from nexus_contract.errors import NexusError
 from nexus_contract.wire import GATEWAY_ROUTES
 from nexus_control.access import approval_uses
-from nexus_control.authoring.config import BudgetConfig, CompiledConfig
+from nexus_control.authoring.config import BudgetConfig, CompiledConfig, TenantConfig
 from nexus_control.budgets.cells import DAYS_KEPT
 from nexus_control.budgets.holds import holds_state
 from nexus_control.budgets.money import MICROS_PER_USD
 from nexus_control.budgets.spend import SpendStore, SpendTotals, Usage, day_of, period_of
 from nexus_control.budgets.state import DisabledEntry, SpendRatios, StateDocument
+from nexus_control.budgets.window import WindowSpan, tenant_window
 from nexus_control.health.reports import health_state, list_health
 from nexus_control.store import outbox
 from nexus_control.store.tables import DisabledTenant
@@ -39,7 +47,9 @@ __all__ = [
     "UsageOutcome",
     "UsageRefusedError",
     "UsageReport",
+    "charged_window",
     "disable_tenant",
+    "open_windows",
     "ratios",
     "record_usage",
     "remaining_micro_usd",
@@ -154,6 +164,16 @@ class UsageOutcome:
     period: str
     ratio: float | None
     disabled: bool
+    window: str = ""
+    """The key of the budget window the report was charged to."""
+
+
+def charged_window(tenant: TenantConfig, occurred: datetime, now: datetime) -> WindowSpan:
+    """The budget window spend that happened at ``occurred`` is charged to, at ``now``: its
+    own while it is open, else the open one (a closed window's cap refuses nothing)."""
+    window = tenant_window(tenant)
+    current = window.span_at(now)
+    return current if occurred < current.start else window.span_at(min(occurred, now))
 
 
 def remaining_micro_usd(cap_usd: float, spent_micros: int) -> int:
@@ -192,17 +212,25 @@ def ratios(budget: BudgetConfig, totals: SpendTotals) -> SpendRatios:
 
 
 def record_usage(
-    session: Session, store: SpendStore, config: CompiledConfig, report: UsageReport
+    session: Session,
+    store: SpendStore,
+    config: CompiledConfig,
+    report: UsageReport,
+    now: datetime | None = None,
 ) -> UsageOutcome:
-    """Count ``report`` once; disable the tenant when it crosses a hard cap set to disable."""
+    """Count ``report`` once; disable the tenant when it crosses a hard cap set to disable.
+
+    ``now`` is the control plane's clock (tests inject it).
+    """
     tenant = config.get("tenants", {}).get(report.tenant)
     if tenant is None:
         raise UnknownTenantError(f"unknown tenant {report.tenant!r}")
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     check_report(config, report, now)
     # Within the skew, a report slightly ahead counts now: the period is the control plane's.
     when = min(report.occurred_at, now) if report.occurred_at is not None else now
     period = period_of(when)
+    window = charged_window(tenant, when, now)
     totals = store.record(
         Usage(
             request_id=report.request_id,
@@ -215,42 +243,58 @@ def record_usage(
             day=day_of(when),
             endpoint=report.endpoint,
             hour=when.astimezone(UTC).hour,
+            window=window.key,
+            window_end=window.end,
         )
     )
     if totals is None:
-        return UsageOutcome(False, report.tenant, period, None, False)
+        return UsageOutcome(False, report.tenant, period, None, False, window.key)
     budget = tenant["budget"]
     ratio = ratios(budget, totals)["ratio"]
     disabled = False
     if ratio >= 1 and budget.get("on_hard_cap") == "disable":
-        disabled = _disable(session, report.tenant, period, ratio)
-    return UsageOutcome(True, report.tenant, period, ratio, disabled)
+        disabled = _disable(session, report.tenant, window.key, ratio, now)
+    return UsageOutcome(True, report.tenant, period, ratio, disabled, window.key)
 
 
-def _disable(session: Session, tenant: str, period: str, ratio: float) -> bool:
-    reason = f"monthly hard cap reached ({ratio:.0%} of cap)"
-    return disable_tenant(session, tenant, period, actor="budget", reason=reason)
+def _disable(session: Session, tenant: str, window: str, ratio: float, now: datetime) -> bool:
+    reason = f"hard cap reached in budget window {window} ({ratio:.0%} of cap)"
+    return disable_tenant(session, tenant, window, actor="budget", reason=reason, now=now)
 
 
 def disable_tenant(
-    session: Session, tenant: str, period: str, *, actor: str, reason: str, **detail: str
+    session: Session,
+    tenant: str,
+    window: str,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime | None = None,
+    **detail: str,
 ) -> bool:
-    """Disable ``tenant`` for ``period`` (enforcers refuse it once the state bundle carries
-    it) and record ``tenant.disabled`` in ``actor``'s name; False if it already was.
+    """Disable ``tenant`` for its budget window ``window`` (a key: enforcers refuse it once
+    the state bundle carries it) and record ``tenant.disabled`` in ``actor``'s name; False
+    if it already was.
 
     The caller checks that the policy in force knows the tenant. Nothing re-enables a tenant
-    within its period: the next period starts without it.
+    within its window: the next window starts without it. The audit event names the window
+    as its ``period`` (for a calendar month in UTC, the two are the same ``YYYY-MM``).
     """
-    if session.get(DisabledTenant, (tenant, period)) is not None:
+    if session.get(DisabledTenant, (tenant, window)) is not None:
         return False
     reason = reason[:MAX_DISABLED_REASON]
-    session.add(
-        DisabledTenant(tenant=tenant, period=period, reason=reason, since=datetime.now(UTC))
-    )
+    since = now or datetime.now(UTC)
+    session.add(DisabledTenant(tenant=tenant, period=window, reason=reason, since=since))
     outbox.record(
-        session, "tenant.disabled", actor, tenant=tenant, period=period, reason=reason, **detail
+        session, "tenant.disabled", actor, tenant=tenant, period=window, reason=reason, **detail
     )
     return True
+
+
+def open_windows(config: CompiledConfig | None, now: datetime) -> dict[str, WindowSpan]:
+    """Every tenant's budget window open at ``now``."""
+    tenants = config["tenants"] if config is not None else {}
+    return {tid: tenant_window(tenant).span_at(now) for tid, tenant in sorted(tenants.items())}
 
 
 def state_document(
@@ -260,24 +304,29 @@ def state_document(
     period: str,
     now: datetime | None = None,
 ) -> StateDocument:
-    """The ``data.nexus_state`` document for ``period`` (see rego/README.md).
+    """The ``data.nexus_state`` document at ``now`` (see rego/README.md): ``period`` names
+    the UTC month, and each tenant's spend and disabled entry are those of its budget window
+    open at ``now``, whose end ``resets`` lists.
 
     Without a policy in force no cap is known, so no spend is published. Used
     approvals are listed until they expire, whatever the policy.
     """
+    moment = now or datetime.now(UTC)
     tenants = config["tenants"] if config is not None else {}
+    windows = open_windows(config, moment)
+    keys = {tenant: span.key for tenant, span in windows.items()}
     spend = {
         tenant: ratios(tenants[tenant]["budget"], totals)
-        for tenant, totals in sorted(store.totals(period).items())
-        if tenant in tenants
+        for tenant, totals in sorted(store.window_totals(keys).items())
     }
     disabled: dict[str, DisabledEntry] = {
         row.tenant: {"reason": row.reason, "since": row.since.astimezone(UTC).isoformat()}
         for row in session.scalars(
             select(DisabledTenant)
-            .where(DisabledTenant.period == period)
+            .where(DisabledTenant.period.in_(sorted(set(keys.values()))))
             .order_by(DisabledTenant.tenant)
         )
+        if keys.get(row.tenant) == row.period
     }
     used = approval_uses.used_approvals(session, now)
     document: StateDocument = {
@@ -286,6 +335,9 @@ def state_document(
         "disabled": disabled,
         "approvals": {"used": used},
     }
+    resets = {tenant: _rfc3339(windows[tenant].end) for tenant in sorted({*spend, *disabled})}
+    if resets:
+        document["resets"] = resets
     health = health_state(list_health(session), config)
     if health["models"] or health["providers"]:
         document["health"] = health
@@ -293,3 +345,7 @@ def state_document(
     if held:
         document["anomaly_holds"] = held
     return document
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

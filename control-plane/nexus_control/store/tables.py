@@ -286,7 +286,8 @@ class DisabledTenant(Base):
     __tablename__ = "disabled_tenants"
 
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """The budget window's key (`nexus_control.budgets.window`): ``YYYY-MM`` for a month."""
     reason: Mapped[str] = mapped_column(String(300))
     since: Mapped[datetime] = mapped_column(UtcDateTime())
 

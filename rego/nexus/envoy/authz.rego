@@ -145,7 +145,21 @@ response_headers["x-nexus-fallback"] := sprintf("%s->%s", [routing.fallback.from
 	routing.fallback
 }
 
-refusal_headers := object.union({"content-type": "application/json"}, routing.retry_headers)
+# How long a refused client should wait: the longest of the fallback's
+# retry and, when a refusal lifts at the tenant's budget window reset, the
+# time until then.
+retry_waits contains routing.retry_after_s if count(routing.deny) > 0
+
+retry_waits contains budget.until_reset_s if {
+	some r in raw_reasons
+	budget.lifted_by_reset[r.rule]
+}
+
+default retry_headers := {}
+
+retry_headers := {"retry-after": format_int(max(retry_waits), 10)} if count(retry_waits) > 0
+
+refusal_headers := object.union({"content-type": "application/json"}, retry_headers)
 
 # The credential and the approval token stop here: the upstream gateway
 # gets the decision, never the secrets it was made from.
