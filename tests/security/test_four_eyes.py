@@ -132,33 +132,45 @@ def test_author_cannot_loosen_the_log_mask_alone(stack: Environment) -> None:
         restore(stack)
 
 
-def test_author_cannot_stop_a_tenants_answers_waiting_for_the_log_alone(
-    stack: Environment,
-) -> None:
-    """Answers that no longer wait for the decision's fsync can lose decisions in a host
-    crash: a weaker audit guarantee, so a second person must agree."""
-    before = in_force(stack)
-    sources = stack.build()
-    tenants = sources.bundle_dir / "tenants.yaml"
-    text = tenants.read_text()
-    marker = "    jurisdiction: eu\n"
-    assert marker in text
-    tenants.write_text(text.replace(marker, marker + "    decisionLog:\n      waitFor: write\n", 1))
-    with ControlPlaneClient(stack.url, stack.tokens["author"]) as api:
+def published_alone(
+    env: Environment, file: str, old: str, new: str, count: int = 1
+) -> list[dict[str, str]]:
+    """Publish, as the author alone, the example bundle with ``old`` replaced by ``new``
+    ``count`` times (-1: everywhere) in ``file``; assert it waits for a second approver and
+    changed nothing in force; its diff's changes (area, subject, detail, effect). The revision
+    in force is restored."""
+    before = in_force(env)
+    sources = env.build()
+    path = sources.bundle_dir / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, count))
+    with ControlPlaneClient(env.url, env.tokens["author"]) as api:
         published = api.publish(sources.pack())
     try:
         assert published["rollout"]["state"] == "pending_approval"
         diff = published["diff"]
         assert diff["needs_second_approver"] is True
-        assert {
-            "area": "tenant",
-            "subject": "acme",
-            "detail": "decision log: answers enforcer default → wait for the write",
-            "effect": "widens",
-        } in [{k: c[k] for k in ("area", "subject", "detail", "effect")} for c in diff["changes"]]
-        assert in_force(stack) == before
+        assert in_force(env) == before
+        keys = ("area", "subject", "detail", "effect")
+        return [{k: c[k] for k in keys} for c in diff["changes"]]
     finally:
-        restore(stack)
+        restore(env)
+
+
+def test_author_cannot_stop_a_tenants_answers_waiting_for_the_log_alone(
+    stack: Environment,
+) -> None:
+    marker = "    jurisdiction: eu\n"
+    changes = published_alone(
+        stack, "tenants.yaml", marker, marker + "    decisionLog:\n      waitFor: write\n"
+    )
+    assert {
+        "area": "tenant",
+        "subject": "acme",
+        "detail": "decision log: answers enforcer default → wait for the write",
+        "effect": "widens",
+    } in changes
 
 
 def test_author_cannot_lift_a_tenants_anomaly_hold_by_dropping_its_action_alone(
@@ -166,25 +178,11 @@ def test_author_cannot_lift_a_tenants_anomaly_hold_by_dropping_its_action_alone(
 ) -> None:
     """Without its onAnomaly action, a held tenant spends on costly models again as if
     nothing were found: a weaker budget control, so a second person must agree."""
-    before = in_force(stack)
-    sources = stack.build()
-    tenants = sources.bundle_dir / "tenants.yaml"
-    text = tenants.read_text()
     action = "      onAnomaly:\n        lowerSoftCapToPercent: 50\n"
     action += "        holdModelsAboveUsdPerMtok: 5\n"
-    assert action in text
-    tenants.write_text(text.replace(action, "", 1))
-    with ControlPlaneClient(stack.url, stack.tokens["author"]) as api:
-        published = api.publish(sources.pack())
-    try:
-        assert published["rollout"]["state"] == "pending_approval"
-        diff = published["diff"]
-        assert diff["needs_second_approver"] is True
-        changes = [(c["area"], c["subject"], c["effect"]) for c in diff["changes"]]
-        assert changes.count(("budget", "stark", "widens")) == 2, changes
-        assert in_force(stack) == before
-    finally:
-        restore(stack)
+    changes = published_alone(stack, "tenants.yaml", action, "")
+    found = [(c["area"], c["subject"], c["effect"]) for c in changes]
+    assert found.count(("budget", "stark", "widens")) == 2, changes
 
 
 def test_author_cannot_send_a_providers_prompts_in_the_clear_by_turning_off_its_tls_alone(
@@ -192,29 +190,18 @@ def test_author_cannot_send_a_providers_prompts_in_the_clear_by_turning_off_its_
 ) -> None:
     """Same endpoints, ``tls: false``: every prompt to that provider would leave Envoy in
     plaintext. The semantic diff names it as a widening, so a second person must agree."""
-    before = in_force(stack)
-    sources = stack.build()
-    providers = sources.bundle_dir / "providers.yaml"
-    text = providers.read_text()
-    plain = text.replace(
-        "anthropic.example, port: 443}", "anthropic.example, port: 443, tls: false}"
+    changes = published_alone(
+        stack,
+        "providers.yaml",
+        "anthropic.example, port: 443}",
+        "anthropic.example, port: 443, tls: false}",
+        count=-1,
     )
-    assert plain != text
-    providers.write_text(plain)
-    with ControlPlaneClient(stack.url, stack.tokens["author"]) as api:
-        published = api.publish(sources.pack())
-    try:
-        assert published["rollout"]["state"] == "pending_approval"
-        diff = published["diff"]
-        assert diff["needs_second_approver"] is True
-        turned = [
-            c for c in diff["changes"]
-            if (c["area"], c["subject"], c["effect"]) == ("provider", "anthropic", "widens")
-        ]  # fmt: skip
-        assert len(turned) == 2 and all("TLS turned off" in c["detail"] for c in turned), turned
-        assert in_force(stack) == before
-    finally:
-        restore(stack)
+    turned = [
+        c for c in changes
+        if (c["area"], c["subject"], c["effect"]) == ("provider", "anthropic", "widens")
+    ]  # fmt: skip
+    assert len(turned) == 2 and all("TLS turned off" in c["detail"] for c in turned), turned
 
 
 @pytest.mark.parametrize("smuggled", ["bundle/.manifest", "policy/.manifest", "policy/data.json"])

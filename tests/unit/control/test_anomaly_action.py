@@ -4,7 +4,6 @@ the detector's finding until an approver's release, through the state bundle."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -23,7 +22,6 @@ from nexus_control.budgets.spend import InProcessSpendStore, Usage
 from nexus_control.budgets.usage import state_document
 from nexus_control.budgets.watch import ACTOR, AnomalyWatch
 from nexus_control.store import outbox
-from nexus_control.store.database import control_database
 from nexus_runtime.database import Database
 from tests.conftest import BundleFactory
 
@@ -108,14 +106,6 @@ def test_weakening_the_action_widens_and_strengthening_it_narrows(
     changes = [c for c in diff_configs(config(before), config(after)).changes if c.area == "budget"]
     assert changes and {c.effect for c in changes} == {effect}, changes
     assert all(c.subject == "umbrella" and "anomaly" in c.detail for c in changes)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = control_database(f"sqlite:///{tmp_path / 'cp.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _spiking(tenant: str) -> InProcessSpendStore:

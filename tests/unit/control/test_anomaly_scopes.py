@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from nexus_control.budgets.anomaly import MIN_HISTORY_HOURS, WINDOW_HOURS, detect_hourly
 from nexus_control.budgets.overview import SpendOverview, spend_overview
 from nexus_control.budgets.spend import InProcessSpendStore, Usage
 from nexus_control.budgets.watch import EVENT, AnomalyWatch
 from nexus_control.store import outbox
-from nexus_control.store.database import control_database
 from nexus_runtime.database import Database
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
@@ -61,14 +56,6 @@ def _record_days(store: InProcessSpendStore, tenant: str, model: str, daily: lis
         day = date(2027, 2, 1) + timedelta(days=offset)
         iso = day.isoformat()
         store.record(Usage(f"{tenant}-{model}-{iso}", tenant, model, "chat", 1, usd, iso[:7], iso))
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = control_database(f"sqlite:///{tmp_path / 'cp.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _overview(db: Database, store: InProcessSpendStore, period: str) -> SpendOverview:

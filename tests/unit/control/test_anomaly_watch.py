@@ -3,9 +3,7 @@ never again by later scans, tagged with monitoring controls."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +12,7 @@ from nexus_control.budgets.overview import SpendOverview, spend_overview
 from nexus_control.budgets.spend import InProcessSpendStore, Usage
 from nexus_control.budgets.watch import ACTOR, EVENT, AnomalyWatch
 from nexus_control.store import outbox
-from nexus_control.store.database import control_database
 from nexus_runtime.database import Database
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = control_database(f"sqlite:///{tmp_path / 'cp.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _spend(store: InProcessSpendStore, day: date, usd: float) -> None:

@@ -4,25 +4,14 @@ is served again in the next, across a daylight-saving change and a week's Monday
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from nexus_control.budgets.cells import Granularity
 from nexus_control.budgets.overview import spend_overview
-from nexus_control.store.database import control_database
 from nexus_runtime.database import Database
 from tests.fixtures.budget_windows import Books, window_config
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = control_database(f"sqlite:///{tmp_path / 'cp.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _utc(

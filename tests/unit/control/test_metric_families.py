@@ -6,9 +6,7 @@ real spend overview (an in-process spend store, a SQLite control database).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -20,7 +18,6 @@ from nexus_control.budgets.overview import SpendOverview, spend_overview
 from nexus_control.budgets.spend import InProcessSpendStore, Usage
 from nexus_control.rollout.convergence import convergence_lag_s
 from nexus_control.rollout.states import EnforcerState, EnforcerStatus, RegionState
-from nexus_control.store.database import control_database
 from nexus_control.store.tables import DisabledTenant
 from nexus_runtime.database import Database
 
@@ -87,14 +84,6 @@ CONFIG = cast(
         }
     },
 )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = control_database(f"sqlite:///{tmp_path / 'cp.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _spend(store: InProcessSpendStore, tenant: str, day: str, usd: float) -> None:
