@@ -263,8 +263,12 @@ def state_document(
     """The ``data.nexus_state`` document for ``period`` (see rego/README.md).
 
     Without a policy in force no cap is known, so no spend is published. Used
-    approvals are listed until they expire, whatever the policy.
+    approvals are listed until they expire, whatever the policy. ``as_of`` is when spend
+    was read (``now``, default the clock before reading it), in Unix milliseconds.
     """
+    # Taken before spend is read: every report counted by then is in this document, so
+    # an enforcer may release the budget holds of requests that ended before it.
+    read_at = now or datetime.now(UTC)
     tenants = config["tenants"] if config is not None else {}
     spend = {
         tenant: ratios(tenants[tenant]["budget"], totals)
@@ -282,6 +286,7 @@ def state_document(
     used = approval_uses.used_approvals(session, now)
     document: StateDocument = {
         "period": period,
+        "as_of": round(read_at.timestamp() * 1000),
         "spend": spend,
         "disabled": disabled,
         "approvals": {"used": used},
