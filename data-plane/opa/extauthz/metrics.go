@@ -13,6 +13,9 @@ const (
 	outcomeRefused = "refused" // the plugin refused it: malformed path, query or body
 	outcomeShed    = "shed"    // admission control refused it
 	outcomeError   = "error"   // a gRPC error: Envoy refuses (failure_mode_allow false)
+	// outcomeReservation: the policy allowed it, but its worst case did
+	// not fit beside the budget holds of requests in flight (reservations.go).
+	outcomeReservation = "reservation_refused"
 )
 
 // checkMetrics are the plugin's Prometheus metrics, served on OPA's
@@ -70,7 +73,7 @@ func newCheckMetrics() *checkMetrics {
 	for _, reason := range []string{shedQueueTimeout, shedDeadline, shedCancelled, shedAbandoned} {
 		m.shed.WithLabelValues(reason)
 	}
-	for _, outcome := range []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError} {
+	for _, outcome := range allOutcomes {
 		m.checks.WithLabelValues(outcome)
 	}
 	for _, result := range []string{deliveryDelivered, deliveryUndelivered, deliveryUnconfirmed, deliveryAmbiguous, deliveryLost, deliveryCorrected} {

@@ -56,6 +56,7 @@ func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
 	})
 	p.receiptWriters = make(chan struct{}, maxReceiptWriters)
 	p.limiter.Store(newLimiter(p.cfg.admission))
+	p.storeReservations()
 	if err := p.metrics.register(m.PrometheusRegister()); err != nil {
 		m.Logger().Error("%s: metrics not registered: %v", PluginName, err)
 	}
@@ -79,6 +80,9 @@ type Plugin struct {
 	deliveries     *deliveries
 	receiptWriters chan struct{}
 	shadow         atomic.Pointer[shadow]
+	// reservations holds budget reservations (reservations.go); nil when
+	// they are off.
+	reservations atomic.Pointer[reservations]
 
 	mu       sync.Mutex
 	server   *grpc.Server
@@ -168,10 +172,26 @@ func (p *Plugin) Reconfigure(ctx context.Context, config any) {
 	p.mu.Unlock()
 	p.labelsCache.clear()
 	p.limiter.Store(newLimiter(p.cfg.admission))
+	p.storeReservations()
 	p.decisions = p.newDecisionMetrics()
 	if err := p.Start(ctx); err != nil {
 		p.manager.Logger().Error("%s: reconfigure: %v", PluginName, err)
 	}
+}
+
+// storeReservations sets up the reservation table the configuration asks
+// for. A reconfiguration with the same settings keeps the holds: dropping
+// them would admit a burst against figures they were counted in.
+func (p *Plugin) storeReservations() {
+	cfg := p.cfg.reservations
+	if !cfg.enabled {
+		p.reservations.Store(nil)
+		return
+	}
+	if current := p.reservations.Load(); current != nil && current.cfg == cfg {
+		return
+	}
+	p.reservations.Store(newReservations(cfg))
 }
 
 // compilerUpdated drops the prepared query: it was compiled against the
