@@ -106,6 +106,7 @@ def _options(
         credentials=credentials,
         metric_tenants=control.metric_tenants,
         shadow_sample_percent=settings.shadow_sample_percent,
+        budget_reservations=settings.budget_reservations,
     )
 
 
