@@ -115,6 +115,9 @@ func TestAChatBeyondWhatIsHeldIsRefusedLoggedAndReleasedOnceCounted(t *testing.T
 	if held := e.p.reservations.Load().heldIn(`tenant "acme"`); held != 200 {
 		t.Errorf("held %d, want 200 (the second and the fourth)", held)
 	}
+	if got := testutil.ToFloat64(e.p.metrics.reservations); got != 2 {
+		t.Errorf("nexus_extauthz_budget_reservations = %v, want 2", got)
+	}
 }
 
 func TestReservationsOffAdmitWhatThePolicyAllows(t *testing.T) {

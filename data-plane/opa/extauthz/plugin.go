@@ -56,10 +56,10 @@ func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
 	})
 	p.receiptWriters = make(chan struct{}, maxReceiptWriters)
 	p.limiter.Store(newLimiter(p.cfg.admission))
-	p.storeReservations()
 	if err := p.metrics.register(m.PrometheusRegister()); err != nil {
 		m.Logger().Error("%s: metrics not registered: %v", PluginName, err)
 	}
+	p.storeReservations() // after register: the table reports to the registered gauge
 	p.decisions = p.newDecisionMetrics()
 	m.RegisterCompilerTrigger(p.compilerUpdated)
 	m.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateNotReady})
@@ -186,12 +186,15 @@ func (p *Plugin) storeReservations() {
 	cfg := p.cfg.reservations
 	if !cfg.enabled {
 		p.reservations.Store(nil)
+		p.metrics.reservations.Set(0)
 		return
 	}
 	if current := p.reservations.Load(); current != nil && current.cfg == cfg {
 		return
 	}
-	p.reservations.Store(newReservations(cfg))
+	r := newReservations(cfg)
+	r.gauge = p.metrics.reservations.Set
+	p.reservations.Store(r)
 }
 
 // compilerUpdated drops the prepared query: it was compiled against the

@@ -44,6 +44,12 @@ const (
 	// defaultReservationRetryAfter is the refusal's retry-after: about one
 	// state bundle's lag plus the grace.
 	defaultReservationRetryAfter = 3
+	// staleStateWindow: a decision evaluated against a state at most this
+	// much older than the newest seen raced a state bundle's activation and
+	// is refused; one older still means the control plane's clock went back
+	// (or an older state was restored), and the table follows it rather than
+	// refuse every chat until the clock catches up.
+	staleStateWindow = time.Minute
 )
 
 // ReservationConfig turns budget reservations on or off and bounds them.
@@ -204,6 +210,8 @@ type refusedClaim struct {
 type reservations struct {
 	cfg reservationSettings
 	now func() time.Time
+	// gauge is told how many holds are kept after each change.
+	gauge func(float64)
 
 	mu      sync.Mutex
 	byID    map[string]*hold
@@ -215,7 +223,7 @@ type reservations struct {
 
 func newReservations(cfg reservationSettings) *reservations {
 	return &reservations{
-		cfg: cfg, now: time.Now,
+		cfg: cfg, now: time.Now, gauge: func(float64) {},
 		byID: map[string]*hold{}, open: list.New(), ended: list.New(), held: map[string]int64{},
 	}
 }
@@ -225,13 +233,17 @@ func newReservations(cfg reservationSettings) *reservations {
 func (r *reservations) reserve(decisionID, requestID string, c claim) *refusedClaim {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer func() { r.gauge(float64(len(r.byID))) }()
 	now := r.now()
 	r.expire(now)
 	if c.asOf > r.horizon {
 		r.horizon = c.asOf
 		r.releaseEnded()
 	}
-	if c.asOf < r.horizon {
+	switch {
+	case c.asOf < r.horizon-staleStateWindow.Milliseconds():
+		r.horizon = c.asOf
+	case c.asOf < r.horizon:
 		// Holds released against a newer state are not in this figure.
 		return &refusedClaim{why: staleState, worstCase: c.worstCase}
 	}
@@ -264,6 +276,7 @@ func (r *reservations) cancel(decisionID string) {
 	defer r.mu.Unlock()
 	if h := r.byID[decisionID]; h != nil {
 		r.drop(h)
+		r.gauge(float64(len(r.byID)))
 	}
 }
 

@@ -200,6 +200,22 @@ func TestAClaimEvaluatedAgainstAnOlderStateIsRefused(t *testing.T) {
 	}
 }
 
+func TestAStateFromAClockThatWentBackIsFollowed(t *testing.T) {
+	r, c := testReservations(t, nil)
+	future := c.now().Add(time.Hour)
+	if refused := r.reserve("d1", "r1", claimAt(future, 1, 1000)); refused != nil {
+		t.Fatal(refused)
+	}
+	// The control plane's clock is put right: its states are an hour
+	// older than the one seen, which is no race with an activation.
+	if refused := r.reserve("d2", "r2", claimAt(c.now(), 1, 1000)); refused != nil {
+		t.Fatalf("every chat refused until the clock catches up: %+v", refused)
+	}
+	if got := r.heldIn(tenantScope); got != 2 {
+		t.Fatalf("held %d, want 2: following the clock releases nothing", got)
+	}
+}
+
 func TestCancelledHoldsAreDropped(t *testing.T) {
 	r, c := testReservations(t, nil)
 	if refused := r.reserve("d", "r", claimAt(c.now(), 1000, 1000)); refused != nil {
