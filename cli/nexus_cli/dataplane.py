@@ -109,6 +109,7 @@ def _options(
         metric_tenants=control.metric_tenants,
         shadow_sample_percent=settings.shadow_sample_percent,
         providers=provider_routes(settings.providers_bundle, region),
+        budget_reservations=settings.budget_reservations,
     )
 
 

@@ -131,6 +131,7 @@ class ControlPlane:
             config_in_force=self.rollouts.config_in_force,
             regions=self.known_regions,
             debounce_s=settings.state_debounce_s,
+            refresh_s=settings.state_refresh_s,
         )
         self.usage_gate = UsageGate(settings.usage_max_in_flight, settings.usage_retry_after_s)
         self.budget_gauges = BudgetGauges(self.budgets.overview, settings.metric_tenants)

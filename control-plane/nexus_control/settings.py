@@ -89,6 +89,10 @@ class ControlSettings(BaseSettings):
     """Run the audit service (decision-log intake, Merkle log) in the control plane's process."""
     state_debounce_s: float = 0.2
     """Usage reports arriving within this window rebuild the state bundle once."""
+    state_refresh_s: float = Field(default=3.0, ge=0, le=300)
+    """After the last usage report, the state bundle is rebuilt once more this much later
+    with a new ``as_of``, so enforcers release the budget holds of requests that ended
+    meanwhile; 0: no trailing rebuild."""
     usage_max_in_flight: int = Field(default=64, ge=1, le=10_000)
     """Usage reports processed at once; the next one is answered 429 with retry-after."""
     usage_retry_after_s: int = Field(default=1, ge=1, le=300)

@@ -66,6 +66,8 @@ class StackOptions:
     credentials: Callable[[str], str] | None = None
     """The token of an enforcer id, minted as the stack adds it: each enforcer speaks with its
     own credential, bound to its id and region. Without it, every enforcer uses ``token``."""
+    budget_reservations: bool = True
+    """Each enforcer holds allowed priced chats' worst cases until the state counts them."""
 
     def token_of(self, enforcer_id: str) -> str:
         return self.credentials(enforcer_id) if self.credentials is not None else self.token
@@ -136,6 +138,7 @@ def enforcer_spec(options: StackOptions, enforcer_id: str, upstream_port: int) -
         tracing=options.tracing,
         metric_tenants=options.metric_tenants,
         shadow_sample_percent=options.shadow_sample_percent,
+        budget_reservations=options.budget_reservations,
     )
 
 

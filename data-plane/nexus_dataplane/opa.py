@@ -119,6 +119,8 @@ def opa_config(spec: EnforcerSpec) -> dict[str, Any]:
             }
         },
     }
+    if not spec.budget_reservations:
+        config["plugins"][EXT_AUTHZ_PLUGIN]["reservations"] = {"enabled": False}
     if spec.shadow_sample_percent > 0:
         config["plugins"][EXT_AUTHZ_PLUGIN]["shadow"] = {
             "service": "control-plane",

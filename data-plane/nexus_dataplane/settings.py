@@ -40,5 +40,8 @@ class DataPlaneSettings(BaseSettings):
     """envoyproxy/ratelimit binary; default: the one ``scripts/tool ratelimit`` built."""
     shadow_sample_percent: float = Field(default=0.0, ge=0, le=100)
     """Share of answered Checks each enforcer evaluates against its region's shadow candidate."""
+    budget_reservations: bool = True
+    """Each enforcer holds an allowed priced chat's worst case against its budgets until the
+    state bundle counts its spend, refusing what would not fit beside the holds."""
     body_limits: dict[str, int] = dict(DEFAULT_BODY_LIMITS)
     """Path prefix → most request-body bytes Envoy forwards to OPA there (JSON); others: none."""

@@ -118,3 +118,6 @@ class EnforcerSpec:
     shadow_sample_percent: float = 0.0
     """Share of answered Checks the plugin evaluates again against the region's shadow
     candidate (``POST /v1/shadow``), 0 to 100; 0 renders no shadow block."""
+    budget_reservations: bool = True
+    """The plugin holds each allowed priced chat's worst case against its budgets until the
+    state bundle counts its spend (data-plane/opa/README.md); False turns that off."""

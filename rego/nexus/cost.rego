@@ -59,6 +59,33 @@ remaining[sprintf("feature %q", [budget.feature])] := bound.left(
 	cap := bound.tenant_budget.per_feature[budget.feature]
 }
 
+# --- The reservation the enforcer holds -------------------------------------
+
+# Between two state bundles every request is checked against the same
+# published figure, so a burst could spend it many times over. The
+# enforcer therefore holds each admitted priced chat's worst case against
+# each scope it draws on until a state bundle read after the request ended
+# includes its real spend (data-plane/opa/README.md). Scope names carry the
+# tenant, so one model's or feature's holds never mix across tenants.
+tenant_scope := sprintf("tenant %q", [request.tenant])
+
+qualified(scope) := scope if scope == tenant_scope
+
+qualified(scope) := sprintf("%s %s", [tenant_scope, scope]) if scope != tenant_scope
+
+# Only a state document that says when its spend was read (as_of, Unix
+# milliseconds) lets the enforcer release a hold, so without it nothing
+# is held (a state from an older control plane decides as before).
+reservation := {
+	"as_of": as_of,
+	"worst_case": worst_case_micro_usd,
+	"scopes": {qualified(scope): left | some scope, left in remaining},
+} if {
+	priced
+	as_of := data.nexus_state.as_of
+	is_number(as_of)
+}
+
 usd(micro) := sprintf("$%.6f", [micro / 1000000])
 
 # METADATA

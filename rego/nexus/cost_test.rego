@@ -233,3 +233,49 @@ test_the_second_of_two_requests_is_refused_once_the_first_is_counted if {
 	d.allowed == false
 	d.http_status == 429
 }
+
+# --- The reservation the enforcer holds ---------------------------------------
+
+stamped(state) := object.union(state, {"as_of": 1795000000000})
+
+test_an_allowed_priced_chat_names_its_reservation if {
+	req := chat_body(fx.acme_batch_api_key, "gpt-4.1", small)
+	d := decide(req, stamped(roomy))
+	d.allowed == true
+	d.reservation == {
+		"as_of": 1795000000000,
+		"worst_case": worst(req),
+		"scopes": {
+			`tenant "acme"`: 50000000,
+			`tenant "acme" model "gpt-4.1"`: 9000000,
+			`tenant "acme" feature "batch"`: 4000000,
+		},
+	}
+}
+
+test_a_reservation_names_only_the_scopes_that_apply if {
+	d := decide(chat_body(fx.acme_chat_api_key, "gpt-4o", small), stamped(roomy))
+	d.reservation.scopes == {`tenant "acme"`: 50000000, `tenant "acme" feature "chat"`: 40000000}
+}
+
+test_a_state_without_as_of_holds_nothing if {
+	d := decide(chat("gpt-4o", small), roomy)
+	d.allowed == true
+	not d.reservation
+}
+
+test_a_refused_chat_holds_nothing if {
+	d := decide(chat("gpt-4o", {"max_tokens": 100000000}), stamped(roomy))
+	d.allowed == false
+	not d.reservation
+}
+
+test_an_unpriced_model_holds_nothing if {
+	allowing := json.patch(config, [{"op": "add", "path": "/tenants/acme/budget/allow_unpriced_models", "value": true}])
+	d := authz.decision with input as chat("llama-local", small)
+		with data.nexus.config as allowing
+		with data.nexus_state as stamped(roomy)
+		with time.now_ns as fx.now_ns
+		with opa.runtime as fx.runtime_eu
+	not d.reservation
+}

@@ -247,13 +247,21 @@ def test_two_chats_that_fit_alone_but_not_together_the_second_waits_for_the_firs
 
     assert env.usage("umbrella", 49.9, model="gpt-4o-mini").status_code == 202
     eventually(lambda: chat(200_000).status_code == 429)  # $0.12 at worst: over $0.10
-    assert chat(100_000).status_code == 200
+    # The large chats admitted before the state caught up are held by the enforcer until
+    # a state read after they ended counts them (the trailing rebuild, ~3 s on): until
+    # then a chat that fits what was published is refused beside their holds.
+    waiting = chat(100_000)
+    if waiting.status_code == 429:
+        assert reasons(waiting) == ["nexus.cost.reservation_exceeds_remaining"]
+    eventually(lambda: chat(100_000).status_code == 200)
     assert env.usage("umbrella", 0.06, model="gpt-4o-mini").status_code == 202
-    eventually(lambda: chat(100_000).status_code == 429)
+    # Refused beside the first's hold at once, then by the policy once the state counts it.
+    eventually(lambda: reasons(chat(100_000)) == ["nexus.cost.worst_case_exceeds_remaining"])
     refused = chat(100_000)
     assert reasons(refused) == ["nexus.cost.worst_case_exceeds_remaining"]
     assert 'tenant "umbrella" has left ($0.040000)' in refused.json()["reasons"][0]["message"]
-    assert chat(1_000).status_code == 200
+    # The first chat's $0.06 stays held until a state read after it ended is published.
+    eventually(lambda: chat(1_000).status_code == 200)
 
 
 def test_repeated_usage_report_counts_once(env: Environment) -> None:

@@ -3,9 +3,12 @@
 Usage reports are counted against the caps in force (what the canary wave runs
 as good). The state bundle is rebuilt, debounced, whenever a report was counted,
 an approval was reported used, a used approval expired, the month turned or a
-listed tenant's budget window ended, and only republished when its content changed;
-every region's pollers are woken then. The clock is injected (``clock``), so a test
-can walk budgets across a window's boundary.
+listed tenant's budget window ended, and only republished when its content changed
+(``as_of``, when spend was read, does not count); every region's pollers are woken
+then. A trailing rebuild ``refresh_s`` after the last usage republishes with a new
+``as_of`` even if nothing else changed, so enforcers release the budget holds of
+requests that ended since (data-plane/opa/README.md). The clock is injected
+(``clock``), so a test can walk budgets across a window's boundary.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class Budgets:
         regions: Callable[[], list[str]],
         debounce_s: float,
         clock: Callable[[], datetime] = utc_now,
+        refresh_s: float = 0.0,
     ) -> None:
         self.db = db
         self.spend = spend
@@ -87,6 +91,9 @@ class Budgets:
         self._regions = regions
         self._debounce_s = debounce_s
         self.clock = clock
+        self._refresh_s = refresh_s
+        self._refresh_at: float | None = None
+        """When the trailing rebuild after the last usage is due (monotonic seconds)."""
         self._dirty = threading.Event()
         self._lock = threading.Lock()
         self._period = period_of(clock())
@@ -237,8 +244,9 @@ class Budgets:
         """Spend or caps may have changed: rebuild the state bundle soon."""
         self._dirty.set()
 
-    def rebuild(self) -> bool:
-        """Rebuild and sign the state bundle if its content changed; wake the pollers."""
+    def rebuild(self, *, refresh: bool = False) -> bool:
+        """Rebuild and sign the state bundle if its content changed, or with ``refresh``
+        whenever its ``as_of`` moves on; wake the pollers."""
         with self._lock:
             self._dirty.clear()
             config = self.config_or_none()
@@ -251,7 +259,11 @@ class Budgets:
                 self._next_reset = min(map(datetime.fromisoformat, resets)) if resets else None
                 current = state.current_state(session)
                 kid = self.signer.key_id()
-                if current is not None and current.revision == state.state_revision(document, kid):
+                unchanged = current is not None and (
+                    current.revision == state.state_revision(document, kid)
+                    or (not refresh and state.same_content(document, current.data))
+                )
+                if unchanged:
                     return False
             signed = self.signer.sign(document)
             with self.db.session() as session:
@@ -263,21 +275,28 @@ class Budgets:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rebuild the state bundle when spend changes (debounced), when the month turns
-        and when a listed tenant's window ends."""
+        and when a listed tenant's window ends; ``refresh_s`` after the last usage, once
+        more with a new ``as_of`` even if nothing else changed, so enforcers release the
+        holds of requests that ended meanwhile."""
         while not stop.is_set():
             now = self.clock()
             turned = period_of(now) != self._period
             expired = self._next_expiry is not None and time.time() >= self._next_expiry
             reset = self._next_reset is not None and now >= self._next_reset
-            if not self._dirty.is_set() and not turned and not expired and not reset:
+            dirty = self._dirty.is_set()
+            trailing = self._refresh_at is not None and time.monotonic() >= self._refresh_at
+            if not dirty and not turned and not expired and not reset and not trailing:
                 await asyncio.sleep(IDLE_POLL_S)
                 continue
             self._period = period_of(now)
             self._next_expiry = None
             self._next_reset = None
+            self._refresh_at = None
+            if dirty and self._refresh_s > 0:
+                self._refresh_at = time.monotonic() + self._debounce_s + self._refresh_s
             await asyncio.sleep(self._debounce_s)
             try:
-                await asyncio.to_thread(self.rebuild)
+                await asyncio.to_thread(self.rebuild, refresh=trailing and not dirty)
             except Exception:
                 log.exception("state bundle rebuild failed; will retry")
                 self._dirty.set()

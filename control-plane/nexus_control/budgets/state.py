@@ -11,6 +11,7 @@ both.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NotRequired, TypedDict
@@ -35,6 +36,7 @@ __all__ = [
     "StateDocument",
     "build_state_bundle",
     "current_state",
+    "same_content",
     "state_revision",
     "store_state",
 ]
@@ -72,6 +74,10 @@ class StateDocument(TypedDict):
     """``data.nexus_state``, the state bundle's one document (see rego/README.md)."""
 
     period: str
+    as_of: int
+    """When spend was read for this document (Unix milliseconds, taken before reading): an
+    enforcer releases a request's budget hold once a document read after the request
+    ended (plus a grace) is evaluated."""
     spend: dict[str, SpendRatios]
     disabled: dict[str, DisabledEntry]
     approvals: ApprovalsState
@@ -98,6 +104,14 @@ def state_revision(document: StateDocument, key_id: str) -> str:
     bundle signed by it before the old key is retired.
     """
     return hashlib.sha256(canonical_json(document) + b"\0" + key_id.encode()).hexdigest()
+
+
+def same_content(document: StateDocument, stored: Mapping[str, object]) -> bool:
+    """Whether ``document`` says what ``stored`` (the current state bundle's data) says,
+    whenever each was read: ``as_of`` alone is no reason to republish."""
+    mine = {k: v for k, v in document.items() if k != "as_of"}
+    theirs = {k: v for k, v in stored.items() if k != "as_of"}
+    return canonical_json(mine) == canonical_json(theirs)
 
 
 def build_state_bundle(document: StateDocument, *, key: SigningKey, key_id: str) -> SignedState:

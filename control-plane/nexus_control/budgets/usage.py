@@ -309,8 +309,11 @@ def state_document(
     open at ``now``, whose end ``resets`` lists.
 
     Without a policy in force no cap is known, so no spend is published. Used
-    approvals are listed until they expire, whatever the policy.
+    approvals are listed until they expire, whatever the policy. ``as_of`` is when spend
+    was read (``now``, default the clock before reading it), in Unix milliseconds.
     """
+    # Taken before spend is read: every report counted by then is in this document, so
+    # an enforcer may release the budget holds of requests that ended before it.
     moment = now or datetime.now(UTC)
     tenants = config["tenants"] if config is not None else {}
     windows = open_windows(config, moment)
@@ -331,6 +334,7 @@ def state_document(
     used = approval_uses.used_approvals(session, now)
     document: StateDocument = {
         "period": period,
+        "as_of": round(moment.timestamp() * 1000),
         "spend": spend,
         "disabled": disabled,
         "approvals": {"used": used},

@@ -34,6 +34,9 @@ type evaluation struct {
 	tracker    *topdown.EvaluatedRuleTracker
 	ndbCache   builtins.NDBCache
 	labels     decisionLabels
+	// held: a budget reservation is held for this decision
+	// (reservations.go), to be dropped if the answer is never sent.
+	held bool
 }
 
 // Check decides one request, top to bottom: admission (admission.go), the
@@ -110,6 +113,9 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		ev.refused, ev.err = gate.shedRefusal(shedAbandoned), nil
 		p.metrics.shed.WithLabelValues(shedAbandoned).Inc()
 	}
+	if ev.refused == nil && ev.err == nil {
+		ev.refused, ev.err = p.holdBudget(req, ev)
+	}
 	if ev.refused != nil {
 		resp = ev.refused.response(ev.decisionID, p.cfg.DryRun)
 	}
@@ -118,6 +124,9 @@ func (p *Plugin) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	logStarted := time.Now()
 	logErr := p.logDecision(logCtx, txn, ev, remoteAddr(ctx))
 	p.metrics.logDuration.Observe(time.Since(logStarted).Seconds())
+	if ev.held && (logErr != nil || ev.err != nil) {
+		p.reservations.Load().cancel(ev.decisionID)
+	}
 	if logErr != nil {
 		// Unavailable (Envoy answers 503): the enforcer cannot record, so
 		// it does not decide; the cause (e.g. a full disk) is in the message.
@@ -139,6 +148,8 @@ func outcome(ev *evaluation, resp *authv3.CheckResponse, err error) string {
 		return outcomeError
 	case ev.refused != nil && ev.refused.shed != "":
 		return outcomeShed
+	case ev.refused != nil && ev.refused.reservation != nil:
+		return outcomeReservation
 	case ev.refused != nil:
 		return outcomeRefused
 	case resp.GetStatus().GetCode() == int32(codes.OK):

@@ -44,14 +44,19 @@ type Config struct {
 	// answers with Envoy's access log (delivery.go).
 	DeliveryEntries    int `json:"delivery-entries"`
 	DeliveryTTLSeconds int `json:"delivery-ttl-seconds"`
+	// Reservations hold each allowed priced chat's worst case against its
+	// budgets until the state bundle counts its spend (reservations.go);
+	// nil: on, with the defaults.
+	Reservations *ReservationConfig `json:"reservations"`
 	// Shadow evaluates a sample of answered Checks against a candidate
 	// bundle (shadow.go); nil: no shadow.
 	Shadow *ShadowConfig `json:"shadow"`
 
-	query       string
-	labelsQuery string
-	admission   admission
-	deliveryTTL time.Duration
+	query        string
+	labelsQuery  string
+	admission    admission
+	reservations reservationSettings
+	deliveryTTL  time.Duration
 }
 
 func (c *Config) inputOptions() inputOptions {
@@ -100,6 +105,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	c.admission = admission
+	if c.reservations, err = c.Reservations.resolve(); err != nil {
+		return err
+	}
 	ref, err := ast.PtrRef(ast.DefaultRootDocument, c.Path)
 	if err != nil || len(ref) < 2 {
 		return fmt.Errorf("path %q does not name a document under data", c.Path)

@@ -141,7 +141,7 @@ func (m *decisionMetrics) bornAtZero() {
 	}
 }
 
-var allOutcomes = []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError}
+var allOutcomes = []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError, outcomeReservation}
 
 // decisionLabels are what a Check's metrics are labelled by.
 type decisionLabels struct {

@@ -13,6 +13,9 @@ const (
 	outcomeRefused = "refused" // the plugin refused it: malformed path, query or body
 	outcomeShed    = "shed"    // admission control refused it
 	outcomeError   = "error"   // a gRPC error: Envoy refuses (failure_mode_allow false)
+	// outcomeReservation: the policy allowed it, but its worst case did
+	// not fit beside the budget holds of requests in flight (reservations.go).
+	outcomeReservation = "reservation_refused"
 )
 
 // checkMetrics are the plugin's Prometheus metrics, served on OPA's
@@ -27,6 +30,8 @@ type checkMetrics struct {
 	// logDuration: the decision log's share of a Check (mask, encode, and
 	// with the durable log waiting, the group commit's fsync).
 	logDuration prometheus.Histogram
+	// reservations: budget holds kept (reservations.go).
+	reservations prometheus.Gauge
 }
 
 // queueDelayBuckets span an immediate admission to Envoy's 250 ms timeout.
@@ -53,7 +58,7 @@ func newCheckMetrics() *checkMetrics {
 		}, []string{"reason"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_extauthz_checks_total",
-			Help: "Checks answered, by outcome (allowed, denied, refused, shed, error).",
+			Help: "Checks answered, by outcome (allowed, denied, refused, shed, error, reservation_refused).",
 		}, []string{"outcome"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nexus_extauthz_deliveries_total",
@@ -64,13 +69,17 @@ func newCheckMetrics() *checkMetrics {
 			Help:    "Time a Check spent handing its decision to the decision log, before the answer (with the durable log waiting: until the fsync).",
 			Buckets: logDurationBuckets,
 		}),
+		reservations: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nexus_extauthz_budget_reservations",
+			Help: "Budget holds kept: allowed priced chats whose spend no evaluated state counts yet.",
+		}),
 	}
 	// Every series exists from the start, so a rate over it is defined
 	// before the first shed.
 	for _, reason := range []string{shedQueueTimeout, shedDeadline, shedCancelled, shedAbandoned} {
 		m.shed.WithLabelValues(reason)
 	}
-	for _, outcome := range []string{outcomeAllowed, outcomeDenied, outcomeRefused, outcomeShed, outcomeError} {
+	for _, outcome := range allOutcomes {
 		m.checks.WithLabelValues(outcome)
 	}
 	for _, result := range []string{deliveryDelivered, deliveryUndelivered, deliveryUnconfirmed, deliveryAmbiguous, deliveryLost, deliveryCorrected} {
@@ -103,6 +112,9 @@ func (m *checkMetrics) register(reg prometheus.Registerer) error {
 	if m.deliveries, err = promreg.Registered(reg, m.deliveries); err != nil {
 		return err
 	}
-	m.logDuration, err = promreg.Registered(reg, m.logDuration)
+	if m.logDuration, err = promreg.Registered(reg, m.logDuration); err != nil {
+		return err
+	}
+	m.reservations, err = promreg.Registered(reg, m.reservations)
 	return err
 }

@@ -59,6 +59,7 @@ func (Factory) New(m *plugins.Manager, config any) plugins.Plugin {
 	if err := p.metrics.register(m.PrometheusRegister()); err != nil {
 		m.Logger().Error("%s: metrics not registered: %v", PluginName, err)
 	}
+	p.storeReservations() // after register: the table reports to the registered gauge
 	p.decisions = p.newDecisionMetrics()
 	m.RegisterCompilerTrigger(p.compilerUpdated)
 	m.UpdatePluginStatus(PluginName, &plugins.Status{State: plugins.StateNotReady})
@@ -79,6 +80,9 @@ type Plugin struct {
 	deliveries     *deliveries
 	receiptWriters chan struct{}
 	shadow         atomic.Pointer[shadow]
+	// reservations holds budget reservations (reservations.go); nil when
+	// they are off.
+	reservations atomic.Pointer[reservations]
 
 	mu       sync.Mutex
 	server   *grpc.Server
@@ -168,10 +172,29 @@ func (p *Plugin) Reconfigure(ctx context.Context, config any) {
 	p.mu.Unlock()
 	p.labelsCache.clear()
 	p.limiter.Store(newLimiter(p.cfg.admission))
+	p.storeReservations()
 	p.decisions = p.newDecisionMetrics()
 	if err := p.Start(ctx); err != nil {
 		p.manager.Logger().Error("%s: reconfigure: %v", PluginName, err)
 	}
+}
+
+// storeReservations sets up the reservation table the configuration asks
+// for. A reconfiguration with the same settings keeps the holds: dropping
+// them would admit a burst against figures they were counted in.
+func (p *Plugin) storeReservations() {
+	cfg := p.cfg.reservations
+	if !cfg.enabled {
+		p.reservations.Store(nil)
+		p.metrics.reservations.Set(0)
+		return
+	}
+	if current := p.reservations.Load(); current != nil && current.cfg == cfg {
+		return
+	}
+	r := newReservations(cfg)
+	r.gauge = p.metrics.reservations.Set
+	p.reservations.Store(r)
 }
 
 // compilerUpdated drops the prepared query: it was compiled against the

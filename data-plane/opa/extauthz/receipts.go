@@ -64,7 +64,11 @@ func (s *accessLogServer) StreamAccessLogs(stream grpc.ClientStreamingServer[acc
 			if !finalEntry(entry) {
 				continue
 			}
-			if r := s.p.deliveries.logged(entry.GetRequest().GetRequestId(), recordOf(entry)); r != nil {
+			requestID, record := entry.GetRequest().GetRequestId(), recordOf(entry)
+			if held := s.p.reservations.Load(); held != nil {
+				held.finished(record.decisionID, requestID)
+			}
+			if r := s.p.deliveries.logged(requestID, record); r != nil {
 				s.p.writeReceipt(ctx, r)
 			}
 		}

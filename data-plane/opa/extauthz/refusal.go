@@ -25,7 +25,10 @@ type refusal struct {
 	controls []string
 	headers  []*corev3.HeaderValueOption
 	shed     string // why it was shed (admission.go's shed reasons); "" when not
-	cause    error
+	// reservation says why a budget hold was refused (budgethold.go); nil
+	// for other refusals.
+	reservation map[string]any
+	cause       error
 }
 
 // Controls a refusal is evidence for. Every id must be in the audit
@@ -71,6 +74,9 @@ func (r *refusal) decision() any {
 	}
 	if r.shed != "" {
 		d["shed"] = r.shed
+	}
+	if r.reservation != nil {
+		d["reservation"] = r.reservation
 	}
 	return d
 }

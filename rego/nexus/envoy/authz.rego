@@ -186,6 +186,13 @@ with_fallback(d) := object.union(d, {"fallback": routing.fallback}) if {
 	routing.fallback
 } else := d
 
+# An allowed priced chat names what the ext_authz plugin holds for it
+# (nexus.cost.reservation): its worst case, the scopes it draws on with
+# what each had left as published, and when that was read.
+with_reservation(d) := object.union(d, {"reservation": cost.reservation}) if {
+	cost.reservation
+} else := d
+
 # METADATA
 # title: Gateway decision
 # description: |
@@ -209,7 +216,7 @@ default decision := {
 	}],
 }
 
-decision := with_log_choice(with_fallback(with_rate_limits({
+decision := with_log_choice(with_reservation(with_fallback(with_rate_limits({
 	"allowed": true,
 	"http_status": 200,
 	"headers": upstream_headers,
@@ -218,7 +225,7 @@ decision := with_log_choice(with_fallback(with_rate_limits({
 	"body": "",
 	"reasons": [],
 	"labels": capability.labels,
-}))) if {
+})))) if {
 	allowed == true
 }
 
