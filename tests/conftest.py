@@ -22,6 +22,7 @@ from tests.fixtures.softhsm import SoftHsm, make_softhsm
 
 # Session fixtures more than one test package shares (one stack each per session).
 pytest_plugins = [
+    "tests.fixtures.durable_stack",
     "tests.fixtures.planes",
     "tests.fixtures.ratelimit_stack",
     "tests.fixtures.provider_stack",

@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nexus_audit.service import AuditLog
-from nexus_contract.wire import DURABLE_LOG_PLUGIN
-from nexus_control.access.signing_keys import KeyPaths
-from nexus_control.authoring.opa import Opa
-from nexus_dataplane.process import free_port
-from nexus_runtime.server import ServerThread
+from tests.fixtures.durable_stack import Intake, logged_ids
 from tests.fixtures.gateway_opa import put_empty_state
-from tests.fixtures.gateway_stack import GatewayStack, gateway_stack
-from tests.unit.audit.audit_app import create_app
+from tests.fixtures.gateway_stack import GatewayStack
 
 pytestmark = [pytest.mark.opa]
 
-ENFORCER = "eu-west-1-a"
 LOAD_S = 9.0
 KILL_AT_S = 2.5
 INTAKE_DOWN_AT_S = 5.0
@@ -39,72 +30,6 @@ SENDERS = 2
 PAUSE_S = 0.02
 """Between one sender's requests: two senders offer well under 100 requests/s."""
 LAND_TIMEOUT_S = 30.0
-
-
-class Intake:
-    """The audit service's API on a fixed loopback port, stoppable and restartable."""
-
-    def __init__(self, log: AuditLog) -> None:
-        self.log = log
-        self.port = free_port()
-        self.server: ServerThread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.server = ServerThread(create_app(self.log), "127.0.0.1", self.port)
-        self.server.start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-
-@pytest.fixture
-def intake(audit: AuditLog) -> Iterator[Intake]:
-    running = Intake(audit)
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def durable_stack(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    opa: Opa,
-    session_keys: KeyPaths,
-    signing_public_pem: Path,
-    intake: Intake,
-) -> Iterator[GatewayStack]:
-    """The stack with the durable log; its answers wait for ``request.param`` (fsync or
-    write: the page cache outlives a killed OPA just as the disk does)."""
-    wait_for = getattr(request, "param", "fsync")
-    config: dict[str, Any] = {
-        "labels": {"region": "eu-west-1", "enforcer": ENFORCER},
-        "services": {
-            "audit": {
-                "url": f"{intake.url}/v1/opa",
-                "credentials": {"bearer": {"token": "enforcer-token"}},
-                "headers": {"x-nexus-enforcer": ENFORCER},
-            }
-        },
-        "plugins": {
-            DURABLE_LOG_PLUGIN: {
-                "dir": str(tmp_path / "decision-log"),
-                "service": "audit",
-                "wait_for": wait_for,
-            }
-        },
-        "decision_logs": {"plugin": DURABLE_LOG_PLUGIN, "nd_builtin_cache": True},
-    }
-    with gateway_stack(
-        tmp_path, opa, session_keys, signing_public_pem, enforcer_id=ENFORCER, opa_config=config
-    ) as stack:
-        yield stack
 
 
 class Load:
@@ -153,14 +78,6 @@ class Load:
             t.join()
 
 
-def _logged_ids(log: AuditLog) -> list[str]:
-    with log.db.engine.connect() as connection:
-        rows = connection.exec_driver_sql(
-            "SELECT decision_id FROM leaves WHERE decision_id IS NOT NULL"
-        ).all()
-    return [row[0] for row in rows]
-
-
 @pytest.mark.parametrize("durable_stack", ["fsync", "write"], indirect=True)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_kill_enforcer_loses_no_decision(
@@ -183,7 +100,7 @@ def test_kill_enforcer_loses_no_decision(
     assert len(set(answered)) == len(answered)
 
     deadline = time.monotonic() + LAND_TIMEOUT_S
-    while len(logged := _logged_ids(audit)) < len(answered) and time.monotonic() < deadline:
+    while len(logged := logged_ids(audit)) < len(answered) and time.monotonic() < deadline:
         time.sleep(0.25)
     # Every decision Envoy answered with, each once: none lost to the kill or
     # the outage, none doubled by re-shipping a segment after the crash.

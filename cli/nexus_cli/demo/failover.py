@@ -67,14 +67,20 @@ def show_failover(
         last["answer"] = response
         return response
 
-    def routed() -> str:
+    def routed() -> str | None:
+        """The model the upstream was sent, or None for an answer that was not served."""
         answer = chat()
+        if answer.status_code != 200:
+            refused.append(answer.status_code)
+            return None
         return str(answer.json().get("headers", {}).get("x-nexus-route-model", ""))
+
+    refused: list[int] = []
 
     token = _probe_token(run)
     started = time.monotonic()
     _report(run.server.url, token, "degraded", "5xx rate 12% over 1 min")
-    switched = until(lambda: routed() != PRIMARY, SWITCH_DEADLINE_S)
+    switched = until(lambda: routed() not in (PRIMARY, None), SWITCH_DEADLINE_S)
     answer = last["answer"]
     fallback = answer.json().get("headers", {}).get("x-nexus-route-model", "")
     notes = [
@@ -94,6 +100,8 @@ def show_failover(
     notes.append(
         f"probe: {PRIMARY} healthy again → back on {PRIMARY} "
         + (f"{recovered:.2f} s later" if recovered is not None else "NEVER")
-        + f" (step took {time.monotonic() - started:.1f} s)"
+        + f" (step took {time.monotonic() - started:.1f} s"
+        + (f"; answers not served while polling: {refused}" if refused else "")
+        + ")"
     )
     return switched is not None and recovered is not None, notes

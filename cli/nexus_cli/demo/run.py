@@ -28,6 +28,7 @@ from nexus_audit.service import LeafNotFoundError
 from nexus_audit.verify import verify_log
 from nexus_cli.client import ApiCallError
 from nexus_cli.demo.anomaly import show_anomaly
+from nexus_cli.demo.burst import show_burst
 from nexus_cli.demo.failover import show_failover
 from nexus_cli.demo.faults import rotate_before_trust, undo_rotation
 from nexus_cli.demo.polling import until
@@ -309,6 +310,14 @@ def _show_audit(run: DemoRun, demo: Demo, out: Console) -> bool:
         f"  {count}/{len(demo.decisions)} decisions made through Envoy are leaves of the log"
         + ("" if waited is not None else " [red](missing after 30 s)[/red]")
     )
+    if waited is None:
+        missing = []
+        for decision_id in sorted(demo.decisions):
+            try:
+                audit.leaf(decision_id=decision_id)
+            except LeafNotFoundError:
+                missing.append(decision_id)
+        out.print(f"  [red]not in the log: {', '.join(missing[:5])}[/red]")
     until(lambda: run.plane is not None and run.plane.drain_outbox(audit) == 0, 10.0)
     with run.plane.db.session() as session:
         events = len(outbox.events(session))
@@ -484,6 +493,8 @@ def run_demo(out: Console, err: Console) -> int:
         limited = show_rate_limit(run, gateway, canary.refusal_log_dir or WORKDIR, plain)
         demo.decisions |= limited.decisions
         notes += limited.notes
+        bounded, burst_notes = show_burst(run, gateway, plain, demo.seen)
+        notes += burst_notes
         out.print(_table(demo.outcomes))
         for note in notes:
             out.print(f"  • {note}")
@@ -580,7 +591,18 @@ def run_demo(out: Console, err: Console) -> int:
             )
         if not gated:
             out.print("[red]the shadowed revision was not promoted past its shadow gate[/red]")
-        ok = healthy and audited and followed and gated and failed_over and flagged and limited.ok
+        if not bounded:
+            out.print("[red]the burst near stark's cap overshot its bound[/red]")
+        ok = (
+            healthy
+            and audited
+            and followed
+            and gated
+            and failed_over
+            and flagged
+            and limited.ok
+            and bounded
+        )
         return 1 if failed or not ok else 0
     finally:
         run.stop()

@@ -35,6 +35,9 @@ type intake struct {
 	uploads [][]string
 	answer  func(n int) (status int, header http.Header)
 	calls   int
+	// refuses, when set, refuses an upload holding an event with this decision id
+	// (400, as the intake does an event that fails validation).
+	refuses string
 }
 
 func (in *intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -62,6 +65,11 @@ func (in *intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status, header := http.StatusOK, http.Header(nil)
 	if in.answer != nil {
 		status, header = in.answer(in.calls)
+	}
+	for _, e := range events {
+		if in.refuses != "" && e.DecisionID == in.refuses {
+			status = http.StatusBadRequest
+		}
 	}
 	if status/100 == 2 {
 		ids := make([]string, len(events))
@@ -383,6 +391,26 @@ func TestARefusedChunkIsSetAsideAndShippingGoesOn(t *testing.T) {
 	kept, err := os.ReadFile(mustGlob(t, filepath.Join(tl.dir, refusedDir, "*.json")))
 	if err != nil || !strings.Contains(string(kept), `"poison"`) {
 		t.Errorf("refused chunk not kept: %q %v", kept, err)
+	}
+}
+
+func TestOnePoisonEventIsSetAsideAloneAndTheRestOfItsChunkShipped(t *testing.T) {
+	in := &intake{refuses: "mixed-005"}
+	tl := newTestLog(t, in, "", "")
+	tl.start(t)
+	tl.logAll(t, ids("mixed", 12)...)
+	eventually(t, "the poison set aside", func() bool {
+		return testutil.ToFloat64(tl.metrics.refused.WithLabelValues(refusedIntake)) == 1
+	})
+	eventually(t, "every other event shipped", func() bool { return len(in.ids()) == 11 })
+	for _, id := range in.ids() {
+		if id == "mixed-005" {
+			t.Fatalf("the refused event was recorded: %v", in.ids())
+		}
+	}
+	kept, err := os.ReadFile(mustGlob(t, filepath.Join(tl.dir, refusedDir, "*.json")))
+	if err != nil || !strings.Contains(string(kept), `"mixed-005"`) || strings.Contains(string(kept), `"mixed-004"`) {
+		t.Errorf("not the poison alone kept: %q %v", kept, err)
 	}
 }
 

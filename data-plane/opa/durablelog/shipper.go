@@ -139,7 +139,11 @@ func (s *shipper) upload(ctx context.Context, events [][]byte, name string) erro
 		case err == nil && status/100 == 2:
 			s.metrics.shipped.Add(float64(len(events)))
 			return nil
-		case err == nil && status == http.StatusRequestEntityTooLarge && len(events) > 1:
+		case err == nil && len(events) > 1 &&
+			(status == http.StatusRequestEntityTooLarge || refusedForContent(status)):
+			// Too large, or one event in it refused (an OPA REST query logged beside
+			// the gateway's decisions, a malformed event): halves until the poison
+			// is alone, so it costs log2(n) uploads and no other decision.
 			half := len(events) / 2
 			if err := s.upload(ctx, events[:half], name+"a"); err != nil {
 				return err
