@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,9 +49,9 @@ class _ClockedStore(InProcessSpendStore):
 
     read_at: float = 0.0
 
-    def totals(self, period: str) -> dict[str, SpendTotals]:
+    def window_totals(self, windows: Mapping[str, str]) -> dict[str, SpendTotals]:
         self.read_at = time.time()
-        return super().totals(period)
+        return super().window_totals(windows)
 
 
 def _published(plane: ControlPlane) -> tuple[str, int]:
