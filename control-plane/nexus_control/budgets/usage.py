@@ -334,7 +334,8 @@ def state_document(
     used = approval_uses.used_approvals(session, now)
     document: StateDocument = {
         "period": period,
-        "as_of": round(moment.timestamp() * 1000),
+        # Whole milliseconds, rounded down: as_of never claims a read later than it was.
+        "as_of": int(moment.timestamp()) * 1000 + moment.microsecond // 1000,
         "spend": spend,
         "disabled": disabled,
         "approvals": {"used": used},
