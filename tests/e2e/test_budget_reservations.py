@@ -24,6 +24,7 @@ import pytest
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
+from tests.fixtures.gateway_opa import put_state
 from tests.fixtures.gateway_stack import GatewayStack, gateway_stack
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
@@ -76,7 +77,7 @@ def stack(
 
 
 def publish(stack: GatewayStack, document: dict[str, Any]) -> None:
-    httpx.put(f"{stack.opa.url}/v1/data/nexus_state", json=document, timeout=5).raise_for_status()
+    put_state(stack.opa.url, document)
 
 
 def chat(

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
 from nexus_control.access.signing_keys import KeyPaths
 from nexus_control.authoring.opa import Opa
+from tests.fixtures.gateway_opa import put_state
 from tests.fixtures.gateway_stack import Answer, GatewayStack, gateway_stack
 
 pytestmark = [pytest.mark.opa, pytest.mark.envoy]
@@ -57,9 +57,7 @@ def stack(
     with gateway_stack(
         tmp_path_factory.mktemp("burst"), opa, session_keys, signing_public_pem
     ) as running:
-        httpx.put(
-            f"{running.opa.url}/v1/data/nexus_state", json=STATE, timeout=5
-        ).raise_for_status()
+        put_state(running.opa.url, STATE)
         yield running
 
 
